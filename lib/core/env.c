@@ -1,0 +1,40 @@
+/*
+ * core/env.c: every environment variable mpt reads, declared once with its
+ * default and a line of explanation.  Tools print this table in --help.
+ */
+#include <stdlib.h>
+
+#include "core/internal.h"
+
+static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
+    [MPT_ENV_DEVICES] = {"MPT_DEVICES", "",
+                         "devices to use: indices (0,2), ranges (0-3) or words "
+                         "(gpu, cpu, nvidia, amd, intel, pocl); empty = all"},
+    [MPT_ENV_KERNEL_DIR] = {"MPT_KERNEL_DIR", "",
+                            "read kernels/*.cl from this directory instead of the "
+                            "copies embedded in libmpt (development)"},
+    [MPT_ENV_CL_BUILD_OPTIONS] = {"MPT_CL_BUILD_OPTIONS", "",
+                                  "extra options appended to every OpenCL program build"},
+    [MPT_ENV_TOPOLOGY_XML] = {"MPT_TOPOLOGY_XML", "",
+                              "hwloc XML file to use instead of discovering this machine"},
+    [MPT_ENV_CACHE_HOME] = {"XDG_CACHE_HOME", "",
+                            "profiles are cached in $XDG_CACHE_HOME/mpt (default ~/.cache/mpt)"},
+    [MPT_ENV_PROFILE_QUICK] = {"MPT_PROFILE_QUICK", "",
+                               "1 = profile with small sizes only (tests; figures are rough)"},
+};
+
+size_t mpt_env_count(void)
+{
+    return MPT_ENV__COUNT;
+}
+
+const mpt_env_var_t *mpt_env_get(size_t i)
+{
+    return i < MPT_ENV__COUNT ? &env_table[i] : NULL;
+}
+
+const char *mpt__env(mpt__env_id_t id)
+{
+    const char *v = getenv(env_table[id].name);
+    return v ? v : env_table[id].default_value;
+}

@@ -1,0 +1,106 @@
+/*
+ * core/util.c: clocks, strings, directories and JSON files: the small
+ * helpers every module needs and none should write again.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+double mpt__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double mpt__wall_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *mpt__strdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        mpt__fail(MPT_ERR_NOMEM, "out of memory duplicating a string");
+    return d;
+}
+
+int mpt__snprintf(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size)
+        return mpt__fail(MPT_ERR_RANGE, "text longer than %zu bytes", size);
+    return MPT_OK;
+}
+
+int mpt__mkdir_p(const char *path)
+{
+    char tmp[4096];
+    int status = mpt__snprintf(tmp, sizeof tmp, "%s", path);
+    if (status < 0)
+        return status;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return mpt__fail(MPT_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return mpt__fail(MPT_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+    return MPT_OK;
+}
+
+int mpt__json_load_file(const char *path, json_t **out)
+{
+    json_error_t err;
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    if (!f)
+        return mpt__fail(errno == ENOENT ? MPT_ERR_NOT_FOUND : MPT_ERR_IO, "%s: %s", path,
+                         strerror(errno));
+    *out = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+    fclose(f);
+    if (!*out)
+        return mpt__fail(MPT_ERR_PARSE, "%s:%d:%d: malformed JSON: %s", path, err.line,
+                         err.column, err.text);
+    return MPT_OK;
+}
+
+int mpt__json_save_file(const char *path, const json_t *value)
+{
+    char tmp[4096];
+    int status = mpt__snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (status < 0)
+        return status;
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return mpt__fail(MPT_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    int bad = json_dumpf(value, f, JSON_INDENT(2) | JSON_SORT_KEYS) != 0;
+    bad |= fputc('\n', f) == EOF;
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mpt__fail(MPT_ERR_IO, "cannot write %s: %s", path, strerror(e));
+    }
+    return MPT_OK;
+}

@@ -1,0 +1,86 @@
+/*
+ * device/device.h: the OpenCL side of a device, for the modules below it
+ * (topo, profile, tensor, engine).  Never installed.
+ */
+#ifndef MPT_DEVICE_DEVICE_H
+#define MPT_DEVICE_DEVICE_H
+
+#include <pthread.h>
+
+#include <CL/cl.h>
+
+#include "core/internal.h"
+
+typedef struct mpt__program mpt__program_t; /* a built program and its kernels */
+
+struct mpt_device {
+    mpt_device_info_t info;
+    char *strings[7]; /* storage behind info's strings */
+    char *identity;
+    cl_platform_id platform;
+    cl_device_id id;
+    cl_context context;
+    cl_command_queue queue; /* in order, profiling enabled */
+    pthread_mutex_t lock;   /* guards the program cache */
+    mpt__program_t *programs;
+};
+
+struct mpt_devices {
+    mpt_device_t **devices; /* the selected ones, opened */
+    size_t count;
+    size_t total; /* enumerated before selection */
+};
+
+struct mpt_buffer {
+    mpt_device_t *dev;
+    cl_mem mem;
+    size_t size;
+};
+
+/* A kernel source: embedded at build time (kernels_embedded.c). */
+typedef struct {
+    const char *name; /* file stem: kernels/<name>.cl */
+    const char *source;
+    size_t length;
+} mpt__kernel_source_t;
+
+extern const mpt__kernel_source_t mpt__kernel_sources[];
+extern const size_t mpt__kernel_source_count;
+
+/* The name of an OpenCL error code, e.g. "CL_OUT_OF_RESOURCES". */
+const char *mpt__cl_error_name(cl_int err);
+/* Records an OpenCL failure (raw code and its name in the detail) and
+ * returns MPT_ERR_DEVICE_MEMORY for allocation failures, else MPT_ERR_OPENCL. */
+int mpt__fail_cl(cl_int err, const char *fmt, ...) MPT__PRINTF(2, 3);
+
+/* The driver family of a device: "pocl" for PoCL whatever the CPU, else
+ * "nvidia", "amd", "intel" or "other" from the vendor string. */
+const char *mpt__vendor_word(const char *vendor, const char *platform);
+
+/* Whether the device matches one selection item (index, range or word);
+ * MPT_ERR_PARSE for an item that is none of these. */
+int mpt__device_matches(const mpt_device_info_t *info, const char *item, int *match);
+
+/* Source of kernels/<name>.cl: from MPT_KERNEL_DIR when set, else embedded.
+ * *owned is set when the caller must free the returned text. */
+int mpt__kernel_source(const char *name, const char **source, size_t *length, char **owned);
+
+/* The build options used for every program on this device, plus `extra`
+ * (tunables such as "-DTILE=16") and MPT_CL_BUILD_OPTIONS. */
+int mpt__build_options(const mpt_device_t *dev, const char *extra, char *buf, size_t size);
+
+/* Builds source text for the device; MPT_ERR_BUILD with the build log in
+ * the detail on failure.  `label` names the source in messages. */
+int mpt__program_build_source(mpt_device_t *dev, const char *label, const char *source,
+                              size_t length, const char *extra_options, cl_program *out);
+
+/* A kernel of kernels/<program>.cl built for the device, cached: built on
+ * first use, then shared.  The cl_kernel belongs to the device; only the
+ * device's one worker thread may set its arguments and launch it. */
+int mpt__device_kernel(mpt_device_t *dev, const char *program, const char *kernel,
+                       cl_kernel *out);
+
+/* Frees the program cache of a device. */
+void mpt__device_programs_free(mpt_device_t *dev);
+
+#endif

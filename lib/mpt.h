@@ -1,0 +1,325 @@
+/*
+ * mpt.h: the one public header of libmpt, model-parallel training across
+ * every OpenCL device of a machine or a cluster.
+ *
+ * Rules that hold for the whole API, stated once:
+ *
+ * Errors.  Every function that can fail returns an int status: MPT_OK (0)
+ *   on success, a negative MPT_ERR_* code otherwise.  mpt_strerror() turns a
+ *   code into a fixed sentence; mpt_last_error() returns the detail of the
+ *   last failure on the calling thread (the file and reason, the OpenCL build
+ *   log, the raw cl_int...).  The library never prints, aborts or exits: it
+ *   reports through return codes and, if installed, the log callback.
+ *
+ * Ownership.  An object returned through an out-pointer by a create, open or
+ *   load function belongs to the caller, who releases it with the matching
+ *   free function.
+ *   Strings and structs returned by accessors belong to the object they were
+ *   read from and live as long as it.  Freeing NULL is a no-op.
+ *
+ * Threads.  Distinct objects may be used from distinct threads at once.  One
+ *   object is used by one thread at a time, except where a function says
+ *   otherwise (a device set may be shared read-only once opened; each device
+ *   is meant to be driven by one worker thread).  mpt_last_error() is
+ *   per-thread.  The log callback may be called from any thread.
+ */
+#ifndef MPT_H
+#define MPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MPT_API __attribute__((visibility("default")))
+#else
+#define MPT_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status codes: one list generates the enum, mpt_strerror and names.       */
+
+#define MPT_STATUS_LIST(X)                                                      \
+    X(OK, 0, "success")                                                         \
+    X(ERR_INVALID, -1, "invalid argument")                                      \
+    X(ERR_NOMEM, -2, "out of host memory")                                      \
+    X(ERR_IO, -3, "input/output error")                                         \
+    X(ERR_PARSE, -4, "malformed input")                                         \
+    X(ERR_NOT_FOUND, -5, "not found")                                           \
+    X(ERR_NO_PLATFORM, -6, "no OpenCL platform found")                          \
+    X(ERR_NO_DEVICE, -7, "no matching OpenCL device")                           \
+    X(ERR_OPENCL, -8, "OpenCL call failed")                                     \
+    X(ERR_BUILD, -9, "OpenCL program build failed")                             \
+    X(ERR_DEVICE_MEMORY, -10, "out of device memory")                           \
+    X(ERR_BLAS, -11, "CLBlast call failed")                                     \
+    X(ERR_TOPOLOGY, -12, "topology discovery or loading failed")                \
+    X(ERR_UNSUPPORTED, -13, "operation not supported here")                     \
+    X(ERR_RANGE, -14, "value out of range")
+
+typedef enum {
+#define MPT__STATUS_ENUM(name, code, text) MPT_##name = code,
+    MPT_STATUS_LIST(MPT__STATUS_ENUM)
+#undef MPT__STATUS_ENUM
+} mpt_status_t;
+
+/** \return a fixed sentence for a status code ("unknown status" if none). */
+MPT_API const char *mpt_strerror(int status);
+/** \return the code's symbolic name, e.g. "MPT_ERR_BUILD". */
+MPT_API const char *mpt_status_name(int status);
+/** \return the detail of the calling thread's last failure, "" if none. */
+MPT_API const char *mpt_last_error(void);
+/** \return the library version string, e.g. "0.1.0". */
+MPT_API const char *mpt_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Logging.  Without a callback the library is silent.                      */
+
+typedef enum {
+    MPT_LOG_ERROR = 0,
+    MPT_LOG_WARN = 1,
+    MPT_LOG_INFO = 2,
+    MPT_LOG_DEBUG = 3
+} mpt_log_level_t;
+
+typedef void (*mpt_log_fn)(mpt_log_level_t level, const char *message, void *user);
+
+/** Installs (or, with fn NULL, removes) the log callback; messages above
+ *  max_level are dropped before formatting.  Not thread-safe against
+ *  concurrent logging: install it before starting work. */
+MPT_API void mpt_set_log_callback(mpt_log_fn fn, mpt_log_level_t max_level, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Environment tunables, declared in one table (see README).                */
+
+typedef struct {
+    const char *name;          /* e.g. "MPT_DEVICES" */
+    const char *default_value; /* "" when unset means "off" or "all" */
+    const char *help;          /* one line */
+} mpt_env_var_t;
+
+/** \return the number of environment tunables mpt reads. */
+MPT_API size_t mpt_env_count(void);
+/** \return the i-th tunable's description, NULL when i is out of range. */
+MPT_API const mpt_env_var_t *mpt_env_get(size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* Devices: every OpenCL device of every installed ICD.                     */
+
+typedef enum {
+    MPT_DEVICE_CPU = 1,
+    MPT_DEVICE_GPU = 2,
+    MPT_DEVICE_ACCELERATOR = 4,
+    MPT_DEVICE_OTHER = 8
+} mpt_device_type_t;
+
+/* What identifies and describes a device.  Strings belong to the device. */
+typedef struct {
+    int index;                  /* position among all devices, in enumeration order */
+    const char *vendor;         /* CL_DEVICE_VENDOR as reported */
+    const char *vendor_word;    /* "nvidia", "amd", "intel", "pocl" or "other" */
+    const char *name;           /* CL_DEVICE_NAME */
+    const char *platform;       /* CL_PLATFORM_NAME */
+    const char *device_version; /* CL_DEVICE_VERSION */
+    const char *driver_version; /* CL_DRIVER_VERSION */
+    const char *pci_address;    /* "dddd:bb:dd.f", or "" when the driver does not tell */
+    mpt_device_type_t type;
+    uint64_t global_mem_bytes;
+    uint64_t max_alloc_bytes;
+    uint64_t local_mem_bytes;
+    unsigned compute_units;
+    unsigned clock_mhz;
+    int unified_memory; /* device memory is host memory (CPU, integrated GPU) */
+    int fp16, fp64;
+} mpt_device_info_t;
+
+typedef struct mpt_device mpt_device_t;   /* one device: context, queue, programs */
+typedef struct mpt_devices mpt_devices_t; /* an ordered set of opened devices */
+
+/** Enumerates every device of every platform and opens those selected by
+ *  spec: NULL means the MPT_DEVICES environment variable, and an empty or
+ *  unset selection means all.  A spec is a comma-separated list of indices
+ *  ("0,2"), ranges ("0-3") or words (gpu, cpu, accelerator, nvidia, amd,
+ *  intel, pocl); a device is selected if any item matches, in enumeration
+ *  order.  Fails with MPT_ERR_NO_PLATFORM when no ICD is installed and
+ *  MPT_ERR_NO_DEVICE when an item matches nothing. */
+MPT_API int mpt_devices_open(const char *spec, mpt_devices_t **out);
+MPT_API void mpt_devices_free(mpt_devices_t *set);
+/** \return the number of opened devices. */
+MPT_API size_t mpt_devices_count(const mpt_devices_t *set);
+/** \return the i-th opened device, NULL when i is out of range. */
+MPT_API mpt_device_t *mpt_devices_get(const mpt_devices_t *set, size_t i);
+/** \return the number of devices enumerated before selection. */
+MPT_API size_t mpt_devices_total(const mpt_devices_t *set);
+
+/** \return the identity and capabilities of a device. */
+MPT_API const mpt_device_info_t *mpt_device_info(const mpt_device_t *dev);
+/** \return a stable text key (vendor, name, driver, PCI address, units). */
+MPT_API const char *mpt_device_identity(const mpt_device_t *dev);
+/** Waits until everything queued on the device has finished. */
+MPT_API int mpt_device_finish(mpt_device_t *dev);
+
+/* Device buffers.  Transfers are blocking; offsets and sizes in bytes. */
+typedef struct mpt_buffer mpt_buffer_t;
+
+MPT_API int mpt_buffer_create(mpt_device_t *dev, size_t bytes, mpt_buffer_t **out);
+MPT_API void mpt_buffer_free(mpt_buffer_t *buf);
+/** \return the size of the buffer in bytes. */
+MPT_API size_t mpt_buffer_size(const mpt_buffer_t *buf);
+MPT_API int mpt_buffer_write(mpt_buffer_t *buf, size_t offset, const void *src, size_t bytes);
+MPT_API int mpt_buffer_read(const mpt_buffer_t *buf, size_t offset, void *dst, size_t bytes);
+/** Copies between two buffers: on the device when both share a context,
+ *  through host memory otherwise. */
+MPT_API int mpt_buffer_copy(mpt_buffer_t *dst, size_t dst_offset, const mpt_buffer_t *src,
+                            size_t src_offset, size_t bytes);
+
+typedef enum { MPT_MAP_READ = 1, MPT_MAP_WRITE = 2 } mpt_map_flags_t;
+/** Maps a range into host memory (zero-copy on unified-memory devices). */
+MPT_API int mpt_buffer_map(mpt_buffer_t *buf, size_t offset, size_t bytes, int flags, void **ptr);
+MPT_API int mpt_buffer_unmap(mpt_buffer_t *buf, void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Topology: hwloc, live or from an XML file, and device locality.          */
+
+typedef enum {
+    MPT_LINK_SAME_DEVICE = 0, /* the same device */
+    MPT_LINK_PCI_SWITCH = 1,  /* below a common PCI switch/bridge */
+    MPT_LINK_HOST_BRIDGE = 2, /* below a common PCI host bridge */
+    MPT_LINK_SAME_NUMA = 3,   /* same NUMA node (or same package), other bridges */
+    MPT_LINK_CROSS_SOCKET = 4,
+    MPT_LINK_CROSS_NODE = 5,
+    MPT_LINK_UNKNOWN = 6
+} mpt_link_class_t;
+
+/** \return "same-device", "pci-switch", "host-bridge", "same-numa",
+ *  "cross-socket", "cross-node" or "unknown". */
+MPT_API const char *mpt_link_class_name(mpt_link_class_t c);
+/** Parses such a name. \return MPT_OK or MPT_ERR_PARSE. */
+MPT_API int mpt_link_class_parse(const char *name, mpt_link_class_t *out);
+
+/* Where a device sits.  Plain data: it may be copied and compared. */
+typedef struct {
+    int node;              /* host (cluster node) index, 0 on a live machine */
+    int numa_node;         /* logical index of its NUMA node, -1 if several/unknown */
+    int package;           /* logical index of its package, -1 if several/unknown */
+    unsigned cores;        /* cores in its cpuset */
+    unsigned pus;          /* hardware threads in its cpuset */
+    char cpus[128];        /* its cpuset as an OS-index list, e.g. "0-3,8-11" */
+    char pci_address[16];  /* "dddd:bb:dd.f" or "" (CPU devices) */
+    char osdev[32];        /* hwloc OS device name, e.g. "opencl0d1", or "" */
+} mpt_locality_t;
+
+typedef struct mpt_topology mpt_topology_t;
+
+/** Loads a topology: from xml_path, else from MPT_TOPOLOGY_XML, else the
+ *  live machine (PCI devices included).  MPT_ERR_TOPOLOGY with the file and
+ *  reason when an XML file is unreadable or malformed. */
+MPT_API int mpt_topology_load(const char *xml_path, mpt_topology_t **out);
+MPT_API void mpt_topology_free(mpt_topology_t *topo);
+/** \return 1 when the topology describes the machine we run on. */
+MPT_API int mpt_topology_is_live(const mpt_topology_t *topo);
+/** \return the number of packages, NUMA nodes, cores and PUs. */
+MPT_API void mpt_topology_counts(const mpt_topology_t *topo, unsigned *packages,
+                                 unsigned *numa_nodes, unsigned *cores, unsigned *pus);
+
+/** Locality of an opened device: for a device with a PCI address, its PCI
+ *  object in the topology (cpuset and NUMA node of its non-I/O ancestor);
+ *  for a CPU device, the whole machine it runs on. */
+MPT_API int mpt_topology_locate_device(const mpt_topology_t *topo, const mpt_device_t *dev,
+                                       mpt_locality_t *out);
+/** Locality of a PCI device given its address ("0000:03:00.0" or "03:00.0"),
+ *  for topologies of other machines.  MPT_ERR_NOT_FOUND if absent. */
+MPT_API int mpt_topology_locate_pci(const mpt_topology_t *topo, const char *pci_address,
+                                    mpt_locality_t *out);
+/** Locality of a CPU device that runs on every core of the machine. */
+MPT_API int mpt_topology_locate_host(const mpt_topology_t *topo, mpt_locality_t *out);
+/** \return the link class between two localities of this topology. */
+MPT_API mpt_link_class_t mpt_topology_link(const mpt_topology_t *topo, const mpt_locality_t *a,
+                                           const mpt_locality_t *b);
+/** \return the number of GPU-like PCI devices in the topology (PCI class
+ *  display controller or processing accelerator), in hwloc's order. */
+MPT_API size_t mpt_topology_gpu_count(const mpt_topology_t *topo);
+/** Locality of the i-th of them.  MPT_ERR_RANGE when i is out of range. */
+MPT_API int mpt_topology_gpu(const mpt_topology_t *topo, size_t i, mpt_locality_t *out);
+/** Binds the calling thread to the cores of a locality (live topology only). */
+MPT_API int mpt_topology_bind_thread(const mpt_topology_t *topo, const mpt_locality_t *loc);
+
+/* ------------------------------------------------------------------------ */
+/* Profiles: what each device measures at, cached per device identity.      */
+
+#define MPT_PROFILE_GEMM_SHAPES 4
+
+typedef struct {
+    unsigned m, n, k;
+    double gflops;
+} mpt_gemm_point_t;
+
+typedef struct {
+    mpt_gemm_point_t gemm[MPT_PROFILE_GEMM_SHAPES]; /* 256^3, 1024^3, 2048^3, tall-skinny */
+    double gemm_gflops; /* best of the points: the rate large GEMMs reach */
+    double mem_gbps;    /* device memory bandwidth, copy kernel (read + write bytes) */
+    double h2d_gbps;    /* host to device, blocking write of pageable memory */
+    double d2h_gbps;    /* device to host, blocking read into pageable memory */
+    double launch_us;   /* enqueue + finish of an empty kernel */
+    double measured_at; /* seconds since the epoch */
+} mpt_profile_t;
+
+typedef enum {
+    MPT_PROFILE_USE_CACHE = 0, /* measure only when no cached profile exists */
+    MPT_PROFILE_REFRESH = 1    /* measure again and rewrite the cache */
+} mpt_profile_mode_t;
+
+/** Measures a device (a few seconds; longer when kernels compile cold). */
+MPT_API int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out);
+/** Cached profile of the device if present, else measures and caches it.
+ *  *from_cache tells which (may be NULL). */
+MPT_API int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *out,
+                            int *from_cache);
+/** The cache directory: $XDG_CACHE_HOME/mpt, else ~/.cache/mpt. Writes at
+ *  most size bytes including the NUL; MPT_ERR_RANGE if it does not fit. */
+MPT_API int mpt_profile_cache_dir(char *buf, size_t size);
+/** Reads/writes a profile as JSON in file `path`, keyed by identity:
+ *  loading fails with MPT_ERR_NOT_FOUND when the file holds another key. */
+MPT_API int mpt_profile_save(const char *path, const char *identity, const mpt_profile_t *p);
+MPT_API int mpt_profile_load(const char *path, const char *identity, mpt_profile_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Clusters: devices that are not here, for offline planning (docs/cluster.md). */
+
+typedef struct {
+    mpt_device_info_t info; /* index = position in the cluster */
+    mpt_locality_t locality;
+    mpt_profile_t profile;
+} mpt_cluster_device_t;
+
+typedef struct mpt_cluster mpt_cluster_t;
+
+/** Loads a cluster description JSON.  MPT_ERR_PARSE naming the file, the
+ *  JSON path and the reason on malformed input. */
+MPT_API int mpt_cluster_load(const char *path, mpt_cluster_t **out);
+/** Describes the live machine (opened devices, their locality and profiles)
+ *  in the same structures. */
+MPT_API int mpt_cluster_from_devices(const mpt_devices_t *set, const mpt_topology_t *topo,
+                                     const mpt_profile_t *profiles, mpt_cluster_t **out);
+MPT_API void mpt_cluster_free(mpt_cluster_t *cluster);
+/** Writes the cluster as cluster-description JSON (loadable by
+ *  mpt_cluster_load) into *text, which the caller releases with free(). */
+MPT_API int mpt_cluster_to_json(const mpt_cluster_t *cluster, char **text);
+/** \return the cluster's name ("" when none). */
+MPT_API const char *mpt_cluster_name(const mpt_cluster_t *cluster);
+/** \return the number of nodes (hosts) and of devices. */
+MPT_API size_t mpt_cluster_node_count(const mpt_cluster_t *cluster);
+MPT_API size_t mpt_cluster_device_count(const mpt_cluster_t *cluster);
+/** \return the i-th device, NULL when out of range. */
+MPT_API const mpt_cluster_device_t *mpt_cluster_device(const mpt_cluster_t *cluster, size_t i);
+/** \return the link class between devices i and j. */
+MPT_API mpt_link_class_t mpt_cluster_link(const mpt_cluster_t *cluster, size_t i, size_t j);
+/** Network between nodes: bandwidth in GB/s and latency in microseconds. */
+MPT_API void mpt_cluster_network(const mpt_cluster_t *cluster, double *gbps, double *latency_us);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPT_H */

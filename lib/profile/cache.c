@@ -1,0 +1,158 @@
+/*
+ * profile/cache.c: profiles as JSON, and their on-disk cache under
+ * $XDG_CACHE_HOME/mpt (else ~/.cache/mpt), one file per device identity.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/device.h"
+#include "profile/profile.h"
+
+#define PROFILE_FORMAT 1 /* bump when the measurement method changes */
+
+json_t *mpt__profile_to_json(const mpt_profile_t *p)
+{
+    json_t *gemm = json_array();
+    for (int i = 0; gemm && i < MPT_PROFILE_GEMM_SHAPES; i++)
+        json_array_append_new(gemm, json_pack("{s:I,s:I,s:I,s:f}", "m", (json_int_t)p->gemm[i].m,
+                                              "n", (json_int_t)p->gemm[i].n, "k",
+                                              (json_int_t)p->gemm[i].k, "gflops",
+                                              p->gemm[i].gflops));
+    return json_pack("{s:f,s:o*,s:f,s:f,s:f,s:f,s:f}", "gemm_gflops", p->gemm_gflops, "gemm", gemm,
+                     "mem_gbps", p->mem_gbps, "h2d_gbps", p->h2d_gbps, "d2h_gbps", p->d2h_gbps,
+                     "launch_us", p->launch_us, "measured_at", p->measured_at);
+}
+
+/* A positive number at obj[key]; `required` decides whether absence fails. */
+static int number(const json_t *obj, const char *key, const char *where, int required,
+                  double *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required)
+            return mpt__fail(MPT_ERR_PARSE, "%s: missing \"%s\"", where, key);
+        return MPT_OK;
+    }
+    if (!json_is_number(v) || json_number_value(v) < 0 ||
+        (required && json_number_value(v) == 0))
+        return mpt__fail(MPT_ERR_PARSE, "%s.%s: must be a %s number", where, key,
+                         required ? "positive" : "non-negative");
+    *out = json_number_value(v);
+    return MPT_OK;
+}
+
+int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *p)
+{
+    int status;
+    memset(p, 0, sizeof *p);
+    if (!json_is_object(obj))
+        return mpt__fail(MPT_ERR_PARSE, "%s: must be an object", where);
+    MPT_TRY(number(obj, "gemm_gflops", where, 1, &p->gemm_gflops));
+    MPT_TRY(number(obj, "mem_gbps", where, 1, &p->mem_gbps));
+    MPT_TRY(number(obj, "h2d_gbps", where, 1, &p->h2d_gbps));
+    MPT_TRY(number(obj, "d2h_gbps", where, 1, &p->d2h_gbps));
+    MPT_TRY(number(obj, "launch_us", where, 0, &p->launch_us));
+    MPT_TRY(number(obj, "measured_at", where, 0, &p->measured_at));
+    json_t *gemm = json_object_get(obj, "gemm");
+    if (gemm && (!json_is_array(gemm) || json_array_size(gemm) > MPT_PROFILE_GEMM_SHAPES))
+        return mpt__fail(MPT_ERR_PARSE, "%s.gemm: must be an array of at most %d points", where,
+                         MPT_PROFILE_GEMM_SHAPES);
+    for (size_t i = 0; gemm && i < json_array_size(gemm); i++) {
+        json_int_t m = 0, n = 0, k = 0;
+        double g = 0;
+        if (json_unpack(json_array_get(gemm, i), "{s:I,s:I,s:I,s:F}", "m", &m, "n", &n, "k", &k,
+                        "gflops", &g) != 0 ||
+            m <= 0 || n <= 0 || k <= 0 || g < 0)
+            return mpt__fail(MPT_ERR_PARSE,
+                             "%s.gemm[%zu]: needs positive integers m, n, k and a number gflops",
+                             where, i);
+        p->gemm[i] = (mpt_gemm_point_t){(unsigned)m, (unsigned)n, (unsigned)k, g};
+    }
+out:
+    return status;
+}
+
+int mpt_profile_save(const char *path, const char *identity, const mpt_profile_t *p)
+{
+    json_t *root = json_pack("{s:i,s:s,s:o*}", "mpt_profile", PROFILE_FORMAT, "identity",
+                             identity, "profile", mpt__profile_to_json(p));
+    if (!root)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory building profile JSON");
+    int status = mpt__json_save_file(path, root);
+    json_decref(root);
+    return status;
+}
+
+int mpt_profile_load(const char *path, const char *identity, mpt_profile_t *p)
+{
+    json_t *root = NULL;
+    json_int_t format = 0;
+    const char *key = NULL;
+    int status;
+    MPT_TRY(mpt__json_load_file(path, &root));
+    if (json_unpack(root, "{s:I,s:s}", "mpt_profile", &format, "identity", &key) != 0) {
+        status = mpt__fail(MPT_ERR_PARSE, "%s: not an mpt profile (needs mpt_profile, identity)",
+                           path);
+        goto out;
+    }
+    if (format != PROFILE_FORMAT || strcmp(key, identity) != 0) {
+        status = mpt__fail(MPT_ERR_NOT_FOUND, "%s: profile of another device or format", path);
+        goto out;
+    }
+    MPT_TRY(mpt__profile_from_json(json_object_get(root, "profile"), path, p));
+out:
+    json_decref(root);
+    return status;
+}
+
+int mpt_profile_cache_dir(char *buf, size_t size)
+{
+    const char *xdg = mpt__env(MPT_ENV_CACHE_HOME), *home = getenv("HOME");
+    if (*xdg)
+        return mpt__snprintf(buf, size, "%s/mpt", xdg);
+    if (home && *home)
+        return mpt__snprintf(buf, size, "%s/.cache/mpt", home);
+    return mpt__fail(MPT_ERR_NOT_FOUND, "neither XDG_CACHE_HOME nor HOME is set: no cache directory");
+}
+
+/* Cache file of a device: a 64-bit FNV-1a hash of the identity names it;
+ * the identity inside the file guards against collisions. */
+static int cache_path(const char *key, char *buf, size_t size)
+{
+    char dir[4000];
+    uint64_t h = 1469598103934665603ull;
+    int status = mpt_profile_cache_dir(dir, sizeof dir);
+    if (status < 0)
+        return status;
+    for (const unsigned char *s = (const unsigned char *)key; *s; s++)
+        h = (h ^ *s) * 1099511628211ull;
+    return mpt__snprintf(buf, size, "%s/profile-%016llx.json", dir, (unsigned long long)h);
+}
+
+int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *out,
+                    int *from_cache)
+{
+    char path[4096], key[2048], dir[4000];
+    int status;
+    if (from_cache)
+        *from_cache = 0;
+    /* Quick profiles are rough: they never stand in for full ones. */
+    MPT_TRY(mpt__snprintf(key, sizeof key, "%s%s", dev->identity,
+                          mpt__profile_quick() ? "|quick" : ""));
+    MPT_TRY(cache_path(key, path, sizeof path));
+    if (mode == MPT_PROFILE_USE_CACHE && mpt_profile_load(path, key, out) == MPT_OK) {
+        if (from_cache)
+            *from_cache = 1;
+        return MPT_OK;
+    }
+    mpt__clear_error();
+    MPT_TRY(mpt_profile_measure(dev, out));
+    MPT_TRY(mpt_profile_cache_dir(dir, sizeof dir));
+    MPT_TRY(mpt__mkdir_p(dir));
+    MPT_TRY(mpt_profile_save(path, key, out));
+out:
+    return status;
+}
