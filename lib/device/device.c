@@ -287,6 +287,8 @@ static int select_devices(mpt_device_t **all, size_t n, const char *spec, char *
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         while (*item == ' ')
             item++;
+        for (size_t len = strlen(item); len > 0 && item[len - 1] == ' '; len--)
+            item[len - 1] = '\0';
         if (!*item)
             continue;
         any_item = 1;
