@@ -278,7 +278,9 @@ int main(int argc, char **argv)
     const char *spec = NULL, *xml = NULL, *cluster = NULL;
     int json = 0, profile = 1, reprofile = 0, verbose = 0, c;
 
-    while ((c = getopt_long(argc, argv, "d:vhV", options, NULL)) != -1) {
+    tool_init("mpt-topo", 0); /* names the tool in usage errors */
+    opterr = 0;               /* one message of ours, not getopt's too */
+    while ((c = getopt_long(argc, argv, ":d:vhV", options, NULL)) != -1) {
         switch (c) {
         case 'd': spec = optarg; break;
         case OPT_JSON: json = 1; break;
@@ -289,7 +291,8 @@ int main(int argc, char **argv)
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         case 'V': printf("mpt-topo (mpt) %s\n", mpt_version()); return TOOL_EXIT_OK;
-        default: tool_usage_error("unknown option");
+        case ':': tool_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default: tool_usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     tool_init("mpt-topo", verbose);

@@ -304,8 +304,9 @@ MPT_API int mpt_cluster_load(const char *path, mpt_cluster_t **out);
 MPT_API int mpt_cluster_from_devices(const mpt_devices_t *set, const mpt_topology_t *topo,
                                      const mpt_profile_t *profiles, mpt_cluster_t **out);
 MPT_API void mpt_cluster_free(mpt_cluster_t *cluster);
-/** Writes the cluster as cluster-description JSON (loadable by
- *  mpt_cluster_load) into *text, which the caller releases with free(). */
+/** Writes the cluster as cluster-description JSON into *text, which the
+ *  caller releases with free().  Devices never profiled get "profile": null;
+ *  mpt_cluster_load accepts the text back once every device has a profile. */
 MPT_API int mpt_cluster_to_json(const mpt_cluster_t *cluster, char **text);
 /** \return the cluster's name ("" when none). */
 MPT_API const char *mpt_cluster_name(const mpt_cluster_t *cluster);

@@ -12,6 +12,7 @@
  * 11:00.0 (opencl1d1); under package 1, NVIDIA 81:00.0 (opencl0d2).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,12 +169,29 @@ START_TEST(pci_address_forms)
     ck_assert_mpt_fails(mpt_topology_locate_pci(topo, "03:00.1", &loc), MPT_ERR_NOT_FOUND);
     /* A bridge is a PCI object but not a PCI device. */
     ck_assert_mpt_fails(mpt_topology_locate_pci(topo, "0000:01:00.0", &loc), MPT_ERR_NOT_FOUND);
-    static const char *const malformed[] = {"",        "gpu0",          "03:00",
-                                            "0000:03", "0000:03:00.0x", "0000:03:00.0 extra",
-                                            "03-00-0"};
+    static const char *const malformed[] = {"",        "gpu0",    "03:00",
+                                            "0000:03", "03-00-0", "0000:03:00.0 extra"};
     for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
         ck_assert_mpt_fails(mpt_topology_locate_pci(topo, malformed[i], &loc), MPT_ERR_PARSE);
         ck_assert_error_mentions(malformed[i]);
+    }
+    mpt_topology_free(topo);
+}
+END_TEST
+
+/* What sscanf's %x would let through: a 0x prefix, a sign, blanks, and a
+ * trailing "x" read as an empty 0x prefix.  An address is hex digits and
+ * separators only. */
+START_TEST(pci_address_is_strict)
+{
+    mpt_topology_t *topo = load_fixture();
+    mpt_locality_t loc;
+    static const char *const malformed[] = {"0000:03:00.0x", "0x3:00.0", "0000:0x03:00.0",
+                                            "+3:00.0",       " 03:00.0", "03: 00.0"};
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        int status = mpt_topology_locate_pci(topo, malformed[i], &loc);
+        ck_assert_msg(status == MPT_ERR_PARSE, "'%s' gave %s, expected MPT_ERR_PARSE", malformed[i],
+                      mpt_status_name(status));
     }
     mpt_topology_free(topo);
 }
@@ -226,6 +244,36 @@ START_TEST(live_topology_binds)
     snprintf(bad.cpus, sizeof bad.cpus, "%s", "not-a-list");
     ck_assert_mpt_fails(mpt_topology_bind_thread(topo, &bad), MPT_ERR_PARSE);
     mpt_topology_free(topo);
+}
+END_TEST
+
+/* Threads of this process, -1 where /proc cannot tell. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* mpt finds GPUs by PCI address: loading the live topology must leave
+ * hwloc's OpenCL (and CUDA, NVML...) backends off, since they initialise the
+ * drivers in this process, which start threads (PoCL's pthread device does)
+ * and make a later fork() hang. */
+START_TEST(live_topology_leaves_opencl_alone)
+{
+    mpt_topology_t *topo = NULL;
+    unsetenv("MPT_TOPOLOGY_XML");
+    int before = thread_count();
+    ck_assert_mpt_ok(mpt_topology_load(NULL, &topo));
+    int after = thread_count();
+    mpt_topology_free(topo);
+    ck_assert_msg(before == after, "loading the live topology started %d threads: an OpenCL "
+                  "driver was initialised", after - before);
 }
 END_TEST
 
@@ -328,6 +376,7 @@ int main(void)
     tcase_add_test(xml, gpu_localities);
     tcase_add_test(xml, link_classes);
     tcase_add_test(xml, pci_address_forms);
+    tcase_add_test(xml, pci_address_is_strict);
     tcase_add_test(xml, host_locality_and_binding_of_another_machine);
     tcase_add_test(xml, environment_names_the_xml);
     tcase_add_test(xml, bad_topology_files);
@@ -335,6 +384,7 @@ int main(void)
     suite_add_tcase(s, xml);
     TCase *live = tcase_create("live");
     tcase_add_test(live, live_topology_binds);
+    tcase_add_test(live, live_topology_leaves_opencl_alone);
     suite_add_tcase(s, live);
     return test_run(s, 1);
 }

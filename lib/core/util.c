@@ -70,8 +70,12 @@ int mpt__mkdir_p(const char *path)
 int mpt__json_load_file(const char *path, json_t **out)
 {
     json_error_t err;
-    FILE *f = fopen(path, "rb");
+    struct stat st;
+    FILE *f;
     *out = NULL;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return mpt__fail(MPT_ERR_IO, "%s: is a directory, not a JSON file", path);
+    f = fopen(path, "rb");
     if (!f)
         return mpt__fail(errno == ENOENT ? MPT_ERR_NOT_FOUND : MPT_ERR_IO, "%s: %s", path,
                          strerror(errno));

@@ -16,7 +16,7 @@
 json_t *mpt__profile_to_json(const mpt_profile_t *p)
 {
     json_t *gemm = json_array();
-    for (int i = 0; gemm && i < MPT_PROFILE_GEMM_SHAPES; i++)
+    for (int i = 0; gemm && i < MPT_PROFILE_GEMM_SHAPES && p->gemm[i].m; i++)
         json_array_append_new(gemm, json_pack("{s:I,s:I,s:I,s:f}", "m", (json_int_t)p->gemm[i].m,
                                               "n", (json_int_t)p->gemm[i].n, "k",
                                               (json_int_t)p->gemm[i].k, "gflops",

@@ -4,7 +4,7 @@
  * between them, read from JSON or taken from the live machine.  The link
  * matrix is computed once, at load, so that the planner only looks it up.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +151,7 @@ typedef struct {
 
 static int bad(const reader *r, const char *key, const char *what)
 {
-    return mpt__fail(MPT_ERR_PARSE, "%s: %s%s%s: %s", r->path, r->where, key ? "." : "",
+    return mpt__fail(MPT_ERR_PARSE, "%s: %s%s%s: %s", r->path, r->where, r->where[0] && key ? "." : "",
                      key ? key : "", what);
 }
 
@@ -262,9 +262,13 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     }
     loc->node = (int)node;
 
+    const json_t *profile = json_object_get(d, "profile");
+    if (!profile || json_is_null(profile))
+        return bad(r, "profile", "missing: planning needs measured figures (mpt-topo --json "
+                                 "without --no-profile writes them)");
     char where[300];
     snprintf(where, sizeof where, "%s: %s.profile", r->path, r->where);
-    return mpt__profile_from_json(json_object_get(d, "profile"), where, &c->devices[i].profile);
+    return mpt__profile_from_json(profile, where, &c->devices[i].profile);
 out:
     return status;
 }
@@ -292,12 +296,15 @@ static int read_nodes(mpt_cluster_t *c, reader *r, const json_t *nodes, mpt_topo
             return MPT_ERR_NOMEM;
         if (!xml)
             continue;
-        if (!(c->node_xml[i] = mpt__strdup(xml)))
-            return MPT_ERR_NOMEM;
         MPT_TRY(mpt__snprintf(path, sizeof path, "%s/%s", xml[0] == '/' ? "" : base, xml));
         status = mpt_topology_load(xml[0] == '/' ? xml : path, &topos[i]);
         if (status < 0)
             return mpt__fail_context(status, "%s: %s.topology_xml", r->path, r->where);
+        /* Absolute, so that mpt_cluster_to_json writes a path that still
+         * resolves wherever its output is saved. */
+        if (!(c->node_xml[i] = realpath(xml[0] == '/' ? xml : path, NULL)) &&
+            !(c->node_xml[i] = mpt__strdup(xml)))
+            return MPT_ERR_NOMEM;
     }
 out:
     return status;

@@ -71,8 +71,10 @@ int mpt_topology_load(const char *xml_path, mpt_topology_t **out)
      * devices by PCI address, so hwloc's own GPU backends (which would
      * initialise OpenCL/CUDA in this process) stay off. */
     hwloc_topology_set_io_types_filter(topo->t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
-    hwloc_topology_set_components(topo->t, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
-                                  "opencl,cuda,nvml,rsmi,levelzero,gl");
+    static const char *const gpu_backends[] = {"opencl", "cuda", "nvml", "rsmi", "levelzero", "gl"};
+    for (size_t i = 0; i < sizeof gpu_backends / sizeof gpu_backends[0]; i++)
+        hwloc_topology_set_components(topo->t, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                      gpu_backends[i]); /* one name per call */
     if (xml_path && hwloc_topology_set_xml(topo->t, xml_path) != 0) {
         int e = errno;
         hwloc_topology_destroy(topo->t);
@@ -154,10 +156,15 @@ static int fill_from_cpuset(const mpt_topology_t *topo, hwloc_const_cpuset_t set
 static int parse_pci(const char *s, unsigned *domain, unsigned *bus, unsigned *dev,
                      unsigned *func)
 {
-    char tail;
+    /* Hex digits and separators only: sscanf's %x alone would also take
+     * blanks, signs and 0x prefixes; %n makes sure nothing follows. */
+    size_t len = strlen(s);
+    int end = -1;
     *domain = 0;
-    if (sscanf(s, "%x:%x:%x.%x%c", domain, bus, dev, func, &tail) == 4 ||
-        (*domain = 0, sscanf(s, "%x:%x.%x%c", bus, dev, func, &tail) == 3))
+    if (len == strspn(s, "0123456789abcdefABCDEF:.") &&
+        ((sscanf(s, "%x:%x:%x.%x%n", domain, bus, dev, func, &end) == 4 && (size_t)end == len) ||
+         (*domain = 0, end = -1,
+          sscanf(s, "%x:%x.%x%n", bus, dev, func, &end) == 3 && (size_t)end == len)))
         return MPT_OK;
     return mpt__fail(MPT_ERR_PARSE, "PCI address '%s' is not of the form dddd:bb:dd.f", s);
 }
