@@ -13,6 +13,8 @@ builddir=${MPT_TOP_BUILDDIR:-.}
 srcdir=${MPT_TESTS_SRCDIR:-./tests}
 make_cmd=${MAKE:-make}
 cc=${CC:-cc}
+# A sanitizer build of libmpt needs its runtime linked into the program too.
+sanitizer_flags=${MPT_SANITIZER_LDFLAGS:-}
 
 failed=0
 ok() { echo "ok   $1"; }
@@ -121,7 +123,7 @@ flags=$(pkg-config $define --cflags --libs mpt 2>"$tmp/pc.err") || {
 # The library's DT_RUNPATH names the configured libdir, not this temporary
 # prefix: hence LD_LIBRARY_PATH.
 # shellcheck disable=SC2086 # $cc and $flags are word lists
-if $cc -o "$tmp/hello" "$srcdir/example/hello.c" $flags >"$tmp/cc.log" 2>&1; then
+if $cc $sanitizer_flags -o "$tmp/hello" "$srcdir/example/hello.c" $flags >"$tmp/cc.log" 2>&1; then
     ok "hello.c builds with: $cc hello.c $flags"
 else
     show "$tmp/cc.log"
