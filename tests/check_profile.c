@@ -200,6 +200,10 @@ START_TEST(concurrent_gemm_on_two_devices)
         for (int i = 0; i < GK * GN; i++)
             jobs[d].b[i] = (float)((i * 3 + 2 * d) % 9) * 0.25f - 1.0f;
     }
+    /* As the engine will: warm CLBlast on each device from this thread,
+     * then run GEMMs on both devices at once (see lib/device/blas.c). */
+    for (int d = 0; d < 2; d++)
+        ck_assert_mpt_ok(mpt__device_blas_warmup(jobs[d].dev));
     for (int d = 0; d < 2; d++)
         pthread_create(&t[d], NULL, gemm_worker, &jobs[d]);
     for (int d = 0; d < 2; d++)

@@ -80,6 +80,11 @@ int mpt__program_build_source(mpt_device_t *dev, const char *label, const char *
 int mpt__device_kernel(mpt_device_t *dev, const char *program, const char *kernel,
                        cl_kernel *out);
 
+/* Runs CLBlast's GEMM paths once on the device so that its process-wide
+ * caches are filled before several threads use CLBlast at once (blas.c).
+ * Call it for every device, from one thread, before starting workers. */
+int mpt__device_blas_warmup(mpt_device_t *dev);
+
 /* Frees the program cache of a device. */
 void mpt__device_programs_free(mpt_device_t *dev);
 

@@ -1,0 +1,47 @@
+/*
+ * device/blas.c: CLBlast start-up on a device.
+ *
+ * CLBlast 1.5.3 fills process-wide caches (its tuning database entries and
+ * compiled programs) on the first GEMM of each device, and filling them
+ * from two threads at once corrupts them (CLBlast issue 486, fixed in
+ * 1.6.1; seen here under AddressSanitizer as a use-after-free in
+ * clblast::Database).  So every device runs its GEMM paths once, from one
+ * thread, before worker threads start: after that the caches are only read.
+ */
+#include <clblast_c.h>
+
+#include "device/device.h"
+
+int mpt__device_blas_warmup(mpt_device_t *dev)
+{
+    /* 8^3 takes CLBlast's direct kernel, 512^3 its indirect one: both
+     * programs get compiled and cached here. */
+    static const size_t sizes[] = {8, 512};
+    int status = MPT_OK;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && status == MPT_OK; s++) {
+        size_t n = sizes[s];
+        mpt_buffer_t *buf = NULL;
+        cl_event ev = NULL;
+        MPT_TRY(mpt_buffer_create(dev, 3 * n * n * sizeof(float), &buf));
+        /* A, B and C are three regions of one zeroed buffer. */
+        cl_float zero = 0;
+        cl_int err = clEnqueueFillBuffer(dev->queue, buf->mem, &zero, sizeof zero, 0,
+                                         3 * n * n * sizeof(float), 0, NULL, NULL);
+        CLBlastStatusCode bs = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo,
+                                            CLBlastTransposeNo, n, n, n, 1.0f, buf->mem, 0, n,
+                                            buf->mem, n * n, n, 0.0f, buf->mem, 2 * n * n, n,
+                                            &dev->queue, &ev);
+        if (err != CL_SUCCESS)
+            status = mpt__fail_cl(err, "clearing a warm-up buffer on device %d", dev->info.index);
+        else if (bs != CLBlastSuccess)
+            status = mpt__fail(MPT_ERR_BLAS, "CLBlast warm-up GEMM %zux%zux%zu on device %d (%s): "
+                               "status %d", n, n, n, dev->info.index, dev->info.name, (int)bs);
+        else if ((err = clWaitForEvents(1, &ev)) != CL_SUCCESS)
+            status = mpt__fail_cl(err, "waiting for the warm-up GEMM on device %d", dev->info.index);
+        if (ev)
+            clReleaseEvent(ev);
+        mpt_buffer_free(buf);
+    }
+out:
+    return status;
+}
