@@ -201,7 +201,7 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     const char *type = NULL;
     long long global = 0, max_alloc = -1, local = 0, cu = 1, clock = 0, node = 0, numa = -1,
               package = -1, cores = 0, pus = 0;
-    const char *cpus = "";
+    const char *cpus = "", *osdev = "";
     int status;
 
     snprintf(r->where, sizeof r->where, "devices[%zu]", i);
@@ -235,6 +235,7 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     MPT_TRY(get_int(r, d, "cores", 0, 0, &cores));
     MPT_TRY(get_int(r, d, "pus", 0, 0, &pus));
     MPT_TRY(get_string(r, d, "cpus", 0, &cpus));
+    MPT_TRY(get_string(r, d, "osdev", 0, &osdev));
     if ((size_t)node >= c->node_count)
         return bad(r, "node", "names a node that the \"nodes\" list does not have");
     info.global_mem_bytes = (uint64_t)global;
@@ -257,6 +258,7 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
         if (strlen(cpus) >= sizeof loc->cpus)
             return bad(r, "cpus", "too long");
         snprintf(loc->cpus, sizeof loc->cpus, "%s", cpus);
+        snprintf(loc->osdev, sizeof loc->osdev, "%s", osdev);
         snprintf(loc->pci_address, sizeof loc->pci_address, "%s",
                  info.pci_address ? info.pci_address : "");
     }
