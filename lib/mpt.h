@@ -320,6 +320,127 @@ MPT_API mpt_link_class_t mpt_cluster_link(const mpt_cluster_t *cluster, size_t i
 /** Network between nodes: bandwidth in GB/s and latency in microseconds. */
 MPT_API void mpt_cluster_network(const mpt_cluster_t *cluster, double *gbps, double *latency_us);
 
+/* ------------------------------------------------------------------------ */
+/* Models (docs/model.md): a sequence of layers read from JSON.             */
+
+typedef struct mpt_model mpt_model_t;
+
+/** Reads a model description; MPT_ERR_PARSE naming the file, the layer and
+ *  the reason when a kind is unknown, a field missing or shapes do not chain. */
+MPT_API int mpt_model_load(const char *path, mpt_model_t **out);
+MPT_API void mpt_model_free(mpt_model_t *model);
+/** \return the model's name. */
+MPT_API const char *mpt_model_name(const mpt_model_t *model);
+/** \return the number of trainable parameters. */
+MPT_API size_t mpt_model_param_count(const mpt_model_t *model);
+/** \return the floats of one input sample and the number of classes. */
+MPT_API size_t mpt_model_input_floats(const mpt_model_t *model);
+MPT_API int mpt_model_classes(const mpt_model_t *model);
+/** Writes a table of the layers (kind, output shape, parameters, forward
+ *  MFLOP per sample) into *text, released by the caller with free(). */
+MPT_API int mpt_model_describe(const mpt_model_t *model, char **text);
+
+/* ------------------------------------------------------------------------ */
+/* Datasets: IDX (MNIST, Fashion-MNIST), plain or gzip.                     */
+
+typedef struct mpt_dataset mpt_dataset_t;
+
+/** Loads split "train" or "t10k" of an IDX directory (files
+ *  <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]),
+ *  pixels normalised with Fashion-MNIST's mean and deviation. */
+MPT_API int mpt_dataset_load_idx(const char *dir, const char *split, mpt_dataset_t **out);
+MPT_API void mpt_dataset_free(mpt_dataset_t *data);
+/** \return samples, floats per sample, classes; and the data itself
+ *  (count x sample_floats floats, count labels). */
+MPT_API size_t mpt_dataset_count(const mpt_dataset_t *data);
+MPT_API size_t mpt_dataset_sample_floats(const mpt_dataset_t *data);
+MPT_API int mpt_dataset_classes(const mpt_dataset_t *data);
+MPT_API const float *mpt_dataset_images(const mpt_dataset_t *data);
+MPT_API const int32_t *mpt_dataset_labels(const mpt_dataset_t *data);
+
+/* A batch loader: a seeded shuffle per epoch (a pure function of the seed
+ * and the epoch), batches assembled on a background thread. */
+typedef struct mpt_loader mpt_loader_t;
+
+MPT_API int mpt_loader_create(const mpt_dataset_t *data, size_t batch, uint64_t seed,
+                              mpt_loader_t **out);
+MPT_API void mpt_loader_free(mpt_loader_t *loader);
+/** \return the full batches in one epoch (the last partial one is dropped). */
+MPT_API size_t mpt_loader_batches(const mpt_loader_t *loader);
+/** Continues from batch batch_index of epoch (on resume). */
+MPT_API int mpt_loader_seek(mpt_loader_t *loader, uint64_t epoch, size_t batch_index);
+/** The next batch; pointers valid until the next call. */
+MPT_API int mpt_loader_next(mpt_loader_t *loader, const float **images, const int32_t **labels,
+                            uint64_t *epoch, size_t *batch_index);
+
+/* ------------------------------------------------------------------------ */
+/* Training on one device.                                                  */
+
+typedef enum { MPT_OPTIM_SGD = 0, MPT_OPTIM_ADAMW = 1 } mpt_optimizer_t;
+typedef enum { MPT_SCHEDULE_CONSTANT = 0, MPT_SCHEDULE_COSINE = 1 } mpt_schedule_t;
+
+typedef struct {
+    size_t batch;        /* samples per step (128) */
+    uint64_t seed;       /* parameters, data order, dropout (1) */
+    mpt_optimizer_t optimizer;
+    double lr;           /* peak learning rate (SGD 0.05, AdamW 1e-3) */
+    double momentum;     /* SGD (0.9) */
+    double weight_decay; /* SGD: L2 added to the gradient; AdamW: decoupled (0) */
+    double beta1, beta2, eps; /* AdamW (0.9, 0.999, 1e-8) */
+    double clip_norm;    /* clip the global gradient norm to this; 0: off (0) */
+    mpt_schedule_t schedule;
+    uint64_t warmup_steps; /* linear warm-up, cosine schedule only */
+    uint64_t total_steps;  /* cosine decays to min_lr at this step */
+    double min_lr;
+} mpt_train_config_t;
+
+/** Fills the defaults shown above (SGD). */
+MPT_API void mpt_train_config_default(mpt_train_config_t *config);
+/** \return the learning rate of a configuration at step (0-based). */
+MPT_API double mpt_train_lr_at(const mpt_train_config_t *config, uint64_t step);
+
+typedef struct {
+    uint64_t step;    /* steps done, this one included */
+    double loss;      /* mean loss of the batch */
+    double lr;        /* learning rate used */
+    double grad_norm; /* global gradient norm before clipping (0 unless clipping) */
+} mpt_step_stats_t;
+
+/* Where the data stood when a checkpoint was written. */
+typedef struct {
+    uint64_t epoch;
+    uint64_t batch_index; /* the next batch to train on, within epoch */
+} mpt_data_position_t;
+
+typedef struct mpt_trainer mpt_trainer_t;
+
+/** A trainer for the model on one device; parameters initialised from the
+ *  seed by a counter-based RNG (identical on every device and plan).  The
+ *  model must outlive the trainer. */
+MPT_API int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
+                               const mpt_train_config_t *config, mpt_trainer_t **out);
+MPT_API void mpt_trainer_free(mpt_trainer_t *trainer);
+/** One step on config.batch samples (images: batch x input floats). */
+MPT_API int mpt_trainer_step(mpt_trainer_t *trainer, const float *images, const int32_t *labels,
+                             mpt_step_stats_t *stats);
+/** Mean loss and accuracy over count samples, dropout off. */
+MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
+                                 const int32_t *labels, size_t count, double *mean_loss,
+                                 double *accuracy);
+/** \return the steps done. */
+MPT_API uint64_t mpt_trainer_steps(const mpt_trainer_t *trainer);
+/** Writes a checkpoint (safetensors: parameters as "<layer>.<name>",
+ *  optimizer state, metadata: model, step, data position, seed,
+ *  configuration, CRC-32 of the data) atomically: temporary file, fsync,
+ *  rename.  A crash mid-write leaves the previous file intact. */
+MPT_API int mpt_trainer_save(mpt_trainer_t *trainer, const char *path,
+                             const mpt_data_position_t *position);
+/** Restores parameters, optimizer state and step from a checkpoint of the
+ *  same model; MPT_ERR_PARSE naming the file and reason when it is
+ *  truncated, corrupted (checksum), of another model or configuration. */
+MPT_API int mpt_trainer_load(mpt_trainer_t *trainer, const char *path,
+                             mpt_data_position_t *position);
+
 #ifdef __cplusplus
 }
 #endif

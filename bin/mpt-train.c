@@ -1,0 +1,361 @@
+/*
+ * mpt-train: trains a model description on an IDX dataset on one OpenCL
+ * device, with a live progress line on a terminal, per-epoch summaries,
+ * JSON Lines metrics and atomic checkpoints that resume bit for bit.
+ * Thin: parses arguments and drives the public training API.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "tool.h"
+
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#define DEFAULT_MODEL "mlp-fashion.json"
+
+typedef struct {
+    const char *model, *data, *devices, *metrics, *checkpoint_dir;
+    uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
+    int resume;
+    mpt_train_config_t cfg;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: mpt-train [OPTION]...\n"
+            "Train a model on an IDX (Fashion-)MNIST dataset on one OpenCL device.\n"
+            "Without --model and --data: models/mlp-fashion.json on " DEFAULT_DATA ".\n"
+            "\n"
+            "  -m, --model FILE          model description (docs/model.md)\n"
+            "      --data DIR            directory of {train,t10k}-*-ubyte[.gz]\n"
+            "      --epochs N            passes over the training set (default 10)\n"
+            "      --steps N             train exactly N steps instead of epochs\n"
+            "  -b, --batch N             samples per step (128)\n"
+            "      --optimizer NAME      sgd (default) or adamw\n"
+            "      --lr X                peak learning rate (sgd 0.05, adamw 0.001)\n"
+            "      --momentum X          SGD momentum (0.9)\n"
+            "      --weight-decay X      weight decay (0)\n"
+            "      --clip-norm X         clip the global gradient norm to X (off)\n"
+            "      --schedule NAME       constant (default) or cosine (to 0 at the end)\n"
+            "      --warmup N            linear warm-up steps of the cosine schedule (0)\n"
+            "      --seed N              parameters, data order and dropout (1)\n"
+            "  -d, --devices SPEC        device selection as MPT_DEVICES; the first is used\n"
+            "      --metrics FILE        append JSON Lines: one object per logged step and\n"
+            "                            per evaluation\n"
+            "      --log-every N         log a metrics line every N steps (1)\n"
+            "      --eval-every N        evaluate on the test set every N steps (at the end\n"
+            "                            of each epoch in any case)\n"
+            "      --checkpoint DIR      write DIR/checkpoint.safetensors at the end (and\n"
+            "                            every --checkpoint-every N steps)\n"
+            "      --checkpoint-every N  checkpoint every N steps\n"
+            "      --resume              continue from DIR/checkpoint.safetensors\n"
+            "  -v, --verbose             log what the library does\n"
+            "  -h, --help                show this help and exit\n"
+            "  -V, --version             show the version and exit\n"
+            "\n"
+            "On a terminal a progress line shows epoch, step, loss, samples/s and ETA;\n"
+            "otherwise only the per-epoch summaries are printed.\n"
+            "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
+    tool_print_env(f);
+}
+
+static uint64_t parse_count(const char *opt, const char *s, uint64_t min)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || s[0] == '-' || v < min)
+        tool_usage_error("%s needs an integer >= %" PRIu64 ", got '%s'", opt, min, s);
+    return v;
+}
+
+static double parse_real(const char *opt, const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s)
+        tool_usage_error("%s needs a number, got '%s'", opt, s);
+    return v;
+}
+
+/* The default model: installed with mpt, else this source tree's. */
+static const char *default_model(void)
+{
+    static char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/models/%s", MPT_PKGDATADIR, DEFAULT_MODEL);
+    if (stat(path, &st) == 0)
+        return path;
+    snprintf(path, sizeof path, "models/%s", DEFAULT_MODEL);
+    return path;
+}
+
+static void parse(int argc, char **argv, options *o)
+{
+    enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
+           O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
+        {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
+        {"batch", required_argument, NULL, 'b'}, {"optimizer", required_argument, NULL, O_OPT},
+        {"lr", required_argument, NULL, O_LR}, {"momentum", required_argument, NULL, O_MOM},
+        {"weight-decay", required_argument, NULL, O_WD},
+        {"clip-norm", required_argument, NULL, O_CLIP},
+        {"schedule", required_argument, NULL, O_SCHED}, {"warmup", required_argument, NULL, O_WARM},
+        {"seed", required_argument, NULL, O_SEED}, {"devices", required_argument, NULL, 'd'},
+        {"metrics", required_argument, NULL, O_METRICS},
+        {"log-every", required_argument, NULL, O_LOG},
+        {"eval-every", required_argument, NULL, O_EVAL},
+        {"checkpoint", required_argument, NULL, O_CKPT},
+        {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
+        {"resume", no_argument, NULL, O_RESUME}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    int c, lr_given = 0, verbose = 0;
+
+    memset(o, 0, sizeof *o);
+    mpt_train_config_default(&o->cfg);
+    o->data = DEFAULT_DATA;
+    o->epochs = 10;
+    o->log_every = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:b:d:vhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case O_DATA: o->data = optarg; break;
+        case O_EPOCHS: o->epochs = parse_count("--epochs", optarg, 1); break;
+        case O_STEPS: o->steps = parse_count("--steps", optarg, 1); break;
+        case 'b': o->cfg.batch = parse_count("--batch", optarg, 1); break;
+        case O_OPT:
+            if (strcmp(optarg, "sgd") == 0)
+                o->cfg.optimizer = MPT_OPTIM_SGD;
+            else if (strcmp(optarg, "adamw") == 0)
+                o->cfg.optimizer = MPT_OPTIM_ADAMW;
+            else
+                tool_usage_error("--optimizer must be sgd or adamw, got '%s'", optarg);
+            break;
+        case O_LR: o->cfg.lr = parse_real("--lr", optarg), lr_given = 1; break;
+        case O_MOM: o->cfg.momentum = parse_real("--momentum", optarg); break;
+        case O_WD: o->cfg.weight_decay = parse_real("--weight-decay", optarg); break;
+        case O_CLIP: o->cfg.clip_norm = parse_real("--clip-norm", optarg); break;
+        case O_SCHED:
+            if (strcmp(optarg, "constant") == 0)
+                o->cfg.schedule = MPT_SCHEDULE_CONSTANT;
+            else if (strcmp(optarg, "cosine") == 0)
+                o->cfg.schedule = MPT_SCHEDULE_COSINE;
+            else
+                tool_usage_error("--schedule must be constant or cosine, got '%s'", optarg);
+            break;
+        case O_WARM: o->cfg.warmup_steps = parse_count("--warmup", optarg, 0); break;
+        case O_SEED: o->cfg.seed = parse_count("--seed", optarg, 0); break;
+        case 'd': o->devices = optarg; break;
+        case O_METRICS: o->metrics = optarg; break;
+        case O_LOG: o->log_every = parse_count("--log-every", optarg, 1); break;
+        case O_EVAL: o->eval_every = parse_count("--eval-every", optarg, 1); break;
+        case O_CKPT: o->checkpoint_dir = optarg; break;
+        case O_CKPT_EVERY: o->checkpoint_every = parse_count("--checkpoint-every", optarg, 1); break;
+        case O_RESUME: o->resume = 1; break;
+        case 'v': verbose = 1; break;
+        case 'h': usage(stdout); exit(TOOL_EXIT_OK);
+        case 'V': printf("mpt-train (mpt) %s\n", mpt_version()); exit(TOOL_EXIT_OK);
+        case ':': tool_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default: tool_usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    tool_init("mpt-train", verbose);
+    if (optind < argc)
+        tool_usage_error("unexpected argument '%s'", argv[optind]);
+    if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
+        tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
+    if (!o->model)
+        o->model = default_model();
+    if (!lr_given && o->cfg.optimizer == MPT_OPTIM_ADAMW)
+        o->cfg.lr = 1e-3;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void format_eta(double s, char *buf, size_t size)
+{
+    if (s < 0 || s > 1e7)
+        snprintf(buf, size, "--:--");
+    else if (s >= 3600)
+        snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+typedef struct {
+    mpt_trainer_t *trainer;
+    const mpt_dataset_t *test;
+    FILE *metrics;
+} run_ctx;
+
+static double evaluate(run_ctx *r, uint64_t step, uint64_t epoch, double *loss)
+{
+    double acc = 0;
+    tool_check(mpt_trainer_evaluate(r->trainer, mpt_dataset_images(r->test),
+                                    mpt_dataset_labels(r->test), mpt_dataset_count(r->test), loss,
+                                    &acc),
+               "evaluating");
+    if (r->metrics) {
+        fprintf(r->metrics,
+                "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64 ", \"test_loss\": %.6f, "
+                "\"test_accuracy\": %.6f}\n",
+                step, epoch, *loss, acc);
+        fflush(r->metrics);
+    }
+    return acc;
+}
+
+static void checkpoint(mpt_trainer_t *t, const char *dir, uint64_t epoch, uint64_t next_batch)
+{
+    char path[4096];
+    mpt_data_position_t pos = {epoch, next_batch};
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    tool_check(mpt_trainer_save(t, path, &pos), "writing the checkpoint");
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    mpt_model_t *model = NULL;
+    mpt_dataset_t *train = NULL, *test = NULL;
+    mpt_devices_t *devs = NULL;
+    mpt_loader_t *loader = NULL;
+    run_ctx r = {0};
+    mpt_data_position_t pos = {0, 0};
+    char path[4096];
+
+    tool_init("mpt-train", 0);
+    parse(argc, argv, &o);
+    tool_check(mpt_model_load(o.model, &model), "loading the model");
+    tool_check(mpt_dataset_load_idx(o.data, "train", &train), "loading the training set");
+    tool_check(mpt_dataset_load_idx(o.data, "t10k", &test), "loading the test set");
+    if (mpt_dataset_sample_floats(train) != mpt_model_input_floats(model))
+        tool_die("model %s takes %zu inputs per sample, the data in %s has %zu", o.model,
+                 mpt_model_input_floats(model), o.data, mpt_dataset_sample_floats(train));
+    if (mpt_dataset_classes(train) > mpt_model_classes(model))
+        tool_die("model %s has %d classes, the data in %s has %d", o.model,
+                 mpt_model_classes(model), o.data, mpt_dataset_classes(train));
+    tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
+    mpt_device_t *dev = mpt_devices_get(devs, 0);
+    if (mpt_devices_count(devs) > 1)
+        fprintf(stderr, "mpt-train: %zu devices selected; training runs on device %d alone "
+                "(multi-device plans are not built yet)\n", mpt_devices_count(devs),
+                mpt_device_info(dev)->index);
+    tool_check(mpt_loader_create(train, o.cfg.batch, o.cfg.seed, &loader), "creating the loader");
+    uint64_t per_epoch = mpt_loader_batches(loader);
+    if (per_epoch == 0)
+        tool_die("batch %zu is larger than the %zu training samples", o.cfg.batch,
+                 mpt_dataset_count(train));
+    uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
+    o.cfg.total_steps = total;
+    tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
+    r.test = test;
+    if (o.checkpoint_dir) {
+        if (mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
+            tool_die("cannot create checkpoint directory %s: %s", o.checkpoint_dir,
+                     strerror(errno));
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", o.checkpoint_dir);
+    }
+    if (o.resume) {
+        tool_check(mpt_trainer_load(r.trainer, path, &pos), "resuming");
+        tool_check(mpt_loader_seek(loader, pos.epoch, pos.batch_index), "positioning the data");
+    }
+    if (o.metrics && !(r.metrics = fopen(o.metrics, o.resume ? "a" : "w")))
+        tool_die("cannot write metrics file %s: %s", o.metrics, strerror(errno));
+
+    char *table = NULL;
+    tool_check(mpt_model_describe(model, &table), "describing the model");
+    printf("mpt-train: %s (%zu parameters) on device %d (%s), batch %zu, %s lr %g, %" PRIu64
+           " steps (%" PRIu64 " per epoch)%s\n",
+           mpt_model_name(model), mpt_model_param_count(model), mpt_device_info(dev)->index,
+           mpt_device_info(dev)->name, o.cfg.batch,
+           o.cfg.optimizer == MPT_OPTIM_ADAMW ? "adamw" : "sgd", o.cfg.lr, total, per_epoch,
+           o.resume ? ", resumed" : "");
+    fputs(table, stdout);
+    free(table);
+    fflush(stdout);
+
+    int tty = tool_stderr_is_tty();
+    double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
+    uint64_t epoch_steps = 0, log_steps = 0;
+    double samples_per_s = 0;
+    uint64_t first_step = mpt_trainer_steps(r.trainer);
+    for (uint64_t step = first_step; step < total; step++) {
+        const float *x;
+        const int32_t *y;
+        uint64_t epoch;
+        size_t bi;
+        mpt_step_stats_t st;
+        tool_check(mpt_loader_next(loader, &x, &y, &epoch, &bi), "reading a batch");
+        tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
+        loss_sum += st.loss, epoch_steps++, log_steps++;
+        double t = now_s();
+        if (st.step % o.log_every == 0 || st.step == total) {
+            samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
+            if (r.metrics) {
+                fprintf(r.metrics,
+                        "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64 ", \"loss\": %.9g, "
+                        "\"lr\": %.9g, \"samples_per_s\": %.1f%s",
+                        st.step, epoch, st.loss, st.lr, samples_per_s,
+                        o.cfg.clip_norm > 0 ? "" : "}\n");
+                if (o.cfg.clip_norm > 0)
+                    fprintf(r.metrics, ", \"grad_norm\": %.6g}\n", st.grad_norm);
+            }
+            t_log = t, log_steps = 0;
+        }
+        if (tty && (t - last_draw > 0.1 || st.step == total)) {
+            char eta[32];
+            double rate = (double)(st.step - first_step) / (t - t_start + 1e-9);
+            format_eta((double)(total - st.step) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
+            fprintf(stderr, "\repoch %" PRIu64 " step %" PRIu64 "/%" PRIu64
+                    "  loss %.4f  %.0f samples/s  ETA %s\033[K",
+                    epoch + 1, st.step, total, st.loss, samples_per_s, eta);
+            last_draw = t;
+        }
+        int epoch_end = bi + 1 == per_epoch, last = st.step == total;
+        uint64_t next_epoch = epoch_end ? epoch + 1 : epoch, next_batch = epoch_end ? 0 : bi + 1;
+        if (o.checkpoint_every && st.step % o.checkpoint_every == 0)
+            checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
+        if (epoch_end || last || (o.eval_every && st.step % o.eval_every == 0)) {
+            double test_loss, acc = evaluate(&r, st.step, epoch, &test_loss);
+            if (tty)
+                fprintf(stderr, "\r\033[K");
+            if (epoch_end || last) {
+                double secs = now_s() - t_epoch;
+                printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, test loss %.4f, "
+                       "test accuracy %.4f, %.0f samples/s, %.1f s\n",
+                       epoch + 1, epoch_end ? "" : " (partial)", st.step,
+                       loss_sum / (double)epoch_steps, test_loss, acc,
+                       (double)(epoch_steps * o.cfg.batch) / secs, secs);
+                fflush(stdout);
+                loss_sum = 0, epoch_steps = 0, t_epoch = now_s();
+            }
+        }
+        if (last && o.checkpoint_dir)
+            checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
+    }
+    if (r.metrics)
+        fclose(r.metrics);
+    mpt_trainer_free(r.trainer);
+    mpt_loader_free(loader);
+    mpt_devices_free(devs);
+    mpt_dataset_free(train);
+    mpt_dataset_free(test);
+    mpt_model_free(model);
+    return TOOL_EXIT_OK;
+}

@@ -1,0 +1,131 @@
+/*
+ * kernels/elementwise.cl: fill, bias additions, the conv bias gradient and
+ * the activations (ReLU, tanh-approximated GELU), forward and backward.
+ * Valid OpenCL C 1.2 on its own; launched by lib/tensor/elementwise.c.
+ *
+ * Every buffer argument is followed by its offset in floats.  One
+ * work-item per element (per channel for the bias gradient); each kernel
+ * guards its index against the real count, since the host rounds the
+ * global size up to a multiple of the work-group size.  Left out: fused
+ * bias + activation (the layers call two launches; fusing is an
+ * optimisation for later, not a different result).
+ */
+
+/* x[i] = value. */
+__kernel void mpt_fill(__global float *x, uint xo, float value, uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    x[xo + i] = value;
+}
+
+/* y[r, c] += b[c] over a rows x cols matrix; total = rows * cols. */
+__kernel void mpt_bias_add(__global float *y, uint yo, __global const float *b, uint bo,
+                           uint cols, uint total)
+{
+    uint i = get_global_id(0);
+    if (i >= total)
+        return;
+    y[yo + i] += b[bo + i % cols];
+}
+
+/* y[n, c, p] += b[c] over N x C x P; total = N * C * P. */
+__kernel void mpt_bias_add_channels(__global float *y, uint yo, __global const float *b, uint bo,
+                                    uint c, uint p, uint total)
+{
+    uint i = get_global_id(0);
+    if (i >= total)
+        return;
+    y[yo + i] += b[bo + (i / p) % c];
+}
+
+/* db[ch] = beta * db[ch] + sum over n, p of dy[n, ch, p], one work-item a
+ * channel, summed in a fixed order (n outer, p inner) so that the result
+ * is the same on every run.  beta == 0 overwrites db without reading it
+ * (BLAS convention: a fresh gradient buffer may hold anything, NaN too). */
+__kernel void mpt_bias_grad_channels(__global const float *dy, uint dyo, uint n, uint c, uint p,
+                                     float beta, __global float *db, uint dbo)
+{
+    uint ch = get_global_id(0);
+    if (ch >= c)
+        return;
+    float s = 0.0f;
+    for (uint img = 0; img < n; img++) {
+        __global const float *row = dy + dyo + ((size_t)img * c + ch) * p;
+        for (uint j = 0; j < p; j++)
+            s += row[j];
+    }
+    db[dbo + ch] = beta == 0.0f ? s : beta * db[dbo + ch] + s;
+}
+
+/* y = max(x, 0), with NaN passed through as torch.relu does (relu(nan) =
+ * nan): fmax(x, 0) would turn NaN into 0 and hide it. */
+__kernel void mpt_relu_forward(__global const float *x, uint xo, __global float *y, uint yo,
+                               uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = x[xo + i];
+    y[yo + i] = (v > 0.0f || isnan(v)) ? v : 0.0f;
+}
+
+/* dx = x <= 0 ? 0 : dy, a select as torch's threshold_backward does (not
+ * a product): x = NaN passes dy through, and dy = NaN where x <= 0 gives
+ * 0, exactly as torch.relu's backward. */
+__kernel void mpt_relu_backward(__global const float *x, uint xo, __global const float *dy,
+                                uint dyo, __global float *dx, uint dxo, uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    dx[dxo + i] = x[xo + i] <= 0.0f ? 0.0f : dy[dyo + i];
+}
+
+/* sqrt(2 / pi) and the cubic coefficient of the tanh approximation. */
+#define GELU_BETA 0.7978845608028654f
+#define GELU_KAPPA 0.044715f
+
+/* tanh(z), exactly +-1 where a correctly rounded tanh is: for |z| > 9.1,
+ * 1 - |tanh z| ~ 2 exp(-2|z|) < 2^-25, half an ulp below 1.  OpenCL allows
+ * tanh 5 ulp, and PoCL 3.1 returns -0.99999994 for tanh(-inf): 1 + t then
+ * keeps 6e-8 instead of 0, so gelu(-20) would be -6e-7 (torch: -0) and
+ * gelu(-1e30) -3e22.  NaN fails the comparison and stays NaN. */
+static float gelu_tanh(float z)
+{
+    return fabs(z) > 9.1f ? copysign(1.0f, z) : tanh(z);
+}
+
+/* y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in float, with the
+ * operations in the order of PyTorch's CPU kernel (GeluKernel.cpp) so that
+ * overflow for huge |x| behaves the same way (e.g. gelu(-inf) = NaN). */
+__kernel void mpt_gelu_forward(__global const float *x, uint xo, __global float *y, uint yo,
+                               uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = x[xo + i];
+    float t = gelu_tanh(GELU_BETA * (v + GELU_KAPPA * (v * v * v)));
+    y[yo + i] = 0.5f * v * (1.0f + t);
+}
+
+/* dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)),
+ * t = tanh(inner): the derivative of the forward above, arranged as
+ * PyTorch's GeluBackward (left and right derivatives). */
+__kernel void mpt_gelu_backward(__global const float *x, uint xo, __global const float *dy,
+                                uint dyo, __global float *dx, uint dxo, uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = x[xo + i];
+    float x_sq = v * v;
+    float t = gelu_tanh(GELU_BETA * (v + GELU_KAPPA * (x_sq * v)));
+    float left = 0.5f * v;
+    float right = 1.0f + t;
+    float left_derivative = 0.5f * right;
+    float right_derivative = left * (1.0f - t * t) * (GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x_sq));
+    dx[dxo + i] = dy[dyo + i] * (left_derivative + right_derivative);
+}

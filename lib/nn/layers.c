@@ -1,0 +1,474 @@
+/*
+ * nn/layers.c: the layer kinds: linear, relu, gelu, dropout, layernorm,
+ * flatten, conv2d, maxpool2d and the fused softmax_cross_entropy loss.
+ * Each is a vtable of small functions over the ops of tensor/tensor.h;
+ * the kinds table at the end is the only list of them.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nn/layer.h"
+
+/* ---- shared helpers ------------------------------------------------------ */
+
+size_t mpt__shape_numel(const mpt__shape_t *s)
+{
+    size_t n = 1;
+    for (int i = 0; i < s->ndim; i++)
+        n *= s->d[i];
+    return n;
+}
+
+const char *mpt__shape_str(const mpt__shape_t *s, char *buf, size_t size)
+{
+    if (s->ndim == 1)
+        snprintf(buf, size, "[%zu]", s->d[0]);
+    else
+        snprintf(buf, size, "[%zu, %zu, %zu]", s->d[0], s->d[1], s->d[2]);
+    return buf;
+}
+
+mpt__tensor_t mpt__param_view(const mpt__pass_t *p, const mpt__param_t *param, int grad)
+{
+    const mpt__tensor_t *flat = grad ? &p->grads : &p->params;
+    return mpt__tensor(flat->buf, flat->off + param->offset, param->ndim, param->dims);
+}
+
+/* A positive integer attribute; `def` when absent and def > 0. */
+static int attr_size(const json_t *spec, const char *key, size_t def, const char *where,
+                     size_t *out)
+{
+    json_t *v = json_object_get(spec, key);
+    if (!v) {
+        if (def > 0) {
+            *out = def;
+            return MPT_OK;
+        }
+        return mpt__fail(MPT_ERR_PARSE, "%s: missing \"%s\" (a positive integer)", where, key);
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < (def == (size_t)-1 ? 0 : 1))
+        return mpt__fail(MPT_ERR_PARSE, "%s: \"%s\" must be a %s integer", where, key,
+                         def == (size_t)-1 ? "non-negative" : "positive");
+    *out = (size_t)json_integer_value(v);
+    return MPT_OK;
+}
+
+static int attr_float(const json_t *spec, const char *key, double def, double lo, double hi,
+                      const char *where, float *out)
+{
+    json_t *v = json_object_get(spec, key);
+    double x = v ? json_number_value(v) : def;
+    if (v && !json_is_number(v))
+        return mpt__fail(MPT_ERR_PARSE, "%s: \"%s\" must be a number", where, key);
+    if (!(x >= lo && x <= hi))
+        return mpt__fail(MPT_ERR_PARSE, "%s: \"%s\" = %g is outside [%g, %g]", where, key, x, lo,
+                         hi);
+    *out = (float)x;
+    return MPT_OK;
+}
+
+static void set_param(mpt__layer_t *l, int slot, const char *name, int ndim, const size_t *dims,
+                      size_t fan_in, float init_value)
+{
+    mpt__param_t *q = &l->params[slot];
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->ndim = ndim;
+    q->numel = 1;
+    for (int i = 0; i < ndim; i++)
+        q->numel *= (q->dims[i] = dims[i]);
+    q->fan_in = fan_in;
+    q->init_value = init_value;
+    q->stream = (uint64_t)l->index * 16 + (uint64_t)slot;
+    if (slot + 1 > l->nparams)
+        l->nparams = slot + 1;
+}
+
+static int need_flat(const mpt__layer_t *l, const char *where)
+{
+    char s[64];
+    if (l->in.ndim != 1)
+        return mpt__fail(MPT_ERR_PARSE, "%s: needs a flat input, got %s (add a flatten layer)",
+                         where, mpt__shape_str(&l->in, s, sizeof s));
+    return MPT_OK;
+}
+
+static int need_image(const mpt__layer_t *l, const char *where)
+{
+    char s[64];
+    if (l->in.ndim != 3)
+        return mpt__fail(MPT_ERR_PARSE,
+                         "%s: needs a [channels, height, width] input, got %s", where,
+                         mpt__shape_str(&l->in, s, sizeof s));
+    return MPT_OK;
+}
+
+static int same_shape(mpt__layer_t *l, const char *where)
+{
+    (void)where;
+    l->out = l->in;
+    return MPT_OK;
+}
+
+static double no_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    (void)backward;
+    return (double)batch * (double)mpt__shape_numel(&l->in); /* one op per element */
+}
+
+static size_t numel_in(const mpt__layer_t *l)
+{
+    return mpt__shape_numel(&l->in);
+}
+
+/* ---- linear: y = x W^T + b, W is units x in (PyTorch layout) ------------ */
+
+static int linear_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    return attr_size(spec, "units", 0, where, &l->units);
+}
+
+static int linear_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_flat(l, where);
+    if (status < 0)
+        return status;
+    size_t in = l->in.d[0], w[2] = {l->units, in}, b[1] = {l->units};
+    l->out = (mpt__shape_t){1, {l->units, 0, 0}};
+    set_param(l, 0, "weight", 2, w, in, 0);
+    set_param(l, 1, "bias", 1, b, in, 0);
+    return MPT_OK;
+}
+
+static double linear_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    double f = 2.0 * (double)batch * (double)l->in.d[0] * (double)l->units;
+    return backward ? 2 * f : f; /* dW and dx */
+}
+
+static int linear_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    size_t in = l->in.d[0], out = l->units;
+    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0), b = mpt__param_view(p, &l->params[1], 0);
+    int status = mpt__op_gemm(0, 1, p->batch, out, in, 1.0f, &p->x, in, &w, in, 0.0f, &p->y, out);
+    if (status == MPT_OK)
+        status = mpt__op_bias_add(&p->y, &b, p->batch, out);
+    return status;
+}
+
+static int linear_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    size_t in = l->in.d[0], out = l->units;
+    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
+    mpt__tensor_t dw = mpt__param_view(p, &l->params[0], 1), db = mpt__param_view(p, &l->params[1], 1);
+    int status;
+    /* dW (out x in) = dy^T (out x batch) x (batch x in) */
+    MPT_TRY(mpt__op_gemm(1, 0, out, in, p->batch, 1.0f, &p->dy, out, &p->x, in, 0.0f, &dw, in));
+    MPT_TRY(mpt__op_sum_rows(&p->dy, p->batch, out, 0.0f, &db));
+    /* dx (batch x in) = dy (batch x out) W (out x in) */
+    if (p->dx.buf)
+        MPT_TRY(mpt__op_gemm(0, 0, p->batch, in, out, 1.0f, &p->dy, out, &w, in, 0.0f, &p->dx, in));
+out:
+    return status;
+}
+
+/* ---- relu and gelu -------------------------------------------------------- */
+
+static int relu_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_relu_forward(&p->x, &p->y, p->batch * numel_in(l));
+}
+
+static int relu_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return p->dx.buf ? mpt__op_relu_backward(&p->x, &p->dy, &p->dx, p->batch * numel_in(l))
+                     : MPT_OK;
+}
+
+static int gelu_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_gelu_forward(&p->x, &p->y, p->batch * numel_in(l));
+}
+
+static int gelu_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return p->dx.buf ? mpt__op_gelu_backward(&p->x, &p->dy, &p->dx, p->batch * numel_in(l))
+                     : MPT_OK;
+}
+
+/* ---- dropout (inverted; masks regenerated from the counter-based RNG) --- */
+
+static int dropout_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    return attr_float(spec, "p", 0.5, 0.0, 0.999, where, &l->p);
+}
+
+static uint64_t dropout_stream(const mpt__layer_t *l, const mpt__pass_t *p)
+{
+    return p->step * 1024 + (uint64_t)l->index;
+}
+
+static int dropout_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_dropout_forward(&p->x, &p->y, p->batch * numel_in(l), p->training ? l->p : 0.0f,
+                                   p->seed, dropout_stream(l, p));
+}
+
+static int dropout_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return p->dx.buf ? mpt__op_dropout_backward(&p->dy, &p->dx, p->batch * numel_in(l), l->p,
+                                                p->seed, dropout_stream(l, p))
+                     : MPT_OK;
+}
+
+/* ---- layernorm over the last dimension ------------------------------------ */
+
+static int layernorm_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    return attr_float(spec, "eps", 1e-5, 1e-12, 1.0, where, &l->eps);
+}
+
+static size_t ln_cols(const mpt__layer_t *l)
+{
+    return l->in.d[l->in.ndim - 1];
+}
+
+static int layernorm_infer(mpt__layer_t *l, const char *where)
+{
+    size_t cols = ln_cols(l), dims[1] = {cols};
+    (void)where;
+    l->out = l->in;
+    set_param(l, 0, "weight", 1, dims, 0, 1.0f);
+    set_param(l, 1, "bias", 1, dims, 0, 0.0f);
+    l->saved_per_sample = 2 * (numel_in(l) / cols); /* mean and rstd per row */
+    return MPT_OK;
+}
+
+static int layernorm_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    size_t cols = ln_cols(l), rows = p->batch * numel_in(l) / cols;
+    size_t dims[1] = {rows};
+    mpt__tensor_t g = mpt__param_view(p, &l->params[0], 0), b = mpt__param_view(p, &l->params[1], 0);
+    mpt__tensor_t mean = mpt__tensor(p->saved.buf, p->saved.off, 1, dims);
+    mpt__tensor_t rstd = mpt__tensor(p->saved.buf, p->saved.off + rows, 1, dims);
+    return mpt__op_layernorm_forward(&p->x, &g, &b, rows, cols, l->eps, &p->y, &mean, &rstd);
+}
+
+static int layernorm_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    size_t cols = ln_cols(l), rows = p->batch * numel_in(l) / cols;
+    size_t dims[1] = {rows};
+    mpt__tensor_t g = mpt__param_view(p, &l->params[0], 0);
+    mpt__tensor_t dg = mpt__param_view(p, &l->params[0], 1), db = mpt__param_view(p, &l->params[1], 1);
+    mpt__tensor_t mean = mpt__tensor(p->saved.buf, p->saved.off, 1, dims);
+    mpt__tensor_t rstd = mpt__tensor(p->saved.buf, p->saved.off + rows, 1, dims);
+    mpt__tensor_t dx = p->dx, none = {0};
+    (void)none;
+    if (!dx.buf) /* the kernel always writes dx: give it the scratch */
+        dx = p->scratch;
+    return mpt__op_layernorm_backward(&p->dy, &p->x, &g, &mean, &rstd, rows, cols, 0.0f, &dx, &dg,
+                                      &db);
+}
+
+static size_t layernorm_scratch(const mpt__layer_t *l, size_t batch)
+{
+    return batch * numel_in(l); /* dx of a first layer, which nobody reads */
+}
+
+/* ---- flatten: a view ----------------------------------------------------- */
+
+static int flatten_infer(mpt__layer_t *l, const char *where)
+{
+    (void)where;
+    l->out = (mpt__shape_t){1, {numel_in(l), 0, 0}};
+    return MPT_OK;
+}
+
+static int view_pass(mpt__layer_t *l, mpt__pass_t *p)
+{
+    (void)l, (void)p;
+    return MPT_OK; /* the model aliases the output to the input */
+}
+
+/* ---- conv2d (cross-correlation, weight K x C x k x k) -------------------- */
+
+static int conv_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    int status;
+    MPT_TRY(attr_size(spec, "channels", 0, where, &l->channels));
+    MPT_TRY(attr_size(spec, "kernel", 0, where, &l->kernel));
+    MPT_TRY(attr_size(spec, "stride", 1, where, &l->stride));
+    MPT_TRY(attr_size(spec, "padding", (size_t)-1, where, &l->padding));
+    if (!json_object_get(spec, "padding"))
+        l->padding = 0;
+out:
+    return status;
+}
+
+static mpt__conv_t conv_of(const mpt__layer_t *l, size_t batch)
+{
+    mpt__conv_t cv = {batch, l->in.d[0], l->in.d[1], l->in.d[2], l->channels, l->kernel,
+                      l->kernel, l->stride, l->padding, 0, 0};
+    mpt__conv_shape(&cv);
+    return cv;
+}
+
+static int conv_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_image(l, where);
+    if (status < 0)
+        return status;
+    mpt__conv_t cv = conv_of(l, 1);
+    if (mpt__conv_shape(&cv) < 0)
+        return mpt__fail(MPT_ERR_PARSE, "%s: a %zux%zu kernel with padding %zu does not fit a "
+                         "%zux%zu input", where, l->kernel, l->kernel, l->padding, cv.h, cv.w);
+    size_t fan_in = cv.c * cv.kh * cv.kw, w[4] = {cv.k, cv.c, cv.kh, cv.kw}, b[1] = {cv.k};
+    l->out = (mpt__shape_t){3, {cv.k, cv.oh, cv.ow}};
+    set_param(l, 0, "weight", 4, w, fan_in, 0);
+    set_param(l, 1, "bias", 1, b, fan_in, 0);
+    return MPT_OK;
+}
+
+static double conv_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    mpt__conv_t cv = conv_of(l, batch);
+    double f = 2.0 * (double)batch * cv.k * cv.oh * cv.ow * cv.c * cv.kh * cv.kw;
+    return backward ? 2 * f : f;
+}
+
+static size_t conv_scratch(const mpt__layer_t *l, size_t batch)
+{
+    mpt__conv_t cv = conv_of(l, batch);
+    return mpt__conv_col_floats(&cv);
+}
+
+static int conv_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__conv_t cv = conv_of(l, p->batch);
+    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0), b = mpt__param_view(p, &l->params[1], 0);
+    int status = mpt__op_conv2d_forward(&cv, &p->x, &w, &p->scratch, &p->y);
+    if (status == MPT_OK)
+        status = mpt__op_bias_add_channels(&p->y, &b, p->batch, cv.k, cv.oh * cv.ow);
+    return status;
+}
+
+static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__conv_t cv = conv_of(l, p->batch);
+    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
+    mpt__tensor_t dw = mpt__param_view(p, &l->params[0], 1), db = mpt__param_view(p, &l->params[1], 1);
+    int status = mpt__op_conv2d_backward(&cv, &p->x, &w, &p->dy, 0.0f, &p->scratch, &dw,
+                                         p->dx.buf ? &p->dx : NULL);
+    if (status == MPT_OK)
+        status = mpt__op_bias_grad_channels(&p->dy, p->batch, cv.k, cv.oh * cv.ow, 0.0f, &db);
+    return status;
+}
+
+/* ---- maxpool2d ------------------------------------------------------------- */
+
+static int pool_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    int status;
+    MPT_TRY(attr_size(spec, "kernel", 0, where, &l->kernel));
+    MPT_TRY(attr_size(spec, "stride", l->kernel, where, &l->stride));
+    MPT_TRY(attr_size(spec, "padding", (size_t)-1, where, &l->padding));
+    if (!json_object_get(spec, "padding"))
+        l->padding = 0;
+    if (2 * l->padding > l->kernel)
+        status = mpt__fail(MPT_ERR_PARSE, "%s: padding %zu is more than half the kernel %zu "
+                           "(PyTorch refuses it too)", where, l->padding, l->kernel);
+out:
+    return status;
+}
+
+static int pool_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_image(l, where);
+    if (status < 0)
+        return status;
+    size_t h = l->in.d[1] + 2 * l->padding, w = l->in.d[2] + 2 * l->padding;
+    if (h < l->kernel || w < l->kernel)
+        return mpt__fail(MPT_ERR_PARSE, "%s: a %zux%zu window does not fit a %zux%zu input",
+                         where, l->kernel, l->kernel, l->in.d[1], l->in.d[2]);
+    l->out = (mpt__shape_t){3, {l->in.d[0], (h - l->kernel) / l->stride + 1,
+                                (w - l->kernel) / l->stride + 1}};
+    l->saved_per_sample = mpt__shape_numel(&l->out); /* argmax */
+    return MPT_OK;
+}
+
+static int pool_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_maxpool_forward(&p->x, p->batch, l->in.d[0], l->in.d[1], l->in.d[2], l->kernel,
+                                   l->stride, l->padding, &p->y, &p->saved);
+}
+
+static int pool_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return p->dx.buf ? mpt__op_maxpool_backward(&p->dy, &p->saved, p->batch, l->in.d[0],
+                                                l->in.d[1], l->in.d[2], l->kernel, l->stride,
+                                                l->padding, &p->dx)
+                     : MPT_OK;
+}
+
+/* ---- softmax_cross_entropy: the loss, fused with its softmax ------------- */
+
+static int loss_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_flat(l, where);
+    if (status == MPT_OK && l->in.d[0] < 2)
+        status = mpt__fail(MPT_ERR_PARSE, "%s: needs at least 2 classes", where);
+    l->out = (mpt__shape_t){1, {1, 0, 0}};
+    return status;
+}
+
+static int loss_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_softmax_xent(&p->x, p->labels, 0, p->batch, l->in.d[0], p->loss_scale,
+                                &p->loss_rows, NULL);
+}
+
+/* Recomputes the softmax rather than keeping it: one cheap pass over the
+ * logits, and no state between forward and backward. */
+static int loss_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    return mpt__op_softmax_xent(&p->x, p->labels, 0, p->batch, l->in.d[0], p->loss_scale,
+                                &p->loss_rows, &p->dx);
+}
+
+/* ---- the kinds ------------------------------------------------------------ */
+
+static const mpt__layer_kind_t kinds[] = {
+    {"linear", MPT_SPLIT_COLUMN | MPT_SPLIT_ROW, 0, 0, linear_configure, linear_infer, NULL,
+     linear_flops, linear_forward, linear_backward},
+    {"relu", MPT_SPLIT_ELEMENTWISE, 0, 0, NULL, same_shape, NULL, no_flops, relu_forward,
+     relu_backward},
+    {"gelu", MPT_SPLIT_ELEMENTWISE, 0, 0, NULL, same_shape, NULL, no_flops, gelu_forward,
+     gelu_backward},
+    {"dropout", MPT_SPLIT_ELEMENTWISE, 0, 0, dropout_configure, same_shape, NULL, no_flops,
+     dropout_forward, dropout_backward},
+    {"layernorm", MPT_SPLIT_NONE, 0, 0, layernorm_configure, layernorm_infer, layernorm_scratch,
+     no_flops, layernorm_forward, layernorm_backward},
+    {"flatten", MPT_SPLIT_ELEMENTWISE, 0, 1, NULL, flatten_infer, NULL, no_flops, view_pass,
+     view_pass},
+    {"conv2d", MPT_SPLIT_CHANNELS, 0, 0, conv_configure, conv_infer, conv_scratch, conv_flops,
+     conv_forward, conv_backward},
+    {"maxpool2d", MPT_SPLIT_CHANNELS, 0, 0, pool_configure, pool_infer, NULL, no_flops,
+     pool_forward, pool_backward},
+    {"softmax_cross_entropy", MPT_SPLIT_NONE, 1, 0, NULL, loss_infer, NULL, no_flops,
+     loss_forward, loss_backward},
+};
+
+const mpt__layer_kind_t *mpt__layer_kind(const char *name)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(kinds[i].name, name) == 0)
+            return &kinds[i];
+    return NULL;
+}
+
+const char *mpt__layer_kind_names(void)
+{
+    return "linear, relu, gelu, dropout, layernorm, flatten, conv2d, maxpool2d, "
+           "softmax_cross_entropy";
+}

@@ -1,0 +1,161 @@
+/*
+ * nn/model.c: a model description (docs/model.md) read from JSON into a
+ * sequence of layers with their shapes chained and checked, parameters laid
+ * out in one flat buffer, and counter-based initial values.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "nn/layer.h"
+
+void mpt__model_free(mpt__model_t *m)
+{
+    if (!m)
+        return;
+    free(m->name);
+    free(m->json);
+    free(m->layers);
+    free(m);
+}
+
+static int read_input(const json_t *root, const char *where, mpt__shape_t *out)
+{
+    json_t *in = json_object_get(root, "input");
+    size_t n = json_array_size(in);
+    if (!json_is_array(in) || (n != 1 && n != 3))
+        return mpt__fail(MPT_ERR_PARSE,
+                         "%s: \"input\" must be [features] or [channels, height, width]", where);
+    out->ndim = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(in, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1)
+            return mpt__fail(MPT_ERR_PARSE, "%s: \"input\"[%zu] must be a positive integer",
+                             where, i);
+        out->d[i] = (size_t)json_integer_value(v);
+    }
+    return MPT_OK;
+}
+
+/* Keys a layer object may have, beyond "kind"; anything else is a typo. */
+static int check_keys(const json_t *spec, const char *where)
+{
+    static const char *known[] = {"kind", "units", "channels", "kernel", "stride",
+                                  "padding", "p", "eps", "comment"};
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)spec, key, value) {
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(known[i], key) != 0)
+            i++;
+        if (i == sizeof known / sizeof known[0])
+            return mpt__fail(MPT_ERR_PARSE, "%s: unknown attribute \"%s\"", where, key);
+    }
+    return MPT_OK;
+}
+
+int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **out)
+{
+    int status = MPT_OK;
+    char at[512];
+    mpt__model_t *m = NULL;
+    json_t *layers = json_object_get(root, "layers");
+    const char *name = json_string_value(json_object_get(root, "name"));
+
+    *out = NULL;
+    if (!json_is_object(root))
+        return mpt__fail(MPT_ERR_PARSE, "%s: a model must be a JSON object", where);
+    if (!json_is_array(layers) || json_array_size(layers) < 1)
+        return mpt__fail(MPT_ERR_PARSE, "%s: \"layers\" must be a non-empty array", where);
+    if (!(m = calloc(1, sizeof *m)) ||
+        !(m->layers = calloc(json_array_size(layers), sizeof *m->layers)) ||
+        !(m->name = mpt__strdup(name ? name : "model")) ||
+        !(m->json = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    MPT_TRY(read_input(root, where, &m->input));
+    m->nlayers = json_array_size(layers);
+    mpt__shape_t shape = m->input;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const json_t *spec = json_array_get(layers, i);
+        const char *kind = json_string_value(json_object_get(spec, "kind"));
+        mpt__layer_t *l = &m->layers[i];
+        snprintf(at, sizeof at, "%s: layers[%zu] (%s)", where, i, kind ? kind : "?");
+        if (!json_is_object(spec) || !kind) {
+            status = mpt__fail(MPT_ERR_PARSE, "%s: needs a \"kind\" string", at);
+            goto out;
+        }
+        if (!(l->kind = mpt__layer_kind(kind))) {
+            status = mpt__fail(MPT_ERR_PARSE, "%s: unknown kind \"%s\" (known: %s)", at, kind,
+                               mpt__layer_kind_names());
+            goto out;
+        }
+        MPT_TRY(check_keys(spec, at));
+        l->index = (int)i;
+        l->in = shape;
+        if (l->kind->configure)
+            MPT_TRY(l->kind->configure(l, spec, at));
+        MPT_TRY(l->kind->infer(l, at));
+        if (l->kind->is_loss != (i + 1 == m->nlayers)) {
+            status = mpt__fail(MPT_ERR_PARSE, l->kind->is_loss
+                                                  ? "%s: a loss must be the last layer"
+                                                  : "%s: the last layer must be a loss "
+                                                    "(softmax_cross_entropy)",
+                               at);
+            goto out;
+        }
+        for (int q = 0; q < l->nparams; q++) {
+            l->params[q].offset = m->param_floats;
+            m->param_floats += l->params[q].numel;
+        }
+        shape = l->out;
+    }
+    m->classes = (int)m->layers[m->nlayers - 1].in.d[0];
+out:
+    if (status < 0) {
+        mpt__model_free(m);
+        m = NULL;
+    }
+    *out = m;
+    return status;
+}
+
+int mpt__model_load(const char *path, mpt__model_t **out)
+{
+    json_t *root = NULL;
+    int status = mpt__json_load_file(path, &root);
+    *out = NULL;
+    if (status == MPT_OK)
+        status = mpt__model_from_json(root, path, out);
+    json_decref(root);
+    return status;
+}
+
+void mpt__model_init_params(const mpt__model_t *m, uint64_t seed, float *params)
+{
+    for (size_t i = 0; i < m->nlayers; i++)
+        for (int q = 0; q < m->layers[i].nparams; q++) {
+            const mpt__param_t *p = &m->layers[i].params[q];
+            if (p->fan_in == 0) {
+                for (size_t j = 0; j < p->numel; j++)
+                    params[p->offset + j] = p->init_value;
+                continue;
+            }
+            float bound = (float)(1.0 / sqrt((double)p->fan_in));
+            mpt__rng_uniform(seed, p->stream, 0, bound, params + p->offset, p->numel);
+        }
+}
+
+size_t mpt__model_max_activation(const mpt__model_t *m)
+{
+    size_t most = mpt__shape_numel(&m->input);
+    for (size_t i = 0; i < m->nlayers; i++) {
+        size_t n = mpt__shape_numel(&m->layers[i].out);
+        if (n > most)
+            most = n;
+    }
+    return most;
+}

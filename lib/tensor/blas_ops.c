@@ -1,0 +1,122 @@
+/*
+ * tensor/blas_ops.c: every GEMM and the level-1/2 BLAS the layers and
+ * optimizers need, through CLBlast.  Tensors carry float offsets, which
+ * CLBlast takes as element offsets.
+ */
+#include <clblast_c.h>
+
+#include "tensor/tensor.h"
+
+static int blas_status(CLBlastStatusCode s, cl_event *ev, const char *what, mpt_device_t *dev)
+{
+    if (s != CLBlastSuccess)
+        return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
+                         dev->info.index, dev->info.name, (int)s);
+    if (ev && *ev)
+        clReleaseEvent(*ev); /* the in-order queue orders what follows */
+    return MPT_OK;
+}
+
+static CLBlastTranspose tr(int t)
+{
+    return t ? CLBlastTransposeYes : CLBlastTransposeNo;
+}
+
+int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                 const mpt__tensor_t *a, size_t lda, const mpt__tensor_t *b, size_t ldb,
+                 float beta, mpt__tensor_t *c, size_t ldc)
+{
+    mpt_device_t *dev = mpt__tensor_device(c);
+    cl_event ev = NULL;
+    if (m == 0 || n == 0)
+        return MPT_OK;
+    if (k == 0) /* C = beta * C: CLBlast rejects k = 0 */
+        return mpt__op_scale(c, m * ldc, beta);
+    CLBlastStatusCode s =
+        CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem,
+                     a->off, lda, b->buf->mem, b->off, ldb, beta, c->buf->mem, c->off, ldc,
+                     &dev->queue, &ev);
+    return blas_status(s, &ev, "Sgemm", dev);
+}
+
+int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                 float alpha, const mpt__tensor_t *a, size_t lda,
+                                 size_t stride_a, const mpt__tensor_t *b, size_t ldb,
+                                 size_t stride_b, float beta, mpt__tensor_t *c, size_t ldc,
+                                 size_t stride_c, size_t batch)
+{
+    mpt_device_t *dev = mpt__tensor_device(c);
+    cl_event ev = NULL;
+    if (m == 0 || n == 0 || batch == 0)
+        return MPT_OK;
+    CLBlastStatusCode s = CLBlastSgemmStridedBatched(
+        CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem, a->off, lda,
+        stride_a, b->buf->mem, b->off, ldb, stride_b, beta, c->buf->mem, c->off, ldc, stride_c,
+        batch, &dev->queue, &ev);
+    return blas_status(s, &ev, "SgemmStridedBatched", dev);
+}
+
+/* A device vector of ones, cached per length in the device's program
+ * cache would be neater; a small buffer per call keeps this simple and the
+ * bias gradients are tiny next to the GEMMs. */
+int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float beta,
+                     mpt__tensor_t *db)
+{
+    mpt_device_t *dev = mpt__tensor_device(db);
+    mpt__tensor_t ones;
+    cl_event ev = NULL;
+    size_t dims[1] = {rows};
+    int status = mpt__tensor_alloc(dev, 1, dims, &ones);
+    if (status == MPT_OK)
+        status = mpt__op_fill(&ones, rows, 1.0f);
+    if (status == MPT_OK) {
+        /* db(cols) = dy^T (cols x rows) * ones(rows) */
+        CLBlastStatusCode s = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeYes, rows, cols,
+                                           1.0f, dy->buf->mem, dy->off, cols, ones.buf->mem, 0, 1,
+                                           beta, db->buf->mem, db->off, 1, &dev->queue, &ev);
+        status = blas_status(s, &ev, "Sgemv", dev);
+    }
+    mpt_buffer_free(ones.buf); /* released after the queued GEMV by OpenCL refcounting */
+    return status;
+}
+
+int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out)
+{
+    mpt_device_t *dev = mpt__tensor_device(x);
+    mpt_buffer_t *r = NULL;
+    cl_event ev = NULL;
+    *out = 0;
+    if (n == 0)
+        return MPT_OK;
+    int status = mpt_buffer_create(dev, sizeof(float), &r);
+    if (status == MPT_OK) {
+        CLBlastStatusCode s =
+            CLBlastSnrm2(n, r->mem, 0, x->buf->mem, x->off, 1, &dev->queue, &ev);
+        status = blas_status(s, &ev, "Snrm2", dev);
+    }
+    if (status == MPT_OK)
+        status = mpt_buffer_read(r, 0, out, sizeof(float));
+    mpt_buffer_free(r);
+    return status;
+}
+
+int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha)
+{
+    mpt_device_t *dev = mpt__tensor_device(x);
+    cl_event ev = NULL;
+    if (n == 0)
+        return MPT_OK;
+    CLBlastStatusCode s = CLBlastSscal(n, alpha, x->buf->mem, x->off, 1, &dev->queue, &ev);
+    return blas_status(s, &ev, "Sscal", dev);
+}
+
+int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y)
+{
+    mpt_device_t *dev = mpt__tensor_device(y);
+    cl_event ev = NULL;
+    if (n == 0)
+        return MPT_OK;
+    CLBlastStatusCode s =
+        CLBlastSaxpy(n, alpha, x->buf->mem, x->off, 1, y->buf->mem, y->off, 1, &dev->queue, &ev);
+    return blas_status(s, &ev, "Saxpy", dev);
+}

@@ -1,0 +1,83 @@
+/*
+ * tensor/tensor.c: tensor views and the one kernel launcher every op uses.
+ */
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+mpt__tensor_t mpt__tensor(mpt_buffer_t *buf, size_t off, int ndim, const size_t *dims)
+{
+    mpt__tensor_t t = {buf, off, ndim, {0}};
+    for (int i = 0; i < ndim && i < MPT_TENSOR_MAX_DIMS; i++)
+        t.dims[i] = dims[i];
+    return t;
+}
+
+size_t mpt__tensor_numel(const mpt__tensor_t *t)
+{
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->dims[i];
+    return n;
+}
+
+mpt_device_t *mpt__tensor_device(const mpt__tensor_t *t)
+{
+    return t->buf->dev;
+}
+
+int mpt__tensor_alloc(mpt_device_t *dev, int ndim, const size_t *dims, mpt__tensor_t *out)
+{
+    mpt_buffer_t *buf = NULL;
+    *out = mpt__tensor(NULL, 0, ndim, dims);
+    size_t n = mpt__tensor_numel(out);
+    int status = mpt_buffer_create(dev, (n ? n : 1) * sizeof(float), &buf);
+    out->buf = buf;
+    return status;
+}
+
+int mpt__tensor_write(mpt__tensor_t *t, const float *src)
+{
+    return mpt_buffer_write(t->buf, t->off * sizeof(float), src,
+                            mpt__tensor_numel(t) * sizeof(float));
+}
+
+int mpt__tensor_read(const mpt__tensor_t *t, float *dst)
+{
+    return mpt_buffer_read(t->buf, t->off * sizeof(float), dst,
+                           mpt__tensor_numel(t) * sizeof(float));
+}
+
+int mpt__u32(size_t v, cl_uint *out)
+{
+    if (v > 0xffffffffu)
+        return mpt__fail(MPT_ERR_RANGE, "%zu does not fit a 32-bit kernel argument", v);
+    *out = (cl_uint)v;
+    return MPT_OK;
+}
+
+int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
+                size_t local, int nargs, const mpt__arg_t *args)
+{
+    cl_kernel k;
+    cl_int err;
+    int status = mpt__device_kernel(dev, program, kernel, &k);
+    if (status < 0)
+        return status;
+    for (int i = 0; i < nargs; i++) {
+        err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].ptr);
+        if (err != CL_SUCCESS)
+            return mpt__fail_cl(err, "argument %d of kernel %s (kernels/%s.cl)", i, kernel,
+                                program);
+    }
+    if (global == 0)
+        return MPT_OK; /* nothing to do: an empty tensor */
+    if (local)
+        global = (global + local - 1) / local * local;
+    err = clEnqueueNDRangeKernel(dev->queue, k, 1, NULL, &global, local ? &local : NULL, 0, NULL,
+                                 NULL);
+    if (err != CL_SUCCESS)
+        return mpt__fail_cl(err, "launching %s (kernels/%s.cl) over %zu items on device %d",
+                            kernel, program, global, dev->info.index);
+    return MPT_OK;
+}

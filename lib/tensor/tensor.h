@@ -1,0 +1,204 @@
+/*
+ * tensor/tensor.h: f32 device tensors (views into device buffers) and the
+ * op launchers that run on a device's in-order queue.  Never installed.
+ *
+ * Conventions for every op below:
+ * - A tensor is a view: buffer + offset (in floats) + up to 4 dims,
+ *   row-major, contiguous.  Ops never allocate or free the buffers.
+ * - Ops enqueue on the tensor's device queue and return at once
+ *   (asynchronous); results are ready after mpt_device_finish() or any
+ *   blocking read.  All tensors of one op live on the same device.
+ * - IEEE semantics: no fast-math; NaN in, NaN out.
+ * - Counts are size_t and must fit in cl_uint for custom kernels (checked:
+ *   MPT_ERR_RANGE otherwise).
+ * - Shapes: N = batch, C = channels, H/W = height/width (NCHW layout).
+ */
+#ifndef MPT_TENSOR_TENSOR_H
+#define MPT_TENSOR_TENSOR_H
+
+#include <stdint.h>
+
+#include "device/device.h"
+
+#define MPT_TENSOR_MAX_DIMS 4
+
+typedef struct {
+    mpt_buffer_t *buf; /* not owned */
+    size_t off;        /* offset in floats */
+    int ndim;
+    size_t dims[MPT_TENSOR_MAX_DIMS];
+} mpt__tensor_t;
+
+/* A view of `ndim` dims at float offset `off` of `buf`. */
+mpt__tensor_t mpt__tensor(mpt_buffer_t *buf, size_t off, int ndim, const size_t *dims);
+/* Number of elements (product of dims; 1 for ndim 0). */
+size_t mpt__tensor_numel(const mpt__tensor_t *t);
+/* The device of a tensor. */
+mpt_device_t *mpt__tensor_device(const mpt__tensor_t *t);
+/* A tensor with its own new buffer (freed with mpt_buffer_free(t->buf)). */
+int mpt__tensor_alloc(mpt_device_t *dev, int ndim, const size_t *dims, mpt__tensor_t *out);
+/* Blocking host <-> device copies of a whole tensor. */
+int mpt__tensor_write(mpt__tensor_t *t, const float *src);
+int mpt__tensor_read(const mpt__tensor_t *t, float *dst);
+
+/* ---- kernel launching (launch.c) ---------------------------------------- */
+
+typedef struct {
+    size_t size;
+    const void *ptr;
+} mpt__arg_t;
+
+/* A kernel argument by value: MPT_ARG(x) for any lvalue x (cl_mem, cl_uint,
+ * float...). */
+#define MPT_ARG(x) ((mpt__arg_t){sizeof(x), &(x)})
+
+/* Sets the arguments of kernels/<program>.cl's `kernel` and enqueues it
+ * over `global` work-items in one dimension (local = 0 lets the driver
+ * choose; otherwise global is rounded up to a multiple of local).  Kernels
+ * guard their index against the real count. */
+int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
+                size_t local, int nargs, const mpt__arg_t *args);
+
+/* The float offset as a kernel argument (cl_uint); MPT_ERR_RANGE if too big. */
+int mpt__u32(size_t v, cl_uint *out);
+
+/* ---- GEMM and BLAS (blas_ops.c, CLBlast) -------------------------------- */
+
+/* C(m x n) = alpha * op(A) * op(B) + beta * C, row-major; op(A) is m x k
+ * (A stored k x m when trans_a), op(B) is k x n (B stored n x k when
+ * trans_b).  Leading dimensions are the stored row lengths. */
+int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                 const mpt__tensor_t *a, size_t lda, const mpt__tensor_t *b, size_t ldb,
+                 float beta, mpt__tensor_t *c, size_t ldc);
+/* Strided batched GEMM: `batch` products, matrix i at offsets +i*stride. */
+int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                 float alpha, const mpt__tensor_t *a, size_t lda,
+                                 size_t stride_a, const mpt__tensor_t *b, size_t ldb,
+                                 size_t stride_b, float beta, mpt__tensor_t *c, size_t ldc,
+                                 size_t stride_c, size_t batch);
+/* db[c] = beta * db[c] + sum over rows of dy[r, c]  (bias gradient; GEMV). */
+int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float beta,
+                     mpt__tensor_t *db);
+/* Euclidean norm of the first n elements of x, read back to the host
+ * (blocking). */
+int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out);
+/* x *= alpha over n elements. */
+int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha);
+/* y += alpha * x over n elements. */
+int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y);
+
+/* ---- elementwise and activations (elementwise.c, kernels/elementwise.cl) */
+
+/* x[i] = value for i < n. */
+int mpt__op_fill(mpt__tensor_t *x, size_t n, float value);
+/* y[r, c] += bias[c] for a rows x cols matrix. */
+int mpt__op_bias_add(mpt__tensor_t *y, const mpt__tensor_t *bias, size_t rows, size_t cols);
+/* y[n, c, p] += bias[c] for N x C x P (P = H*W), the conv2d bias. */
+int mpt__op_bias_add_channels(mpt__tensor_t *y, const mpt__tensor_t *bias, size_t n, size_t c,
+                              size_t p);
+/* db[c] = beta * db[c] + sum over n, p of dy[n, c, p]. */
+int mpt__op_bias_grad_channels(const mpt__tensor_t *dy, size_t n, size_t c, size_t p, float beta,
+                               mpt__tensor_t *db);
+/* y = max(x, 0); dx = dy * (x > 0)  (x is the forward input). */
+int mpt__op_relu_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n);
+int mpt__op_relu_backward(const mpt__tensor_t *x, const mpt__tensor_t *dy, mpt__tensor_t *dx,
+                          size_t n);
+/* GELU, tanh approximation (PyTorch approximate="tanh"):
+ * y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); dx = dy * y'(x). */
+int mpt__op_gelu_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n);
+int mpt__op_gelu_backward(const mpt__tensor_t *x, const mpt__tensor_t *dy, mpt__tensor_t *dx,
+                          size_t n);
+
+/* ---- loss (loss.c, kernels/loss.cl) ------------------------------------- */
+
+/* Fused, numerically stable softmax cross-entropy over rows x cols logits
+ * with int32 labels (a buffer of `rows` cl_int at int offset labels_off):
+ *   loss_rows[r] = logsumexp(logits[r,:]) - logits[r, label[r]]
+ *   dlogits[r,c] = scale * (softmax(logits[r,:])[c] - (c == label[r]))
+ * (scale = 1/global batch for a mean loss; dlogits may be NULL for
+ * evaluation).  A label outside [0, cols) gives loss NaN for its row. */
+int mpt__op_softmax_xent(const mpt__tensor_t *logits, mpt_buffer_t *labels, size_t labels_off,
+                         size_t rows, size_t cols, float scale, mpt__tensor_t *loss_rows,
+                         mpt__tensor_t *dlogits);
+/* correct[r] = 1.0f if argmax(logits[r,:]) == label[r] else 0.0f (first
+ * maximum wins, as torch.argmax). */
+int mpt__op_argmax_correct(const mpt__tensor_t *logits, mpt_buffer_t *labels, size_t labels_off,
+                           size_t rows, size_t cols, mpt__tensor_t *correct);
+
+/* ---- optimizers (optim.c, kernels/optim.cl) ----------------------------- */
+
+/* SGD with momentum and decoupled-as-in-PyTorch weight decay, over n
+ * elements, exactly as torch.optim.SGD(momentum, weight_decay, dampening=0,
+ * nesterov=False):  g' = g + wd * p;  buf = first ? g' : momentum * buf + g';
+ * p -= lr * (momentum > 0 ? buf : g'). */
+int mpt__op_sgd_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *momentum_buf,
+                       size_t n, float lr, float momentum, float weight_decay, int first_step);
+/* AdamW exactly as torch.optim.AdamW (amsgrad=False), step t >= 1:
+ *   p *= 1 - lr * wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+int mpt__op_adamw_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *m,
+                         mpt__tensor_t *v, size_t n, float lr, float beta1, float beta2,
+                         float eps, float weight_decay, int step);
+
+/* ---- normalisation, pooling, dropout (norm.c, pool.c, dropout.c) ------- */
+
+/* Layer norm over the last dim (cols) of rows x cols, as torch LayerNorm:
+ * y = (x - mean) * rstd * gamma + beta, rstd = 1/sqrt(var + eps) with the
+ * biased variance.  mean and rstd (rows floats each) are saved for
+ * backward.  Backward writes dx and accumulates dgamma, dbeta
+ * (dgamma = beta_acc * dgamma + sum ..., same for dbeta). */
+int mpt__op_layernorm_forward(const mpt__tensor_t *x, const mpt__tensor_t *gamma,
+                              const mpt__tensor_t *beta, size_t rows, size_t cols, float eps,
+                              mpt__tensor_t *y, mpt__tensor_t *mean, mpt__tensor_t *rstd);
+int mpt__op_layernorm_backward(const mpt__tensor_t *dy, const mpt__tensor_t *x,
+                               const mpt__tensor_t *gamma, const mpt__tensor_t *mean,
+                               const mpt__tensor_t *rstd, size_t rows, size_t cols,
+                               float beta_acc, mpt__tensor_t *dx, mpt__tensor_t *dgamma,
+                               mpt__tensor_t *dbeta);
+/* Max pooling over N x C x H x W with a k x k window, stride s, padding pad
+ * (padding never wins: as torch MaxPool2d).  Output N x C x OH x OW,
+ * OH = (H + 2 pad - k) / s + 1.  argmax (as floats holding the input index
+ * within its H x W plane, exact below 2^24) is saved for backward; backward
+ * zeroes dx then adds dy to the argmax positions. */
+int mpt__op_maxpool_forward(const mpt__tensor_t *x, size_t n, size_t c, size_t h, size_t w,
+                            size_t k, size_t s, size_t pad, mpt__tensor_t *y,
+                            mpt__tensor_t *argmax);
+int mpt__op_maxpool_backward(const mpt__tensor_t *dy, const mpt__tensor_t *argmax, size_t n,
+                             size_t c, size_t h, size_t w, size_t k, size_t s, size_t pad,
+                             mpt__tensor_t *dx);
+/* Inverted dropout: keep with probability 1 - p, scale kept values by
+ * 1/(1-p).  The mask of element i is drawn from Philox4x32-10 keyed by
+ * (seed, stream) at counter i (mpt__philox in core/rng.h), so backward
+ * regenerates it instead of storing it, and any shard reproduces it. */
+int mpt__op_dropout_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n, float p,
+                            uint64_t seed, uint64_t stream);
+int mpt__op_dropout_backward(const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n, float p,
+                             uint64_t seed, uint64_t stream);
+
+/* ---- convolution (conv.c, CLBlast im2col / col2im + GEMM) --------------- */
+
+/* conv2d forward for N x C x H x W input, weight K x C x kh x kw (PyTorch
+ * layout), stride and padding per axis, output N x K x OH x OW, no bias
+ * (added with mpt__op_bias_add_channels).  `col` is a workspace of at least
+ * mpt__conv_col_floats() floats. */
+typedef struct {
+    size_t n, c, h, w;    /* input */
+    size_t k, kh, kw;     /* output channels, kernel size */
+    size_t stride, pad;   /* same on both axes */
+    size_t oh, ow;        /* output size, set by mpt__conv_shape */
+} mpt__conv_t;
+
+/* Fills oh, ow; MPT_ERR_INVALID when the kernel does not fit the padded input. */
+int mpt__conv_shape(mpt__conv_t *cv);
+/* Workspace floats needed by forward and backward (one image's columns). */
+size_t mpt__conv_col_floats(const mpt__conv_t *cv);
+int mpt__op_conv2d_forward(const mpt__conv_t *cv, const mpt__tensor_t *x,
+                           const mpt__tensor_t *weight, mpt__tensor_t *col, mpt__tensor_t *y);
+/* dweight = beta_acc * dweight + sum over images of dy_i * col(x_i)^T;
+ * dx = col2im(weight^T * dy_i) (dx may be NULL for the first layer). */
+int mpt__op_conv2d_backward(const mpt__conv_t *cv, const mpt__tensor_t *x,
+                            const mpt__tensor_t *weight, const mpt__tensor_t *dy,
+                            float beta_acc, mpt__tensor_t *col, mpt__tensor_t *dweight,
+                            mpt__tensor_t *dx);
+
+#endif

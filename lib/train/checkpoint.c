@@ -1,0 +1,213 @@
+/*
+ * train/checkpoint.c: trainer checkpoints as safetensors.
+ *
+ * Tensors: every parameter as "<layer>.<name>" with its shape (the names
+ * PyTorch's nn.Sequential gives), then the optimizer slots as
+ * "optimizer.<slot>.<layer>.<name>" (slot 0: SGD momentum or Adam m; slot
+ * 1: Adam v).  Metadata (strings): format, model (its JSON), step, epoch,
+ * batch_index, seed, optimizer, batch and crc32, a CRC-32 of all tensor
+ * data in file order, which catches corruption the format itself cannot.
+ * Whole tensors are written, so a checkpoint does not depend on how a
+ * later plan shards them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "core/safetensors.h"
+#include "train/trainer.h"
+
+#define CHECKPOINT_FORMAT "mpt-checkpoint/1"
+
+static const char *const optimizer_names[] = {"sgd", "adamw"};
+
+static void tensor_name(char *buf, size_t size, int slot, const mpt__layer_t *l,
+                        const mpt__param_t *p)
+{
+    if (slot < 0)
+        snprintf(buf, size, "%d.%s", l->index, p->name);
+    else
+        snprintf(buf, size, "optimizer.%d.%d.%s", slot, l->index, p->name);
+}
+
+/* Calls fn for every (slot, layer, param) in file order: slot -1 is the
+ * parameters themselves. */
+typedef int (*visit_fn)(void *ctx, int slot, const mpt__layer_t *l, const mpt__param_t *p);
+
+static int visit(const mpt__model_t *m, visit_fn fn, void *ctx)
+{
+    for (int slot = -1; slot < 2; slot++)
+        for (size_t i = 0; i < m->nlayers; i++)
+            for (int q = 0; q < m->layers[i].nparams; q++) {
+                int status = fn(ctx, slot, &m->layers[i], &m->layers[i].params[q]);
+                if (status < 0)
+                    return status;
+            }
+    return MPT_OK;
+}
+
+typedef struct {
+    mpt__st_file_t *file;      /* writing */
+    const mpt__st_file_t *in;  /* reading */
+    const char *path;
+    float *state[3];           /* params, slot 0, slot 1 (host copies) */
+    uLong crc;
+} ckpt_ctx;
+
+static int add_tensor(void *p, int slot, const mpt__layer_t *l, const mpt__param_t *q)
+{
+    ckpt_ctx *c = p;
+    char name[128];
+    const float *data = c->state[slot + 1] + q->offset;
+    tensor_name(name, sizeof name, slot, l, q);
+    c->crc = crc32(c->crc, (const Bytef *)data, (uInt)(q->numel * sizeof(float)));
+    return mpt__st_add(c->file, name, MPT_ST_F32, q->ndim, q->dims, data);
+}
+
+static int take_tensor(void *p, int slot, const mpt__layer_t *l, const mpt__param_t *q)
+{
+    ckpt_ctx *c = p;
+    char name[128];
+    tensor_name(name, sizeof name, slot, l, q);
+    const mpt__st_tensor_t *t = mpt__st_get(c->in, name);
+    if (!t)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: tensor %s is missing", c->path, name);
+    int same = t->dtype == MPT_ST_F32 && t->ndim == q->ndim;
+    for (int d = 0; same && d < q->ndim; d++)
+        same = t->shape[d] == q->dims[d];
+    if (!same)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: tensor %s has another dtype or shape than "
+                         "the model's", c->path, name);
+    memcpy(c->state[slot + 1] + q->offset, t->data, t->bytes);
+    c->crc = crc32(c->crc, (const Bytef *)t->data, (uInt)t->bytes);
+    return MPT_OK;
+}
+
+static int alloc_state(const mpt_trainer_t *t, ckpt_ctx *c)
+{
+    size_t n = t->model->param_floats ? t->model->param_floats : 1;
+    for (int s = 0; s < 3; s++)
+        if (!(c->state[s] = malloc(n * sizeof(float))))
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory for a checkpoint");
+    return MPT_OK;
+}
+
+static void free_state(ckpt_ctx *c)
+{
+    for (int s = 0; s < 3; s++)
+        free(c->state[s]);
+}
+
+static int meta_u64(mpt__st_file_t *f, const char *key, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return mpt__st_set_meta(f, key, buf);
+}
+
+int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position_t *pos)
+{
+    ckpt_ctx c = {0};
+    char crc[16];
+    int status;
+    c.crc = crc32(0L, Z_NULL, 0);
+    MPT_TRY(alloc_state(t, &c));
+    MPT_TRY(mpt__executor_read_params(t->ex, c.state[0]));
+    MPT_TRY(mpt__executor_read_slot(t->ex, 0, c.state[1]));
+    MPT_TRY(mpt__executor_read_slot(t->ex, 1, c.state[2]));
+    MPT_TRY(mpt__st_create(&c.file));
+    MPT_TRY(visit(t->model, add_tensor, &c));
+    snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
+    MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
+    MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));
+    MPT_TRY(mpt__st_set_meta(c.file, "optimizer", optimizer_names[t->cfg.optimizer]));
+    MPT_TRY(mpt__st_set_meta(c.file, "crc32", crc));
+    MPT_TRY(meta_u64(c.file, "step", mpt__executor_step(t->ex)));
+    MPT_TRY(meta_u64(c.file, "seed", t->cfg.seed));
+    MPT_TRY(meta_u64(c.file, "batch", t->cfg.batch));
+    MPT_TRY(meta_u64(c.file, "epoch", pos ? pos->epoch : 0));
+    MPT_TRY(meta_u64(c.file, "batch_index", pos ? pos->batch_index : 0));
+    MPT_TRY(mpt__st_write(c.file, path));
+out:
+    mpt__st_free(c.file);
+    free_state(&c);
+    return status;
+}
+
+static int meta_number(const mpt__st_file_t *f, const char *path, const char *key, uint64_t *out)
+{
+    const char *v = mpt__st_meta(f, key);
+    char *end = NULL;
+    if (!v || !*v)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: metadata \"%s\" is missing", path, key);
+    *out = strtoull(v, &end, 10);
+    if (*end)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: metadata \"%s\" = '%s' is not a number",
+                         path, key, v);
+    return MPT_OK;
+}
+
+/* The checkpoint must be of this model and of a run that this trainer
+ * continues: same optimizer, seed and batch (the data order and the
+ * dropout masks depend on them). */
+static int check_compatible(const mpt_trainer_t *t, const mpt__st_file_t *f, const char *path)
+{
+    const char *format = mpt__st_meta(f, "format"), *model = mpt__st_meta(f, "model");
+    const char *opt = mpt__st_meta(f, "optimizer");
+    uint64_t seed = 0, batch = 0;
+    int status;
+    if (!format || strcmp(format, CHECKPOINT_FORMAT) != 0)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: not an mpt checkpoint (format '%s')",
+                         path, format ? format : "");
+    if (!model || strcmp(model, t->model->json) != 0)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written for another model", path);
+    if (!opt || strcmp(opt, optimizer_names[t->cfg.optimizer]) != 0)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with optimizer %s, not %s", path,
+                         opt ? opt : "?", optimizer_names[t->cfg.optimizer]);
+    MPT_TRY(meta_number(f, path, "seed", &seed));
+    MPT_TRY(meta_number(f, path, "batch", &batch));
+    if (seed != t->cfg.seed || batch != t->cfg.batch)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with seed %" PRIu64 " and batch "
+                         "%" PRIu64 "; resume with the same (--seed, --batch)", path, seed, batch);
+out:
+    return status;
+}
+
+int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *pos)
+{
+    ckpt_ctx c = {0};
+    mpt__st_file_t *f = NULL;
+    uint64_t step = 0, epoch = 0, batch_index = 0;
+    char crc[16];
+    int status;
+    c.crc = crc32(0L, Z_NULL, 0);
+    MPT_TRY(mpt__st_read(path, &f));
+    c.in = f, c.path = path;
+    MPT_TRY(check_compatible(t, f, path));
+    MPT_TRY(meta_number(f, path, "step", &step));
+    MPT_TRY(meta_number(f, path, "epoch", &epoch));
+    MPT_TRY(meta_number(f, path, "batch_index", &batch_index));
+    MPT_TRY(alloc_state(t, &c));
+    MPT_TRY(visit(t->model, take_tensor, &c));
+    snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
+    if (!mpt__st_meta(f, "crc32") || strcmp(crc, mpt__st_meta(f, "crc32")) != 0) {
+        status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: data checksum %s does not match the "
+                           "recorded %s: the file is corrupted", path, crc,
+                           mpt__st_meta(f, "crc32") ? mpt__st_meta(f, "crc32") : "(none)");
+        goto out;
+    }
+    /* Only now, with everything checked, does the trainer change. */
+    MPT_TRY(mpt__executor_write_params(t->ex, c.state[0]));
+    MPT_TRY(mpt__executor_write_slot(t->ex, 0, c.state[1]));
+    MPT_TRY(mpt__executor_write_slot(t->ex, 1, c.state[2]));
+    mpt__executor_set_step(t->ex, step);
+    if (pos)
+        *pos = (mpt_data_position_t){epoch, batch_index};
+out:
+    mpt__st_free(f);
+    free_state(&c);
+    return status;
+}

@@ -1,0 +1,265 @@
+/*
+ * train/trainer.c: the public training API on one device: models,
+ * datasets and loaders as opaque handles over the internal modules, the
+ * learning-rate schedule, and the trainer (step, evaluate).  Checkpoints
+ * are in checkpoint.c.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/trainer.h"
+
+/* ---- models ---------------------------------------------------------------- */
+
+int mpt_model_load(const char *path, mpt_model_t **out)
+{
+    if (!path || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_model_load: NULL argument");
+    return mpt__model_load(path, out);
+}
+
+void mpt_model_free(mpt_model_t *model)
+{
+    mpt__model_free(model);
+}
+
+const char *mpt_model_name(const mpt_model_t *model)
+{
+    return model->name;
+}
+
+size_t mpt_model_param_count(const mpt_model_t *model)
+{
+    return model->param_floats;
+}
+
+size_t mpt_model_input_floats(const mpt_model_t *model)
+{
+    return mpt__shape_numel(&model->input);
+}
+
+int mpt_model_classes(const mpt_model_t *model)
+{
+    return model->classes;
+}
+
+int mpt_model_describe(const mpt_model_t *m, char **text)
+{
+    size_t cap = 256 + 128 * (m->nlayers + 2), len = 0;
+    char *s = malloc(cap), shape[64];
+    if (!(*text = s))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    len += (size_t)snprintf(s + len, cap - len, "  %-3s %-22s %-16s %10s %12s\n", "#", "layer",
+                            "output", "params", "MFLOP/sample");
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const mpt__layer_t *l = &m->layers[i];
+        size_t params = 0;
+        for (int q = 0; q < l->nparams; q++)
+            params += l->params[q].numel;
+        len += (size_t)snprintf(s + len, cap - len, "  %-3zu %-22s %-16s %10zu %12.3f\n", i,
+                                l->kind->name,
+                                l->kind->is_loss ? "loss" : mpt__shape_str(&l->out, shape, sizeof shape),
+                                params, l->kind->flops(l, 1, 0) * 1e-6);
+    }
+    snprintf(s + len, cap - len, "  %zu parameters (%.2f MB in fp32)\n", m->param_floats,
+             m->param_floats * 4e-6);
+    return MPT_OK;
+}
+
+/* ---- datasets and loaders --------------------------------------------------- */
+
+struct mpt_dataset {
+    mpt__dataset_t d;
+};
+
+int mpt_dataset_load_idx(const char *dir, const char *split, mpt_dataset_t **out)
+{
+    mpt_dataset_t *ds = calloc(1, sizeof *ds);
+    *out = NULL;
+    if (!ds)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    int status = mpt__idx_load_dir(dir, split, &ds->d);
+    if (status < 0) {
+        free(ds);
+        return status;
+    }
+    *out = ds;
+    return MPT_OK;
+}
+
+void mpt_dataset_free(mpt_dataset_t *data)
+{
+    if (!data)
+        return;
+    mpt__dataset_free(&data->d);
+    free(data);
+}
+
+size_t mpt_dataset_count(const mpt_dataset_t *data) { return data->d.count; }
+size_t mpt_dataset_sample_floats(const mpt_dataset_t *data) { return data->d.sample_floats; }
+int mpt_dataset_classes(const mpt_dataset_t *data) { return data->d.classes; }
+const float *mpt_dataset_images(const mpt_dataset_t *data) { return data->d.x; }
+const int32_t *mpt_dataset_labels(const mpt_dataset_t *data) { return data->d.y; }
+
+struct mpt_loader {
+    mpt__loader_t *l;
+};
+
+int mpt_loader_create(const mpt_dataset_t *data, size_t batch, uint64_t seed, mpt_loader_t **out)
+{
+    mpt_loader_t *lo = calloc(1, sizeof *lo);
+    *out = NULL;
+    if (!lo)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    int status = mpt__loader_create(&data->d, batch, seed, &lo->l);
+    if (status < 0) {
+        free(lo);
+        return status;
+    }
+    *out = lo;
+    return MPT_OK;
+}
+
+void mpt_loader_free(mpt_loader_t *loader)
+{
+    if (!loader)
+        return;
+    mpt__loader_free(loader->l);
+    free(loader);
+}
+
+size_t mpt_loader_batches(const mpt_loader_t *loader)
+{
+    return mpt__loader_batches(loader->l);
+}
+
+int mpt_loader_seek(mpt_loader_t *loader, uint64_t epoch, size_t batch_index)
+{
+    return mpt__loader_seek(loader->l, epoch, batch_index);
+}
+
+int mpt_loader_next(mpt_loader_t *loader, const float **images, const int32_t **labels,
+                    uint64_t *epoch, size_t *batch_index)
+{
+    return mpt__loader_next(loader->l, images, labels, epoch, batch_index);
+}
+
+/* ---- configuration and schedule ------------------------------------------- */
+
+void mpt_train_config_default(mpt_train_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->batch = 128;
+    c->seed = 1;
+    c->optimizer = MPT_OPTIM_SGD;
+    c->lr = 0.05;
+    c->momentum = 0.9;
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->eps = 1e-8;
+    c->schedule = MPT_SCHEDULE_CONSTANT;
+}
+
+double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
+{
+    if (c->schedule == MPT_SCHEDULE_CONSTANT)
+        return c->lr;
+    if (step < c->warmup_steps)
+        return c->lr * (double)(step + 1) / (double)c->warmup_steps;
+    if (c->total_steps <= c->warmup_steps || step >= c->total_steps)
+        return c->min_lr;
+    double progress = (double)(step - c->warmup_steps) / (double)(c->total_steps - c->warmup_steps);
+    return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * progress));
+}
+
+static int check_config(const mpt_train_config_t *c)
+{
+    if (c->batch == 0)
+        return mpt__fail(MPT_ERR_INVALID, "batch size must be positive");
+    if (!(c->lr > 0) || !isfinite(c->lr))
+        return mpt__fail(MPT_ERR_INVALID, "learning rate must be positive, got %g", c->lr);
+    if (c->optimizer != MPT_OPTIM_SGD && c->optimizer != MPT_OPTIM_ADAMW)
+        return mpt__fail(MPT_ERR_INVALID, "unknown optimizer %d", (int)c->optimizer);
+    if (c->momentum < 0 || c->momentum >= 1 || c->beta1 < 0 || c->beta1 >= 1 || c->beta2 < 0 ||
+        c->beta2 >= 1 || c->eps <= 0 || c->weight_decay < 0 || c->clip_norm < 0)
+        return mpt__fail(MPT_ERR_INVALID,
+                         "optimizer settings out of range (momentum and betas in [0, 1), eps > 0, "
+                         "weight decay and clip norm >= 0)");
+    if (c->schedule == MPT_SCHEDULE_COSINE && c->total_steps == 0)
+        return mpt__fail(MPT_ERR_INVALID, "the cosine schedule needs total_steps");
+    return MPT_OK;
+}
+
+/* ---- the trainer ----------------------------------------------------------- */
+
+int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
+                       const mpt_train_config_t *config, mpt_trainer_t **out)
+{
+    int status;
+    if (!model || !dev || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create: NULL argument");
+    *out = NULL;
+    if ((status = check_config(config)) < 0)
+        return status;
+    mpt_trainer_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    t->model = model;
+    t->cfg = *config;
+    t->opt = (mpt__optim_cfg_t){config->optimizer, (float)config->momentum,
+                                (float)config->weight_decay, (float)config->beta1,
+                                (float)config->beta2, (float)config->eps,
+                                (float)config->clip_norm};
+    /* Run CLBlast once on this device before any other thread may (see
+     * device/blas.c). */
+    status = mpt__device_blas_warmup(dev);
+    if (status == MPT_OK)
+        status = mpt__executor_create(model, dev, config->batch, config->seed, &t->ex);
+    if (status < 0) {
+        mpt_trainer_free(t);
+        return status;
+    }
+    *out = t;
+    return MPT_OK;
+}
+
+void mpt_trainer_free(mpt_trainer_t *t)
+{
+    if (!t)
+        return;
+    mpt__executor_free(t->ex);
+    free(t);
+}
+
+int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *labels,
+                     mpt_step_stats_t *stats)
+{
+    mpt_step_stats_t s = {0};
+    s.lr = mpt_train_lr_at(&t->cfg, mpt__executor_step(t->ex));
+    int status = mpt__executor_train_step(t->ex, images, labels, t->cfg.batch, &t->opt,
+                                          (float)s.lr, &s.loss, &s.grad_norm);
+    s.step = mpt__executor_step(t->ex);
+    if (stats)
+        *stats = s;
+    return status;
+}
+
+int mpt_trainer_evaluate(mpt_trainer_t *t, const float *images, const int32_t *labels,
+                         size_t count, double *mean_loss, double *accuracy)
+{
+    double loss = 0, correct = 0;
+    int status = count ? mpt__executor_evaluate(t->ex, images, labels, count, &loss, &correct)
+                       : mpt__fail(MPT_ERR_INVALID, "evaluating on 0 samples");
+    if (mean_loss)
+        *mean_loss = count ? loss / (double)count : 0;
+    if (accuracy)
+        *accuracy = count ? correct / (double)count : 0;
+    return status;
+}
+
+uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
+{
+    return mpt__executor_step(t->ex);
+}
