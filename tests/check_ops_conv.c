@@ -219,7 +219,7 @@ static void layernorm_case(mpt_device_t *dev, size_t rows, size_t cols, float sh
     double *y = malloc(n * sizeof *y), *mean = malloc(rows * sizeof *mean),
            *rstd = malloc(rows * sizeof *rstd), *cond = malloc(rows * sizeof *cond),
            *dx = malloc(n * sizeof *dx), *dg = malloc(cols * sizeof *dg),
-           *db = malloc(cols * sizeof *db), *tol = malloc((n + cols) * sizeof *tol);
+           *db = malloc(cols * sizeof *db), *tol = calloc(n + cols, sizeof *tol);
     ln_ref(x, g, b, rows, cols, eps, y, mean, rstd, cond);
     ln_ref_backward(dy, x, g, rows, cols, eps, dx, dg, db);
 
