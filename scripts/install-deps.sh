@@ -11,6 +11,7 @@ packages="
   libjansson-dev zlib1g-dev
   check libsubunit-dev
   libopenmpi-dev openmpi-bin
+  dataset-fashion-mnist
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -30,8 +30,16 @@ int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
     cl_event ev = NULL;
     if (m == 0 || n == 0)
         return MPT_OK;
-    if (k == 0) /* C = beta * C: CLBlast rejects k = 0 */
-        return mpt__op_scale(c, m * ldc, beta);
+    if (k == 0) { /* C = beta * C, row by row (ldc may exceed n): CLBlast rejects k = 0 */
+        for (size_t r = 0; r < m; r++) {
+            mpt__tensor_t row = *c;
+            row.off += r * ldc;
+            int status = mpt__op_scale(&row, n, beta);
+            if (status < 0)
+                return status;
+        }
+        return MPT_OK;
+    }
     CLBlastStatusCode s =
         CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem,
                      a->off, lda, b->buf->mem, b->off, ldb, beta, c->buf->mem, c->off, ldc,

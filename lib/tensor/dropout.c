@@ -25,10 +25,11 @@ static int dropout_apply(const mpt__tensor_t *in, mpt__tensor_t *out, size_t n, 
     float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     cl_uint seed_lo = (cl_uint)seed, seed_hi = (cl_uint)(seed >> 32);
     cl_uint stream_lo = (cl_uint)stream, stream_hi = (cl_uint)(stream >> 32);
-    mpt__arg_t args[] = {MPT_ARG(in->buf->mem), MPT_ARG(io),       MPT_ARG(out->buf->mem),
-                         MPT_ARG(oo),           MPT_ARG(un),       MPT_ARG(p),
-                         MPT_ARG(scale),        MPT_ARG(seed_lo),  MPT_ARG(seed_hi),
-                         MPT_ARG(stream_lo),    MPT_ARG(stream_hi)};
+    mpt__arg_t args[] = {
+        MPT_ARG(in->buf->mem), MPT_ARG(io),
+        MPT_ARG(out->buf->mem), MPT_ARG(oo),
+        MPT_ARG(un), MPT_ARG(p), MPT_ARG(scale),
+        MPT_ARG(seed_lo), MPT_ARG(seed_hi), MPT_ARG(stream_lo), MPT_ARG(stream_hi)};
     /* One work-item per Philox block of four elements. */
     status = mpt__launch(mpt__tensor_device(out), "dropout", "mpt_dropout", (n + 3) / 4, 0,
                          (int)(sizeof args / sizeof args[0]), args);

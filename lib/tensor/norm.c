@@ -35,20 +35,23 @@ int mpt__op_layernorm_forward(const mpt__tensor_t *x, const mpt__tensor_t *gamma
     MPT_TRY(mpt__u32(mean->off, &mo));
     MPT_TRY(mpt__u32(rstd->off, &ro));
     {
-        mpt__arg_t args[] = {MPT_ARG(x->buf->mem),    MPT_ARG(xo), MPT_ARG(mean->buf->mem),
-                             MPT_ARG(mo),             MPT_ARG(rstd->buf->mem),
-                             MPT_ARG(ro),             MPT_ARG(r),  MPT_ARG(c),
-                             MPT_ARG(eps)};
+        mpt__arg_t args[] = {
+            MPT_ARG(x->buf->mem), MPT_ARG(xo),
+            MPT_ARG(mean->buf->mem), MPT_ARG(mo),
+            MPT_ARG(rstd->buf->mem), MPT_ARG(ro),
+            MPT_ARG(r), MPT_ARG(c), MPT_ARG(eps)};
         MPT_TRY(mpt__launch(dev, "norm", "mpt_layernorm_stats", rows, 0,
                             (int)(sizeof args / sizeof args[0]), args));
     }
     {
-        mpt__arg_t args[] = {MPT_ARG(x->buf->mem),    MPT_ARG(xo), MPT_ARG(gamma->buf->mem),
-                             MPT_ARG(go),             MPT_ARG(beta->buf->mem),
-                             MPT_ARG(bo),             MPT_ARG(mean->buf->mem),
-                             MPT_ARG(mo),             MPT_ARG(rstd->buf->mem),
-                             MPT_ARG(ro),             MPT_ARG(y->buf->mem),
-                             MPT_ARG(yo),             MPT_ARG(r),  MPT_ARG(c)};
+        mpt__arg_t args[] = {
+            MPT_ARG(x->buf->mem), MPT_ARG(xo),
+            MPT_ARG(gamma->buf->mem), MPT_ARG(go),
+            MPT_ARG(beta->buf->mem), MPT_ARG(bo),
+            MPT_ARG(mean->buf->mem), MPT_ARG(mo),
+            MPT_ARG(rstd->buf->mem), MPT_ARG(ro),
+            MPT_ARG(y->buf->mem), MPT_ARG(yo),
+            MPT_ARG(r), MPT_ARG(c)};
         MPT_TRY(mpt__launch(dev, "norm", "mpt_layernorm_apply", rows * cols, 0,
                             (int)(sizeof args / sizeof args[0]), args));
     }
@@ -75,23 +78,26 @@ int mpt__op_layernorm_backward(const mpt__tensor_t *dy, const mpt__tensor_t *x,
     MPT_TRY(mpt__u32(dgamma->off, &dgo));
     MPT_TRY(mpt__u32(dbeta->off, &dbo));
     {
-        mpt__arg_t args[] = {MPT_ARG(dy->buf->mem),   MPT_ARG(dyo), MPT_ARG(x->buf->mem),
-                             MPT_ARG(xo),             MPT_ARG(gamma->buf->mem),
-                             MPT_ARG(go),             MPT_ARG(mean->buf->mem),
-                             MPT_ARG(mo),             MPT_ARG(rstd->buf->mem),
-                             MPT_ARG(ro),             MPT_ARG(dx->buf->mem),
-                             MPT_ARG(dxo),            MPT_ARG(r),   MPT_ARG(c)};
+        mpt__arg_t args[] = {
+            MPT_ARG(dy->buf->mem), MPT_ARG(dyo),
+            MPT_ARG(x->buf->mem), MPT_ARG(xo),
+            MPT_ARG(gamma->buf->mem), MPT_ARG(go),
+            MPT_ARG(mean->buf->mem), MPT_ARG(mo),
+            MPT_ARG(rstd->buf->mem), MPT_ARG(ro),
+            MPT_ARG(dx->buf->mem), MPT_ARG(dxo),
+            MPT_ARG(r), MPT_ARG(c)};
         MPT_TRY(mpt__launch(dev, "norm", "mpt_layernorm_backward_dx", rows, 0,
                             (int)(sizeof args / sizeof args[0]), args));
     }
     {
-        mpt__arg_t args[] = {MPT_ARG(dy->buf->mem),     MPT_ARG(dyo), MPT_ARG(x->buf->mem),
-                             MPT_ARG(xo),               MPT_ARG(mean->buf->mem),
-                             MPT_ARG(mo),               MPT_ARG(rstd->buf->mem),
-                             MPT_ARG(ro),               MPT_ARG(dgamma->buf->mem),
-                             MPT_ARG(dgo),              MPT_ARG(dbeta->buf->mem),
-                             MPT_ARG(dbo),              MPT_ARG(r),   MPT_ARG(c),
-                             MPT_ARG(beta_acc)};
+        mpt__arg_t args[] = {
+            MPT_ARG(dy->buf->mem), MPT_ARG(dyo),
+            MPT_ARG(x->buf->mem), MPT_ARG(xo),
+            MPT_ARG(mean->buf->mem), MPT_ARG(mo),
+            MPT_ARG(rstd->buf->mem), MPT_ARG(ro),
+            MPT_ARG(dgamma->buf->mem), MPT_ARG(dgo),
+            MPT_ARG(dbeta->buf->mem), MPT_ARG(dbo),
+            MPT_ARG(r), MPT_ARG(c), MPT_ARG(beta_acc)};
         MPT_TRY(mpt__launch(dev, "norm", "mpt_layernorm_backward_params", cols, 0,
                             (int)(sizeof args / sizeof args[0]), args));
     }

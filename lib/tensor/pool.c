@@ -54,11 +54,12 @@ int mpt__op_maxpool_forward(const mpt__tensor_t *x, size_t n, size_t c, size_t h
     MPT_TRY(mpt__u32(x->off, &xo));
     MPT_TRY(mpt__u32(y->off, &yo));
     MPT_TRY(mpt__u32(argmax->off, &ao));
-    mpt__arg_t args[] = {MPT_ARG(x->buf->mem), MPT_ARG(xo),    MPT_ARG(y->buf->mem),
-                         MPT_ARG(yo),          MPT_ARG(argmax->buf->mem),
-                         MPT_ARG(ao),          MPT_ARG(a.planes), MPT_ARG(a.h),
-                         MPT_ARG(a.w),         MPT_ARG(a.oh),  MPT_ARG(a.ow),
-                         MPT_ARG(a.k),         MPT_ARG(a.s),   MPT_ARG(a.pad)};
+    mpt__arg_t args[] = {
+        MPT_ARG(x->buf->mem), MPT_ARG(xo),
+        MPT_ARG(y->buf->mem), MPT_ARG(yo),
+        MPT_ARG(argmax->buf->mem), MPT_ARG(ao),
+        MPT_ARG(a.planes), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.oh), MPT_ARG(a.ow),
+        MPT_ARG(a.k), MPT_ARG(a.s), MPT_ARG(a.pad)};
     status = mpt__launch(mpt__tensor_device(y), "pool", "mpt_maxpool_forward",
                          (size_t)a.planes * a.oh * a.ow, 0, (int)(sizeof args / sizeof args[0]),
                          args);
@@ -79,11 +80,12 @@ int mpt__op_maxpool_backward(const mpt__tensor_t *dy, const mpt__tensor_t *argma
     MPT_TRY(mpt__u32(dx->off, &dxo));
     /* One work-item per input element writes every dx element: no separate
      * zeroing pass is needed. */
-    mpt__arg_t args[] = {MPT_ARG(dy->buf->mem), MPT_ARG(dyo),   MPT_ARG(argmax->buf->mem),
-                         MPT_ARG(ao),           MPT_ARG(dx->buf->mem),
-                         MPT_ARG(dxo),          MPT_ARG(a.planes), MPT_ARG(a.h),
-                         MPT_ARG(a.w),          MPT_ARG(a.oh),  MPT_ARG(a.ow),
-                         MPT_ARG(a.k),          MPT_ARG(a.s),   MPT_ARG(a.pad)};
+    mpt__arg_t args[] = {
+        MPT_ARG(dy->buf->mem), MPT_ARG(dyo),
+        MPT_ARG(argmax->buf->mem), MPT_ARG(ao),
+        MPT_ARG(dx->buf->mem), MPT_ARG(dxo),
+        MPT_ARG(a.planes), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.oh), MPT_ARG(a.ow),
+        MPT_ARG(a.k), MPT_ARG(a.s), MPT_ARG(a.pad)};
     status = mpt__launch(mpt__tensor_device(dx), "pool", "mpt_maxpool_backward",
                          (size_t)a.planes * a.h * a.w, 0, (int)(sizeof args / sizeof args[0]),
                          args);

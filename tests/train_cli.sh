@@ -1,0 +1,114 @@
+#!/bin/sh
+# End-to-end checks of mpt-train on Fashion-MNIST (skipped when the Debian
+# package dataset-fashion-mnist is not installed):
+# - a run resumed from a checkpoint logs, bit for bit, the losses of an
+#   uninterrupted run (losses are printed with 9 significant digits, which
+#   identify a float exactly);
+# - killing the process (SIGKILL) while it checkpoints every step always
+#   leaves a checkpoint that loads;
+# - metrics lines carry the documented keys;
+# - bad input fails with exit 1 and one line naming the thing, usage errors
+#   exit 2.
+set -u
+train=${MPT_TRAIN:-./bin/mpt-train}
+srcdir=${MPT_TESTS_SRCDIR:-tests}
+data=/usr/share/datasets/fashion-mnist
+model="$srcdir/../models/mlp-fashion.json"
+if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
+    exit 77
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpt-train-cli.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+ok() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+
+losses() { sed -n 's/.*"step": \([0-9]*\), "epoch": [0-9]*, "loss": \([^,]*\),.*/\1 \2/p' "$1"; }
+
+# ---- resume equals uninterrupted ------------------------------------------------
+"$train" --model "$model" --steps 12 --batch 64 --optimizer adamw --metrics "$tmp/whole.jsonl" \
+    >"$tmp/whole.out" 2>&1 || fail "uninterrupted run: $(tail -n 1 "$tmp/whole.out")"
+"$train" --model "$model" --steps 6 --batch 64 --optimizer adamw --checkpoint "$tmp/ck" \
+    --metrics "$tmp/first.jsonl" >"$tmp/first.out" 2>&1 || fail "first half: $(tail -n 1 "$tmp/first.out")"
+"$train" --model "$model" --steps 12 --batch 64 --optimizer adamw --checkpoint "$tmp/ck" --resume \
+    --metrics "$tmp/second.jsonl" >"$tmp/second.out" 2>&1 || fail "resumed half: $(tail -n 1 "$tmp/second.out")"
+losses "$tmp/whole.jsonl" >"$tmp/whole.losses"
+{ losses "$tmp/first.jsonl"; losses "$tmp/second.jsonl"; } >"$tmp/split.losses"
+if [ "$(wc -l <"$tmp/whole.losses")" -eq 12 ] && cmp -s "$tmp/whole.losses" "$tmp/split.losses"; then
+    ok "resumed run logs the uninterrupted run's 12 losses bit for bit"
+else
+    fail "resumed losses differ:"; diff "$tmp/whole.losses" "$tmp/split.losses" | head -5
+fi
+
+# ---- metrics keys -------------------------------------------------------------------
+if grep -q '"step": 12, "epoch": 0, "loss": .*"lr": .*"samples_per_s"' "$tmp/whole.jsonl" &&
+    grep -q '"step": 12, .*"test_accuracy": 0\.[0-9]' "$tmp/whole.jsonl"; then
+    ok "metrics lines carry step, epoch, loss, lr, samples_per_s and test_accuracy"
+else
+    fail "metrics lines lack documented keys: $(head -n 1 "$tmp/whole.jsonl")"
+fi
+
+# ---- SIGKILL while checkpointing every step --------------------------------------
+loaded=0
+for delay in 0.05 0.2 0.4 0.7 1.1; do
+    rm -rf "$tmp/kill"
+    "$train" --model "$model" --steps 100000 --batch 32 --checkpoint "$tmp/kill" \
+        --checkpoint-every 1 >/dev/null 2>&1 &
+    pid=$!
+    # Start-up (data, kernels) takes a while on a busy machine: kill only
+    # once checkpoints are being written, at a different moment each time.
+    waited=0
+    while [ ! -f "$tmp/kill/checkpoint.safetensors" ] && [ "$waited" -lt 1200 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    if [ ! -f "$tmp/kill/checkpoint.safetensors" ]; then
+        fail "no checkpoint written within 120 s"
+        continue
+    fi
+    # --steps 1 with a checkpoint past step 1: load, check, train nothing.
+    if "$train" --model "$model" --batch 32 --checkpoint "$tmp/kill" --resume --steps 1 \
+        >"$tmp/kill.out" 2>&1; then
+        loaded=$((loaded + 1))
+    else
+        fail "checkpoint after SIGKILL ${delay}s into checkpointing does not load: $(tail -n 1 "$tmp/kill.out")"
+    fi
+done
+[ "$loaded" -eq 5 ] && ok "the checkpoints left by 5 SIGKILLs mid-checkpointing all load"
+
+# ---- bad input ----------------------------------------------------------------------
+expect() {
+    want=$1 needle=$2
+    shift 2
+    timeout 120 "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        fail "$*: exit $rc, expected $want ($(head -n 1 "$tmp/err"))"
+    elif ! grep -q -- "$needle" "$tmp/err"; then
+        fail "$*: stderr lacks '$needle': $(head -n 1 "$tmp/err")"
+    elif [ "$want" -eq 1 ] && [ "$(wc -l <"$tmp/err")" -ne 1 ]; then
+        fail "$*: $(wc -l <"$tmp/err") lines on stderr, expected 1"
+    else
+        ok "$*: $(head -n 1 "$tmp/err")"
+    fi
+}
+printf '{"input": [784], "layers": [{"kind": "lineer", "units": 3}, {"kind": "softmax_cross_entropy"}]}' \
+    >"$tmp/bad-model.json"
+expect 1 "/nonexistent/data" "$train" --model "$model" --data /nonexistent/data --steps 1
+expect 1 'layers\[0\] (lineer)' "$train" --model "$tmp/bad-model.json" --steps 1
+expect 1 "missing.json" "$train" --model "$tmp/missing.json" --steps 1
+cp "$tmp/ck/checkpoint.safetensors" "$tmp/corrupt.safetensors"
+size=$(wc -c <"$tmp/corrupt.safetensors")
+printf '\377\377\377\377' | dd of="$tmp/corrupt.safetensors" bs=1 seek=$((size - 8)) conv=notrunc status=none
+mkdir -p "$tmp/ck2" && cp "$tmp/corrupt.safetensors" "$tmp/ck2/checkpoint.safetensors"
+expect 1 "checksum" "$train" --devices 0 --model "$model" --steps 12 --batch 64 --optimizer adamw --checkpoint "$tmp/ck2" --resume
+expect 2 "--batch" "$train" --batch 0
+expect 2 "--checkpoint" "$train" --resume
+expect 2 "adam" "$train" --optimizer adam
+
+[ "$failed" -eq 0 ] && echo "train_cli.sh: all checks passed"
+exit "$failed"
