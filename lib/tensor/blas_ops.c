@@ -34,7 +34,8 @@ int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
         for (size_t r = 0; r < m; r++) {
             mpt__tensor_t row = *c;
             row.off += r * ldc;
-            int status = mpt__op_scale(&row, n, beta);
+            /* beta = 0 means C is output only (BLAS): zero it, NaN included */
+            int status = beta == 0.0f ? mpt__op_fill(&row, n, 0.0f) : mpt__op_scale(&row, n, beta);
             if (status < 0)
                 return status;
         }

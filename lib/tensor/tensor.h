@@ -99,7 +99,8 @@ int mpt__op_bias_add_channels(mpt__tensor_t *y, const mpt__tensor_t *bias, size_
 /* db[c] = beta * db[c] + sum over n, p of dy[n, c, p]. */
 int mpt__op_bias_grad_channels(const mpt__tensor_t *dy, size_t n, size_t c, size_t p, float beta,
                                mpt__tensor_t *db);
-/* y = max(x, 0); dx = dy * (x > 0)  (x is the forward input). */
+/* y = max(x, 0) (NaN stays NaN); dx = x <= 0 ? 0 : dy, a select as in torch
+ * (x is the forward input). */
 int mpt__op_relu_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n);
 int mpt__op_relu_backward(const mpt__tensor_t *x, const mpt__tensor_t *dy, mpt__tensor_t *dx,
                           size_t n);
@@ -130,7 +131,8 @@ int mpt__op_argmax_correct(const mpt__tensor_t *logits, mpt_buffer_t *labels, si
 /* SGD with momentum and decoupled-as-in-PyTorch weight decay, over n
  * elements, exactly as torch.optim.SGD(momentum, weight_decay, dampening=0,
  * nesterov=False):  g' = g + wd * p;  buf = first ? g' : momentum * buf + g';
- * p -= lr * (momentum > 0 ? buf : g'). */
+ * p -= lr * (momentum > 0 ? buf : g').  momentum_buf may be NULL when
+ * momentum is 0. */
 int mpt__op_sgd_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *momentum_buf,
                        size_t n, float lr, float momentum, float weight_decay, int first_step);
 /* AdamW exactly as torch.optim.AdamW (amsgrad=False), step t >= 1:
