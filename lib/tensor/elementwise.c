@@ -16,27 +16,6 @@
  * driver (local = 0) would give work-groups of 1 for a prime count. */
 #define LOCAL 64
 
-/* Checks that `n` floats from t's offset lie inside its buffer, on `dev`,
- * with offset + n within 32 bits (the kernels index with uint); sets *off. */
-static int view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
-                const char *name, cl_uint *off)
-{
-    if (!t || !t->buf)
-        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is missing", op, name);
-    if (t->buf->dev != dev)
-        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is on device %d, expected device %d",
-                         op, name, t->buf->dev->info.index, dev->info.index);
-    size_t floats = t->buf->size / sizeof(float);
-    if (t->off > floats || n > floats - t->off)
-        return mpt__fail(MPT_ERR_RANGE,
-                         "%s: tensor %s needs floats [%zu, %zu) of a buffer of %zu floats", op,
-                         name, t->off, t->off + n, floats);
-    if (t->off + n > 0xffffffffu)
-        return mpt__fail(MPT_ERR_RANGE, "%s: tensor %s ends at float %zu, beyond 32-bit indexing",
-                         op, name, t->off + n);
-    *off = (cl_uint)t->off;
-    return MPT_OK;
-}
 
 /* a * b, or MPT_ERR_RANGE when it overflows size_t. */
 static int product(size_t a, size_t b, const char *op, size_t *out)
@@ -54,7 +33,7 @@ int mpt__op_fill(mpt__tensor_t *x, size_t n, float value)
     if (!x || !x->buf)
         return mpt__fail(MPT_ERR_INVALID, "mpt__op_fill: tensor x is missing");
     mpt_device_t *dev = mpt__tensor_device(x);
-    MPT_TRY(view(x, n, dev, "mpt__op_fill", "x", &xo));
+    MPT_TRY(mpt__check_view(x, n, dev, "mpt__op_fill", "x", &xo));
     MPT_TRY(mpt__u32(n, &un));
     mpt__arg_t args[] = {MPT_ARG(x->buf->mem), MPT_ARG(xo), MPT_ARG(value), MPT_ARG(un)};
     status = mpt__launch(dev, "elementwise", "mpt_fill", n, LOCAL, 4, args);
@@ -72,8 +51,8 @@ int mpt__op_bias_add(mpt__tensor_t *y, const mpt__tensor_t *bias, size_t rows, s
         return mpt__fail(MPT_ERR_INVALID, "%s: tensor y is missing", op);
     mpt_device_t *dev = mpt__tensor_device(y);
     MPT_TRY(product(rows, cols, op, &total));
-    MPT_TRY(view(y, total, dev, op, "y", &yo));
-    MPT_TRY(view(bias, cols, dev, op, "bias", &bo));
+    MPT_TRY(mpt__check_view(y, total, dev, op, "y", &yo));
+    MPT_TRY(mpt__check_view(bias, cols, dev, op, "bias", &bo));
     MPT_TRY(mpt__u32(cols, &ucols));
     MPT_TRY(mpt__u32(total, &utotal));
     mpt__arg_t args[] = {MPT_ARG(y->buf->mem),    MPT_ARG(yo),   MPT_ARG(bias->buf->mem),
@@ -95,8 +74,8 @@ int mpt__op_bias_add_channels(mpt__tensor_t *y, const mpt__tensor_t *bias, size_
     mpt_device_t *dev = mpt__tensor_device(y);
     MPT_TRY(product(n, p, op, &np));
     MPT_TRY(product(np, c, op, &total));
-    MPT_TRY(view(y, total, dev, op, "y", &yo));
-    MPT_TRY(view(bias, c, dev, op, "bias", &bo));
+    MPT_TRY(mpt__check_view(y, total, dev, op, "y", &yo));
+    MPT_TRY(mpt__check_view(bias, c, dev, op, "bias", &bo));
     MPT_TRY(mpt__u32(c, &uc));
     MPT_TRY(mpt__u32(p, &up));
     MPT_TRY(mpt__u32(total, &utotal));
@@ -119,8 +98,8 @@ int mpt__op_bias_grad_channels(const mpt__tensor_t *dy, size_t n, size_t c, size
     mpt_device_t *dev = mpt__tensor_device(db);
     MPT_TRY(product(n, p, op, &np));
     MPT_TRY(product(np, c, op, &total));
-    MPT_TRY(view(dy, total, dev, op, "dy", &dyo));
-    MPT_TRY(view(db, c, dev, op, "db", &dbo));
+    MPT_TRY(mpt__check_view(dy, total, dev, op, "dy", &dyo));
+    MPT_TRY(mpt__check_view(db, c, dev, op, "db", &dbo));
     MPT_TRY(mpt__u32(n, &un));
     MPT_TRY(mpt__u32(c, &uc));
     MPT_TRY(mpt__u32(p, &up));
@@ -141,8 +120,8 @@ static int unary(const char *op, const char *kernel, const mpt__tensor_t *x, mpt
     if (!y || !y->buf)
         return mpt__fail(MPT_ERR_INVALID, "%s: tensor y is missing", op);
     mpt_device_t *dev = mpt__tensor_device(y);
-    MPT_TRY(view(x, n, dev, op, "x", &xo));
-    MPT_TRY(view(y, n, dev, op, "y", &yo));
+    MPT_TRY(mpt__check_view(x, n, dev, op, "x", &xo));
+    MPT_TRY(mpt__check_view(y, n, dev, op, "y", &yo));
     MPT_TRY(mpt__u32(n, &un));
     mpt__arg_t args[] = {MPT_ARG(x->buf->mem), MPT_ARG(xo), MPT_ARG(y->buf->mem), MPT_ARG(yo),
                          MPT_ARG(un)};
@@ -160,9 +139,9 @@ static int unary_backward(const char *op, const char *kernel, const mpt__tensor_
     if (!dx || !dx->buf)
         return mpt__fail(MPT_ERR_INVALID, "%s: tensor dx is missing", op);
     mpt_device_t *dev = mpt__tensor_device(dx);
-    MPT_TRY(view(x, n, dev, op, "x", &xo));
-    MPT_TRY(view(dy, n, dev, op, "dy", &dyo));
-    MPT_TRY(view(dx, n, dev, op, "dx", &dxo));
+    MPT_TRY(mpt__check_view(x, n, dev, op, "x", &xo));
+    MPT_TRY(mpt__check_view(dy, n, dev, op, "dy", &dyo));
+    MPT_TRY(mpt__check_view(dx, n, dev, op, "dx", &dxo));
     MPT_TRY(mpt__u32(n, &un));
     mpt__arg_t args[] = {MPT_ARG(x->buf->mem),  MPT_ARG(xo),  MPT_ARG(dy->buf->mem),
                          MPT_ARG(dyo),          MPT_ARG(dx->buf->mem), MPT_ARG(dxo),

@@ -14,34 +14,7 @@
 /* Work-group size (see elementwise.c); one work-item per row here. */
 #define LOCAL 64
 
-/* Checks that `n` elements of `elem` bytes from element offset `off` lie
- * inside `buf`, on `dev`, and that off + n fits 32-bit indexing. */
-static int range(const mpt_buffer_t *buf, size_t off, size_t n, size_t elem, mpt_device_t *dev,
-                 const char *op, const char *name, cl_uint *uoff)
-{
-    if (!buf)
-        return mpt__fail(MPT_ERR_INVALID, "%s: %s is missing", op, name);
-    if (buf->dev != dev)
-        return mpt__fail(MPT_ERR_INVALID, "%s: %s is on device %d, expected device %d", op, name,
-                         buf->dev->info.index, dev->info.index);
-    size_t count = buf->size / elem;
-    if (off > count || n > count - off)
-        return mpt__fail(MPT_ERR_RANGE, "%s: %s needs elements [%zu, %zu) of a buffer of %zu", op,
-                         name, off, off + n, count);
-    if (off + n > 0xffffffffu)
-        return mpt__fail(MPT_ERR_RANGE, "%s: %s ends at element %zu, beyond 32-bit indexing", op,
-                         name, off + n);
-    *uoff = (cl_uint)off;
-    return MPT_OK;
-}
 
-static int view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
-                const char *name, cl_uint *off)
-{
-    if (!t)
-        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is missing", op, name);
-    return range(t->buf, t->off, n, sizeof(float), dev, op, name, off);
-}
 
 /* The checks both ops share: logits rows x cols (within 32 bits) and
  * labels; sets the device and the offsets. */
@@ -54,9 +27,9 @@ static int common(const char *op, const mpt__tensor_t *logits, const mpt_buffer_
     *dev = mpt__tensor_device(logits);
     if (cols && rows > (size_t)-1 / cols)
         return mpt__fail(MPT_ERR_RANGE, "%s: %zu x %zu logits overflow", op, rows, cols);
-    int status = view(logits, rows * cols, *dev, op, "logits", lo);
+    int status = mpt__check_view(logits, rows * cols, *dev, op, "logits", lo);
     if (status == MPT_OK)
-        status = range(labels, labels_off, rows, sizeof(cl_int), *dev, op, "labels", lbo);
+        status = mpt__check_range(labels, labels_off, rows, sizeof(cl_int), *dev, op, "labels", lbo);
     return status;
 }
 
@@ -69,7 +42,7 @@ int mpt__op_softmax_xent(const mpt__tensor_t *logits, mpt_buffer_t *labels, size
     cl_uint lo, lbo, losso, dlo, urows, ucols;
     int status;
     MPT_TRY(common(op, logits, labels, labels_off, rows, cols, &dev, &lo, &lbo));
-    MPT_TRY(view(loss_rows, rows, dev, op, "loss_rows", &losso));
+    MPT_TRY(mpt__check_view(loss_rows, rows, dev, op, "loss_rows", &losso));
     MPT_TRY(mpt__u32(rows, &urows));
     MPT_TRY(mpt__u32(cols, &ucols));
     if (!dlogits) { /* evaluation: the loss alone, no gradient buffer */
@@ -79,7 +52,7 @@ int mpt__op_softmax_xent(const mpt__tensor_t *logits, mpt_buffer_t *labels, size
         status = mpt__launch(dev, "loss", "mpt_softmax_xent_loss", rows, LOCAL, 8, args);
         goto out;
     }
-    MPT_TRY(view(dlogits, rows * cols, dev, op, "dlogits", &dlo));
+    MPT_TRY(mpt__check_view(dlogits, rows * cols, dev, op, "dlogits", &dlo));
     mpt__arg_t args[] = {MPT_ARG(logits->buf->mem),    MPT_ARG(lo),
                          MPT_ARG(labels->mem),         MPT_ARG(lbo),
                          MPT_ARG(loss_rows->buf->mem), MPT_ARG(losso),
@@ -99,7 +72,7 @@ int mpt__op_argmax_correct(const mpt__tensor_t *logits, mpt_buffer_t *labels, si
     cl_uint lo, lbo, co, urows, ucols;
     int status;
     MPT_TRY(common(op, logits, labels, labels_off, rows, cols, &dev, &lo, &lbo));
-    MPT_TRY(view(correct, rows, dev, op, "correct", &co));
+    MPT_TRY(mpt__check_view(correct, rows, dev, op, "correct", &co));
     MPT_TRY(mpt__u32(rows, &urows));
     MPT_TRY(mpt__u32(cols, &ucols));
     mpt__arg_t args[] = {MPT_ARG(logits->buf->mem), MPT_ARG(lo), MPT_ARG(labels->mem),

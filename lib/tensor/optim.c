@@ -18,27 +18,6 @@
 /* Work-group size (see elementwise.c). */
 #define LOCAL 64
 
-/* Checks that `n` floats from t's offset lie inside its buffer, on `dev`,
- * within 32-bit indexing; sets *off. */
-static int view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
-                const char *name, cl_uint *off)
-{
-    if (!t || !t->buf)
-        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is missing", op, name);
-    if (t->buf->dev != dev)
-        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is on device %d, expected device %d",
-                         op, name, t->buf->dev->info.index, dev->info.index);
-    size_t floats = t->buf->size / sizeof(float);
-    if (t->off > floats || n > floats - t->off)
-        return mpt__fail(MPT_ERR_RANGE,
-                         "%s: tensor %s needs floats [%zu, %zu) of a buffer of %zu floats", op,
-                         name, t->off, t->off + n, floats);
-    if (t->off + n > 0xffffffffu)
-        return mpt__fail(MPT_ERR_RANGE, "%s: tensor %s ends at float %zu, beyond 32-bit indexing",
-                         op, name, t->off + n);
-    *off = (cl_uint)t->off;
-    return MPT_OK;
-}
 
 int mpt__op_sgd_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *momentum_buf,
                        size_t n, float lr, float momentum, float weight_decay, int first_step)
@@ -53,8 +32,8 @@ int mpt__op_sgd_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *
     if (!p || !p->buf)
         return mpt__fail(MPT_ERR_INVALID, "%s: tensor p is missing", op);
     mpt_device_t *dev = mpt__tensor_device(p);
-    MPT_TRY(view(p, n, dev, op, "p", &po));
-    MPT_TRY(view(g, n, dev, op, "g", &go));
+    MPT_TRY(mpt__check_view(p, n, dev, op, "p", &po));
+    MPT_TRY(mpt__check_view(g, n, dev, op, "g", &go));
     MPT_TRY(mpt__u32(n, &un));
     if (momentum == 0.0f) { /* torch keeps no buffer then; momentum_buf may be NULL */
         mpt__arg_t args[] = {MPT_ARG(p->buf->mem), MPT_ARG(po), MPT_ARG(g->buf->mem),
@@ -63,7 +42,7 @@ int mpt__op_sgd_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t *
         status = mpt__launch(dev, "optim", "mpt_sgd", n, LOCAL, 7, args);
         goto out;
     }
-    MPT_TRY(view(momentum_buf, n, dev, op, "momentum_buf", &bo));
+    MPT_TRY(mpt__check_view(momentum_buf, n, dev, op, "momentum_buf", &bo));
     mpt__arg_t args[] = {MPT_ARG(p->buf->mem), MPT_ARG(po),       MPT_ARG(g->buf->mem),
                          MPT_ARG(go),          MPT_ARG(momentum_buf->buf->mem),
                          MPT_ARG(bo),          MPT_ARG(un),       MPT_ARG(lr),
@@ -93,10 +72,10 @@ int mpt__op_adamw_update(mpt__tensor_t *p, const mpt__tensor_t *g, mpt__tensor_t
     if (!p || !p->buf)
         return mpt__fail(MPT_ERR_INVALID, "%s: tensor p is missing", op);
     mpt_device_t *dev = mpt__tensor_device(p);
-    MPT_TRY(view(p, n, dev, op, "p", &po));
-    MPT_TRY(view(g, n, dev, op, "g", &go));
-    MPT_TRY(view(m, n, dev, op, "m", &mo));
-    MPT_TRY(view(v, n, dev, op, "v", &vo));
+    MPT_TRY(mpt__check_view(p, n, dev, op, "p", &po));
+    MPT_TRY(mpt__check_view(g, n, dev, op, "g", &go));
+    MPT_TRY(mpt__check_view(m, n, dev, op, "m", &mo));
+    MPT_TRY(mpt__check_view(v, n, dev, op, "v", &vo));
     MPT_TRY(mpt__u32(n, &un));
     /* torch (_single_tensor_adamw): param.mul_(1 - lr * wd); bias_correction1
      * = 1 - beta1 ** step; step_size = lr / bias_correction1;

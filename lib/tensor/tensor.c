@@ -56,6 +56,33 @@ int mpt__u32(size_t v, cl_uint *out)
     return MPT_OK;
 }
 
+int mpt__check_range(const mpt_buffer_t *buf, size_t off, size_t n, size_t elem,
+                     mpt_device_t *dev, const char *op, const char *name, cl_uint *uoff)
+{
+    if (!buf)
+        return mpt__fail(MPT_ERR_INVALID, "%s: %s is missing", op, name);
+    if (buf->dev != dev)
+        return mpt__fail(MPT_ERR_INVALID, "%s: %s is on device %d, expected device %d", op, name,
+                         buf->dev->info.index, dev->info.index);
+    size_t count = buf->size / elem;
+    if (off > count || n > count - off)
+        return mpt__fail(MPT_ERR_RANGE, "%s: %s needs elements [%zu, %zu) of a buffer of %zu", op,
+                         name, off, off + n, count);
+    if (off + n > 0xffffffffu)
+        return mpt__fail(MPT_ERR_RANGE, "%s: %s ends at element %zu, beyond 32-bit indexing", op,
+                         name, off + n);
+    *uoff = (cl_uint)off;
+    return MPT_OK;
+}
+
+int mpt__check_view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
+                    const char *name, cl_uint *off)
+{
+    if (!t)
+        return mpt__fail(MPT_ERR_INVALID, "%s: tensor %s is missing", op, name);
+    return mpt__check_range(t->buf, t->off, n, sizeof(float), dev, op, name, off);
+}
+
 int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
                 size_t local, int nargs, const mpt__arg_t *args)
 {

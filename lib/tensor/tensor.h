@@ -59,6 +59,17 @@ typedef struct {
 int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
                 size_t local, int nargs, const mpt__arg_t *args);
 
+/* Checks that n elements of elem bytes from element offset off lie inside
+ * buf, which is on dev, and that off + n fits the kernels' 32-bit indexing;
+ * sets *uoff.  MPT_ERR_INVALID (missing, other device) or MPT_ERR_RANGE,
+ * naming the op and the argument.  Every launcher checks its arguments so:
+ * the device would not. */
+int mpt__check_range(const mpt_buffer_t *buf, size_t off, size_t n, size_t elem,
+                     mpt_device_t *dev, const char *op, const char *name, cl_uint *uoff);
+/* The same for n floats of a tensor view. */
+int mpt__check_view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
+                    const char *name, cl_uint *off);
+
 /* The float offset as a kernel argument (cl_uint); MPT_ERR_RANGE if too big. */
 int mpt__u32(size_t v, cl_uint *out);
 
