@@ -22,7 +22,7 @@
 typedef struct {
     const char *model, *data, *devices, *metrics, *checkpoint_dir;
     uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
-    int resume;
+    int resume, timing;
     mpt_train_config_t cfg;
 } options;
 
@@ -43,7 +43,8 @@ static void usage(FILE *f)
             "      --momentum X          SGD momentum (0.9)\n"
             "      --weight-decay X      weight decay (0)\n"
             "      --clip-norm X         clip the global gradient norm to X (off)\n"
-            "      --schedule NAME       constant (default) or cosine (to 0 at the end)\n"
+            "      --schedule NAME       cosine (default: decays to 0 at the last step) or\n"
+            "                            constant\n"
             "      --warmup N            linear warm-up steps of the cosine schedule (0)\n"
             "      --seed N              parameters, data order and dropout (1)\n"
             "  -d, --devices SPEC        device selection as MPT_DEVICES; the first is used\n"
@@ -56,6 +57,8 @@ static void usage(FILE *f)
             "                            every --checkpoint-every N steps)\n"
             "      --checkpoint-every N  checkpoint every N steps\n"
             "      --resume              continue from DIR/checkpoint.safetensors\n"
+            "      --timing              measure the device's busy time (OpenCL profiling\n"
+            "                            events) and report it per epoch and in metrics\n"
             "  -v, --verbose             log what the library does\n"
             "  -h, --help                show this help and exit\n"
             "  -V, --version             show the version and exit\n"
@@ -100,7 +103,7 @@ static const char *default_model(void)
 static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
-           O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME };
+           O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -115,13 +118,15 @@ static void parse(int argc, char **argv, options *o)
         {"eval-every", required_argument, NULL, O_EVAL},
         {"checkpoint", required_argument, NULL, O_CKPT},
         {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
-        {"resume", no_argument, NULL, O_RESUME}, {"verbose", no_argument, NULL, 'v'},
+        {"resume", no_argument, NULL, O_RESUME}, {"timing", no_argument, NULL, O_TIMING},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     int c, lr_given = 0, verbose = 0;
 
     memset(o, 0, sizeof *o);
     mpt_train_config_default(&o->cfg);
+    o->cfg.schedule = MPT_SCHEDULE_COSINE; /* the run's length is known: decay over it */
     o->data = DEFAULT_DATA;
     o->epochs = 10;
     o->log_every = 1;
@@ -162,6 +167,7 @@ static void parse(int argc, char **argv, options *o)
         case O_CKPT: o->checkpoint_dir = optarg; break;
         case O_CKPT_EVERY: o->checkpoint_every = parse_count("--checkpoint-every", optarg, 1); break;
         case O_RESUME: o->resume = 1; break;
+        case O_TIMING: o->timing = 1; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); exit(TOOL_EXIT_OK);
         case 'V': printf("mpt-train (mpt) %s\n", mpt_version()); exit(TOOL_EXIT_OK);
@@ -290,6 +296,9 @@ int main(int argc, char **argv)
     free(table);
     fflush(stdout);
 
+    if (o.timing)
+        tool_check(mpt_device_set_timing(dev, 1), "turning on device timing");
+    double busy_epoch = 0;
     int tty = tool_stderr_is_tty();
     double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
     uint64_t epoch_steps = 0, log_steps = 0;
@@ -306,17 +315,23 @@ int main(int argc, char **argv)
         loss_sum += st.loss, epoch_steps++, log_steps++;
         double t = now_s();
         if (st.step % o.log_every == 0 || st.step == total) {
+            double busy = 0;
+            if (o.timing)
+                tool_check(mpt_device_busy_seconds(dev, &busy), "reading device timing");
+            busy_epoch += busy;
             samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
             if (r.metrics) {
                 fprintf(r.metrics,
                         "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64 ", \"loss\": %.9g, "
-                        "\"lr\": %.9g, \"samples_per_s\": %.1f%s",
-                        st.step, epoch, st.loss, st.lr, samples_per_s,
-                        o.cfg.clip_norm > 0 ? "" : "}\n");
+                        "\"lr\": %.9g, \"samples_per_s\": %.1f",
+                        st.step, epoch, st.loss, st.lr, samples_per_s);
                 if (o.cfg.clip_norm > 0)
-                    fprintf(r.metrics, ", \"grad_norm\": %.6g}\n", st.grad_norm);
+                    fprintf(r.metrics, ", \"grad_norm\": %.6g", st.grad_norm);
+                if (o.timing)
+                    fprintf(r.metrics, ", \"device_busy\": %.4f", busy / (t - t_log));
+                fputs("}\n", r.metrics);
             }
-            t_log = t, log_steps = 0;
+            t_log = now_s(), log_steps = 0;
         }
         if (tty && (t - last_draw > 0.1 || st.step == total)) {
             char eta[32];
@@ -338,10 +353,14 @@ int main(int argc, char **argv)
             if (epoch_end || last) {
                 double secs = now_s() - t_epoch;
                 printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, test loss %.4f, "
-                       "test accuracy %.4f, %.0f samples/s, %.1f s\n",
+                       "test accuracy %.4f, %.0f samples/s, %.1f s",
                        epoch + 1, epoch_end ? "" : " (partial)", st.step,
                        loss_sum / (double)epoch_steps, test_loss, acc,
                        (double)(epoch_steps * o.cfg.batch) / secs, secs);
+                if (o.timing)
+                    printf(", device busy %.1f s (%.0f%%)", busy_epoch, 100 * busy_epoch / secs);
+                printf("\n");
+                busy_epoch = 0;
                 fflush(stdout);
                 loss_sum = 0, epoch_steps = 0, t_epoch = now_s();
             }

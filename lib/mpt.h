@@ -161,6 +161,13 @@ MPT_API const char *mpt_device_identity(const mpt_device_t *dev);
 /** Waits until everything queued on the device has finished. */
 MPT_API int mpt_device_finish(mpt_device_t *dev);
 
+/** Turns kernel timing on or off: with it on, the device keeps every op's
+ *  OpenCL profiling event until mpt_device_busy_seconds reads them. */
+MPT_API int mpt_device_set_timing(mpt_device_t *dev, int on);
+/** Waits for the device, then returns the seconds its ops ran (sum of
+ *  END - START of their profiling events) since the last call. */
+MPT_API int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds);
+
 /* Device buffers.  Transfers are blocking; offsets and sizes in bytes. */
 typedef struct mpt_buffer mpt_buffer_t;
 

@@ -115,6 +115,8 @@ static void device_free(mpt_device_t *d)
 {
     if (!d)
         return;
+    mpt_device_set_timing(d, 0);
+    free(d->events);
     mpt__device_programs_free(d);
     if (d->queue)
         clReleaseCommandQueue(d->queue);

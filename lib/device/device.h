@@ -23,6 +23,9 @@ struct mpt_device {
     cl_command_queue queue; /* in order, profiling enabled */
     pthread_mutex_t lock;   /* guards the program cache */
     mpt__program_t *programs;
+    int timing;             /* keep op events for mpt_device_busy_seconds */
+    cl_event *events;
+    size_t nevents, cap_events;
 };
 
 struct mpt_devices {
@@ -84,6 +87,9 @@ int mpt__device_kernel(mpt_device_t *dev, const char *program, const char *kerne
  * caches are filled before several threads use CLBlast at once (blas.c).
  * Call it for every device, from one thread, before starting workers. */
 int mpt__device_blas_warmup(mpt_device_t *dev);
+
+/* Takes an op's event: kept for timing when it is on, else released. */
+void mpt__device_event(mpt_device_t *dev, cl_event ev);
 
 /* Frees the program cache of a device. */
 void mpt__device_programs_free(mpt_device_t *dev);

@@ -7,15 +7,6 @@
 
 #include "tensor/tensor.h"
 
-static int blas_status(CLBlastStatusCode s, cl_event *ev, const char *what, mpt_device_t *dev)
-{
-    if (s != CLBlastSuccess)
-        return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
-                         dev->info.index, dev->info.name, (int)s);
-    if (ev && *ev)
-        clReleaseEvent(*ev); /* the in-order queue orders what follows */
-    return MPT_OK;
-}
 
 static CLBlastTranspose tr(int t)
 {
@@ -45,7 +36,7 @@ int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
         CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem,
                      a->off, lda, b->buf->mem, b->off, ldb, beta, c->buf->mem, c->off, ldc,
                      &dev->queue, &ev);
-    return blas_status(s, &ev, "Sgemm", dev);
+    return mpt__blas_done(dev, s, ev, "Sgemm");
 }
 
 int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
@@ -62,7 +53,7 @@ int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, s
         CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem, a->off, lda,
         stride_a, b->buf->mem, b->off, ldb, stride_b, beta, c->buf->mem, c->off, ldc, stride_c,
         batch, &dev->queue, &ev);
-    return blas_status(s, &ev, "SgemmStridedBatched", dev);
+    return mpt__blas_done(dev, s, ev, "SgemmStridedBatched");
 }
 
 /* A device vector of ones, cached per length in the device's program
@@ -83,7 +74,7 @@ int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float be
         CLBlastStatusCode s = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeYes, rows, cols,
                                            1.0f, dy->buf->mem, dy->off, cols, ones.buf->mem, 0, 1,
                                            beta, db->buf->mem, db->off, 1, &dev->queue, &ev);
-        status = blas_status(s, &ev, "Sgemv", dev);
+        status = mpt__blas_done(dev, s, ev, "Sgemv");
     }
     mpt_buffer_free(ones.buf); /* released after the queued GEMV by OpenCL refcounting */
     return status;
@@ -101,7 +92,7 @@ int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out)
     if (status == MPT_OK) {
         CLBlastStatusCode s =
             CLBlastSnrm2(n, r->mem, 0, x->buf->mem, x->off, 1, &dev->queue, &ev);
-        status = blas_status(s, &ev, "Snrm2", dev);
+        status = mpt__blas_done(dev, s, ev, "Snrm2");
     }
     if (status == MPT_OK)
         status = mpt_buffer_read(r, 0, out, sizeof(float));
@@ -116,7 +107,7 @@ int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha)
     if (n == 0)
         return MPT_OK;
     CLBlastStatusCode s = CLBlastSscal(n, alpha, x->buf->mem, x->off, 1, &dev->queue, &ev);
-    return blas_status(s, &ev, "Sscal", dev);
+    return mpt__blas_done(dev, s, ev, "Sscal");
 }
 
 int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y)
@@ -127,5 +118,5 @@ int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y
         return MPT_OK;
     CLBlastStatusCode s =
         CLBlastSaxpy(n, alpha, x->buf->mem, x->off, 1, y->buf->mem, y->off, 1, &dev->queue, &ev);
-    return blas_status(s, &ev, "Saxpy", dev);
+    return mpt__blas_done(dev, s, ev, "Saxpy");
 }

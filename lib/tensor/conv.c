@@ -23,15 +23,6 @@
 
 #include "tensor/tensor.h"
 
-static int blas_ok(CLBlastStatusCode s, cl_event *ev, const char *what, mpt_device_t *dev)
-{
-    if (s != CLBlastSuccess)
-        return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
-                         dev->info.index, dev->info.name, (int)s);
-    if (*ev)
-        clReleaseEvent(*ev); /* the in-order queue orders what follows */
-    return MPT_OK;
-}
 
 int mpt__conv_shape(mpt__conv_t *cv)
 {
@@ -103,7 +94,7 @@ static int im2col(const mpt__conv_t *s, const mpt__tensor_t *x, size_t image, mp
         CLBlastKernelModeCrossCorrelation, s->c, s->h, s->w, s->kh, s->kw, s->pad, s->pad,
         s->stride, s->stride, 1, 1, x->buf->mem, x->off + image * s->c * s->h * s->w,
         col->buf->mem, col->off, &dev->queue, &ev);
-    return blas_ok(r, &ev, "Sim2col", dev);
+    return mpt__blas_done(dev, r, ev, "Sim2col");
 }
 
 int mpt__op_conv2d_forward(const mpt__conv_t *cv, const mpt__tensor_t *x,
@@ -136,7 +127,7 @@ static int zero(mpt__tensor_t *t, size_t n)
                                      n * sizeof z, 0, NULL, &ev);
     if (err != CL_SUCCESS)
         return mpt__fail_cl(err, "zeroing %zu floats on device %d", n, dev->info.index);
-    clReleaseEvent(ev);
+    mpt__device_event(dev, ev);
     return MPT_OK;
 }
 
@@ -175,7 +166,7 @@ int mpt__op_conv2d_backward(const mpt__conv_t *cv, const mpt__tensor_t *x,
             CLBlastKernelModeCrossCorrelation, s.c, s.h, s.w, s.kh, s.kw, s.pad, s.pad, s.stride,
             s.stride, 1, 1, col->buf->mem, col->off, dx->buf->mem, dx->off + i * image,
             &dev->queue, &ev);
-        MPT_TRY(blas_ok(r, &ev, "Scol2im", dev));
+        MPT_TRY(mpt__blas_done(dev, r, ev, "Scol2im"));
     }
 out:
     return status;

@@ -83,6 +83,18 @@ int mpt__check_view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const c
     return mpt__check_range(t->buf, t->off, n, sizeof(float), dev, op, name, off);
 }
 
+int mpt__blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what)
+{
+    if (blas_status != 0) {
+        if (ev)
+            clReleaseEvent(ev);
+        return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
+                         dev->info.index, dev->info.name, blas_status);
+    }
+    mpt__device_event(dev, ev); /* the in-order queue orders what follows */
+    return MPT_OK;
+}
+
 int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
                 size_t local, int nargs, const mpt__arg_t *args)
 {
@@ -101,8 +113,10 @@ int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size
         return MPT_OK; /* nothing to do: an empty tensor */
     if (local)
         global = (global + local - 1) / local * local;
+    cl_event ev = NULL;
     err = clEnqueueNDRangeKernel(dev->queue, k, 1, NULL, &global, local ? &local : NULL, 0, NULL,
-                                 NULL);
+                                 dev->timing ? &ev : NULL);
+    mpt__device_event(dev, ev);
     if (err != CL_SUCCESS)
         return mpt__fail_cl(err, "launching %s (kernels/%s.cl) over %zu items on device %d",
                             kernel, program, global, dev->info.index);

@@ -70,6 +70,10 @@ int mpt__check_range(const mpt_buffer_t *buf, size_t off, size_t n, size_t elem,
 int mpt__check_view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const char *op,
                     const char *name, cl_uint *off);
 
+/* Ends a CLBlast call: its status (CLBlastSuccess = 0) becomes
+ * MPT_ERR_BLAS naming `what`; its event goes to the device's timing. */
+int mpt__blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what);
+
 /* The float offset as a kernel argument (cl_uint); MPT_ERR_RANGE if too big. */
 int mpt__u32(size_t v, cl_uint *out);
 

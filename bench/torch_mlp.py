@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""The PyTorch peer of mpt-train's MLP throughput: the same model
+(models/mlp-fashion.json: 784-256-128-100-10, ReLU), the same optimizer
+(SGD, momentum 0.9, lr 0.05), batch 128, on Fashion-MNIST's training images
+(read from the same IDX files), on a given number of CPU threads.
+
+    /usr/bin/python3 bench/torch_mlp.py --threads 2 --steps 400
+
+Prints one JSON line: samples_per_s over the timed steps (after a warm-up),
+the step count, the threads.  Used by bench/train_vs_torch.sh, which runs
+it in the same session as mpt-train so that both see the same machine.
+"""
+import argparse
+import gzip
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def load_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+
+    images = load_idx(f"{args.data}/train-images-idx3-ubyte.gz").reshape(-1, 784)
+    labels = load_idx(f"{args.data}/train-labels-idx1-ubyte.gz").astype(np.int64)
+    x_all = torch.from_numpy((images.astype(np.float32) / 255.0 - 0.2860) / 0.3530)
+    y_all = torch.from_numpy(labels)
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    order = torch.randperm(len(y_all))
+    per_epoch = len(y_all) // args.batch
+
+    def step(i):
+        idx = order[(i % per_epoch) * args.batch:(i % per_epoch + 1) * args.batch]
+        x, y = x_all[idx], y_all[idx]
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()  # as mpt-train, read the loss back every step
+
+    for i in range(args.warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(args.warmup + i)
+    secs = time.perf_counter() - t0
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "threads": args.threads,
+                      "steps": args.steps, "batch": args.batch,
+                      "samples_per_s": round(args.steps * args.batch / secs, 1)}))
+
+
+if __name__ == "__main__":
+    main()
