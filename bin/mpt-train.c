@@ -299,7 +299,7 @@ int main(int argc, char **argv)
 
     if (o.timing)
         tool_check(mpt_device_set_timing(dev, 1), "turning on device timing");
-    double busy_epoch = 0;
+    double busy_epoch = 0, blas_epoch = 0;
     int tty = tool_stderr_is_tty();
     double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
     uint64_t epoch_steps = 0, log_steps = 0;
@@ -316,10 +316,10 @@ int main(int argc, char **argv)
         loss_sum += st.loss, epoch_steps++, log_steps++;
         double t = now_s();
         if (st.step % o.log_every == 0 || st.step == total) {
-            double busy = 0;
+            double busy = 0, blas = 0;
             if (o.timing)
-                tool_check(mpt_device_busy_seconds(dev, &busy), "reading device timing");
-            busy_epoch += busy;
+                tool_check(mpt_device_busy_seconds(dev, &busy, &blas), "reading device timing");
+            busy_epoch += busy, blas_epoch += blas;
             samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
             if (r.metrics) {
                 fprintf(r.metrics,
@@ -329,7 +329,8 @@ int main(int argc, char **argv)
                 if (o.cfg.clip_norm > 0)
                     fprintf(r.metrics, ", \"grad_norm\": %.6g", st.grad_norm);
                 if (o.timing)
-                    fprintf(r.metrics, ", \"device_busy\": %.4f", busy / (t - t_log));
+                    fprintf(r.metrics, ", \"device_busy\": %.4f, \"blas_busy\": %.4f",
+                            busy / (t - t_log), blas / (t - t_log));
                 fputs("}\n", r.metrics);
             }
             t_log = now_s(), log_steps = 0;
@@ -359,9 +360,10 @@ int main(int argc, char **argv)
                        loss_sum / (double)epoch_steps, test_loss, acc,
                        (double)(epoch_steps * o.cfg.batch) / secs, secs);
                 if (o.timing)
-                    printf(", device busy %.1f s (%.0f%%)", busy_epoch, 100 * busy_epoch / secs);
+                    printf(", device busy %.1f s (%.0f%%; CLBlast %.0f%%)", busy_epoch,
+                           100 * busy_epoch / secs, 100 * blas_epoch / secs);
                 printf("\n");
-                busy_epoch = 0;
+                busy_epoch = 0, blas_epoch = 0;
                 fflush(stdout);
                 loss_sum = 0, epoch_steps = 0, t_epoch = now_s();
             }

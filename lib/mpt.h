@@ -165,8 +165,9 @@ MPT_API int mpt_device_finish(mpt_device_t *dev);
  *  OpenCL profiling event until mpt_device_busy_seconds reads them. */
 MPT_API int mpt_device_set_timing(mpt_device_t *dev, int on);
 /** Waits for the device, then returns the seconds its ops ran (sum of
- *  END - START of their profiling events) since the last call. */
-MPT_API int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds);
+ *  END - START of their profiling events) since the last call, and of
+ *  those the seconds in CLBlast routines (GEMMs...; may be NULL). */
+MPT_API int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds, double *blas_seconds);
 
 /* Device buffers.  Transfers are blocking; offsets and sizes in bytes. */
 typedef struct mpt_buffer mpt_buffer_t;

@@ -117,6 +117,7 @@ static void device_free(mpt_device_t *d)
         return;
     mpt_device_set_timing(d, 0);
     free(d->events);
+    free(d->event_blas);
     mpt__device_programs_free(d);
     if (d->queue)
         clReleaseCommandQueue(d->queue);

@@ -25,6 +25,7 @@ struct mpt_device {
     mpt__program_t *programs;
     int timing;             /* keep op events for mpt_device_busy_seconds */
     cl_event *events;
+    unsigned char *event_blas; /* 1 where events[i] is a CLBlast routine's */
     size_t nevents, cap_events;
 };
 
@@ -88,8 +89,9 @@ int mpt__device_kernel(mpt_device_t *dev, const char *program, const char *kerne
  * Call it for every device, from one thread, before starting workers. */
 int mpt__device_blas_warmup(mpt_device_t *dev);
 
-/* Takes an op's event: kept for timing when it is on, else released. */
-void mpt__device_event(mpt_device_t *dev, cl_event ev);
+/* Takes an op's event (blas: from a CLBlast routine): kept for timing when
+ * it is on, else released. */
+void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas);
 
 /* Frees the program cache of a device. */
 void mpt__device_programs_free(mpt_device_t *dev);

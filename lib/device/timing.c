@@ -14,12 +14,12 @@ int mpt_device_set_timing(mpt_device_t *dev, int on)
     double ignored;
     int status = MPT_OK;
     if (!on && dev->timing)
-        status = mpt_device_busy_seconds(dev, &ignored); /* releases what is held */
+        status = mpt_device_busy_seconds(dev, &ignored, NULL); /* releases what is held */
     dev->timing = on != 0;
     return status;
 }
 
-void mpt__device_event(mpt_device_t *dev, cl_event ev)
+void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas)
 {
     if (!ev)
         return;
@@ -30,19 +30,23 @@ void mpt__device_event(mpt_device_t *dev, cl_event ev)
     if (dev->nevents == dev->cap_events) {
         size_t cap = dev->cap_events ? 2 * dev->cap_events : 256;
         cl_event *grown = realloc(dev->events, cap * sizeof *grown);
-        if (!grown) { /* timing is best effort: drop the event, never fail the op */
+        unsigned char *tags = grown ? realloc(dev->event_blas, cap) : NULL;
+        if (grown)
+            dev->events = grown;
+        if (!tags) { /* timing is best effort: drop the event, never fail the op */
             clReleaseEvent(ev);
             return;
         }
-        dev->events = grown, dev->cap_events = cap;
+        dev->event_blas = tags, dev->cap_events = cap;
     }
+    dev->event_blas[dev->nevents] = blas != 0;
     dev->events[dev->nevents++] = ev;
 }
 
-int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds)
+int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds, double *blas_seconds)
 {
     int status = mpt_device_finish(dev);
-    double ns = 0;
+    double ns = 0, blas_ns = 0;
     for (size_t i = 0; i < dev->nevents; i++) {
         cl_ulong start = 0, end = 0;
         if (status == MPT_OK &&
@@ -50,11 +54,16 @@ int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds)
                                     &start, NULL) == CL_SUCCESS &&
             clGetEventProfilingInfo(dev->events[i], CL_PROFILING_COMMAND_END, sizeof end, &end,
                                     NULL) == CL_SUCCESS &&
-            end > start)
+            end > start) {
             ns += (double)(end - start);
+            if (dev->event_blas[i])
+                blas_ns += (double)(end - start);
+        }
         clReleaseEvent(dev->events[i]);
     }
     dev->nevents = 0;
     *seconds = ns * 1e-9;
+    if (blas_seconds)
+        *blas_seconds = blas_ns * 1e-9;
     return status;
 }

@@ -133,7 +133,7 @@ static int zero(mpt__tensor_t *t, size_t n)
                                      n * sizeof z, 0, NULL, &ev);
     if (err != CL_SUCCESS)
         return mpt__fail_cl(err, "zeroing %zu floats on device %d", n, dev->info.index);
-    mpt__device_event(dev, ev);
+    mpt__device_event(dev, ev, 0);
     return MPT_OK;
 }
 

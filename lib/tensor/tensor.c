@@ -91,7 +91,7 @@ int mpt__blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *
         return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
                          dev->info.index, dev->info.name, blas_status);
     }
-    mpt__device_event(dev, ev); /* the in-order queue orders what follows */
+    mpt__device_event(dev, ev, 1); /* the in-order queue orders what follows */
     return MPT_OK;
 }
 
@@ -116,7 +116,7 @@ int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size
     cl_event ev = NULL;
     err = clEnqueueNDRangeKernel(dev->queue, k, 1, NULL, &global, local ? &local : NULL, 0, NULL,
                                  dev->timing ? &ev : NULL);
-    mpt__device_event(dev, ev);
+    mpt__device_event(dev, ev, 0);
     if (err != CL_SUCCESS)
         return mpt__fail_cl(err, "launching %s (kernels/%s.cl) over %zu items on device %d",
                             kernel, program, global, dev->info.index);
