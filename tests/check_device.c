@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "device/device.h"
+#include "tensor/tensor.h"
 #include "testutil.h"
 
 static mpt_devices_t *open_all(void)
@@ -197,6 +198,38 @@ START_TEST(embedded_kernel_gives_the_right_numbers)
 }
 END_TEST
 
+START_TEST(timing_counts_kernel_and_blas_time)
+{
+    enum { M = 96 };
+    double busy = -1, blas = -1;
+    mpt_devices_t *set = open_all();
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    mpt__tensor_t t;
+    size_t dims[1] = {3 * M * M};
+    ck_assert_mpt_ok(mpt__tensor_alloc(dev, 1, dims, &t));
+    /* Off: nothing is kept. */
+    ck_assert_mpt_ok(mpt__op_fill(&t, 3 * M * M, 0.5f));
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, &blas));
+    ck_assert(busy == 0 && blas == 0);
+    /* On: a kernel of kernels/ counts as busy, not as CLBlast... */
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 1));
+    ck_assert_mpt_ok(mpt__op_fill(&t, 3 * M * M, 0.5f));
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, &blas));
+    ck_assert_msg(busy > 0 && blas == 0, "busy %g, blas %g", busy, blas);
+    /* ...a GEMM counts as both; reading again starts from zero. */
+    mpt__tensor_t ta = t, tb = t, tc = t;
+    tb.off = M * M, tc.off = 2 * M * M;
+    ck_assert_mpt_ok(mpt__op_gemm(0, 0, M, M, M, 1.0f, &ta, M, &tb, M, 0.0f, &tc, M));
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, &blas));
+    ck_assert_msg(blas > 0 && busy >= blas, "busy %g, blas %g", busy, blas);
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, NULL));
+    ck_assert(busy == 0);
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 0));
+    mpt_buffer_free(t.buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
 START_TEST(build_error_carries_the_log)
 {
     const char *bad = "__kernel void broken(__global float *x) { x[0] = undeclared_thing; }";
@@ -273,6 +306,7 @@ int main(void)
         tcase_add_test(tc, buffers_round_trip);
         tcase_add_test(tc, embedded_kernel_gives_the_right_numbers);
         tcase_add_test(tc, build_error_carries_the_log);
+        tcase_add_test(tc, timing_counts_kernel_and_blas_time);
         tcase_add_test(tc, kernel_dir_overrides_embedded_sources);
     }
     suite_add_tcase(s, tc);
