@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <math.h>
 #include <time.h>
 
 #include "tool.h"
@@ -43,8 +44,8 @@ static void usage(FILE *f)
             "      --momentum X          SGD momentum (0.9)\n"
             "      --weight-decay X      weight decay (0)\n"
             "      --clip-norm X         clip the global gradient norm to X (off)\n"
-            "      --schedule NAME       cosine (default: decays to 0 at the last step) or\n"
-            "                            constant\n"
+            "      --schedule NAME       cosine (default: decays from --lr towards 0 over\n"
+            "                            the run) or constant\n"
             "      --warmup N            linear warm-up steps of the cosine schedule (0)\n"
             "      --seed N              parameters, data order and dropout (1)\n"
             "  -d, --devices SPEC        device selection as MPT_DEVICES; the first is used\n"
@@ -187,6 +188,39 @@ static void parse(int argc, char **argv, options *o)
         o->cfg.lr = 1e-3;
 }
 
+/* On resume, the lines of steps after the checkpoint were logged by the
+ * interrupted run and will be logged again: drop them (temporary file,
+ * rename), so that the file reads as one uninterrupted run. */
+static void drop_metrics_after(const char *path, uint64_t step)
+{
+    char tmp[4096], line[4096];
+    FILE *in = fopen(path, "r"), *out;
+    if (!in)
+        return; /* nothing logged yet */
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(out = fopen(tmp, "w")))
+        tool_die("cannot write %s: %s", tmp, strerror(errno));
+    while (fgets(line, sizeof line, in)) {
+        unsigned long long s = 0;
+        if (sscanf(line, "{\"step\": %llu", &s) == 1 && s > step)
+            continue;
+        fputs(line, out);
+    }
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0)
+        tool_die("cannot rewrite metrics file %s: %s", path, strerror(errno));
+}
+
+/* A metrics value: JSON has no NaN or infinity, so those become null. */
+static void put_number(FILE *f, const char *key, const char *fmt, double v)
+{
+    fprintf(f, ", \"%s\": ", key);
+    if (isfinite(v))
+        fprintf(f, fmt, v);
+    else
+        fputs("null", f);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -218,10 +252,10 @@ static double evaluate(run_ctx *r, uint64_t step, uint64_t epoch, double *loss)
                                     &acc),
                "evaluating");
     if (r->metrics) {
-        fprintf(r->metrics,
-                "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64 ", \"test_loss\": %.6f, "
-                "\"test_accuracy\": %.6f}\n",
-                step, epoch, *loss, acc);
+        fprintf(r->metrics, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, step, epoch + 1);
+        put_number(r->metrics, "test_loss", "%.6f", *loss);
+        put_number(r->metrics, "test_accuracy", "%.6f", acc);
+        fputs("}\n", r->metrics);
         fflush(r->metrics);
     }
     return acc;
@@ -251,12 +285,17 @@ int main(int argc, char **argv)
     tool_check(mpt_model_load(o.model, &model), "loading the model");
     tool_check(mpt_dataset_load_idx(o.data, "train", &train), "loading the training set");
     tool_check(mpt_dataset_load_idx(o.data, "t10k", &test), "loading the test set");
-    if (mpt_dataset_sample_floats(train) != mpt_model_input_floats(model))
-        tool_die("model %s takes %zu inputs per sample, the data in %s has %zu", o.model,
-                 mpt_model_input_floats(model), o.data, mpt_dataset_sample_floats(train));
-    if (mpt_dataset_classes(train) > mpt_model_classes(model))
-        tool_die("model %s has %d classes, the data in %s has %d", o.model,
-                 mpt_model_classes(model), o.data, mpt_dataset_classes(train));
+    const mpt_dataset_t *sets[2] = {train, test};
+    for (int i = 0; i < 2; i++) {
+        if (mpt_dataset_sample_floats(sets[i]) != mpt_model_input_floats(model))
+            tool_die("model %s takes %zu inputs per sample, the %s set in %s has %zu", o.model,
+                     mpt_model_input_floats(model), i ? "test" : "training", o.data,
+                     mpt_dataset_sample_floats(sets[i]));
+        if (mpt_dataset_classes(sets[i]) > mpt_model_classes(model))
+            tool_die("model %s has %d classes, the %s set in %s has labels up to %d", o.model,
+                     mpt_model_classes(model), i ? "test" : "training", o.data,
+                     mpt_dataset_classes(sets[i]) - 1);
+    }
     tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
     mpt_device_t *dev = mpt_devices_get(devs, 0);
     if (mpt_devices_count(devs) > 1)
@@ -264,10 +303,7 @@ int main(int argc, char **argv)
                 "(multi-device plans are not built yet)\n", mpt_devices_count(devs),
                 mpt_device_info(dev)->index);
     tool_check(mpt_loader_create(train, o.cfg.batch, o.cfg.seed, &loader), "creating the loader");
-    uint64_t per_epoch = mpt_loader_batches(loader);
-    if (per_epoch == 0)
-        tool_die("batch %zu is larger than the %zu training samples", o.cfg.batch,
-                 mpt_dataset_count(train));
+    uint64_t per_epoch = mpt_loader_batches(loader); /* >= 1: the loader checked */
     uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
     o.cfg.total_steps = total;
     tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
@@ -280,7 +316,13 @@ int main(int argc, char **argv)
     }
     if (o.resume) {
         tool_check(mpt_trainer_load(r.trainer, path, &pos), "resuming");
+        if (pos.epoch * per_epoch + pos.batch_index != mpt_trainer_steps(r.trainer))
+            tool_die("checkpoint %s: step %" PRIu64 " does not match its data position (epoch %"
+                     PRIu64 ", batch %" PRIu64 ") at %" PRIu64 " batches per epoch",
+                     path, mpt_trainer_steps(r.trainer), pos.epoch, pos.batch_index, per_epoch);
         tool_check(mpt_loader_seek(loader, pos.epoch, pos.batch_index), "positioning the data");
+        if (o.metrics)
+            drop_metrics_after(o.metrics, mpt_trainer_steps(r.trainer));
     }
     if (o.metrics && !(r.metrics = fopen(o.metrics, o.resume ? "a" : "w")))
         tool_die("cannot write metrics file %s: %s", o.metrics, strerror(errno));
@@ -303,6 +345,7 @@ int main(int argc, char **argv)
     int tty = tool_stderr_is_tty();
     double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
     uint64_t epoch_steps = 0, log_steps = 0;
+    double window_loss = 0;
     double samples_per_s = 0;
     uint64_t first_step = mpt_trainer_steps(r.trainer);
     for (uint64_t step = first_step; step < total; step++) {
@@ -313,7 +356,7 @@ int main(int argc, char **argv)
         mpt_step_stats_t st;
         tool_check(mpt_loader_next(loader, &x, &y, &epoch, &bi), "reading a batch");
         tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
-        loss_sum += st.loss, epoch_steps++, log_steps++;
+        loss_sum += st.loss, window_loss += st.loss, epoch_steps++, log_steps++;
         double t = now_s();
         if (st.step % o.log_every == 0 || st.step == total) {
             double busy = 0, blas = 0;
@@ -322,18 +365,22 @@ int main(int argc, char **argv)
             busy_epoch += busy, blas_epoch += blas;
             samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
             if (r.metrics) {
-                fprintf(r.metrics,
-                        "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64 ", \"loss\": %.9g, "
-                        "\"lr\": %.9g, \"samples_per_s\": %.1f",
-                        st.step, epoch, st.loss, st.lr, samples_per_s);
+                /* loss: the mean over the steps since the last line (one
+                 * step with the default --log-every 1) */
+                fprintf(r.metrics, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, st.step,
+                        epoch + 1);
+                put_number(r.metrics, "loss", "%.9g", window_loss / (double)log_steps);
+                put_number(r.metrics, "lr", "%.9g", st.lr);
+                put_number(r.metrics, "samples_per_s", "%.1f", samples_per_s);
                 if (o.cfg.clip_norm > 0)
-                    fprintf(r.metrics, ", \"grad_norm\": %.6g", st.grad_norm);
-                if (o.timing)
-                    fprintf(r.metrics, ", \"device_busy\": %.4f, \"blas_busy\": %.4f",
-                            busy / (t - t_log), blas / (t - t_log));
+                    put_number(r.metrics, "grad_norm", "%.6g", st.grad_norm);
+                if (o.timing) {
+                    put_number(r.metrics, "device_busy", "%.4f", busy / (t - t_log));
+                    put_number(r.metrics, "blas_busy", "%.4f", blas / (t - t_log));
+                }
                 fputs("}\n", r.metrics);
             }
-            t_log = now_s(), log_steps = 0;
+            t_log = now_s(), log_steps = 0, window_loss = 0;
         }
         if (tty && (t - last_draw > 0.1 || st.step == total)) {
             char eta[32];
@@ -346,7 +393,8 @@ int main(int argc, char **argv)
         }
         int epoch_end = bi + 1 == per_epoch, last = st.step == total;
         uint64_t next_epoch = epoch_end ? epoch + 1 : epoch, next_batch = epoch_end ? 0 : bi + 1;
-        if (o.checkpoint_every && st.step % o.checkpoint_every == 0)
+        int saved = o.checkpoint_every && st.step % o.checkpoint_every == 0;
+        if (saved)
             checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
         if (epoch_end || last || (o.eval_every && st.step % o.eval_every == 0)) {
             double test_loss, acc = evaluate(&r, st.step, epoch, &test_loss);
@@ -354,9 +402,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "\r\033[K");
             if (epoch_end || last) {
                 double secs = now_s() - t_epoch;
+                int resumed_here = st.step - epoch_steps == first_step && first_step > 0 &&
+                                   first_step % per_epoch != 0;
                 printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, test loss %.4f, "
                        "test accuracy %.4f, %.0f samples/s, %.1f s",
-                       epoch + 1, epoch_end ? "" : " (partial)", st.step,
+                       epoch + 1,
+                       resumed_here ? " (resumed mid-epoch)" : epoch_end ? "" : " (partial)", st.step,
                        loss_sum / (double)epoch_steps, test_loss, acc,
                        (double)(epoch_steps * o.cfg.batch) / secs, secs);
                 if (o.timing)
@@ -368,7 +419,7 @@ int main(int argc, char **argv)
                 loss_sum = 0, epoch_steps = 0, t_epoch = now_s();
             }
         }
-        if (last && o.checkpoint_dir)
+        if (last && o.checkpoint_dir && !saved)
             checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
     }
     if (r.metrics)

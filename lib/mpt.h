@@ -438,16 +438,60 @@ MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
 /** \return the steps done. */
 MPT_API uint64_t mpt_trainer_steps(const mpt_trainer_t *trainer);
 /** Writes a checkpoint (safetensors: parameters as "<layer>.<name>",
- *  optimizer state, metadata: model, step, data position, seed,
- *  configuration, CRC-32 of the data) atomically: temporary file, fsync,
- *  rename.  A crash mid-write leaves the previous file intact. */
+ *  optimizer state, metadata: model, the whole configuration, step, data
+ *  position, CRC-32 of the metadata and the data) atomically: temporary
+ *  file, fsync, rename.  A crash mid-write leaves the previous file intact. */
 MPT_API int mpt_trainer_save(mpt_trainer_t *trainer, const char *path,
                              const mpt_data_position_t *position);
 /** Restores parameters, optimizer state and step from a checkpoint of the
- *  same model; MPT_ERR_PARSE naming the file and reason when it is
- *  truncated, corrupted (checksum), of another model or configuration. */
+ *  same model and configuration; MPT_ERR_PARSE naming the file and reason
+ *  (the differing setting, the failed checksum...) when it is truncated,
+ *  corrupted, edited, of another model or configuration, and then the
+ *  trainer is unchanged.  A device error while restoring leaves it part
+ *  restored: free it. */
 MPT_API int mpt_trainer_load(mpt_trainer_t *trainer, const char *path,
                              mpt_data_position_t *position);
+
+/* ------------------------------------------------------------------------ */
+/* Plans (docs/plan.md): which device runs which layers, decided from the   */
+/* devices' measured costs; predicted by a step simulator.                  */
+
+typedef struct mpt_plan mpt_plan_t;
+
+typedef enum { MPT_PIPE_AUTO = -1, MPT_PIPE_GPIPE = 0, MPT_PIPE_1F1B = 1 } mpt_pipe_schedule_t;
+
+typedef struct {
+    size_t batch;                 /* global batch (128) */
+    mpt_optimizer_t optimizer;    /* decides the optimizer state's memory (SGD) */
+    size_t dp, pp, tp;            /* data, pipeline, tensor parallel degrees; 0: choose */
+    size_t microbatches;          /* 0: choose */
+    mpt_pipe_schedule_t schedule; /* MPT_PIPE_AUTO: choose */
+} mpt_plan_request_t;
+
+/** Fills the defaults shown above. */
+MPT_API void mpt_plan_request_default(mpt_plan_request_t *request);
+/** Plans the model over every device of the cluster: the fastest
+ *  configuration by simulated step time, every other one kept as an
+ *  alternative.  MPT_ERR_DEVICE_MEMORY naming the device and bytes when the
+ *  model fits nowhere. */
+MPT_API int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
+                            const mpt_plan_request_t *request, mpt_plan_t **out);
+/** Reads a plan JSON and checks it against the model and the cluster. */
+MPT_API int mpt_plan_load(const char *path, const mpt_model_t *model,
+                          const mpt_cluster_t *cluster, mpt_plan_t **out);
+MPT_API void mpt_plan_free(mpt_plan_t *plan);
+/** The plan as JSON (docs/plan.md); the caller frees *text. */
+MPT_API int mpt_plan_to_json(const mpt_plan_t *plan, char **text);
+/** A human summary: per stage the devices, layers, memory used/available
+ *  and compute time; the bottleneck, bubble, predicted step time and
+ *  samples/s; why it beat the runner-up; with explain, every alternative. */
+MPT_API int mpt_plan_describe(const mpt_plan_t *plan, const mpt_model_t *model,
+                              const mpt_cluster_t *cluster, int explain, char **text);
+/** Simulates one step: its time and bubble fraction, and (trace_json not
+ *  NULL) the timeline as Chrome Trace Event JSON, freed by the caller. */
+MPT_API int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,
+                              const mpt_cluster_t *cluster, double *step_s, double *bubble,
+                              char **trace_json);
 
 #ifdef __cplusplus
 }

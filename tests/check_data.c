@@ -394,7 +394,7 @@ static void reference_order(uint64_t seed, uint64_t epoch, size_t count, uint32_
         o[i] = (uint32_t)i;
     for (size_t k = 0; k + 1 < count; k++) {
         size_t i = count - 1 - k;
-        size_t j = mpt__rng_u32(seed, epoch, k) % (i + 1);
+        size_t j = mpt__rng_u32(seed, MPT_RNG_STREAM(MPT_RNG_SHUFFLE, epoch), k) % (i + 1);
         uint32_t t = o[i];
         o[i] = o[j];
         o[j] = t;

@@ -163,7 +163,7 @@ static double gelu(double v)
 /* Does dropout layer l keep element i (over the whole batch) in this mode? */
 static int dropout_keeps(const mpt__layer_t *l, const ref_mode_t *mode, size_t i)
 {
-    uint64_t stream = mode->step * 1024 + (uint64_t)l->index;
+    uint64_t stream = MPT_RNG_STREAM(MPT_RNG_DROPOUT, mode->step << 16 | (uint64_t)l->index);
     return mpt__u01(mpt__rng_u32(mode->seed, stream, i)) >= l->p;
 }
 

@@ -71,8 +71,15 @@ START_TEST(model_errors_name_the_layer)
                        "2, \"kernel\": 7}, {\"kind\": \"flatten\"}, "
                        "{\"kind\": \"softmax_cross_entropy\"}]}",
                        "layers[0] (conv2d)", "does not fit");
-    expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"linear\", \"units\": 3}]}",
-                       "layers[0] (linear)", "must be a loss");
+    expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"linear\", \"units\": 3}, "
+                       "{\"kind\": \"relu\"}]}",
+                       "layers[1] (relu)", "must be a loss");
+    expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"relu\"}, "
+                       "{\"kind\": \"softmax_cross_entropy\"}]}",
+                       "no parameters", NULL);
+    expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"linear\", \"units\": "
+                       "4611686018427387904}, {\"kind\": \"softmax_cross_entropy\"}]}",
+                       "layers[0] (linear)", "too large");
     expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"softmax_cross_entropy\"}, "
                        "{\"kind\": \"relu\"}]}",
                        "layers[0]", "last layer");
@@ -82,7 +89,9 @@ START_TEST(model_errors_name_the_layer)
     expect_model_error("{\"input\": [4], \"layers\": [{\"kind\": \"dropout\", \"p\": 1.5}, "
                        "{\"kind\": \"softmax_cross_entropy\"}]}",
                        "layers[0] (dropout)", "\"p\"");
-    expect_model_error("{\"input\": [0], \"layers\": [{\"kind\": \"softmax_cross_entropy\"}]}", "\"input\"", NULL);
+    expect_model_error("{\"input\": [0], \"layers\": [{\"kind\": \"linear\", \"units\": 2}, "
+                       "{\"kind\": \"softmax_cross_entropy\"}]}",
+                       "\"input\"", NULL);
     expect_model_error("{\"input\": [4], \"layers\": [}", "malformed JSON", NULL);
     remove_dir();
 }

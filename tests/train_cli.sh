@@ -28,7 +28,8 @@ losses() { sed -n 's/.*"step": \([0-9]*\), "epoch": [0-9]*, "loss": \([^,]*\),.*
 
 # ---- resume equals uninterrupted ------------------------------------------------
 # A constant schedule: the cosine one depends on --steps, which differs
-# between the halves here (a real resume repeats the interrupted command).
+# between the halves here (a checkpoint of a cosine run is refused by a run
+# of another length; a real resume repeats the interrupted command).
 "$train" --model "$model" --steps 12 --batch 64 --optimizer adamw --schedule constant --metrics "$tmp/whole.jsonl" \
     >"$tmp/whole.out" 2>&1 || fail "uninterrupted run: $(tail -n 1 "$tmp/whole.out")"
 "$train" --model "$model" --steps 6 --batch 64 --optimizer adamw --schedule constant --checkpoint "$tmp/ck" \
@@ -44,7 +45,7 @@ else
 fi
 
 # ---- metrics keys -------------------------------------------------------------------
-if grep -q '"step": 12, "epoch": 0, "loss": .*"lr": .*"samples_per_s"' "$tmp/whole.jsonl" &&
+if grep -q '"step": 12, "epoch": 1, "loss": .*"lr": .*"samples_per_s"' "$tmp/whole.jsonl" &&
     grep -q '"step": 12, .*"test_accuracy": 0\.[0-9]' "$tmp/whole.jsonl"; then
     ok "metrics lines carry step, epoch, loss, lr, samples_per_s and test_accuracy"
 else
@@ -55,8 +56,8 @@ fi
 loaded=0
 for delay in 0.05 0.2 0.4 0.7 1.1; do
     rm -rf "$tmp/kill"
-    "$train" --model "$model" --steps 100000 --batch 32 --checkpoint "$tmp/kill" \
-        --checkpoint-every 1 >/dev/null 2>&1 &
+    "$train" --model "$model" --steps 100000 --batch 32 --schedule constant \
+        --checkpoint "$tmp/kill" --checkpoint-every 1 >/dev/null 2>&1 &
     pid=$!
     # Start-up (data, kernels) takes a while on a busy machine: kill only
     # once checkpoints are being written, at a different moment each time.
@@ -73,7 +74,7 @@ for delay in 0.05 0.2 0.4 0.7 1.1; do
         continue
     fi
     # --steps 1 with a checkpoint past step 1: load, check, train nothing.
-    if "$train" --model "$model" --batch 32 --checkpoint "$tmp/kill" --resume --steps 1 \
+    if "$train" --model "$model" --batch 32 --schedule constant --checkpoint "$tmp/kill" --resume --steps 1 \
         >"$tmp/kill.out" 2>&1; then
         loaded=$((loaded + 1))
     else
@@ -108,6 +109,12 @@ size=$(wc -c <"$tmp/corrupt.safetensors")
 printf '\377\377\377\377' | dd of="$tmp/corrupt.safetensors" bs=1 seek=$((size - 8)) conv=notrunc status=none
 mkdir -p "$tmp/ck2" && cp "$tmp/corrupt.safetensors" "$tmp/ck2/checkpoint.safetensors"
 expect 1 "checksum" "$train" --devices 0 --model "$model" --steps 12 --batch 64 --optimizer adamw --schedule constant --checkpoint "$tmp/ck2" --resume
+mkdir -p "$tmp/ck3" && cp "$tmp/ck/checkpoint.safetensors" "$tmp/ck3/"
+sed -i 's/"step":"12"/"step":"13"/' "$tmp/ck3/checkpoint.safetensors"
+expect 1 "checksum" "$train" --devices 0 --model "$model" --steps 12 --batch 64 --optimizer adamw --schedule constant --checkpoint "$tmp/ck3" --resume
+"$train" --devices 0 --model "$model" --steps 3 --batch 64 --checkpoint "$tmp/ck4" >/dev/null 2>&1
+expect 1 "total_steps" "$train" --devices 0 --model "$model" --steps 5 --batch 64 --checkpoint "$tmp/ck4" --resume
+expect 1 "inputs per sample" "$train" --devices 0 --model "$srcdir/fixtures/torch/mlp-tiny.json" --steps 1
 expect 2 "--batch" "$train" --batch 0
 expect 2 "--checkpoint" "$train" --resume
 expect 2 "adam" "$train" --optimizer adam

@@ -21,6 +21,8 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
                             "profiles are cached in $XDG_CACHE_HOME/mpt (default ~/.cache/mpt)"},
     [MPT_ENV_PROFILE_QUICK] = {"MPT_PROFILE_QUICK", "",
                                "1 = profile with small sizes only (tests; figures are rough)"},
+    [MPT_ENV_PLAN_DEBUG] = {"MPT_PLAN_DEBUG", "",
+                            "1 = the planner logs every configuration it considers and why"},
 };
 
 size_t mpt_env_count(void)

@@ -47,6 +47,7 @@ typedef enum {
     MPT_ENV_TOPOLOGY_XML,
     MPT_ENV_CACHE_HOME,
     MPT_ENV_PROFILE_QUICK,
+    MPT_ENV_PLAN_DEBUG,
     MPT_ENV__COUNT
 } mpt__env_id_t;
 

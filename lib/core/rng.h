@@ -10,6 +10,14 @@
 
 #include <stdint.h>
 
+/* The uses of the generator never share a stream: the top byte of a
+ * stream names the use, the rest its key within the use. */
+#define MPT_RNG_INIT 1ull    /* parameter init: layer index * 16 + slot */
+#define MPT_RNG_DROPOUT 2ull /* dropout masks: step << 16 | layer index */
+#define MPT_RNG_SHUFFLE 3ull /* data order: epoch */
+#define MPT_RNG_STREAM(use, key) (((uint64_t)(use) << 56) | ((uint64_t)(key) & ((1ull << 56) - 1)))
+#define MPT_RNG_MAX_LAYERS 65536 /* dropout keys hold the layer in 16 bits */
+
 /* Philox4x32-10 (Salmon et al., SC'11): 4x32-bit counter, 2x32-bit key. */
 void mpt__philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 

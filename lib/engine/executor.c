@@ -291,11 +291,6 @@ out:
     return status;
 }
 
-size_t mpt__executor_param_floats(const mpt__executor_t *ex)
-{
-    return ex->m->param_floats;
-}
-
 int mpt__executor_read_params(mpt__executor_t *ex, float *out)
 {
     return mpt_buffer_read(ex->params, 0, out, ex->m->param_floats * sizeof *out);
@@ -324,15 +319,4 @@ uint64_t mpt__executor_step(const mpt__executor_t *ex)
 void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step)
 {
     ex->step = step;
-}
-
-size_t mpt__executor_device_bytes(const mpt__executor_t *ex)
-{
-    mpt_buffer_t *all[] = {ex->params, ex->grads,   ex->slot[0], ex->slot[1],  ex->acts,
-                           ex->dbuf[0], ex->dbuf[1], ex->saved,   ex->scratch,  ex->labels,
-                           ex->loss_rows, ex->correct};
-    size_t bytes = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        bytes += mpt_buffer_size(all[i]);
-    return bytes;
 }

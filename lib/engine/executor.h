@@ -42,14 +42,11 @@ int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *
 
 /* Host copies of the state, for checkpoints: parameters, optimizer slots
  * (slot 0: SGD momentum or Adam m; slot 1: Adam v), the step counter. */
-size_t mpt__executor_param_floats(const mpt__executor_t *ex);
 int mpt__executor_read_params(mpt__executor_t *ex, float *out);
 int mpt__executor_write_params(mpt__executor_t *ex, const float *in);
 int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out);
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in);
 uint64_t mpt__executor_step(const mpt__executor_t *ex);
 void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
-/* Bytes of device memory it holds. */
-size_t mpt__executor_device_bytes(const mpt__executor_t *ex);
 
 #endif

@@ -44,7 +44,7 @@ typedef struct {
     size_t fan_in;      /* for the default init bound 1/sqrt(fan_in) */
     float init_value;   /* used when fan_in == 0 (layernorm: 1 and 0) */
     size_t offset;      /* floats into the flat parameter buffer */
-    uint64_t stream;    /* RNG stream of its init: layer index * 16 + slot */
+    uint64_t stream;    /* RNG stream of its init: MPT_RNG_STREAM(MPT_RNG_INIT, layer * 16 + slot) */
 } mpt__param_t;
 
 typedef struct mpt__layer mpt__layer_t;
@@ -59,7 +59,7 @@ typedef struct {
     mpt__tensor_t saved;   /* this layer's saved_floats (forward -> backward) */
     mpt__tensor_t scratch; /* scratch_floats, shared by all layers */
     int training;
-    uint64_t seed, step;   /* dropout masks: stream = step * 1024 + layer */
+    uint64_t seed, step;   /* dropout masks: MPT_RNG_STREAM(MPT_RNG_DROPOUT, step << 16 | layer) */
     mpt_buffer_t *labels;  /* loss layer: batch int32 labels */
     float loss_scale;      /* loss layer: gradient scale (1 / batch) */
     mpt__tensor_t loss_rows; /* loss layer: per-sample losses (batch floats) */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "nn/layer.h"
 
 /* ---- shared helpers ------------------------------------------------------ */
@@ -80,7 +81,7 @@ static void set_param(mpt__layer_t *l, int slot, const char *name, int ndim, con
         q->numel *= (q->dims[i] = dims[i]);
     q->fan_in = fan_in;
     q->init_value = init_value;
-    q->stream = (uint64_t)l->index * 16 + (uint64_t)slot;
+    q->stream = MPT_RNG_STREAM(MPT_RNG_INIT, (uint64_t)l->index * 16 + (uint64_t)slot);
     if (slot + 1 > l->nparams)
         l->nparams = slot + 1;
 }
@@ -206,7 +207,7 @@ static int dropout_configure(mpt__layer_t *l, const json_t *spec, const char *wh
 
 static uint64_t dropout_stream(const mpt__layer_t *l, const mpt__pass_t *p)
 {
-    return p->step * 1024 + (uint64_t)l->index;
+    return MPT_RNG_STREAM(MPT_RNG_DROPOUT, p->step << 16 | (uint64_t)l->index);
 }
 
 static int dropout_forward(mpt__layer_t *l, mpt__pass_t *p)
@@ -263,8 +264,7 @@ static int layernorm_backward(mpt__layer_t *l, mpt__pass_t *p)
     mpt__tensor_t dg = mpt__param_view(p, &l->params[0], 1), db = mpt__param_view(p, &l->params[1], 1);
     mpt__tensor_t mean = mpt__tensor(p->saved.buf, p->saved.off, 1, dims);
     mpt__tensor_t rstd = mpt__tensor(p->saved.buf, p->saved.off + rows, 1, dims);
-    mpt__tensor_t dx = p->dx, none = {0};
-    (void)none;
+    mpt__tensor_t dx = p->dx;
     if (!dx.buf) /* the kernel always writes dx: give it the scratch */
         dx = p->scratch;
     return mpt__op_layernorm_backward(&p->dy, &p->x, &g, &mean, &rstd, rows, cols, 0.0f, &dx, &dg,

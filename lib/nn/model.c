@@ -56,6 +56,28 @@ static int check_keys(const json_t *spec, const char *where)
     return MPT_OK;
 }
 
+/* Sizes the kernels can index (32 bits) and no product that overflowed:
+ * an absurd attribute fails here, naming the layer, not in a kernel. */
+static int check_sizes(const mpt__layer_t *l, const char *where)
+{
+    const double limit = 4294967295.0;
+    double out = 1;
+    for (int i = 0; i < l->out.ndim; i++)
+        out *= (double)l->out.d[i];
+    if (out > limit)
+        return mpt__fail(MPT_ERR_PARSE, "%s: an output of %.0f values per sample is too large",
+                         where, out);
+    for (int q = 0; q < l->nparams; q++) {
+        double n = 1;
+        for (int i = 0; i < l->params[q].ndim; i++)
+            n *= (double)l->params[q].dims[i];
+        if (n > limit)
+            return mpt__fail(MPT_ERR_PARSE, "%s: %s of %.0f values is too large", where,
+                             l->params[q].name, n);
+    }
+    return MPT_OK;
+}
+
 int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **out)
 {
     int status = MPT_OK;
@@ -67,8 +89,13 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
     *out = NULL;
     if (!json_is_object(root))
         return mpt__fail(MPT_ERR_PARSE, "%s: a model must be a JSON object", where);
-    if (!json_is_array(layers) || json_array_size(layers) < 1)
-        return mpt__fail(MPT_ERR_PARSE, "%s: \"layers\" must be a non-empty array", where);
+    if (!json_is_array(layers) || json_array_size(layers) < 2)
+        return mpt__fail(MPT_ERR_PARSE,
+                         "%s: \"layers\" must be an array of at least one layer and the loss",
+                         where);
+    if (json_array_size(layers) > MPT_RNG_MAX_LAYERS)
+        return mpt__fail(MPT_ERR_PARSE, "%s: %zu layers, more than the %d mpt supports", where,
+                         json_array_size(layers), MPT_RNG_MAX_LAYERS);
     if (!(m = calloc(1, sizeof *m)) ||
         !(m->layers = calloc(json_array_size(layers), sizeof *m->layers)) ||
         !(m->name = mpt__strdup(name ? name : "model")) ||
@@ -99,6 +126,7 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
         if (l->kind->configure)
             MPT_TRY(l->kind->configure(l, spec, at));
         MPT_TRY(l->kind->infer(l, at));
+        MPT_TRY(check_sizes(l, at));
         if (l->kind->is_loss != (i + 1 == m->nlayers)) {
             status = mpt__fail(MPT_ERR_PARSE, l->kind->is_loss
                                                   ? "%s: a loss must be the last layer"
@@ -114,6 +142,8 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
         shape = l->out;
     }
     m->classes = (int)m->layers[m->nlayers - 1].in.d[0];
+    if (m->param_floats == 0)
+        status = mpt__fail(MPT_ERR_PARSE, "%s: the model has no parameters to train", where);
 out:
     if (status < 0) {
         mpt__model_free(m);

@@ -39,23 +39,6 @@ int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
     return mpt__blas_done(dev, s, ev, "Sgemm");
 }
 
-int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                                 float alpha, const mpt__tensor_t *a, size_t lda,
-                                 size_t stride_a, const mpt__tensor_t *b, size_t ldb,
-                                 size_t stride_b, float beta, mpt__tensor_t *c, size_t ldc,
-                                 size_t stride_c, size_t batch)
-{
-    mpt_device_t *dev = mpt__tensor_device(c);
-    cl_event ev = NULL;
-    if (m == 0 || n == 0 || batch == 0)
-        return MPT_OK;
-    CLBlastStatusCode s = CLBlastSgemmStridedBatched(
-        CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem, a->off, lda,
-        stride_a, b->buf->mem, b->off, ldb, stride_b, beta, c->buf->mem, c->off, ldc, stride_c,
-        batch, &dev->queue, &ev);
-    return mpt__blas_done(dev, s, ev, "SgemmStridedBatched");
-}
-
 /* A device vector of ones, cached per length in the device's program
  * cache would be neater; a small buffer per call keeps this simple and the
  * bias gradients are tiny next to the GEMMs. */

@@ -41,7 +41,7 @@ int mpt__tensor_alloc(mpt_device_t *dev, int ndim, const size_t *dims, mpt__tens
 int mpt__tensor_write(mpt__tensor_t *t, const float *src);
 int mpt__tensor_read(const mpt__tensor_t *t, float *dst);
 
-/* ---- kernel launching (launch.c) ---------------------------------------- */
+/* ---- kernel launching (tensor.c) ----------------------------------------- */
 
 typedef struct {
     size_t size;
@@ -85,12 +85,6 @@ int mpt__u32(size_t v, cl_uint *out);
 int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                  const mpt__tensor_t *a, size_t lda, const mpt__tensor_t *b, size_t ldb,
                  float beta, mpt__tensor_t *c, size_t ldc);
-/* Strided batched GEMM: `batch` products, matrix i at offsets +i*stride. */
-int mpt__op_gemm_strided_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                                 float alpha, const mpt__tensor_t *a, size_t lda,
-                                 size_t stride_a, const mpt__tensor_t *b, size_t ldb,
-                                 size_t stride_b, float beta, mpt__tensor_t *c, size_t ldc,
-                                 size_t stride_c, size_t batch);
 /* db[c] = beta * db[c] + sum over rows of dy[r, c]  (bias gradient; GEMV). */
 int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float beta,
                      mpt__tensor_t *db);

@@ -4,9 +4,12 @@
  * Tensors: every parameter as "<layer>.<name>" with its shape (the names
  * PyTorch's nn.Sequential gives), then the optimizer slots as
  * "optimizer.<slot>.<layer>.<name>" (slot 0: SGD momentum or Adam m; slot
- * 1: Adam v).  Metadata (strings): format, model (its JSON), step, epoch,
- * batch_index, seed, optimizer, batch and crc32, a CRC-32 of all tensor
- * data in file order, which catches corruption the format itself cannot.
+ * 1: Adam v).  Metadata (strings): format, model (its JSON), config (the
+ * whole training configuration as JSON: optimizer, seed, batch, schedule
+ * and every hyper-parameter), step, epoch, batch_index and crc32: a CRC-32
+ * of the other metadata and of all tensor data in file order, which
+ * catches corruption the format itself cannot.  The RNG state is the seed
+ * and the step: every random number mpt draws is a function of them.
  * Whole tensors are written, so a checkpoint does not depend on how a
  * later plan shards them.
  */
@@ -108,30 +111,71 @@ static int meta_u64(mpt__st_file_t *f, const char *key, uint64_t v)
     return mpt__st_set_meta(f, key, buf);
 }
 
+/* The configuration as compact JSON with every double exact.  The cosine
+ * schedule's length belongs to it (the rate depends on it); a constant
+ * schedule has none, so such a run may be resumed for more steps. */
+static char *config_json(const mpt_train_config_t *c)
+{
+    json_t *o = json_pack("{s:I,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:s}", "batch",
+                          (json_int_t)c->batch, "seed", (json_int_t)c->seed, "optimizer",
+                          optimizer_names[c->optimizer], "lr", c->lr, "momentum", c->momentum,
+                          "weight_decay", c->weight_decay, "beta1", c->beta1, "beta2", c->beta2,
+                          "eps", c->eps, "clip_norm", c->clip_norm, "schedule",
+                          c->schedule == MPT_SCHEDULE_COSINE ? "cosine" : "constant");
+    if (o && c->schedule == MPT_SCHEDULE_COSINE) {
+        json_object_set_new(o, "warmup_steps", json_integer((json_int_t)c->warmup_steps));
+        json_object_set_new(o, "total_steps", json_integer((json_int_t)c->total_steps));
+        json_object_set_new(o, "min_lr", json_real(c->min_lr));
+    }
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* The metadata the checksum covers, in this order, before the tensors. */
+static const char *const covered[] = {"format", "model", "optimizer", "config",
+                                      "step", "epoch", "batch_index"};
+
+static uLong crc_meta(const mpt__st_file_t *f)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t i = 0; i < sizeof covered / sizeof covered[0]; i++) {
+        const char *v = mpt__st_meta(f, covered[i]);
+        crc = crc32(crc, (const Bytef *)covered[i], (uInt)strlen(covered[i]));
+        crc = crc32(crc, (const Bytef *)"=", 1);
+        if (v)
+            crc = crc32(crc, (const Bytef *)v, (uInt)strlen(v));
+        crc = crc32(crc, (const Bytef *)"\n", 1);
+    }
+    return crc;
+}
+
 int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position_t *pos)
 {
     ckpt_ctx c = {0};
-    char crc[16];
+    char crc[16], *config = config_json(&t->cfg);
     int status;
-    c.crc = crc32(0L, Z_NULL, 0);
+    if (!config)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     MPT_TRY(alloc_state(t, &c));
     MPT_TRY(mpt__executor_read_params(t->ex, c.state[0]));
     MPT_TRY(mpt__executor_read_slot(t->ex, 0, c.state[1]));
     MPT_TRY(mpt__executor_read_slot(t->ex, 1, c.state[2]));
     MPT_TRY(mpt__st_create(&c.file));
-    MPT_TRY(visit(t->model, add_tensor, &c));
-    snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
     MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
     MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));
     MPT_TRY(mpt__st_set_meta(c.file, "optimizer", optimizer_names[t->cfg.optimizer]));
-    MPT_TRY(mpt__st_set_meta(c.file, "crc32", crc));
+    MPT_TRY(mpt__st_set_meta(c.file, "config", config));
     MPT_TRY(meta_u64(c.file, "step", mpt__executor_step(t->ex)));
-    MPT_TRY(meta_u64(c.file, "seed", t->cfg.seed));
-    MPT_TRY(meta_u64(c.file, "batch", t->cfg.batch));
     MPT_TRY(meta_u64(c.file, "epoch", pos ? pos->epoch : 0));
     MPT_TRY(meta_u64(c.file, "batch_index", pos ? pos->batch_index : 0));
+    c.crc = crc_meta(c.file);
+    MPT_TRY(visit(t->model, add_tensor, &c));
+    snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
+    MPT_TRY(mpt__st_set_meta(c.file, "crc32", crc));
     MPT_TRY(mpt__st_write(c.file, path));
 out:
+    free(config);
     mpt__st_free(c.file);
     free_state(&c);
     return status;
@@ -150,29 +194,44 @@ static int meta_number(const mpt__st_file_t *f, const char *path, const char *ke
     return MPT_OK;
 }
 
-/* The checkpoint must be of this model and of a run that this trainer
- * continues: same optimizer, seed and batch (the data order and the
- * dropout masks depend on them). */
+/* The checkpoint must be of this model and of the run this trainer
+ * continues: the same configuration, or the data order, the dropout masks
+ * and the schedule would differ from the uninterrupted run's. */
 static int check_compatible(const mpt_trainer_t *t, const mpt__st_file_t *f, const char *path)
 {
     const char *format = mpt__st_meta(f, "format"), *model = mpt__st_meta(f, "model");
-    const char *opt = mpt__st_meta(f, "optimizer");
-    uint64_t seed = 0, batch = 0;
-    int status;
+    const char *saved = mpt__st_meta(f, "config");
+    int status = MPT_OK;
     if (!format || strcmp(format, CHECKPOINT_FORMAT) != 0)
         return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: not an mpt checkpoint (format '%s')",
                          path, format ? format : "");
     if (!model || strcmp(model, t->model->json) != 0)
         return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written for another model", path);
-    if (!opt || strcmp(opt, optimizer_names[t->cfg.optimizer]) != 0)
-        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with optimizer %s, not %s", path,
-                         opt ? opt : "?", optimizer_names[t->cfg.optimizer]);
-    MPT_TRY(meta_number(f, path, "seed", &seed));
-    MPT_TRY(meta_number(f, path, "batch", &batch));
-    if (seed != t->cfg.seed || batch != t->cfg.batch)
-        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with seed %" PRIu64 " and batch "
-                         "%" PRIu64 "; resume with the same (--seed, --batch)", path, seed, batch);
-out:
+    char *mine = config_json(&t->cfg);
+    json_t *a = saved ? json_loads(saved, 0, NULL) : NULL, *b = mine ? json_loads(mine, 0, NULL) : NULL;
+    if (!a || !b) {
+        status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: metadata \"config\" is missing or "
+                           "malformed", path);
+    } else if (!json_equal(a, b)) {
+        /* Name the first setting that differs, with both values. */
+        const char *key;
+        json_t *v;
+        json_object_foreach(b, key, v) {
+            json_t *w = json_object_get(a, key);
+            if (w && json_equal(v, w))
+                continue;
+            char *was = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL, *now = json_dumps(v, JSON_ENCODE_ANY);
+            status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with %s %s, this run has "
+                               "%s; resume with the same settings", path, key,
+                               was ? was : "(none)", now ? now : "?");
+            free(was);
+            free(now);
+            break;
+        }
+    }
+    json_decref(a);
+    json_decref(b);
+    free(mine);
     return status;
 }
 
@@ -183,9 +242,9 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     uint64_t step = 0, epoch = 0, batch_index = 0;
     char crc[16];
     int status;
-    c.crc = crc32(0L, Z_NULL, 0);
     MPT_TRY(mpt__st_read(path, &f));
     c.in = f, c.path = path;
+    c.crc = crc_meta(f);
     MPT_TRY(check_compatible(t, f, path));
     MPT_TRY(meta_number(f, path, "step", &step));
     MPT_TRY(meta_number(f, path, "epoch", &epoch));
@@ -195,11 +254,12 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
     if (!mpt__st_meta(f, "crc32") || strcmp(crc, mpt__st_meta(f, "crc32")) != 0) {
         status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: data checksum %s does not match the "
-                           "recorded %s: the file is corrupted", path, crc,
+                           "recorded %s: the file is corrupted or was edited", path, crc,
                            mpt__st_meta(f, "crc32") ? mpt__st_meta(f, "crc32") : "(none)");
         goto out;
     }
-    /* Only now, with everything checked, does the trainer change. */
+    /* Only now, with everything checked, does the trainer change.  A device
+     * failure past this point leaves it part restored (see mpt.h). */
     MPT_TRY(mpt__executor_write_params(t->ex, c.state[0]));
     MPT_TRY(mpt__executor_write_slot(t->ex, 0, c.state[1]));
     MPT_TRY(mpt__executor_write_slot(t->ex, 1, c.state[2]));

@@ -41,7 +41,8 @@ void mpt__dataset_free(mpt__dataset_t *d);
 
 /* Seeded order of an epoch: a permutation of [0, count) that depends only on
  * (seed, epoch): a Fisher-Yates shuffle drawing from mpt__rng_u32(seed,
- * stream = epoch, index = step of the shuffle).  Caller owns *out (free). */
+ * stream = MPT_RNG_STREAM(MPT_RNG_SHUFFLE, epoch), index = step of
+ * the shuffle).  Caller owns *out (free). */
 int mpt__epoch_order(uint64_t seed, uint64_t epoch, size_t count, uint32_t **out);
 
 /* The batch loader: assembles batch b of an epoch (samples order[b*B ..])

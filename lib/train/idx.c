@@ -323,14 +323,14 @@ int mpt__epoch_order(uint64_t seed, uint64_t epoch, size_t count, uint32_t **out
         order[i] = (uint32_t)i;
     /* Fisher-Yates from the end, exactly:
      *   for i = count-1 down to 1:
-     *       j = mpt__rng_u32(seed, epoch, count-1-i) % (i+1);  swap order[i], order[j]
+     *       j = mpt__rng_u32(seed, MPT_RNG_STREAM(MPT_RNG_SHUFFLE, epoch), count-1-i) % (i+1);  swap order[i], order[j]
      * so step k = count-1-i of the shuffle uses number k of stream (seed,
      * epoch), and any other implementation (a reference script, a resumed
      * run) reproduces the order from those two numbers alone.  The modulo
      * favours small j by at most (i+1) / 2^32 in relative terms, which is
      * negligible for datasets of count << 2^32 samples. */
     for (size_t i = count ? count - 1 : 0; i >= 1; i--) {
-        size_t j = (size_t)((uint64_t)mpt__rng_u32(seed, epoch, (uint64_t)(count - 1 - i)) %
+        size_t j = (size_t)((uint64_t)mpt__rng_u32(seed, MPT_RNG_STREAM(MPT_RNG_SHUFFLE, epoch), (uint64_t)(count - 1 - i)) %
                             ((uint64_t)i + 1));
         uint32_t t = order[i];
         order[i] = order[j];

@@ -174,21 +174,36 @@ double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
     return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * progress));
 }
 
+/* Every setting in its range, also after the cast to float the kernels
+ * use; written as !(in range) so that NaN fails too. */
 static int check_config(const mpt_train_config_t *c)
 {
+    float lr = (float)c->lr, eps = (float)c->eps;
     if (c->batch == 0)
         return mpt__fail(MPT_ERR_INVALID, "batch size must be positive");
-    if (!(c->lr > 0) || !isfinite(c->lr))
-        return mpt__fail(MPT_ERR_INVALID, "learning rate must be positive, got %g", c->lr);
+    if (!(lr > 0 && isfinite(lr)))
+        return mpt__fail(MPT_ERR_INVALID, "learning rate must be a positive float, got %g", c->lr);
     if (c->optimizer != MPT_OPTIM_SGD && c->optimizer != MPT_OPTIM_ADAMW)
         return mpt__fail(MPT_ERR_INVALID, "unknown optimizer %d", (int)c->optimizer);
-    if (c->momentum < 0 || c->momentum >= 1 || c->beta1 < 0 || c->beta1 >= 1 || c->beta2 < 0 ||
-        c->beta2 >= 1 || c->eps <= 0 || c->weight_decay < 0 || c->clip_norm < 0)
-        return mpt__fail(MPT_ERR_INVALID,
-                         "optimizer settings out of range (momentum and betas in [0, 1), eps > 0, "
-                         "weight decay and clip norm >= 0)");
+    if (!(c->momentum >= 0 && c->momentum < 1))
+        return mpt__fail(MPT_ERR_INVALID, "momentum must be in [0, 1), got %g", c->momentum);
+    if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
+        return mpt__fail(MPT_ERR_INVALID, "betas must be in [0, 1), got %g and %g", c->beta1,
+                         c->beta2);
+    if (!(eps > 0 && isfinite(eps)))
+        return mpt__fail(MPT_ERR_INVALID, "eps must be a positive float, got %g", c->eps);
+    if (!(c->weight_decay >= 0 && isfinite((float)c->weight_decay)))
+        return mpt__fail(MPT_ERR_INVALID, "weight decay must be >= 0, got %g", c->weight_decay);
+    if (!(c->clip_norm >= 0 && isfinite((float)c->clip_norm)))
+        return mpt__fail(MPT_ERR_INVALID, "clip norm must be >= 0 (0: off), got %g", c->clip_norm);
+    if (c->schedule != MPT_SCHEDULE_CONSTANT && c->schedule != MPT_SCHEDULE_COSINE)
+        return mpt__fail(MPT_ERR_INVALID, "unknown schedule %d", (int)c->schedule);
     if (c->schedule == MPT_SCHEDULE_COSINE && c->total_steps == 0)
         return mpt__fail(MPT_ERR_INVALID, "the cosine schedule needs total_steps");
+    if (c->schedule == MPT_SCHEDULE_CONSTANT && c->warmup_steps)
+        return mpt__fail(MPT_ERR_INVALID, "warm-up steps need the cosine schedule");
+    if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
+        return mpt__fail(MPT_ERR_INVALID, "min_lr must be in [0, lr], got %g", c->min_lr);
     return MPT_OK;
 }
 

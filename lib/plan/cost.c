@@ -1,0 +1,263 @@
+/*
+ * plan/cost.c: the cost model.  What each layer of a model costs (FLOPs,
+ * memory traffic, parameters, activations, kernel launches), and from the
+ * measured profiles of a cluster's devices what a range of layers costs on a
+ * device, what a transfer between two devices costs, what a ring all-reduce
+ * costs and how many bytes a device holds for a range of layers.
+ *
+ * A roofline with a launch term, per layer:
+ *
+ *   time = max(flops / R(gemm size), bytes / mem bandwidth) + launches * latency
+ *
+ * where R is the device's GEMM rate at the size of the layer's GEMMs (see
+ * gemm_rate below).  Everything is in seconds, bytes and FLOPs; the
+ * profiles give GFLOP/s and GB/s (1e9 per second) and microseconds.
+ *
+ * Left out: overlap of compute with transfers (the simulator schedules
+ * those), contention of several transfers on one link, caches, the scratch
+ * buffers of conv2d (im2col) and the loader's host buffers.  Nothing here
+ * touches a device.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "plan/plan.h"
+
+/* ---- per-layer costs ------------------------------------------------------ */
+
+/* Kernel launches per micro-batch, as nn/layers.c and tensor/ really issue
+ * them (a CLBlast routine counted as one launch, though it may run a pad or
+ * transpose kernel too):
+ *   linear     fwd: GEMM + bias_add = 2;
+ *              bwd: GEMM dW, sum_rows (fill of ones + GEMV) and GEMM dx = 4;
+ *   conv2d     fwd: per image im2col + GEMM, then one bias_add_channels;
+ *              bwd: zero dx, per image im2col + 2 GEMMs + col2im, then
+ *              bias_grad_channels.  The per-image launches grow with the
+ *              micro-batch, which an int per micro-batch cannot say: we
+ *              count a one-image micro-batch (3 and 6), a batch-independent
+ *              approximation that undercounts large micro-batches;
+ *   layernorm  stats + apply = 2; backward dx + params = 2;
+ *   the loss   one fused kernel each way (the backward recomputes softmax);
+ *   relu, gelu, dropout, maxpool2d: one each way;
+ *   flatten    a view: nothing runs.
+ * A layer whose input gradient nobody needs (the model's first) skips some
+ * of its backward launches; the count assumes the gradient is computed, as
+ * it is for the first layer of every pipeline stage but the first. */
+static const struct {
+    const char *kind;
+    int fwd, bwd;
+} launch_table[] = {
+    {"linear", 2, 4},    {"conv2d", 3, 6},  {"layernorm", 2, 2},
+    {"softmax_cross_entropy", 1, 1},        {"relu", 1, 1},
+    {"gelu", 1, 1},      {"dropout", 1, 1}, {"maxpool2d", 1, 1},
+};
+
+static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
+{
+    *fwd = *bwd = l->kind->is_view ? 0 : 1; /* a kind not in the table: one each way */
+    for (size_t i = 0; !l->kind->is_view && i < sizeof launch_table / sizeof launch_table[0]; i++)
+        if (strcmp(launch_table[i].kind, l->kind->name) == 0) {
+            *fwd = launch_table[i].fwd;
+            *bwd = launch_table[i].bwd;
+        }
+}
+
+int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
+{
+    if (!out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt__model_cost: NULL output");
+    memset(out, 0, sizeof *out);
+    if (!m)
+        return mpt__fail(MPT_ERR_INVALID, "mpt__model_cost: NULL model");
+    out->layers = calloc(m->nlayers ? m->nlayers : 1, sizeof *out->layers);
+    if (!out->layers)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory for the costs of %zu layers", m->nlayers);
+    out->nlayers = m->nlayers;
+    out->input_bytes = 4.0 * (double)mpt__shape_numel(&m->input);
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const mpt__layer_t *l = &m->layers[i];
+        mpt__layer_cost_t *c = &out->layers[i];
+        double in = (double)mpt__shape_numel(&l->in), o = (double)mpt__shape_numel(&l->out);
+        for (int q = 0; q < l->nparams; q++)
+            c->param_bytes += 4.0 * (double)l->params[q].numel;
+        c->out_bytes = 4.0 * o; /* after a view too: the boundary sends its output */
+        c->split_axes = l->kind->split_axes;
+        launches_of(l, &c->launches_fwd, &c->launches_bwd);
+        if (l->kind->is_view)
+            continue; /* no kernel: no FLOPs, no traffic; its input is the next layer's */
+        c->fwd_flops = l->kind->flops(l, 1, 0);
+        c->bwd_flops = l->kind->flops(l, 1, 1);
+        /* Forward reads x and writes y.  Backward reads dy and x and writes
+         * dx: (2 in + out) floats, about twice the forward for the
+         * same-shape layers that dominate the count (relu, dropout...).
+         * Kernels that read x twice (layernorm's two passes) or keep it in
+         * cache are not told apart. */
+        c->fwd_bytes = 4.0 * (in + o);
+        c->bwd_bytes = 4.0 * (2.0 * in + o);
+        /* Kept for backward, as engine/executor.c lays it out: every
+         * layer's input (a view's input is its output, kept once as the
+         * next layer's input) plus its own saved state (layernorm's mean
+         * and rstd, maxpool's argmax). */
+        c->saved_bytes = 4.0 * (in + (double)l->saved_per_sample);
+    }
+    return MPT_OK;
+}
+
+void mpt__model_cost_free(mpt__model_cost_t *mc)
+{
+    if (!mc)
+        return;
+    free(mc->layers);
+    memset(mc, 0, sizeof *mc);
+}
+
+/* ---- device rates ------------------------------------------------------- */
+
+/* The GEMM rate (FLOP/s) a device reaches on GEMMs of `flops` FLOPs each.
+ * gemm_gflops is the best of the profile's points, what large GEMMs reach;
+ * small ones run far below it (an A100 measures 2150 GFLOP/s at 256^3
+ * against 18900 at 2048^3), and the layers of the models here are small.
+ * So when the profile has points, the rate is interpolated between them,
+ * linearly in log(FLOPs of one GEMM), held at the first and last point
+ * outside their span, and never above gemm_gflops.  Shapes of equal FLOPs
+ * are not told apart (the tall-skinny point counts by its FLOPs).  Without
+ * points, gemm_gflops for every size. */
+static double gemm_rate(const mpt_profile_t *p, double flops)
+{
+    double f[MPT_PROFILE_GEMM_SHAPES], r[MPT_PROFILE_GEMM_SHAPES], rate;
+    int n = 0;
+    for (int i = 0; i < MPT_PROFILE_GEMM_SHAPES; i++) {
+        const mpt_gemm_point_t *g = &p->gemm[i];
+        if (g->m == 0 || g->n == 0 || g->k == 0 || !(g->gflops > 0))
+            continue;
+        double fi = 2.0 * g->m * g->n * (double)g->k;
+        int j = n++;
+        for (; j > 0 && f[j - 1] > fi; j--) { /* insertion sort by FLOPs */
+            f[j] = f[j - 1];
+            r[j] = r[j - 1];
+        }
+        f[j] = fi;
+        r[j] = g->gflops;
+    }
+    if (n == 0)
+        return p->gemm_gflops * 1e9;
+    if (flops <= f[0])
+        rate = r[0];
+    else if (flops >= f[n - 1])
+        rate = r[n - 1];
+    else {
+        int b = 1;
+        while (f[b] < flops)
+            b++;
+        /* f[b - 1] < flops <= f[b], so the span is not empty */
+        double t = (log(flops) - log(f[b - 1])) / (log(f[b]) - log(f[b - 1]));
+        rate = r[b - 1] + t * (r[b] - r[b - 1]);
+    }
+    if (p->gemm_gflops > 0 && rate > p->gemm_gflops)
+        rate = p->gemm_gflops;
+    return rate * 1e9;
+}
+
+double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
+                        const mpt_cluster_device_t *d, double samples, double share,
+                        int backward)
+{
+    const mpt_profile_t *p;
+    double t = 0;
+    if (!mc || !d || first > last || first >= mc->nlayers)
+        return 0; /* an empty range costs nothing */
+    if (last >= mc->nlayers)
+        last = mc->nlayers - 1;
+    p = &d->profile;
+    for (size_t i = first; i <= last; i++) {
+        const mpt__layer_cost_t *l = &mc->layers[i];
+        double flops = share * samples * (backward ? l->bwd_flops : l->fwd_flops);
+        /* Parameters: read once per micro-batch forward; read (for dx) and
+         * the gradient written once backward. */
+        double bytes = share * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
+                                (backward ? 2.0 : 1.0) * l->param_bytes);
+        /* One GEMM forward, two of half the FLOPs backward (dW and dx): the
+         * size of each is exact for a linear layer; for conv2d, which runs
+         * one GEMM per image, it is generous, so the rate optimistic. */
+        double gemm = backward ? flops / 2 : flops;
+        double compute = flops > 0 ? flops / gemm_rate(p, gemm) : 0;
+        double memory = bytes > 0 ? bytes / (p->mem_gbps * 1e9) : 0;
+        int launches = backward ? l->launches_bwd : l->launches_fwd;
+        t += (compute > memory ? compute : memory) + launches * p->launch_us * 1e-6;
+    }
+    return t;
+}
+
+/* ---- transfers ---------------------------------------------------------- */
+
+double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double bytes)
+{
+    const mpt_cluster_device_t *da, *db;
+    if (a == b || !(bytes > 0))
+        return 0;
+    da = c ? mpt_cluster_device(c, a) : NULL;
+    db = c ? mpt_cluster_device(c, b) : NULL;
+    if (!da || !db)
+        return HUGE_VAL; /* no such device: no way there */
+    mpt_link_class_t link = mpt_cluster_link(c, a, b);
+    if (link == MPT_LINK_SAME_DEVICE)
+        return 0; /* two entries for one device (same PCI address) */
+    /* Devices never share an OpenCL context here (one per device), so even
+     * two GPUs below one PCIe switch copy through host memory: a blocking
+     * read from a, a blocking write to b, each paying a launch latency.
+     * The closer within-node classes would matter with peer copies, which
+     * OpenCL does not offer across contexts. */
+    double t = bytes / (da->profile.d2h_gbps * 1e9) + bytes / (db->profile.h2d_gbps * 1e9) +
+               (da->profile.launch_us + db->profile.launch_us) * 1e-6;
+    int cross = link == MPT_LINK_CROSS_NODE ||
+                (link == MPT_LINK_UNKNOWN && da->locality.node != db->locality.node);
+    if (cross) {
+        double gbps = 0, latency_us = 0;
+        mpt_cluster_network(c, &gbps, &latency_us);
+        t += bytes / (gbps * 1e9) + latency_us * 1e-6;
+    }
+    return t;
+}
+
+double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t n, double bytes)
+{
+    double worst = 0;
+    if (n <= 1 || !devices || !(bytes > 0))
+        return 0;
+    /* Ring: reduce-scatter then all-gather, 2 (n - 1) steps, each moving a
+     * chunk of bytes / n from every device to the next at once; a step
+     * lasts as long as the slowest hop of the ring. */
+    for (size_t k = 0; k < n; k++) {
+        double t = mpt__cost_transfer(c, devices[k], devices[(k + 1) % n], bytes / (double)n);
+        worst = t > worst ? t : worst;
+    }
+    return 2.0 * (double)(n - 1) * worst;
+}
+
+/* ---- memory ---------------------------------------------------------------- */
+
+double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
+                        double samples, size_t in_flight, double share, int optimizer_slots)
+{
+    double params = 0, saved = 0, largest = 0;
+    if (!mc || first > last || first >= mc->nlayers)
+        return 0;
+    if (last >= mc->nlayers)
+        last = mc->nlayers - 1;
+    if (optimizer_slots < 0)
+        optimizer_slots = 0;
+    for (size_t i = first; i <= last; i++) {
+        const mpt__layer_cost_t *l = &mc->layers[i];
+        params += l->param_bytes;
+        saved += l->saved_bytes;
+        largest = l->out_bytes > largest ? l->out_bytes : largest;
+    }
+    /* Everything scales with the tensor share: a device holds its share
+     * of each layer's parameters and, approximately, of its activations (a
+     * column-split linear layer in fact keeps its whole input; we accept
+     * the undercount to keep the share one number). */
+    return share * (params * (2.0 + optimizer_slots) + (double)in_flight * samples * saved +
+                    samples * largest);
+}

@@ -1,0 +1,172 @@
+/*
+ * plan/plan.h: the cost model, the pipeline partition, plans and the step
+ * simulator.  Pure functions of (model, devices and their measured costs,
+ * training settings): nothing here touches a device.  Never installed.
+ *
+ * Units: seconds, bytes, samples.  Devices are indices into an
+ * mpt_cluster_t (a cluster file, or mpt_cluster_from_devices for the live
+ * machine), whose profiles give GEMM GFLOP/s, memory GB/s, host<->device
+ * GB/s and launch latency, and whose link matrix gives link classes.
+ */
+#ifndef MPT_PLAN_PLAN_H
+#define MPT_PLAN_PLAN_H
+
+#include "nn/layer.h"
+
+/* ---- cost model (cost.c) --------------------------------------------------- */
+
+/* What one layer costs, per sample unless said otherwise. */
+typedef struct {
+    double fwd_flops, bwd_flops;   /* kind->flops(l, 1, 0 / 1) */
+    double fwd_bytes, bwd_bytes;   /* device memory traffic: activations read and
+                                    * written (+ parameters, counted per micro-batch
+                                    * by mpt__cost_layers) */
+    double param_bytes;            /* fp32 parameters of the layer (not per sample) */
+    double out_bytes;              /* the output activation, what a stage boundary after
+                                    * this layer sends forward (and its gradient back) */
+    double saved_bytes;            /* kept from forward to backward: input + saved state */
+    int launches_fwd, launches_bwd; /* kernel launches per micro-batch */
+    unsigned split_axes;           /* MPT_SPLIT_* of its kind */
+} mpt__layer_cost_t;
+
+typedef struct {
+    size_t nlayers;
+    mpt__layer_cost_t *layers;
+    double input_bytes; /* one input sample */
+} mpt__model_cost_t;
+
+/* The costs of every layer of a model. */
+int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out);
+void mpt__model_cost_free(mpt__model_cost_t *mc);
+
+/* Forward (backward = 0) or backward time of layers [first, last] on device
+ * d for a micro-batch of `samples`: per layer, the roofline
+ * max(flops / GEMM rate, bytes / memory bandwidth) plus its launches times
+ * the launch latency.  `share` in (0, 1] is the device's fraction of each
+ * layer under tensor parallelism (flops and bytes scale by it; launches
+ * do not). */
+double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
+                        const mpt_cluster_device_t *d, double samples, double share,
+                        int backward);
+/* Time to move `bytes` from device a to device b of the cluster by their
+ * link class: 0 on the same device; device -> host -> device (d2h of a,
+ * h2d of b, one launch latency each) within a node; plus the network
+ * (bytes / network bandwidth + latency) across nodes. */
+double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double bytes);
+/* Ring all-reduce of `bytes` over n devices: 2 (n - 1) / n * bytes / B +
+ * 2 (n - 1) * latency, B the slowest link of the ring (each hop modelled as
+ * mpt__cost_transfer).  0 for n <= 1. */
+double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t n, double bytes);
+
+/* Bytes a device holds for layers [first, last] at tensor share `share`:
+ * parameters, gradients and `optimizer_slots` optimizer copies (SGD with
+ * momentum 1, AdamW 2), plus the saved activations of `in_flight`
+ * micro-batches of `samples` each, plus one micro-batch's largest output
+ * (the working buffers). */
+double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
+                        double samples, size_t in_flight, double share, int optimizer_slots);
+
+/* ---- pipeline partition (partition.c) ------------------------------------- */
+
+/* The cost of giving layers [first, last] to stage s (s in 0..nstages-1),
+ * or a negative number when they do not fit its memory. */
+typedef double (*mpt__stage_cost_fn)(void *ctx, size_t stage, size_t first, size_t last);
+
+/* Splits layers 0..nlayers-1 into nstages contiguous, non-empty ranges,
+ * stage s taking [first[s], first[s+1] - 1] (first[0] = 0,
+ * first[nstages] = nlayers), minimising the largest stage cost (the
+ * pipeline's bottleneck; ties broken by the smaller sum).  Dynamic
+ * programming, O(nstages * nlayers^2) cost calls.  MPT_ERR_RANGE when
+ * nstages > nlayers, MPT_ERR_DEVICE_MEMORY when no split fits (the detail
+ * names the stage that cannot fit and what it would need). */
+int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void *ctx,
+                   size_t *first, double *bottleneck);
+
+/* ---- plans (plan.c, plan_json.c) ------------------------------------------ */
+
+typedef enum { MPT__PIPE_GPIPE = 0, MPT__PIPE_1F1B = 1 } mpt__pipe_schedule_t;
+
+typedef struct {
+    size_t device;       /* index in the cluster */
+    double fraction;     /* share of each layer of the stage (tensor parallelism) */
+    double memory_bytes; /* predicted */
+} mpt__plan_device_t;
+
+typedef struct {
+    size_t first, last;       /* layers, inclusive */
+    size_t ndevices;          /* the tensor-parallel group (tp devices) */
+    mpt__plan_device_t *devices;
+    double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group */
+} mpt__plan_stage_t;
+
+typedef struct {
+    double batch_share;       /* fraction of the global batch (sums to 1) */
+    size_t nstages;
+    mpt__plan_stage_t *stages;
+} mpt__plan_replica_t;
+
+typedef struct {
+    char *description;        /* "dp=2 pp=2 tp=1 m=4 1f1b" */
+    double step_s;            /* predicted, or < 0 when rejected */
+    char *rejected;           /* the reason, or NULL */
+} mpt__plan_alt_t;
+
+/* The public mpt_plan_t is this struct. */
+typedef struct mpt_plan {
+    size_t dp, pp, tp, microbatches, batch;
+    mpt__pipe_schedule_t schedule;
+    int optimizer_slots;
+    size_t nreplicas;         /* = dp */
+    mpt__plan_replica_t *replicas;
+    double predicted_step_s;
+    double compute_s, bubble_s, p2p_s, allreduce_s; /* the breakdown */
+    size_t nalternatives;
+    mpt__plan_alt_t *alternatives;
+} mpt__plan_t;
+
+void mpt__plan_free(mpt__plan_t *p);
+
+/* Plan JSON (docs/plan.md): written by the planner, read back and checked
+ * against the model and the cluster (unknown device, a device used twice,
+ * layers not covered or overlapping, fractions not summing to 1 within
+ * 1e-6, batch shares not summing to 1, negative memory...), each error
+ * naming the file, the JSON path and the reason. */
+int mpt__plan_to_json(const mpt__plan_t *p, char **text);
+int mpt__plan_from_json(const char *text, const char *where, size_t nlayers, size_t ndevices,
+                        mpt__plan_t **out);
+
+/* ---- the planner (planner.c) ---------------------------------------------- */
+
+/* The fastest plan of the model on every device of the cluster (see the
+ * passes in planner.c), with every configuration considered among its
+ * alternatives.  MPT_ERR_DEVICE_MEMORY naming the device and the bytes
+ * when nothing fits; MPT_ERR_INVALID when the pinned dimensions allow no
+ * configuration. */
+int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
+                   mpt__plan_t **out);
+
+/* ---- simulator (simulate.c) ------------------------------------------------ */
+
+typedef struct {
+    double step_s;            /* makespan of one training step */
+    double bubble_fraction;   /* idle share of the pipeline devices' step time,
+                               * collectives excluded */
+    size_t ndevices;          /* per cluster device (unused ones: 0) */
+    double *busy_s;           /* computing */
+    double *utilisation;      /* busy / step */
+    double compute_s, p2p_s, allreduce_s; /* summed critical contributions */
+} mpt__sim_result_t;
+
+/* Replays one training step of a plan under the cost model: every
+ * replica's stages run their micro-batches (GPipe: all forwards then all
+ * backwards; 1F1B: warm-up forwards, then alternate, then cool-down),
+ * activations and gradients cross stage boundaries with
+ * mpt__cost_transfer, then each stage's gradients are all-reduced across
+ * replicas (mpt__cost_allreduce).  trace_json (may be NULL) receives the
+ * timeline as Chrome Trace Event JSON (one track per device); the caller
+ * frees it. */
+int mpt__simulate(const mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                  mpt__sim_result_t *out, char **trace_json);
+void mpt__sim_result_free(mpt__sim_result_t *r);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * plan/plan_api.c: the public planning API over the planner, plan JSON and
+ * the simulator, and the human summary of a plan that mpt-plan prints.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan/plan.h"
+
+void mpt_plan_request_default(mpt_plan_request_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->batch = 128;
+    r->optimizer = MPT_OPTIM_SGD;
+    r->schedule = MPT_PIPE_AUTO;
+}
+
+int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
+                    const mpt_plan_request_t *request, mpt_plan_t **out)
+{
+    if (!model || !cluster || !request || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_plan_create: NULL argument");
+    return mpt__plan_make(model, cluster, request, out);
+}
+
+int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_t *cluster,
+                  mpt_plan_t **out)
+{
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    long n;
+    int status;
+    *out = NULL;
+    if (!f)
+        return mpt__fail(MPT_ERR_NOT_FOUND, "plan %s: cannot open it", path);
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+        !(text = calloc((size_t)n + 1, 1)) || fread(text, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(text);
+        return mpt__fail(MPT_ERR_IO, "plan %s: cannot read it", path);
+    }
+    fclose(f);
+    status = mpt__plan_from_json(text, path, model->nlayers, mpt_cluster_device_count(cluster),
+                                 out);
+    free(text);
+    return status;
+}
+
+void mpt_plan_free(mpt_plan_t *plan)
+{
+    mpt__plan_free(plan);
+}
+
+int mpt_plan_to_json(const mpt_plan_t *plan, char **text)
+{
+    return mpt__plan_to_json(plan, text);
+}
+
+int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,
+                      const mpt_cluster_t *cluster, double *step_s, double *bubble,
+                      char **trace_json)
+{
+    mpt__model_cost_t mc = {0};
+    mpt__sim_result_t sim = {0};
+    int status;
+    MPT_TRY(mpt__model_cost(model, &mc));
+    MPT_TRY(mpt__simulate(plan, &mc, cluster, &sim, trace_json));
+    if (step_s)
+        *step_s = sim.step_s;
+    if (bubble)
+        *bubble = sim.bubble_fraction;
+out:
+    mpt__sim_result_free(&sim);
+    mpt__model_cost_free(&mc);
+    return status;
+}
+
+/* ---- the human summary ------------------------------------------------------ */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int failed;
+} text_t;
+
+static void put(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = 2 * (t->cap + (size_t)n + 256);
+        char *grown = realloc(t->s, cap);
+        if (!grown) {
+            t->failed = 1;
+            return;
+        }
+        t->s = grown, t->cap = cap;
+    }
+}
+
+static const char *layer_name(const mpt_model_t *m, size_t i)
+{
+    return m->layers[i].kind->name;
+}
+
+int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_cluster_t *c,
+                      int explain, char **text)
+{
+    text_t t = {0};
+    double step = 0, bubble = 0;
+    int status = mpt_plan_simulate(p, m, c, &step, &bubble, NULL);
+    *text = NULL;
+    if (status < 0)
+        return status;
+    put(&t, "Plan: dp=%zu pp=%zu tp=%zu, %zu micro-batch(es), %s, batch %zu\n", p->dp, p->pp,
+        p->tp, p->microbatches, p->schedule == MPT__PIPE_GPIPE ? "GPipe" : "1F1B", p->batch);
+    size_t bottleneck_r = 0, bottleneck_s = 0;
+    double worst = -1;
+    for (size_t r = 0; r < p->nreplicas; r++) {
+        const mpt__plan_replica_t *rep = &p->replicas[r];
+        put(&t, "\nReplica %zu (%.1f%% of the batch)\n", r, 100 * rep->batch_share);
+        put(&t, "  %-6s %-30s %-18s %21s %12s\n", "stage", "device", "layers",
+            "memory used / avail", "compute ms");
+        for (size_t s = 0; s < rep->nstages; s++) {
+            const mpt__plan_stage_t *st = &rep->stages[s];
+            double compute = (st->fwd_s + st->bwd_s) * (double)p->microbatches;
+            if (compute > worst)
+                worst = compute, bottleneck_r = r, bottleneck_s = s;
+            for (size_t g = 0; g < st->ndevices; g++) {
+                const mpt_cluster_device_t *d = mpt_cluster_device(c, st->devices[g].device);
+                char dev[64], layers[64];
+                snprintf(dev, sizeof dev, "%d %.20s%s", d->info.index, d->info.name,
+                         st->ndevices > 1 ? "" : "");
+                snprintf(layers, sizeof layers, "%zu-%zu (%s..%s)", st->first, st->last,
+                         layer_name(m, st->first), layer_name(m, st->last));
+                put(&t, "  %-6zu %-30s %-18.18s %8.1f / %6.1f MiB %12.3f", s, dev, layers,
+                    st->devices[g].memory_bytes / 1048576.0,
+                    (double)d->info.global_mem_bytes / 1048576.0, compute * 1e3);
+                if (st->ndevices > 1)
+                    put(&t, "  (%.0f%% of each layer)", 100 * st->devices[g].fraction);
+                put(&t, "\n");
+            }
+        }
+    }
+    put(&t, "\nBottleneck: replica %zu stage %zu (%.3f ms of compute per step)\n", bottleneck_r,
+        bottleneck_s, worst * 1e3);
+    put(&t, "Bubble: %.1f%% of the pipeline devices' time\n", 100 * bubble);
+    put(&t, "Predicted: %.3f ms per step, %.0f samples/s (compute %.3f, transfers %.3f, "
+            "all-reduce %.3f ms)\n",
+        step * 1e3, step > 0 ? (double)p->batch / step : 0, p->compute_s * 1e3, p->p2p_s * 1e3,
+        p->allreduce_s * 1e3);
+    /* Why this plan: the runner-up among the alternatives. */
+    const mpt__plan_alt_t *runner = NULL;
+    for (size_t i = 0; i < p->nalternatives; i++) {
+        const mpt__plan_alt_t *a = &p->alternatives[i];
+        if (a->rejected || a->step_s <= p->predicted_step_s * (1 + 1e-12))
+            continue;
+        if (!runner || a->step_s < runner->step_s)
+            runner = a;
+    }
+    if (runner)
+        put(&t, "Runner-up: %s at %.3f ms per step: this plan is %.1f%% faster\n",
+            runner->description, runner->step_s * 1e3,
+            100 * (runner->step_s / p->predicted_step_s - 1));
+    else
+        put(&t, "Runner-up: none (no other configuration fits)\n");
+    if (explain) {
+        put(&t, "\nAlternatives (%zu considered)\n", p->nalternatives);
+        for (size_t i = 0; i < p->nalternatives; i++) {
+            const mpt__plan_alt_t *a = &p->alternatives[i];
+            if (a->rejected)
+                put(&t, "  %-28s rejected: %s\n", a->description, a->rejected);
+            else
+                put(&t, "  %-28s %10.3f ms\n", a->description, a->step_s * 1e3);
+        }
+    }
+    if (t.failed) {
+        free(t.s);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory describing a plan");
+    }
+    *text = t.s;
+    return MPT_OK;
+}
