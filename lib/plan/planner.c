@@ -60,17 +60,112 @@ static int by_locality(const void *pa, const void *pb)
 
 /* ---- passes 4 and 5: one configuration ------------------------------------ */
 
+/* Everything a stage cost needs, as prefix sums over the layers so that
+ * the partition's O(pp * L^2) cost calls take O(tp) each:
+ *   time[g][l]  forward + backward of layers < l on group member g
+ *   tpc[s][l]   tensor-parallel all-reduces of layers < l in stage s
+ *   params[l], saved[l]  parameter and saved-activation bytes of layers < l
+ *   outmax      sparse table of the per-layer output bytes (range maximum)
+ * Member g of stage s is group[s * tp + g]. */
 typedef struct {
     const mpt__model_cost_t *mc;
     const mpt_cluster_t *c;
-    const size_t *group;   /* the stage devices of this replica, tp per stage */
+    const size_t *group;
     const double *fraction;
-    size_t tp, pp, microbatches;
+    size_t tp, pp, microbatches, nlayers, levels;
     double samples;        /* per micro-batch */
     mpt__pipe_schedule_t schedule;
     int slots;
+    double *time, *tpc, *params, *saved, *outmax;
+    double *xfer;          /* [s][l]: both ways across boundary s after layer l */
+    unsigned char *roomy;  /* [s][g]: the whole model fits, no check needed */
     char why[256];         /* the first memory shortfall seen */
 } stage_ctx;
+
+static void stage_ctx_free(stage_ctx *x)
+{
+    free(x->time), free(x->tpc), free(x->params), free(x->saved), free(x->outmax);
+    free(x->xfer), free(x->roomy);
+    x->time = x->tpc = x->params = x->saved = x->outmax = x->xfer = NULL;
+    x->roomy = NULL;
+}
+
+static double tp_comm(const stage_ctx *x, size_t s, size_t l)
+{
+    /* One all-reduce of the layer's output forward and one backward for
+     * each layer with parameters (Megatron pairs need one per pair: this
+     * over-counts the row-parallel half until the engine's tensor-parallel
+     * kernels exist to measure). */
+    if (x->tp < 2 || x->mc->layers[l].param_bytes <= 0)
+        return 0;
+    return 2 * mpt__cost_allreduce(x->c, x->group + s * x->tp, x->tp,
+                                   x->mc->layers[l].out_bytes * x->samples);
+}
+
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last);
+
+static int stage_ctx_init(stage_ctx *x)
+{
+    size_t L = x->nlayers, n = x->pp * x->tp;
+    x->levels = 1;
+    while ((1u << x->levels) <= L)
+        x->levels++;
+    x->time = malloc(n * (L + 1) * sizeof *x->time);
+    x->tpc = malloc(x->pp * (L + 1) * sizeof *x->tpc);
+    x->params = malloc((L + 1) * sizeof *x->params);
+    x->saved = malloc((L + 1) * sizeof *x->saved);
+    x->outmax = malloc(x->levels * L * sizeof *x->outmax);
+    x->xfer = malloc(x->pp * L * sizeof *x->xfer);
+    x->roomy = malloc(n);
+    if (!x->time || !x->tpc || !x->params || !x->saved || !x->outmax || !x->xfer || !x->roomy) {
+        stage_ctx_free(x);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t g = 0; g < n; g++) {
+        const mpt_cluster_device_t *d = mpt_cluster_device(x->c, x->group[g]);
+        double *t = x->time + g * (L + 1);
+        t[0] = 0;
+        for (size_t l = 0; l < L; l++)
+            t[l + 1] = t[l] + mpt__cost_layers(x->mc, l, l, d, x->samples, x->fraction[g], 0) +
+                       mpt__cost_layers(x->mc, l, l, d, x->samples, x->fraction[g], 1);
+    }
+    for (size_t s = 0; s < x->pp; s++) {
+        double *t = x->tpc + s * (L + 1);
+        t[0] = 0;
+        for (size_t l = 0; l < L; l++)
+            t[l + 1] = t[l] + tp_comm(x, s, l);
+    }
+    x->params[0] = x->saved[0] = 0;
+    for (size_t l = 0; l < L; l++) {
+        x->params[l + 1] = x->params[l] + x->mc->layers[l].param_bytes;
+        x->saved[l + 1] = x->saved[l] + x->mc->layers[l].saved_bytes;
+        x->outmax[l] = x->mc->layers[l].out_bytes;
+    }
+    for (size_t k = 1; k < x->levels; k++)
+        for (size_t l = 0; l + (1u << k) <= L; l++)
+            x->outmax[k * L + l] = fmax(x->outmax[(k - 1) * L + l],
+                                        x->outmax[(k - 1) * L + l + (1u << (k - 1))]);
+    for (size_t s = 0; s < x->pp; s++)
+        for (size_t l = 0; l < L; l++)
+            x->xfer[s * L + l] =
+                s + 1 < x->pp ? 2 * mpt__cost_transfer(x->c, x->group[s * x->tp + x->tp - 1],
+                                                       x->group[(s + 1) * x->tp],
+                                                       x->mc->layers[l].out_bytes * x->samples)
+                              : 0;
+    for (size_t g = 0; g < n; g++)
+        x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1) <=
+                      (double)mpt_cluster_device(x->c, x->group[g])->info.global_mem_bytes;
+    return MPT_OK;
+}
+
+static double range_outmax(const stage_ctx *x, size_t first, size_t last)
+{
+    size_t k = 0, len = last - first + 1;
+    while ((2u << k) <= len)
+        k++;
+    return fmax(x->outmax[k * x->nlayers + first],
+                x->outmax[k * x->nlayers + last + 1 - (1u << k)]);
+}
 
 /* In-flight micro-batches of stage s: GPipe keeps all of them, 1F1B at
  * most the stages after it plus one. */
@@ -80,20 +175,29 @@ static size_t in_flight(const stage_ctx *x, size_t s)
     return k < x->microbatches ? k : x->microbatches;
 }
 
-/* Forward + backward of layers [first, last] on stage s, its outgoing
- * activation transfer, and, for tp > 1, one all-reduce of the output per
- * layer forward and one backward (Megatron pairs need one per pair: this
- * over-counts the row-parallel half, on purpose until the engine's TP
- * kernels exist to measure); -1 when a device cannot hold it. */
+/* Bytes member g of stage s holds for layers [first, last]: the same sum
+ * as mpt__cost_memory, from the prefix sums. */
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last)
+{
+    double share = x->fraction[s * x->tp + g];
+    double params = x->params[last + 1] - x->params[first];
+    double saved = x->saved[last + 1] - x->saved[first];
+    return share * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved +
+                    x->samples * range_outmax(x, first, last));
+}
+
+/* Forward + backward of layers [first, last] on stage s (the slowest group
+ * member), its tensor-parallel all-reduces and its outgoing activation
+ * transfer; -1 when a member cannot hold it. */
 static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
 {
     stage_ctx *x = ctx;
+    size_t L = x->nlayers;
     const size_t *dev = x->group + s * x->tp;
     double slowest = 0;
     for (size_t g = 0; g < x->tp; g++) {
         const mpt_cluster_device_t *d = mpt_cluster_device(x->c, dev[g]);
-        double need = mpt__cost_memory(x->mc, first, last, x->samples, in_flight(x, s),
-                                       x->fraction[s * x->tp + g], x->slots);
+        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last);
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
@@ -102,26 +206,30 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
                          (unsigned long long)d->info.global_mem_bytes);
             return -1;
         }
-        double t = mpt__cost_layers(x->mc, first, last, d, x->samples, x->fraction[s * x->tp + g], 0) +
-                   mpt__cost_layers(x->mc, first, last, d, x->samples, x->fraction[s * x->tp + g], 1);
-        if (t > slowest)
-            slowest = t;
+        const double *t = x->time + (s * x->tp + g) * (L + 1);
+        slowest = fmax(slowest, t[last + 1] - t[first]);
     }
-    if (x->tp > 1)
-        for (size_t l = first; l <= last; l++)
-            if (x->mc->layers[l].param_bytes > 0)
-                slowest += 2 * mpt__cost_allreduce(x->c, dev, x->tp,
-                                                   x->mc->layers[l].out_bytes * x->samples);
-    if (s + 1 < x->pp)
-        slowest += 2 * mpt__cost_transfer(x->c, dev[x->tp - 1], dev[x->tp],
-                                          x->mc->layers[last].out_bytes * x->samples);
-    return slowest;
+    slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];
+    return slowest + x->xfer[s * L + last];
 }
 
 static double speed(const mpt_cluster_t *c, size_t d)
 {
     double g = mpt_cluster_device(c, d)->profile.gemm_gflops;
     return g > 0 ? g : 1e-9;
+}
+
+/* Whether two devices are interchangeable for planning: same profile and
+ * memory (then two replicas of such devices partition alike). */
+static int same_kind(const mpt_cluster_t *c, size_t a, size_t b)
+{
+    const mpt_cluster_device_t *x = mpt_cluster_device(c, a), *y = mpt_cluster_device(c, b);
+    return x->info.global_mem_bytes == y->info.global_mem_bytes &&
+           x->profile.gemm_gflops == y->profile.gemm_gflops &&
+           x->profile.mem_gbps == y->profile.mem_gbps && x->profile.h2d_gbps == y->profile.h2d_gbps &&
+           x->profile.d2h_gbps == y->profile.d2h_gbps && x->profile.launch_us == y->profile.launch_us &&
+           memcmp(x->profile.gemm, y->profile.gemm, sizeof x->profile.gemm) == 0 &&
+           mpt_cluster_link(c, a, a) == mpt_cluster_link(c, b, b);
 }
 
 typedef struct {
@@ -135,11 +243,14 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
                  size_t why_size)
 {
     int status = MPT_OK;
-    size_t per_replica = sh->pp * sh->tp;
+    size_t per_replica = sh->pp * sh->tp, L = mc->nlayers;
     double total_speed = 0;
     mpt__plan_t *p = calloc(1, sizeof *p);
     double *fraction = calloc(per_replica, sizeof *fraction);
     size_t *first = calloc(sh->pp + 1, sizeof *first);
+    const size_t *prev_group = NULL;
+    double prev_share = -1;
+    stage_ctx x = {0}; /* the last replica's costs, reused by replicas alike */
     *out = NULL;
     if (!p || !fraction || !first || !(p->replicas = calloc(sh->dp, sizeof *p->replicas))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -164,43 +275,65 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
             for (size_t g = 0; g < sh->tp; g++)
                 fraction[s * sh->tp + g] = speed(c, group[s * sh->tp + g]) / group_speed;
         }
-        stage_ctx x = {mc, c, group, fraction, sh->tp, sh->pp, sh->microbatches,
-                       (double)batch * rep->batch_share / (double)sh->microbatches,
-                       sh->schedule, slots, ""};
-        double bottleneck = 0;
-        status = mpt__partition(mc->nlayers, sh->pp, stage_cost, &x, first, &bottleneck);
-        if (status < 0) {
-            snprintf(why, why_size, "%s", x.why[0] ? x.why : mpt_last_error());
-            goto out;
+        /* A replica of the same kinds of devices as the previous one, with
+         * the same batch share, partitions alike: reuse its split.  (Only
+         * the links inside differ, and only when the replicas straddle
+         * nodes differently, which the simulator still sees.) */
+        int reuse = prev_group && rep->batch_share == prev_share;
+        for (size_t i = 0; reuse && i < per_replica; i++)
+            reuse = same_kind(c, group[i], prev_group[i]) &&
+                    (i + 1 == per_replica ||
+                     mpt_cluster_link(c, group[i], group[i + 1]) ==
+                         mpt_cluster_link(c, prev_group[i], prev_group[i + 1]));
+        if (!reuse) {
+            stage_ctx_free(&x);
+            x = (stage_ctx){mc, c, group, fraction, sh->tp, sh->pp, sh->microbatches, L, 0,
+                            (double)batch * rep->batch_share / (double)sh->microbatches,
+                            sh->schedule, slots, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ""};
+            MPT_TRY(stage_ctx_init(&x));
+            double bottleneck = 0;
+            status = mpt__partition(L, sh->pp, stage_cost, &x, first, &bottleneck);
+            if (status < 0) {
+                snprintf(why, why_size, "%s", x.why[0] ? x.why : mpt_last_error());
+                goto out;
+            }
         }
+        x.group = group; /* a reused context describes this replica's devices alike */
+        prev_group = group, prev_share = rep->batch_share;
         if (!(rep->stages = calloc(sh->pp, sizeof *rep->stages))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
             goto out;
         }
         rep->nstages = sh->pp;
-        for (size_t s = 0; s < sh->pp; s++) {
+        for (size_t s = 0; s < sh->pp && status == MPT_OK; s++) {
             mpt__plan_stage_t *st = &rep->stages[s];
             st->first = first[s], st->last = first[s + 1] - 1;
             st->ndevices = sh->tp;
             if (!(st->devices = calloc(sh->tp, sizeof *st->devices))) {
                 status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-                goto out;
+                break;
             }
+            /* The simulator takes the group's times as given: the
+             * tensor-parallel all-reduces are folded in, half forward and
+             * half backward. */
+            double comm = x.tpc[s * (L + 1) + st->last + 1] - x.tpc[s * (L + 1) + st->first];
             for (size_t g = 0; g < sh->tp; g++) {
                 size_t dev = group[s * sh->tp + g];
                 const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
                 double f = fraction[s * sh->tp + g];
-                st->devices[g] = (mpt__plan_device_t){
-                    dev, f, mpt__cost_memory(mc, st->first, st->last, x.samples, in_flight(&x, s),
-                                             f, slots)};
+                st->devices[g] =
+                    (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last)};
                 st->fwd_s = fmax(st->fwd_s, mpt__cost_layers(mc, st->first, st->last, d,
-                                                             x.samples, f, 0));
+                                                             x.samples, f, 0) + comm / 2);
                 st->bwd_s = fmax(st->bwd_s, mpt__cost_layers(mc, st->first, st->last, d,
-                                                             x.samples, f, 1));
+                                                             x.samples, f, 1) + comm / 2);
             }
         }
+        if (status < 0)
+            goto out;
     }
 out:
+    stage_ctx_free(&x);
     free(fraction);
     free(first);
     if (status < 0)
@@ -211,6 +344,61 @@ out:
 }
 
 /* ---- passes 3, 6 and 7 ------------------------------------------------------ */
+
+typedef struct {
+    shape_t sh;
+    mpt__plan_t *plan; /* NULL when rejected */
+    double lb, step;   /* lower bound, simulated step */
+    char why[512];     /* why rejected */
+} candidate_t;
+
+static const candidate_t *sort_candidates; /* qsort has no context argument */
+
+/* Placed candidates by lower bound, rejected ones last. */
+static int by_bound(const void *pa, const void *pb)
+{
+    const candidate_t *a = &sort_candidates[*(const size_t *)pa];
+    const candidate_t *b = &sort_candidates[*(const size_t *)pb];
+    if (!a->plan || !b->plan)
+        return !a->plan - !b->plan;
+    return a->lb < b->lb ? -1 : a->lb > b->lb ? 1 : 0;
+}
+
+/* A lower bound of a plan's step: per replica, the sum of its stages'
+ * micro-batch times plus m - 1 times the slowest (the pipeline's fill,
+ * drain and steady state, transfers left out), then the all-reduce of the
+ * first stage, which can only start after the last backward of all. */
+static double lower_bound(const mpt__plan_t *p, const mpt__model_cost_t *mc,
+                          const mpt_cluster_t *c, size_t *scratch)
+{
+    double lb = 0, bytes = 0;
+    for (size_t r = 0; r < p->nreplicas; r++) {
+        double sum = 0, worst = 0;
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            double t = p->replicas[r].stages[s].fwd_s + p->replicas[r].stages[s].bwd_s;
+            sum += t;
+            worst = fmax(worst, t);
+        }
+        lb = fmax(lb, sum + (double)(p->microbatches - 1) * worst);
+        scratch[r] = p->replicas[r].stages[0].devices[0].device;
+    }
+    const mpt__plan_stage_t *st = &p->replicas[0].stages[0];
+    for (size_t l = st->first; l <= st->last; l++)
+        bytes += mc->layers[l].param_bytes * st->devices[0].fraction;
+    return lb + mpt__cost_allreduce(c, scratch, p->nreplicas, bytes);
+}
+
+/* Whether every consecutive group of tp devices (in locality order) lies in
+ * one node. */
+static int group_in_nodes(const mpt_cluster_t *c, const size_t *order, size_t n, size_t tp)
+{
+    for (size_t i = 0; i < n; i += tp)
+        for (size_t g = 1; g < tp; g++)
+            if (mpt_cluster_device(c, order[i + g])->locality.node !=
+                mpt_cluster_device(c, order[i])->locality.node)
+                return 0;
+    return 1;
+}
 
 static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh, double step,
                            const char *rejected)
@@ -243,13 +431,19 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     mpt__model_cost_t mc = {0};
     size_t n = mpt_cluster_device_count(c), nalts = 0;
     size_t *order = malloc((n ? n : 1) * sizeof *order);
-    mpt__plan_t *best = NULL;
+    mpt__plan_t *best = NULL; /* one of the candidates' plans */
     mpt__plan_alt_t *alts = NULL;
+    candidate_t *cand = NULL;
+    size_t ncand = 0;
+    size_t *order_scratch = malloc((n ? n : 1) * sizeof *order_scratch);
     char first_why[512] = "";
 
     *out = NULL;
-    if (!order)
+    if (!order || !order_scratch) {
+        free(order);
+        free(order_scratch);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
     if (req->batch == 0) {
         status = mpt__fail(MPT_ERR_INVALID, "planning needs a batch size > 0");
         goto out;
@@ -262,7 +456,7 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
         order[i] = i;
     sort_cluster = c;
     qsort(order, n, sizeof *order, by_locality);
-    /* 3. Shapes. */
+    /* 3. Shapes, and 4-5 for each: place and partition. */
     for (size_t dp = 1; dp <= n; dp++) {
         if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
             continue;
@@ -270,51 +464,90 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             size_t pp = n / dp / tp;
             if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp))
                 continue;
+            /* Tensor parallelism all-reduces every layer's output: across
+             * nodes that never pays, so unpinned groups stay in a node. */
+            if (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp))
+                continue;
             size_t rep_batch = req->batch / dp;
-            /* Powers of two up to the replica's batch, or the pinned count. */
+            /* Powers of two up to the replica's batch and 4 per stage (more
+             * shrinks the bubble below 1/5 while each micro-batch gets
+             * smaller and slower), or the pinned count; one stage needs one. */
             size_t mb_first = req->microbatches ? req->microbatches : 1;
-            size_t mb_last = req->microbatches ? req->microbatches : rep_batch;
+            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
             for (size_t mb = mb_first; mb <= mb_last && mb <= rep_batch; mb *= 2) {
                 for (int sched = 0; sched < 2; sched++) {
                     if (req->schedule >= 0 && sched != req->schedule)
                         continue;
                     if (pp == 1 && sched == MPT__PIPE_1F1B)
                         continue; /* one stage: the schedules coincide */
-                    shape_t sh = {dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
-                    char why[512] = "";
-                    mpt__plan_t *p = NULL;
-                    mpt__sim_result_t sim = {0};
-                    /* 4-5. Place and partition. */
-                    if (pp > mc.nlayers) {
-                        snprintf(why, sizeof why, "%zu stages for %zu layers", pp, mc.nlayers);
-                    } else if (place(&mc, c, order, req->batch, slots, &sh, &p, why,
-                                     sizeof why) == MPT_OK) {
-                        /* 6. Simulate. */
-                        MPT_TRY(mpt__simulate(p, &mc, c, &sim, NULL));
-                        p->predicted_step_s = sim.step_s;
-                        p->compute_s = sim.compute_s;
-                        p->p2p_s = sim.p2p_s;
-                        p->allreduce_s = sim.allreduce_s;
-                        p->bubble_s = sim.bubble_fraction * sim.step_s;
-                        mpt__sim_result_free(&sim);
-                    } else if (!why[0]) {
-                        snprintf(why, sizeof why, "%s", mpt_last_error());
+                    candidate_t *grown = realloc(cand, (ncand + 1) * sizeof *grown);
+                    if (!grown) {
+                        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+                        goto out;
                     }
-                    if (why[0] && !first_why[0])
-                        snprintf(first_why, sizeof first_why, "%s", why);
-                    MPT_TRY(add_alternative(&alts, &nalts, &sh, p ? p->predicted_step_s : -1,
-                                            why[0] ? why : NULL));
-                    /* 7. Choose. */
-                    if (p && (!best || p->predicted_step_s < best->predicted_step_s)) {
-                        mpt__plan_free(best);
-                        best = p;
-                    } else {
-                        mpt__plan_free(p);
-                    }
+                    cand = grown;
+                    candidate_t *k = &cand[ncand++];
+                    memset(k, 0, sizeof *k);
+                    k->sh = (shape_t){dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
+                    if (pp > mc.nlayers)
+                        snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", pp,
+                                 mc.nlayers);
+                    else if (place(&mc, c, order, req->batch, slots, &k->sh, &k->plan, k->why,
+                                   sizeof k->why) == MPT_OK)
+                        k->lb = lower_bound(k->plan, &mc, c, order_scratch);
+                    else if (!k->why[0])
+                        snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
+                    if (k->why[0] && !first_why[0])
+                        snprintf(first_why, sizeof first_why, "%s", k->why);
                 }
             }
         }
     }
+    /* 6. Simulate, most promising first: a pipeline cannot beat its
+     * stages' sum plus m - 1 bottleneck micro-batches, so once that bound
+     * exceeds the best simulated step the rest need no simulation. */
+    size_t *rank = malloc((ncand ? ncand : 1) * sizeof *rank);
+    if (!rank) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < ncand; i++)
+        rank[i] = i;
+    sort_candidates = cand;
+    qsort(rank, ncand, sizeof *rank, by_bound);
+    for (size_t i = 0; i < ncand; i++) {
+        candidate_t *k = &cand[rank[i]];
+        if (!k->plan)
+            continue;
+        if (best && k->lb >= best->predicted_step_s) {
+            snprintf(k->why, sizeof k->why,
+                     "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
+                     best->predicted_step_s);
+            mpt__plan_free(k->plan);
+            k->plan = NULL;
+            continue;
+        }
+        mpt__sim_result_t sim = {0};
+        status = mpt__simulate(k->plan, &mc, c, &sim, NULL);
+        if (status < 0) {
+            free(rank);
+            goto out;
+        }
+        k->plan->predicted_step_s = sim.step_s;
+        k->plan->compute_s = sim.compute_s;
+        k->plan->p2p_s = sim.p2p_s;
+        k->plan->allreduce_s = sim.allreduce_s;
+        k->plan->bubble_s = sim.bubble_fraction * sim.step_s;
+        k->step = sim.step_s;
+        mpt__sim_result_free(&sim);
+        /* 7. Choose. */
+        if (!best || k->step < best->predicted_step_s)
+            best = k->plan;
+    }
+    free(rank);
+    for (size_t i = 0; i < ncand; i++)
+        MPT_TRY(add_alternative(&alts, &nalts, &cand[i].sh, cand[i].plan ? cand[i].step : -1,
+                                cand[i].plan ? NULL : cand[i].why));
     if (!best) {
         status = mpt__fail(nalts ? MPT_ERR_DEVICE_MEMORY : MPT_ERR_INVALID,
                            nalts ? "the model fits no configuration of the %zu device(s): %s"
@@ -326,15 +559,18 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     best->alternatives = alts, best->nalternatives = nalts;
     alts = NULL, nalts = 0;
     *out = best;
-    best = NULL;
 out:
+    for (size_t i = 0; i < ncand; i++)
+        if (cand[i].plan != *out)
+            mpt__plan_free(cand[i].plan);
+    free(cand);
     for (size_t i = 0; i < nalts; i++) {
         free(alts[i].description);
         free(alts[i].rejected);
     }
     free(alts);
-    mpt__plan_free(best);
     mpt__model_cost_free(&mc);
     free(order);
+    free(order_scratch);
     return status;
 }
