@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "      --json              print the plan as JSON (docs/plan.md)\n"
             "      --explain           list every configuration considered, with its\n"
             "                          predicted step time or why it was rejected\n"
+            "      --compare-uniform   also simulate the best uniform split (equal layers,\n"
+            "                          equal batch per device) and print the speedup\n"
             "      --trace FILE        write the simulated step as a Chrome trace\n"
             "                          (open it in Perfetto or chrome://tracing)\n"
             "  -v, --verbose           log what the library does\n"
@@ -87,7 +89,7 @@ static mpt_cluster_t *local_cluster(const char *spec)
 
 int main(int argc, char **argv)
 {
-    enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE };
+    enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE, O_UNIFORM };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"cluster", required_argument, NULL, 'c'},
         {"devices", required_argument, NULL, 'd'}, {"batch", required_argument, NULL, 'b'},
@@ -96,10 +98,11 @@ int main(int argc, char **argv)
         {"microbatches", required_argument, NULL, O_MB},
         {"schedule", required_argument, NULL, O_SCHED}, {"json", no_argument, NULL, O_JSON},
         {"explain", no_argument, NULL, O_EXPLAIN}, {"trace", required_argument, NULL, O_TRACE},
+        {"compare-uniform", no_argument, NULL, O_UNIFORM},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *cluster_path = NULL, *spec = NULL, *trace = NULL;
-    int json = 0, explain = 0, verbose = 0, c;
+    int json = 0, explain = 0, verbose = 0, uniform = 0, c;
     mpt_plan_request_t req;
 
     tool_init("mpt-plan", 0);
@@ -134,6 +137,7 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_EXPLAIN: explain = 1; break;
         case O_TRACE: trace = optarg; break;
+        case O_UNIFORM: uniform = 1; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         case 'V': printf("mpt-plan (mpt) %s\n", mpt_version()); return TOOL_EXIT_OK;
@@ -170,6 +174,14 @@ int main(int argc, char **argv)
         fputs(text, stdout);
     }
     free(text);
+    if (uniform) {
+        double base = 0, chosen = 0;
+        tool_check(mpt_plan_uniform_step(model, cluster, &req, &base), "simulating uniform splits");
+        tool_check(mpt_plan_simulate(plan, model, cluster, &chosen, NULL, NULL),
+                   "simulating the plan");
+        printf("%sBest uniform split: %.3f ms per step; this plan %.3f ms: %.2fx faster\n",
+               json ? "" : "", base * 1e3, chosen * 1e3, base / chosen);
+    }
     if (trace) {
         char *trace_json = NULL;
         FILE *f;

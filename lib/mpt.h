@@ -487,6 +487,11 @@ MPT_API int mpt_plan_to_json(const mpt_plan_t *plan, char **text);
  *  samples/s; why it beat the runner-up; with explain, every alternative. */
 MPT_API int mpt_plan_describe(const mpt_plan_t *plan, const mpt_model_t *model,
                               const mpt_cluster_t *cluster, int explain, char **text);
+/** The simulated step time of the best uniform split (equal layers per
+ *  stage, equal batch per replica, equal tensor fractions; memory not
+ *  checked) for the same request: the baseline of a speed-blind planner. */
+MPT_API int mpt_plan_uniform_step(const mpt_model_t *model, const mpt_cluster_t *cluster,
+                                  const mpt_plan_request_t *request, double *step_s);
 /** Simulates one step: its time and bubble fraction, and (trace_json not
  *  NULL) the timeline as Chrome Trace Event JSON, freed by the caller. */
 MPT_API int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,

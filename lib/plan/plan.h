@@ -145,6 +145,12 @@ int mpt__plan_from_json(const char *text, const char *where, size_t nlayers, siz
 int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
                    mpt__plan_t **out);
 
+/* The simulated step of the best uniform split (equal layers per stage,
+ * equal batch per replica, equal tensor fractions) over the same shapes:
+ * the baseline a speed-blind planner would reach. */
+int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
+                           const mpt_plan_request_t *req, double *step_s);
+
 /* ---- simulator (simulate.c) ------------------------------------------------ */
 
 typedef struct {

@@ -25,6 +25,14 @@ int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
     return mpt__plan_make(model, cluster, request, out);
 }
 
+int mpt_plan_uniform_step(const mpt_model_t *model, const mpt_cluster_t *cluster,
+                          const mpt_plan_request_t *request, double *step_s)
+{
+    if (!model || !cluster || !request || !step_s)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_plan_uniform_step: NULL argument");
+    return mpt__plan_uniform_step(model, cluster, request, step_s);
+}
+
 int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_t *cluster,
                   mpt_plan_t **out)
 {

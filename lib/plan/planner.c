@@ -90,16 +90,22 @@ static void stage_ctx_free(stage_ctx *x)
     x->roomy = NULL;
 }
 
+/* The tensor-parallel all-reduces of layer l on a group of tp devices: one
+ * of the layer's output forward and one backward for each layer with
+ * parameters (Megatron pairs need one per pair: this over-counts the
+ * row-parallel half until the engine's tensor-parallel kernels exist to
+ * measure). */
+static double tp_allreduces(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                            const size_t *group, size_t tp, size_t l, double samples)
+{
+    if (tp < 2 || mc->layers[l].param_bytes <= 0)
+        return 0;
+    return 2 * mpt__cost_allreduce(c, group, tp, mc->layers[l].out_bytes * samples);
+}
+
 static double tp_comm(const stage_ctx *x, size_t s, size_t l)
 {
-    /* One all-reduce of the layer's output forward and one backward for
-     * each layer with parameters (Megatron pairs need one per pair: this
-     * over-counts the row-parallel half until the engine's tensor-parallel
-     * kernels exist to measure). */
-    if (x->tp < 2 || x->mc->layers[l].param_bytes <= 0)
-        return 0;
-    return 2 * mpt__cost_allreduce(x->c, x->group + s * x->tp, x->tp,
-                                   x->mc->layers[l].out_bytes * x->samples);
+    return tp_allreduces(x->mc, x->c, x->group + s * x->tp, x->tp, l, x->samples);
 }
 
 static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last);
@@ -549,11 +555,15 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
         MPT_TRY(add_alternative(&alts, &nalts, &cand[i].sh, cand[i].plan ? cand[i].step : -1,
                                 cand[i].plan ? NULL : cand[i].why));
     if (!best) {
-        status = mpt__fail(nalts ? MPT_ERR_DEVICE_MEMORY : MPT_ERR_INVALID,
-                           nalts ? "the model fits no configuration of the %zu device(s): %s"
-                                 : "no configuration matches the pinned dimensions "
-                                   "(dp * pp * tp must equal the %zu device(s))%s",
-                           n, first_why);
+        int memory = strstr(first_why, "would need") != NULL;
+        status = nalts ? mpt__fail(memory ? MPT_ERR_DEVICE_MEMORY : MPT_ERR_INVALID,
+                                   "no configuration of the %zu device(s) works: %s", n,
+                                   first_why)
+                       : mpt__fail(MPT_ERR_INVALID,
+                                   "no configuration matches the pinned dimensions (dp x pp x "
+                                   "tp must equal the %zu device(s), micro-batches at most the "
+                                   "batch per replica)",
+                                   n);
         goto out;
     }
     best->alternatives = alts, best->nalternatives = nalts;
@@ -572,5 +582,104 @@ out:
     mpt__model_cost_free(&mc);
     free(order);
     free(order_scratch);
+    return status;
+}
+
+/* ---- the baseline: the best uniform split ----------------------------------- */
+
+/* What a planner that ignores speed would do: over the same shapes, equal
+ * layer counts per stage, equal batch per replica and equal fractions in a
+ * group, simulated the same way; the best such step (memory unchecked). */
+int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
+                           const mpt_plan_request_t *req, double *step_s)
+{
+    int status = MPT_OK;
+    mpt__model_cost_t mc = {0};
+    size_t n = mpt_cluster_device_count(c);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    *step_s = -1;
+    if (!order)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    MPT_TRY(mpt__model_cost(m, &mc));
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    sort_cluster = c;
+    qsort(order, n, sizeof *order, by_locality);
+    for (size_t dp = 1; dp <= n; dp++) {
+        if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
+            continue;
+        for (size_t tp = 1; tp <= n / dp; tp++) {
+            size_t pp = n / dp / tp;
+            if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp) ||
+                pp > mc.nlayers || (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp)))
+                continue;
+            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
+            for (size_t mb = req->microbatches ? req->microbatches : 1;
+                 mb <= mb_last && mb <= req->batch / dp; mb *= 2)
+                for (int sched = 0; sched < 2; sched++) {
+                    if ((req->schedule >= 0 && sched != req->schedule) ||
+                        (pp == 1 && sched == MPT__PIPE_1F1B))
+                        continue;
+                    mpt__plan_t p = {0};
+                    mpt__plan_replica_t *reps = calloc(dp, sizeof *reps);
+                    mpt__plan_stage_t *stages = calloc(dp * pp, sizeof *stages);
+                    mpt__plan_device_t *devs = calloc(n, sizeof *devs);
+                    if (!reps || !stages || !devs) {
+                        free(reps), free(stages), free(devs);
+                        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+                        goto out;
+                    }
+                    p.dp = dp, p.pp = pp, p.tp = tp, p.microbatches = mb, p.batch = req->batch;
+                    p.schedule = (mpt__pipe_schedule_t)sched, p.nreplicas = dp, p.replicas = reps;
+                    double samples = (double)req->batch / (double)dp / (double)mb;
+                    for (size_t r = 0; r < dp; r++) {
+                        reps[r].batch_share = 1.0 / (double)dp;
+                        reps[r].nstages = pp;
+                        reps[r].stages = stages + r * pp;
+                        for (size_t st = 0; st < pp; st++) {
+                            mpt__plan_stage_t *x = &reps[r].stages[st];
+                            x->first = st * mc.nlayers / pp;
+                            x->last = (st + 1) * mc.nlayers / pp - 1;
+                            x->ndevices = tp;
+                            x->devices = devs + (r * pp + st) * tp;
+                            double comm = 0;
+                            for (size_t l = x->first; l <= x->last; l++)
+                                comm += tp_allreduces(&mc, c, order + (r * pp + st) * tp, tp, l,
+                                                      samples);
+                            x->fwd_s = x->bwd_s = comm / 2;
+                            for (size_t g = 0; g < tp; g++) {
+                                size_t dev = order[(r * pp + st) * tp + g];
+                                const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
+                                x->devices[g] = (mpt__plan_device_t){dev, 1.0 / (double)tp, 0};
+                                x->fwd_s = fmax(x->fwd_s, comm / 2 + mpt__cost_layers(
+                                                              &mc, x->first, x->last, d, samples,
+                                                              1.0 / tp, 0));
+                                x->bwd_s = fmax(x->bwd_s, comm / 2 + mpt__cost_layers(
+                                                              &mc, x->first, x->last, d, samples,
+                                                              1.0 / tp, 1));
+                            }
+                        }
+                    }
+                    mpt__sim_result_t sim = {0};
+                    status = mpt__simulate(&p, &mc, c, &sim, NULL);
+                    free(reps), free(stages), free(devs);
+                    if (status < 0)
+                        goto out;
+                    if (*step_s < 0 || sim.step_s < *step_s) {
+                        *step_s = sim.step_s;
+                        if (plan_debug())
+                            mpt__log(MPT_LOG_INFO, "plan: uniform dp=%zu pp=%zu tp=%zu m=%zu %s "
+                                     "takes %.6f s", dp, pp, tp, mb, sched ? "1f1b" : "gpipe",
+                                     sim.step_s);
+                    }
+                    mpt__sim_result_free(&sim);
+                }
+        }
+    }
+    if (*step_s < 0)
+        status = mpt__fail(MPT_ERR_INVALID, "no uniform configuration matches the request");
+out:
+    mpt__model_cost_free(&mc);
+    free(order);
     return status;
 }
