@@ -40,12 +40,27 @@ static int plan_debug(void)
 
 /* ---- pass 2: locality order ---------------------------------------------- */
 
-static const mpt_cluster_t *sort_cluster; /* qsort has no context argument */
+/* Sorts indices with a comparison that takes a context (qsort has none,
+ * and a global would make planning unsafe from two threads): insertion
+ * sort, stable, fine for the thousands of devices and candidates here. */
+typedef int (*cmp_fn)(const void *ctx, size_t a, size_t b);
 
-static int by_locality(const void *pa, const void *pb)
+static void sort_indices(size_t *idx, size_t n, cmp_fn cmp, const void *ctx)
 {
-    const mpt_cluster_device_t *a = mpt_cluster_device(sort_cluster, *(const size_t *)pa);
-    const mpt_cluster_device_t *b = mpt_cluster_device(sort_cluster, *(const size_t *)pb);
+    for (size_t i = 1; i < n; i++) {
+        size_t v = idx[i], j = i;
+        while (j > 0 && cmp(ctx, idx[j - 1], v) > 0) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = v;
+    }
+}
+
+static int by_locality(const void *ctx, size_t ia, size_t ib)
+{
+    const mpt_cluster_t *c = ctx;
+    const mpt_cluster_device_t *a = mpt_cluster_device(c, ia), *b = mpt_cluster_device(c, ib);
     int d;
     if ((d = a->locality.node - b->locality.node) != 0)
         return d;
@@ -55,7 +70,7 @@ static int by_locality(const void *pa, const void *pb)
         return d;
     if ((d = strcmp(a->info.pci_address, b->info.pci_address)) != 0)
         return d;
-    return *(const size_t *)pa < *(const size_t *)pb ? -1 : 1;
+    return ia < ib ? -1 : ia > ib;
 }
 
 /* ---- passes 4 and 5: one configuration ------------------------------------ */
@@ -358,13 +373,10 @@ typedef struct {
     char why[512];     /* why rejected */
 } candidate_t;
 
-static const candidate_t *sort_candidates; /* qsort has no context argument */
-
 /* Placed candidates by lower bound, rejected ones last. */
-static int by_bound(const void *pa, const void *pb)
+static int by_bound(const void *ctx, size_t ia, size_t ib)
 {
-    const candidate_t *a = &sort_candidates[*(const size_t *)pa];
-    const candidate_t *b = &sort_candidates[*(const size_t *)pb];
+    const candidate_t *a = (const candidate_t *)ctx + ia, *b = (const candidate_t *)ctx + ib;
     if (!a->plan || !b->plan)
         return !a->plan - !b->plan;
     return a->lb < b->lb ? -1 : a->lb > b->lb ? 1 : 0;
@@ -460,8 +472,7 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     /* 2. Order by locality. */
     for (size_t i = 0; i < n; i++)
         order[i] = i;
-    sort_cluster = c;
-    qsort(order, n, sizeof *order, by_locality);
+    sort_indices(order, n, by_locality, c);
     /* 3. Shapes, and 4-5 for each: place and partition. */
     for (size_t dp = 1; dp <= n; dp++) {
         if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
@@ -519,8 +530,7 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     }
     for (size_t i = 0; i < ncand; i++)
         rank[i] = i;
-    sort_candidates = cand;
-    qsort(rank, ncand, sizeof *rank, by_bound);
+    sort_indices(rank, ncand, by_bound, cand);
     for (size_t i = 0; i < ncand; i++) {
         candidate_t *k = &cand[rank[i]];
         if (!k->plan)
@@ -603,8 +613,7 @@ int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
     MPT_TRY(mpt__model_cost(m, &mc));
     for (size_t i = 0; i < n; i++)
         order[i] = i;
-    sort_cluster = c;
-    qsort(order, n, sizeof *order, by_locality);
+    sort_indices(order, n, by_locality, c);
     for (size_t dp = 1; dp <= n; dp++) {
         if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
             continue;
