@@ -179,8 +179,10 @@ int main(int argc, char **argv)
         tool_check(mpt_plan_uniform_step(model, cluster, &req, &base), "simulating uniform splits");
         tool_check(mpt_plan_simulate(plan, model, cluster, &chosen, NULL, NULL),
                    "simulating the plan");
-        printf("%sBest uniform split: %.3f ms per step; this plan %.3f ms: %.2fx faster\n",
-               json ? "" : "", base * 1e3, chosen * 1e3, base / chosen);
+        /* With --json, stdout stays one JSON document. */
+        fprintf(json ? stderr : stdout,
+                "Best uniform split: %.3f ms per step; this plan %.3f ms: %.2fx faster\n",
+                base * 1e3, chosen * 1e3, base / chosen);
     }
     if (trace) {
         char *trace_json = NULL;

@@ -183,8 +183,15 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
         put(&t, "Runner-up: %s at %.3f ms per step: this plan is %.1f%% faster\n",
             runner->description, runner->step_s * 1e3,
             100 * (runner->step_s / p->predicted_step_s - 1));
-    else
-        put(&t, "Runner-up: none (no other configuration fits)\n");
+    else {
+        int pruned = 0;
+        for (size_t i = 0; i < p->nalternatives; i++)
+            pruned |= p->alternatives[i].rejected &&
+                      strncmp(p->alternatives[i].rejected, "pruned:", 7) == 0;
+        put(&t, pruned ? "Runner-up: none simulated (the others were pruned by their lower "
+                         "bound; --explain lists them)\n"
+                       : "Runner-up: none (no other configuration fits)\n");
+    }
     if (explain) {
         put(&t, "\nAlternatives (%zu considered)\n", p->nalternatives);
         for (size_t i = 0; i < p->nalternatives; i++) {

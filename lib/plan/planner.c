@@ -514,7 +514,10 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
                         k->lb = lower_bound(k->plan, &mc, c, order_scratch);
                     else if (!k->why[0])
                         snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
-                    if (k->why[0] && !first_why[0])
+                    /* Keep the first reason, but a memory shortfall beats any
+                     * other: it is what the user must hear when nothing fits. */
+                    if (k->why[0] && (!first_why[0] || (strstr(k->why, "would need") &&
+                                                        !strstr(first_why, "would need"))))
                         snprintf(first_why, sizeof first_why, "%s", k->why);
                 }
             }
