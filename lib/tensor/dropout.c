@@ -17,8 +17,8 @@ static int dropout_apply(const mpt__tensor_t *in, mpt__tensor_t *out, size_t n, 
     if (!(p >= 0.0f && p <= 1.0f)) /* also rejects NaN */
         return mpt__fail(MPT_ERR_INVALID, "dropout probability %g outside [0, 1]", (double)p);
     MPT_TRY(mpt__u32(n, &un));
-    MPT_TRY(mpt__u32(in->off, &io));
-    MPT_TRY(mpt__u32(out->off, &oo));
+    MPT_TRY(mpt__check_view(in, n, mpt__tensor_device(out), "dropout", "input", &io));
+    MPT_TRY(mpt__check_view(out, n, mpt__tensor_device(out), "dropout", "output", &oo));
     /* The scale is rounded to float once, here, so that host references can
      * reproduce every output bit; p = 1 drops everything and divides by
      * nothing. */

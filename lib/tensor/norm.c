@@ -28,12 +28,12 @@ int mpt__op_layernorm_forward(const mpt__tensor_t *x, const mpt__tensor_t *gamma
     cl_uint r, c, xo, go, bo, yo, mo, ro;
     int status;
     MPT_TRY(shape_args(rows, cols, &r, &c));
-    MPT_TRY(mpt__u32(x->off, &xo));
-    MPT_TRY(mpt__u32(gamma->off, &go));
-    MPT_TRY(mpt__u32(beta->off, &bo));
-    MPT_TRY(mpt__u32(y->off, &yo));
-    MPT_TRY(mpt__u32(mean->off, &mo));
-    MPT_TRY(mpt__u32(rstd->off, &ro));
+    MPT_TRY(mpt__check_view(x, rows * cols, dev, "layernorm", "x", &xo));
+    MPT_TRY(mpt__check_view(gamma, cols, dev, "layernorm", "gamma", &go));
+    MPT_TRY(mpt__check_view(beta, cols, dev, "layernorm", "beta", &bo));
+    MPT_TRY(mpt__check_view(y, rows * cols, dev, "layernorm", "y", &yo));
+    MPT_TRY(mpt__check_view(mean, rows, dev, "layernorm", "mean", &mo));
+    MPT_TRY(mpt__check_view(rstd, rows, dev, "layernorm", "rstd", &ro));
     {
         mpt__arg_t args[] = {
             MPT_ARG(x->buf->mem), MPT_ARG(xo),
@@ -69,14 +69,14 @@ int mpt__op_layernorm_backward(const mpt__tensor_t *dy, const mpt__tensor_t *x,
     cl_uint r, c, dyo, xo, go, mo, ro, dxo, dgo, dbo;
     int status;
     MPT_TRY(shape_args(rows, cols, &r, &c));
-    MPT_TRY(mpt__u32(dy->off, &dyo));
-    MPT_TRY(mpt__u32(x->off, &xo));
-    MPT_TRY(mpt__u32(gamma->off, &go));
-    MPT_TRY(mpt__u32(mean->off, &mo));
-    MPT_TRY(mpt__u32(rstd->off, &ro));
-    MPT_TRY(mpt__u32(dx->off, &dxo));
-    MPT_TRY(mpt__u32(dgamma->off, &dgo));
-    MPT_TRY(mpt__u32(dbeta->off, &dbo));
+    MPT_TRY(mpt__check_view(dy, rows * cols, dev, "layernorm backward", "dy", &dyo));
+    MPT_TRY(mpt__check_view(x, rows * cols, dev, "layernorm backward", "x", &xo));
+    MPT_TRY(mpt__check_view(gamma, cols, dev, "layernorm backward", "gamma", &go));
+    MPT_TRY(mpt__check_view(mean, rows, dev, "layernorm backward", "mean", &mo));
+    MPT_TRY(mpt__check_view(rstd, rows, dev, "layernorm backward", "rstd", &ro));
+    MPT_TRY(mpt__check_view(dx, rows * cols, dev, "layernorm backward", "dx", &dxo));
+    MPT_TRY(mpt__check_view(dgamma, cols, dev, "layernorm backward", "dgamma", &dgo));
+    MPT_TRY(mpt__check_view(dbeta, cols, dev, "layernorm backward", "dbeta", &dbo));
     {
         mpt__arg_t args[] = {
             MPT_ARG(dy->buf->mem), MPT_ARG(dyo),

@@ -51,16 +51,18 @@ int mpt__op_maxpool_forward(const mpt__tensor_t *x, size_t n, size_t c, size_t h
     cl_uint xo, yo, ao;
     int status;
     MPT_TRY(pool_shape(n, c, h, w, k, s, pad, &a));
-    MPT_TRY(mpt__u32(x->off, &xo));
-    MPT_TRY(mpt__u32(y->off, &yo));
-    MPT_TRY(mpt__u32(argmax->off, &ao));
+    size_t in_n = (size_t)a.planes * a.h * a.w, out_n = (size_t)a.planes * a.oh * a.ow;
+    mpt_device_t *dev = mpt__tensor_device(y);
+    MPT_TRY(mpt__check_view(x, in_n, dev, "maxpool", "x", &xo));
+    MPT_TRY(mpt__check_view(y, out_n, dev, "maxpool", "y", &yo));
+    MPT_TRY(mpt__check_view(argmax, out_n, dev, "maxpool", "argmax", &ao));
     mpt__arg_t args[] = {
         MPT_ARG(x->buf->mem), MPT_ARG(xo),
         MPT_ARG(y->buf->mem), MPT_ARG(yo),
         MPT_ARG(argmax->buf->mem), MPT_ARG(ao),
         MPT_ARG(a.planes), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.oh), MPT_ARG(a.ow),
         MPT_ARG(a.k), MPT_ARG(a.s), MPT_ARG(a.pad)};
-    status = mpt__launch(mpt__tensor_device(y), "pool", "mpt_maxpool_forward",
+    status = mpt__launch(dev, "pool", "mpt_maxpool_forward",
                          (size_t)a.planes * a.oh * a.ow, 0, (int)(sizeof args / sizeof args[0]),
                          args);
 out:
@@ -75,9 +77,11 @@ int mpt__op_maxpool_backward(const mpt__tensor_t *dy, const mpt__tensor_t *argma
     cl_uint dyo, ao, dxo;
     int status;
     MPT_TRY(pool_shape(n, c, h, w, k, s, pad, &a));
-    MPT_TRY(mpt__u32(dy->off, &dyo));
-    MPT_TRY(mpt__u32(argmax->off, &ao));
-    MPT_TRY(mpt__u32(dx->off, &dxo));
+    size_t in_n = (size_t)a.planes * a.h * a.w, out_n = (size_t)a.planes * a.oh * a.ow;
+    mpt_device_t *dev = mpt__tensor_device(dx);
+    MPT_TRY(mpt__check_view(dy, out_n, dev, "maxpool backward", "dy", &dyo));
+    MPT_TRY(mpt__check_view(argmax, out_n, dev, "maxpool backward", "argmax", &ao));
+    MPT_TRY(mpt__check_view(dx, in_n, dev, "maxpool backward", "dx", &dxo));
     /* One work-item per input element writes every dx element: no separate
      * zeroing pass is needed. */
     mpt__arg_t args[] = {
@@ -86,7 +90,7 @@ int mpt__op_maxpool_backward(const mpt__tensor_t *dy, const mpt__tensor_t *argma
         MPT_ARG(dx->buf->mem), MPT_ARG(dxo),
         MPT_ARG(a.planes), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.oh), MPT_ARG(a.ow),
         MPT_ARG(a.k), MPT_ARG(a.s), MPT_ARG(a.pad)};
-    status = mpt__launch(mpt__tensor_device(dx), "pool", "mpt_maxpool_backward",
+    status = mpt__launch(dev, "pool", "mpt_maxpool_backward",
                          (size_t)a.planes * a.h * a.w, 0, (int)(sizeof args / sizeof args[0]),
                          args);
 out:
