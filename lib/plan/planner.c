@@ -368,18 +368,41 @@ out:
 
 typedef struct {
     shape_t sh;
-    mpt__plan_t *plan; /* NULL when rejected */
+    int viable;        /* a shape worth placing (not rejected outright) */
+    mpt__plan_t *plan; /* once placed; NULL when rejected or pruned */
     double lb, step;   /* lower bound, simulated step */
     char why[512];     /* why rejected */
 } candidate_t;
 
-/* Placed candidates by lower bound, rejected ones last. */
+/* Viable shapes by lower bound, the others last. */
 static int by_bound(const void *ctx, size_t ia, size_t ib)
 {
     const candidate_t *a = (const candidate_t *)ctx + ia, *b = (const candidate_t *)ctx + ib;
-    if (!a->plan || !b->plan)
-        return !a->plan - !b->plan;
+    if (!a->viable || !b->viable)
+        return !a->viable - !b->viable;
     return a->lb < b->lb ? -1 : a->lb > b->lb ? 1 : 0;
+}
+
+/* A lower bound of a shape's step before placing it: every layer runs
+ * somewhere, at best on the fastest kind of device, split over tp devices
+ * (a device's share f of a layer takes at least f of its whole time: GEMM
+ * rates only fall with size), so a replica's stages add up to at least W
+ * per micro-batch and its slowest to W / pp; a pipeline takes at least its
+ * stages' sum plus m - 1 times its slowest. */
+static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                          const size_t *kinds, size_t nkinds, const shape_t *sh, size_t batch)
+{
+    double samples = (double)batch / (double)sh->dp / (double)sh->microbatches, w = 0;
+    for (size_t l = 0; l < mc->nlayers; l++) {
+        double best = HUGE_VAL;
+        for (size_t i = 0; i < nkinds; i++) {
+            const mpt_cluster_device_t *d = mpt_cluster_device(c, kinds[i]);
+            best = fmin(best, mpt__cost_layers(mc, l, l, d, samples, 1.0, 0) +
+                                  mpt__cost_layers(mc, l, l, d, samples, 1.0, 1));
+        }
+        w += best / (double)sh->tp;
+    }
+    return w * (1.0 + (double)(sh->microbatches - 1) / (double)sh->pp);
 }
 
 /* A lower bound of a plan's step: per replica, the sum of its stages'
@@ -454,12 +477,14 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     candidate_t *cand = NULL;
     size_t ncand = 0;
     size_t *order_scratch = malloc((n ? n : 1) * sizeof *order_scratch);
+    size_t *kinds = malloc((n ? n : 1) * sizeof *kinds), nkinds = 0;
     char first_why[512] = "";
 
     *out = NULL;
-    if (!order || !order_scratch) {
+    if (!order || !order_scratch || !kinds) {
         free(order);
         free(order_scratch);
+        free(kinds);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
     if (req->batch == 0) {
@@ -473,6 +498,14 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     for (size_t i = 0; i < n; i++)
         order[i] = i;
     sort_indices(order, n, by_locality, c);
+    /* One device of each kind, for the bounds. */
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < nkinds && !same_kind(c, kinds[j], i))
+            j++;
+        if (j == nkinds)
+            kinds[nkinds++] = i;
+    }
     /* 3. Shapes, and 4-5 for each: place and partition. */
     for (size_t dp = 1; dp <= n; dp++) {
         if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
@@ -506,19 +539,15 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
                     candidate_t *k = &cand[ncand++];
                     memset(k, 0, sizeof *k);
                     k->sh = (shape_t){dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
-                    if (pp > mc.nlayers)
+                    if (pp > mc.nlayers) {
                         snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", pp,
                                  mc.nlayers);
-                    else if (place(&mc, c, order, req->batch, slots, &k->sh, &k->plan, k->why,
-                                   sizeof k->why) == MPT_OK)
-                        k->lb = lower_bound(k->plan, &mc, c, order_scratch);
-                    else if (!k->why[0])
-                        snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
-                    /* Keep the first reason, but a memory shortfall beats any
-                     * other: it is what the user must hear when nothing fits. */
-                    if (k->why[0] && (!first_why[0] || (strstr(k->why, "would need") &&
-                                                        !strstr(first_why, "would need"))))
-                        snprintf(first_why, sizeof first_why, "%s", k->why);
+                        if (!first_why[0])
+                            snprintf(first_why, sizeof first_why, "%s", k->why);
+                    } else {
+                        k->viable = 1;
+                        k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch);
+                    }
                 }
             }
         }
@@ -536,8 +565,26 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     sort_indices(rank, ncand, by_bound, cand);
     for (size_t i = 0; i < ncand; i++) {
         candidate_t *k = &cand[rank[i]];
-        if (!k->plan)
+        if (!k->viable)
             continue;
+        if (best && k->lb >= best->predicted_step_s) {
+            snprintf(k->why, sizeof k->why,
+                     "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
+                     best->predicted_step_s);
+            continue;
+        }
+        /* 4-5. Place and partition, then the tighter bound of the plan. */
+        if (place(&mc, c, order, req->batch, slots, &k->sh, &k->plan, k->why, sizeof k->why) < 0) {
+            if (!k->why[0])
+                snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
+            /* Keep the first reason, but a memory shortfall beats any
+             * other: it is what the user must hear when nothing fits. */
+            if (!first_why[0] || (strstr(k->why, "would need") && !strstr(first_why, "would need")))
+                snprintf(first_why, sizeof first_why, "%s", k->why);
+            k->plan = NULL;
+            continue;
+        }
+        k->lb = fmax(k->lb, lower_bound(k->plan, &mc, c, order_scratch));
         if (best && k->lb >= best->predicted_step_s) {
             snprintf(k->why, sizeof k->why,
                      "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
@@ -595,6 +642,7 @@ out:
     mpt__model_cost_free(&mc);
     free(order);
     free(order_scratch);
+    free(kinds);
     return status;
 }
 

@@ -185,6 +185,40 @@ static long transfer(sim_t *S, long producer, double *link_free, long *link_last
 }
 
 /* Passes 1-2: the pipelines of every replica, op by op. */
+/* When worker w (replica w / P, stage w % P) could start its next op:
+ * its input produced (a forward from the stage before, a gradient from the
+ * stage after, or the last stage's own forward) and its devices free.
+ * INFINITY when it is done or its input does not exist yet. */
+static void candidate(const sim_t *S, size_t w, size_t P, size_t M, const size_t *ops,
+                      const size_t *next, const long *fnode, const long *fin, const long *bin,
+                      double *start_out, long *pred_out)
+{
+    size_t r = w / P, s = w % P;
+    *start_out = INFINITY, *pred_out = -1;
+    if (next[w] == 2 * M)
+        return;
+    size_t op = ops[s * 2 * M + next[w]], k = op / 2;
+    long dep = -1;
+    if (!(op & 1) && s > 0)
+        dep = fin[IDX(r, s, k)];
+    else if ((op & 1) && s + 1 < P)
+        dep = bin[IDX(r, s, k)];
+    else if (op & 1)
+        dep = fnode[IDX(r, s, k)]; /* the last stage turns around */
+    int needs = s > 0 || (op & 1);
+    if (needs && dep < 0)
+        return; /* its input has not been produced yet */
+    double start = dep >= 0 ? S->nodes[dep].end : 0;
+    long pred = dep;
+    const mpt__plan_stage_t *st = stage_of(S, r, s);
+    for (size_t g = 0; g < st->ndevices; g++) {
+        size_t d = st->devices[g].device;
+        if (S->dev_free[d] > start)
+            start = S->dev_free[d], pred = S->dev_last[d];
+    }
+    *start_out = start, *pred_out = pred;
+}
+
 static int run_pipelines(sim_t *S, double *busy, long *stage_end)
 {
     int status = MPT_OK;
@@ -213,38 +247,60 @@ static int run_pipelines(sim_t *S, double *busy, long *stage_end)
             bytes[r * P + s] = S->mc->layers[stage_of(S, r, s)->last].out_bytes * samples;
     }
 
+    /* Each worker's next op and when it could start, kept up to date
+     * incrementally: an op changes only its own worker, its pipeline
+     * neighbours (whose inputs it produces) and the workers sharing its
+     * devices; the rest keep their candidates.  Picking the earliest is
+     * then a scan of W numbers, not W dependency walks. */
+    double *cstart = malloc(W * sizeof *cstart);
+    long *cpred = malloc(W * sizeof *cpred);
+    size_t *dev_first = calloc(S->ndev + 1, sizeof *dev_first), *dev_workers = NULL;
+    if (!cstart || !cpred || !dev_first) {
+        free(cstart), free(cpred), free(dev_first);
+        status = mpt__fail(MPT_ERR_NOMEM, "simulate: out of memory");
+        goto out;
+    }
+    for (size_t w = 0; w < W; w++) { /* workers of each device, as CSR */
+        const mpt__plan_stage_t *st = stage_of(S, w / P, w % P);
+        for (size_t g = 0; g < st->ndevices; g++)
+            dev_first[st->devices[g].device + 1]++;
+    }
+    for (size_t d = 0; d < S->ndev; d++)
+        dev_first[d + 1] += dev_first[d];
+    if (!(dev_workers = malloc((dev_first[S->ndev] + 1) * sizeof *dev_workers))) {
+        free(cstart), free(cpred), free(dev_first);
+        status = mpt__fail(MPT_ERR_NOMEM, "simulate: out of memory");
+        goto out;
+    }
+    {
+        size_t *fill = calloc(S->ndev + 1, sizeof *fill);
+        if (!fill) {
+            free(cstart), free(cpred), free(dev_first), free(dev_workers);
+            status = mpt__fail(MPT_ERR_NOMEM, "simulate: out of memory");
+            goto out;
+        }
+        for (size_t w = 0; w < W; w++) {
+            const mpt__plan_stage_t *st = stage_of(S, w / P, w % P);
+            for (size_t g = 0; g < st->ndevices; g++) {
+                size_t d = st->devices[g].device;
+                dev_workers[dev_first[d] + fill[d]++] = w;
+            }
+        }
+        free(fill);
+    }
+    for (size_t w = 0; w < W; w++)
+        candidate(S, w, P, M, ops, next, fnode, fin, bin, &cstart[w], &cpred[w]);
+
     for (size_t left = W * 2 * M; left > 0; left--) {
-        /* Pick the op that can start first. */
+        /* Pick the op that can start first (the lowest worker on a tie). */
         size_t best = W;
         double best_start = INFINITY;
         long best_pred = -1;
-        for (size_t w = 0; w < W; w++) {
-            size_t r = w / P, s = w % P;
-            if (next[w] == 2 * M)
-                continue;
-            size_t op = ops[s * 2 * M + next[w]], k = op / 2;
-            long dep = -1;
-            if (!(op & 1) && s > 0)
-                dep = fin[IDX(r, s, k)];
-            else if ((op & 1) && s + 1 < P)
-                dep = bin[IDX(r, s, k)];
-            else if (op & 1)
-                dep = fnode[IDX(r, s, k)]; /* the last stage turns around */
-            int needs = s > 0 || (op & 1);
-            if (needs && dep < 0)
-                continue; /* its input has not been produced yet */
-            double start = dep >= 0 ? S->nodes[dep].end : 0;
-            long pred = dep;
-            const mpt__plan_stage_t *st = stage_of(S, r, s);
-            for (size_t g = 0; g < st->ndevices; g++) {
-                size_t d = st->devices[g].device;
-                if (S->dev_free[d] > start)
-                    start = S->dev_free[d], pred = S->dev_last[d];
-            }
-            if (start < best_start)
-                best = w, best_start = start, best_pred = pred;
-        }
+        for (size_t w = 0; w < W; w++)
+            if (cstart[w] < best_start)
+                best = w, best_start = cstart[w], best_pred = cpred[w];
         if (best == W) {
+            free(cstart), free(cpred), free(dev_first), free(dev_workers);
             status = mpt__fail(MPT_ERR_INVALID, "simulate: the schedule deadlocks");
             goto out;
         }
@@ -288,7 +344,24 @@ static int run_pipelines(sim_t *S, double *busy, long *stage_end)
         }
         if (++next[best] == 2 * M)
             stage_end[best] = id;
+        size_t r0 = best / P, s0 = best % P;
+        candidate(S, best, P, M, ops, next, fnode, fin, bin, &cstart[best], &cpred[best]);
+        if (s0 > 0)
+            candidate(S, best - 1, P, M, ops, next, fnode, fin, bin, &cstart[best - 1],
+                      &cpred[best - 1]);
+        if (s0 + 1 < P)
+            candidate(S, best + 1, P, M, ops, next, fnode, fin, bin, &cstart[best + 1],
+                      &cpred[best + 1]);
+        (void)r0;
+        for (size_t g = 0; g < st->ndevices; g++) {
+            size_t d = st->devices[g].device;
+            for (size_t i = dev_first[d]; i < dev_first[d + 1]; i++)
+                if (dev_workers[i] != best)
+                    candidate(S, dev_workers[i], P, M, ops, next, fnode, fin, bin,
+                              &cstart[dev_workers[i]], &cpred[dev_workers[i]]);
+        }
     }
+    free(cstart), free(cpred), free(dev_first), free(dev_workers);
 out:
     free(ops);
     free(next);
