@@ -265,7 +265,8 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
 {
     int status = MPT_OK;
     size_t per_replica = sh->pp * sh->tp, L = mc->nlayers;
-    double total_speed = 0;
+    double total_speed = 0, *rest = NULL;
+    size_t *samples = NULL;
     mpt__plan_t *p = calloc(1, sizeof *p);
     double *fraction = calloc(per_replica, sizeof *fraction);
     size_t *first = calloc(sh->pp + 1, sizeof *first);
@@ -282,13 +283,40 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
         total_speed += speed(c, order[i]);
+    /* Whole samples per replica, proportional to its speed (largest
+     * remainder), and at least one per micro-batch. */
+    if (!(samples = calloc(sh->dp, sizeof *samples)) || !(rest = calloc(sh->dp, sizeof *rest))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t given = 0;
+    for (size_t r = 0; r < sh->dp; r++) {
+        double rep_speed = 0;
+        for (size_t i = 0; i < per_replica; i++)
+            rep_speed += speed(c, order[r * per_replica + i]);
+        double ideal = (double)batch * rep_speed / total_speed;
+        samples[r] = (size_t)ideal;
+        rest[r] = ideal - (double)samples[r];
+        given += samples[r];
+    }
+    while (given < batch) {
+        size_t top = 0;
+        for (size_t r = 1; r < sh->dp; r++)
+            if (rest[r] > rest[top])
+                top = r;
+        samples[top]++, rest[top] = -1, given++;
+    }
+    for (size_t r = 0; r < sh->dp; r++)
+        if (samples[r] < sh->microbatches) {
+            snprintf(why, why_size, "replica %zu would get %zu of the %zu samples, fewer than its "
+                     "%zu micro-batches", r, samples[r], batch, sh->microbatches);
+            status = MPT_ERR_INVALID;
+            goto out;
+        }
     for (size_t r = 0; r < sh->dp; r++) {
         const size_t *group = order + r * per_replica;
         mpt__plan_replica_t *rep = &p->replicas[r];
-        double rep_speed = 0;
-        for (size_t i = 0; i < per_replica; i++)
-            rep_speed += speed(c, group[i]);
-        rep->batch_share = rep_speed / total_speed;
+        rep->batch_share = (double)samples[r] / (double)batch;
         for (size_t s = 0; s < sh->pp; s++) {
             double group_speed = 0;
             for (size_t g = 0; g < sh->tp; g++)
@@ -355,6 +383,8 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     }
 out:
     stage_ctx_free(&x);
+    free(samples);
+    free(rest);
     free(fraction);
     free(first);
     if (status < 0)
