@@ -17,37 +17,8 @@ fi
 # What the user might have set must not change the cases below.
 unset MPT_DEVICES MPT_TOPOLOGY_XML
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpt-bad-input.XXXXXX") || {
-    echo "FAIL: mktemp -d failed"
-    exit 1
-}
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' HUP INT TERM
-
-failed=0
-out=$tmp/stdout
-err=$tmp/stderr
-
-ok() { echo "ok   $1"; }
-fail() {
-    echo "FAIL $1: $2"
-    if [ -s "$out" ]; then
-        echo "     stdout: $(head -c 600 "$out")"
-    fi
-    if [ -s "$err" ]; then
-        echo "     stderr: $(head -c 600 "$err")"
-    fi
-    failed=1
-}
-
-# run COMMAND...: runs it under `timeout 60`; sets $rc.
-run() {
-    timeout 60 "$@" >"$out" 2>"$err" </dev/null
-    rc=$?
-}
-
-# lines FILE: number of lines, counting an unterminated last line.
-lines() { awk 'END { print NR }' "$1"; }
+. "${MPT_TESTS_SRCDIR:-tests}/cli_lib.sh"
+cli_setup bad-input
 
 # expect_failure STATUS ONE_LINE NAME NEEDLE... -- COMMAND...
 # COMMAND must exit with STATUS, print nothing on stdout, and print on
@@ -63,7 +34,7 @@ expect_failure() {
         shift
     done
     shift
-    run "$@"
+    run 60 "$@"
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
         fail "$name" "timed out after 60 s"
         return
@@ -162,7 +133,7 @@ expect_usage_error "--xml with --cluster exits 2" "--xml" "--cluster" -- \
     "$topo" --xml "$bad_xml" --cluster "$bad_json"
 
 # ---- help and version ----------------------------------------------------
-run "$topo" --help
+run 60 "$topo" --help
 if [ "$rc" -ne 0 ]; then
     fail "--help" "exit status $rc, expected 0"
 elif ! grep -F Usage "$out" >/dev/null; then
@@ -173,7 +144,7 @@ else
     ok "--help"
 fi
 
-run "$topo" --version
+run 60 "$topo" --version
 if [ "$rc" -ne 0 ]; then
     fail "--version" "exit status $rc, expected 0"
 elif ! grep -E 'mpt-topo .*[0-9]+\.[0-9]+' "$out" >/dev/null; then

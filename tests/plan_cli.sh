@@ -25,34 +25,8 @@ fi
 # What the user might have set must not change the cases below.
 unset MPT_DEVICES MPT_PLAN_DEBUG
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpt-plan-cli.XXXXXX") || {
-    echo "FAIL: mktemp -d failed"
-    exit 1
-}
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' HUP INT TERM
-
-failed=0
-out=$tmp/stdout
-err=$tmp/stderr
-
-ok() { echo "ok   $1"; }
-fail() {
-    echo "FAIL $1: $2"
-    [ -s "$out" ] && echo "     stdout: $(head -c 600 "$out")"
-    [ -s "$err" ] && echo "     stderr: $(head -c 600 "$err")"
-    failed=1
-}
-
-# run LIMIT COMMAND...: runs it under `timeout LIMIT`; sets $rc.
-run() {
-    limit=$1
-    shift
-    timeout "$limit" "$@" >"$out" 2>"$err" </dev/null
-    rc=$?
-}
-
-lines() { awk 'END { print NR }' "$1"; }
+. "$srcdir/cli_lib.sh"
+cli_setup plan-cli
 
 # expect_exit NAME STATUS: $rc must be STATUS (and not a timeout).
 expect_exit() {
