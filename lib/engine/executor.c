@@ -171,6 +171,9 @@ static int forward(mpt__executor_t *ex, size_t batch, int training)
 static int backward(mpt__executor_t *ex, size_t batch)
 {
     int cur = 0;
+    size_t first = 0; /* the first layer that is not a view of its input */
+    while (first < ex->m->nlayers && ex->m->layers[first].kind->is_view)
+        first++;
     for (size_t i = ex->m->nlayers; i-- > 0;) {
         mpt__layer_t *l = &ex->m->layers[i];
         if (l->kind->is_view)
@@ -178,11 +181,8 @@ static int backward(mpt__executor_t *ex, size_t batch)
         mpt__pass_t p = pass_of(ex, i, batch, 1);
         size_t out_n = mpt__shape_numel(&l->out) * batch, in_n = mpt__shape_numel(&l->in) * batch;
         p.dy = region(ex->dbuf[cur], 0, out_n);
-        /* The first layer's input gradient is wanted by nobody. */
-        int first = 1;
-        for (size_t j = 0; j < i; j++)
-            first &= ex->m->layers[j].kind->is_view;
-        if (!first)
+        /* The first computing layer's input gradient is wanted by nobody. */
+        if (i > first)
             p.dx = region(ex->dbuf[1 - cur], 0, in_n);
         int status = l->kind->backward(l, &p);
         if (status < 0)

@@ -396,6 +396,62 @@ out:
 
 /* ---- passes 3, 6 and 7 ------------------------------------------------------ */
 
+/* Whether every consecutive group of tp devices (in locality order) lies in
+ * one node. */
+static int group_in_nodes(const mpt_cluster_t *c, const size_t *order, size_t n, size_t tp)
+{
+    for (size_t i = 0; i < n; i += tp)
+        for (size_t g = 1; g < tp; g++)
+            if (mpt_cluster_device(c, order[i + g])->locality.node !=
+                mpt_cluster_device(c, order[i])->locality.node)
+                return 0;
+    return 1;
+}
+
+/* Pass 3: every shape the request allows, in a fixed order: dp * pp * tp
+ * = devices (pinned dimensions fixed), tensor-parallel groups inside a
+ * node unless tp is pinned (its all-reduce of every layer's output never
+ * pays across nodes), micro-batch counts in powers of two up to the
+ * replica's batch and 4 per stage (more shrinks the bubble below 1/5 while
+ * each micro-batch gets smaller and slower) or the pinned count, one
+ * micro-batch for one stage, and both schedules (one when they coincide).
+ * Stage counts above the layers are listed: the planner says why it drops
+ * them. */
+static int list_shapes(const mpt_cluster_t *c, const size_t *order, size_t n,
+                       const mpt_plan_request_t *req, shape_t **out, size_t *count)
+{
+    shape_t *list = NULL;
+    size_t k = 0;
+    *out = NULL, *count = 0;
+    for (size_t dp = 1; dp <= n; dp++) {
+        if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
+            continue;
+        for (size_t tp = 1; tp <= n / dp; tp++) {
+            size_t pp = n / dp / tp;
+            if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp) ||
+                (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp)))
+                continue;
+            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
+            for (size_t mb = req->microbatches ? req->microbatches : 1;
+                 mb <= mb_last && mb <= req->batch / dp; mb *= 2)
+                for (int sched = 0; sched < 2; sched++) {
+                    if ((req->schedule >= 0 && sched != req->schedule) ||
+                        (pp == 1 && sched == MPT__PIPE_1F1B))
+                        continue;
+                    shape_t *grown = realloc(list, (k + 1) * sizeof *grown);
+                    if (!grown) {
+                        free(list);
+                        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+                    }
+                    list = grown;
+                    list[k++] = (shape_t){dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
+                }
+        }
+    }
+    *out = list, *count = k;
+    return MPT_OK;
+}
+
 typedef struct {
     shape_t sh;
     int viable;        /* a shape worth placing (not rejected outright) */
@@ -459,17 +515,6 @@ static double lower_bound(const mpt__plan_t *p, const mpt__model_cost_t *mc,
     return lb + mpt__cost_allreduce(c, scratch, p->nreplicas, bytes);
 }
 
-/* Whether every consecutive group of tp devices (in locality order) lies in
- * one node. */
-static int group_in_nodes(const mpt_cluster_t *c, const size_t *order, size_t n, size_t tp)
-{
-    for (size_t i = 0; i < n; i += tp)
-        for (size_t g = 1; g < tp; g++)
-            if (mpt_cluster_device(c, order[i + g])->locality.node !=
-                mpt_cluster_device(c, order[i])->locality.node)
-                return 0;
-    return 1;
-}
 
 static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh, double step,
                            const char *rejected)
@@ -505,7 +550,8 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     mpt__plan_t *best = NULL; /* one of the candidates' plans */
     mpt__plan_alt_t *alts = NULL;
     candidate_t *cand = NULL;
-    size_t ncand = 0;
+    shape_t *shapes = NULL;
+    size_t ncand = 0, nshapes = 0;
     size_t *order_scratch = malloc((n ? n : 1) * sizeof *order_scratch);
     size_t *kinds = malloc((n ? n : 1) * sizeof *kinds), nkinds = 0;
     char first_why[512] = "";
@@ -536,50 +582,22 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
         if (j == nkinds)
             kinds[nkinds++] = i;
     }
-    /* 3. Shapes, and 4-5 for each: place and partition. */
-    for (size_t dp = 1; dp <= n; dp++) {
-        if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
-            continue;
-        for (size_t tp = 1; tp <= n / dp; tp++) {
-            size_t pp = n / dp / tp;
-            if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp))
-                continue;
-            /* Tensor parallelism all-reduces every layer's output: across
-             * nodes that never pays, so unpinned groups stay in a node. */
-            if (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp))
-                continue;
-            size_t rep_batch = req->batch / dp;
-            /* Powers of two up to the replica's batch and 4 per stage (more
-             * shrinks the bubble below 1/5 while each micro-batch gets
-             * smaller and slower), or the pinned count; one stage needs one. */
-            size_t mb_first = req->microbatches ? req->microbatches : 1;
-            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
-            for (size_t mb = mb_first; mb <= mb_last && mb <= rep_batch; mb *= 2) {
-                for (int sched = 0; sched < 2; sched++) {
-                    if (req->schedule >= 0 && sched != req->schedule)
-                        continue;
-                    if (pp == 1 && sched == MPT__PIPE_1F1B)
-                        continue; /* one stage: the schedules coincide */
-                    candidate_t *grown = realloc(cand, (ncand + 1) * sizeof *grown);
-                    if (!grown) {
-                        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-                        goto out;
-                    }
-                    cand = grown;
-                    candidate_t *k = &cand[ncand++];
-                    memset(k, 0, sizeof *k);
-                    k->sh = (shape_t){dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
-                    if (pp > mc.nlayers) {
-                        snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", pp,
-                                 mc.nlayers);
-                        if (!first_why[0])
-                            snprintf(first_why, sizeof first_why, "%s", k->why);
-                    } else {
-                        k->viable = 1;
-                        k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch);
-                    }
-                }
-            }
+    /* 3. Shapes, each with its bound before placing it. */
+    MPT_TRY(list_shapes(c, order, n, req, &shapes, &nshapes));
+    if (!(cand = calloc(nshapes ? nshapes : 1, sizeof *cand))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (ncand = 0; ncand < nshapes; ncand++) {
+        candidate_t *k = &cand[ncand];
+        k->sh = shapes[ncand];
+        if (k->sh.pp > mc.nlayers) {
+            snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", k->sh.pp, mc.nlayers);
+            if (!first_why[0])
+                snprintf(first_why, sizeof first_why, "%s", k->why);
+        } else {
+            k->viable = 1;
+            k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch);
         }
     }
     /* 6. Simulate, most promising first: a pipeline cannot beat its
@@ -664,6 +682,7 @@ out:
         if (cand[i].plan != *out)
             mpt__plan_free(cand[i].plan);
     free(cand);
+    free(shapes);
     for (size_t i = 0; i < nalts; i++) {
         free(alts[i].description);
         free(alts[i].rejected);
@@ -687,7 +706,8 @@ int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
     int status = MPT_OK;
     mpt__model_cost_t mc = {0};
     size_t n = mpt_cluster_device_count(c);
-    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    size_t *order = malloc((n ? n : 1) * sizeof *order), nshapes = 0;
+    shape_t *shapes = NULL;
     *step_s = -1;
     if (!order)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -695,81 +715,72 @@ int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
     for (size_t i = 0; i < n; i++)
         order[i] = i;
     sort_indices(order, n, by_locality, c);
-    for (size_t dp = 1; dp <= n; dp++) {
-        if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
+    MPT_TRY(list_shapes(c, order, n, req, &shapes, &nshapes));
+    for (size_t i = 0; i < nshapes; i++) {
+        size_t dp = shapes[i].dp, pp = shapes[i].pp, tp = shapes[i].tp;
+        size_t mb = shapes[i].microbatches;
+        int sched = shapes[i].schedule;
+        if (pp > mc.nlayers)
             continue;
-        for (size_t tp = 1; tp <= n / dp; tp++) {
-            size_t pp = n / dp / tp;
-            if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp) ||
-                pp > mc.nlayers || (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp)))
-                continue;
-            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
-            for (size_t mb = req->microbatches ? req->microbatches : 1;
-                 mb <= mb_last && mb <= req->batch / dp; mb *= 2)
-                for (int sched = 0; sched < 2; sched++) {
-                    if ((req->schedule >= 0 && sched != req->schedule) ||
-                        (pp == 1 && sched == MPT__PIPE_1F1B))
-                        continue;
-                    mpt__plan_t p = {0};
-                    mpt__plan_replica_t *reps = calloc(dp, sizeof *reps);
-                    mpt__plan_stage_t *stages = calloc(dp * pp, sizeof *stages);
-                    mpt__plan_device_t *devs = calloc(n, sizeof *devs);
-                    if (!reps || !stages || !devs) {
-                        free(reps), free(stages), free(devs);
-                        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-                        goto out;
-                    }
-                    p.dp = dp, p.pp = pp, p.tp = tp, p.microbatches = mb, p.batch = req->batch;
-                    p.schedule = (mpt__pipe_schedule_t)sched, p.nreplicas = dp, p.replicas = reps;
-                    double samples = (double)req->batch / (double)dp / (double)mb;
-                    for (size_t r = 0; r < dp; r++) {
-                        reps[r].batch_share = 1.0 / (double)dp;
-                        reps[r].nstages = pp;
-                        reps[r].stages = stages + r * pp;
-                        for (size_t st = 0; st < pp; st++) {
-                            mpt__plan_stage_t *x = &reps[r].stages[st];
-                            x->first = st * mc.nlayers / pp;
-                            x->last = (st + 1) * mc.nlayers / pp - 1;
-                            x->ndevices = tp;
-                            x->devices = devs + (r * pp + st) * tp;
-                            double comm = 0;
-                            for (size_t l = x->first; l <= x->last; l++)
-                                comm += tp_allreduces(&mc, c, order + (r * pp + st) * tp, tp, l,
-                                                      samples);
-                            x->fwd_s = x->bwd_s = comm / 2;
-                            for (size_t g = 0; g < tp; g++) {
-                                size_t dev = order[(r * pp + st) * tp + g];
-                                const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
-                                x->devices[g] = (mpt__plan_device_t){dev, 1.0 / (double)tp, 0};
-                                x->fwd_s = fmax(x->fwd_s, comm / 2 + mpt__cost_layers(
-                                                              &mc, x->first, x->last, d, samples,
-                                                              1.0 / tp, 0));
-                                x->bwd_s = fmax(x->bwd_s, comm / 2 + mpt__cost_layers(
-                                                              &mc, x->first, x->last, d, samples,
-                                                              1.0 / tp, 1));
-                            }
-                        }
-                    }
-                    mpt__sim_result_t sim = {0};
-                    status = mpt__simulate(&p, &mc, c, &sim, NULL);
-                    free(reps), free(stages), free(devs);
-                    if (status < 0)
-                        goto out;
-                    if (*step_s < 0 || sim.step_s < *step_s) {
-                        *step_s = sim.step_s;
-                        if (plan_debug())
-                            mpt__log(MPT_LOG_INFO, "plan: uniform dp=%zu pp=%zu tp=%zu m=%zu %s "
-                                     "takes %.6f s", dp, pp, tp, mb, sched ? "1f1b" : "gpipe",
-                                     sim.step_s);
-                    }
-                    mpt__sim_result_free(&sim);
-                }
+        mpt__plan_t p = {0};
+        mpt__plan_replica_t *reps = calloc(dp, sizeof *reps);
+        mpt__plan_stage_t *stages = calloc(dp * pp, sizeof *stages);
+        mpt__plan_device_t *devs = calloc(n, sizeof *devs);
+        if (!reps || !stages || !devs) {
+            free(reps), free(stages), free(devs);
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
         }
+        p.dp = dp, p.pp = pp, p.tp = tp, p.microbatches = mb, p.batch = req->batch;
+        p.schedule = (mpt__pipe_schedule_t)sched, p.nreplicas = dp, p.replicas = reps;
+        double samples = (double)req->batch / (double)dp / (double)mb;
+        for (size_t r = 0; r < dp; r++) {
+            reps[r].batch_share = 1.0 / (double)dp;
+            reps[r].nstages = pp;
+            reps[r].stages = stages + r * pp;
+            for (size_t st = 0; st < pp; st++) {
+                mpt__plan_stage_t *x = &reps[r].stages[st];
+                x->first = st * mc.nlayers / pp;
+                x->last = (st + 1) * mc.nlayers / pp - 1;
+                x->ndevices = tp;
+                x->devices = devs + (r * pp + st) * tp;
+                double comm = 0;
+                for (size_t l = x->first; l <= x->last; l++)
+                    comm += tp_allreduces(&mc, c, order + (r * pp + st) * tp, tp, l,
+                                          samples);
+                x->fwd_s = x->bwd_s = comm / 2;
+                for (size_t g = 0; g < tp; g++) {
+                    size_t dev = order[(r * pp + st) * tp + g];
+                    const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
+                    x->devices[g] = (mpt__plan_device_t){dev, 1.0 / (double)tp, 0};
+                    x->fwd_s = fmax(x->fwd_s, comm / 2 + mpt__cost_layers(
+                                                  &mc, x->first, x->last, d, samples,
+                                                  1.0 / tp, 0));
+                    x->bwd_s = fmax(x->bwd_s, comm / 2 + mpt__cost_layers(
+                                                  &mc, x->first, x->last, d, samples,
+                                                  1.0 / tp, 1));
+                }
+            }
+        }
+        mpt__sim_result_t sim = {0};
+        status = mpt__simulate(&p, &mc, c, &sim, NULL);
+        free(reps), free(stages), free(devs);
+        if (status < 0)
+            goto out;
+        if (*step_s < 0 || sim.step_s < *step_s) {
+            *step_s = sim.step_s;
+            if (plan_debug())
+                mpt__log(MPT_LOG_INFO, "plan: uniform dp=%zu pp=%zu tp=%zu m=%zu %s "
+                         "takes %.6f s", dp, pp, tp, mb, sched ? "1f1b" : "gpipe",
+                         sim.step_s);
+        }
+        mpt__sim_result_free(&sim);
     }
     if (*step_s < 0)
         status = mpt__fail(MPT_ERR_INVALID, "no uniform configuration matches the request");
 out:
     mpt__model_cost_free(&mc);
+    free(shapes);
     free(order);
     return status;
 }
