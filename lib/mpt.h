@@ -57,7 +57,8 @@ extern "C" {
     X(ERR_BLAS, -11, "CLBlast call failed")                                     \
     X(ERR_TOPOLOGY, -12, "topology discovery or loading failed")                \
     X(ERR_UNSUPPORTED, -13, "operation not supported here")                     \
-    X(ERR_RANGE, -14, "value out of range")
+    X(ERR_RANGE, -14, "value out of range")                                     \
+    X(ERR_ABORTED, -15, "aborted because another worker failed")
 
 typedef enum {
 #define MPT__STATUS_ENUM(name, code, text) MPT_##name = code,

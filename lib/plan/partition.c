@@ -3,8 +3,8 @@
  * stages, minimising the bottleneck (the largest stage cost) and, among
  * splits of equal bottleneck, the sum of stage costs.
  *
- * Two exact dynamic programmes over prefixes, each O(S * L^2) calls of the
- * cost callback and O(S * L) memory, no recursion:
+ * Two exact dynamic programmes over prefixes, each at most O(S * L^2) calls
+ * of the cost callback and O(S * L) memory, no recursion:
  *
  *   1. best[s][j]: the smallest bottleneck with which stages 0..s can take
  *      layers 0..j-1.  min over i of max(best[s-1][i], cost(s, i, j-1)).
@@ -17,6 +17,14 @@
  * cost hides that bottleneck.  The second pass compares costs with B*
  * exactly, so the callback must be a pure function (the same arguments give
  * the same double), as a cost model is.
+ *
+ * The callback must also be monotone: for a fixed stage and last layer,
+ * taking an earlier first layer never costs less and never fits when the
+ * shorter range does not (a stage's compute, memory and all-reduces only
+ * grow with its layers; its outgoing transfer depends on the last layer
+ * alone).  Both passes use it to stop scanning starts early, which makes
+ * them about O(L^2) calls in all rather than O(S * L^2): each stage end
+ * looks back only over ranges no costlier than the best bottleneck.
  *
  * Left out: anything about what a stage is (devices, memory): the callback
  * says what a range costs and whether it fits.
@@ -154,9 +162,14 @@ int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void
             if (s == 0) {
                 b = range_cost(cost, ctx, 0, 0, j - 1);
             } else {
-                for (size_t i = s; i < j; i++) {
-                    double prev = best[(s - 1) * W + i], c;
-                    if (prev < 0 || (c = range_cost(cost, ctx, s, i, j - 1)) < 0)
+                /* Grow the stage leftwards from one layer: its cost only
+                 * rises, so once it alone reaches the best found (or no
+                 * longer fits) no earlier start can do better. */
+                for (size_t i = j; i-- > s;) {
+                    double prev = best[(s - 1) * W + i], c = range_cost(cost, ctx, s, i, j - 1);
+                    if (c < 0 || (b >= 0 && c >= b))
+                        break;
+                    if (prev < 0)
                         continue;
                     c = c > prev ? c : prev;
                     if (b < 0 || c < b)
@@ -177,12 +190,17 @@ int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void
         for (size_t j = s + 1 == S ? L : s + 1; j <= L - (S - 1 - s); j++) {
             double b = -1;
             size_t arg = 0;
-            /* Stage 0 starts at layer 0; stage s > 0 after s layers at least. */
-            for (size_t i = s; i < (s == 0 ? 1 : j); i++) {
+            /* Stage 0 starts at layer 0; stage s > 0 after s layers at
+             * least.  Growing leftwards, the first range over the
+             * bottleneck (or out of memory) ends the search, as above. */
+            for (size_t i = s == 0 ? 1 : j; i-- > s;) {
                 double prev = s == 0 ? 0 : sum[(s - 1) * W + i], c;
-                if (prev < 0 || (c = range_cost(cost, ctx, s, i, j - 1)) < 0 || c > bound)
+                c = range_cost(cost, ctx, s, i, j - 1);
+                if (c < 0 || c > bound)
+                    break;
+                if (prev < 0)
                     continue;
-                if (b < 0 || prev + c < b) {
+                if (b < 0 || prev + c <= b) {
                     b = prev + c;
                     arg = i;
                 }

@@ -69,14 +69,17 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
 /* ---- pipeline partition (partition.c) ------------------------------------- */
 
 /* The cost of giving layers [first, last] to stage s (s in 0..nstages-1),
- * or a negative number when they do not fit its memory. */
+ * or a negative number when they do not fit its memory.  Pure and
+ * monotone: for fixed s and last, an earlier first never costs less and
+ * never fits when a later one does not. */
 typedef double (*mpt__stage_cost_fn)(void *ctx, size_t stage, size_t first, size_t last);
 
 /* Splits layers 0..nlayers-1 into nstages contiguous, non-empty ranges,
  * stage s taking [first[s], first[s+1] - 1] (first[0] = 0,
  * first[nstages] = nlayers), minimising the largest stage cost (the
  * pipeline's bottleneck; ties broken by the smaller sum).  Dynamic
- * programming, O(nstages * nlayers^2) cost calls.  MPT_ERR_RANGE when
+ * programming, at most O(nstages * nlayers^2) cost calls (about
+ * O(nlayers^2) for the usual costs: see partition.c).  MPT_ERR_RANGE when
  * nstages > nlayers, MPT_ERR_DEVICE_MEMORY when no split fits (the detail
  * names the stage that cannot fit and what it would need). */
 int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void *ctx,

@@ -73,11 +73,84 @@ static int by_locality(const void *ctx, size_t ia, size_t ib)
     return ia < ib ? -1 : ia > ib;
 }
 
+/* Whether two devices are interchangeable for planning: same profile and
+ * memory (then two replicas of such devices partition alike). */
+static int same_kind(const mpt_cluster_t *c, size_t a, size_t b)
+{
+    const mpt_cluster_device_t *x = mpt_cluster_device(c, a), *y = mpt_cluster_device(c, b);
+    return x->info.global_mem_bytes == y->info.global_mem_bytes &&
+           x->profile.gemm_gflops == y->profile.gemm_gflops &&
+           x->profile.mem_gbps == y->profile.mem_gbps && x->profile.h2d_gbps == y->profile.h2d_gbps &&
+           x->profile.d2h_gbps == y->profile.d2h_gbps && x->profile.launch_us == y->profile.launch_us &&
+           memcmp(x->profile.gemm, y->profile.gemm, sizeof x->profile.gemm) == 0 &&
+           mpt_cluster_link(c, a, a) == mpt_cluster_link(c, b, b);
+}
+
 /* ---- passes 4 and 5: one configuration ------------------------------------ */
+
+/* Per-layer times of one kind of device at one tensor fraction and
+ * micro-batch size, as prefix sums: fwd[l], bwd[l], time[l] = forward,
+ * backward and both of layers < l.  Kept for the whole planning run:
+ * shapes share micro-batch sizes, groups share kinds and fractions, so a
+ * thousand devices need a few hundred rows, not a million cost calls. */
+typedef struct {
+    size_t kind;
+    double fraction, samples;
+    double *fwd, *bwd, *time;
+} rows_t;
+
+typedef struct {
+    const size_t *kind_of; /* per device: the index of its kind */
+    rows_t *e;
+    size_t n, cap;
+} rows_cache_t;
+
+static void rows_cache_free(rows_cache_t *rc)
+{
+    for (size_t i = 0; i < rc->n; i++)
+        free(rc->e[i].fwd);
+    free(rc->e);
+    rc->e = NULL, rc->n = rc->cap = 0;
+}
+
+/* The rows of device `dev` at `fraction` and `samples` per micro-batch,
+ * computed on first use; NULL when out of memory. */
+static const rows_t *rows_get(rows_cache_t *rc, const mpt__model_cost_t *mc,
+                              const mpt_cluster_t *c, size_t dev, double fraction, double samples)
+{
+    size_t kind = rc->kind_of[dev], L = mc->nlayers;
+    for (size_t i = rc->n; i-- > 0;) /* the latest first: a shape asks for the same again */
+        if (rc->e[i].kind == kind && rc->e[i].fraction == fraction &&
+            rc->e[i].samples == samples)
+            return &rc->e[i];
+    if (rc->n == rc->cap) {
+        size_t cap = rc->cap ? 2 * rc->cap : 64;
+        rows_t *grown = realloc(rc->e, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        rc->e = grown, rc->cap = cap;
+    }
+    rows_t *r = &rc->e[rc->n];
+    double *mem = malloc(3 * (L + 1) * sizeof *mem);
+    if (!mem)
+        return NULL;
+    *r = (rows_t){kind, fraction, samples, mem, mem + L + 1, mem + 2 * (L + 1)};
+    const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
+    r->fwd[0] = r->bwd[0] = r->time[0] = 0;
+    for (size_t l = 0; l < L; l++) {
+        double f = mpt__cost_layers(mc, l, l, d, samples, fraction, 0),
+               b = mpt__cost_layers(mc, l, l, d, samples, fraction, 1);
+        r->fwd[l + 1] = r->fwd[l] + f;
+        r->bwd[l + 1] = r->bwd[l] + b;
+        r->time[l + 1] = r->time[l] + f + b;
+    }
+    rc->n++;
+    return r;
+}
 
 /* Everything a stage cost needs, as prefix sums over the layers so that
  * the partition's O(pp * L^2) cost calls take O(tp) each:
- *   time[g][l]  forward + backward of layers < l on group member g
+ *   rows[g]     the times of group member g (rows_t)
  *   tpc[s][l]   tensor-parallel all-reduces of layers < l in stage s
  *   params[l], saved[l]  parameter and saved-activation bytes of layers < l
  *   outmax      sparse table of the per-layer output bytes (range maximum)
@@ -91,7 +164,9 @@ typedef struct {
     double samples;        /* per micro-batch */
     mpt__pipe_schedule_t schedule;
     int slots;
-    double *time, *tpc, *params, *saved, *outmax;
+    rows_cache_t *cache;
+    const rows_t **rows;
+    double *tpc, *params, *saved, *outmax;
     double *xfer;          /* [s][l]: both ways across boundary s after layer l */
     unsigned char *roomy;  /* [s][g]: the whole model fits, no check needed */
     char why[256];         /* the first memory shortfall seen */
@@ -99,10 +174,10 @@ typedef struct {
 
 static void stage_ctx_free(stage_ctx *x)
 {
-    free(x->time), free(x->tpc), free(x->params), free(x->saved), free(x->outmax);
+    free(x->rows), free(x->tpc), free(x->params), free(x->saved), free(x->outmax);
     free(x->xfer), free(x->roomy);
-    x->time = x->tpc = x->params = x->saved = x->outmax = x->xfer = NULL;
-    x->roomy = NULL;
+    x->tpc = x->params = x->saved = x->outmax = x->xfer = NULL;
+    x->rows = NULL, x->roomy = NULL;
 }
 
 /* The tensor-parallel all-reduces of layer l on a group of tp devices: one
@@ -131,24 +206,27 @@ static int stage_ctx_init(stage_ctx *x)
     x->levels = 1;
     while ((1u << x->levels) <= L)
         x->levels++;
-    x->time = malloc(n * (L + 1) * sizeof *x->time);
+    x->rows = malloc(n * sizeof *x->rows);
     x->tpc = malloc(x->pp * (L + 1) * sizeof *x->tpc);
     x->params = malloc((L + 1) * sizeof *x->params);
     x->saved = malloc((L + 1) * sizeof *x->saved);
     x->outmax = malloc(x->levels * L * sizeof *x->outmax);
     x->xfer = malloc(x->pp * L * sizeof *x->xfer);
     x->roomy = malloc(n);
-    if (!x->time || !x->tpc || !x->params || !x->saved || !x->outmax || !x->xfer || !x->roomy) {
+    if (!x->rows || !x->tpc || !x->params || !x->saved || !x->outmax || !x->xfer || !x->roomy) {
         stage_ctx_free(x);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
     for (size_t g = 0; g < n; g++) {
-        const mpt_cluster_device_t *d = mpt_cluster_device(x->c, x->group[g]);
-        double *t = x->time + g * (L + 1);
-        t[0] = 0;
-        for (size_t l = 0; l < L; l++)
-            t[l + 1] = t[l] + mpt__cost_layers(x->mc, l, l, d, x->samples, x->fraction[g], 0) +
-                       mpt__cost_layers(x->mc, l, l, d, x->samples, x->fraction[g], 1);
+        /* Neighbours are usually alike: skip the cache's search then. */
+        if (g > 0 && x->fraction[g] == x->fraction[g - 1] &&
+            x->cache->kind_of[x->group[g]] == x->cache->kind_of[x->group[g - 1]])
+            x->rows[g] = x->rows[g - 1];
+        else if (!(x->rows[g] = rows_get(x->cache, x->mc, x->c, x->group[g], x->fraction[g],
+                                         x->samples))) {
+            stage_ctx_free(x);
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        }
     }
     for (size_t s = 0; s < x->pp; s++) {
         double *t = x->tpc + s * (L + 1);
@@ -227,8 +305,8 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
                          (unsigned long long)d->info.global_mem_bytes);
             return -1;
         }
-        const double *t = x->time + (s * x->tp + g) * (L + 1);
-        slowest = fmax(slowest, t[last + 1] - t[first]);
+        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first];
+        slowest = here > slowest ? here : slowest; /* the hottest line: no libm call */
     }
     slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];
     return slowest + x->xfer[s * L + last];
@@ -240,19 +318,6 @@ static double speed(const mpt_cluster_t *c, size_t d)
     return g > 0 ? g : 1e-9;
 }
 
-/* Whether two devices are interchangeable for planning: same profile and
- * memory (then two replicas of such devices partition alike). */
-static int same_kind(const mpt_cluster_t *c, size_t a, size_t b)
-{
-    const mpt_cluster_device_t *x = mpt_cluster_device(c, a), *y = mpt_cluster_device(c, b);
-    return x->info.global_mem_bytes == y->info.global_mem_bytes &&
-           x->profile.gemm_gflops == y->profile.gemm_gflops &&
-           x->profile.mem_gbps == y->profile.mem_gbps && x->profile.h2d_gbps == y->profile.h2d_gbps &&
-           x->profile.d2h_gbps == y->profile.d2h_gbps && x->profile.launch_us == y->profile.launch_us &&
-           memcmp(x->profile.gemm, y->profile.gemm, sizeof x->profile.gemm) == 0 &&
-           mpt_cluster_link(c, a, a) == mpt_cluster_link(c, b, b);
-}
-
 typedef struct {
     size_t dp, pp, tp, microbatches;
     mpt__pipe_schedule_t schedule;
@@ -260,8 +325,8 @@ typedef struct {
 
 /* Builds the plan of one configuration over the ordered devices. */
 static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size_t *order,
-                 size_t batch, int slots, const shape_t *sh, mpt__plan_t **out, char *why,
-                 size_t why_size)
+                 rows_cache_t *cache, size_t batch, int slots, const shape_t *sh,
+                 mpt__plan_t **out, char *why, size_t why_size)
 {
     int status = MPT_OK;
     size_t per_replica = sh->pp * sh->tp, L = mc->nlayers;
@@ -330,16 +395,19 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
          * nodes differently, which the simulator still sees.) */
         int reuse = prev_group && rep->batch_share == prev_share;
         for (size_t i = 0; reuse && i < per_replica; i++)
-            reuse = same_kind(c, group[i], prev_group[i]) &&
+            reuse = cache->kind_of[group[i]] == cache->kind_of[prev_group[i]] &&
                     (i + 1 == per_replica ||
                      mpt_cluster_link(c, group[i], group[i + 1]) ==
                          mpt_cluster_link(c, prev_group[i], prev_group[i + 1]));
         if (!reuse) {
             stage_ctx_free(&x);
-            x = (stage_ctx){mc, c, group, fraction, sh->tp, sh->pp, sh->microbatches, L, 0,
-                            (double)batch * rep->batch_share / (double)sh->microbatches,
-                            sh->schedule, slots, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ""};
-            MPT_TRY(stage_ctx_init(&x));
+            x = (stage_ctx){.mc = mc, .c = c, .group = group, .fraction = fraction,
+                            .tp = sh->tp, .pp = sh->pp, .microbatches = sh->microbatches,
+                            .nlayers = L,
+                            .samples = (double)batch * rep->batch_share / (double)sh->microbatches,
+                            .schedule = sh->schedule, .slots = slots, .cache = cache};
+            if ((status = stage_ctx_init(&x)) < 0)
+                goto out;
             double bottleneck = 0;
             status = mpt__partition(L, sh->pp, stage_cost, &x, first, &bottleneck);
             if (status < 0) {
@@ -368,14 +436,12 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
             double comm = x.tpc[s * (L + 1) + st->last + 1] - x.tpc[s * (L + 1) + st->first];
             for (size_t g = 0; g < sh->tp; g++) {
                 size_t dev = group[s * sh->tp + g];
-                const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
+                const rows_t *rw = x.rows[s * sh->tp + g];
                 double f = fraction[s * sh->tp + g];
                 st->devices[g] =
                     (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last)};
-                st->fwd_s = fmax(st->fwd_s, mpt__cost_layers(mc, st->first, st->last, d,
-                                                             x.samples, f, 0) + comm / 2);
-                st->bwd_s = fmax(st->bwd_s, mpt__cost_layers(mc, st->first, st->last, d,
-                                                             x.samples, f, 1) + comm / 2);
+                st->fwd_s = fmax(st->fwd_s, rw->fwd[st->last + 1] - rw->fwd[st->first] + comm / 2);
+                st->bwd_s = fmax(st->bwd_s, rw->bwd[st->last + 1] - rw->bwd[st->first] + comm / 2);
             }
         }
         if (status < 0)
@@ -475,19 +541,33 @@ static int by_bound(const void *ctx, size_t ia, size_t ib)
  * rates only fall with size), so a replica's stages add up to at least W
  * per micro-batch and its slowest to W / pp; a pipeline takes at least its
  * stages' sum plus m - 1 times its slowest. */
+typedef struct {
+    double samples, work; /* W for that micro-batch size, on one device */
+} bound_memo_t;
+
 static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
-                          const size_t *kinds, size_t nkinds, const shape_t *sh, size_t batch)
+                          const size_t *kinds, size_t nkinds, const shape_t *sh, size_t batch,
+                          bound_memo_t *memo, size_t *nmemo)
 {
     double samples = (double)batch / (double)sh->dp / (double)sh->microbatches, w = 0;
-    for (size_t l = 0; l < mc->nlayers; l++) {
-        double best = HUGE_VAL;
-        for (size_t i = 0; i < nkinds; i++) {
-            const mpt_cluster_device_t *d = mpt_cluster_device(c, kinds[i]);
-            best = fmin(best, mpt__cost_layers(mc, l, l, d, samples, 1.0, 0) +
-                                  mpt__cost_layers(mc, l, l, d, samples, 1.0, 1));
+    size_t i = 0;
+    /* Shapes share few micro-batch sizes (batch / dp / m): W is computed
+     * once per size (memo holds one entry per shape at most). */
+    while (i < *nmemo && memo[i].samples != samples)
+        i++;
+    if (i == *nmemo) {
+        for (size_t l = 0; l < mc->nlayers; l++) {
+            double best = HUGE_VAL;
+            for (size_t k = 0; k < nkinds; k++) {
+                const mpt_cluster_device_t *d = mpt_cluster_device(c, kinds[k]);
+                best = fmin(best, mpt__cost_layers(mc, l, l, d, samples, 1.0, 0) +
+                                      mpt__cost_layers(mc, l, l, d, samples, 1.0, 1));
+            }
+            w += best;
         }
-        w += best / (double)sh->tp;
+        memo[(*nmemo)++] = (bound_memo_t){samples, w};
     }
+    w = memo[i].work / (double)sh->tp;
     return w * (1.0 + (double)(sh->microbatches - 1) / (double)sh->pp);
 }
 
@@ -551,16 +631,20 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     mpt__plan_alt_t *alts = NULL;
     candidate_t *cand = NULL;
     shape_t *shapes = NULL;
-    size_t ncand = 0, nshapes = 0;
+    bound_memo_t *memo = NULL;
+    size_t ncand = 0, nshapes = 0, nmemo = 0;
     size_t *order_scratch = malloc((n ? n : 1) * sizeof *order_scratch);
     size_t *kinds = malloc((n ? n : 1) * sizeof *kinds), nkinds = 0;
+    size_t *kind_of = malloc((n ? n : 1) * sizeof *kind_of);
+    rows_cache_t rows = {kind_of, NULL, 0, 0};
     char first_why[512] = "";
 
     *out = NULL;
-    if (!order || !order_scratch || !kinds) {
+    if (!order || !order_scratch || !kinds || !kind_of) {
         free(order);
         free(order_scratch);
         free(kinds);
+        free(kind_of);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
     if (req->batch == 0) {
@@ -581,10 +665,15 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             j++;
         if (j == nkinds)
             kinds[nkinds++] = i;
+        kind_of[i] = j;
     }
     /* 3. Shapes, each with its bound before placing it. */
     MPT_TRY(list_shapes(c, order, n, req, &shapes, &nshapes));
     if (!(cand = calloc(nshapes ? nshapes : 1, sizeof *cand))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!(memo = malloc((nshapes ? nshapes : 1) * sizeof *memo))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -597,7 +686,7 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
                 snprintf(first_why, sizeof first_why, "%s", k->why);
         } else {
             k->viable = 1;
-            k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch);
+            k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch, memo, &nmemo);
         }
     }
     /* 6. Simulate, most promising first: a pipeline cannot beat its
@@ -622,7 +711,8 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             continue;
         }
         /* 4-5. Place and partition, then the tighter bound of the plan. */
-        if (place(&mc, c, order, req->batch, slots, &k->sh, &k->plan, k->why, sizeof k->why) < 0) {
+        if (place(&mc, c, order, &rows, req->batch, slots, &k->sh, &k->plan, k->why,
+                  sizeof k->why) < 0) {
             if (!k->why[0])
                 snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
             /* Keep the first reason, but a memory shortfall beats any
@@ -683,6 +773,7 @@ out:
             mpt__plan_free(cand[i].plan);
     free(cand);
     free(shapes);
+    free(memo);
     for (size_t i = 0; i < nalts; i++) {
         free(alts[i].description);
         free(alts[i].rejected);
@@ -692,6 +783,8 @@ out:
     free(order);
     free(order_scratch);
     free(kinds);
+    free(kind_of);
+    rows_cache_free(&rows);
     return status;
 }
 
