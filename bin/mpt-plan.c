@@ -49,16 +49,6 @@ static void usage(FILE *f)
     tool_print_env(f);
 }
 
-static size_t parse_count(const char *opt, const char *s)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || s[0] == '-' || v < 1)
-        tool_usage_error("%s needs a positive integer, got '%s'", opt, s);
-    return (size_t)v;
-}
-
 /* The local machine as a cluster: devices, locality, (cached) profiles. */
 static mpt_cluster_t *local_cluster(const char *spec)
 {
@@ -113,7 +103,7 @@ int main(int argc, char **argv)
         case 'm': model_path = optarg; break;
         case 'c': cluster_path = optarg; break;
         case 'd': spec = optarg; break;
-        case 'b': req.batch = parse_count("--batch", optarg); break;
+        case 'b': req.batch = (size_t)tool_parse_count("--batch", optarg, 1); break;
         case O_OPT:
             if (strcmp(optarg, "sgd") == 0)
                 req.optimizer = MPT_OPTIM_SGD;
@@ -122,10 +112,10 @@ int main(int argc, char **argv)
             else
                 tool_usage_error("--optimizer must be sgd or adamw, got '%s'", optarg);
             break;
-        case O_DP: req.dp = parse_count("--dp", optarg); break;
-        case O_PP: req.pp = parse_count("--pp", optarg); break;
-        case O_TP: req.tp = parse_count("--tp", optarg); break;
-        case O_MB: req.microbatches = parse_count("--microbatches", optarg); break;
+        case O_DP: req.dp = (size_t)tool_parse_count("--dp", optarg, 1); break;
+        case O_PP: req.pp = (size_t)tool_parse_count("--pp", optarg, 1); break;
+        case O_TP: req.tp = (size_t)tool_parse_count("--tp", optarg, 1); break;
+        case O_MB: req.microbatches = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
         case O_SCHED:
             if (strcmp(optarg, "gpipe") == 0)
                 req.schedule = MPT_PIPE_GPIPE;

@@ -71,37 +71,6 @@ static void usage(FILE *f)
     tool_print_env(f);
 }
 
-static uint64_t parse_count(const char *opt, const char *s, uint64_t min)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || s[0] == '-' || v < min)
-        tool_usage_error("%s needs an integer >= %" PRIu64 ", got '%s'", opt, min, s);
-    return v;
-}
-
-static double parse_real(const char *opt, const char *s)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || end == s)
-        tool_usage_error("%s needs a number, got '%s'", opt, s);
-    return v;
-}
-
-/* The default model: installed with mpt, else this source tree's. */
-static const char *default_model(void)
-{
-    static char path[4096];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/models/%s", MPT_PKGDATADIR, DEFAULT_MODEL);
-    if (stat(path, &st) == 0)
-        return path;
-    snprintf(path, sizeof path, "models/%s", DEFAULT_MODEL);
-    return path;
-}
-
 static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
@@ -137,9 +106,9 @@ static void parse(int argc, char **argv, options *o)
         switch (c) {
         case 'm': o->model = optarg; break;
         case O_DATA: o->data = optarg; break;
-        case O_EPOCHS: o->epochs = parse_count("--epochs", optarg, 1); break;
-        case O_STEPS: o->steps = parse_count("--steps", optarg, 1); break;
-        case 'b': o->cfg.batch = parse_count("--batch", optarg, 1); break;
+        case O_EPOCHS: o->epochs = tool_parse_count("--epochs", optarg, 1); break;
+        case O_STEPS: o->steps = tool_parse_count("--steps", optarg, 1); break;
+        case 'b': o->cfg.batch = tool_parse_count("--batch", optarg, 1); break;
         case O_OPT:
             if (strcmp(optarg, "sgd") == 0)
                 o->cfg.optimizer = MPT_OPTIM_SGD;
@@ -148,10 +117,10 @@ static void parse(int argc, char **argv, options *o)
             else
                 tool_usage_error("--optimizer must be sgd or adamw, got '%s'", optarg);
             break;
-        case O_LR: o->cfg.lr = parse_real("--lr", optarg), lr_given = 1; break;
-        case O_MOM: o->cfg.momentum = parse_real("--momentum", optarg); break;
-        case O_WD: o->cfg.weight_decay = parse_real("--weight-decay", optarg); break;
-        case O_CLIP: o->cfg.clip_norm = parse_real("--clip-norm", optarg); break;
+        case O_LR: o->cfg.lr = tool_parse_real("--lr", optarg), lr_given = 1; break;
+        case O_MOM: o->cfg.momentum = tool_parse_real("--momentum", optarg); break;
+        case O_WD: o->cfg.weight_decay = tool_parse_real("--weight-decay", optarg); break;
+        case O_CLIP: o->cfg.clip_norm = tool_parse_real("--clip-norm", optarg); break;
         case O_SCHED:
             if (strcmp(optarg, "constant") == 0)
                 o->cfg.schedule = MPT_SCHEDULE_CONSTANT;
@@ -160,14 +129,14 @@ static void parse(int argc, char **argv, options *o)
             else
                 tool_usage_error("--schedule must be constant or cosine, got '%s'", optarg);
             break;
-        case O_WARM: o->cfg.warmup_steps = parse_count("--warmup", optarg, 0); break;
-        case O_SEED: o->cfg.seed = parse_count("--seed", optarg, 0); break;
+        case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
+        case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
         case 'd': o->devices = optarg; break;
         case O_METRICS: o->metrics = optarg; break;
-        case O_LOG: o->log_every = parse_count("--log-every", optarg, 1); break;
-        case O_EVAL: o->eval_every = parse_count("--eval-every", optarg, 1); break;
+        case O_LOG: o->log_every = tool_parse_count("--log-every", optarg, 1); break;
+        case O_EVAL: o->eval_every = tool_parse_count("--eval-every", optarg, 1); break;
         case O_CKPT: o->checkpoint_dir = optarg; break;
-        case O_CKPT_EVERY: o->checkpoint_every = parse_count("--checkpoint-every", optarg, 1); break;
+        case O_CKPT_EVERY: o->checkpoint_every = tool_parse_count("--checkpoint-every", optarg, 1); break;
         case O_RESUME: o->resume = 1; break;
         case O_TIMING: o->timing = 1; break;
         case 'v': verbose = 1; break;
@@ -183,7 +152,7 @@ static void parse(int argc, char **argv, options *o)
     if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
     if (!o->model)
-        o->model = default_model();
+        o->model = tool_data_path("models/" DEFAULT_MODEL);
     if (!lr_given && o->cfg.optimizer == MPT_OPTIM_ADAMW)
         o->cfg.lr = 1e-3;
 }

@@ -1,9 +1,12 @@
 /*
  * bin/tool.c: shared helpers of the mpt tools (see tool.h).
  */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -66,4 +69,34 @@ void tool_print_env(FILE *f)
 int tool_stderr_is_tty(void)
 {
     return isatty(STDERR_FILENO);
+}
+
+uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || end == s || s[0] == '-' || v < min)
+        tool_usage_error("%s needs an integer >= %" PRIu64 ", got '%s'", opt, min, s);
+    return v;
+}
+
+double tool_parse_real(const char *opt, const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s)
+        tool_usage_error("%s needs a number, got '%s'", opt, s);
+    return v;
+}
+
+const char *tool_data_path(const char *relative)
+{
+    static char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", MPT_PKGDATADIR, relative);
+    if (stat(path, &st) == 0)
+        return path;
+    snprintf(path, sizeof path, "%s", relative);
+    return path;
 }

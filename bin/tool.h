@@ -6,6 +6,7 @@
 #ifndef MPT_TOOL_H
 #define MPT_TOOL_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "mpt.h"
@@ -24,6 +25,13 @@ void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2),
 void tool_init(const char *name, int verbose);
 /* Prints the environment variables mpt reads, for --help. */
 void tool_print_env(FILE *f);
+/* An option's integer value, at least `min`, else a usage error (exit 2). */
+uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min);
+/* An option's number, else a usage error. */
+double tool_parse_real(const char *opt, const char *s);
+/* A file shipped with mpt (e.g. "models/mlp-fashion.json"): the installed
+ * copy when there is one, else the path relative to a source tree. */
+const char *tool_data_path(const char *relative);
 /* Whether stderr is a terminal (progress lines only then). */
 int tool_stderr_is_tty(void);
 
