@@ -5,6 +5,8 @@
 #   lists the alternatives, --trace writes a Chrome trace;
 # - without --cluster it plans for this machine's devices (two PoCL devices
 #   under make check; MPT_PROFILE_QUICK=1 keeps their profiling short);
+# - mpt-bench plan runs a small generated case, and refuses a device count
+#   its template cannot make;
 # - a cluster too small for the model and an impossible pin (--dp 3 on 4
 #   devices) exit 1 with one stderr line naming the problem and nothing on
 #   stdout; usage errors exit 2; --help exits 0.
@@ -132,6 +134,27 @@ if expect_exit "--help" 0; then
     else
         fail "--help" "no Usage on stdout"
     fi
+fi
+
+# ---- mpt-bench plan: a small generated case runs and prints both parts --------------
+bench=${MPT_BENCH:-./bin/mpt-bench}
+if [ -x "$bench" ]; then
+    run 120 "$bench" plan --layers 8 --devices 16 --repeat 1 --cluster "$cluster"
+    if expect_exit "mpt-bench plan" 0; then
+        if grep -q 'planning 8 layers on 16 devices' "$out" &&
+            grep -q '^node-2nvidia-2amd .*x$' "$out"; then
+            ok "mpt-bench plan: timing and a comparison row"
+        else
+            fail "mpt-bench plan" "no timing line or no node-2nvidia-2amd row"
+        fi
+    fi
+    run 60 "$bench" plan --devices 12
+    expect_exit "mpt-bench plan --devices 12" 2 &&
+        ok "mpt-bench plan --devices 12 (not a multiple of 8): exit 2"
+    run 60 "$bench" no-such-command
+    expect_exit "mpt-bench no-such-command" 2 && ok "mpt-bench unknown command: exit 2"
+else
+    fail "mpt-bench" "not found: $bench (set MPT_BENCH)"
 fi
 
 exit $failed
