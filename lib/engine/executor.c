@@ -1,13 +1,18 @@
 /*
- * engine/executor.c: one model on one device (see executor.h).
+ * engine/executor.c: a range of a model's layers on one device (see
+ * executor.h).
  *
- * Memory: parameters, gradients and two optimizer slots are flat buffers
- * in the model's parameter layout; every layer's input is kept from
- * forward to backward in one activation buffer (a view layer shares its
- * input's region); gradients flow through two ping-pong buffers; saved
- * state (maxpool argmax, layernorm statistics) and one shared scratch
- * (conv columns) complete it.  Everything is allocated once, for the
- * largest batch.
+ * Memory: the range's parameters, gradients and two optimizer slots are
+ * flat buffers holding the model's parameter elements [p0, p1) (a layer's
+ * views subtract p0: mpt__pass_t.param_base); with micro-batches a second
+ * gradient buffer takes each micro-batch's gradients before they are added
+ * to the first.  Per micro-batch slot: every layer's input is kept from
+ * forward to backward in one activation region (a view layer shares its
+ * input's), plus saved state (maxpool argmax, layernorm statistics), labels
+ * and per-sample losses.  Gradients of activations flow through two
+ * ping-pong buffers shared by the slots (one backward runs at a time), and
+ * one scratch (conv columns) serves every layer.  Everything is allocated
+ * once, for the largest micro-batch.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -18,18 +23,22 @@
 struct mpt__executor {
     const mpt__model_t *m;
     mpt_device_t *dev;
-    size_t max_batch;
+    size_t first, last;   /* the layers */
+    size_t p0, np;        /* the parameter elements [p0, p0 + np) */
+    size_t max_batch, slots;
     uint64_t seed, step;
-    mpt_buffer_t *params, *grads, *slot[2];
+    mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
-    size_t *act_off;   /* nlayers + 1: input of layer i; [nlayers] unused */
-    size_t *saved_off; /* nlayers */
+    size_t act_stride, saved_stride; /* floats per slot */
+    size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
+    size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
+    int dx_in;         /* dbuf holding the stage input's gradient after backward */
     float *host_rows;  /* max_batch */
 };
 
 static mpt__tensor_t flat(mpt_buffer_t *b, size_t n)
 {
-    size_t dims[1] = {n};
+    size_t dims[1] = {n ? n : 1};
     return mpt__tensor(b, 0, 1, dims);
 }
 
@@ -43,9 +52,10 @@ void mpt__executor_free(mpt__executor_t *ex)
 {
     if (!ex)
         return;
-    mpt_buffer_t *all[] = {ex->params, ex->grads,   ex->slot[0], ex->slot[1],  ex->acts,
-                           ex->dbuf[0], ex->dbuf[1], ex->saved,   ex->scratch,  ex->labels,
-                           ex->loss_rows, ex->correct};
+    mpt_buffer_t *all[] = {ex->params,  ex->grads,   ex->gmb,       ex->slot[0],
+                           ex->slot[1], ex->acts,    ex->dbuf[0],   ex->dbuf[1],
+                           ex->saved,   ex->scratch, ex->labels,    ex->loss_rows,
+                           ex->correct};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         mpt_buffer_free(all[i]);
     free(ex->act_off);
@@ -58,62 +68,80 @@ static int zeroed(mpt_device_t *dev, size_t floats, mpt_buffer_t **out)
 {
     int status = mpt_buffer_create(dev, (floats ? floats : 1) * sizeof(float), out);
     if (status == MPT_OK) {
-        mpt__tensor_t t = flat(*out, floats ? floats : 1);
+        mpt__tensor_t t = flat(*out, floats);
         status = mpt__op_fill(&t, floats ? floats : 1, 0.0f);
     }
     return status;
 }
 
-int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_batch,
-                         uint64_t seed, mpt__executor_t **out)
+int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                      size_t max_batch, size_t slots, uint64_t seed, const float *init,
+                      mpt__executor_t **out)
 {
     int status = MPT_OK;
-    mpt__executor_t *ex = calloc(1, sizeof *ex);
-    float *init = NULL;
+    mpt__executor_t *ex = NULL;
     *out = NULL;
-    if (!ex || !(ex->act_off = calloc(m->nlayers + 1, sizeof *ex->act_off)) ||
-        !(ex->saved_off = calloc(m->nlayers, sizeof *ex->saved_off)) ||
-        !(ex->host_rows = calloc(max_batch, sizeof *ex->host_rows)) ||
-        !(init = malloc((m->param_floats ? m->param_floats : 1) * sizeof *init))) {
+    if (first > last || last >= m->nlayers || max_batch == 0 || slots == 0)
+        return mpt__fail(MPT_ERR_INVALID, "a stage of layers %zu..%zu of %zu, batch %zu, %zu slots",
+                         first, last, m->nlayers, max_batch, slots);
+    size_t nl = last - first + 1;
+    if (!(ex = calloc(1, sizeof *ex)) || !(ex->act_off = calloc(nl + 1, sizeof *ex->act_off)) ||
+        !(ex->saved_off = calloc(nl, sizeof *ex->saved_off)) ||
+        !(ex->host_rows = calloc(max_batch, sizeof *ex->host_rows))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    ex->m = m, ex->dev = dev, ex->max_batch = max_batch, ex->seed = seed;
+    ex->m = m, ex->dev = dev, ex->first = first, ex->last = last;
+    ex->max_batch = max_batch, ex->slots = slots, ex->seed = seed;
 
-    /* Lay out activations, saved state and scratch. */
-    size_t act = mpt__shape_numel(&m->input) * max_batch, saved = 0, scratch = 1;
-    for (size_t i = 0; i < m->nlayers; i++) {
+    /* The parameter elements: layers lay theirs out in order. */
+    size_t p0 = m->param_floats, p1 = 0;
+    for (size_t i = first; i <= last; i++)
+        for (int q = 0; q < m->layers[i].nparams; q++) {
+            const mpt__param_t *pr = &m->layers[i].params[q];
+            p0 = pr->offset < p0 ? pr->offset : p0;
+            p1 = pr->offset + pr->numel > p1 ? pr->offset + pr->numel : p1;
+        }
+    ex->p0 = p1 > 0 ? p0 : 0, ex->np = p1 > 0 ? p1 - p0 : 0;
+
+    /* Lay out one slot's activations and saved state, and the scratch. */
+    size_t act = mpt__shape_numel(&m->layers[first].in) * max_batch, saved = 0, scratch = 1;
+    size_t widest = mpt__shape_numel(&m->layers[first].in);
+    for (size_t i = first; i <= last; i++) {
         const mpt__layer_t *l = &m->layers[i];
-        ex->saved_off[i] = saved;
+        ex->saved_off[i - first] = saved;
         saved += l->saved_per_sample * max_batch;
         if (l->kind->scratch_floats) {
             size_t s = l->kind->scratch_floats(l, max_batch);
             scratch = s > scratch ? s : scratch;
         }
+        if (!l->kind->is_loss && mpt__shape_numel(&l->out) > widest)
+            widest = mpt__shape_numel(&l->out);
         if (l->kind->is_view || l->kind->is_loss) {
-            ex->act_off[i + 1] = ex->act_off[i];
+            ex->act_off[i + 1 - first] = ex->act_off[i - first];
             continue;
         }
-        ex->act_off[i + 1] = act;
+        ex->act_off[i + 1 - first] = act;
         act += mpt__shape_numel(&l->out) * max_batch;
     }
-    size_t grad_floats = mpt__model_max_activation(m) * max_batch;
-    MPT_TRY(zeroed(dev, m->param_floats, &ex->params));
-    MPT_TRY(zeroed(dev, m->param_floats, &ex->grads));
-    MPT_TRY(zeroed(dev, m->param_floats, &ex->slot[0]));
-    MPT_TRY(zeroed(dev, m->param_floats, &ex->slot[1]));
-    MPT_TRY(zeroed(dev, act, &ex->acts));
-    MPT_TRY(zeroed(dev, grad_floats, &ex->dbuf[0]));
-    MPT_TRY(zeroed(dev, grad_floats, &ex->dbuf[1]));
-    MPT_TRY(zeroed(dev, saved, &ex->saved));
+    ex->act_stride = act, ex->saved_stride = saved;
+    MPT_TRY(zeroed(dev, ex->np, &ex->params));
+    MPT_TRY(zeroed(dev, ex->np, &ex->grads));
+    MPT_TRY(zeroed(dev, ex->np, &ex->slot[0]));
+    MPT_TRY(zeroed(dev, ex->np, &ex->slot[1]));
+    if (slots > 1)
+        MPT_TRY(zeroed(dev, ex->np, &ex->gmb));
+    MPT_TRY(zeroed(dev, act * slots, &ex->acts));
+    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[0]));
+    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[1]));
+    MPT_TRY(zeroed(dev, saved * slots, &ex->saved));
     MPT_TRY(zeroed(dev, scratch, &ex->scratch));
-    MPT_TRY(zeroed(dev, max_batch, &ex->loss_rows));
+    MPT_TRY(zeroed(dev, max_batch * slots, &ex->loss_rows));
     MPT_TRY(zeroed(dev, max_batch, &ex->correct));
-    MPT_TRY(mpt_buffer_create(dev, max_batch * sizeof(int32_t), &ex->labels));
-    mpt__model_init_params(m, seed, init);
-    MPT_TRY(mpt__executor_write_params(ex, init));
+    MPT_TRY(mpt_buffer_create(dev, max_batch * slots * sizeof(int32_t), &ex->labels));
+    if (init && ex->np)
+        MPT_TRY(mpt__executor_write_params(ex, init + ex->p0));
 out:
-    free(init);
     if (status < 0) {
         mpt__executor_free(ex);
         ex = NULL;
@@ -122,108 +150,242 @@ out:
     return status;
 }
 
-/* The pass of layer i for `batch` samples. */
-static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t batch, int training)
+int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_batch,
+                         uint64_t seed, mpt__executor_t **out)
+{
+    float *init = malloc((m->param_floats ? m->param_floats : 1) * sizeof *init);
+    if (!init)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    mpt__model_init_params(m, seed, init);
+    int status = mpt__stage_create(m, dev, 0, m->nlayers - 1, max_batch, 1, seed, init, out);
+    free(init);
+    return status;
+}
+
+size_t mpt__stage_param_first(const mpt__executor_t *ex) { return ex->p0; }
+size_t mpt__stage_param_count(const mpt__executor_t *ex) { return ex->np; }
+int mpt__stage_is_last(const mpt__executor_t *ex) { return ex->last + 1 == ex->m->nlayers; }
+
+size_t mpt__stage_in_floats(const mpt__executor_t *ex)
+{
+    return mpt__shape_numel(&ex->m->layers[ex->first].in);
+}
+
+size_t mpt__stage_out_floats(const mpt__executor_t *ex)
+{
+    const mpt__layer_t *l = &ex->m->layers[ex->last];
+    return l->kind->is_loss ? 0 : mpt__shape_numel(&l->out);
+}
+
+/* The pass of layer i on slot `slot` for `batch` samples. */
+static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t batch,
+                           int training)
 {
     const mpt__layer_t *l = &ex->m->layers[i];
+    size_t k = i - ex->first, base = slot * ex->act_stride;
     mpt__pass_t p;
     memset(&p, 0, sizeof p);
     p.batch = batch;
-    p.x = region(ex->acts, ex->act_off[i], mpt__shape_numel(&l->in) * batch);
-    p.y = region(ex->acts, ex->act_off[i + 1], mpt__shape_numel(&l->out) * batch);
-    p.params = flat(ex->params, ex->m->param_floats);
-    p.grads = flat(ex->grads, ex->m->param_floats);
-    p.saved = region(ex->saved, ex->saved_off[i], l->saved_per_sample * batch);
+    p.x = region(ex->acts, base + ex->act_off[k], mpt__shape_numel(&l->in) * batch);
+    p.y = region(ex->acts, base + ex->act_off[k + 1], mpt__shape_numel(&l->out) * batch);
+    p.params = flat(ex->params, ex->np);
+    p.grads = flat(ex->grads, ex->np);
+    p.param_base = ex->p0;
+    p.saved = region(ex->saved, slot * ex->saved_stride + ex->saved_off[k],
+                     l->saved_per_sample * batch);
     p.scratch = flat(ex->scratch, 1);
     p.training = training;
     p.seed = ex->seed;
     p.step = ex->step;
     p.labels = ex->labels;
+    p.labels_off = slot * ex->max_batch;
     p.loss_scale = 1.0f / (float)batch;
-    p.loss_rows = flat(ex->loss_rows, batch);
+    p.loss_rows = region(ex->loss_rows, slot * ex->max_batch, batch);
     return p;
 }
 
-static int upload(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch)
+static int check_batch(const mpt__executor_t *ex, size_t slot, size_t batch)
 {
-    int status;
     if (batch == 0 || batch > ex->max_batch)
         return mpt__fail(MPT_ERR_INVALID, "batch of %zu samples: must be 1 to %zu", batch,
                          ex->max_batch);
-    MPT_TRY(mpt_buffer_write(ex->acts, 0, x, batch * mpt__shape_numel(&ex->m->input) * sizeof *x));
-    MPT_TRY(mpt_buffer_write(ex->labels, 0, y, batch * sizeof *y));
-out:
+    if (slot >= ex->slots)
+        return mpt__fail(MPT_ERR_INVALID, "micro-batch slot %zu of %zu", slot, ex->slots);
+    return MPT_OK;
+}
+
+int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_t batch)
+{
+    int status = check_batch(ex, slot, batch);
+    if (status == MPT_OK)
+        status = mpt_buffer_write(ex->acts, slot * ex->act_stride * sizeof(float), x,
+                                  batch * mpt__stage_in_floats(ex) * sizeof *x);
     return status;
 }
 
-static int forward(mpt__executor_t *ex, size_t batch, int training)
+int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, size_t batch)
 {
-    for (size_t i = 0; i < ex->m->nlayers; i++) {
+    int status = check_batch(ex, slot, batch);
+    if (status == MPT_OK)
+        status = mpt_buffer_write(ex->labels, slot * ex->max_batch * sizeof *y, y,
+                                  batch * sizeof *y);
+    return status;
+}
+
+int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training)
+{
+    int status = check_batch(ex, slot, batch);
+    for (size_t i = ex->first; status == MPT_OK && i <= ex->last; i++) {
         mpt__layer_t *l = &ex->m->layers[i];
-        mpt__pass_t p = pass_of(ex, i, batch, training);
-        int status = l->kind->forward(l, &p);
-        if (status < 0)
+        mpt__pass_t p = pass_of(ex, i, slot, batch, training);
+        if ((status = l->kind->forward(l, &p)) < 0)
             return mpt__fail_context(status, "forward of layer %zu (%s)", i, l->kind->name);
     }
-    return MPT_OK;
+    return status;
 }
 
-static int backward(mpt__executor_t *ex, size_t batch)
+int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t batch)
 {
-    int cur = 0;
-    size_t first = 0; /* the first layer that is not a view of its input */
-    while (first < ex->m->nlayers && ex->m->layers[first].kind->is_view)
-        first++;
-    for (size_t i = ex->m->nlayers; i-- > 0;) {
-        mpt__layer_t *l = &ex->m->layers[i];
-        if (l->kind->is_view)
-            continue; /* its gradient is its output's, unchanged */
-        mpt__pass_t p = pass_of(ex, i, batch, 1);
-        size_t out_n = mpt__shape_numel(&l->out) * batch, in_n = mpt__shape_numel(&l->in) * batch;
-        p.dy = region(ex->dbuf[cur], 0, out_n);
-        /* The first computing layer's input gradient is wanted by nobody. */
-        if (i > first)
-            p.dx = region(ex->dbuf[1 - cur], 0, in_n);
-        int status = l->kind->backward(l, &p);
-        if (status < 0)
-            return mpt__fail_context(status, "backward of layer %zu (%s)", i, l->kind->name);
-        cur = 1 - cur;
-    }
-    return MPT_OK;
+    size_t n = mpt__stage_out_floats(ex);
+    if (n == 0)
+        return mpt__fail(MPT_ERR_INVALID, "the last stage has no output but the loss");
+    return mpt_buffer_read(ex->acts,
+                           (slot * ex->act_stride + ex->act_off[ex->last + 1 - ex->first]) *
+                               sizeof(float),
+                           y, batch * n * sizeof *y);
 }
 
-static int read_loss(mpt__executor_t *ex, size_t batch, double *sum)
+int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum)
 {
-    int status = mpt_buffer_read(ex->loss_rows, 0, ex->host_rows, batch * sizeof(float));
+    int status = mpt_buffer_read(ex->loss_rows, slot * ex->max_batch * sizeof(float),
+                                 ex->host_rows, batch * sizeof(float));
     *sum = 0;
     for (size_t i = 0; status == MPT_OK && i < batch; i++)
         *sum += ex->host_rows[i];
     return status;
 }
 
-static int clip(mpt__executor_t *ex, float max_norm, double *norm)
+int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *correct)
 {
-    mpt__tensor_t g = flat(ex->grads, ex->m->param_floats);
-    float n = 0;
-    int status = mpt__op_nrm2(&g, ex->m->param_floats, &n);
-    *norm = n;
-    /* As torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6)
-     * when that is below one. */
-    double coef = (double)max_norm / ((double)n + 1e-6);
-    if (status == MPT_OK && coef < 1.0)
-        status = mpt__op_scale(&g, ex->m->param_floats, (float)coef);
+    int status;
+    size_t k = ex->last - ex->first;
+    mpt__tensor_t logits = region(ex->acts, slot * ex->act_stride + ex->act_off[k],
+                                  batch * (size_t)ex->m->classes);
+    mpt__tensor_t hits = flat(ex->correct, batch);
+    *correct = 0;
+    MPT_TRY(mpt__op_argmax_correct(&logits, ex->labels, slot * ex->max_batch, batch,
+                                   (size_t)ex->m->classes, &hits));
+    MPT_TRY(mpt_buffer_read(ex->correct, 0, ex->host_rows, batch * sizeof(float)));
+    for (size_t i = 0; i < batch; i++)
+        *correct += ex->host_rows[i];
+out:
     return status;
 }
 
-static int update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
+int mpt__stage_put_dy(mpt__executor_t *ex, const float *dy, size_t batch)
 {
-    size_t n = ex->m->param_floats;
+    return mpt_buffer_write(ex->dbuf[0], 0, dy, batch * mpt__stage_out_floats(ex) * sizeof *dy);
+}
+
+int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float loss_scale,
+                        int accumulate, int want_dx)
+{
+    int cur = 0, status = check_batch(ex, slot, batch);
+    size_t first = ex->first; /* the first layer that is not a view of its input */
+    if (status < 0)
+        return status;
+    if (accumulate && !ex->gmb)
+        return mpt__fail(MPT_ERR_INVALID, "accumulating gradients needs a stage of 2+ slots");
+    while (first < ex->last && ex->m->layers[first].kind->is_view)
+        first++;
+    for (size_t i = ex->last + 1; i-- > ex->first;) {
+        mpt__layer_t *l = &ex->m->layers[i];
+        if (l->kind->is_view)
+            continue; /* its gradient is its output's, unchanged */
+        mpt__pass_t p = pass_of(ex, i, slot, batch, 1);
+        size_t out_n = mpt__shape_numel(&l->out) * batch, in_n = mpt__shape_numel(&l->in) * batch;
+        p.loss_scale = loss_scale;
+        if (accumulate)
+            p.grads = flat(ex->gmb, ex->np);
+        p.dy = region(ex->dbuf[cur], 0, out_n);
+        /* The first computing layer's input gradient is wanted only when a
+         * stage before this one is waiting for it. */
+        if (i > first || want_dx)
+            p.dx = region(ex->dbuf[1 - cur], 0, in_n);
+        if ((status = l->kind->backward(l, &p)) < 0)
+            return mpt__fail_context(status, "backward of layer %zu (%s)", i, l->kind->name);
+        cur = 1 - cur;
+    }
+    ex->dx_in = cur;
+    if (accumulate && ex->np) {
+        mpt__tensor_t g = flat(ex->grads, ex->np), mb = flat(ex->gmb, ex->np);
+        status = mpt__op_axpy(ex->np, 1.0f, &mb, &g);
+    }
+    return status;
+}
+
+int mpt__stage_get_dx(mpt__executor_t *ex, float *dx, size_t batch)
+{
+    return mpt_buffer_read(ex->dbuf[ex->dx_in], 0, dx,
+                           batch * mpt__stage_in_floats(ex) * sizeof *dx);
+}
+
+int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq)
+{
+    float n = 0;
+    int status = MPT_OK;
+    *sumsq = 0;
+    if (ex->np) {
+        mpt__tensor_t g = flat(ex->grads, ex->np);
+        status = mpt__op_nrm2(&g, ex->np, &n);
+        *sumsq = (double)n * (double)n;
+    }
+    return status;
+}
+
+int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
+{
+    mpt__tensor_t g = flat(ex->grads, ex->np);
+    return ex->np ? mpt__op_scale(&g, ex->np, coef) : MPT_OK;
+}
+
+int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
+{
+    size_t n = ex->np;
+    if (n == 0)
+        return MPT_OK;
     mpt__tensor_t p = flat(ex->params, n), g = flat(ex->grads, n);
     mpt__tensor_t s0 = flat(ex->slot[0], n), s1 = flat(ex->slot[1], n);
     if (o->kind == MPT_OPTIM_ADAMW)
         return mpt__op_adamw_update(&p, &g, &s0, &s1, n, lr, o->beta1, o->beta2, o->eps,
                                     o->weight_decay, (int)(ex->step + 1));
     return mpt__op_sgd_update(&p, &g, &s0, n, lr, o->momentum, o->weight_decay, ex->step == 0);
+}
+
+/* ---- the whole model on one device ----------------------------------------- */
+
+static int upload(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch)
+{
+    int status;
+    MPT_TRY(mpt__stage_put_input(ex, 0, x, batch));
+    MPT_TRY(mpt__stage_put_labels(ex, 0, y, batch));
+out:
+    return status;
+}
+
+static int clip(mpt__executor_t *ex, float max_norm, double *norm)
+{
+    double sumsq = 0;
+    int status = mpt__stage_grad_sumsq(ex, &sumsq);
+    /* As torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6)
+     * when that is below one.  The norm is rounded to float first, as the
+     * one-device path always did. */
+    float n = (float)sqrt(sumsq);
+    *norm = n;
+    double coef = (double)max_norm / ((double)n + 1e-6);
+    if (status == MPT_OK && coef < 1.0)
+        status = mpt__stage_scale_grads(ex, (float)coef);
+    return status;
 }
 
 int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
@@ -234,13 +396,13 @@ int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t 
     double sum = 0;
     *grad_norm = 0;
     MPT_TRY(upload(ex, x, y, batch));
-    MPT_TRY(forward(ex, batch, 1));
-    MPT_TRY(backward(ex, batch));
-    MPT_TRY(read_loss(ex, batch, &sum));
+    MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
+    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)batch, 0, 0));
+    MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
     *loss = sum / (double)batch;
     if (opt->clip_norm > 0)
         MPT_TRY(clip(ex, opt->clip_norm, grad_norm));
-    MPT_TRY(update(ex, opt, lr));
+    MPT_TRY(mpt__stage_update(ex, opt, lr));
     ex->step++;
 out:
     return status;
@@ -253,15 +415,15 @@ int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *
     double sum = 0;
     size_t last = ex->m->nlayers - 1;
     MPT_TRY(upload(ex, x, y, batch));
-    MPT_TRY(forward(ex, batch, 1));
-    MPT_TRY(backward(ex, batch));
-    MPT_TRY(read_loss(ex, batch, &sum));
+    MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
+    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)batch, 0, 0));
+    MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
     *loss = sum / (double)batch;
     if (logits)
         MPT_TRY(mpt_buffer_read(ex->acts, ex->act_off[last] * sizeof(float), logits,
                                 batch * (size_t)ex->m->classes * sizeof(float)));
     if (grads)
-        MPT_TRY(mpt_buffer_read(ex->grads, 0, grads, ex->m->param_floats * sizeof(float)));
+        MPT_TRY(mpt__executor_read_grads(ex, grads));
 out:
     return status;
 }
@@ -269,46 +431,48 @@ out:
 int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
                            double *loss_sum, double *correct)
 {
-    size_t in = mpt__shape_numel(&ex->m->input), last = ex->m->nlayers - 1;
+    size_t in = mpt__shape_numel(&ex->m->input);
     int status = MPT_OK;
     *loss_sum = 0, *correct = 0;
     for (size_t first = 0; first < count; first += ex->max_batch) {
         size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;
-        double sum = 0;
-        mpt__tensor_t logits = region(ex->acts, ex->act_off[last], batch * ex->m->classes);
-        mpt__tensor_t hits = flat(ex->correct, batch);
+        double sum = 0, hits = 0;
         MPT_TRY(upload(ex, x + first * in, y + first, batch));
-        MPT_TRY(forward(ex, batch, 0));
-        MPT_TRY(read_loss(ex, batch, &sum));
+        MPT_TRY(mpt__stage_forward(ex, 0, batch, 0));
+        MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
+        MPT_TRY(mpt__stage_correct(ex, 0, batch, &hits));
         *loss_sum += sum;
-        MPT_TRY(mpt__op_argmax_correct(&logits, ex->labels, 0, batch, (size_t)ex->m->classes,
-                                       &hits));
-        MPT_TRY(mpt_buffer_read(ex->correct, 0, ex->host_rows, batch * sizeof(float)));
-        for (size_t i = 0; i < batch; i++)
-            *correct += ex->host_rows[i];
+        *correct += hits;
     }
 out:
     return status;
 }
 
-int mpt__executor_read_params(mpt__executor_t *ex, float *out)
+/* Host copies of a flat state buffer of the range (nothing for a range
+ * without parameters). */
+static int read_flat(mpt__executor_t *ex, mpt_buffer_t *b, float *out)
 {
-    return mpt_buffer_read(ex->params, 0, out, ex->m->param_floats * sizeof *out);
+    return ex->np ? mpt_buffer_read(b, 0, out, ex->np * sizeof *out) : MPT_OK;
 }
 
-int mpt__executor_write_params(mpt__executor_t *ex, const float *in)
+static int write_flat(mpt__executor_t *ex, mpt_buffer_t *b, const float *in)
 {
-    return mpt_buffer_write(ex->params, 0, in, ex->m->param_floats * sizeof *in);
+    return ex->np ? mpt_buffer_write(b, 0, in, ex->np * sizeof *in) : MPT_OK;
 }
+
+int mpt__executor_read_params(mpt__executor_t *ex, float *out) { return read_flat(ex, ex->params, out); }
+int mpt__executor_write_params(mpt__executor_t *ex, const float *in) { return write_flat(ex, ex->params, in); }
+int mpt__executor_read_grads(mpt__executor_t *ex, float *out) { return read_flat(ex, ex->grads, out); }
+int mpt__executor_write_grads(mpt__executor_t *ex, const float *in) { return write_flat(ex, ex->grads, in); }
 
 int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 {
-    return mpt_buffer_read(ex->slot[slot & 1], 0, out, ex->m->param_floats * sizeof *out);
+    return read_flat(ex, ex->slot[slot & 1], out);
 }
 
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
-    return mpt_buffer_write(ex->slot[slot & 1], 0, in, ex->m->param_floats * sizeof *in);
+    return write_flat(ex, ex->slot[slot & 1], in);
 }
 
 uint64_t mpt__executor_step(const mpt__executor_t *ex)

@@ -1,8 +1,11 @@
 /*
- * engine/executor.h: runs a whole model on one device: device memory for
- * parameters, gradients, optimizer state, activations and workspaces;
- * forward, backward, gradient clipping and the optimizer update.  The
- * multi-device engine will run one of these per shard.  Never installed.
+ * engine/executor.h: runs a contiguous range of a model's layers on one
+ * device: device memory for that range's parameters, gradients, optimizer
+ * state, activations and workspaces; forward, backward, gradient
+ * accumulation over micro-batches and the optimizer update.  A whole model
+ * on one device is the range of every layer (mpt__executor_create); a
+ * pipeline stage is a shorter range (mpt__stage_create), driven by the
+ * engine (engine.c).  Never installed.
  */
 #ifndef MPT_ENGINE_EXECUTOR_H
 #define MPT_ENGINE_EXECUTOR_H
@@ -16,6 +19,8 @@ typedef struct {
 } mpt__optim_cfg_t;
 
 typedef struct mpt__executor mpt__executor_t;
+
+/* ---- a whole model on one device ------------------------------------------ */
 
 /* Allocates everything for batches of up to max_batch samples and
  * initialises the parameters from seed (mpt__model_init_params). */
@@ -40,13 +45,62 @@ int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y
 int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
                             double *loss, float *logits, float *grads);
 
-/* Host copies of the state, for checkpoints: parameters, optimizer slots
- * (slot 0: SGD momentum or Adam m; slot 1: Adam v), the step counter. */
+/* Host copies of the state of the executor's range (the whole model for
+ * mpt__executor_create), for checkpoints: parameters, optimizer slots
+ * (slot 0: SGD momentum or Adam m; slot 1: Adam v), gradients, the step
+ * counter. */
 int mpt__executor_read_params(mpt__executor_t *ex, float *out);
 int mpt__executor_write_params(mpt__executor_t *ex, const float *in);
 int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out);
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in);
+int mpt__executor_read_grads(mpt__executor_t *ex, float *out);
+int mpt__executor_write_grads(mpt__executor_t *ex, const float *in);
 uint64_t mpt__executor_step(const mpt__executor_t *ex);
 void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
+
+/* ---- a pipeline stage ------------------------------------------------------ */
+
+/* Layers [first, last] on dev, micro-batches of up to max_batch samples,
+ * `slots` micro-batches in flight (each keeps its activations from forward
+ * to backward).  Parameters are the model's elements
+ * [mpt__stage_param_first, + mpt__stage_param_count), initialised from
+ * `init` (the whole model's initial parameters, host memory). */
+int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first, size_t last,
+                      size_t max_batch, size_t slots, uint64_t seed, const float *init,
+                      mpt__executor_t **out);
+size_t mpt__stage_param_first(const mpt__executor_t *ex);
+size_t mpt__stage_param_count(const mpt__executor_t *ex);
+/* Floats per sample entering the stage (its first layer's input) and
+ * leaving it (its last layer's output; 0 when the stage ends with the loss). */
+size_t mpt__stage_in_floats(const mpt__executor_t *ex);
+size_t mpt__stage_out_floats(const mpt__executor_t *ex);
+int mpt__stage_is_last(const mpt__executor_t *ex);
+
+/* The input of micro-batch `slot` (images for the first stage, the
+ * previous stage's output otherwise), and its labels (last stage). */
+int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_t batch);
+int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, size_t batch);
+/* Forward of the stage's layers on slot `slot`; `training` turns dropout
+ * on.  The loss stage writes per-sample losses (mpt__stage_loss_sum). */
+int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training);
+int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t batch);
+int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum);
+/* Correct argmaxes of the logits of slot `slot` (last stage). */
+int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *correct);
+/* The gradient of the stage's output for the next backward (not for the
+ * last stage, whose loss layer makes its own). */
+int mpt__stage_put_dy(mpt__executor_t *ex, const float *dy, size_t batch);
+/* Backward of slot `slot`: parameter gradients scaled by loss_scale at the
+ * loss (1 / the whole step's batch), written when `accumulate` is 0 and
+ * added otherwise (micro-batches after the first).  `want_dx`: keep the
+ * gradient of the stage's input for mpt__stage_get_dx. */
+int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float loss_scale,
+                        int accumulate, int want_dx);
+int mpt__stage_get_dx(mpt__executor_t *ex, float *dx, size_t batch);
+/* Sum of squares of the stage's gradients, their scaling (clipping), the
+ * optimizer update with learning rate lr at the current step. */
+int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq);
+int mpt__stage_scale_grads(mpt__executor_t *ex, float coef);
+int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *opt, float lr);
 
 #endif

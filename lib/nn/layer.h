@@ -56,11 +56,14 @@ typedef struct {
     mpt__tensor_t dy, dx;  /* gradients; dx.buf NULL when nobody needs it */
     mpt__tensor_t params;  /* the flat parameter buffer (offset 0) */
     mpt__tensor_t grads;   /* the flat gradient buffer (offset 0) */
+    size_t param_base;     /* model parameter offset of params[0]: a pipeline
+                            * stage holds only its layers' parameters */
     mpt__tensor_t saved;   /* this layer's saved_floats (forward -> backward) */
     mpt__tensor_t scratch; /* scratch_floats, shared by all layers */
     int training;
     uint64_t seed, step;   /* dropout masks: MPT_RNG_STREAM(MPT_RNG_DROPOUT, step << 16 | layer) */
-    mpt_buffer_t *labels;  /* loss layer: batch int32 labels */
+    mpt_buffer_t *labels;  /* loss layer: batch int32 labels from element labels_off */
+    size_t labels_off;
     float loss_scale;      /* loss layer: gradient scale (1 / batch) */
     mpt__tensor_t loss_rows; /* loss layer: per-sample losses (batch floats) */
 } mpt__pass_t;

@@ -33,7 +33,8 @@ const char *mpt__shape_str(const mpt__shape_t *s, char *buf, size_t size)
 mpt__tensor_t mpt__param_view(const mpt__pass_t *p, const mpt__param_t *param, int grad)
 {
     const mpt__tensor_t *flat = grad ? &p->grads : &p->params;
-    return mpt__tensor(flat->buf, flat->off + param->offset, param->ndim, param->dims);
+    return mpt__tensor(flat->buf, flat->off + param->offset - p->param_base, param->ndim,
+                       param->dims);
 }
 
 /* A positive integer attribute; `def` when absent and def > 0. */
@@ -424,16 +425,16 @@ static int loss_infer(mpt__layer_t *l, const char *where)
 
 static int loss_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return mpt__op_softmax_xent(&p->x, p->labels, 0, p->batch, l->in.d[0], p->loss_scale,
-                                &p->loss_rows, NULL);
+    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off, p->batch, l->in.d[0],
+                                p->loss_scale, &p->loss_rows, NULL);
 }
 
 /* Recomputes the softmax rather than keeping it: one cheap pass over the
  * logits, and no state between forward and backward. */
 static int loss_backward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return mpt__op_softmax_xent(&p->x, p->labels, 0, p->batch, l->in.d[0], p->loss_scale,
-                                &p->loss_rows, &p->dx);
+    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off, p->batch, l->in.d[0],
+                                p->loss_scale, &p->loss_rows, &p->dx);
 }
 
 /* ---- the kinds ------------------------------------------------------------ */
