@@ -54,24 +54,8 @@ static mpt_cluster_t *local_cluster(const char *spec)
 {
     mpt_devices_t *set = NULL;
     mpt_topology_t *topo = NULL;
-    mpt_cluster_t *c = NULL;
     tool_check(mpt_devices_open(spec, &set), "opening devices");
-    tool_check(mpt_topology_load(NULL, &topo), "loading the topology");
-    size_t n = mpt_devices_count(set);
-    mpt_profile_t *profiles = calloc(n, sizeof *profiles);
-    if (!profiles)
-        tool_die("out of memory");
-    for (size_t i = 0; i < n; i++) {
-        if (tool_stderr_is_tty())
-            fprintf(stderr, "\rprofiling device %zu of %zu...", i + 1, n);
-        tool_check(mpt_profile_get(mpt_devices_get(set, i), MPT_PROFILE_USE_CACHE, &profiles[i],
-                                   NULL),
-                   "profiling");
-    }
-    if (tool_stderr_is_tty())
-        fprintf(stderr, "\r\033[K");
-    tool_check(mpt_cluster_from_devices(set, topo, profiles, &c), "describing the devices");
-    free(profiles);
+    mpt_cluster_t *c = tool_local_cluster(set, &topo);
     mpt_topology_free(topo);
     mpt_devices_free(set);
     return c;

@@ -1,6 +1,7 @@
 /*
  * mpt-train: trains a model description on an IDX dataset on one OpenCL
- * device, with a live progress line on a terminal, per-epoch summaries,
+ * device or, with a plan, on several at once (pipeline stages and
+ * data-parallel replicas), with a live progress line on a terminal, per-epoch summaries,
  * JSON Lines metrics and atomic checkpoints that resume bit for bit.
  * Thin: parses arguments and drives the public training API.
  */
@@ -21,9 +22,10 @@
 #define DEFAULT_MODEL "mlp-fashion.json"
 
 typedef struct {
-    const char *model, *data, *devices, *metrics, *checkpoint_dir;
+    const char *model, *data, *devices, *metrics, *checkpoint_dir, *plan, *trace;
     uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
     int resume, timing;
+    mpt_plan_request_t pins; /* --dp, --pp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
 } options;
 
@@ -31,7 +33,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: mpt-train [OPTION]...\n"
-            "Train a model on an IDX (Fashion-)MNIST dataset on one OpenCL device.\n"
+            "Train a model on an IDX (Fashion-)MNIST dataset on one OpenCL device, or on\n"
+            "several at once following a plan (pipeline stages, data-parallel replicas).\n"
             "Without --model and --data: models/mlp-fashion.json on " DEFAULT_DATA ".\n"
             "\n"
             "  -m, --model FILE          model description (docs/model.md)\n"
@@ -44,11 +47,22 @@ static void usage(FILE *f)
             "      --momentum X          SGD momentum (0.9)\n"
             "      --weight-decay X      weight decay (0)\n"
             "      --clip-norm X         clip the global gradient norm to X (off)\n"
-            "      --schedule NAME       cosine (default: decays from --lr towards 0 over\n"
+            "      --lr-schedule NAME    cosine (default: decays from --lr towards 0 over\n"
             "                            the run) or constant\n"
+            "      --schedule NAME       cosine or constant as --lr-schedule; gpipe or 1f1b\n"
+            "                            pins the pipeline schedule of the plan\n"
             "      --warmup N            linear warm-up steps of the cosine schedule (0)\n"
             "      --seed N              parameters, data order and dropout (1)\n"
-            "  -d, --devices SPEC        device selection as MPT_DEVICES; the first is used\n"
+            "  -d, --devices SPEC        device selection as MPT_DEVICES (default: all); with\n"
+            "                            one device it trains alone, with several it plans\n"
+            "      --plan auto|FILE      train on a plan: made for the selected devices from\n"
+            "                            their profiles (auto, the default with several\n"
+            "                            devices), or read from mpt-plan --json output\n"
+            "      --dp N                pin the data-parallel replicas of the plan\n"
+            "      --pp N                pin the pipeline stages of the plan\n"
+            "      --microbatches N      pin the micro-batches per step\n"
+            "      --trace FILE          write the run's timeline as a Chrome trace (one\n"
+            "                            track per device; open it in Perfetto)\n"
             "      --metrics FILE        append JSON Lines: one object per logged step and\n"
             "                            per evaluation\n"
             "      --log-every N         log a metrics line every N steps (1)\n"
@@ -61,6 +75,7 @@ static void usage(FILE *f)
             "                            the interrupted command: same steps, seed, batch)\n"
             "      --timing              measure the device's busy time (OpenCL profiling\n"
             "                            events) and report it per epoch and in metrics\n"
+            "                            (always on with several devices)\n"
             "  -v, --verbose             log what the library does\n"
             "  -h, --help                show this help and exit\n"
             "  -V, --version             show the version and exit\n"
@@ -74,7 +89,8 @@ static void usage(FILE *f)
 static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
-           O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING };
+           O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
+           O_DP, O_PP, O_MB, O_LR_SCHED, O_TRACE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -90,6 +106,10 @@ static void parse(int argc, char **argv, options *o)
         {"checkpoint", required_argument, NULL, O_CKPT},
         {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
         {"resume", no_argument, NULL, O_RESUME}, {"timing", no_argument, NULL, O_TIMING},
+        {"plan", required_argument, NULL, O_PLAN}, {"dp", required_argument, NULL, O_DP},
+        {"pp", required_argument, NULL, O_PP}, {"microbatches", required_argument, NULL, O_MB},
+        {"lr-schedule", required_argument, NULL, O_LR_SCHED},
+        {"trace", required_argument, NULL, O_TRACE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -97,6 +117,7 @@ static void parse(int argc, char **argv, options *o)
 
     memset(o, 0, sizeof *o);
     mpt_train_config_default(&o->cfg);
+    mpt_plan_request_default(&o->pins);
     o->cfg.schedule = MPT_SCHEDULE_COSINE; /* the run's length is known: decay over it */
     o->data = DEFAULT_DATA;
     o->epochs = 10;
@@ -122,13 +143,27 @@ static void parse(int argc, char **argv, options *o)
         case O_WD: o->cfg.weight_decay = tool_parse_real("--weight-decay", optarg); break;
         case O_CLIP: o->cfg.clip_norm = tool_parse_real("--clip-norm", optarg); break;
         case O_SCHED:
+        case O_LR_SCHED:
+            /* --schedule takes either kind: the names do not overlap. */
             if (strcmp(optarg, "constant") == 0)
                 o->cfg.schedule = MPT_SCHEDULE_CONSTANT;
             else if (strcmp(optarg, "cosine") == 0)
                 o->cfg.schedule = MPT_SCHEDULE_COSINE;
+            else if (c == O_SCHED && strcmp(optarg, "gpipe") == 0)
+                o->pins.schedule = MPT_PIPE_GPIPE;
+            else if (c == O_SCHED && strcmp(optarg, "1f1b") == 0)
+                o->pins.schedule = MPT_PIPE_1F1B;
+            else if (c == O_SCHED)
+                tool_usage_error("--schedule must be constant, cosine, gpipe or 1f1b, got '%s'",
+                                 optarg);
             else
-                tool_usage_error("--schedule must be constant or cosine, got '%s'", optarg);
+                tool_usage_error("--lr-schedule must be constant or cosine, got '%s'", optarg);
             break;
+        case O_PLAN: o->plan = optarg; break;
+        case O_TRACE: o->trace = optarg; break;
+        case O_DP: o->pins.dp = tool_parse_count("--dp", optarg, 1); break;
+        case O_PP: o->pins.pp = tool_parse_count("--pp", optarg, 1); break;
+        case O_MB: o->pins.microbatches = tool_parse_count("--microbatches", optarg, 1); break;
         case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
         case 'd': o->devices = optarg; break;
@@ -190,6 +225,37 @@ static void put_number(FILE *f, const char *key, const char *fmt, double v)
         fputs("null", f);
 }
 
+/* "devices": one object per device of a planned run: its replica and
+ * stage, busy fraction since the last line (OpenCL profiling events),
+ * device memory of its stage, and the step's gradient all-reduce time and
+ * bus bandwidth (nccl-tests: bytes / time x 2(n-1)/n over n replicas). */
+static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
+{
+    size_t n = mpt_trainer_device_count(t), replicas = 1;
+    for (size_t i = 0; i < n; i++) {
+        mpt_device_step_t d;
+        if (mpt_trainer_device_stats(t, i, &d) == MPT_OK && (size_t)d.replica + 1 > replicas)
+            replicas = (size_t)d.replica + 1;
+    }
+    fputs(", \"devices\": [", f);
+    for (size_t i = 0; i < n; i++) {
+        mpt_device_step_t d;
+        if (mpt_trainer_device_stats(t, i, &d) < 0)
+            continue;
+        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d", i ? ", " : "", d.device,
+                d.replica, d.stage);
+        put_number(f, "busy", "%.4f", busy[d.device]);
+        fprintf(f, ", \"memory_bytes\": %zu", d.memory_bytes);
+        put_number(f, "allreduce_s", "%.6f", d.allreduce_s);
+        double busbw = d.allreduce_s > 0 ? (double)d.allreduce_bytes / d.allreduce_s * 2.0 *
+                                               (double)(replicas - 1) / (double)replicas * 1e-9
+                                         : 0;
+        put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
+        fputs("}", f);
+    }
+    fputs("]", f);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -248,6 +314,9 @@ int main(int argc, char **argv)
     run_ctx r = {0};
     mpt_data_position_t pos = {0, 0};
     char path[4096];
+    mpt_cluster_t *cluster = NULL;
+    mpt_topology_t *topo = NULL;
+    mpt_plan_t *plan = NULL;
 
     tool_init("mpt-train", 0);
     parse(argc, argv, &o);
@@ -267,15 +336,35 @@ int main(int argc, char **argv)
     }
     tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
     mpt_device_t *dev = mpt_devices_get(devs, 0);
-    if (mpt_devices_count(devs) > 1)
-        fprintf(stderr, "mpt-train: %zu devices selected; training runs on device %d alone "
-                "(multi-device plans are not built yet)\n", mpt_devices_count(devs),
-                mpt_device_info(dev)->index);
     tool_check(mpt_loader_create(train, o.cfg.batch, o.cfg.seed, &loader), "creating the loader");
     uint64_t per_epoch = mpt_loader_batches(loader); /* >= 1: the loader checked */
     uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
     o.cfg.total_steps = total;
-    tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
+    int planned = mpt_devices_count(devs) > 1 || o.plan || o.trace || o.pins.dp || o.pins.pp ||
+                  o.pins.microbatches || o.pins.schedule != MPT_PIPE_AUTO;
+    if (planned) {
+        cluster = tool_local_cluster(devs, &topo);
+        if (!o.plan || strcmp(o.plan, "auto") == 0) {
+            o.pins.batch = o.cfg.batch;
+            o.pins.optimizer = o.cfg.optimizer;
+            o.pins.tp = 1; /* tensor parallelism is not executed yet */
+            tool_check(mpt_plan_create(model, cluster, &o.pins, &plan), "planning");
+        } else {
+            tool_check(mpt_plan_load(o.plan, model, cluster, &plan), "loading the plan");
+        }
+        char *text = NULL;
+        tool_check(mpt_plan_describe(plan, model, cluster, 0, &text), "describing the plan");
+        fputs(text, stdout);
+        free(text);
+        tool_check(mpt_trainer_create_planned(model, devs, plan, &o.cfg, topo, cluster,
+                                              &r.trainer),
+                   "creating the trainer");
+        o.timing = 1; /* per-device busy figures for the progress line and metrics */
+        if (o.trace)
+            tool_check(mpt_trainer_set_trace(r.trainer, 1), "recording the trace");
+    } else {
+        tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
+    }
     r.test = test;
     if (o.checkpoint_dir) {
         if (mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
@@ -296,20 +385,29 @@ int main(int argc, char **argv)
     if (o.metrics && !(r.metrics = fopen(o.metrics, o.resume ? "a" : "w")))
         tool_die("cannot write metrics file %s: %s", o.metrics, strerror(errno));
 
-    char *table = NULL;
+    char *table = NULL, where[256];
     tool_check(mpt_model_describe(model, &table), "describing the model");
-    printf("mpt-train: %s (%zu parameters) on device %d (%s), batch %zu, %s lr %g, %" PRIu64
+    if (planned)
+        snprintf(where, sizeof where, "%zu devices", mpt_trainer_device_count(r.trainer));
+    else
+        snprintf(where, sizeof where, "device %d (%s)", mpt_device_info(dev)->index,
+                 mpt_device_info(dev)->name);
+    printf("mpt-train: %s (%zu parameters) on %s, batch %zu, %s lr %g, %" PRIu64
            " steps (%" PRIu64 " per epoch)%s\n",
-           mpt_model_name(model), mpt_model_param_count(model), mpt_device_info(dev)->index,
-           mpt_device_info(dev)->name, o.cfg.batch,
+           mpt_model_name(model), mpt_model_param_count(model), where, o.cfg.batch,
            o.cfg.optimizer == MPT_OPTIM_ADAMW ? "adamw" : "sgd", o.cfg.lr, total, per_epoch,
            o.resume ? ", resumed" : "");
     fputs(table, stdout);
     free(table);
     fflush(stdout);
 
-    if (o.timing)
-        tool_check(mpt_device_set_timing(dev, 1), "turning on device timing");
+    size_t ndev = mpt_devices_count(devs);
+    double *dev_busy = calloc(ndev, sizeof *dev_busy);
+    if (!dev_busy)
+        tool_die("out of memory");
+    for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++)
+        tool_check(mpt_device_set_timing(mpt_devices_get(devs, i), 1),
+                   "turning on device timing");
     double busy_epoch = 0, blas_epoch = 0;
     int tty = tool_stderr_is_tty();
     double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
@@ -329,8 +427,13 @@ int main(int argc, char **argv)
         double t = now_s();
         if (st.step % o.log_every == 0 || st.step == total) {
             double busy = 0, blas = 0;
-            if (o.timing)
-                tool_check(mpt_device_busy_seconds(dev, &busy, &blas), "reading device timing");
+            for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++) {
+                double b = 0, bl = 0;
+                tool_check(mpt_device_busy_seconds(mpt_devices_get(devs, i), &b, &bl),
+                           "reading device timing");
+                dev_busy[i] = b / (t - t_log);
+                busy += b / (planned ? (double)ndev : 1.0), blas += bl / (planned ? (double)ndev : 1.0);
+            }
             busy_epoch += busy, blas_epoch += blas;
             samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
             if (r.metrics) {
@@ -347,17 +450,23 @@ int main(int argc, char **argv)
                     put_number(r.metrics, "device_busy", "%.4f", busy / (t - t_log));
                     put_number(r.metrics, "blas_busy", "%.4f", blas / (t - t_log));
                 }
+                if (planned)
+                    put_devices(r.metrics, r.trainer, dev_busy);
                 fputs("}\n", r.metrics);
             }
-            t_log = now_s(), log_steps = 0, window_loss = 0;
+            t_log = t, log_steps = 0, window_loss = 0;
         }
         if (tty && (t - last_draw > 0.1 || st.step == total)) {
             char eta[32];
             double rate = (double)(st.step - first_step) / (t - t_start + 1e-9);
             format_eta((double)(total - st.step) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
+            char per_dev[256] = "";
+            for (size_t i = 0, len = 0; planned && i < ndev && len + 16 < sizeof per_dev; i++)
+                len += (size_t)snprintf(per_dev + len, sizeof per_dev - len, "%s%.0f%%",
+                                        i ? " " : "  busy ", 100 * dev_busy[i]);
             fprintf(stderr, "\repoch %" PRIu64 " step %" PRIu64 "/%" PRIu64
-                    "  loss %.4f  %.0f samples/s  ETA %s\033[K",
-                    epoch + 1, st.step, total, st.loss, samples_per_s, eta);
+                    "  loss %.4f  %.0f samples/s%s  ETA %s\033[K",
+                    epoch + 1, st.step, total, st.loss, samples_per_s, per_dev, eta);
             last_draw = t;
         }
         int epoch_end = bi + 1 == per_epoch, last = st.step == total;
@@ -393,7 +502,19 @@ int main(int argc, char **argv)
     }
     if (r.metrics)
         fclose(r.metrics);
+    if (o.trace) {
+        char *json = NULL;
+        FILE *f = NULL;
+        tool_check(mpt_trainer_trace_json(r.trainer, &json), "writing the trace");
+        if (!(f = fopen(o.trace, "w")) || fputs(json, f) < 0 || fclose(f) != 0)
+            tool_die("cannot write trace %s: %s", o.trace, strerror(errno));
+        free(json);
+    }
+    free(dev_busy);
     mpt_trainer_free(r.trainer);
+    mpt_plan_free(plan);
+    mpt_cluster_free(cluster);
+    mpt_topology_free(topo);
     mpt_loader_free(loader);
     mpt_devices_free(devs);
     mpt_dataset_free(train);

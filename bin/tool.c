@@ -100,3 +100,25 @@ const char *tool_data_path(const char *relative)
     snprintf(path, sizeof path, "%s", relative);
     return path;
 }
+
+mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo)
+{
+    mpt_cluster_t *c = NULL;
+    size_t n = mpt_devices_count(set);
+    mpt_profile_t *profiles = calloc(n ? n : 1, sizeof *profiles);
+    if (!profiles)
+        tool_die("out of memory");
+    tool_check(mpt_topology_load(NULL, topo), "loading the topology");
+    for (size_t i = 0; i < n; i++) {
+        if (tool_stderr_is_tty())
+            fprintf(stderr, "\rprofiling device %zu of %zu...", i + 1, n);
+        tool_check(mpt_profile_get(mpt_devices_get(set, i), MPT_PROFILE_USE_CACHE, &profiles[i],
+                                   NULL),
+                   "profiling");
+    }
+    if (tool_stderr_is_tty())
+        fprintf(stderr, "\r\033[K");
+    tool_check(mpt_cluster_from_devices(set, *topo, profiles, &c), "describing the devices");
+    free(profiles);
+    return c;
+}

@@ -32,6 +32,11 @@ double tool_parse_real(const char *opt, const char *s);
 /* A file shipped with mpt (e.g. "models/mlp-fashion.json"): the installed
  * copy when there is one, else the path relative to a source tree. */
 const char *tool_data_path(const char *relative);
+/* The opened devices as a cluster (docs/cluster.md): their locality in
+ * this machine's topology (returned in *topo, to free after the cluster's
+ * users) and their profiles, measured once and cached (a progress line on
+ * a terminal while measuring).  Exits on failure. */
+mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo);
 /* Whether stderr is a terminal (progress lines only then). */
 int tool_stderr_is_tty(void);
 

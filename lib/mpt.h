@@ -438,6 +438,7 @@ MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
                                  double *accuracy);
 /** \return the steps done. */
 MPT_API uint64_t mpt_trainer_steps(const mpt_trainer_t *trainer);
+
 /** Writes a checkpoint (safetensors: parameters as "<layer>.<name>",
  *  optimizer state, metadata: model, the whole configuration, step, data
  *  position, CRC-32 of the metadata and the data) atomically: temporary
@@ -498,6 +499,48 @@ MPT_API int mpt_plan_uniform_step(const mpt_model_t *model, const mpt_cluster_t 
 MPT_API int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,
                               const mpt_cluster_t *cluster, double *step_s, double *bubble,
                               char **trace_json);
+
+/* ------------------------------------------------------------------------ */
+/* Training a plan on several devices.                                      */
+
+/** A trainer that runs a plan (mpt_plan_create, mpt_plan_load) on several
+ *  devices at once: pipeline stages exchange activations and gradients,
+ *  data-parallel replicas sum their gradients with ring all-reduces, one
+ *  worker thread per device.  The plan's device ids index `devices` (as in
+ *  a cluster made by mpt_cluster_from_devices of the same set).  `topo` and
+ *  `cluster` (both optional) bind each worker to its device's cores.
+ *  Every plan trains the same model as one device, up to the order of
+ *  float sums.  MPT_ERR_UNSUPPORTED for tensor-parallel plans, and for a
+ *  model with dropout split into micro-batches or replicas.  The model,
+ *  devices, plan, topology and cluster must outlive the trainer.  After a
+ *  device error (reported with the device) the trainer refuses further
+ *  steps: free it. */
+MPT_API int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
+                                       const mpt_plan_t *plan, const mpt_train_config_t *config,
+                                       const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                                       mpt_trainer_t **out);
+
+/* What one device of a trainer did in the last step. */
+typedef struct {
+    int device;             /* the plan's device id (the index in the device set) */
+    int replica, stage;
+    double step_s;          /* wall time of its part of the step */
+    double allreduce_s;     /* wall time of its gradient all-reduces */
+    size_t allreduce_bytes; /* bytes it all-reduced */
+    size_t memory_bytes;    /* device memory its stage holds */
+} mpt_device_step_t;
+
+/** Records the timeline of every following step of a planned trainer
+ *  (forward and backward per micro-batch, waits for a neighbour's data,
+ *  gradient all-reduces); mpt_trainer_trace_json returns it as Chrome Trace
+ *  Event JSON (freed by the caller), one track per device.
+ *  MPT_ERR_UNSUPPORTED for a one-device trainer. */
+MPT_API int mpt_trainer_set_trace(mpt_trainer_t *trainer, int on);
+MPT_API int mpt_trainer_trace_json(const mpt_trainer_t *trainer, char **json);
+/** \return the devices (workers) of a trainer: 1 for mpt_trainer_create. */
+MPT_API size_t mpt_trainer_device_count(const mpt_trainer_t *trainer);
+MPT_API int mpt_trainer_device_stats(const mpt_trainer_t *trainer, size_t i,
+                                     mpt_device_step_t *out);
 
 #ifdef __cplusplus
 }

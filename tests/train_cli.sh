@@ -7,6 +7,7 @@
 # - killing the process (SIGKILL) while it checkpoints every step always
 #   leaves a checkpoint that loads;
 # - metrics lines carry the documented keys;
+# - on two devices, PP=2 and a DP=2 plan file give the one-device losses;
 # - bad input fails with exit 1 and one line naming the thing, usage errors
 #   exit 2.
 set -u
@@ -18,6 +19,10 @@ if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
     echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
     exit 77
 fi
+# The cases below train on one device (the first); the section "several
+# devices" selects two itself.
+MPT_DEVICES=0
+export MPT_DEVICES
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpt-train-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 failed=0
@@ -118,6 +123,46 @@ expect 1 "inputs per sample" "$train" --devices 0 --model "$srcdir/fixtures/torc
 expect 2 "--batch" "$train" --batch 0
 expect 2 "--checkpoint" "$train" --resume
 expect 2 "adam" "$train" --optimizer adam
+
+# ---- several devices: plans train the same model ------------------------------------
+# Five steps of the MLP on one device, under PP=2 with 2 micro-batches (the
+# planner choosing the rest), and under a DP=2 plan written by mpt-plan and
+# read back with --plan: losses within 1e-5 relative of one device (only
+# the order of float sums differs: see tests/check_engine.c), and metrics
+# lines carry one "devices" entry per device.
+plan_tool=${MPT_PLAN:-./bin/mpt-plan}
+"$train" --model "$model" --steps 5 --batch 64 --schedule constant --metrics "$tmp/one.jsonl" \
+    >"$tmp/one.out" 2>&1 || fail "one device: $(tail -n 1 "$tmp/one.out")"
+MPT_PROFILE_QUICK=1 "$train" --model "$model" --steps 5 --batch 64 --schedule constant --devices 0-1 \
+    --pp 2 --microbatches 2 --metrics "$tmp/pp.jsonl" --trace "$tmp/trace.json" >"$tmp/pp.out" 2>&1 ||
+    fail "--pp 2: $(tail -n 1 "$tmp/pp.out")"
+MPT_PROFILE_QUICK=1 "$plan_tool" --model "$model" --devices 0-1 --batch 64 --dp 2 --json \
+    >"$tmp/plan.json" 2>"$tmp/plan.err" || fail "mpt-plan --json: $(tail -n 1 "$tmp/plan.err")"
+MPT_PROFILE_QUICK=1 "$train" --model "$model" --steps 5 --batch 64 --schedule constant --devices 0-1 \
+    --plan "$tmp/plan.json" --metrics "$tmp/dp.jsonl" >"$tmp/dp.out" 2>&1 ||
+    fail "--plan FILE (dp=2): $(tail -n 1 "$tmp/dp.out")"
+losses "$tmp/one.jsonl" >"$tmp/one.losses"
+for kind in pp dp; do
+    losses "$tmp/$kind.jsonl" >"$tmp/$kind.losses"
+    if [ "$(wc -l <"$tmp/$kind.losses")" -ne 5 ]; then
+        fail "$kind: $(wc -l <"$tmp/$kind.losses") loss lines, expected 5"
+    elif ! paste "$tmp/one.losses" "$tmp/$kind.losses" |
+        awk '{ d = $2 - $4; if (d < 0) d = -d; m = $2 < 1 ? 1 : $2; if (d > 1e-5 * m) bad = 1 } END { exit bad }'; then
+        fail "$kind: losses differ from one device: $(paste "$tmp/one.losses" "$tmp/$kind.losses" | tr '\n' ';')"
+    elif ! grep -q '"devices": \[{"device": 0, .*}, {"device": 1, ' "$tmp/$kind.jsonl"; then
+        fail "$kind: no \"devices\" entries for devices 0 and 1 in the metrics"
+    else
+        ok "$kind on 2 devices: 5 losses within 1e-5 of one device, per-device metrics"
+    fi
+done
+if [ "$(head -c 14 "$tmp/trace.json" 2>/dev/null)" = '{"traceEvents"' ] &&
+    grep -q '"name":"backward"' "$tmp/trace.json" && grep -q 'stage 1)' "$tmp/trace.json"; then
+    ok "--trace writes a Chrome trace with a track per device"
+else
+    fail "--trace: $tmp/trace.json is not a trace with backward spans on stage 1"
+fi
+grep -q '^Replica 0' "$tmp/pp.out" && ok "the plan is printed before training" ||
+    fail "no plan summary (\"Replica 0\") before training"
 
 [ "$failed" -eq 0 ] && echo "train_cli.sh: all checks passed"
 exit "$failed"

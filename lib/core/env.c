@@ -23,6 +23,9 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
                                "1 = profile with small sizes only (tests; figures are rough)"},
     [MPT_ENV_PLAN_DEBUG] = {"MPT_PLAN_DEBUG", "",
                             "1 = the planner logs every configuration it considers and why"},
+    [MPT_ENV_FAIL_LAUNCH] = {"MPT_FAIL_LAUNCH", "",
+                             "testing: DEVICE:N makes every kernel launch on device index "
+                             "DEVICE fail after its first N launches"},
 };
 
 size_t mpt_env_count(void)

@@ -48,6 +48,7 @@ typedef enum {
     MPT_ENV_CACHE_HOME,
     MPT_ENV_PROFILE_QUICK,
     MPT_ENV_PLAN_DEBUG,
+    MPT_ENV_FAIL_LAUNCH,
     MPT_ENV__COUNT
 } mpt__env_id_t;
 

@@ -24,6 +24,7 @@ struct mpt_device {
     pthread_mutex_t lock;   /* guards the program cache */
     mpt__program_t *programs;
     int timing;             /* keep op events for mpt_device_busy_seconds */
+    unsigned long launches; /* kernels launched (MPT_FAIL_LAUNCH counts them) */
     cl_event *events;
     unsigned char *event_blas; /* 1 where events[i] is a CLBlast routine's */
     size_t nevents, cap_events;

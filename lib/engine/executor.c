@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/device.h"
 #include "engine/executor.h"
 
 struct mpt__executor {
@@ -33,6 +34,8 @@ struct mpt__executor {
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
     int dx_in;         /* dbuf holding the stage input's gradient after backward */
+    mpt__layer_hook_fn hook; /* called after each layer's backward */
+    void *hook_arg;
     float *host_rows;  /* max_batch */
 };
 
@@ -314,14 +317,43 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
             p.dx = region(ex->dbuf[1 - cur], 0, in_n);
         if ((status = l->kind->backward(l, &p)) < 0)
             return mpt__fail_context(status, "backward of layer %zu (%s)", i, l->kind->name);
+        /* Add this layer's gradients now rather than the range's at the
+         * end, so that the hook sees them final. */
+        for (int q = 0; accumulate && q < l->nparams; q++) {
+            const mpt__param_t *pr = &l->params[q];
+            mpt__tensor_t g = region(ex->grads, pr->offset - ex->p0, pr->numel);
+            mpt__tensor_t mb = region(ex->gmb, pr->offset - ex->p0, pr->numel);
+            if ((status = mpt__op_axpy(pr->numel, 1.0f, &mb, &g)) < 0)
+                return mpt__fail_context(status, "accumulating the gradients of layer %zu", i);
+        }
+        if (ex->hook)
+            ex->hook(ex->hook_arg, i);
         cur = 1 - cur;
     }
     ex->dx_in = cur;
-    if (accumulate && ex->np) {
-        mpt__tensor_t g = flat(ex->grads, ex->np), mb = flat(ex->gmb, ex->np);
-        status = mpt__op_axpy(ex->np, 1.0f, &mb, &g);
-    }
     return status;
+}
+
+void mpt__stage_set_layer_hook(mpt__executor_t *ex, mpt__layer_hook_fn fn, void *arg)
+{
+    ex->hook = fn, ex->hook_arg = arg;
+}
+
+mpt_buffer_t *mpt__executor_grads_buffer(mpt__executor_t *ex)
+{
+    return ex->grads;
+}
+
+size_t mpt__executor_device_bytes(const mpt__executor_t *ex)
+{
+    const mpt_buffer_t *all[] = {ex->params,  ex->grads,   ex->gmb,     ex->slot[0],
+                                 ex->slot[1], ex->acts,    ex->dbuf[0], ex->dbuf[1],
+                                 ex->saved,   ex->scratch, ex->labels,  ex->loss_rows,
+                                 ex->correct};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        total += all[i] ? all[i]->size : 0;
+    return total;
 }
 
 int mpt__stage_get_dx(mpt__executor_t *ex, float *dx, size_t batch)

@@ -97,6 +97,14 @@ int mpt__stage_put_dy(mpt__executor_t *ex, const float *dy, size_t batch);
 int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float loss_scale,
                         int accumulate, int want_dx);
 int mpt__stage_get_dx(mpt__executor_t *ex, float *dx, size_t batch);
+/* A function called after each layer's backward (its index), once that
+ * layer's gradients are final for this backward; NULL for none. */
+typedef void (*mpt__layer_hook_fn)(void *arg, size_t layer);
+void mpt__stage_set_layer_hook(mpt__executor_t *ex, mpt__layer_hook_fn fn, void *arg);
+/* The device buffer of the range's gradients (elements from
+ * mpt__stage_param_first), and the device bytes the executor allocated. */
+mpt_buffer_t *mpt__executor_grads_buffer(mpt__executor_t *ex);
+size_t mpt__executor_device_bytes(const mpt__executor_t *ex);
 /* Sum of squares of the stage's gradients, their scaling (clipping), the
  * optimizer update with learning rate lr at the current step. */
 int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq);

@@ -1,6 +1,7 @@
 /*
  * tensor/tensor.c: tensor views and the one kernel launcher every op uses.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "tensor/tensor.h"
@@ -95,6 +96,24 @@ int mpt__blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *
     return MPT_OK;
 }
 
+/* MPT_FAIL_LAUNCH=DEVICE:N: launches on device index DEVICE fail after N
+ * of them, so that tests can watch a device error travel through the
+ * engine.  Read at every launch (the test sets it mid-run); a getenv is
+ * small against a kernel launch. */
+static int injected_failure(mpt_device_t *dev, const char *kernel)
+{
+    const char *spec = mpt__env(MPT_ENV_FAIL_LAUNCH);
+    int index = -1;
+    unsigned long after = 0;
+    dev->launches++;
+    if (!spec[0] || sscanf(spec, "%d:%lu", &index, &after) != 2 || index != dev->info.index ||
+        dev->launches <= after)
+        return MPT_OK;
+    return mpt__fail(MPT_ERR_OPENCL, "launching %s on device %d: injected failure "
+                     "(MPT_FAIL_LAUNCH=%s, launch %lu)", kernel, dev->info.index, spec,
+                     dev->launches);
+}
+
 int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size_t global,
                 size_t local, int nargs, const mpt__arg_t *args)
 {
@@ -111,6 +130,8 @@ int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size
     }
     if (global == 0)
         return MPT_OK; /* nothing to do: an empty tensor */
+    if ((status = injected_failure(dev, kernel)) < 0)
+        return status;
     if (local)
         global = (global + local - 1) / local * local;
     cl_event ev = NULL;

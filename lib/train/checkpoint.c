@@ -158,15 +158,15 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     if (!config)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     MPT_TRY(alloc_state(t, &c));
-    MPT_TRY(mpt__executor_read_params(t->ex, c.state[0]));
-    MPT_TRY(mpt__executor_read_slot(t->ex, 0, c.state[1]));
-    MPT_TRY(mpt__executor_read_slot(t->ex, 1, c.state[2]));
+    MPT_TRY(mpt__trainer_read_params(t, c.state[0]));
+    MPT_TRY(mpt__trainer_read_slot(t, 0, c.state[1]));
+    MPT_TRY(mpt__trainer_read_slot(t, 1, c.state[2]));
     MPT_TRY(mpt__st_create(&c.file));
     MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
     MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));
     MPT_TRY(mpt__st_set_meta(c.file, "optimizer", optimizer_names[t->cfg.optimizer]));
     MPT_TRY(mpt__st_set_meta(c.file, "config", config));
-    MPT_TRY(meta_u64(c.file, "step", mpt__executor_step(t->ex)));
+    MPT_TRY(meta_u64(c.file, "step", mpt_trainer_steps(t)));
     MPT_TRY(meta_u64(c.file, "epoch", pos ? pos->epoch : 0));
     MPT_TRY(meta_u64(c.file, "batch_index", pos ? pos->batch_index : 0));
     c.crc = crc_meta(c.file);
@@ -260,10 +260,10 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     }
     /* Only now, with everything checked, does the trainer change.  A device
      * failure past this point leaves it part restored (see mpt.h). */
-    MPT_TRY(mpt__executor_write_params(t->ex, c.state[0]));
-    MPT_TRY(mpt__executor_write_slot(t->ex, 0, c.state[1]));
-    MPT_TRY(mpt__executor_write_slot(t->ex, 1, c.state[2]));
-    mpt__executor_set_step(t->ex, step);
+    MPT_TRY(mpt__trainer_write_params(t, c.state[0]));
+    MPT_TRY(mpt__trainer_write_slot(t, 0, c.state[1]));
+    MPT_TRY(mpt__trainer_write_slot(t, 1, c.state[2]));
+    mpt__trainer_set_step(t, step);
     if (pos)
         *pos = (mpt_data_position_t){epoch, batch_index};
 out:

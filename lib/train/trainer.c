@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/device.h"
 #include "train/trainer.h"
 
 /* ---- models ---------------------------------------------------------------- */
@@ -209,12 +210,11 @@ static int check_config(const mpt_train_config_t *c)
 
 /* ---- the trainer ----------------------------------------------------------- */
 
-int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
-                       const mpt_train_config_t *config, mpt_trainer_t **out)
+/* A trainer with its settings checked and copied; no executor yet. */
+static int trainer_new(const mpt_model_t *model, const mpt_train_config_t *config,
+                       mpt_trainer_t **out)
 {
     int status;
-    if (!model || !dev || !config || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create: NULL argument");
     *out = NULL;
     if ((status = check_config(config)) < 0)
         return status;
@@ -227,6 +227,20 @@ int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
                                 (float)config->weight_decay, (float)config->beta1,
                                 (float)config->beta2, (float)config->eps,
                                 (float)config->clip_norm};
+    *out = t;
+    return MPT_OK;
+}
+
+int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
+                       const mpt_train_config_t *config, mpt_trainer_t **out)
+{
+    int status;
+    mpt_trainer_t *t = NULL;
+    if (!model || !dev || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create: NULL argument");
+    *out = NULL;
+    if ((status = trainer_new(model, config, &t)) < 0)
+        return status;
     /* Run CLBlast once on this device before any other thread may (see
      * device/blas.c). */
     status = mpt__device_blas_warmup(dev);
@@ -240,11 +254,34 @@ int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
     return MPT_OK;
 }
 
+int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
+                               const mpt_plan_t *plan, const mpt_train_config_t *config,
+                               const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                               mpt_trainer_t **out)
+{
+    int status;
+    mpt_trainer_t *t = NULL;
+    if (!model || !devices || !plan || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create_planned: NULL argument");
+    *out = NULL;
+    if ((status = trainer_new(model, config, &t)) < 0)
+        return status;
+    status = mpt__engine_create(model, devices->devices, devices->count, plan, config->batch,
+                                config->seed, topo, cluster, &t->eng);
+    if (status < 0) {
+        mpt_trainer_free(t);
+        return status;
+    }
+    *out = t;
+    return MPT_OK;
+}
+
 void mpt_trainer_free(mpt_trainer_t *t)
 {
     if (!t)
         return;
     mpt__executor_free(t->ex);
+    mpt__engine_free(t->eng);
     free(t);
 }
 
@@ -252,10 +289,15 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
                      mpt_step_stats_t *stats)
 {
     mpt_step_stats_t s = {0};
-    s.lr = mpt_train_lr_at(&t->cfg, mpt__executor_step(t->ex));
-    int status = mpt__executor_train_step(t->ex, images, labels, t->cfg.batch, &t->opt,
+    int status;
+    s.lr = mpt_train_lr_at(&t->cfg, mpt_trainer_steps(t));
+    if (t->eng)
+        status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
+                                        &s.grad_norm);
+    else
+        status = mpt__executor_train_step(t->ex, images, labels, t->cfg.batch, &t->opt,
                                           (float)s.lr, &s.loss, &s.grad_norm);
-    s.step = mpt__executor_step(t->ex);
+    s.step = mpt_trainer_steps(t);
     if (stats)
         *stats = s;
     return status;
@@ -265,8 +307,10 @@ int mpt_trainer_evaluate(mpt_trainer_t *t, const float *images, const int32_t *l
                          size_t count, double *mean_loss, double *accuracy)
 {
     double loss = 0, correct = 0;
-    int status = count ? mpt__executor_evaluate(t->ex, images, labels, count, &loss, &correct)
-                       : mpt__fail(MPT_ERR_INVALID, "evaluating on 0 samples");
+    int status = !count ? mpt__fail(MPT_ERR_INVALID, "evaluating on 0 samples")
+                 : t->eng
+                     ? mpt__engine_evaluate(t->eng, images, labels, count, &loss, &correct)
+                     : mpt__executor_evaluate(t->ex, images, labels, count, &loss, &correct);
     if (mean_loss)
         *mean_loss = count ? loss / (double)count : 0;
     if (accuracy)
@@ -276,5 +320,70 @@ int mpt_trainer_evaluate(mpt_trainer_t *t, const float *images, const int32_t *l
 
 uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
 {
-    return mpt__executor_step(t->ex);
+    return t->eng ? mpt__engine_step(t->eng) : mpt__executor_step(t->ex);
+}
+
+int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
+{
+    if (!t->eng)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "traces are recorded for planned trainers "
+                         "(several devices, or --plan)");
+    mpt__engine_set_tracing(t->eng, on);
+    return MPT_OK;
+}
+
+int mpt_trainer_trace_json(const mpt_trainer_t *t, char **json)
+{
+    if (!t->eng)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "traces are recorded for planned trainers");
+    return mpt__engine_trace_json(t->eng, json);
+}
+
+size_t mpt_trainer_device_count(const mpt_trainer_t *t)
+{
+    return t->eng ? mpt__engine_worker_count(t->eng) : 1;
+}
+
+int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t *out)
+{
+    if (i >= mpt_trainer_device_count(t))
+        return mpt__fail(MPT_ERR_RANGE, "device %zu of the trainer's %zu", i,
+                         mpt_trainer_device_count(t));
+    if (t->eng)
+        *out = *mpt__engine_device_stats(t->eng, i);
+    else
+        *out = (mpt_device_step_t){.memory_bytes = mpt__executor_device_bytes(t->ex)};
+    return MPT_OK;
+}
+
+/* ---- state, for checkpoints --------------------------------------------------- */
+
+int mpt__trainer_read_params(mpt_trainer_t *t, float *out)
+{
+    return t->eng ? mpt__engine_read_params(t->eng, out) : mpt__executor_read_params(t->ex, out);
+}
+
+int mpt__trainer_write_params(mpt_trainer_t *t, const float *in)
+{
+    return t->eng ? mpt__engine_write_params(t->eng, in) : mpt__executor_write_params(t->ex, in);
+}
+
+int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out)
+{
+    return t->eng ? mpt__engine_read_slot(t->eng, slot, out)
+                  : mpt__executor_read_slot(t->ex, slot, out);
+}
+
+int mpt__trainer_write_slot(mpt_trainer_t *t, int slot, const float *in)
+{
+    return t->eng ? mpt__engine_write_slot(t->eng, slot, in)
+                  : mpt__executor_write_slot(t->ex, slot, in);
+}
+
+void mpt__trainer_set_step(mpt_trainer_t *t, uint64_t step)
+{
+    if (t->eng)
+        mpt__engine_set_step(t->eng, step);
+    else
+        mpt__executor_set_step(t->ex, step);
 }

@@ -5,14 +5,24 @@
 #ifndef MPT_TRAIN_TRAINER_H
 #define MPT_TRAIN_TRAINER_H
 
+#include "engine/engine.h"
 #include "engine/executor.h"
 #include "train/data.h"
 
+/* One device runs the executor directly; a plan runs the engine.  Exactly
+ * one of ex and eng is set; the functions below hide which. */
 struct mpt_trainer {
     const mpt__model_t *model;
     mpt_train_config_t cfg;
     mpt__optim_cfg_t opt;
     mpt__executor_t *ex;
+    mpt__engine_t *eng;
 };
+
+int mpt__trainer_read_params(mpt_trainer_t *t, float *out);
+int mpt__trainer_write_params(mpt_trainer_t *t, const float *in);
+int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out);
+int mpt__trainer_write_slot(mpt_trainer_t *t, int slot, const float *in);
+void mpt__trainer_set_step(mpt_trainer_t *t, uint64_t step);
 
 #endif

@@ -1,0 +1,211 @@
+/*
+ * mpt-bench train: training throughput on several devices against one,
+ * and the measured step against the planner's prediction, all in one run.
+ *
+ * Runs the model (default: the Fashion-MNIST MLP) for --steps timed steps
+ * after --warmup steps under: one device (the first selected), data
+ * parallelism over every selected device, and a pipeline over every
+ * selected device (the planner picks the micro-batches and schedule unless
+ * pinned), each planned for this machine's profiled devices.  Prints
+ * samples/s, the scaling against one device, the predicted and measured
+ * step and the prediction's error.  Data: Fashion-MNIST's training set
+ * when installed, else random images (the speed does not depend on them).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bench.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: mpt-bench train [OPTION]...\n"
+            "Training samples/s on the selected devices under data and pipeline\n"
+            "parallelism against one device, and the planner's predicted step against the\n"
+            "measured one.\n"
+            "\n"
+            "  -m, --model FILE     model description (models/mlp-fashion.json)\n"
+            "      --data DIR       IDX dataset directory (Fashion-MNIST when installed,\n"
+            "                       else random images)\n"
+            "  -b, --batch N        samples per step (512)\n"
+            "      --steps N        timed steps per configuration (20)\n"
+            "      --warmup N       untimed steps first (3)\n"
+            "  -d, --devices SPEC   devices (MPT_DEVICES; default all); for two one-core\n"
+            "                       devices on a CPU: POCL_DEVICES=\"pthread pthread\"\n"
+            "                       POCL_MAX_PTHREAD_COUNT=1\n"
+            "      --microbatches N pin the pipeline's micro-batches\n"
+            "  -h, --help           show this help and exit\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    const float *x;
+    const int32_t *y;
+    size_t count, in;
+} data_t;
+
+/* Seconds per step, median over `steps` after `warmup`. */
+static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t warmup,
+                         size_t steps)
+{
+    double *dt = calloc(steps, sizeof *dt);
+    if (!dt)
+        tool_die("out of memory");
+    size_t per_epoch = d->count / batch;
+    for (size_t s = 0; s < warmup + steps; s++) {
+        size_t b = s % per_epoch;
+        mpt_step_stats_t st;
+        double t0 = now_s();
+        tool_check(mpt_trainer_step(t, d->x + b * batch * d->in, d->y + b * batch, &st),
+                   "training");
+        if (s >= warmup)
+            dt[s - warmup] = now_s() - t0;
+        if (tool_stderr_is_tty())
+            fprintf(stderr, "\r  step %zu of %zu\033[K", s + 1, warmup + steps);
+    }
+    if (tool_stderr_is_tty())
+        fprintf(stderr, "\r\033[K");
+    double m = bench_median(dt, steps);
+    free(dt);
+    return m;
+}
+
+int bench_train_main(int argc, char **argv)
+{
+    enum { O_DATA = 256, O_STEPS, O_WARMUP, O_MB };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
+        {"batch", required_argument, NULL, 'b'}, {"steps", required_argument, NULL, O_STEPS},
+        {"warmup", required_argument, NULL, O_WARMUP},
+        {"devices", required_argument, NULL, 'd'},
+        {"microbatches", required_argument, NULL, O_MB},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *model_path = NULL, *data_dir = "/usr/share/datasets/fashion-mnist",
+               *spec = NULL;
+    size_t batch = 512, steps = 20, warmup = 3, mb = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "m:b:d:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm': model_path = optarg; break;
+        case O_DATA: data_dir = optarg; break;
+        case 'b': batch = (size_t)tool_parse_count("--batch", optarg, 1); break;
+        case O_STEPS: steps = (size_t)tool_parse_count("--steps", optarg, 1); break;
+        case O_WARMUP: warmup = (size_t)tool_parse_count("--warmup", optarg, 0); break;
+        case 'd': spec = optarg; break;
+        case O_MB: mb = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
+        case 'h': usage(stdout); return TOOL_EXIT_OK;
+        default: tool_usage_error("see --help");
+        }
+    }
+    if (optind < argc)
+        tool_usage_error("unexpected argument '%s'", argv[optind]);
+    char model_buf[4096];
+    if (!model_path) {
+        snprintf(model_buf, sizeof model_buf, "%s", tool_data_path("models/mlp-fashion.json"));
+        model_path = model_buf;
+    }
+
+    mpt_model_t *model = NULL;
+    mpt_devices_t *devs = NULL;
+    mpt_topology_t *topo = NULL;
+    mpt_dataset_t *train = NULL;
+    data_t d = {0};
+    float *random_x = NULL;
+    int32_t *random_y = NULL;
+    tool_check(mpt_model_load(model_path, &model), model_path);
+    d.in = mpt_model_input_floats(model);
+    struct stat st;
+    if (stat(data_dir, &st) == 0 && mpt_dataset_load_idx(data_dir, "train", &train) == MPT_OK &&
+        mpt_dataset_sample_floats(train) == d.in) {
+        d.x = mpt_dataset_images(train), d.y = mpt_dataset_labels(train);
+        d.count = mpt_dataset_count(train);
+    } else {
+        d.count = 4 * batch;
+        random_x = malloc(d.count * d.in * sizeof *random_x);
+        random_y = malloc(d.count * sizeof *random_y);
+        if (!random_x || !random_y)
+            tool_die("out of memory");
+        srand(1);
+        for (size_t i = 0; i < d.count * d.in; i++)
+            random_x[i] = (float)rand() / (float)RAND_MAX;
+        for (size_t i = 0; i < d.count; i++)
+            random_y[i] = rand() % mpt_model_classes(model);
+        d.x = random_x, d.y = random_y;
+    }
+    if (d.count < batch)
+        tool_die("the data have %zu samples, fewer than a batch of %zu", d.count, batch);
+    tool_check(mpt_devices_open(spec, &devs), "opening devices");
+    size_t n = mpt_devices_count(devs);
+    if (n < 2)
+        tool_die("%zu device selected: the comparison needs two or more (see --help)", n);
+    mpt_cluster_t *cluster = tool_local_cluster(devs, &topo);
+    mpt_train_config_t cfg;
+    mpt_train_config_default(&cfg);
+    cfg.batch = batch;
+
+    printf("mpt-bench train: %s, batch %zu, %zu devices (%s), median of %zu steps after %zu\n",
+           mpt_model_name(model), batch, n, mpt_device_info(mpt_devices_get(devs, 0))->name,
+           steps, warmup);
+    printf("%-28s %12s %10s %9s %12s %8s\n", "configuration", "samples/s", "step ms",
+           "scaling", "predicted ms", "error");
+
+    /* 1. One device, as mpt-train runs it alone. */
+    mpt_trainer_t *t = NULL;
+    tool_check(mpt_trainer_create(model, mpt_devices_get(devs, 0), &cfg, &t), "one device");
+    double one = time_steps(t, &d, batch, warmup, steps);
+    mpt_trainer_free(t);
+    printf("%-28s %12.0f %10.2f %8.2fx %12s %8s\n", "1 device", (double)batch / one, one * 1e3,
+           1.0, "-", "-");
+    fflush(stdout);
+
+    /* 2. Data parallel and 3. pipeline over every device. */
+    for (int kind = 0; kind < 2; kind++) {
+        mpt_plan_request_t req;
+        mpt_plan_t *plan = NULL;
+        mpt_plan_request_default(&req);
+        req.batch = batch, req.tp = 1;
+        req.dp = kind == 0 ? n : 1;
+        req.pp = kind == 0 ? 1 : n;
+        if (kind == 1 && mb)
+            req.microbatches = mb;
+        tool_check(mpt_plan_create(model, cluster, &req, &plan), "planning");
+        double predicted = 0;
+        tool_check(mpt_plan_simulate(plan, model, cluster, &predicted, NULL, NULL),
+                   "simulating the plan");
+        tool_check(mpt_trainer_create_planned(model, devs, plan, &cfg, topo, cluster, &t),
+                   "creating the trainer");
+        double step = time_steps(t, &d, batch, warmup, steps);
+        mpt_trainer_free(t);
+        char name[64], *json = NULL;
+        tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
+        const char *m = strstr(json, "\"microbatches\": ");
+        const char *sc = strstr(json, "\"schedule\": \"");
+        snprintf(name, sizeof name, "%s=%zu (m=%d %s)", kind == 0 ? "DP" : "PP", n,
+                 m ? atoi(m + 16) : 0, sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
+        printf("%-28s %12.0f %10.2f %8.2fx %12.2f %+7.1f%%\n", name, (double)batch / step,
+               step * 1e3, one / step, predicted * 1e3, 100.0 * (predicted - step) / step);
+        fflush(stdout);
+        free(json);
+        mpt_plan_free(plan);
+    }
+    mpt_cluster_free(cluster);
+    mpt_topology_free(topo);
+    mpt_devices_free(devs);
+    mpt_dataset_free(train);
+    free(random_x);
+    free(random_y);
+    mpt_model_free(model);
+    return TOOL_EXIT_OK;
+}

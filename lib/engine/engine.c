@@ -1,0 +1,961 @@
+/*
+ * engine/engine.c: a plan on several devices (see engine.h).
+ *
+ * Threads: the caller's thread posts a job (train step, evaluation) and
+ * waits; one worker per (replica, stage) runs it on its device; with data
+ * parallelism each worker has a reducer thread that all-reduces gradient
+ * buckets while the worker goes on with the backward pass.
+ *
+ * Messages (transport endpoints = worker indices): activations forward
+ * (TAG_ACT) and their gradients backward (TAG_GRAD) between neighbouring
+ * stages of a replica, in micro-batch order, so constant tags match in
+ * posting order; evaluation chunks (TAG_EVAL); all-reduce groups use tags
+ * from TAG_GROUP up, one per parameter segment.
+ *
+ * Data-parallel segments: replicas may split the layers differently, so
+ * the model's parameter elements are cut at every stage boundary of every
+ * replica; each segment is owned by one worker per replica, which form its
+ * all-reduce group.  Every reducer reduces its segments from the last to
+ * the first, so groups that share a worker never wait on each other in a
+ * cycle.
+ *
+ * Failure: a worker whose job fails records the error, aborts the
+ * transport (every blocked peer returns MPT_ERR_ABORTED at once) and
+ * finishes the job; the caller reports the first real error with the
+ * device that raised it.  An engine that failed refuses further work: its
+ * replicas may be out of step.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "device/device.h"
+#include "engine/engine.h"
+
+enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GROUP = 1 << 16 };
+
+/* Gradient buckets are handed to the reducer once this many bytes of
+ * finished layers have gathered (or at a segment's end): large enough
+ * that the ring's per-message latency is small against its bytes, small
+ * enough that the first bucket leaves early in the backward pass. */
+#define BUCKET_BYTES ((size_t)1 << 20)
+
+typedef enum { JOB_NONE, JOB_TRAIN, JOB_EVAL, JOB_QUIT } job_kind_t;
+
+typedef struct {
+    size_t first, count; /* model parameter elements */
+    int *members;        /* one worker per replica */
+    int self, tag;
+} segment_t;
+
+typedef struct bucket {
+    size_t first, count; /* model elements, inside one segment */
+    const segment_t *seg;
+} bucket_t;
+
+typedef struct worker worker_t;
+
+/* One span of a real step for the Chrome trace (--trace). */
+typedef struct {
+    const char *name; /* "forward", "backward", "recv", "allreduce" */
+    int mb;           /* micro-batch, or -1 */
+    double t0, t1;    /* mpt__now() */
+} span_t;
+
+typedef struct {
+    span_t *v;
+    size_t n, cap;
+} spans_t;
+
+struct worker {
+    mpt__engine_t *e;
+    int index, replica, stage, device;
+    mpt_device_t *dev;
+    mpt__executor_t *ex;
+    size_t p0, np;             /* its parameter elements */
+    size_t slots, max_mb;
+    int prev, next;            /* neighbouring workers, -1 at the ends */
+    segment_t *segs;
+    size_t nsegs;
+    float *gbuf;               /* host copy of its gradients (np) */
+    float *send_stage;         /* staging for outgoing messages (microbatches x max_mb x width) */
+    float *recv_stage;
+    mpt__request_t **sends;
+    size_t nsends;
+    pthread_t thread;
+    /* reducer */
+    pthread_t reducer;
+    int reducer_started;
+    pthread_mutex_t rlock;
+    pthread_cond_t rcond;
+    bucket_t *queue;
+    size_t qhead, qtail, qcap;
+    int rstatus;
+    char rerror[512];
+    spans_t spans, rspans;     /* the worker's and its reducer's (tracing only) */
+    /* results of the job */
+    int status;
+    char error[512];
+    double loss_sum, correct, norm, step_s;
+    mpt__engine_device_stats_t stats;
+};
+
+struct mpt__engine {
+    const mpt__model_t *m;
+    const mpt__plan_t *plan;
+    size_t batch, microbatches, nreplicas, nworkers;
+    uint64_t step;
+    int pipe_1f1b;
+    mpt__transport_t *t;
+    worker_t *w;
+    size_t *rep_first, *rep_samples; /* per replica: offset and size of its share */
+    const mpt_topology_t *topo;
+    const mpt_cluster_t *cluster;
+    int failed;
+    /* the current job */
+    pthread_mutex_t lock;
+    pthread_cond_t go, done;
+    unsigned long generation;
+    size_t finished;
+    job_kind_t kind;
+    const float *x;
+    const int32_t *y;
+    size_t count;
+    const mpt__optim_cfg_t *opt;
+    float lr;
+    int *all_members;
+    int tracing;
+    double trace_t0;
+};
+
+/* Records a span when tracing; a failed allocation drops it (a trace is
+ * diagnostic). */
+static void span_add(const mpt__engine_t *e, spans_t *s, const char *name, int mb, double t0)
+{
+    if (!e->tracing)
+        return;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        span_t *grown = realloc(s->v, cap * sizeof *grown);
+        if (!grown)
+            return;
+        s->v = grown, s->cap = cap;
+    }
+    s->v[s->n++] = (span_t){name, mb, t0, mpt__now()};
+}
+
+/* ---- micro-batches ----------------------------------------------------------- */
+
+/* Samples of micro-batch j of a share of n samples over m micro-batches:
+ * the first n % m get one more.  *offset is its first sample in the share. */
+static size_t mb_size(size_t n, size_t m, size_t j, size_t *offset)
+{
+    size_t base = n / m, extra = n % m;
+    if (offset)
+        *offset = j * base + (j < extra ? j : extra);
+    return base + (j < extra);
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* Records a worker's failure once and wakes every peer. */
+static int worker_fail(worker_t *w, int status)
+{
+    if (w->status == MPT_OK) {
+        w->status = status;
+        snprintf(w->error, sizeof w->error, "%s", mpt_last_error());
+    }
+    char why[600];
+    snprintf(why, sizeof why, "device %d (%s), replica %d stage %d: %s", w->dev->info.index,
+             w->dev->info.name, w->replica, w->stage, w->error);
+    mpt__transport_abort(w->e->t, status, why);
+    return status;
+}
+
+/* ---- the reducer thread ------------------------------------------------------- */
+
+static void *reducer_main(void *arg)
+{
+    worker_t *w = arg;
+    pthread_mutex_lock(&w->rlock);
+    for (;;) {
+        while (w->qhead == w->qtail && w->qcap != 0)
+            pthread_cond_wait(&w->rcond, &w->rlock);
+        if (w->qcap == 0) /* told to quit */
+            break;
+        bucket_t b = w->queue[w->qhead % w->qcap];
+        pthread_mutex_unlock(&w->rlock);
+        int status = MPT_OK;
+        if (b.seg) {
+            mpt__group_t g = {w->e->t, b.seg->members, (int)w->e->nreplicas, b.seg->self,
+                              b.seg->tag};
+            mpt__coll_stats_t cs = {0};
+            double t0 = mpt__now();
+            status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
+            w->stats.allreduce_s += mpt__now() - t0;
+            span_add(w->e, &w->rspans, "allreduce", -1, t0);
+            w->stats.allreduce_bytes += b.count * sizeof(float);
+        }
+        pthread_mutex_lock(&w->rlock);
+        if (status < 0 && w->rstatus == MPT_OK) {
+            w->rstatus = status;
+            snprintf(w->rerror, sizeof w->rerror, "%s", mpt_last_error());
+        }
+        w->qhead++;
+        pthread_cond_broadcast(&w->rcond);
+    }
+    pthread_mutex_unlock(&w->rlock);
+    return NULL;
+}
+
+static void reducer_push(worker_t *w, bucket_t b)
+{
+    pthread_mutex_lock(&w->rlock);
+    w->queue[w->qtail++ % w->qcap] = b; /* qcap >= buckets per step: never full */
+    pthread_cond_broadcast(&w->rcond);
+    pthread_mutex_unlock(&w->rlock);
+}
+
+/* Waits until the reducer has done every bucket; its status. */
+static int reducer_drain(worker_t *w)
+{
+    pthread_mutex_lock(&w->rlock);
+    while (w->qhead != w->qtail)
+        pthread_cond_wait(&w->rcond, &w->rlock);
+    int status = w->rstatus;
+    if (status < 0)
+        mpt__fail(status, "%s", w->rerror);
+    w->rstatus = MPT_OK;
+    pthread_mutex_unlock(&w->rlock);
+    return status;
+}
+
+/* ---- one training step on one worker ------------------------------------------ */
+
+/* Hands the finished gradients [first, end) (model elements) to the
+ * reducer, cut at segment boundaries: reads them from the device first
+ * (the in-order queue makes the read wait for the backward kernels that
+ * wrote them, not for those enqueued later). */
+static int flush_grads(worker_t *w, size_t first, size_t end)
+{
+    int status = MPT_OK;
+    if (end <= first)
+        return MPT_OK;
+    status = mpt_buffer_read(mpt__executor_grads_buffer(w->ex), (first - w->p0) * sizeof(float),
+                             w->gbuf + (first - w->p0), (end - first) * sizeof(float));
+    if (status < 0)
+        return status;
+    /* Segments are in increasing order; buckets go out last first. */
+    for (size_t k = w->nsegs; k-- > 0;) {
+        const segment_t *s = &w->segs[k];
+        size_t a = s->first > first ? s->first : first;
+        size_t b = s->first + s->count < end ? s->first + s->count : end;
+        if (b > a)
+            reducer_push(w, (bucket_t){a, b - a, s});
+    }
+    return MPT_OK;
+}
+
+/* Called by the executor after each layer's backward of the last
+ * micro-batch: once enough finished gradients have gathered, send them. */
+typedef struct {
+    worker_t *w;
+    size_t pending_first, pending_end; /* finished, not yet handed over */
+    int status;
+} bucket_ctx_t;
+
+static void layer_done(void *arg, size_t layer)
+{
+    bucket_ctx_t *b = arg;
+    worker_t *w = b->w;
+    const mpt__layer_t *l = &w->e->m->layers[layer];
+    if (b->status < 0 || l->nparams == 0)
+        return;
+    size_t lo = l->params[0].offset, hi = lo;
+    for (int q = 0; q < l->nparams; q++) {
+        size_t a = l->params[q].offset, z = a + l->params[q].numel;
+        lo = a < lo ? a : lo;
+        hi = z > hi ? z : hi;
+    }
+    if (b->pending_end == 0)
+        b->pending_end = hi;
+    b->pending_first = lo;
+    /* A segment boundary at lo means the next layer belongs to another
+     * group: flush there too. */
+    int boundary = 0;
+    for (size_t k = 0; k < w->nsegs; k++)
+        boundary |= w->segs[k].first == lo;
+    if ((b->pending_end - b->pending_first) * sizeof(float) >= BUCKET_BYTES || boundary) {
+        b->status = flush_grads(w, b->pending_first, b->pending_end);
+        b->pending_end = 0;
+    }
+}
+
+static int send_async(worker_t *w, int peer, int tag, const float *buf, size_t floats)
+{
+    mpt__request_t *req = NULL;
+    int status = mpt__isend(w->e->t, w->index, peer, tag, buf, floats * sizeof *buf, &req);
+    if (status == MPT_OK)
+        w->sends[w->nsends++] = req;
+    return status;
+}
+
+static int wait_sends(worker_t *w)
+{
+    int status = MPT_OK;
+    for (size_t i = 0; i < w->nsends; i++) {
+        int s = mpt__wait(w->e->t, w->sends[i]);
+        status = status < 0 ? status : s;
+    }
+    w->nsends = 0;
+    return status;
+}
+
+static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
+{
+    mpt__engine_t *e = w->e;
+    size_t off = 0, n = mb_size(share, e->microbatches, j, &off), slot = j % w->slots;
+    size_t in = mpt__stage_in_floats(w->ex), out = mpt__stage_out_floats(w->ex);
+    int status;
+    double t0 = mpt__now();
+    if (w->prev < 0) {
+        MPT_TRY(mpt__stage_put_input(w->ex, slot, e->x + (share_first + off) * in, n));
+    } else {
+        float *r = w->recv_stage;
+        MPT_TRY(mpt__recv(e->t, w->index, w->prev, TAG_ACT, r, n * in * sizeof *r));
+        span_add(e, &w->spans, "recv", (int)j, t0);
+        t0 = mpt__now();
+        MPT_TRY(mpt__stage_put_input(w->ex, slot, r, n));
+    }
+    if (w->next < 0)
+        MPT_TRY(mpt__stage_put_labels(w->ex, slot, e->y + share_first + off, n));
+    MPT_TRY(mpt__stage_forward(w->ex, slot, n, 1));
+    if (w->next >= 0) {
+        float *s = w->send_stage + j * w->max_mb * out;
+        MPT_TRY(mpt__stage_get_output(w->ex, slot, s, n));
+        MPT_TRY(send_async(w, w->next, TAG_ACT, s, n * out));
+    } else {
+        double sum = 0;
+        MPT_TRY(mpt__stage_loss_sum(w->ex, slot, n, &sum));
+        w->loss_sum += sum;
+    }
+    span_add(e, &w->spans, "forward", (int)j, t0);
+out:
+    return status;
+}
+
+static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket)
+{
+    mpt__engine_t *e = w->e;
+    size_t n = mb_size(share, e->microbatches, j, NULL), slot = j % w->slots;
+    size_t in = mpt__stage_in_floats(w->ex), out = mpt__stage_out_floats(w->ex);
+    int status, last_mb = j + 1 == e->microbatches;
+    double t0 = mpt__now();
+    if (w->next >= 0) {
+        float *r = w->recv_stage;
+        MPT_TRY(mpt__recv(e->t, w->index, w->next, TAG_GRAD, r, n * out * sizeof *r));
+        span_add(e, &w->spans, "recv", (int)j, t0);
+        t0 = mpt__now();
+        MPT_TRY(mpt__stage_put_dy(w->ex, r, n));
+    }
+    /* The last micro-batch's backward finishes each layer's gradients:
+     * with replicas, buckets leave for the reducer as it goes. */
+    mpt__stage_set_layer_hook(w->ex, last_mb && bucket ? layer_done : NULL, bucket);
+    MPT_TRY(mpt__stage_backward(w->ex, slot, n, 1.0f / (float)e->batch, j > 0, w->prev >= 0));
+    mpt__stage_set_layer_hook(w->ex, NULL, NULL);
+    if (bucket && bucket->status < 0) {
+        status = bucket->status;
+        goto out;
+    }
+    if (w->prev >= 0) {
+        float *s = w->send_stage + j * w->max_mb * in;
+        MPT_TRY(mpt__stage_get_dx(w->ex, s, n));
+        MPT_TRY(send_async(w, w->prev, TAG_GRAD, s, n * in));
+    }
+    span_add(e, &w->spans, "backward", (int)j, t0);
+out:
+    return status;
+}
+
+/* The schedule of this stage: GPipe (every forward, then every backward)
+ * or 1F1B (pp - stage - 1 forwards to fill the pipeline, then one forward
+ * and one backward in turn, then the remaining backwards).  Both run the
+ * backwards in micro-batch order, so gradients add up in the same order
+ * whatever the schedule. */
+static int run_schedule(worker_t *w, size_t share, size_t share_first, bucket_ctx_t *bucket)
+{
+    mpt__engine_t *e = w->e;
+    size_t m = e->microbatches, pp = e->plan->replicas[w->replica].nstages;
+    size_t warm = e->pipe_1f1b ? pp - (size_t)w->stage - 1 : m;
+    int status = MPT_OK;
+    if (warm > m)
+        warm = m;
+    for (size_t j = 0; j < warm; j++)
+        MPT_TRY(forward_mb(w, j, share, share_first));
+    for (size_t i = 0; i < m - warm; i++) {
+        MPT_TRY(forward_mb(w, warm + i, share, share_first));
+        MPT_TRY(backward_mb(w, i, share, bucket));
+    }
+    for (size_t j = m - warm; j < m; j++)
+        MPT_TRY(backward_mb(w, j, share, bucket));
+out:
+    return status;
+}
+
+/* Global gradient norm: replica 0's stages hold every element once. */
+static int grad_norm(worker_t *w, double *norm)
+{
+    mpt__engine_t *e = w->e;
+    double sumsq = 0;
+    float v;
+    int status;
+    if (w->replica == 0)
+        MPT_TRY(mpt__stage_grad_sumsq(w->ex, &sumsq));
+    if (e->nworkers == 1) { /* exactly the one-device executor's norm */
+        *norm = (float)sqrt(sumsq);
+        return MPT_OK;
+    }
+    v = (float)sumsq;
+    mpt__group_t g = {e->t, e->all_members, (int)e->nworkers, w->index, TAG_NORM};
+    MPT_TRY(mpt__allreduce(&g, &v, 1, NULL));
+    *norm = (float)sqrt((double)v);
+out:
+    return status;
+}
+
+static int train_job(worker_t *w)
+{
+    mpt__engine_t *e = w->e;
+    size_t share = e->rep_samples[w->replica], share_first = e->rep_first[w->replica];
+    bucket_ctx_t bucket = {w, 0, 0, MPT_OK};
+    int status;
+    w->loss_sum = 0;
+    w->stats.allreduce_s = 0, w->stats.allreduce_bytes = 0;
+    mpt__executor_set_step(w->ex, e->step);
+    MPT_TRY(run_schedule(w, share, share_first, w->nsegs ? &bucket : NULL));
+    if (w->nsegs) {
+        /* What the hook did not flush yet (the stage's first layers). */
+        if (bucket.pending_end > 0)
+            MPT_TRY(flush_grads(w, bucket.pending_first, bucket.pending_end));
+        MPT_TRY(reducer_drain(w));
+        MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
+    }
+    MPT_TRY(wait_sends(w));
+    if (e->opt->clip_norm > 0) {
+        double norm = 0;
+        MPT_TRY(grad_norm(w, &norm));
+        double coef = (double)e->opt->clip_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            MPT_TRY(mpt__stage_scale_grads(w->ex, (float)coef));
+        w->norm = norm;
+    }
+    MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
+out:
+    if (status < 0) {
+        /* Abort first: pending sends and the reducer's rings then return
+         * at once instead of waiting for peers that will never come. */
+        worker_fail(w, status);
+        wait_sends(w);
+        if (w->nsegs)
+            reducer_drain(w);
+    }
+    return status;
+}
+
+/* Evaluation through replica 0's pipeline, in chunks of a micro-batch. */
+static int eval_job(worker_t *w)
+{
+    mpt__engine_t *e = w->e;
+    size_t in = mpt__stage_in_floats(w->ex), out = mpt__stage_out_floats(w->ex);
+    int status = MPT_OK;
+    w->loss_sum = 0, w->correct = 0;
+    if (w->replica != 0)
+        return MPT_OK;
+    for (size_t first = 0; first < e->count; first += w->max_mb) {
+        size_t n = e->count - first < w->max_mb ? e->count - first : w->max_mb;
+        if (w->prev < 0) {
+            MPT_TRY(mpt__stage_put_input(w->ex, 0, e->x + first * in, n));
+        } else {
+            MPT_TRY(mpt__recv(e->t, w->index, w->prev, TAG_EVAL, w->recv_stage,
+                              n * in * sizeof(float)));
+            MPT_TRY(mpt__stage_put_input(w->ex, 0, w->recv_stage, n));
+        }
+        if (w->next < 0)
+            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first, n));
+        MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
+        if (w->next >= 0) {
+            MPT_TRY(mpt__stage_get_output(w->ex, 0, w->send_stage, n));
+            MPT_TRY(mpt__send(e->t, w->index, w->next, TAG_EVAL, w->send_stage,
+                              n * out * sizeof(float)));
+        } else {
+            double sum = 0, hits = 0;
+            MPT_TRY(mpt__stage_loss_sum(w->ex, 0, n, &sum));
+            MPT_TRY(mpt__stage_correct(w->ex, 0, n, &hits));
+            w->loss_sum += sum, w->correct += hits;
+        }
+    }
+out:
+    return status;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    mpt__engine_t *e = w->e;
+    unsigned long seen = 0;
+    if (e->topo && e->cluster) {
+        const mpt_cluster_device_t *cd = mpt_cluster_device(e->cluster, (size_t)w->device);
+        if (cd && mpt_topology_bind_thread(e->topo, &cd->locality) < 0)
+            mpt__log(MPT_LOG_WARN, "worker of device %d: cannot bind to its cores: %s",
+                     w->device, mpt_last_error());
+    }
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (e->generation == seen)
+            pthread_cond_wait(&e->go, &e->lock);
+        seen = e->generation;
+        job_kind_t kind = e->kind;
+        pthread_mutex_unlock(&e->lock);
+        if (kind == JOB_QUIT)
+            break;
+        double t0 = mpt__now();
+        w->status = MPT_OK, w->error[0] = '\0';
+        int status = kind == JOB_TRAIN ? train_job(w) : eval_job(w);
+        if (status < 0)
+            worker_fail(w, status);
+        w->step_s = mpt__now() - t0;
+        pthread_mutex_lock(&e->lock);
+        e->finished++;
+        pthread_cond_broadcast(&e->done);
+        pthread_mutex_unlock(&e->lock);
+    }
+    return NULL;
+}
+
+/* Posts a job to every worker and waits; the first real failure (not the
+ * aborts it caused) is the engine's. */
+static int run_job(mpt__engine_t *e, job_kind_t kind)
+{
+    if (e->failed)
+        return mpt__fail(MPT_ERR_ABORTED, "the engine stopped after an earlier failure");
+    pthread_mutex_lock(&e->lock);
+    e->kind = kind;
+    e->finished = 0;
+    e->generation++;
+    pthread_cond_broadcast(&e->go);
+    while (e->finished < e->nworkers)
+        pthread_cond_wait(&e->done, &e->lock);
+    pthread_mutex_unlock(&e->lock);
+    const worker_t *first = NULL;
+    for (size_t i = 0; i < e->nworkers; i++) {
+        const worker_t *w = &e->w[i];
+        if (w->status < 0 && (!first || (first->status == MPT_ERR_ABORTED &&
+                                         w->status != MPT_ERR_ABORTED)))
+            first = w;
+    }
+    if (!first)
+        return MPT_OK;
+    e->failed = 1;
+    return mpt__fail(first->status, "device %d (%s), replica %d stage %d: %s",
+                     first->dev->info.index, first->dev->info.name, first->replica,
+                     first->stage, first->error);
+}
+
+/* ---- creation ------------------------------------------------------------------- */
+
+/* Replica shares of the batch, from the plan's fractions (whole samples,
+ * largest remainder, in replica order). */
+static int split_batch(mpt__engine_t *e)
+{
+    size_t given = 0, n = e->nreplicas;
+    double *rest = calloc(n, sizeof *rest);
+    if (!rest)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < n; r++) {
+        double ideal = e->plan->replicas[r].batch_share * (double)e->batch;
+        e->rep_samples[r] = (size_t)ideal;
+        rest[r] = ideal - (double)e->rep_samples[r];
+        given += e->rep_samples[r];
+    }
+    while (given < e->batch) {
+        size_t top = 0;
+        for (size_t r = 1; r < n; r++)
+            if (rest[r] > rest[top])
+                top = r;
+        e->rep_samples[top]++, rest[top] = -1, given++;
+    }
+    free(rest);
+    for (size_t r = 0, off = 0; r < n; off += e->rep_samples[r], r++) {
+        e->rep_first[r] = off;
+        if (e->rep_samples[r] < e->microbatches)
+            return mpt__fail(MPT_ERR_INVALID,
+                             "replica %zu gets %zu of the %zu samples, fewer than its %zu "
+                             "micro-batches",
+                             r, e->rep_samples[r], e->batch, e->microbatches);
+    }
+    return MPT_OK;
+}
+
+/* The all-reduce segments of worker w: the model's parameter elements cut
+ * at every worker's range boundaries. */
+static int make_segments(mpt__engine_t *e, worker_t *w)
+{
+    size_t nb = 0, *cuts = malloc((2 * e->nworkers + 2) * sizeof *cuts);
+    if (!cuts)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < e->nworkers; i++) {
+        cuts[nb++] = e->w[i].p0;
+        cuts[nb++] = e->w[i].p0 + e->w[i].np;
+    }
+    for (size_t i = 1; i < nb; i++) /* sort */
+        for (size_t j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+            size_t t = cuts[j];
+            cuts[j] = cuts[j - 1], cuts[j - 1] = t;
+        }
+    w->segs = calloc(nb, sizeof *w->segs);
+    if (!w->segs) {
+        free(cuts);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t k = 0; k + 1 < nb; k++) {
+        size_t a = cuts[k], b = cuts[k + 1];
+        if (b <= a || a < w->p0 || b > w->p0 + w->np)
+            continue;
+        segment_t *s = &w->segs[w->nsegs];
+        if (!(s->members = malloc(e->nreplicas * sizeof *s->members))) {
+            free(cuts);
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        }
+        s->first = a, s->count = b - a, s->tag = TAG_GROUP + (int)k;
+        for (size_t i = 0; i < e->nworkers; i++) {
+            const worker_t *o = &e->w[i];
+            if (o->np && o->p0 <= a && b <= o->p0 + o->np) {
+                s->members[o->replica] = o->index;
+                if (o == w)
+                    s->self = o->replica;
+            }
+        }
+        w->nsegs++;
+    }
+    free(cuts);
+    return MPT_OK;
+}
+
+static int has_dropout(const mpt__model_t *m)
+{
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (!strcmp(m->layers[i].kind->name, "dropout"))
+            return 1;
+    return 0;
+}
+
+static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevices, size_t batch)
+{
+    if (p->tp != 1)
+        return mpt__fail(MPT_ERR_UNSUPPORTED,
+                         "the plan has tensor-parallel groups of %zu devices: this engine runs "
+                         "pipeline and data parallelism only (tp = 1)",
+                         p->tp);
+    if (p->microbatches == 0 || p->nreplicas == 0)
+        return mpt__fail(MPT_ERR_INVALID, "a plan without replicas or micro-batches");
+    if (has_dropout(m) && (p->microbatches > 1 || p->nreplicas > 1))
+        return mpt__fail(MPT_ERR_UNSUPPORTED,
+                         "dropout masks are drawn per element of the whole batch: a model with "
+                         "dropout runs with one replica and one micro-batch only");
+    if (p->batch && p->batch != batch)
+        mpt__log(MPT_LOG_INFO, "engine: the plan was made for batch %zu, running batch %zu",
+                 p->batch, batch);
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            if (st->ndevices != 1 || st->devices[0].device >= ndevices)
+                return mpt__fail(MPT_ERR_INVALID,
+                                 "replica %zu stage %zu: device %zu of %zu opened", r, s,
+                                 st->ndevices ? st->devices[0].device : 0, ndevices);
+            if (st->last >= m->nlayers || st->first > st->last)
+                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: layers %zu..%zu of %zu",
+                                 r, s, st->first, st->last, m->nlayers);
+        }
+    return MPT_OK;
+}
+
+int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
+                       const mpt__plan_t *plan, size_t batch, uint64_t seed,
+                       const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                       mpt__engine_t **out)
+{
+    int status = MPT_OK;
+    float *init = NULL;
+    mpt__engine_t *e = NULL;
+    *out = NULL;
+    MPT_TRY(check_plan(m, plan, ndevices, batch));
+    if (!(e = calloc(1, sizeof *e))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->go, NULL);
+    pthread_cond_init(&e->done, NULL);
+    e->m = m, e->plan = plan, e->batch = batch, e->microbatches = plan->microbatches;
+    e->nreplicas = plan->nreplicas, e->pipe_1f1b = plan->schedule == MPT__PIPE_1F1B;
+    e->topo = topo, e->cluster = cluster;
+    for (size_t r = 0; r < e->nreplicas; r++)
+        e->nworkers += plan->replicas[r].nstages;
+    if (!(e->w = calloc(e->nworkers, sizeof *e->w)) ||
+        !(e->rep_first = calloc(e->nreplicas, sizeof *e->rep_first)) ||
+        !(e->rep_samples = calloc(e->nreplicas, sizeof *e->rep_samples)) ||
+        !(e->all_members = calloc(e->nworkers, sizeof *e->all_members)) ||
+        !(init = malloc((m->param_floats ? m->param_floats : 1) * sizeof *init))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    MPT_TRY(split_batch(e));
+    MPT_TRY(mpt__transport_local_create((int)e->nworkers, &e->t));
+    mpt__model_init_params(m, seed, init);
+    /* CLBlast's caches are filled from one thread before workers use it
+     * concurrently (device/blas.c). */
+    for (size_t i = 0; i < ndevices; i++)
+        MPT_TRY(mpt__device_blas_warmup(devices[i]));
+    size_t k = 0;
+    for (size_t r = 0; r < e->nreplicas; r++) {
+        const mpt__plan_replica_t *rep = &plan->replicas[r];
+        size_t max_mb = (e->rep_samples[r] + e->microbatches - 1) / e->microbatches;
+        for (size_t s = 0; s < rep->nstages; s++, k++) {
+            worker_t *w = &e->w[k];
+            const mpt__plan_stage_t *st = &rep->stages[s];
+            w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
+            w->device = (int)st->devices[0].device;
+            w->dev = devices[w->device];
+            w->prev = s > 0 ? (int)k - 1 : -1;
+            w->next = s + 1 < rep->nstages ? (int)k + 1 : -1;
+            w->max_mb = max_mb;
+            size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
+            w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
+            /* Accumulating micro-batches needs the second gradient buffer
+             * that only a stage of 2+ slots allocates. */
+            size_t slots = e->microbatches > 1 && w->slots < 2 ? 2 : w->slots;
+            MPT_TRY(mpt__stage_create(m, w->dev, st->first, st->last, max_mb, slots, seed, init,
+                                      &w->ex));
+            w->slots = slots;
+            w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
+            size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);
+            size_t widest = width_in > width_out ? width_in : width_out;
+            if (!(w->send_stage = malloc(e->microbatches * max_mb * widest * sizeof(float))) ||
+                !(w->recv_stage = malloc(max_mb * widest * sizeof(float))) ||
+                !(w->sends = calloc(2 * e->microbatches, sizeof *w->sends)) ||
+                !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
+                status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
+            w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
+            e->all_members[k] = (int)k;
+            pthread_mutex_init(&w->rlock, NULL);
+            pthread_cond_init(&w->rcond, NULL);
+        }
+    }
+    /* Evaluation chunks are one micro-batch: the send staging of one
+     * micro-batch serves them. */
+    for (size_t i = 0; e->nreplicas > 1 && i < e->nworkers; i++) {
+        worker_t *w = &e->w[i];
+        MPT_TRY(make_segments(e, w));
+        w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
+        if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        if (w->nsegs) {
+            if (pthread_create(&w->reducer, NULL, reducer_main, w) != 0) {
+                status = mpt__fail(MPT_ERR_NOMEM, "cannot start a reducer thread");
+                goto out;
+            }
+            w->reducer_started = 1;
+        }
+    }
+    for (size_t i = 0; i < e->nworkers; i++) {
+        if (pthread_create(&e->w[i].thread, NULL, worker_main, &e->w[i]) != 0) {
+            status = mpt__fail(MPT_ERR_NOMEM, "cannot start worker thread %zu", i);
+            e->nworkers = i; /* only these are joined */
+            goto out;
+        }
+    }
+out:
+    free(init);
+    if (status < 0) {
+        mpt__engine_free(e);
+        e = NULL;
+    }
+    *out = e;
+    return status;
+}
+
+void mpt__engine_free(mpt__engine_t *e)
+{
+    if (!e)
+        return;
+    if (e->w) {
+        int any = 0;
+        for (size_t i = 0; i < e->nworkers; i++)
+            any |= e->w[i].thread != 0;
+        if (any) {
+            pthread_mutex_lock(&e->lock);
+            e->kind = JOB_QUIT;
+            e->generation++;
+            pthread_cond_broadcast(&e->go);
+            pthread_mutex_unlock(&e->lock);
+            for (size_t i = 0; i < e->nworkers; i++)
+                if (e->w[i].thread)
+                    pthread_join(e->w[i].thread, NULL);
+        }
+        for (size_t i = 0; i < e->nworkers; i++) {
+            worker_t *w = &e->w[i];
+            if (w->reducer_started) {
+                pthread_mutex_lock(&w->rlock);
+                w->qcap = 0;
+                pthread_cond_broadcast(&w->rcond);
+                pthread_mutex_unlock(&w->rlock);
+                pthread_join(w->reducer, NULL);
+            }
+            for (size_t k = 0; k < w->nsegs; k++)
+                free(w->segs[k].members);
+            free(w->segs);
+            free(w->queue);
+            free(w->gbuf);
+            free(w->send_stage);
+            free(w->recv_stage);
+            free(w->sends);
+            free(w->spans.v);
+            free(w->rspans.v);
+            mpt__executor_free(w->ex);
+        }
+    }
+    if (e->t)
+        mpt__transport_destroy(e->t);
+    free(e->w);
+    free(e->rep_first);
+    free(e->rep_samples);
+    free(e->all_members);
+    free(e);
+}
+
+/* ---- jobs ------------------------------------------------------------------------ */
+
+int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
+                           const mpt__optim_cfg_t *opt, float lr, double *loss,
+                           double *grad_norm)
+{
+    e->x = x, e->y = y, e->opt = opt, e->lr = lr;
+    int status = run_job(e, JOB_TRAIN);
+    double sum = 0;
+    *grad_norm = 0;
+    for (size_t i = 0; i < e->nworkers; i++) {
+        worker_t *w = &e->w[i];
+        if (w->next < 0)
+            sum += w->loss_sum;
+        if (opt->clip_norm > 0 && i == 0)
+            *grad_norm = w->norm;
+        w->stats.step_s = w->step_s;
+    }
+    *loss = sum / (double)e->batch;
+    if (status == MPT_OK)
+        e->step++;
+    return status;
+}
+
+int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, size_t count,
+                         double *loss_sum, double *correct)
+{
+    e->x = x, e->y = y, e->count = count;
+    int status = run_job(e, JOB_EVAL);
+    *loss_sum = 0, *correct = 0;
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].replica == 0 && e->w[i].next < 0)
+            *loss_sum += e->w[i].loss_sum, *correct += e->w[i].correct;
+    return status;
+}
+
+/* ---- state ------------------------------------------------------------------------- */
+
+/* Reads (replica 0) or writes (every replica) a whole-model state array
+ * through each worker's range; `what` < 0: parameters, else an optimizer
+ * slot.  The workers are idle between jobs, so the caller's thread may use
+ * their devices' queues. */
+static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
+{
+    int status = MPT_OK;
+    for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {
+        worker_t *w = &e->w[i];
+        if (out && w->replica == 0)
+            status = what < 0 ? mpt__executor_read_params(w->ex, out + w->p0)
+                              : mpt__executor_read_slot(w->ex, what, out + w->p0);
+        else if (in)
+            status = what < 0 ? mpt__executor_write_params(w->ex, in + w->p0)
+                              : mpt__executor_write_slot(w->ex, what, in + w->p0);
+    }
+    return status;
+}
+
+int mpt__engine_read_params(mpt__engine_t *e, float *out) { return state_io(e, -1, out, NULL); }
+int mpt__engine_write_params(mpt__engine_t *e, const float *in) { return state_io(e, -1, NULL, in); }
+int mpt__engine_read_slot(mpt__engine_t *e, int slot, float *out) { return state_io(e, slot & 1, out, NULL); }
+int mpt__engine_write_slot(mpt__engine_t *e, int slot, const float *in) { return state_io(e, slot & 1, NULL, in); }
+uint64_t mpt__engine_step(const mpt__engine_t *e) { return e->step; }
+size_t mpt__engine_worker_count(const mpt__engine_t *e) { return e->nworkers; }
+
+void mpt__engine_set_step(mpt__engine_t *e, uint64_t step)
+{
+    e->step = step;
+    for (size_t i = 0; i < e->nworkers; i++)
+        mpt__executor_set_step(e->w[i].ex, step);
+}
+
+void mpt__engine_set_tracing(mpt__engine_t *e, int on)
+{
+    if (on && !e->tracing)
+        e->trace_t0 = mpt__now();
+    e->tracing = on;
+}
+
+/* Chrome Trace Event JSON: one track (tid) per worker, named by its device,
+ * and one per reducer; complete events ("X") in microseconds. */
+int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
+{
+    json_t *events = json_array();
+    for (size_t i = 0; i < e->nworkers; i++) {
+        const worker_t *w = &e->w[i];
+        char track[160];
+        for (int r = 0; r < (w->nsegs ? 2 : 1); r++) {
+            snprintf(track, sizeof track, "device %d %s (replica %d stage %d)%s",
+                     w->dev->info.index, w->dev->info.name, w->replica, w->stage,
+                     r ? " all-reduce" : "");
+            json_array_append_new(events, json_pack("{s:s, s:s, s:i, s:i, s:{s:s}}", "name",
+                                                    "thread_name", "ph", "M", "pid", 0, "tid",
+                                                    (int)(2 * i + (size_t)r), "args", "name",
+                                                    track));
+            const spans_t *s = r ? &w->rspans : &w->spans;
+            for (size_t k = 0; k < s->n; k++) {
+                const span_t *sp = &s->v[k];
+                json_t *ev = json_pack("{s:s, s:s, s:s, s:f, s:f, s:i, s:i}", "name", sp->name,
+                                       "cat", r ? "comm" : "compute", "ph", "X", "ts",
+                                       (sp->t0 - e->trace_t0) * 1e6, "dur",
+                                       (sp->t1 - sp->t0) * 1e6, "pid", 0, "tid",
+                                       (int)(2 * i + (size_t)r));
+                if (sp->mb >= 0)
+                    json_object_set_new(ev, "args", json_pack("{s:i}", "microbatch", sp->mb));
+                json_array_append_new(events, ev);
+            }
+        }
+    }
+    json_t *root = json_pack("{s:o, s:s}", "traceEvents", events, "displayTimeUnit", "ms");
+    *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    return *text ? MPT_OK : mpt__fail(MPT_ERR_NOMEM, "out of memory writing the trace");
+}
+
+const mpt__engine_device_stats_t *mpt__engine_device_stats(const mpt__engine_t *e, size_t i)
+{
+    return i < e->nworkers ? &e->w[i].stats : NULL;
+}

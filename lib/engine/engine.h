@@ -1,0 +1,60 @@
+/*
+ * engine/engine.h: executes a plan on several devices at once: one worker
+ * thread per (replica, stage), each owning a pipeline stage
+ * (engine/executor.h) on its device; activations forward and gradients
+ * backward between stages over a transport (comm/comm.h), GPipe or 1F1B
+ * over micro-batches; gradients of data-parallel replicas summed by ring
+ * all-reduces in buckets as the backward pass completes them.  Never
+ * installed.
+ *
+ * Plan invariance: every stage initialises exactly the model's elements it
+ * owns (counter-based), every replica sees its contiguous share of the
+ * step's batch, and gradients are scaled by 1 / (the whole batch) at the
+ * loss, so the summed update is the one-device update up to the order of
+ * float sums.
+ */
+#ifndef MPT_ENGINE_ENGINE_H
+#define MPT_ENGINE_ENGINE_H
+
+#include "engine/executor.h"
+#include "plan/plan.h"
+
+typedef struct mpt__engine mpt__engine_t;
+
+/* Per-device figures of the last step (metrics, progress display). */
+typedef mpt_device_step_t mpt__engine_device_stats_t;
+
+/* Runs `plan` (tp = 1) on devices[plan device id], steps of `batch`
+ * samples.  `topo` and `cluster` (both optional) bind each worker to its
+ * device's cores. */
+int mpt__engine_create(const mpt__model_t *model, mpt_device_t *const *devices, size_t ndevices,
+                       const mpt__plan_t *plan, size_t batch, uint64_t seed,
+                       const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                       mpt__engine_t **out);
+void mpt__engine_free(mpt__engine_t *e);
+
+/* One training step: the same contract as mpt__executor_train_step. */
+int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
+                           const mpt__optim_cfg_t *opt, float lr, double *loss,
+                           double *grad_norm);
+/* Forward only through replica 0's pipeline, in chunks. */
+int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, size_t count,
+                         double *loss_sum, double *correct);
+
+/* Whole-model host copies of the state (replica 0's stages), and writes to
+ * every replica; the step counter. */
+int mpt__engine_read_params(mpt__engine_t *e, float *out);
+int mpt__engine_write_params(mpt__engine_t *e, const float *in);
+int mpt__engine_read_slot(mpt__engine_t *e, int slot, float *out);
+int mpt__engine_write_slot(mpt__engine_t *e, int slot, const float *in);
+uint64_t mpt__engine_step(const mpt__engine_t *e);
+void mpt__engine_set_step(mpt__engine_t *e, uint64_t step);
+
+size_t mpt__engine_worker_count(const mpt__engine_t *e);
+/* Records every forward, backward, receive and all-reduce from now on (on)
+ * for mpt__engine_trace_json: a Chrome trace, one track per device. */
+void mpt__engine_set_tracing(mpt__engine_t *e, int on);
+int mpt__engine_trace_json(const mpt__engine_t *e, char **text);
+const mpt__engine_device_stats_t *mpt__engine_device_stats(const mpt__engine_t *e, size_t i);
+
+#endif
