@@ -128,7 +128,8 @@ int bench_train_main(int argc, char **argv)
     d.in = mpt_model_input_floats(model);
     struct stat st;
     if (stat(data_dir, &st) == 0 && mpt_dataset_load_idx(data_dir, "train", &train) == MPT_OK &&
-        mpt_dataset_sample_floats(train) == d.in) {
+        mpt_dataset_sample_floats(train) == d.in &&
+        mpt_dataset_classes(train) <= mpt_model_classes(model)) {
         d.x = mpt_dataset_images(train), d.y = mpt_dataset_labels(train);
         d.count = mpt_dataset_count(train);
     } else {

@@ -184,6 +184,10 @@ static void parse(int argc, char **argv, options *o)
     tool_init("mpt-train", verbose);
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
+    if (o->plan && strcmp(o->plan, "auto") != 0 &&
+        (o->pins.dp || o->pins.pp || o->pins.microbatches || o->pins.schedule != MPT_PIPE_AUTO))
+        tool_usage_error("--dp, --pp, --microbatches and --schedule gpipe|1f1b pin an automatic "
+                         "plan: edit the plan file instead");
     if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
     if (!o->model)
@@ -238,11 +242,11 @@ static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
             replicas = (size_t)d.replica + 1;
     }
     fputs(", \"devices\": [", f);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0, printed = 0; i < n; i++) {
         mpt_device_step_t d;
         if (mpt_trainer_device_stats(t, i, &d) < 0)
             continue;
-        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d", i ? ", " : "", d.device,
+        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d", printed++ ? ", " : "", d.device,
                 d.replica, d.stage);
         put_number(f, "busy", "%.4f", busy[d.device]);
         fprintf(f, ", \"memory_bytes\": %zu", d.memory_bytes);
@@ -506,7 +510,10 @@ int main(int argc, char **argv)
         char *json = NULL;
         FILE *f = NULL;
         tool_check(mpt_trainer_trace_json(r.trainer, &json), "writing the trace");
-        if (!(f = fopen(o.trace, "w")) || fputs(json, f) < 0 || fclose(f) != 0)
+        if (!(f = fopen(o.trace, "w")))
+            tool_die("cannot write trace %s: %s", o.trace, strerror(errno));
+        int bad = fputs(json, f) < 0;
+        if (fclose(f) != 0 || bad)
             tool_die("cannot write trace %s: %s", o.trace, strerror(errno));
         free(json);
     }

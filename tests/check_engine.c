@@ -4,7 +4,7 @@
  *
  * Plan invariance: 20 SGD steps (momentum 0.9, lr 0.05, batch 64) of the
  * Fashion-MNIST MLP under one device (the executor), PP=2 GPipe, PP=2 1F1B
- * with 4 micro-batches, DP=2, DP=2 with 2:1 batch shares, and PP=2 x DP=2 on
+ * with 4 micro-batches, PP=3 1F1B with 4 micro-batches, DP=2, DP=2 with 2:1 batch shares, and PP=2 x DP=2 on
  * 4 devices; then the test-set accuracy of each.  The data are the first
  * 20 batches of Fashion-MNIST's training set (its 10,000 test images for
  * the accuracy) when the Debian package is installed, else random images
@@ -212,6 +212,18 @@ START_TEST(pp2_1f1b_4_microbatches)
 }
 END_TEST
 
+START_TEST(pp3_1f1b_middle_stage)
+{
+    /* The middle stage takes 256 floats a sample in and sends 100 out:
+     * under 1F1B its outgoing activations and gradients interleave. */
+    load_world();
+    double one[] = {1.0};
+    int devs[] = {0, 1, 2};
+    static const size_t cuts[] = {0, 2, 5, 8};
+    expect_invariant("PP=3 1F1B m=4", make_plan(1, 3, 4, "1f1b", one, cuts, devs));
+}
+END_TEST
+
 START_TEST(dp2)
 {
     load_world();
@@ -338,6 +350,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, pp2_gpipe);
     tcase_add_test(tc, pp2_1f1b_4_microbatches);
+    tcase_add_test(tc, pp3_1f1b_middle_stage);
     tcase_add_test(tc, dp2);
     tcase_add_test(tc, dp2_uneven_shares);
     tcase_add_test(tc, pp2_dp2_four_devices);

@@ -54,6 +54,7 @@ typedef struct {
 typedef struct bucket {
     size_t first, count; /* model elements, inside one segment */
     const segment_t *seg;
+    cl_event ready;      /* the read of these gradients into gbuf (owned) */
 } bucket_t;
 
 typedef struct worker worker_t;
@@ -81,14 +82,18 @@ struct worker {
     segment_t *segs;
     size_t nsegs;
     float *gbuf;               /* host copy of its gradients (np) */
-    float *send_stage;         /* staging for outgoing messages (microbatches x max_mb x width) */
+    float *fwd_stage;          /* outgoing activations: one region per micro-batch */
+    float *bwd_stage;          /* outgoing gradients: one region per micro-batch, apart
+                                * from the activations, since 1F1B interleaves both and
+                                * a send's buffer must stay unchanged until received */
     float *recv_stage;
     mpt__request_t **sends;
     size_t nsends;
     pthread_t thread;
+    int thread_started;
     /* reducer */
     pthread_t reducer;
-    int reducer_started;
+    int reducer_started, rquit;
     pthread_mutex_t rlock;
     pthread_cond_t rcond;
     bucket_t *queue;
@@ -182,14 +187,22 @@ static void *reducer_main(void *arg)
     worker_t *w = arg;
     pthread_mutex_lock(&w->rlock);
     for (;;) {
-        while (w->qhead == w->qtail && w->qcap != 0)
+        while (w->qhead == w->qtail && !w->rquit)
             pthread_cond_wait(&w->rcond, &w->rlock);
-        if (w->qcap == 0) /* told to quit */
+        if (w->qhead == w->qtail) /* told to quit, nothing left */
             break;
         bucket_t b = w->queue[w->qhead % w->qcap];
+        int skip = w->rstatus < 0; /* after a failure: drain without reducing */
         pthread_mutex_unlock(&w->rlock);
         int status = MPT_OK;
-        if (b.seg) {
+        if (b.ready) {
+            cl_int err = clWaitForEvents(1, &b.ready);
+            clReleaseEvent(b.ready);
+            if (err != CL_SUCCESS && !skip)
+                status = mpt__fail_cl(err, "reading gradients of device %d for the all-reduce",
+                                      w->dev->info.index);
+        }
+        if (b.seg && status == MPT_OK && !skip) {
             mpt__group_t g = {w->e->t, b.seg->members, (int)w->e->nreplicas, b.seg->self,
                               b.seg->tag};
             mpt__coll_stats_t cs = {0};
@@ -198,6 +211,15 @@ static void *reducer_main(void *arg)
             w->stats.allreduce_s += mpt__now() - t0;
             span_add(w->e, &w->rspans, "allreduce", -1, t0);
             w->stats.allreduce_bytes += b.count * sizeof(float);
+        }
+        if (status < 0 && status != MPT_ERR_ABORTED) {
+            /* The peers of this ring (and of later ones) must not wait for
+             * a member that gave up, even before its ring began. */
+            char why[600];
+            snprintf(why, sizeof why, "device %d (%s), replica %d stage %d, all-reduce: %s",
+                     w->dev->info.index, w->dev->info.name, w->replica, w->stage,
+                     mpt_last_error());
+            mpt__transport_abort(w->e->t, status, why);
         }
         pthread_mutex_lock(&w->rlock);
         if (status < 0 && w->rstatus == MPT_OK) {
@@ -214,7 +236,9 @@ static void *reducer_main(void *arg)
 static void reducer_push(worker_t *w, bucket_t b)
 {
     pthread_mutex_lock(&w->rlock);
-    w->queue[w->qtail++ % w->qcap] = b; /* qcap >= buckets per step: never full */
+    /* qcap is at least the buckets of one step (segments plus layers):
+     * the queue is drained every step, so it never overflows. */
+    w->queue[w->qtail++ % w->qcap] = b;
     pthread_cond_broadcast(&w->rcond);
     pthread_mutex_unlock(&w->rlock);
 }
@@ -236,26 +260,35 @@ static int reducer_drain(worker_t *w)
 /* ---- one training step on one worker ------------------------------------------ */
 
 /* Hands the finished gradients [first, end) (model elements) to the
- * reducer, cut at segment boundaries: reads them from the device first
- * (the in-order queue makes the read wait for the backward kernels that
- * wrote them, not for those enqueued later). */
+ * reducer, cut at segment boundaries.  The read into host memory is
+ * enqueued without waiting: the in-order queue runs it after the backward
+ * kernels that wrote them, the worker goes on enqueuing the earlier layers
+ * at once, and the reducer waits for the read's event. */
 static int flush_grads(worker_t *w, size_t first, size_t end)
 {
-    int status = MPT_OK;
+    mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
+    cl_event ev = NULL;
     if (end <= first)
         return MPT_OK;
-    status = mpt_buffer_read(mpt__executor_grads_buffer(w->ex), (first - w->p0) * sizeof(float),
-                             w->gbuf + (first - w->p0), (end - first) * sizeof(float));
-    if (status < 0)
-        return status;
-    /* Segments are in increasing order; buckets go out last first. */
+    cl_int err = clEnqueueReadBuffer(w->dev->queue, g->mem, CL_FALSE,
+                                     (first - w->p0) * sizeof(float),
+                                     (end - first) * sizeof(float), w->gbuf + (first - w->p0),
+                                     0, NULL, &ev);
+    if (err != CL_SUCCESS)
+        return mpt__fail_cl(err, "reading gradients of device %d", w->dev->info.index);
+    clFlush(w->dev->queue);
+    /* Segments are in increasing order; buckets go out last first, each
+     * holding its own reference to the read. */
     for (size_t k = w->nsegs; k-- > 0;) {
         const segment_t *s = &w->segs[k];
         size_t a = s->first > first ? s->first : first;
         size_t b = s->first + s->count < end ? s->first + s->count : end;
-        if (b > a)
-            reducer_push(w, (bucket_t){a, b - a, s});
+        if (b > a) {
+            clRetainEvent(ev);
+            reducer_push(w, (bucket_t){a, b - a, s, ev});
+        }
     }
+    clReleaseEvent(ev);
     return MPT_OK;
 }
 
@@ -334,7 +367,7 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         MPT_TRY(mpt__stage_put_labels(w->ex, slot, e->y + share_first + off, n));
     MPT_TRY(mpt__stage_forward(w->ex, slot, n, 1));
     if (w->next >= 0) {
-        float *s = w->send_stage + j * w->max_mb * out;
+        float *s = w->fwd_stage + j * w->max_mb * out;
         MPT_TRY(mpt__stage_get_output(w->ex, slot, s, n));
         MPT_TRY(send_async(w, w->next, TAG_ACT, s, n * out));
     } else {
@@ -364,14 +397,16 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     /* The last micro-batch's backward finishes each layer's gradients:
      * with replicas, buckets leave for the reducer as it goes. */
     mpt__stage_set_layer_hook(w->ex, last_mb && bucket ? layer_done : NULL, bucket);
-    MPT_TRY(mpt__stage_backward(w->ex, slot, n, 1.0f / (float)e->batch, j > 0, w->prev >= 0));
+    status = mpt__stage_backward(w->ex, slot, n, 1.0f / (float)e->batch, j > 0, w->prev >= 0);
     mpt__stage_set_layer_hook(w->ex, NULL, NULL);
+    if (status < 0)
+        goto out;
     if (bucket && bucket->status < 0) {
         status = bucket->status;
         goto out;
     }
     if (w->prev >= 0) {
-        float *s = w->send_stage + j * w->max_mb * in;
+        float *s = w->bwd_stage + j * w->max_mb * in;
         MPT_TRY(mpt__stage_get_dx(w->ex, s, n));
         MPT_TRY(send_async(w, w->prev, TAG_GRAD, s, n * in));
     }
@@ -459,8 +494,12 @@ out:
          * at once instead of waiting for peers that will never come. */
         worker_fail(w, status);
         wait_sends(w);
-        if (w->nsegs)
-            reducer_drain(w);
+        int rs = w->nsegs ? reducer_drain(w) : MPT_OK;
+        /* A worker that only saw the abort reports the reducer's cause. */
+        if (w->status == MPT_ERR_ABORTED && rs < 0 && rs != MPT_ERR_ABORTED) {
+            w->status = status = rs;
+            snprintf(w->error, sizeof w->error, "%s", mpt_last_error());
+        }
     }
     return status;
 }
@@ -487,8 +526,8 @@ static int eval_job(worker_t *w)
             MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first, n));
         MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
         if (w->next >= 0) {
-            MPT_TRY(mpt__stage_get_output(w->ex, 0, w->send_stage, n));
-            MPT_TRY(mpt__send(e->t, w->index, w->next, TAG_EVAL, w->send_stage,
+            MPT_TRY(mpt__stage_get_output(w->ex, 0, w->fwd_stage, n));
+            MPT_TRY(mpt__send(e->t, w->index, w->next, TAG_EVAL, w->fwd_stage,
                               n * out * sizeof(float)));
         } else {
             double sum = 0, hits = 0;
@@ -588,6 +627,9 @@ static int split_batch(mpt__engine_t *e)
         e->rep_samples[top]++, rest[top] = -1, given++;
     }
     free(rest);
+    if (given != e->batch)
+        return mpt__fail(MPT_ERR_INVALID, "the plan's batch shares give %zu samples for a "
+                         "batch of %zu (they must sum to 1)", given, e->batch);
     for (size_t r = 0, off = 0; r < n; off += e->rep_samples[r], r++) {
         e->rep_first[r] = off;
         if (e->rep_samples[r] < e->microbatches)
@@ -668,17 +710,31 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     if (p->batch && p->batch != batch)
         mpt__log(MPT_LOG_INFO, "engine: the plan was made for batch %zu, running batch %zu",
                  p->batch, batch);
+    unsigned char *used = calloc(ndevices ? ndevices : 1, 1);
+    if (!used)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++) {
             const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
-            if (st->ndevices != 1 || st->devices[0].device >= ndevices)
+            if (st->ndevices != 1 || st->devices[0].device >= ndevices) {
+                free(used);
                 return mpt__fail(MPT_ERR_INVALID,
                                  "replica %zu stage %zu: device %zu of %zu opened", r, s,
                                  st->ndevices ? st->devices[0].device : 0, ndevices);
-            if (st->last >= m->nlayers || st->first > st->last)
+            }
+            /* One worker per device: two would race on its queue and events. */
+            if (used[st->devices[0].device]++) {
+                free(used);
+                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: device %zu already "
+                                 "runs another stage", r, s, st->devices[0].device);
+            }
+            if (st->last >= m->nlayers || st->first > st->last) {
+                free(used);
                 return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: layers %zu..%zu of %zu",
                                  r, s, st->first, st->last, m->nlayers);
+            }
         }
+    free(used);
     return MPT_OK;
 }
 
@@ -727,6 +783,8 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
             worker_t *w = &e->w[k];
             const mpt__plan_stage_t *st = &rep->stages[s];
             w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
+            pthread_mutex_init(&w->rlock, NULL);
+            pthread_cond_init(&w->rcond, NULL);
             w->device = (int)st->devices[0].device;
             w->dev = devices[w->device];
             w->prev = s > 0 ? (int)k - 1 : -1;
@@ -734,16 +792,13 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
             w->max_mb = max_mb;
             size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
             w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
-            /* Accumulating micro-batches needs the second gradient buffer
-             * that only a stage of 2+ slots allocates. */
-            size_t slots = e->microbatches > 1 && w->slots < 2 ? 2 : w->slots;
-            MPT_TRY(mpt__stage_create(m, w->dev, st->first, st->last, max_mb, slots, seed, init,
-                                      &w->ex));
-            w->slots = slots;
+            MPT_TRY(mpt__stage_create(m, w->dev, st->first, st->last, max_mb, w->slots,
+                                      e->microbatches > 1, seed, init, &w->ex));
             w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
             size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);
             size_t widest = width_in > width_out ? width_in : width_out;
-            if (!(w->send_stage = malloc(e->microbatches * max_mb * widest * sizeof(float))) ||
+            if (!(w->fwd_stage = malloc(e->microbatches * max_mb * width_out * sizeof(float) + 1)) ||
+                !(w->bwd_stage = malloc(e->microbatches * max_mb * width_in * sizeof(float) + 1)) ||
                 !(w->recv_stage = malloc(max_mb * widest * sizeof(float))) ||
                 !(w->sends = calloc(2 * e->microbatches, sizeof *w->sends)) ||
                 !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
@@ -753,12 +808,9 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
             w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
             w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
             e->all_members[k] = (int)k;
-            pthread_mutex_init(&w->rlock, NULL);
-            pthread_cond_init(&w->rcond, NULL);
         }
     }
-    /* Evaluation chunks are one micro-batch: the send staging of one
-     * micro-batch serves them. */
+    /* Data parallelism: each worker's all-reduce segments and reducer. */
     for (size_t i = 0; e->nreplicas > 1 && i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
         MPT_TRY(make_segments(e, w));
@@ -778,9 +830,9 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
     for (size_t i = 0; i < e->nworkers; i++) {
         if (pthread_create(&e->w[i].thread, NULL, worker_main, &e->w[i]) != 0) {
             status = mpt__fail(MPT_ERR_NOMEM, "cannot start worker thread %zu", i);
-            e->nworkers = i; /* only these are joined */
             goto out;
         }
+        e->w[i].thread_started = 1;
     }
 out:
     free(init);
@@ -799,7 +851,7 @@ void mpt__engine_free(mpt__engine_t *e)
     if (e->w) {
         int any = 0;
         for (size_t i = 0; i < e->nworkers; i++)
-            any |= e->w[i].thread != 0;
+            any |= e->w[i].thread_started;
         if (any) {
             pthread_mutex_lock(&e->lock);
             e->kind = JOB_QUIT;
@@ -807,24 +859,29 @@ void mpt__engine_free(mpt__engine_t *e)
             pthread_cond_broadcast(&e->go);
             pthread_mutex_unlock(&e->lock);
             for (size_t i = 0; i < e->nworkers; i++)
-                if (e->w[i].thread)
+                if (e->w[i].thread_started)
                     pthread_join(e->w[i].thread, NULL);
         }
         for (size_t i = 0; i < e->nworkers; i++) {
             worker_t *w = &e->w[i];
             if (w->reducer_started) {
                 pthread_mutex_lock(&w->rlock);
-                w->qcap = 0;
+                w->rquit = 1;
                 pthread_cond_broadcast(&w->rcond);
                 pthread_mutex_unlock(&w->rlock);
                 pthread_join(w->reducer, NULL);
+            }
+            if (w->e) {
+                pthread_mutex_destroy(&w->rlock);
+                pthread_cond_destroy(&w->rcond);
             }
             for (size_t k = 0; k < w->nsegs; k++)
                 free(w->segs[k].members);
             free(w->segs);
             free(w->queue);
             free(w->gbuf);
-            free(w->send_stage);
+            free(w->fwd_stage);
+            free(w->bwd_stage);
             free(w->recv_stage);
             free(w->sends);
             free(w->spans.v);
@@ -838,6 +895,9 @@ void mpt__engine_free(mpt__engine_t *e)
     free(e->rep_first);
     free(e->rep_samples);
     free(e->all_members);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->go);
+    pthread_cond_destroy(&e->done);
     free(e);
 }
 
@@ -914,8 +974,11 @@ void mpt__engine_set_step(mpt__engine_t *e, uint64_t step)
 
 void mpt__engine_set_tracing(mpt__engine_t *e, int on)
 {
-    if (on && !e->tracing)
+    if (on && !e->tracing) { /* a new trace: forget the spans of an earlier one */
         e->trace_t0 = mpt__now();
+        for (size_t i = 0; i < e->nworkers; i++)
+            e->w[i].spans.n = e->w[i].rspans.n = 0;
+    }
     e->tracing = on;
 }
 

@@ -7,8 +7,8 @@
  * all-reduces in buckets as the backward pass completes them.  Never
  * installed.
  *
- * Plan invariance: every stage initialises exactly the model's elements it
- * owns (counter-based), every replica sees its contiguous share of the
+ * Plan invariance: every stage starts from exactly the one-device values of
+ * the model's elements it owns (counter-based init), every replica sees its contiguous share of the
  * step's batch, and gradients are scaled by 1 / (the whole batch) at the
  * loss, so the summed update is the one-device update up to the order of
  * float sums.
@@ -51,7 +51,7 @@ uint64_t mpt__engine_step(const mpt__engine_t *e);
 void mpt__engine_set_step(mpt__engine_t *e, uint64_t step);
 
 size_t mpt__engine_worker_count(const mpt__engine_t *e);
-/* Records every forward, backward, receive and all-reduce from now on (on)
+/* Records every training forward, backward, receive and all-reduce from now on (on)
  * for mpt__engine_trace_json: a Chrome trace, one track per device. */
 void mpt__engine_set_tracing(mpt__engine_t *e, int on);
 int mpt__engine_trace_json(const mpt__engine_t *e, char **text);

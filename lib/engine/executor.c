@@ -78,8 +78,8 @@ static int zeroed(mpt_device_t *dev, size_t floats, mpt_buffer_t **out)
 }
 
 int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
-                      size_t max_batch, size_t slots, uint64_t seed, const float *init,
-                      mpt__executor_t **out)
+                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                      const float *init, mpt__executor_t **out)
 {
     int status = MPT_OK;
     mpt__executor_t *ex = NULL;
@@ -132,7 +132,7 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     MPT_TRY(zeroed(dev, ex->np, &ex->grads));
     MPT_TRY(zeroed(dev, ex->np, &ex->slot[0]));
     MPT_TRY(zeroed(dev, ex->np, &ex->slot[1]));
-    if (slots > 1)
+    if (accumulates)
         MPT_TRY(zeroed(dev, ex->np, &ex->gmb));
     MPT_TRY(zeroed(dev, act * slots, &ex->acts));
     MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[0]));
@@ -160,7 +160,7 @@ int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_ba
     if (!init)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     mpt__model_init_params(m, seed, init);
-    int status = mpt__stage_create(m, dev, 0, m->nlayers - 1, max_batch, 1, seed, init, out);
+    int status = mpt__stage_create(m, dev, 0, m->nlayers - 1, max_batch, 1, 0, seed, init, out);
     free(init);
     return status;
 }
@@ -298,7 +298,7 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
     if (status < 0)
         return status;
     if (accumulate && !ex->gmb)
-        return mpt__fail(MPT_ERR_INVALID, "accumulating gradients needs a stage of 2+ slots");
+        return mpt__fail(MPT_ERR_INVALID, "this stage cannot add micro-batch gradients (made with accumulates = 0)");
     while (first < ex->last && ex->m->layers[first].kind->is_view)
         first++;
     for (size_t i = ex->last + 1; i-- > ex->first;) {

@@ -62,12 +62,13 @@ void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
 
 /* Layers [first, last] on dev, micro-batches of up to max_batch samples,
  * `slots` micro-batches in flight (each keeps its activations from forward
- * to backward).  Parameters are the model's elements
+ * to backward); `accumulates`: backward may add into the gradients (2+
+ * micro-batches a step), which takes a second gradient buffer.  Parameters are the model's elements
  * [mpt__stage_param_first, + mpt__stage_param_count), initialised from
  * `init` (the whole model's initial parameters, host memory). */
 int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first, size_t last,
-                      size_t max_batch, size_t slots, uint64_t seed, const float *init,
-                      mpt__executor_t **out);
+                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                      const float *init, mpt__executor_t **out);
 size_t mpt__stage_param_first(const mpt__executor_t *ex);
 size_t mpt__stage_param_count(const mpt__executor_t *ex);
 /* Floats per sample entering the stage (its first layer's input) and
