@@ -89,8 +89,19 @@ typedef struct {
     const int *members; /* endpoints in ring order */
     int size;
     int self;           /* this caller's position in members */
-    int tag;            /* distinguishes this group's messages from others' */
+    int tag;            /* distinguishes this group's messages from others':
+                         * 0..MPT__GROUP_TAG_MAX */
 } mpt__group_t;
+
+/* Collectives send with the transport tag MPT__COLL_TAG(group tag, phase):
+ * bit 30 set, so that they never match a point-to-point tag below 2^30
+ * that the engine uses on the same transport, the group tag above a 3-bit
+ * phase (reduce-scatter, all-gather, broadcast), so that two groups, or
+ * the two halves of an allreduce, never match each other's messages.
+ * Back-to-back collectives of one group need no more: each pair of
+ * neighbours matches its messages in posting order. */
+#define MPT__GROUP_TAG_MAX ((1 << 27) - 1)
+#define MPT__COLL_TAG(group_tag, phase) ((1 << 30) | ((group_tag) << 3) | (phase))
 
 /* Collective statistics of the last call, for metrics and mpt-bench. */
 typedef struct {
@@ -112,8 +123,38 @@ int mpt__reduce_scatter(const mpt__group_t *g, float *buf, const size_t *counts,
 int mpt__allgather(const mpt__group_t *g, float *buf, const size_t *counts,
                    mpt__coll_stats_t *stats);
 
-/* Member `root`'s bytes reach every member. */
+/* Member `root`'s bytes (root: a position in the group) reach every
+ * member, along a pipelined chain root, root+1, ... */
 int mpt__broadcast(const mpt__group_t *g, void *buf, size_t bytes, int root,
                    mpt__coll_stats_t *stats);
+
+/* Allreduce with callbacks into the owner of the memory (device_ring.c):
+ * `need` before the ring first reads or adds into floats [first,
+ * first + count) of buf, `done` once they hold the final sum.  Either may
+ * be NULL; a failure they return aborts the transport. */
+typedef struct {
+    int (*need)(void *ctx, size_t first, size_t count);
+    int (*done)(void *ctx, size_t first, size_t count);
+    void *ctx;
+} mpt__ring_hooks_t;
+int mpt__allreduce_hooked(const mpt__group_t *g, float *buf, size_t count,
+                          const mpt__ring_hooks_t *hooks, mpt__coll_stats_t *stats);
+
+/* ---- device buffers (comm/device_ring.c) ---------------------------------- */
+
+/* Floats [offset, offset + count) of a device buffer summed in place
+ * across the group.  Called by the thread that owns the device's queue,
+ * after it enqueued the kernels producing the values (the queue is in
+ * order, so the read follows them); returns once the sums are back in the
+ * buffer.  Unified-memory devices (PoCL CPU devices) are mapped, not
+ * copied; others are staged through host memory in pieces, the read of
+ * the next piece overlapping the ring's work on the current one.  An
+ * OpenCL failure aborts the transport (the other members return
+ * MPT_ERR_ABORTED) and is returned. */
+int mpt__allreduce_device(const mpt__group_t *g, mpt_buffer_t *buf, size_t offset,
+                          size_t count, mpt__coll_stats_t *stats);
+/* The staged path whatever the device, so that tests reach it on PoCL. */
+int mpt__allreduce_device_staged(const mpt__group_t *g, mpt_buffer_t *buf, size_t offset,
+                                 size_t count, mpt__coll_stats_t *stats);
 
 #endif

@@ -1,0 +1,31 @@
+/*
+ * comm/transport.c: what every transport shares: the blocking send and
+ * receive built on the non-blocking ops, abort and destroy.
+ */
+#include "comm/comm.h"
+
+int mpt__send(mpt__transport_t *t, int src, int dst, int tag, const void *buf, size_t bytes)
+{
+    mpt__request_t *req = NULL;
+    int status = mpt__isend(t, src, dst, tag, buf, bytes, &req);
+    return status < 0 ? status : mpt__wait(t, req);
+}
+
+int mpt__recv(mpt__transport_t *t, int dst, int src, int tag, void *buf, size_t bytes)
+{
+    mpt__request_t *req = NULL;
+    int status = mpt__irecv(t, dst, src, tag, buf, bytes, &req);
+    return status < 0 ? status : mpt__wait(t, req);
+}
+
+void mpt__transport_abort(mpt__transport_t *t, int status, const char *why)
+{
+    if (t)
+        t->ops->abort(t, status, why);
+}
+
+void mpt__transport_destroy(mpt__transport_t *t)
+{
+    if (t)
+        t->ops->destroy(t);
+}
