@@ -14,6 +14,8 @@ static const bench_command_t commands[] = {
     {"plan", "planning time for a large model on many devices, and each shipped "
              "cluster's planned step against the best uniform split",
      bench_plan_main},
+    {"allreduce", "ring allreduce bus bandwidth on threads against MPI_Allreduce and memcpy",
+     bench_allreduce_main},
     {"train", "training samples/s on several devices against one, and against the "
               "planner's prediction",
      bench_train_main},
@@ -47,7 +49,7 @@ int main(int argc, char **argv)
 {
     tool_init("mpt-bench", 0);
     if (argc < 2)
-        tool_usage_error("a command is required (plan, train)");
+        tool_usage_error("a command is required (plan, allreduce, train)");
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(stdout);
         return TOOL_EXIT_OK;
@@ -63,5 +65,5 @@ int main(int argc, char **argv)
             tool_init(name, 0);
             return commands[i].main(argc - 1, argv + 1);
         }
-    tool_usage_error("unknown command '%s' (plan, train)", argv[1]);
+    tool_usage_error("unknown command '%s' (plan, allreduce, train)", argv[1]);
 }

@@ -11,6 +11,8 @@
  * (source, destination, tag) in posting order, because each port keeps its
  * unmatched sends and receives in posting order and matches the first fit.
  *
+ * Waiting: a short spin, then sleep (see SPIN_SECONDS).
+ *
  * Locking: one mutex and one condition variable per destination endpoint
  * (a ring touches each port from two threads only).  Abort sets a flag,
  * then locks and broadcasts every port, so a waiter that saw the flag clear
@@ -24,6 +26,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +42,7 @@ struct mpt__request {
     int src, dst, tag;
     void *buf; /* const for a send */
     size_t bytes;
-    req_state_t state;
+    atomic_int state;     /* req_state_t; written under the port lock, read by spinners */
     size_t partner_bytes; /* the partner's size, kept to name a mismatch */
     int status;           /* MPT_OK or MPT_ERR_INVALID (size mismatch) once done */
 };
@@ -125,7 +128,8 @@ static int post(mpt__transport_t *t, int is_send, int src, int dst, int tag, voi
     if (!r)
         return mpt__fail(MPT_ERR_NOMEM, "local transport: out of memory posting a request");
     *r = (mpt__request_t){.is_send = is_send, .src = src, .dst = dst, .tag = tag, .buf = buf,
-                          .bytes = bytes, .state = REQ_POSTED};
+                          .bytes = bytes};
+    atomic_init(&r->state, REQ_POSTED);
     port_t *p = &lt->ports[dst];
     pthread_mutex_lock(&p->lock);
     mpt__request_t *partner = list_match(is_send ? &p->recvs : &p->sends, src, tag);
@@ -140,13 +144,15 @@ static int post(mpt__transport_t *t, int is_send, int src, int dst, int tag, voi
     mpt__request_t *s = is_send ? r : partner, *d = is_send ? partner : r;
     int mismatch = s->bytes != d->bytes;
     s->partner_bytes = d->bytes, d->partner_bytes = s->bytes;
-    partner->state = REQ_COPYING;
+    atomic_store(&partner->state, REQ_COPYING);
     pthread_mutex_unlock(&p->lock);
     if (!mismatch && s->bytes > 0)
         memcpy(d->buf, s->buf, s->bytes);
     pthread_mutex_lock(&p->lock);
     s->status = d->status = mismatch ? MPT_ERR_INVALID : MPT_OK;
-    s->state = d->state = REQ_DONE;
+    /* Nothing touches s or d after this (a spinning waiter may free it). */
+    atomic_store_explicit(&s->state, REQ_DONE, memory_order_release);
+    atomic_store_explicit(&d->state, REQ_DONE, memory_order_release);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     *req = r;
@@ -165,22 +171,60 @@ static int local_irecv(mpt__transport_t *t, int dst, int src, int tag, void *buf
     return post(t, 0, src, dst, tag, buf, bytes, req);
 }
 
+/* Polls a request for up to SPIN_SECONDS before sleeping on the port's
+ * condition variable.  A sleep costs a futex wake-up and a context switch
+ * (tens of microseconds measured here), as long as copying a whole 256 KiB
+ * chunk, while the partner of a ring exchange usually arrives within a few
+ * microseconds; past the budget the thread sleeps, so oversubscribed
+ * members (more threads than cores) do not burn their neighbour's core. */
+#define SPIN_SECONDS 50e-6
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int spin_until_done(local_t *lt, mpt__request_t *r)
+{
+    double until = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE)
+            return 1;
+        if (atomic_load(&lt->aborted))
+            return 0;
+        cpu_relax();
+        if (i % 64 == 63) {
+            double now = mpt__now();
+            if (until == 0)
+                until = now + SPIN_SECONDS;
+            else if (now > until)
+                return 0;
+            sched_yield(); /* let a neighbour sharing this core run */
+        }
+    }
+}
+
 static int local_wait(mpt__transport_t *t, mpt__request_t *r)
 {
     local_t *lt = (local_t *)t;
     if (!r)
         return MPT_OK;
-    port_t *p = &lt->ports[r->dst];
-    pthread_mutex_lock(&p->lock);
-    /* A copy in progress always finishes (the copier then touches r), so it
-     * is waited for even after an abort. */
-    while (r->state == REQ_COPYING || (r->state == REQ_POSTED && !atomic_load(&lt->aborted)))
-        pthread_cond_wait(&p->cond, &p->lock);
-    if (r->state == REQ_POSTED) /* aborted before a partner came: nobody else knows r */
-        list_remove(r->is_send ? &p->sends : &p->recvs, r);
-    pthread_mutex_unlock(&p->lock);
+    if (!spin_until_done(lt, r)) {
+        port_t *p = &lt->ports[r->dst];
+        pthread_mutex_lock(&p->lock);
+        /* A copy in progress always finishes (the copier then touches r), so
+         * it is waited for even after an abort. */
+        while (atomic_load(&r->state) == REQ_COPYING ||
+               (atomic_load(&r->state) == REQ_POSTED && !atomic_load(&lt->aborted)))
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (atomic_load(&r->state) == REQ_POSTED) /* aborted before a partner came */
+            list_remove(r->is_send ? &p->sends : &p->recvs, r);
+        pthread_mutex_unlock(&p->lock);
+    }
     int status = r->status;
-    if (r->state == REQ_DONE && status == MPT_ERR_INVALID)
+    if (atomic_load(&r->state) == REQ_DONE && status == MPT_ERR_INVALID)
         status = mpt__fail(MPT_ERR_INVALID,
                            "local transport: endpoint %d sent %zu bytes to endpoint %d (tag %d), "
                            "which expected %zu", r->src, r->is_send ? r->bytes : r->partner_bytes,

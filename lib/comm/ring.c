@@ -26,6 +26,7 @@
  * one chunk of latency per step), tree algorithms for small messages.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,9 @@
  * (a lock, a match, a wake-up: a few microseconds) stays under 5% of the
  * copy at ~10 GB/s.  A multiple of 64 bytes, so chunks of a shard that
  * starts 64-byte aligned stay aligned. */
+#ifndef RING_CHUNK_BYTES
 #define RING_CHUNK_BYTES ((size_t)256 * 1024)
+#endif
 
 /* Allreduce shards start at multiples of this many floats (64 bytes). */
 #define SHARD_ALIGN 16
@@ -50,6 +53,7 @@ typedef struct {
     int self, left, right; /* endpoints */
     char *base;            /* the collective's buffer */
     char *scratch[2];      /* receive halves for the adds */
+    char *scratch_alloc;
     const mpt__ring_hooks_t *hooks;
 } ring_t;
 
@@ -182,17 +186,23 @@ static int ring_open(ring_t *r, const mpt__group_t *g, void *buf, size_t reduce_
     size_t half = reduce_bytes < RING_CHUNK_BYTES ? reduce_bytes : RING_CHUNK_BYTES;
     if (half == 0)
         return MPT_OK;
-    r->scratch[0] = malloc(2 * half);
-    if (!r->scratch[0])
+    r->scratch_alloc = malloc(2 * half + 2 * 4096);
+    if (!r->scratch_alloc)
         return mpt__fail(MPT_ERR_NOMEM, "ring collective: out of memory for %zu bytes of "
                          "receive buffers", 2 * half);
-    r->scratch[1] = r->scratch[0] + half;
+    /* Half a page away from the buffer modulo 4 KiB: when the add's loads
+     * (scratch) and stores (buffer) share their low 12 address bits, the
+     * CPU takes the loads for dependent on the stores ("4K aliasing"), and
+     * large buffers and this scratch are both page-aligned by malloc. */
+    uintptr_t skew = ((uintptr_t)buf + 2048 - (uintptr_t)r->scratch_alloc) & 4095;
+    r->scratch[0] = r->scratch_alloc + skew;
+    r->scratch[1] = r->scratch[0] + half + 4096;
     return MPT_OK;
 }
 
 static void ring_close(ring_t *r)
 {
-    free(r->scratch[0]);
+    free(r->scratch_alloc);
 }
 
 /* Shard offsets (in bytes) from counts; the largest shard in *max_bytes. */
