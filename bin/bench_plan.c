@@ -48,13 +48,6 @@ static void usage(FILE *f)
             "  -h, --help          show this help and exit\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void save_json(json_t *value, const char *path)
 {
     if (!value || json_dump_file(value, path, JSON_COMPACT) != 0)
@@ -226,9 +219,9 @@ int bench_plan_main(int argc, char **argv)
     double step = 0;
     for (size_t r = 0; r < repeat; r++) {
         mpt_plan_t *plan = NULL;
-        double t0 = now_s();
+        double t0 = tool_now();
         tool_check(mpt_plan_create(m, c, &req, &plan), "planning");
-        times[r] = now_s() - t0;
+        times[r] = tool_now() - t0;
         tool_check(mpt_plan_simulate(plan, m, c, &step, NULL, NULL), "simulating");
         mpt_plan_free(plan);
     }

@@ -43,13 +43,6 @@ static void usage(FILE *f)
             "  -h, --help           show this help and exit\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct {
     const float *x;
     const int32_t *y;
@@ -67,11 +60,11 @@ static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t
     for (size_t s = 0; s < warmup + steps; s++) {
         size_t b = s % per_epoch;
         mpt_step_stats_t st;
-        double t0 = now_s();
+        double t0 = tool_now();
         tool_check(mpt_trainer_step(t, d->x + b * batch * d->in, d->y + b * batch, &st),
                    "training");
         if (s >= warmup)
-            dt[s - warmup] = now_s() - t0;
+            dt[s - warmup] = tool_now() - t0;
         if (tool_stderr_is_tty())
             fprintf(stderr, "\r  step %zu of %zu\033[K", s + 1, warmup + steps);
     }

@@ -260,13 +260,6 @@ static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
     fputs("]", f);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void format_eta(double s, char *buf, size_t size)
 {
     if (s < 0 || s > 1e7)
@@ -414,7 +407,7 @@ int main(int argc, char **argv)
                    "turning on device timing");
     double busy_epoch = 0, blas_epoch = 0;
     int tty = tool_stderr_is_tty();
-    double t_start = now_s(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
+    double t_start = tool_now(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
     uint64_t epoch_steps = 0, log_steps = 0;
     double window_loss = 0;
     double samples_per_s = 0;
@@ -428,7 +421,7 @@ int main(int argc, char **argv)
         tool_check(mpt_loader_next(loader, &x, &y, &epoch, &bi), "reading a batch");
         tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
         loss_sum += st.loss, window_loss += st.loss, epoch_steps++, log_steps++;
-        double t = now_s();
+        double t = tool_now();
         if (st.step % o.log_every == 0 || st.step == total) {
             double busy = 0, blas = 0;
             for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++) {
@@ -483,7 +476,7 @@ int main(int argc, char **argv)
             if (tty)
                 fprintf(stderr, "\r\033[K");
             if (epoch_end || last) {
-                double secs = now_s() - t_epoch;
+                double secs = tool_now() - t_epoch;
                 int resumed_here = st.step - epoch_steps == first_step && first_step > 0 &&
                                    first_step % per_epoch != 0;
                 printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, test loss %.4f, "
@@ -498,7 +491,7 @@ int main(int argc, char **argv)
                 printf("\n");
                 busy_epoch = 0, blas_epoch = 0;
                 fflush(stdout);
-                loss_sum = 0, epoch_steps = 0, t_epoch = now_s();
+                loss_sum = 0, epoch_steps = 0, t_epoch = tool_now();
             }
         }
         if (last && o.checkpoint_dir && !saved)

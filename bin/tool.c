@@ -1,12 +1,14 @@
 /*
  * bin/tool.c: shared helpers of the mpt tools (see tool.h).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -121,4 +123,11 @@ mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo)
     tool_check(mpt_cluster_from_devices(set, *topo, profiles, &c), "describing the devices");
     free(profiles);
     return c;
+}
+
+double tool_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

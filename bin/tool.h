@@ -37,6 +37,8 @@ const char *tool_data_path(const char *relative);
  * users) and their profiles, measured once and cached (a progress line on
  * a terminal while measuring).  Exits on failure. */
 mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo);
+/* Monotonic seconds, for timing runs and steps. */
+double tool_now(void);
 /* Whether stderr is a terminal (progress lines only then). */
 int tool_stderr_is_tty(void);
 
