@@ -96,6 +96,11 @@ const char *tool_data_path(const char *relative)
 {
     static char path[4096];
     struct stat st;
+    const char *dir = getenv("MPT_DATADIR");
+    if (dir && *dir) {
+        snprintf(path, sizeof path, "%s/%s", dir, relative);
+        return path;
+    }
     snprintf(path, sizeof path, "%s/%s", MPT_PKGDATADIR, relative);
     if (stat(path, &st) == 0)
         return path;

@@ -29,8 +29,10 @@ void tool_print_env(FILE *f);
 uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min);
 /* An option's number, else a usage error. */
 double tool_parse_real(const char *opt, const char *s);
-/* A file shipped with mpt (e.g. "models/mlp-fashion.json"): the installed
- * copy when there is one, else the path relative to a source tree. */
+/* A file shipped with mpt (e.g. "models/mlp-fashion.json"): under
+ * $MPT_DATADIR when it is set (tests of a VPATH build point it at the source
+ * tree), else the installed copy when there is one, else the path relative to
+ * the current directory (a source tree). */
 const char *tool_data_path(const char *relative);
 /* The opened devices as a cluster (docs/cluster.md): their locality in
  * this machine's topology (returned in *topo, to free after the cluster's
