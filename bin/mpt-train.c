@@ -25,7 +25,7 @@ typedef struct {
     const char *model, *data, *devices, *metrics, *checkpoint_dir, *plan, *trace;
     uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
     int resume, timing;
-    mpt_plan_request_t pins; /* --dp, --pp, --microbatches, pipeline --schedule */
+    mpt_plan_request_t pins; /* --dp, --pp, --tp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
 } options;
 
@@ -60,6 +60,8 @@ static void usage(FILE *f)
             "                            devices), or read from mpt-plan --json output\n"
             "      --dp N                pin the data-parallel replicas of the plan\n"
             "      --pp N                pin the pipeline stages of the plan\n"
+            "      --tp N                pin the tensor-parallel group size (each layer split\n"
+            "                            over N devices in proportion to their speed)\n"
             "      --microbatches N      pin the micro-batches per step\n"
             "      --trace FILE          write the run's timeline as a Chrome trace (one\n"
             "                            track per device; open it in Perfetto)\n"
@@ -90,7 +92,7 @@ static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
-           O_DP, O_PP, O_MB, O_LR_SCHED, O_TRACE };
+           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -107,7 +109,8 @@ static void parse(int argc, char **argv, options *o)
         {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
         {"resume", no_argument, NULL, O_RESUME}, {"timing", no_argument, NULL, O_TIMING},
         {"plan", required_argument, NULL, O_PLAN}, {"dp", required_argument, NULL, O_DP},
-        {"pp", required_argument, NULL, O_PP}, {"microbatches", required_argument, NULL, O_MB},
+        {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
+        {"microbatches", required_argument, NULL, O_MB},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
         {"trace", required_argument, NULL, O_TRACE},
         {"verbose", no_argument, NULL, 'v'},
@@ -163,6 +166,7 @@ static void parse(int argc, char **argv, options *o)
         case O_TRACE: o->trace = optarg; break;
         case O_DP: o->pins.dp = tool_parse_count("--dp", optarg, 1); break;
         case O_PP: o->pins.pp = tool_parse_count("--pp", optarg, 1); break;
+        case O_TP: o->pins.tp = tool_parse_count("--tp", optarg, 1); break;
         case O_MB: o->pins.microbatches = tool_parse_count("--microbatches", optarg, 1); break;
         case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
@@ -185,8 +189,9 @@ static void parse(int argc, char **argv, options *o)
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (o->plan && strcmp(o->plan, "auto") != 0 &&
-        (o->pins.dp || o->pins.pp || o->pins.microbatches || o->pins.schedule != MPT_PIPE_AUTO))
-        tool_usage_error("--dp, --pp, --microbatches and --schedule gpipe|1f1b pin an automatic "
+        (o->pins.dp || o->pins.pp || o->pins.tp || o->pins.microbatches ||
+         o->pins.schedule != MPT_PIPE_AUTO))
+        tool_usage_error("--dp, --pp, --tp, --microbatches and --schedule gpipe|1f1b pin an automatic "
                          "plan: edit the plan file instead");
     if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
@@ -246,8 +251,8 @@ static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
         mpt_device_step_t d;
         if (mpt_trainer_device_stats(t, i, &d) < 0)
             continue;
-        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d", printed++ ? ", " : "", d.device,
-                d.replica, d.stage);
+        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
+                printed++ ? ", " : "", d.device, d.replica, d.stage, d.member);
         put_number(f, "busy", "%.4f", busy[d.device]);
         fprintf(f, ", \"memory_bytes\": %zu", d.memory_bytes);
         put_number(f, "allreduce_s", "%.6f", d.allreduce_s);
@@ -255,6 +260,8 @@ static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
                                                (double)(replicas - 1) / (double)replicas * 1e-9
                                          : 0;
         put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
+        put_number(f, "tp_comm_s", "%.6f", d.tp_s);
+        fprintf(f, ", \"tp_comm_bytes\": %zu", d.tp_bytes);
         fputs("}", f);
     }
     fputs("]", f);
@@ -338,13 +345,12 @@ int main(int argc, char **argv)
     uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
     o.cfg.total_steps = total;
     int planned = mpt_devices_count(devs) > 1 || o.plan || o.trace || o.pins.dp || o.pins.pp ||
-                  o.pins.microbatches || o.pins.schedule != MPT_PIPE_AUTO;
+                  o.pins.tp || o.pins.microbatches || o.pins.schedule != MPT_PIPE_AUTO;
     if (planned) {
         cluster = tool_local_cluster(devs, &topo);
         if (!o.plan || strcmp(o.plan, "auto") == 0) {
             o.pins.batch = o.cfg.batch;
             o.pins.optimizer = o.cfg.optimizer;
-            o.pins.tp = 1; /* tensor parallelism is not executed yet */
             tool_check(mpt_plan_create(model, cluster, &o.pins, &plan), "planning");
         } else {
             tool_check(mpt_plan_load(o.plan, model, cluster, &plan), "loading the plan");

@@ -528,6 +528,9 @@ typedef struct {
     double allreduce_s;     /* wall time of its gradient all-reduces */
     size_t allreduce_bytes; /* bytes it all-reduced */
     size_t memory_bytes;    /* device memory its stage holds */
+    int member;             /* its position in the stage's tensor-parallel group */
+    double tp_s;            /* wall time of its tensor-parallel collectives */
+    size_t tp_bytes;        /* bytes they moved */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a planned trainer

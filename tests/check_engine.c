@@ -319,16 +319,22 @@ START_TEST(device_failure_ends_the_step)
 }
 END_TEST
 
-START_TEST(tensor_parallel_plans_are_refused)
+START_TEST(replicas_split_unlike_are_refused)
 {
+    /* DP=2 x TP=2 with 0.5 / 0.5 in one replica and 0.7 / 0.3 in the
+     * other: their slices differ, so they cannot be all-reduced as they
+     * are (check_tp.c runs the alike case). */
     load_world();
     const char *text =
-        "{\"mpt_plan\": 1, \"dp\": 1, \"pp\": 1, \"tp\": 2, \"microbatches\": 1, \"batch\": 64, "
+        "{\"mpt_plan\": 1, \"dp\": 2, \"pp\": 1, \"tp\": 2, \"microbatches\": 1, \"batch\": 64, "
         "\"schedule\": \"gpipe\", \"optimizer_slots\": 1, \"predicted_step_s\": 0.001, "
         "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, \"allreduce_s\": 0}, "
-        "\"replicas\": [{\"batch_share\": 1, \"stages\": [{\"layers\": [0, 7], \"fwd_s\": 0, "
+        "\"replicas\": [{\"batch_share\": 0.5, \"stages\": [{\"layers\": [0, 7], \"fwd_s\": 0, "
         "\"bwd_s\": 0, \"devices\": [{\"device\": 0, \"fraction\": 0.5, \"memory_bytes\": 0}, "
-        "{\"device\": 1, \"fraction\": 0.5, \"memory_bytes\": 0}]}]}], \"alternatives\": []}";
+        "{\"device\": 1, \"fraction\": 0.5, \"memory_bytes\": 0}]}]}, {\"batch_share\": 0.5, "
+        "\"stages\": [{\"layers\": [0, 7], \"fwd_s\": 0, \"bwd_s\": 0, \"devices\": [{\"device\": "
+        "2, \"fraction\": 0.7, \"memory_bytes\": 0}, {\"device\": 3, \"fraction\": 0.3, "
+        "\"memory_bytes\": 0}]}]}], \"alternatives\": []}";
     mpt_plan_t *p = NULL;
     mpt_train_config_t c;
     mpt_trainer_t *t = (mpt_trainer_t *)1;
@@ -338,7 +344,7 @@ START_TEST(tensor_parallel_plans_are_refused)
     ck_assert_mpt_fails(mpt_trainer_create_planned(W.model, W.devs, p, &c, NULL, NULL, &t),
                         MPT_ERR_UNSUPPORTED);
     ck_assert_ptr_null(t);
-    ck_assert_msg(strstr(mpt_last_error(), "tensor-parallel"), "%s", mpt_last_error());
+    ck_assert_msg(strstr(mpt_last_error(), "split differently"), "%s", mpt_last_error());
     mpt_plan_free(p);
 }
 END_TEST
@@ -356,7 +362,7 @@ static Suite *suite(void)
     tcase_add_test(tc, pp2_dp2_four_devices);
     tcase_add_test(tc, dp2_different_stage_cuts);
     tcase_add_test(tc, device_failure_ends_the_step);
-    tcase_add_test(tc, tensor_parallel_plans_are_refused);
+    tcase_add_test(tc, replicas_split_unlike_are_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -126,7 +126,7 @@ expect 2 "adam" "$train" --optimizer adam
 
 # ---- several devices: plans train the same model ------------------------------------
 # Five steps of the MLP on one device, under PP=2 with 2 micro-batches (the
-# planner choosing the rest), and under a DP=2 plan written by mpt-plan and
+# planner choosing the rest), under TP=2 (each layer split over both), and under a DP=2 plan written by mpt-plan and
 # read back with --plan: losses within 1e-5 relative of one device (only
 # the order of float sums differs: see tests/check_engine.c), and metrics
 # lines carry one "devices" entry per device.
@@ -141,8 +141,11 @@ MPT_PROFILE_QUICK=1 "$plan_tool" --model "$model" --devices 0-1 --batch 64 --dp 
 MPT_PROFILE_QUICK=1 "$train" --model "$model" --steps 5 --batch 64 --schedule constant --devices 0-1 \
     --plan "$tmp/plan.json" --metrics "$tmp/dp.jsonl" >"$tmp/dp.out" 2>&1 ||
     fail "--plan FILE (dp=2): $(tail -n 1 "$tmp/dp.out")"
+MPT_PROFILE_QUICK=1 "$train" --model "$model" --steps 5 --batch 64 --schedule constant --devices 0-1 \
+    --tp 2 --metrics "$tmp/tp.jsonl" >"$tmp/tp.out" 2>&1 ||
+    fail "--tp 2: $(tail -n 1 "$tmp/tp.out")"
 losses "$tmp/one.jsonl" >"$tmp/one.losses"
-for kind in pp dp; do
+for kind in pp dp tp; do
     losses "$tmp/$kind.jsonl" >"$tmp/$kind.losses"
     if [ "$(wc -l <"$tmp/$kind.losses")" -ne 5 ]; then
         fail "$kind: $(wc -l <"$tmp/$kind.losses") loss lines, expected 5"

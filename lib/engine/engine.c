@@ -34,8 +34,10 @@
 #include "comm/comm.h"
 #include "device/device.h"
 #include "engine/engine.h"
+#include "engine/shard.h"
 
-enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GROUP = 1 << 16 };
+enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GROUP = 1 << 16,
+       TAG_TP = 1 << 22 };
 
 /* Gradient buckets are handed to the reducer once this many bytes of
  * finished layers have gathered (or at a segment's end): large enough
@@ -74,11 +76,17 @@ typedef struct {
 struct worker {
     mpt__engine_t *e;
     int index, replica, stage, device;
+    int member, tp;            /* position in the stage's tensor-parallel group, its size */
     mpt_device_t *dev;
+    mpt__shard_t *shard;       /* tp > 1: the member's slice of the stage */
+    const mpt__model_t *model; /* what the executor runs: the model, or the shard's */
     mpt__executor_t *ex;
-    size_t p0, np;             /* its parameter elements */
+    size_t p0, np;             /* its parameter elements (of `model`) */
     size_t slots, max_mb;
-    int prev, next;            /* neighbouring workers, -1 at the ends */
+    int prev, next;            /* the workers it receives activations and gradients
+                                * from, -1 at the ends */
+    int *fwd_to, *bwd_to;      /* the workers it sends activations and gradients to */
+    size_t nfwd_to, nbwd_to;
     segment_t *segs;
     size_t nsegs;
     float *gbuf;               /* host copy of its gradients (np) */
@@ -132,6 +140,7 @@ struct mpt__engine {
     const mpt__optim_cfg_t *opt;
     float lr;
     int *all_members;
+    int any_tp;               /* some stage has a tensor-parallel group */
     int tracing;
     double trace_t0;
 };
@@ -304,7 +313,7 @@ static void layer_done(void *arg, size_t layer)
 {
     bucket_ctx_t *b = arg;
     worker_t *w = b->w;
-    const mpt__layer_t *l = &w->e->m->layers[layer];
+    const mpt__layer_t *l = &w->model->layers[layer];
     if (b->status < 0 || l->nparams == 0)
         return;
     size_t lo = l->params[0].offset, hi = lo;
@@ -369,7 +378,8 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
     if (w->next >= 0) {
         float *s = w->fwd_stage + j * w->max_mb * out;
         MPT_TRY(mpt__stage_get_output(w->ex, slot, s, n));
-        MPT_TRY(send_async(w, w->next, TAG_ACT, s, n * out));
+        for (size_t k = 0; k < w->nfwd_to; k++)
+            MPT_TRY(send_async(w, w->fwd_to[k], TAG_ACT, s, n * out));
     } else {
         double sum = 0;
         MPT_TRY(mpt__stage_loss_sum(w->ex, slot, n, &sum));
@@ -408,7 +418,8 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     if (w->prev >= 0) {
         float *s = w->bwd_stage + j * w->max_mb * in;
         MPT_TRY(mpt__stage_get_dx(w->ex, s, n));
-        MPT_TRY(send_async(w, w->prev, TAG_GRAD, s, n * in));
+        for (size_t k = 0; k < w->nbwd_to; k++)
+            MPT_TRY(send_async(w, w->bwd_to[k], TAG_GRAD, s, n * in));
     }
     span_add(e, &w->spans, "backward", (int)j, t0);
 out:
@@ -469,6 +480,8 @@ static int train_job(worker_t *w)
     int status;
     w->loss_sum = 0;
     w->stats.allreduce_s = 0, w->stats.allreduce_bytes = 0;
+    if (w->shard) /* forget what evaluations moved */
+        mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
     mpt__executor_set_step(w->ex, e->step);
     MPT_TRY(run_schedule(w, share, share_first, w->nsegs ? &bucket : NULL));
     if (w->nsegs) {
@@ -488,6 +501,8 @@ static int train_job(worker_t *w)
         w->norm = norm;
     }
     MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
+    if (w->shard)
+        mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:
     if (status < 0) {
         /* Abort first: pending sends and the reducer's rings then return
@@ -527,8 +542,9 @@ static int eval_job(worker_t *w)
         MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
         if (w->next >= 0) {
             MPT_TRY(mpt__stage_get_output(w->ex, 0, w->fwd_stage, n));
-            MPT_TRY(mpt__send(e->t, w->index, w->next, TAG_EVAL, w->fwd_stage,
-                              n * out * sizeof(float)));
+            for (size_t k = 0; k < w->nfwd_to; k++)
+                MPT_TRY(mpt__send(e->t, w->index, w->fwd_to[k], TAG_EVAL, w->fwd_stage,
+                                  n * out * sizeof(float)));
         } else {
             double sum = 0, hits = 0;
             MPT_TRY(mpt__stage_loss_sum(w->ex, 0, n, &sum));
@@ -686,6 +702,49 @@ static int make_segments(mpt__engine_t *e, worker_t *w)
     return MPT_OK;
 }
 
+/* With tensor-parallel stages, replicas must split alike (checked by
+ * check_alike): worker w's whole compact buffer is one segment, reduced
+ * with the worker in the same place of every other replica. */
+static int make_aligned_segment(mpt__engine_t *e, worker_t *w)
+{
+    size_t per_replica = e->nworkers / e->nreplicas, place = (size_t)w->index % per_replica;
+    if (w->np == 0)
+        return MPT_OK;
+    if (!(w->segs = calloc(1, sizeof *w->segs)) ||
+        !(w->segs[0].members = malloc(e->nreplicas * sizeof *w->segs[0].members)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    segment_t *sg = &w->segs[0];
+    sg->first = w->p0, sg->count = w->np, sg->tag = TAG_GROUP + (int)place;
+    sg->self = w->replica;
+    for (size_t r = 0; r < e->nreplicas; r++)
+        sg->members[r] = (int)(r * per_replica + place);
+    w->nsegs = 1;
+    return MPT_OK;
+}
+
+/* Whether every replica is cut and split as replica 0 (same stages, group
+ * sizes and, member by member, the same parameter elements). */
+static int check_alike(const mpt__engine_t *e)
+{
+    size_t per_replica = e->nworkers / e->nreplicas;
+    for (size_t r = 1; r < e->nreplicas; r++) {
+        int same = e->plan->replicas[r].nstages == e->plan->replicas[0].nstages &&
+                   per_replica * e->nreplicas == e->nworkers;
+        for (size_t i = 0; same && i < per_replica; i++) {
+            const worker_t *a = &e->w[i], *b = &e->w[r * per_replica + i];
+            same = a->stage == b->stage && a->tp == b->tp && a->p0 == b->p0 && a->np == b->np &&
+                   (!a->shard || mpt__shard_same_layout(a->shard, b->shard));
+        }
+        if (!same)
+            return mpt__fail(MPT_ERR_UNSUPPORTED,
+                             "replica %zu is cut or split differently from replica 0: data "
+                             "parallelism over tensor-parallel stages needs every replica to "
+                             "hold the same slices (give the replicas alike devices, or plan "
+                             "with --dp 1)", r);
+    }
+    return MPT_OK;
+}
+
 static int has_dropout(const mpt__model_t *m)
 {
     for (size_t i = 0; i < m->nlayers; i++)
@@ -696,11 +755,6 @@ static int has_dropout(const mpt__model_t *m)
 
 static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevices, size_t batch)
 {
-    if (p->tp != 1)
-        return mpt__fail(MPT_ERR_UNSUPPORTED,
-                         "the plan has tensor-parallel groups of %zu devices: this engine runs "
-                         "pipeline and data parallelism only (tp = 1)",
-                         p->tp);
     if (p->microbatches == 0 || p->nreplicas == 0)
         return mpt__fail(MPT_ERR_INVALID, "a plan without replicas or micro-batches");
     if (has_dropout(m) && (p->microbatches > 1 || p->nreplicas > 1))
@@ -716,26 +770,119 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++) {
             const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
-            if (st->ndevices != 1 || st->devices[0].device >= ndevices) {
+            if (st->ndevices == 0 || st->last >= m->nlayers || st->first > st->last) {
                 free(used);
-                return mpt__fail(MPT_ERR_INVALID,
-                                 "replica %zu stage %zu: device %zu of %zu opened", r, s,
-                                 st->ndevices ? st->devices[0].device : 0, ndevices);
+                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: %zu devices, layers "
+                                 "%zu..%zu of %zu", r, s, st->ndevices, st->first, st->last,
+                                 m->nlayers);
             }
-            /* One worker per device: two would race on its queue and events. */
-            if (used[st->devices[0].device]++) {
-                free(used);
-                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: device %zu already "
-                                 "runs another stage", r, s, st->devices[0].device);
-            }
-            if (st->last >= m->nlayers || st->first > st->last) {
-                free(used);
-                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: layers %zu..%zu of %zu",
-                                 r, s, st->first, st->last, m->nlayers);
+            for (size_t g = 0; g < st->ndevices; g++) {
+                size_t d = st->devices[g].device;
+                if (d >= ndevices) {
+                    free(used);
+                    return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: device %zu of "
+                                     "%zu opened", r, s, d, ndevices);
+                }
+                /* One worker per device: two would race on its queue and events. */
+                if (used[d]++) {
+                    free(used);
+                    return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: device %zu "
+                                     "already runs another stage", r, s, d);
+                }
             }
         }
     free(used);
     return MPT_OK;
+}
+
+/* Worker `w`: member g of the tp devices of replica r's stage s, whose
+ * group's workers start at `base`.  Activations come from member
+ * g % tp_prev of the previous group and go to every member j of the next
+ * with j % tp = g (each member of a group holds the whole output); the
+ * gradients take the mirror paths. */
+static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t g, size_t base,
+                       size_t tp_prev, size_t tp_next, size_t max_mb,
+                       mpt_device_t *const *devices, uint64_t seed, const float *init)
+{
+    const mpt__plan_replica_t *rep = &e->plan->replicas[r];
+    const mpt__plan_stage_t *st = &rep->stages[s];
+    size_t tp = st->ndevices, k = (size_t)(w - e->w);
+    float *local = NULL;
+    double *fractions = NULL;
+    int status = MPT_OK;
+    w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
+    w->member = (int)g, w->tp = (int)tp;
+    pthread_mutex_init(&w->rlock, NULL);
+    pthread_cond_init(&w->rcond, NULL);
+    w->device = (int)st->devices[g].device;
+    w->dev = devices[w->device];
+    w->prev = tp_prev ? (int)(base - tp_prev + g % tp_prev) : -1;
+    w->next = tp_next ? (int)(base + tp + g % tp_next) : -1;
+    if (!(w->fwd_to = calloc(tp_next + 1, sizeof *w->fwd_to)) ||
+        !(w->bwd_to = calloc(tp_prev + 1, sizeof *w->bwd_to))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t j = g; j < tp_next; j += tp)
+        w->fwd_to[w->nfwd_to++] = (int)(base + tp + j);
+    for (size_t i = g; i < tp_prev; i += tp)
+        w->bwd_to[w->nbwd_to++] = (int)(base - tp_prev + i);
+    w->max_mb = max_mb;
+    size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
+    w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
+    w->model = e->m;
+    if (tp == 1) {
+        MPT_TRY(mpt__stage_create(e->m, w->dev, st->first, st->last, max_mb, w->slots,
+                                  e->microbatches > 1, seed, init, &w->ex));
+    } else {
+        int *members = malloc(tp * sizeof *members);
+        if (!members || !(fractions = malloc(tp * sizeof *fractions))) {
+            free(members);
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t j = 0; j < tp; j++)
+            members[j] = (int)(base + j), fractions[j] = st->devices[j].fraction;
+        /* One tag per group: its collectives run in the same order on
+         * every member, so they match in posting order. */
+        mpt__group_t group = {e->t, members, (int)tp, (int)g,
+                              TAG_TP + (int)base};
+        status = mpt__shard_create(e->m, st->first, st->last, fractions, tp, g, &group, max_mb,
+                                   &w->shard);
+        free(members);
+        if (status < 0)
+            goto out;
+        w->model = mpt__shard_model(w->shard);
+        if (!(local = malloc((w->model->param_floats + 1) * sizeof *local))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        mpt__shard_gather(w->shard, init, local);
+        MPT_TRY(mpt__stage_create(w->model, w->dev, 0, w->model->nlayers - 1, max_mb, w->slots,
+                                  e->microbatches > 1, seed, local, &w->ex));
+    }
+    w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
+    size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);
+    size_t widest = width_in > width_out ? width_in : width_out;
+    if (!(w->fwd_stage = malloc(e->microbatches * max_mb * width_out * sizeof(float) + 1)) ||
+        !(w->bwd_stage = malloc(e->microbatches * max_mb * width_in * sizeof(float) + 1)) ||
+        !(w->recv_stage = malloc(max_mb * widest * sizeof(float) + 1)) ||
+        !(w->sends = calloc(e->microbatches * (w->nfwd_to + w->nbwd_to) + 1, sizeof *w->sends)) ||
+        !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
+    w->stats.member = (int)g;
+    w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
+    e->all_members[k] = (int)k;
+out:
+    if (status < 0)
+        mpt__fail_context(status, "replica %zu stage %zu (device %zu)", r, s,
+                          st->devices[g].device);
+    free(local);
+    free(fractions);
+    return status;
 }
 
 int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
@@ -759,7 +906,10 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
     e->nreplicas = plan->nreplicas, e->pipe_1f1b = plan->schedule == MPT__PIPE_1F1B;
     e->topo = topo, e->cluster = cluster;
     for (size_t r = 0; r < e->nreplicas; r++)
-        e->nworkers += plan->replicas[r].nstages;
+        for (size_t s = 0; s < plan->replicas[r].nstages; s++) {
+            e->nworkers += plan->replicas[r].stages[s].ndevices;
+            e->any_tp |= plan->replicas[r].stages[s].ndevices > 1;
+        }
     if (!(e->w = calloc(e->nworkers, sizeof *e->w)) ||
         !(e->rep_first = calloc(e->nreplicas, sizeof *e->rep_first)) ||
         !(e->rep_samples = calloc(e->nreplicas, sizeof *e->rep_samples)) ||
@@ -779,41 +929,25 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
     for (size_t r = 0; r < e->nreplicas; r++) {
         const mpt__plan_replica_t *rep = &plan->replicas[r];
         size_t max_mb = (e->rep_samples[r] + e->microbatches - 1) / e->microbatches;
-        for (size_t s = 0; s < rep->nstages; s++, k++) {
-            worker_t *w = &e->w[k];
+        for (size_t s = 0; s < rep->nstages; s++) {
             const mpt__plan_stage_t *st = &rep->stages[s];
-            w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
-            pthread_mutex_init(&w->rlock, NULL);
-            pthread_cond_init(&w->rcond, NULL);
-            w->device = (int)st->devices[0].device;
-            w->dev = devices[w->device];
-            w->prev = s > 0 ? (int)k - 1 : -1;
-            w->next = s + 1 < rep->nstages ? (int)k + 1 : -1;
-            w->max_mb = max_mb;
-            size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
-            w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
-            MPT_TRY(mpt__stage_create(m, w->dev, st->first, st->last, max_mb, w->slots,
-                                      e->microbatches > 1, seed, init, &w->ex));
-            w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
-            size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);
-            size_t widest = width_in > width_out ? width_in : width_out;
-            if (!(w->fwd_stage = malloc(e->microbatches * max_mb * width_out * sizeof(float) + 1)) ||
-                !(w->bwd_stage = malloc(e->microbatches * max_mb * width_in * sizeof(float) + 1)) ||
-                !(w->recv_stage = malloc(max_mb * widest * sizeof(float))) ||
-                !(w->sends = calloc(2 * e->microbatches, sizeof *w->sends)) ||
-                !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
-                status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
-            w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
-            e->all_members[k] = (int)k;
+            /* Workers are numbered replica by replica, stage by stage,
+             * member by member: the neighbouring groups start at base -
+             * tp_prev and base + tp. */
+            size_t base = k, tp = st->ndevices;
+            size_t tp_prev = s > 0 ? rep->stages[s - 1].ndevices : 0;
+            size_t tp_next = s + 1 < rep->nstages ? rep->stages[s + 1].ndevices : 0;
+            for (size_t g = 0; g < tp; g++, k++)
+                MPT_TRY(make_worker(e, &e->w[k], r, s, g, base, tp_prev, tp_next, max_mb,
+                                    devices, seed, init));
         }
     }
     /* Data parallelism: each worker's all-reduce segments and reducer. */
+    if (e->nreplicas > 1 && e->any_tp)
+        MPT_TRY(check_alike(e));
     for (size_t i = 0; e->nreplicas > 1 && i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
-        MPT_TRY(make_segments(e, w));
+        MPT_TRY(e->any_tp ? make_aligned_segment(e, w) : make_segments(e, w));
         w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
         if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -884,9 +1018,12 @@ void mpt__engine_free(mpt__engine_t *e)
             free(w->bwd_stage);
             free(w->recv_stage);
             free(w->sends);
+            free(w->fwd_to);
+            free(w->bwd_to);
             free(w->spans.v);
             free(w->rspans.v);
             mpt__executor_free(w->ex);
+            mpt__shard_free(w->shard);
         }
     }
     if (e->t)
@@ -913,7 +1050,7 @@ int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
     *grad_norm = 0;
     for (size_t i = 0; i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
-        if (w->next < 0)
+        if (w->next < 0 && w->member == 0) /* the loss is replicated in a group */
             sum += w->loss_sum;
         if (opt->clip_norm > 0 && i == 0)
             *grad_norm = w->norm;
@@ -932,7 +1069,7 @@ int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, siz
     int status = run_job(e, JOB_EVAL);
     *loss_sum = 0, *correct = 0;
     for (size_t i = 0; i < e->nworkers; i++)
-        if (e->w[i].replica == 0 && e->w[i].next < 0)
+        if (e->w[i].replica == 0 && e->w[i].next < 0 && e->w[i].member == 0)
             *loss_sum += e->w[i].loss_sum, *correct += e->w[i].correct;
     return status;
 }
@@ -948,7 +1085,20 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
     int status = MPT_OK;
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {
         worker_t *w = &e->w[i];
-        if (out && w->replica == 0)
+        if (w->shard && out && w->replica == 0) {
+            /* A member's compact buffer (through gbuf, idle between jobs)
+             * to and from the model's layout. */
+            status = what < 0 ? mpt__executor_read_params(w->ex, w->gbuf)
+                              : mpt__executor_read_slot(w->ex, what, w->gbuf);
+            if (status == MPT_OK)
+                mpt__shard_scatter(w->shard, w->gbuf, out);
+        } else if (w->shard && in) {
+            mpt__shard_gather(w->shard, in, w->gbuf);
+            status = what < 0 ? mpt__executor_write_params(w->ex, w->gbuf)
+                              : mpt__executor_write_slot(w->ex, what, w->gbuf);
+        } else if (w->shard) {
+            continue;
+        } else if (out && w->replica == 0)
             status = what < 0 ? mpt__executor_read_params(w->ex, out + w->p0)
                               : mpt__executor_read_slot(w->ex, what, out + w->p0);
         else if (in)

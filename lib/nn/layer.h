@@ -98,6 +98,7 @@ struct mpt__layer {
     int nparams;
     mpt__param_t params[MPT_LAYER_MAX_PARAMS];
     size_t saved_per_sample; /* floats kept from forward for backward */
+    void *ctx; /* a tensor-parallel shard's layer: its context (engine/shard.c) */
 };
 
 /* The kind called name, NULL if none. */

@@ -152,9 +152,11 @@ static double linear_flops(const mpt__layer_t *l, size_t batch, int backward)
 static int linear_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
     size_t in = l->in.d[0], out = l->units;
-    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0), b = mpt__param_view(p, &l->params[1], 0);
+    mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
+    mpt__tensor_t b = l->nparams > 1 ? mpt__param_view(p, &l->params[1], 0) : w;
     int status = mpt__op_gemm(0, 1, p->batch, out, in, 1.0f, &p->x, in, &w, in, 0.0f, &p->y, out);
-    if (status == MPT_OK)
+    /* A row-parallel shard other than the first has no bias (engine/shard.c). */
+    if (status == MPT_OK && l->nparams > 1)
         status = mpt__op_bias_add(&p->y, &b, p->batch, out);
     return status;
 }
@@ -163,11 +165,14 @@ static int linear_backward(mpt__layer_t *l, mpt__pass_t *p)
 {
     size_t in = l->in.d[0], out = l->units;
     mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
-    mpt__tensor_t dw = mpt__param_view(p, &l->params[0], 1), db = mpt__param_view(p, &l->params[1], 1);
+    mpt__tensor_t dw = mpt__param_view(p, &l->params[0], 1);
     int status;
     /* dW (out x in) = dy^T (out x batch) x (batch x in) */
     MPT_TRY(mpt__op_gemm(1, 0, out, in, p->batch, 1.0f, &p->dy, out, &p->x, in, 0.0f, &dw, in));
-    MPT_TRY(mpt__op_sum_rows(&p->dy, p->batch, out, 0.0f, &db));
+    if (l->nparams > 1) {
+        mpt__tensor_t db = mpt__param_view(p, &l->params[1], 1);
+        MPT_TRY(mpt__op_sum_rows(&p->dy, p->batch, out, 0.0f, &db));
+    }
     /* dx (batch x in) = dy (batch x out) W (out x in) */
     if (p->dx.buf)
         MPT_TRY(mpt__op_gemm(0, 0, p->batch, in, out, 1.0f, &p->dy, out, &w, in, 0.0f, &p->dx, in));

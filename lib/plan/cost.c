@@ -64,6 +64,32 @@ static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
         }
 }
 
+/* The collectives of each layer when tensor-parallel, by the rules of
+ * engine/shard.c walked over the whole model (a stage that starts mid-way
+ * starts whole, which the walk does not see): a column-split layer
+ * all-reduces its input gradient (not the model's first layer, whose input
+ * gradient nobody needs), a row-split one its output; a slice that meets a
+ * layer needing the whole activation is all-gathered, which a ring does
+ * in half an all-reduce's traffic. */
+static void tp_collectives(const mpt__model_t *m, mpt__model_cost_t *mc)
+{
+    int sliced = 0;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const mpt__layer_t *l = &m->layers[i];
+        mpt__layer_cost_t *c = &mc->layers[i];
+        double in = 4.0 * (double)mpt__shape_numel(&l->in);
+        int is_linear = !strcmp(l->kind->name, "linear"), is_conv = !strcmp(l->kind->name, "conv2d");
+        if (is_linear && sliced) {
+            c->tp_allreduce_bytes = c->out_bytes, sliced = 0;
+        } else if (is_linear || is_conv) {
+            c->tp_allreduce_bytes = (sliced ? in / 2 : 0) + (i > 0 ? in : 0), sliced = 1;
+        } else if (!(l->nparams == 0 &&
+                     (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS)))) {
+            c->tp_allreduce_bytes = sliced ? in / 2 : 0, sliced = 0;
+        }
+    }
+}
+
 int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
 {
     if (!out)
@@ -102,6 +128,7 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
          * and rstd, maxpool's argmax). */
         c->saved_bytes = 4.0 * (in + (double)l->saved_per_sample);
     }
+    tp_collectives(m, out);
     return MPT_OK;
 }
 

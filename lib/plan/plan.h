@@ -27,6 +27,8 @@ typedef struct {
     double saved_bytes;            /* kept from forward to backward: input + saved state */
     int launches_fwd, launches_bwd; /* kernel launches per micro-batch */
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
+    double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
+                                    * what its collectives move, as all-reduce bytes */
 } mpt__layer_cost_t;
 
 typedef struct {
@@ -84,6 +86,15 @@ typedef double (*mpt__stage_cost_fn)(void *ctx, size_t stage, size_t first, size
  * names the stage that cannot fit and what it would need). */
 int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void *ctx,
                    size_t *first, double *bottleneck);
+
+/* ---- tensor-parallel splits (split.c) -------------------------------------- */
+
+/* Counts of n units over tp members in proportion to fractions (need not
+ * be normalised): floor of each exact share, the rest one each to the
+ * largest remainders (ties to the lower member).  MPT_ERR_INVALID, naming
+ * the member, when a member would get no unit or a fraction is not
+ * positive. */
+int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts);
 
 /* ---- plans (plan.c, plan_json.c) ------------------------------------------ */
 

@@ -19,6 +19,9 @@
  *                on the bottleneck (partition.c), each stage's cost its
  *                forward + backward time plus its outgoing transfer, ranges
  *                that do not fit a device's memory excluded.
+ *                Tensor-parallel plans the engine cannot run (a layer that
+ *                cannot be split, a member left no unit, replicas split
+ *                unlike) are rejected with the reason.
  *   6. Simulate  the plan's step (simulate.c) gives the predicted time.
  *   7. Choose    the fastest; every configuration is kept as an
  *                alternative with its time or the reason it was rejected.
@@ -180,17 +183,15 @@ static void stage_ctx_free(stage_ctx *x)
     x->rows = NULL, x->roomy = NULL;
 }
 
-/* The tensor-parallel all-reduces of layer l on a group of tp devices: one
- * of the layer's output forward and one backward for each layer with
- * parameters (Megatron pairs need one per pair: this over-counts the
- * row-parallel half until the engine's tensor-parallel kernels exist to
- * measure). */
+/* The tensor-parallel collectives of layer l on a group of tp devices
+ * (mpt__layer_cost_t.tp_allreduce_bytes: one all-reduce per Megatron pair
+ * each way, all-gathers where a slice must become whole). */
 static double tp_allreduces(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                             const size_t *group, size_t tp, size_t l, double samples)
 {
-    if (tp < 2 || mc->layers[l].param_bytes <= 0)
+    if (tp < 2 || mc->layers[l].tp_allreduce_bytes <= 0)
         return 0;
-    return 2 * mpt__cost_allreduce(c, group, tp, mc->layers[l].out_bytes * samples);
+    return mpt__cost_allreduce(c, group, tp, mc->layers[l].tp_allreduce_bytes * samples);
 }
 
 static double tp_comm(const stage_ctx *x, size_t s, size_t l)
@@ -462,6 +463,59 @@ out:
 
 /* ---- passes 3, 6 and 7 ------------------------------------------------------ */
 
+/* What the engine cannot run of a plan with tensor-parallel groups
+ * (engine/shard.c), as a reason in why; 0 when it can.  Every layer with
+ * parameters in a group's stage must be splittable and its outputs and
+ * inputs must leave every member at least one unit at the group's
+ * fractions; replicas must be cut and split alike (their slices are
+ * all-reduced as they are). */
+static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
+{
+    double f[64];
+    size_t counts[64];
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            const mpt__plan_stage_t *st0 = &p->replicas[0].stages[s];
+            size_t tp = st->ndevices;
+            if (tp < 2)
+                continue;
+            if (tp > 64) {
+                snprintf(why, size, "tensor-parallel groups of more than 64 devices");
+                return 1;
+            }
+            for (size_t g = 0; g < tp; g++) {
+                f[g] = st->devices[g].fraction;
+                if (r > 0 && (st0->first != st->first || st0->last != st->last ||
+                              st0->ndevices != tp || st0->devices[g].fraction != f[g])) {
+                    snprintf(why, size, "replica %zu is cut or split differently from replica "
+                             "0, and data parallelism over tensor-parallel groups needs alike "
+                             "replicas", r);
+                    return 1;
+                }
+            }
+            for (size_t i = st->first; i <= st->last; i++) {
+                const mpt__layer_t *l = &m->layers[i];
+                int is_linear = !strcmp(l->kind->name, "linear");
+                int is_conv = !strcmp(l->kind->name, "conv2d");
+                if (l->nparams && !is_linear && !is_conv) {
+                    snprintf(why, size, "layer %zu (%s) cannot be split across devices", i,
+                             l->kind->name);
+                    return 1;
+                }
+                size_t widths[2] = {is_conv ? l->channels : l->units,
+                                    is_linear ? l->in.d[0] : 0};
+                for (int k = 0; k < 2 && (is_linear || is_conv); k++)
+                    if (widths[k] && mpt__tp_split(widths[k], f, tp, counts) < 0) {
+                        snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
+                                 mpt_last_error());
+                        return 1;
+                    }
+            }
+        }
+    return 0;
+}
+
 /* Whether every consecutive group of tp devices (in locality order) lies in
  * one node. */
 static int group_in_nodes(const mpt_cluster_t *c, const size_t *order, size_t n, size_t tp)
@@ -719,6 +773,13 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
              * other: it is what the user must hear when nothing fits. */
             if (!first_why[0] || (strstr(k->why, "would need") && !strstr(first_why, "would need")))
                 snprintf(first_why, sizeof first_why, "%s", k->why);
+            k->plan = NULL;
+            continue;
+        }
+        if (k->sh.tp > 1 && tp_unrunnable(m, k->plan, k->why, sizeof k->why)) {
+            if (!first_why[0])
+                snprintf(first_why, sizeof first_why, "%s", k->why);
+            mpt__plan_free(k->plan);
             k->plan = NULL;
             continue;
         }

@@ -1,0 +1,75 @@
+/*
+ * engine/shard.h: tensor parallelism.  A pipeline stage run by a group of
+ * tp devices gives each member a *shard model*: the stage's layers with
+ * the member's slice of every split layer (local shapes, its own compact
+ * parameter buffer) and the communication the split needs, so that the
+ * executor runs it like any other layer range.  Never installed.
+ *
+ * Splits follow each kind's split axes (nn/layer.h), walking the stage
+ * with the activation either whole on every member or cut into per-member
+ * slices of its first dimension (features, or channels of an image):
+ *
+ *   linear, whole input     column-parallel: the member's output units;
+ *                           backward all-reduces the input gradient
+ *   linear, sliced input    row-parallel: the member's input features;
+ *                           forward all-reduces the output (the bias is
+ *                           added by member 0 only)
+ *   conv2d                  split over output channels, as column-parallel
+ *                           (a sliced input is gathered first)
+ *   relu, gelu, maxpool2d,  run on the member's slice (dropout only on a
+ *   flatten, dropout        whole activation: its masks are per element)
+ *   anything else           the whole activation, replicated; a kind with
+ *   (layernorm, the loss)   parameters that cannot be split is refused
+ *
+ * so that linear, relu, linear is Megatron's pairing (one all-reduce each
+ * way), a slice that reaches a layer needing the whole activation is
+ * all-gathered, and a stage always ends whole.
+ *
+ * Slices of n units over fractions f: mpt__tp_split (plan/plan.h: largest
+ * remainder, exact, every member at least one unit).  Each member owns disjoint
+ * elements of the model's parameters, listed as pieces (runs of elements)
+ * mapping its compact buffer to the model's flat layout: initial values,
+ * checkpoints and reads of the whole model go through them, so shards
+ * start from exactly the one-device values and checkpoints stay
+ * plan-independent.
+ */
+#ifndef MPT_ENGINE_SHARD_H
+#define MPT_ENGINE_SHARD_H
+
+#include "comm/comm.h"
+#include "nn/layer.h"
+
+/* A run of `count` parameter elements: model elements from `model`, the
+ * member's compact buffer from `local`. */
+typedef struct {
+    size_t model, local, count;
+} mpt__piece_t;
+
+typedef struct mpt__shard mpt__shard_t;
+
+/* Member `rank` of a group of tp devices running layers [first, last] of
+ * m with `fractions` (tp of them).  `group` (copied; its transport must
+ * outlive the shard) is the group's collective context, the member's
+ * position its self; `max_batch` sizes the host buffers of the
+ * all-gathers.  Errors name the layer and the reason a split is
+ * impossible. */
+int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const double *fractions,
+                      size_t tp, size_t rank, const mpt__group_t *group, size_t max_batch,
+                      mpt__shard_t **out);
+void mpt__shard_free(mpt__shard_t *s);
+
+/* The member's layers as a model (run all of its layers: 0 .. nlayers-1). */
+const mpt__model_t *mpt__shard_model(const mpt__shard_t *s);
+const mpt__piece_t *mpt__shard_pieces(const mpt__shard_t *s, size_t *npieces);
+/* local[piece.local ...] = model_array[piece.model ...] for every piece,
+ * and the reverse. */
+void mpt__shard_gather(const mpt__shard_t *s, const float *model_array, float *local);
+void mpt__shard_scatter(const mpt__shard_t *s, const float *local, float *model_array);
+/* Whether two members hold the same elements in the same places (data
+ * parallelism all-reduces their compact buffers as they are). */
+int mpt__shard_same_layout(const mpt__shard_t *a, const mpt__shard_t *b);
+/* Seconds and bytes of the member's collectives since the last call (then
+ * reset). */
+void mpt__shard_take_comm(mpt__shard_t *s, double *seconds, size_t *bytes);
+
+#endif
