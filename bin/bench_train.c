@@ -4,9 +4,10 @@
  *
  * Runs the model (default: the Fashion-MNIST MLP) for --steps timed steps
  * after --warmup steps under: one device (the first selected), data
- * parallelism over every selected device, and a pipeline over every
- * selected device (the planner picks the micro-batches and schedule unless
- * pinned), each planned for this machine's profiled devices.  Prints
+ * parallelism over every selected device, a pipeline over every selected
+ * device (the planner picks the micro-batches and schedule unless pinned),
+ * and every layer split over every selected device (tensor parallelism),
+ * each planned for this machine's profiled devices.  Prints
  * samples/s, the scaling against one device, the predicted and measured
  * step and the prediction's error.  Data: Fashion-MNIST's training set
  * when installed, else random images (the speed does not depend on them).
@@ -26,7 +27,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: mpt-bench train [OPTION]...\n"
-            "Training samples/s on the selected devices under data and pipeline\n"
+            "Training samples/s on the selected devices under data, pipeline and tensor\n"
             "parallelism against one device, and the planner's predicted step against the\n"
             "measured one.\n"
             "\n"
@@ -164,14 +165,17 @@ int bench_train_main(int argc, char **argv)
            1.0, "-", "-");
     fflush(stdout);
 
-    /* 2. Data parallel and 3. pipeline over every device. */
-    for (int kind = 0; kind < 2; kind++) {
+    /* 2. Data parallel, 3. pipeline and 4. tensor parallel over every
+     * device. */
+    static const char *kinds[] = {"DP", "PP", "TP"};
+    for (int kind = 0; kind < 3; kind++) {
         mpt_plan_request_t req;
         mpt_plan_t *plan = NULL;
         mpt_plan_request_default(&req);
-        req.batch = batch, req.tp = 1;
+        req.batch = batch;
         req.dp = kind == 0 ? n : 1;
-        req.pp = kind == 0 ? 1 : n;
+        req.pp = kind == 1 ? n : 1;
+        req.tp = kind == 2 ? n : 1;
         if (kind == 1 && mb)
             req.microbatches = mb;
         tool_check(mpt_plan_create(model, cluster, &req, &plan), "planning");
@@ -186,8 +190,11 @@ int bench_train_main(int argc, char **argv)
         tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
         const char *m = strstr(json, "\"microbatches\": ");
         const char *sc = strstr(json, "\"schedule\": \"");
-        snprintf(name, sizeof name, "%s=%zu (m=%d %s)", kind == 0 ? "DP" : "PP", n,
-                 m ? atoi(m + 16) : 0, sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
+        if (kind == 1)
+            snprintf(name, sizeof name, "PP=%zu (m=%d %s)", n, m ? atoi(m + 16) : 0,
+                     sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
+        else
+            snprintf(name, sizeof name, "%s=%zu", kinds[kind], n);
         printf("%-28s %12.0f %10.2f %8.2fx %12.2f %+7.1f%%\n", name, (double)batch / step,
                step * 1e3, one / step, predicted * 1e3, 100.0 * (predicted - step) / step);
         fflush(stdout);
