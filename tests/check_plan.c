@@ -450,6 +450,46 @@ START_TEST(impossible_pin_fails)
 }
 END_TEST
 
+/* Tensor-parallel configurations the engine cannot run are rejected with
+ * the reason: a member left without a unit (the MLP's 10-unit layer at a
+ * 20:1 speed ratio), a layer that cannot be split (layernorm). */
+START_TEST(unrunnable_tensor_splits_are_rejected)
+{
+    mpt_model_t *m = shipped_model("mlp-fashion.json");
+    const double gflops[2] = {20000, 1000}, mem[2] = {HUGE, HUGE};
+    mpt_cluster_t *c = make_cluster(2, gflops, mem);
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.tp = 2;
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_fails(mpt_plan_create(m, c, &req, &p), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "layer 6 (linear)") &&
+                      strstr(mpt_last_error(), "none"),
+                  "%s", mpt_last_error());
+    /* Unpinned, the planner goes on to a plan without that split. */
+    req.tp = 0;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    ck_assert_uint_eq(p->tp, 1);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+
+    char path[] = "/tmp/check_plan_ln_XXXXXX";
+    write_temp(path, "{\"name\": \"ln\", \"input\": [64], \"layers\": [{\"kind\": "
+                     "\"linear\", \"units\": 64}, {\"kind\": \"layernorm\"}, {\"kind\": "
+                     "\"linear\", \"units\": 10}, {\"kind\": \"softmax_cross_entropy\"}]}");
+    ck_assert_mpt_ok(mpt_model_load(path, &m));
+    unlink(path);
+    c = two_devices(HUGE, HUGE);
+    req.tp = 2;
+    ck_assert_mpt_fails(mpt_plan_create(m, c, &req, &p), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "layer 1 (layernorm) cannot be split"), "%s",
+                  mpt_last_error());
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+END_TEST
+
 /* ---- the choice --------------------------------------------------------------- */
 
 static void check_choice(const char *path, const mpt_cluster_t *c, const mpt_model_t *m)
@@ -606,6 +646,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, too_small_devices_fail_with_many_devices);
     tcase_add_test(tc, pins_are_honoured);
     tcase_add_test(tc, impossible_pin_fails);
+    tcase_add_test(tc, unrunnable_tensor_splits_are_rejected);
     tcase_add_test(tc, chosen_is_fastest);
     tcase_add_test(tc, json_round_trip_and_simulation);
     tcase_add_test(tc, trace_of_the_plan);

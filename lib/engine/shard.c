@@ -264,19 +264,20 @@ static int slice_units(const mpt__shard_t *s, walk_t *st, size_t n, const double
     return MPT_OK;
 }
 
-/* linear or conv2d on a whole input: the member's output units/channels.
- * Both weights are (outputs x the rest) in the model, so the member's rows
- * and its bias are one run each. */
+/* A layer split over its outputs (MPT_SPLIT_COLUMN: linear's units,
+ * MPT_SPLIT_CHANNELS: conv2d's channels) on a whole input: the member's
+ * outputs.  Such weights are (outputs x the rest) in the model, so the
+ * member's rows and its bias are one run each. */
 static int split_columns(mpt__shard_t *s, walk_t *st, const mpt__layer_t *L,
                          const double *fractions, const char *where)
 {
-    int is_conv = !strcmp(L->kind->name, "conv2d");
-    size_t outputs = is_conv ? L->channels : L->units;
+    int by_channels = (L->kind->split_axes & MPT_SPLIT_CHANNELS) != 0;
+    size_t outputs = L->out.d[0];
     int status;
     MPT_TRY(slice_units(s, st, outputs, fractions, where));
     size_t lo = st->cut[s->rank], n = st->cut[s->rank + 1] - lo;
     mpt__layer_t like = *L, *l;
-    if (is_conv)
+    if (by_channels)
         like.channels = n;
     else
         like.units = n;
@@ -342,12 +343,13 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_t *L = &m->layers[i];
         const char *kind = L->kind->name;
+        unsigned axes = L->nparams ? L->kind->split_axes : 0;
         char where[96];
         mpt__layer_t *l;
         snprintf(where, sizeof where, "layer %zu (%s)", i, kind);
-        if (!strcmp(kind, "linear") && st.sliced) {
+        if ((axes & MPT_SPLIT_ROW) && st.sliced) {
             MPT_TRY(split_rows(s, &st, L, where));
-        } else if (!strcmp(kind, "linear") || !strcmp(kind, "conv2d")) {
+        } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
             if (st.sliced)
                 MPT_TRY(append_gather(s, &st, L->in, L->index));
             MPT_TRY(split_columns(s, &st, L, fractions, where));

@@ -27,7 +27,8 @@ size_t mpt__shape_numel(const mpt__shape_t *s);
 /* "[1, 28, 28]" into buf. */
 const char *mpt__shape_str(const mpt__shape_t *s, char *buf, size_t size);
 
-/* Axes along which a layer may later be split across devices. */
+/* Axes along which a layer may be split across a tensor-parallel group:
+ * engine/shard.c splits by them, the planner checks and costs by them. */
 enum {
     MPT_SPLIT_NONE = 0,
     MPT_SPLIT_COLUMN = 1,   /* output features (linear) */

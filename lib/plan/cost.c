@@ -78,10 +78,10 @@ static void tp_collectives(const mpt__model_t *m, mpt__model_cost_t *mc)
         const mpt__layer_t *l = &m->layers[i];
         mpt__layer_cost_t *c = &mc->layers[i];
         double in = 4.0 * (double)mpt__shape_numel(&l->in);
-        int is_linear = !strcmp(l->kind->name, "linear"), is_conv = !strcmp(l->kind->name, "conv2d");
-        if (is_linear && sliced) {
+        unsigned axes = l->nparams ? l->kind->split_axes : 0;
+        if ((axes & MPT_SPLIT_ROW) && sliced) {
             c->tp_allreduce_bytes = c->out_bytes, sliced = 0;
-        } else if (is_linear || is_conv) {
+        } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
             c->tp_allreduce_bytes = (sliced ? in / 2 : 0) + (i > 0 ? in : 0), sliced = 1;
         } else if (!(l->nparams == 0 &&
                      (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS)))) {

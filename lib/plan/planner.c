@@ -496,16 +496,17 @@ static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why,
             }
             for (size_t i = st->first; i <= st->last; i++) {
                 const mpt__layer_t *l = &m->layers[i];
-                int is_linear = !strcmp(l->kind->name, "linear");
-                int is_conv = !strcmp(l->kind->name, "conv2d");
-                if (l->nparams && !is_linear && !is_conv) {
+                unsigned axes = l->kind->split_axes;
+                if (l->nparams == 0)
+                    continue;
+                if (!(axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS))) {
                     snprintf(why, size, "layer %zu (%s) cannot be split across devices", i,
                              l->kind->name);
                     return 1;
                 }
-                size_t widths[2] = {is_conv ? l->channels : l->units,
-                                    is_linear ? l->in.d[0] : 0};
-                for (int k = 0; k < 2 && (is_linear || is_conv); k++)
+                /* Its outputs, and its inputs when it may be row-parallel. */
+                size_t widths[2] = {l->out.d[0], (axes & MPT_SPLIT_ROW) ? l->in.d[0] : 0};
+                for (int k = 0; k < 2; k++)
                     if (widths[k] && mpt__tp_split(widths[k], f, tp, counts) < 0) {
                         snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
                                  mpt_last_error());
