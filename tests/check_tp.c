@@ -12,7 +12,11 @@
  * Fashion-MNIST MLP (batch 64) and of a small CNN (tests/fixtures/
  * cnn-tp.json, odd widths, batch 32) under TP=2 with even fractions,
  * TP=2 with 0.7 / 0.3, TP=2 x PP=2 (1F1B, 2 micro-batches) and DP=2 x
- * TP=2 on four PoCL devices, against the one-device executor.
+ * TP=2 on four PoCL devices, against the one-device executor; the MLP also
+ * with stages of one then two devices (and the reverse), and under AdamW
+ * with global-norm clipping.  After the 20 steps, the accuracy on 500
+ * further samples (evaluation through the groups) within 0.5 points of
+ * one device's.
  *
  * Tolerance, per step: |loss - loss_1device| <= 1e-5 * max(1, loss), as
  * for the other plans (check_engine.c).  Splitting a layer changes only
@@ -54,13 +58,21 @@ static const char *fashion_dir = "/usr/share/datasets/fashion-mnist";
 typedef struct {
     const char *path;
     size_t batch;
+    int adamw_clipped;  /* AdamW with global-norm clipping instead of SGD */
     mpt_model_t *model;
-    double ref_loss[STEPS];
+    double ref_loss[STEPS], ref_acc;
     int have_ref;
 } net_t;
 
-static net_t MLP = {"../models/mlp-fashion.json", 64, NULL, {0}, 0};
-static net_t CNN = {"fixtures/cnn-tp.json", 32, NULL, {0}, 0};
+static net_t MLP = {"../models/mlp-fashion.json", 64, 0, NULL, {0}, 0, 0};
+static net_t CNN = {"fixtures/cnn-tp.json", 32, 0, NULL, {0}, 0, 0};
+/* The MLP again under AdamW and clipping (the norm sums every member's
+ * slice; the optimizer state lives in the slices). */
+static net_t MLP_ADAMW = {"../models/mlp-fashion.json", 64, 1, NULL, {0}, 0, 0};
+
+/* Accuracy on these held-out samples after the 20 steps (images after the
+ * training ones): evaluation runs through the groups too. */
+enum { EVAL_FIRST = STEPS * 64, EVAL_COUNT = 500 };
 
 static struct {
     mpt_devices_t *devs;
@@ -84,7 +96,7 @@ static void load_world(void)
         W.x = (float *)mpt_dataset_images(W.train);
         W.y = (int32_t *)mpt_dataset_labels(W.train);
     } else { /* no dataset: random images and labels, counter-based */
-        size_t n = STEPS * 64;
+        size_t n = EVAL_FIRST + EVAL_COUNT;
         W.x = malloc(n * IMAGE * sizeof *W.x);
         W.y = malloc(n * sizeof *W.y);
         ck_assert_ptr_nonnull(W.x);
@@ -109,6 +121,19 @@ static void config(const net_t *n, mpt_train_config_t *c)
     mpt_train_config_default(c);
     c->batch = n->batch;
     c->seed = 5;
+    if (n->adamw_clipped) {
+        c->optimizer = MPT_OPTIM_ADAMW;
+        c->lr = 1e-3f;
+        c->clip_norm = 0.5f;
+    }
+}
+
+static double accuracy(mpt_trainer_t *t)
+{
+    double loss = 0, acc = 0;
+    ck_assert_mpt_ok(mpt_trainer_evaluate(t, W.x + (size_t)EVAL_FIRST * IMAGE, W.y + EVAL_FIRST,
+                                          EVAL_COUNT, &loss, &acc));
+    return acc;
 }
 
 /* Steps [from, to) of the data, losses into losses[from..]. */
@@ -132,6 +157,7 @@ static void reference(net_t *n)
     config(n, &c);
     ck_assert_mpt_ok(mpt_trainer_create(n->model, mpt_devices_get(W.devs, 0), &c, &t));
     train(n, t, 0, STEPS, n->ref_loss);
+    n->ref_acc = accuracy(t);
     mpt_trainer_free(t);
     n->have_ref = 1;
 }
@@ -187,6 +213,7 @@ static void expect_losses(const char *name, const double *losses, const double *
     }
     printf("# %s: losses of steps %d-%d within %.2g relative of one device (last %.6f vs "
            "%.6f)\n", name, from + 1, to, worst, losses[to - 1], ref[to - 1]);
+    fflush(stdout);
 }
 
 static void expect_invariant(net_t *n, const char *name, mpt_plan_t *plan)
@@ -199,14 +226,24 @@ static void expect_invariant(net_t *n, const char *name, mpt_plan_t *plan)
     ck_assert_mpt_ok(mpt_trainer_create_planned(n->model, W.devs, plan, &c, NULL, NULL, &t));
     train(n, t, 0, STEPS, losses);
     expect_losses(name, losses, n->ref_loss, 0, STEPS);
+    double acc = accuracy(t);
+    ck_assert_msg(fabs(acc - n->ref_acc) <= 0.005, "%s: accuracy %.4f, one device %.4f", name,
+                  acc, n->ref_acc);
     /* Every device of the plan ran its slice and moved data with its group. */
-    ck_assert_uint_eq(mpt_trainer_device_count(t), plan->dp * plan->pp * plan->tp);
-    for (size_t i = 0; i < mpt_trainer_device_count(t); i++) {
-        mpt_device_step_t ds;
-        ck_assert_mpt_ok(mpt_trainer_device_stats(t, i, &ds));
-        ck_assert_msg(ds.tp_bytes > 0, "%s: device %d moved no tensor-parallel data", name,
-                      ds.device);
-    }
+    size_t ndev = 0;
+    for (size_t i = 0; i < plan->nreplicas; i++)
+        for (size_t st = 0; st < plan->replicas[i].nstages; st++)
+            ndev += plan->replicas[i].stages[st].ndevices;
+    ck_assert_uint_eq(mpt_trainer_device_count(t), ndev);
+    for (size_t i = 0, k = 0; i < plan->nreplicas; i++)
+        for (size_t st = 0; st < plan->replicas[i].nstages; st++)
+            for (size_t g = 0; g < plan->replicas[i].stages[st].ndevices; g++, k++) {
+                mpt_device_step_t ds;
+                ck_assert_mpt_ok(mpt_trainer_device_stats(t, k, &ds));
+                ck_assert_msg((ds.tp_bytes > 0) == (plan->replicas[i].stages[st].ndevices > 1),
+                              "%s: device %d moved %zu bytes of tensor-parallel data", name,
+                              ds.device, ds.tp_bytes);
+            }
     mpt_trainer_free(t);
     mpt_plan_free(plan);
 }
@@ -380,6 +417,35 @@ START_TEST(cnn_dp2_tp2)
 }
 END_TEST
 
+/* Stages of different group sizes: one device, then two (activations fan
+ * out to both members, gradients come back from member 0), and the
+ * reverse (both members send to the one device).  Plan files give every
+ * stage the plan's tp (docs/plan.md), so the plan is made with two-device
+ * groups and one group is then shrunk in memory: the engine takes any
+ * group sizes. */
+START_TEST(mlp_groups_of_one_then_two)
+{
+    load_net(&MLP);
+    for (int order = 0; order < 2; order++) {
+        static const int devs[] = {0, 3, 1, 2};
+        mpt_plan_t *p = make_plan(&MLP, 1, 2, 2, 2, mlp_pp2, devs, (const double[]){0.6, 0.4});
+        mpt__plan_stage_t *st = &p->replicas[0].stages[order];
+        st->ndevices = 1;
+        st->devices[0].fraction = 1;
+        expect_invariant(&MLP, order == 0 ? "MLP stages of 1 then 2 devices"
+                                          : "MLP stages of 2 then 1 devices", p);
+    }
+}
+END_TEST
+
+START_TEST(mlp_tp2_adamw_clipped)
+{
+    load_net(&MLP_ADAMW);
+    expect_invariant(&MLP_ADAMW, "MLP TP=2 0.7/0.3, AdamW, clipping at 0.5",
+                     make_plan(&MLP_ADAMW, 1, 1, 2, 1, mlp_pp1, devs01, uneven));
+}
+END_TEST
+
 /* ---- checkpoints are plan-independent ------------------------------------------------ */
 
 START_TEST(checkpoint_from_tp2_resumes_anywhere)
@@ -437,6 +503,8 @@ static Suite *suite(void)
     tcase_add_test(tc, cnn_tp2_uneven);
     tcase_add_test(tc, cnn_tp2_pp2);
     tcase_add_test(tc, cnn_dp2_tp2);
+    tcase_add_test(tc, mlp_groups_of_one_then_two);
+    tcase_add_test(tc, mlp_tp2_adamw_clipped);
     tcase_add_test(tc, checkpoint_from_tp2_resumes_anywhere);
     suite_add_tcase(s, tc);
     return s;
@@ -457,6 +525,7 @@ int main(void)
         mpt_devices_free(W.devs);
     }
     mpt_model_free(MLP.model);
+    mpt_model_free(MLP_ADAMW.model);
     mpt_model_free(CNN.model);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -24,7 +24,8 @@ typedef struct mpt__engine mpt__engine_t;
 /* Per-device figures of the last step (metrics, progress display). */
 typedef mpt_device_step_t mpt__engine_device_stats_t;
 
-/* Runs `plan` (tp = 1) on devices[plan device id], steps of `batch`
+/* Runs `plan` (any dp x pp x tp; tensor-parallel stages as engine/shard.h
+ * splits them) on devices[plan device id], steps of `batch`
  * samples.  `topo` and `cluster` (both optional) bind each worker to its
  * device's cores. */
 int mpt__engine_create(const mpt__model_t *model, mpt_device_t *const *devices, size_t ndevices,

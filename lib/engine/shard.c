@@ -321,6 +321,8 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     int status = MPT_OK;
     size_t nl = last - first + 1, cap = 2 * nl + 2;
     walk_t st = {0, NULL};
+    mpt__tp_step_t *steps = NULL;
+    int gather_after = 0;
     mpt__shard_t *s = NULL;
     *out = NULL;
     if (first > last || last >= m->nlayers || tp == 0 || rank >= tp || max_batch == 0)
@@ -340,44 +342,38 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     s->model.input = m->layers[first].in;
     s->model.classes = m->classes;
 
+    if (!(steps = calloc(nl, sizeof *steps))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    MPT_TRY(mpt__tp_walk(m, first, last, steps, &gather_after));
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_t *L = &m->layers[i];
-        const char *kind = L->kind->name;
-        unsigned axes = L->nparams ? L->kind->split_axes : 0;
+        const mpt__tp_step_t *step = &steps[i - first];
         char where[96];
         mpt__layer_t *l;
-        snprintf(where, sizeof where, "layer %zu (%s)", i, kind);
-        if ((axes & MPT_SPLIT_ROW) && st.sliced) {
+        snprintf(where, sizeof where, "layer %zu (%s)", i, L->kind->name);
+        if (step->gather_before)
+            MPT_TRY(append_gather(s, &st, L->in, L->index));
+        switch (step->role) {
+        case MPT__TP_ROW:
             MPT_TRY(split_rows(s, &st, L, where));
-        } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
-            if (st.sliced)
-                MPT_TRY(append_gather(s, &st, L->in, L->index));
+            break;
+        case MPT__TP_COLUMN:
             MPT_TRY(split_columns(s, &st, L, fractions, where));
-        } else if (L->nparams == 0 && (L->kind->split_axes & (MPT_SPLIT_ELEMENTWISE |
-                                                              MPT_SPLIT_CHANNELS))) {
-            if (st.sliced && !strcmp(kind, "dropout")) {
-                status = mpt__fail(MPT_ERR_UNSUPPORTED,
-                                   "%s: dropout on a tensor-parallel slice (its masks are drawn "
-                                   "per element of the whole activation)", where);
-                goto out;
-            }
+            break;
+        case MPT__TP_SLICE:
             MPT_TRY(append_layer(s, L, local_shape(s, &st, L->in), where, &l));
-            if (st.sliced && L->in.ndim == 3 && L->out.ndim == 1) /* flatten: channels -> features */
+            if (L->in.ndim == 3 && L->out.ndim == 1) /* flatten: channels -> features */
                 for (size_t k = 0; k <= tp; k++)
                     st.cut[k] *= L->in.d[1] * L->in.d[2];
-        } else {
-            if (st.sliced)
-                MPT_TRY(append_gather(s, &st, L->in, L->index));
-            if (L->nparams > 0 && tp > 1) {
-                status = mpt__fail(MPT_ERR_UNSUPPORTED,
-                                   "%s: its parameters cannot be split across a tensor-parallel "
-                                   "group (give it a stage with one device)", where);
-                goto out;
-            }
+            break;
+        case MPT__TP_WHOLE:
             MPT_TRY(append_layer(s, L, L->in, where, &l));
+            break;
         }
     }
-    if (st.sliced) /* a stage hands on the whole activation */
+    if (gather_after) /* a stage hands on the whole activation */
         MPT_TRY(append_gather(s, &st, m->layers[last].out, m->layers[last].index));
     if (s->widest &&
         (!(s->host_a = malloc(max_batch * s->widest * sizeof(float))) ||
@@ -387,6 +383,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     }
 out:
     free(st.cut);
+    free(steps);
     if (status < 0) {
         mpt__shard_free(s);
         s = NULL;

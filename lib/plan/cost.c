@@ -64,30 +64,36 @@ static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
         }
 }
 
-/* The collectives of each layer when tensor-parallel, by the rules of
- * engine/shard.c walked over the whole model (a stage that starts mid-way
- * starts whole, which the walk does not see): a column-split layer
- * all-reduces its input gradient (not the model's first layer, whose input
- * gradient nobody needs), a row-split one its output; a slice that meets a
- * layer needing the whole activation is all-gathered, which a ring does
- * in half an all-reduce's traffic. */
+/* The collectives of each layer when tensor-parallel, from the walk of
+ * engine/shard.c (mpt__tp_walk) over the whole model: a column-split layer
+ * all-reduces its input gradient (not the model's first computing layer,
+ * whose input gradient nobody needs), a row-split one its output; a slice
+ * gathered before a layer costs half an all-reduce of that layer's input
+ * (a ring all-gather's traffic).  A stage that starts mid-way starts whole,
+ * which this one walk does not see; a model the walk refuses gets no
+ * collectives (the planner rejects its tensor-parallel plans anyway). */
 static void tp_collectives(const mpt__model_t *m, mpt__model_cost_t *mc)
 {
-    int sliced = 0;
+    int gather_after = 0;
+    size_t first_computing = 0;
+    mpt__tp_step_t *steps = calloc(m->nlayers ? m->nlayers : 1, sizeof *steps);
+    if (!steps || m->nlayers == 0 || mpt__tp_walk(m, 0, m->nlayers - 1, steps, &gather_after) < 0) {
+        free(steps);
+        return;
+    }
+    while (first_computing + 1 < m->nlayers && m->layers[first_computing].kind->is_view)
+        first_computing++;
     for (size_t i = 0; i < m->nlayers; i++) {
         const mpt__layer_t *l = &m->layers[i];
         mpt__layer_cost_t *c = &mc->layers[i];
         double in = 4.0 * (double)mpt__shape_numel(&l->in);
-        unsigned axes = l->nparams ? l->kind->split_axes : 0;
-        if ((axes & MPT_SPLIT_ROW) && sliced) {
-            c->tp_allreduce_bytes = c->out_bytes, sliced = 0;
-        } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
-            c->tp_allreduce_bytes = (sliced ? in / 2 : 0) + (i > 0 ? in : 0), sliced = 1;
-        } else if (!(l->nparams == 0 &&
-                     (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS)))) {
-            c->tp_allreduce_bytes = sliced ? in / 2 : 0, sliced = 0;
-        }
+        c->tp_allreduce_bytes = steps[i].gather_before ? in / 2 : 0;
+        if (steps[i].role == MPT__TP_ROW)
+            c->tp_allreduce_bytes += c->out_bytes;
+        else if (steps[i].role == MPT__TP_COLUMN && i > first_computing)
+            c->tp_allreduce_bytes += in;
     }
+    free(steps);
 }
 
 int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)

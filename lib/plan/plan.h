@@ -96,6 +96,23 @@ int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void
  * positive. */
 int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts);
 
+/* What each layer of a tensor-parallel stage [first, last] does
+ * (engine/shard.c): run on the whole activation, on its member's slice,
+ * column-parallel (its outputs split: units or channels) or row-parallel
+ * (its inputs split), with the slices gathered before it when it needs
+ * them whole. */
+typedef enum { MPT__TP_WHOLE, MPT__TP_SLICE, MPT__TP_COLUMN, MPT__TP_ROW } mpt__tp_role_t;
+typedef struct {
+    mpt__tp_role_t role;
+    int gather_before;
+} mpt__tp_step_t;
+
+/* steps[i - first] for every layer; *gather_after: the stage ends sliced
+ * and gathers.  MPT_ERR_UNSUPPORTED naming the layer when the stage cannot
+ * be split (dropout on a slice, parameters without a split axis). */
+int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,
+                 int *gather_after);
+
 /* ---- plans (plan.c, plan_json.c) ------------------------------------------ */
 
 typedef enum { MPT__PIPE_GPIPE = 0, MPT__PIPE_1F1B = 1 } mpt__pipe_schedule_t;

@@ -473,48 +473,52 @@ static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why,
 {
     double f[64];
     size_t counts[64];
+    int gather_after = 0;
+    mpt__tp_step_t *steps = calloc(m->nlayers, sizeof *steps);
+    if (!steps) {
+        snprintf(why, size, "out of memory");
+        return 1;
+    }
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++) {
             const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
-            const mpt__plan_stage_t *st0 = &p->replicas[0].stages[s];
             size_t tp = st->ndevices;
             if (tp < 2)
                 continue;
             if (tp > 64) {
                 snprintf(why, size, "tensor-parallel groups of more than 64 devices");
-                return 1;
+                goto refused;
             }
+            const mpt__plan_stage_t *st0 =
+                s < p->replicas[0].nstages ? &p->replicas[0].stages[s] : NULL;
             for (size_t g = 0; g < tp; g++) {
                 f[g] = st->devices[g].fraction;
-                if (r > 0 && (st0->first != st->first || st0->last != st->last ||
+                if (r > 0 && (!st0 || st0->first != st->first || st0->last != st->last ||
                               st0->ndevices != tp || st0->devices[g].fraction != f[g])) {
                     snprintf(why, size, "replica %zu is cut or split differently from replica "
                              "0, and data parallelism over tensor-parallel groups needs alike "
                              "replicas", r);
-                    return 1;
+                    goto refused;
                 }
             }
-            for (size_t i = st->first; i <= st->last; i++) {
-                const mpt__layer_t *l = &m->layers[i];
-                unsigned axes = l->kind->split_axes;
-                if (l->nparams == 0)
-                    continue;
-                if (!(axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS))) {
-                    snprintf(why, size, "layer %zu (%s) cannot be split across devices", i,
-                             l->kind->name);
-                    return 1;
-                }
-                /* Its outputs, and its inputs when it may be row-parallel. */
-                size_t widths[2] = {l->out.d[0], (axes & MPT_SPLIT_ROW) ? l->in.d[0] : 0};
-                for (int k = 0; k < 2; k++)
-                    if (widths[k] && mpt__tp_split(widths[k], f, tp, counts) < 0) {
-                        snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
-                                 mpt_last_error());
-                        return 1;
-                    }
+            if (mpt__tp_walk(m, st->first, st->last, steps, &gather_after) < 0) {
+                snprintf(why, size, "%s", mpt_last_error());
+                goto refused;
             }
+            /* Row-parallel inputs are the slices of a column split before. */
+            for (size_t i = st->first; i <= st->last; i++)
+                if (steps[i - st->first].role == MPT__TP_COLUMN &&
+                    mpt__tp_split(m->layers[i].out.d[0], f, tp, counts) < 0) {
+                    snprintf(why, size, "layer %zu (%s): %s", i, m->layers[i].kind->name,
+                             mpt_last_error());
+                    goto refused;
+                }
         }
+    free(steps);
     return 0;
+refused:
+    free(steps);
+    return 1;
 }
 
 /* Whether every consecutive group of tp devices (in locality order) lies in

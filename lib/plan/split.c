@@ -4,6 +4,8 @@
  * the planner (which refuses fractions that leave a member nothing) and
  * the engine (engine/shard.c, which cuts the layers).
  */
+#include <string.h>
+
 #include "plan/plan.h"
 
 int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts)
@@ -40,5 +42,42 @@ int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts)
             return mpt__fail(MPT_ERR_INVALID,
                              "%zu units over %zu members with fraction %.4g for member %zu "
                              "give it none", n, tp, fractions[i] / sum, i);
+    return MPT_OK;
+}
+
+/* The walk of engine/shard.c (see its header for the rules), shared with
+ * the planner's checks and the cost model so that all three agree. */
+int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,
+                 int *gather_after)
+{
+    int sliced = 0;
+    for (size_t i = first; i <= last; i++) {
+        const mpt__layer_t *l = &m->layers[i];
+        unsigned axes = l->nparams ? l->kind->split_axes : 0;
+        mpt__tp_step_t *st = &steps[i - first];
+        st->gather_before = 0;
+        if ((axes & MPT_SPLIT_ROW) && sliced) {
+            st->role = MPT__TP_ROW, sliced = 0;
+        } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
+            st->gather_before = sliced;
+            st->role = MPT__TP_COLUMN, sliced = 1;
+        } else if (l->nparams == 0 &&
+                   (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS))) {
+            if (sliced && !strcmp(l->kind->name, "dropout"))
+                return mpt__fail(MPT_ERR_UNSUPPORTED,
+                                 "layer %zu (dropout) on a tensor-parallel slice: its masks are "
+                                 "drawn per element of the whole activation", i);
+            st->role = sliced ? MPT__TP_SLICE : MPT__TP_WHOLE;
+        } else {
+            if (l->nparams)
+                return mpt__fail(MPT_ERR_UNSUPPORTED,
+                                 "layer %zu (%s) cannot be split across devices (its parameters "
+                                 "have no split axis; give it a stage with one device)",
+                                 i, l->kind->name);
+            st->gather_before = sliced;
+            st->role = MPT__TP_WHOLE, sliced = 0;
+        }
+    }
+    *gather_after = sliced;
     return MPT_OK;
 }
