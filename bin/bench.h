@@ -18,6 +18,11 @@ typedef struct {
 int bench_plan_main(int argc, char **argv);
 int bench_allreduce_main(int argc, char **argv);
 int bench_train_main(int argc, char **argv);
+int bench_mpi_main(int argc, char **argv);
+
+/* The MPI peer program (bench/mpi_allreduce_peer.c), mpt-bench-mpi-peer:
+ * its path into path; 0 when it is not there (built without MPI). */
+int bench_find_mpi_peer(char *path, size_t size);
 
 /* The median of n values (sorts them). */
 double bench_median(double *v, size_t n);

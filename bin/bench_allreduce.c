@@ -269,7 +269,7 @@ static double memcpy_time(size_t bytes, size_t iters)
 
 /* The peer program: next to this executable (the build tree, where libtool
  * may run us from bin/.libs), else the installed one. */
-static int find_peer(char *path, size_t size)
+int bench_find_mpi_peer(char *path, size_t size)
 {
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -300,7 +300,7 @@ static const char *mpi_times(const size_t *sizes, size_t nsizes, size_t iters_op
         mpi[i] = -1;
     if (!MPT_MPIRUN[0] || access(MPT_MPIRUN, X_OK) != 0)
         return "mpirun not found (configure found none, or it is gone)";
-    if (!find_peer(peer, sizeof peer))
+    if (!bench_find_mpi_peer(peer, sizeof peer))
         return "mpt was built without MPI (no " PEER_NAME ")";
     /* One launch for every size (mpirun takes about a second to start);
      * 20 iterations each unless --iters says otherwise. */

@@ -19,6 +19,9 @@ static const bench_command_t commands[] = {
     {"train", "training samples/s on several devices against one, and against the "
               "planner's prediction",
      bench_train_main},
+    {"mpi", "mpt's ring allreduce across MPI ranks (its MPI transport) against "
+            "MPI_Allreduce, over shared memory and TCP",
+     bench_mpi_main},
 };
 
 static void usage(FILE *f)
@@ -49,7 +52,7 @@ int main(int argc, char **argv)
 {
     tool_init("mpt-bench", 0);
     if (argc < 2)
-        tool_usage_error("a command is required (plan, allreduce, train)");
+        tool_usage_error("a command is required (plan, allreduce, train, mpi)");
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(stdout);
         return TOOL_EXIT_OK;
@@ -65,5 +68,5 @@ int main(int argc, char **argv)
             tool_init(name, 0);
             return commands[i].main(argc - 1, argv + 1);
         }
-    tool_usage_error("unknown command '%s' (plan, allreduce, train)", argv[1]);
+    tool_usage_error("unknown command '%s' (plan, allreduce, train, mpi)", argv[1]);
 }

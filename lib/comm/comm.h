@@ -60,6 +60,13 @@ struct mpt__transport {
 
 /* A transport for `nendpoints` threads of this process. */
 int mpt__transport_local_create(int nendpoints, mpt__transport_t **out);
+/* A transport over the ranks of MPI_COMM_WORLD (comm/mpi.c), `per_rank`
+ * endpoints in each: endpoint e lives in rank e / per_rank, and a rank may
+ * post only for its own.  MPI must be initialised with
+ * MPI_THREAD_MULTIPLE.  Collective over MPI_COMM_WORLD (every rank calls
+ * it, and destroy).  MPT_ERR_UNSUPPORTED when mpt was built without MPI
+ * (configure --with-mpi). */
+int mpt__transport_mpi_create(int per_rank, mpt__transport_t **out);
 
 static inline int mpt__isend(mpt__transport_t *t, int src, int dst, int tag, const void *buf,
                              size_t bytes, mpt__request_t **req)

@@ -2,6 +2,8 @@
  * comm/transport.c: what every transport shares: the blocking send and
  * receive built on the non-blocking ops, abort and destroy.
  */
+#include "config.h"
+
 #include "comm/comm.h"
 
 int mpt__send(mpt__transport_t *t, int src, int dst, int tag, const void *buf, size_t bytes)
@@ -29,3 +31,13 @@ void mpt__transport_destroy(mpt__transport_t *t)
     if (t)
         t->ops->destroy(t);
 }
+
+#ifndef MPT_HAVE_MPI
+int mpt__transport_mpi_create(int per_rank, mpt__transport_t **out)
+{
+    (void)per_rank;
+    *out = NULL;
+    return mpt__fail(MPT_ERR_UNSUPPORTED, "this mpt was built without MPI: install "
+                     "libopenmpi-dev and run configure --with-mpi");
+}
+#endif
