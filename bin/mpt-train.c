@@ -84,6 +84,13 @@ static void usage(FILE *f)
             "\n"
             "On a terminal a progress line shows epoch, step, loss, samples/s and ETA;\n"
             "otherwise only the per-epoch summaries are printed.\n"
+            "\n"
+            "Across processes: mpirun -np N mpt-train [OPTION]... takes the same options;\n"
+            "each rank opens its own devices (--devices applies per rank), rank 0 plans\n"
+            "over all of them, and rank 0 alone prints, writes --metrics, the checkpoint\n"
+            "and --trace (other ranks write FILE.rankK). Every rank reads --data and, with\n"
+            "--resume, the checkpoint. If a rank dies, mpirun ends the job; --resume\n"
+            "continues on any number of ranks (docs/mpi.md).\n"
             "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
     tool_print_env(f);
 }
@@ -321,9 +328,20 @@ int main(int argc, char **argv)
     mpt_cluster_t *cluster = NULL;
     mpt_topology_t *topo = NULL;
     mpt_plan_t *plan = NULL;
+    mpt_world_t *world = NULL;
 
     tool_init("mpt-train", 0);
     parse(argc, argv, &o);
+    /* Under mpirun every rank runs this program: each opens its own
+     * devices, rank 0 plans for the job's cluster, and rank 0 alone prints,
+     * writes metrics, checkpoints and the trace (docs/mpi.md). */
+    tool_check(mpt_world_init(&argc, &argv, &world), "joining the job");
+    int rank = mpt_world_rank(world), nranks = mpt_world_size(world);
+    if (rank != 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            tool_die("cannot silence rank %d's output: %s", rank, strerror(errno));
+        o.metrics = NULL;
+    }
     tool_check(mpt_model_load(o.model, &model), "loading the model");
     tool_check(mpt_dataset_load_idx(o.data, "train", &train), "loading the training set");
     tool_check(mpt_dataset_load_idx(o.data, "t10k", &test), "loading the test set");
@@ -344,23 +362,34 @@ int main(int argc, char **argv)
     uint64_t per_epoch = mpt_loader_batches(loader); /* >= 1: the loader checked */
     uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
     o.cfg.total_steps = total;
-    int planned = mpt_devices_count(devs) > 1 || o.plan || o.trace || o.pins.dp || o.pins.pp ||
-                  o.pins.tp || o.pins.microbatches || o.pins.schedule != MPT_PIPE_AUTO;
+    int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o.plan || o.trace || o.pins.dp ||
+                  o.pins.pp || o.pins.tp || o.pins.microbatches ||
+                  o.pins.schedule != MPT_PIPE_AUTO;
     if (planned) {
         cluster = tool_local_cluster(devs, &topo);
-        if (!o.plan || strcmp(o.plan, "auto") == 0) {
+        if (nranks > 1) { /* every rank's devices, rank by rank */
+            mpt_cluster_t *job = NULL;
+            tool_check(mpt_world_cluster(world, cluster, &job), "gathering the job's devices");
+            mpt_cluster_free(cluster);
+            cluster = job;
+        }
+        if (rank == 0 && (!o.plan || strcmp(o.plan, "auto") == 0)) {
             o.pins.batch = o.cfg.batch;
             o.pins.optimizer = o.cfg.optimizer;
             tool_check(mpt_plan_create(model, cluster, &o.pins, &plan), "planning");
-        } else {
+        } else if (rank == 0) {
             tool_check(mpt_plan_load(o.plan, model, cluster, &plan), "loading the plan");
         }
+        tool_check(mpt_world_share_plan(world, model, cluster, &plan), "sharing the plan");
         char *text = NULL;
         tool_check(mpt_plan_describe(plan, model, cluster, 0, &text), "describing the plan");
+        if (nranks > 1)
+            printf("%d ranks: devices %d.. are rank 0's, the plan's ids index all ranks' "
+                   "devices in rank order\n", nranks, mpt_world_first_device(world));
         fputs(text, stdout);
         free(text);
-        tool_check(mpt_trainer_create_planned(model, devs, plan, &o.cfg, topo, cluster,
-                                              &r.trainer),
+        tool_check(mpt_trainer_create_world(model, devs, plan, &o.cfg, topo, cluster, world,
+                                            &r.trainer),
                    "creating the trainer");
         o.timing = 1; /* per-device busy figures for the progress line and metrics */
         if (o.trace)
@@ -370,7 +399,7 @@ int main(int argc, char **argv)
     }
     r.test = test;
     if (o.checkpoint_dir) {
-        if (mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
+        if (rank == 0 && mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
             tool_die("cannot create checkpoint directory %s: %s", o.checkpoint_dir,
                      strerror(errno));
         snprintf(path, sizeof path, "%s/checkpoint.safetensors", o.checkpoint_dir);
@@ -390,7 +419,10 @@ int main(int argc, char **argv)
 
     char *table = NULL, where[256];
     tool_check(mpt_model_describe(model, &table), "describing the model");
-    if (planned)
+    if (planned && nranks > 1)
+        snprintf(where, sizeof where, "%zu devices of %d ranks",
+                 mpt_trainer_device_count(r.trainer), nranks);
+    else if (planned)
         snprintf(where, sizeof where, "%zu devices", mpt_trainer_device_count(r.trainer));
     else
         snprintf(where, sizeof where, "device %d (%s)", mpt_device_info(dev)->index,
@@ -404,15 +436,20 @@ int main(int argc, char **argv)
     free(table);
     fflush(stdout);
 
-    size_t ndev = mpt_devices_count(devs);
-    double *dev_busy = calloc(ndev, sizeof *dev_busy);
+    /* Busy fractions by plan device id; this rank measures its own devices
+     * (from first_dev on), the others' stay unknown (null in the metrics). */
+    size_t ndev = mpt_devices_count(devs), first_dev = (size_t)mpt_world_first_device(world);
+    size_t nall = cluster ? mpt_cluster_device_count(cluster) : ndev;
+    double *dev_busy = calloc(nall, sizeof *dev_busy);
     if (!dev_busy)
         tool_die("out of memory");
+    for (size_t i = 0; i < nall; i++)
+        dev_busy[i] = i >= first_dev && i < first_dev + ndev ? 0 : NAN;
     for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++)
         tool_check(mpt_device_set_timing(mpt_devices_get(devs, i), 1),
                    "turning on device timing");
     double busy_epoch = 0, blas_epoch = 0;
-    int tty = tool_stderr_is_tty();
+    int tty = rank == 0 && tool_stderr_is_tty();
     double t_start = tool_now(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
     uint64_t epoch_steps = 0, log_steps = 0;
     double window_loss = 0;
@@ -434,7 +471,7 @@ int main(int argc, char **argv)
                 double b = 0, bl = 0;
                 tool_check(mpt_device_busy_seconds(mpt_devices_get(devs, i), &b, &bl),
                            "reading device timing");
-                dev_busy[i] = b / (t - t_log);
+                dev_busy[first_dev + i] = b / (t - t_log);
                 busy += b / (planned ? (double)ndev : 1.0), blas += bl / (planned ? (double)ndev : 1.0);
             }
             busy_epoch += busy, blas_epoch += blas;
@@ -464,9 +501,10 @@ int main(int argc, char **argv)
             double rate = (double)(st.step - first_step) / (t - t_start + 1e-9);
             format_eta((double)(total - st.step) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
             char per_dev[256] = "";
-            for (size_t i = 0, len = 0; planned && i < ndev && len + 16 < sizeof per_dev; i++)
+            for (size_t i = first_dev, len = 0; planned && i < first_dev + ndev &&
+                                                len + 16 < sizeof per_dev; i++)
                 len += (size_t)snprintf(per_dev + len, sizeof per_dev - len, "%s%.0f%%",
-                                        i ? " " : "  busy ", 100 * dev_busy[i]);
+                                        i > first_dev ? " " : "  busy ", 100 * dev_busy[i]);
             fprintf(stderr, "\repoch %" PRIu64 " step %" PRIu64 "/%" PRIu64
                     "  loss %.4f  %.0f samples/s%s  ETA %s\033[K",
                     epoch + 1, st.step, total, st.loss, samples_per_s, per_dev, eta);
@@ -505,15 +543,19 @@ int main(int argc, char **argv)
     }
     if (r.metrics)
         fclose(r.metrics);
-    if (o.trace) {
-        char *json = NULL;
+    if (o.trace) { /* each rank's own devices: FILE, then FILE.rank1... */
+        char *json = NULL, trace[4096];
         FILE *f = NULL;
+        if (rank == 0)
+            snprintf(trace, sizeof trace, "%s", o.trace);
+        else
+            snprintf(trace, sizeof trace, "%s.rank%d", o.trace, rank);
         tool_check(mpt_trainer_trace_json(r.trainer, &json), "writing the trace");
-        if (!(f = fopen(o.trace, "w")))
-            tool_die("cannot write trace %s: %s", o.trace, strerror(errno));
+        if (!(f = fopen(trace, "w")))
+            tool_die("cannot write trace %s: %s", trace, strerror(errno));
         int bad = fputs(json, f) < 0;
         if (fclose(f) != 0 || bad)
-            tool_die("cannot write trace %s: %s", o.trace, strerror(errno));
+            tool_die("cannot write trace %s: %s", trace, strerror(errno));
         free(json);
     }
     free(dev_busy);
@@ -526,5 +568,6 @@ int main(int argc, char **argv)
     mpt_dataset_free(train);
     mpt_dataset_free(test);
     mpt_model_free(model);
+    mpt_world_free(world);
     return TOOL_EXIT_OK;
 }

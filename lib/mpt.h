@@ -520,6 +520,52 @@ MPT_API int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *
                                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
                                        mpt_trainer_t **out);
 
+/* ------------------------------------------------------------------------ */
+/* Jobs of several processes (mpirun -np N, one rank per node or per        */
+/* device; docs/mpi.md).  Without MPI, or outside mpirun, the world is this */
+/* one process and each function below does what one process needs.        */
+
+typedef struct mpt_world mpt_world_t;
+
+/** Joins the job: under mpirun (mpt built --with-mpi) initialises MPI with
+ *  MPI_THREAD_MULTIPLE (unless the program did already) and, unless
+ *  POCL_CACHE_DIR is set, gives each rank of a host its own PoCL kernel
+ *  cache under $XDG_CACHE_HOME/mpt (processes sharing one can crash).
+ *  Call it first, before any OpenCL use.  MPT_ERR_UNSUPPORTED when started
+ *  by mpirun but built without MPI. */
+MPT_API int mpt_world_init(int *argc, char ***argv, mpt_world_t **out);
+/** Leaves the job (MPI_Finalize when mpt_world_init initialised MPI). */
+MPT_API void mpt_world_free(mpt_world_t *world);
+/** \return this process's rank (0 outside mpirun) and the job's size. */
+MPT_API int mpt_world_rank(const mpt_world_t *world);
+MPT_API int mpt_world_size(const mpt_world_t *world);
+/** Collective: every rank's cluster of its own devices (mpt_cluster_from_devices)
+ *  merged into the job's cluster, rank 0's devices first, then rank 1's...;
+ *  ranks on one host share its node, other hosts are cross-node.  Every
+ *  rank gets the same cluster. */
+MPT_API int mpt_world_cluster(mpt_world_t *world, const mpt_cluster_t *local,
+                              mpt_cluster_t **out);
+/** \return the job's-cluster index of this rank's first device (its
+ *  device i is cluster device first + i), after mpt_world_cluster. */
+MPT_API int mpt_world_first_device(const mpt_world_t *world);
+/** Collective: rank 0's *plan (made or loaded there for the job's cluster)
+ *  replaces *plan on every other rank (whatever they passed is freed). */
+MPT_API int mpt_world_share_plan(mpt_world_t *world, const mpt_model_t *model,
+                                 const mpt_cluster_t *cluster, mpt_plan_t **plan);
+/** A planned trainer over the whole job: `devices` are this rank's (as
+ *  given to mpt_world_cluster), the plan's device ids index the job's
+ *  cluster.  Each rank runs the workers of its own devices; activations,
+ *  gradients and all-reduces between ranks go over MPI.  Every call on the
+ *  trainer is then collective: every rank steps, evaluates, saves and
+ *  loads in the same order with the same data, and gets the job's loss,
+ *  accuracy and per-device statistics; mpt_trainer_save writes the file on
+ *  rank 0 only.  A device error on any rank ends the job (MPI_Abort, with
+ *  the rank and the reason on stderr).  With one rank: mpt_trainer_create_planned. */
+MPT_API int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
+                                     const mpt_plan_t *plan, const mpt_train_config_t *config,
+                                     const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                                     mpt_world_t *world, mpt_trainer_t **out);
+
 /* What one device of a trainer did in the last step. */
 typedef struct {
     int device;             /* the plan's device id (the index in the device set) */

@@ -67,6 +67,10 @@ int mpt__transport_local_create(int nendpoints, mpt__transport_t **out);
  * it, and destroy).  MPT_ERR_UNSUPPORTED when mpt was built without MPI
  * (configure --with-mpi). */
 int mpt__transport_mpi_create(int per_rank, mpt__transport_t **out);
+/* The same with any placement: endpoint e lives in rank rank_of[e] (every
+ * rank passes the same map).  Each pair of local endpoint indices gets a
+ * communicator, so the cost grows with the most endpoints one rank has. */
+int mpt__transport_mpi_create_mapped(int nendpoints, const int *rank_of, mpt__transport_t **out);
 
 static inline int mpt__isend(mpt__transport_t *t, int src, int dst, int tag, const void *buf,
                              size_t bytes, mpt__request_t **req)
@@ -88,6 +92,11 @@ int mpt__recv(mpt__transport_t *t, int dst, int src, int tag, void *buf, size_t 
 /* Aborts (see above); the first abort's reason is the one reported. */
 void mpt__transport_abort(mpt__transport_t *t, int status, const char *why);
 void mpt__transport_destroy(mpt__transport_t *t);
+
+/* The job's processes (comm/world.c, public as mpt_world_t): how many
+ * devices the job's cluster has (0 before mpt_world_cluster), and per rank
+ * its first device in it and how many it opened. */
+int mpt__world_devices(const mpt_world_t *w, const int **first, const int **count);
 
 /* ---- groups and collectives (comm/ring.c) -------------------------------- */
 

@@ -1,7 +1,8 @@
 /*
  * comm/mpi.c: the `mpi` transport: endpoints spread over the ranks of
- * MPI_COMM_WORLD, `per_rank` of them in each (one per local device),
- * endpoint e living in rank e / per_rank.
+ * MPI_COMM_WORLD, endpoint e living in rank rank_of[e] (the engine: a
+ * worker on the rank that owns its device, and one control endpoint per
+ * rank), or e / per_rank (the benchmarks and tests).
  *
  * Threads: every worker thread posts its own sends and receives, so MPI
  * must provide MPI_THREAD_MULTIPLE (Open MPI does; the caller initialises
@@ -57,8 +58,10 @@ struct mpt__request {
 
 typedef struct {
     mpt__transport_t base;
-    int rank, nranks, per_rank;
-    MPI_Comm *comms; /* per_rank x per_rank */
+    int rank, nranks;
+    int *rank_of, *local_of; /* per endpoint: its rank, its index among that rank's */
+    int per_rank;            /* the most endpoints any rank has */
+    MPI_Comm *comms;         /* per_rank x per_rank */
     atomic_int aborted;
     pthread_mutex_t abort_lock;
     int abort_status;
@@ -88,7 +91,7 @@ static int post(mpt__transport_t *t, int is_send, int self, int peer, int tag, v
     mpi_t *mt = (mpi_t *)t;
     *out = NULL;
     if (self < 0 || self >= t->nendpoints || peer < 0 || peer >= t->nendpoints ||
-        self / mt->per_rank != mt->rank || tag < 0)
+        mt->rank_of[self] != mt->rank || tag < 0)
         return mpt__fail(MPT_ERR_INVALID, "mpi transport: %s endpoint %d -> %d (tag %d) from "
                          "rank %d of %d endpoints", is_send ? "send" : "receive",
                          is_send ? self : peer, is_send ? peer : self, tag, mt->rank,
@@ -103,8 +106,8 @@ static int post(mpt__transport_t *t, int is_send, int self, int peer, int tag, v
     }
     r->is_send = is_send, r->tag = tag, r->bytes = bytes, r->npieces = npieces;
     r->src = is_send ? self : peer, r->dst = is_send ? peer : self;
-    MPI_Comm comm = mt->comms[(r->src % mt->per_rank) * mt->per_rank + r->dst % mt->per_rank];
-    int peer_rank = peer / mt->per_rank;
+    MPI_Comm comm = mt->comms[mt->local_of[r->src] * mt->per_rank + mt->local_of[r->dst]];
+    int peer_rank = mt->rank_of[peer];
     for (int k = 0; k < npieces; k++) {
         size_t off = (size_t)k * MAX_PIECE, n = bytes - off < MAX_PIECE ? bytes - off : MAX_PIECE;
         int count = (int)n;
@@ -221,6 +224,8 @@ static void mpi_destroy(mpt__transport_t *t)
         if (mt->comms[i] != MPI_COMM_NULL)
             MPI_Comm_free(&mt->comms[i]);
     free(mt->comms);
+    free(mt->rank_of);
+    free(mt->local_of);
     pthread_mutex_destroy(&mt->abort_lock);
     free(mt);
 }
@@ -235,6 +240,25 @@ static const mpt__transport_ops_t mpi_ops = {
 };
 
 int mpt__transport_mpi_create(int per_rank, mpt__transport_t **out)
+{
+    int nranks = 1, initialised = 0;
+    *out = NULL;
+    MPI_Initialized(&initialised);
+    if (initialised)
+        MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    if (per_rank < 1 || (long)per_rank * nranks > INT_MAX / 2)
+        return mpt__fail(MPT_ERR_INVALID, "mpi transport: %d endpoints per rank", per_rank);
+    int n = per_rank * nranks, *rank_of = malloc((size_t)n * sizeof *rank_of);
+    if (!rank_of)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (int e = 0; e < n; e++)
+        rank_of[e] = e / per_rank;
+    int status = mpt__transport_mpi_create_mapped(n, rank_of, out);
+    free(rank_of);
+    return status;
+}
+
+int mpt__transport_mpi_create_mapped(int nendpoints, const int *rank_of, mpt__transport_t **out)
 {
     int initialised = 0, provided = 0, nranks = 1, rank = 0, flag = 0;
     void *tag_ub = NULL;
@@ -254,21 +278,43 @@ int mpt__transport_mpi_create(int per_rank, mpt__transport_t **out)
                          "2^31 - 1 are needed", flag ? *(int *)tag_ub : -1);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (per_rank < 1 || (long)per_rank * nranks > INT_MAX / 2)
-        return mpt__fail(MPT_ERR_INVALID, "mpi transport: %d endpoints per rank", per_rank);
+    if (nendpoints < 1 || nendpoints > INT_MAX / 2)
+        return mpt__fail(MPT_ERR_INVALID, "mpi transport: %d endpoints", nendpoints);
     mpi_t *mt = calloc(1, sizeof *mt);
-    if (!mt || !(mt->comms = malloc((size_t)per_rank * (size_t)per_rank * sizeof *mt->comms))) {
+    int *count = calloc((size_t)nranks, sizeof *count);
+    if (!mt || !count || !(mt->rank_of = malloc((size_t)nendpoints * sizeof *mt->rank_of)) ||
+        !(mt->local_of = malloc((size_t)nendpoints * sizeof *mt->local_of))) {
+        if (mt)
+            free(mt->rank_of);
         free(mt);
+        free(count);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
+    for (int e = 0; e < nendpoints; e++) {
+        if (rank_of[e] < 0 || rank_of[e] >= nranks) {
+            int bad = rank_of[e];
+            free(count), free(mt->rank_of), free(mt->local_of), free(mt);
+            return mpt__fail(MPT_ERR_INVALID, "mpi transport: endpoint %d in rank %d of %d", e,
+                             bad, nranks);
+        }
+        mt->rank_of[e] = rank_of[e];
+        mt->local_of[e] = count[rank_of[e]]++;
+        if (count[rank_of[e]] > mt->per_rank)
+            mt->per_rank = count[rank_of[e]];
+    }
+    free(count);
     pthread_mutex_init(&mt->abort_lock, NULL);
     atomic_init(&mt->aborted, 0);
-    mt->rank = rank, mt->nranks = nranks, mt->per_rank = per_rank;
+    mt->rank = rank, mt->nranks = nranks;
     mt->base.ops = &mpi_ops;
-    mt->base.nendpoints = per_rank * nranks;
-    for (int i = 0; i < per_rank * per_rank; i++)
+    mt->base.nendpoints = nendpoints;
+    if (!(mt->comms = malloc((size_t)mt->per_rank * (size_t)mt->per_rank * sizeof *mt->comms))) {
+        mpi_destroy(&mt->base);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < mt->per_rank * mt->per_rank; i++)
         mt->comms[i] = MPI_COMM_NULL;
-    for (int i = 0; i < per_rank * per_rank; i++) { /* collective: every rank, same order */
+    for (int i = 0; i < mt->per_rank * mt->per_rank; i++) { /* collective: every rank, same order */
         int err = MPI_Comm_dup(MPI_COMM_WORLD, &mt->comms[i]);
         if (err == MPI_SUCCESS)
             err = MPI_Comm_set_errhandler(mt->comms[i], MPI_ERRORS_RETURN);

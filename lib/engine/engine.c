@@ -19,6 +19,13 @@
  * the first, so groups that share a worker never wait on each other in a
  * cycle.
  *
+ * Ranks (mpt__engine_create_ranks): every rank builds the whole table of
+ * workers, but runs threads only for those of its own devices; endpoints
+ * are the worker indices, then one control endpoint per rank, which the
+ * caller's thread uses between jobs to gather the per-worker results
+ * (loss, statistics) and the model's state at rank 0 and broadcast them
+ * back, so that each rank sees the job as one process does.
+ *
  * Failure: a worker whose job fails records the error, aborts the
  * transport (every blocked peer returns MPT_ERR_ABORTED at once) and
  * finishes the job; the caller reports the first real error with the
@@ -36,8 +43,12 @@
 #include "engine/engine.h"
 #include "engine/shard.h"
 
-enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GROUP = 1 << 16,
-       TAG_TP = 1 << 22 };
+enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_RESULTS = 5, TAG_STATE = 6,
+       TAG_CTL = 7, TAG_GROUP = 1 << 16, TAG_TP = 1 << 22 };
+
+/* Per-worker results that ranks exchange after each job (doubles). */
+enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_MEMORY,
+       R_TP_S, R_TP_BYTES, R_COUNT };
 
 /* Gradient buckets are handed to the reducer once this many bytes of
  * finished layers have gathered (or at a segment's end): large enough
@@ -76,6 +87,7 @@ typedef struct {
 struct worker {
     mpt__engine_t *e;
     int index, replica, stage, device;
+    int rank, local;           /* the rank that runs it; whether that is this one */
     int member, tp;            /* position in the stage's tensor-parallel group, its size */
     mpt_device_t *dev;
     mpt__shard_t *shard;       /* tp > 1: the member's slice of the stage */
@@ -143,6 +155,16 @@ struct mpt__engine {
     int any_tp;               /* some stage has a tensor-parallel group */
     int tracing;
     double trace_t0;
+    /* across ranks (nranks > 1) */
+    int rank, nranks;
+    size_t nlocal;            /* workers of this rank */
+    int *ctl_members;         /* the ranks' control endpoints: nworkers + r */
+    int *plan_device_of;      /* per worker: its plan device id */
+    int *device_rank;         /* per plan device id: its rank (nranks > 1) */
+    int *owner;               /* per model parameter element: the rank that reads it */
+    size_t *owned;            /* per rank: how many elements it owns */
+    double *results;          /* nworkers x R_COUNT */
+    float *pack;              /* the largest rank's owned elements */
 };
 
 /* Records a span when tracing; a failed allocation drops it (a trace is
@@ -590,6 +612,152 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- across ranks: the caller's thread, between jobs ------------------------- */
+
+/* The control group: one endpoint per rank, member r = rank r. */
+static mpt__group_t ctl_group(const mpt__engine_t *e)
+{
+    return (mpt__group_t){e->t, e->ctl_members, e->nranks, e->rank, TAG_CTL};
+}
+
+/* Every rank sends `bytes` of its own to rank 0 (which receives them in
+ * rank order through `take`), then rank 0's `all` (of all_bytes) reaches
+ * every rank. */
+static int gather_then_broadcast(mpt__engine_t *e, const void *mine, size_t bytes,
+                                 int (*take)(mpt__engine_t *e, int rank, void *ctx), void *ctx,
+                                 void *all, size_t all_bytes)
+{
+    int status = MPT_OK, self = e->ctl_members[e->rank];
+    if (e->rank != 0) {
+        MPT_TRY(mpt__send(e->t, self, e->ctl_members[0], TAG_RESULTS, mine, bytes));
+    } else {
+        for (int r = 1; r < e->nranks; r++)
+            MPT_TRY(take(e, r, ctx));
+    }
+    mpt__group_t g = ctl_group(e);
+    MPT_TRY(mpt__broadcast(&g, all, all_bytes, 0, NULL));
+out:
+    return status;
+}
+
+static void results_put(const worker_t *w, double *row)
+{
+    const mpt__engine_device_stats_t *st = &w->stats;
+    row[R_LOSS] = w->loss_sum, row[R_CORRECT] = w->correct, row[R_NORM] = w->norm;
+    row[R_STEP_S] = w->step_s, row[R_ALLREDUCE_S] = st->allreduce_s;
+    row[R_ALLREDUCE_BYTES] = (double)st->allreduce_bytes;
+    row[R_MEMORY] = (double)st->memory_bytes, row[R_TP_S] = st->tp_s;
+    row[R_TP_BYTES] = (double)st->tp_bytes;
+}
+
+static void results_get(worker_t *w, const double *row)
+{
+    mpt__engine_device_stats_t *st = &w->stats;
+    w->loss_sum = row[R_LOSS], w->correct = row[R_CORRECT], w->norm = row[R_NORM];
+    w->step_s = row[R_STEP_S], st->allreduce_s = row[R_ALLREDUCE_S];
+    st->allreduce_bytes = (size_t)row[R_ALLREDUCE_BYTES];
+    st->memory_bytes = (size_t)row[R_MEMORY], st->tp_s = row[R_TP_S];
+    st->tp_bytes = (size_t)row[R_TP_BYTES];
+}
+
+/* Rank 0 receives rank r's rows (its workers, in index order) into the table. */
+static int take_results(mpt__engine_t *e, int r, void *ctx)
+{
+    (void)ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < e->nworkers; i++)
+        n += e->w[i].rank == r;
+    double *rows = malloc((n ? n : 1) * R_COUNT * sizeof *rows);
+    if (!rows)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_RESULTS, rows,
+                           n * R_COUNT * sizeof *rows);
+    for (size_t i = 0, k = 0; status == MPT_OK && i < e->nworkers; i++)
+        if (e->w[i].rank == r)
+            memcpy(e->results + i * R_COUNT, rows + R_COUNT * k++, R_COUNT * sizeof *rows);
+    free(rows);
+    return status;
+}
+
+/* After a job: every worker's loss, counts and statistics on every rank,
+ * so that the sums below run over all workers in index order, exactly as
+ * in one process. */
+static int exchange_results(mpt__engine_t *e)
+{
+    double *mine = e->results + e->nworkers * R_COUNT; /* scratch after the table */
+    size_t k = 0;
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].local) {
+            results_put(&e->w[i], e->results + i * R_COUNT);
+            memcpy(mine + R_COUNT * k++, e->results + i * R_COUNT, R_COUNT * sizeof *mine);
+        }
+    int status = gather_then_broadcast(e, mine, k * R_COUNT * sizeof *mine, take_results, NULL,
+                                       e->results, e->nworkers * R_COUNT * sizeof *e->results);
+    for (size_t i = 0; status == MPT_OK && i < e->nworkers; i++)
+        results_get(&e->w[i], e->results + i * R_COUNT);
+    return status;
+}
+
+/* Rank 0 receives rank r's owned state elements into the model array. */
+static int take_state(mpt__engine_t *e, int r, void *ctx)
+{
+    float *out = ctx;
+    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_RESULTS, e->pack,
+                           e->owned[r] * sizeof *e->pack);
+    for (size_t i = 0, k = 0; status == MPT_OK && i < e->m->param_floats; i++)
+        if (e->owner[i] == r)
+            out[i] = e->pack[k++];
+    return status;
+}
+
+/* After each rank read its own workers' parts of a model array: the whole
+ * array on every rank. */
+static int exchange_state(mpt__engine_t *e, float *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; e->rank != 0 && i < e->m->param_floats; i++)
+        if (e->owner[i] == e->rank)
+            e->pack[k++] = out[i];
+    return gather_then_broadcast(e, e->pack, k * sizeof *e->pack, take_state, out, out,
+                                 e->m->param_floats * sizeof *out);
+}
+
+/* Which rank reads each model element: the first worker of replica 0 that
+ * holds it (a replicated layer of a tensor-parallel group is held by every
+ * member; any copy will do). */
+static int assign_owners(mpt__engine_t *e)
+{
+    size_t n = e->m->param_floats, most = 0;
+    if (!(e->owner = malloc((n ? n : 1) * sizeof *e->owner)) ||
+        !(e->owned = calloc((size_t)e->nranks, sizeof *e->owned)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        e->owner[i] = -1;
+    for (size_t i = 0; i < e->nworkers; i++) {
+        const worker_t *w = &e->w[i];
+        if (w->replica != 0)
+            continue;
+        size_t npieces = 1;
+        const mpt__piece_t *pieces = w->shard ? mpt__shard_pieces(w->shard, &npieces) : NULL;
+        mpt__piece_t whole = {w->p0, 0, w->np};
+        for (size_t q = 0; q < npieces; q++) {
+            const mpt__piece_t *pc = pieces ? &pieces[q] : &whole;
+            for (size_t j = pc->model; j < pc->model + pc->count; j++)
+                if (e->owner[j] < 0)
+                    e->owner[j] = w->rank, e->owned[w->rank]++;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (e->owner[i] < 0)
+            return mpt__fail(MPT_ERR_INVALID, "parameter element %zu is on no device of "
+                             "replica 0", i);
+    for (int r = 0; r < e->nranks; r++)
+        most = e->owned[r] > most ? e->owned[r] : most;
+    if (!(e->pack = malloc((most ? most : 1) * sizeof *e->pack)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    return MPT_OK;
+}
+
 /* Posts a job to every worker and waits; the first real failure (not the
  * aborts it caused) is the engine's. */
 static int run_job(mpt__engine_t *e, job_kind_t kind)
@@ -601,18 +769,18 @@ static int run_job(mpt__engine_t *e, job_kind_t kind)
     e->finished = 0;
     e->generation++;
     pthread_cond_broadcast(&e->go);
-    while (e->finished < e->nworkers)
+    while (e->finished < e->nlocal)
         pthread_cond_wait(&e->done, &e->lock);
     pthread_mutex_unlock(&e->lock);
     const worker_t *first = NULL;
     for (size_t i = 0; i < e->nworkers; i++) {
         const worker_t *w = &e->w[i];
-        if (w->status < 0 && (!first || (first->status == MPT_ERR_ABORTED &&
-                                         w->status != MPT_ERR_ABORTED)))
+        if (w->local && w->status < 0 && (!first || (first->status == MPT_ERR_ABORTED &&
+                                                     w->status != MPT_ERR_ABORTED)))
             first = w;
     }
     if (!first)
-        return MPT_OK;
+        return e->nranks > 1 ? exchange_results(e) : MPT_OK;
     e->failed = 1;
     return mpt__fail(first->status, "device %d (%s), replica %d stage %d: %s",
                      first->dev->info.index, first->dev->info.name, first->replica,
@@ -815,7 +983,12 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     pthread_mutex_init(&w->rlock, NULL);
     pthread_cond_init(&w->rcond, NULL);
     w->device = (int)st->devices[g].device;
-    w->dev = devices[w->device];
+    w->rank = e->device_rank ? e->device_rank[w->device] : 0;
+    w->local = w->rank == e->rank;
+    w->dev = w->local ? devices[w->device] : NULL;
+    e->all_members[k] = (int)k;
+    w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
+    w->stats.member = (int)g;
     w->prev = tp_prev ? (int)(base - tp_prev + g % tp_prev) : -1;
     w->next = tp_next ? (int)(base + tp + g % tp_next) : -1;
     if (!(w->fwd_to = calloc(tp_next + 1, sizeof *w->fwd_to)) ||
@@ -831,7 +1004,12 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
     w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
     w->model = e->m;
-    if (tp == 1) {
+    if (tp == 1 && !w->local) {
+        /* Another rank runs it: only its place in the job is needed here
+         * (segments, ownership of the state). */
+        mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
+        goto out;
+    } else if (tp == 1) {
         MPT_TRY(mpt__stage_create(e->m, w->dev, st->first, st->last, max_mb, w->slots,
                                   e->microbatches > 1, seed, init, &w->ex));
     } else {
@@ -853,6 +1031,10 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
         if (status < 0)
             goto out;
         w->model = mpt__shard_model(w->shard);
+        if (!w->local) { /* its slice's layout only (as above) */
+            mpt__model_param_range(w->model, 0, w->model->nlayers - 1, &w->p0, &w->np);
+            goto out;
+        }
         if (!(local = malloc((w->model->param_floats + 1) * sizeof *local))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
             goto out;
@@ -872,10 +1054,7 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
-    w->stats.member = (int)g;
     w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
-    e->all_members[k] = (int)k;
 out:
     if (status < 0)
         mpt__fail_context(status, "replica %zu stage %zu (device %zu)", r, s,
@@ -890,11 +1069,47 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
                        mpt__engine_t **out)
 {
+    return mpt__engine_create_ranks(m, devices, ndevices, plan, batch, seed, topo, cluster, NULL,
+                                    out);
+}
+
+/* The endpoints' ranks: workers where their devices are, then the
+ * control endpoints; the MPI transport over them. */
+static int make_rank_transport(mpt__engine_t *e)
+{
+    int n = (int)e->nworkers + e->nranks, *rank_of = malloc((size_t)n * sizeof *rank_of);
+    if (!rank_of || !(e->ctl_members = malloc((size_t)e->nranks * sizeof *e->ctl_members)) ||
+        !(e->results = calloc((e->nworkers + e->nlocal) * R_COUNT + 1, sizeof *e->results))) {
+        free(rank_of);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < e->nworkers; i++)
+        rank_of[i] = e->device_rank[e->plan_device_of[i]];
+    for (int r = 0; r < e->nranks; r++)
+        rank_of[e->nworkers + (size_t)r] = r, e->ctl_members[r] = (int)e->nworkers + r;
+    int status = mpt__transport_mpi_create_mapped(n, rank_of, &e->t);
+    free(rank_of);
+    return status;
+}
+
+int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices,
+                             size_t ndevices, const mpt__plan_t *plan, size_t batch,
+                             uint64_t seed, const mpt_topology_t *topo,
+                             const mpt_cluster_t *cluster, const mpt__engine_ranks_t *ranks,
+                             mpt__engine_t **out)
+{
     int status = MPT_OK;
     float *init = NULL;
     mpt__engine_t *e = NULL;
     *out = NULL;
     MPT_TRY(check_plan(m, plan, ndevices, batch));
+    if (ranks && ranks->nranks > 1)
+        for (size_t d = 0; d < ndevices; d++)
+            if (ranks->device_rank[d] < 0 || ranks->device_rank[d] >= ranks->nranks ||
+                (ranks->device_rank[d] == ranks->rank) != (devices[d] != NULL))
+                return mpt__fail(MPT_ERR_INVALID, "device %zu: in rank %d of %d, %s here", d,
+                                 ranks->device_rank[d], ranks->nranks,
+                                 devices[d] ? "opened" : "not opened");
     if (!(e = calloc(1, sizeof *e))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
@@ -905,12 +1120,16 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
     e->m = m, e->plan = plan, e->batch = batch, e->microbatches = plan->microbatches;
     e->nreplicas = plan->nreplicas, e->pipe_1f1b = plan->schedule == MPT__PIPE_1F1B;
     e->topo = topo, e->cluster = cluster;
+    e->nranks = ranks && ranks->nranks > 1 ? ranks->nranks : 1;
+    e->rank = e->nranks > 1 ? ranks->rank : 0;
     for (size_t r = 0; r < e->nreplicas; r++)
         for (size_t s = 0; s < plan->replicas[r].nstages; s++) {
             e->nworkers += plan->replicas[r].stages[s].ndevices;
             e->any_tp |= plan->replicas[r].stages[s].ndevices > 1;
         }
     if (!(e->w = calloc(e->nworkers, sizeof *e->w)) ||
+        !(e->plan_device_of = calloc(e->nworkers, sizeof *e->plan_device_of)) ||
+        (e->nranks > 1 && !(e->device_rank = malloc(ndevices * sizeof *e->device_rank))) ||
         !(e->rep_first = calloc(e->nreplicas, sizeof *e->rep_first)) ||
         !(e->rep_samples = calloc(e->nreplicas, sizeof *e->rep_samples)) ||
         !(e->all_members = calloc(e->nworkers, sizeof *e->all_members)) ||
@@ -919,12 +1138,26 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
         goto out;
     }
     MPT_TRY(split_batch(e));
-    MPT_TRY(mpt__transport_local_create((int)e->nworkers, &e->t));
+    /* Workers in creation order (replica, stage, member) and their devices. */
+    for (size_t r = 0, k = 0; r < e->nreplicas; r++)
+        for (size_t s = 0; s < plan->replicas[r].nstages; s++)
+            for (size_t g = 0; g < plan->replicas[r].stages[s].ndevices; g++)
+                e->plan_device_of[k++] = (int)plan->replicas[r].stages[s].devices[g].device;
+    if (e->nranks > 1) {
+        memcpy(e->device_rank, ranks->device_rank, ndevices * sizeof *e->device_rank);
+        for (size_t i = 0; i < e->nworkers; i++)
+            e->nlocal += e->device_rank[e->plan_device_of[i]] == e->rank;
+        MPT_TRY(make_rank_transport(e));
+    } else {
+        e->nlocal = e->nworkers;
+        MPT_TRY(mpt__transport_local_create((int)e->nworkers, &e->t));
+    }
     mpt__model_init_params(m, seed, init);
     /* CLBlast's caches are filled from one thread before workers use it
      * concurrently (device/blas.c). */
     for (size_t i = 0; i < ndevices; i++)
-        MPT_TRY(mpt__device_blas_warmup(devices[i]));
+        if (devices[i])
+            MPT_TRY(mpt__device_blas_warmup(devices[i]));
     size_t k = 0;
     for (size_t r = 0; r < e->nreplicas; r++) {
         const mpt__plan_replica_t *rep = &plan->replicas[r];
@@ -945,8 +1178,12 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
     /* Data parallelism: each worker's all-reduce segments and reducer. */
     if (e->nreplicas > 1 && e->any_tp)
         MPT_TRY(check_alike(e));
+    if (e->nranks > 1)
+        MPT_TRY(assign_owners(e));
     for (size_t i = 0; e->nreplicas > 1 && i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
+        if (!w->local)
+            continue;
         MPT_TRY(e->any_tp ? make_aligned_segment(e, w) : make_segments(e, w));
         w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
         if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
@@ -962,6 +1199,8 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
         }
     }
     for (size_t i = 0; i < e->nworkers; i++) {
+        if (!e->w[i].local)
+            continue;
         if (pthread_create(&e->w[i].thread, NULL, worker_main, &e->w[i]) != 0) {
             status = mpt__fail(MPT_ERR_NOMEM, "cannot start worker thread %zu", i);
             goto out;
@@ -1032,6 +1271,13 @@ void mpt__engine_free(mpt__engine_t *e)
     free(e->rep_first);
     free(e->rep_samples);
     free(e->all_members);
+    free(e->plan_device_of);
+    free(e->device_rank);
+    free(e->ctl_members);
+    free(e->owner);
+    free(e->owned);
+    free(e->results);
+    free(e->pack);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->go);
     pthread_cond_destroy(&e->done);
@@ -1085,6 +1331,8 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
     int status = MPT_OK;
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {
         worker_t *w = &e->w[i];
+        if (!w->local)
+            continue;
         if (w->shard && out && w->replica == 0) {
             /* A member's compact buffer (through gbuf, idle between jobs)
              * to and from the model's layout. */
@@ -1105,6 +1353,8 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
             status = what < 0 ? mpt__executor_write_params(w->ex, in + w->p0)
                               : mpt__executor_write_slot(w->ex, what, in + w->p0);
     }
+    if (status == MPT_OK && out && e->nranks > 1)
+        status = exchange_state(e, out);
     return status;
 }
 
@@ -1119,7 +1369,8 @@ void mpt__engine_set_step(mpt__engine_t *e, uint64_t step)
 {
     e->step = step;
     for (size_t i = 0; i < e->nworkers; i++)
-        mpt__executor_set_step(e->w[i].ex, step);
+        if (e->w[i].local)
+            mpt__executor_set_step(e->w[i].ex, step);
 }
 
 void mpt__engine_set_tracing(mpt__engine_t *e, int on)
@@ -1140,6 +1391,8 @@ int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
     for (size_t i = 0; i < e->nworkers; i++) {
         const worker_t *w = &e->w[i];
         char track[160];
+        if (!w->local) /* its rank records it */
+            continue;
         for (int r = 0; r < (w->nsegs ? 2 : 1); r++) {
             snprintf(track, sizeof track, "device %d %s (replica %d stage %d)%s",
                      w->dev->info.index, w->dev->info.name, w->replica, w->stage,

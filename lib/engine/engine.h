@@ -21,6 +21,13 @@
 
 typedef struct mpt__engine mpt__engine_t;
 
+/* Where the plan's devices are when the job spans MPI ranks: device id d
+ * is opened by rank device_rank[d]; this process is `rank` of `nranks`. */
+typedef struct {
+    int rank, nranks;
+    const int *device_rank;
+} mpt__engine_ranks_t;
+
 /* Per-device figures of the last step (metrics, progress display). */
 typedef mpt_device_step_t mpt__engine_device_stats_t;
 
@@ -32,6 +39,20 @@ int mpt__engine_create(const mpt__model_t *model, mpt_device_t *const *devices, 
                        const mpt__plan_t *plan, size_t batch, uint64_t seed,
                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
                        mpt__engine_t **out);
+/* The same across MPI ranks (ranks NULL or one rank: as above).  Every
+ * rank calls it with the same plan; devices[d] is this rank's opened
+ * device for the ids it owns and NULL for the others.  Workers run only
+ * for this rank's devices and talk to the others' over the MPI transport;
+ * each rank also has a control endpoint (the caller's thread) that sums
+ * the step's loss and statistics and gathers checkpoints.  Every engine
+ * call below is then collective: each rank makes it, in the same order,
+ * with the same arguments (the same batch, the whole model's state), and
+ * gets the whole job's result. */
+int mpt__engine_create_ranks(const mpt__model_t *model, mpt_device_t *const *devices,
+                             size_t ndevices, const mpt__plan_t *plan, size_t batch,
+                             uint64_t seed, const mpt_topology_t *topo,
+                             const mpt_cluster_t *cluster, const mpt__engine_ranks_t *ranks,
+                             mpt__engine_t **out);
 void mpt__engine_free(mpt__engine_t *e);
 
 /* One training step: the same contract as mpt__executor_train_step. */

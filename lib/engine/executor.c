@@ -97,15 +97,7 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     ex->m = m, ex->dev = dev, ex->first = first, ex->last = last;
     ex->max_batch = max_batch, ex->slots = slots, ex->seed = seed;
 
-    /* The parameter elements: layers lay theirs out in order. */
-    size_t p0 = m->param_floats, p1 = 0;
-    for (size_t i = first; i <= last; i++)
-        for (int q = 0; q < m->layers[i].nparams; q++) {
-            const mpt__param_t *pr = &m->layers[i].params[q];
-            p0 = pr->offset < p0 ? pr->offset : p0;
-            p1 = pr->offset + pr->numel > p1 ? pr->offset + pr->numel : p1;
-        }
-    ex->p0 = p1 > 0 ? p0 : 0, ex->np = p1 > 0 ? p1 - p0 : 0;
+    mpt__model_param_range(m, first, last, &ex->p0, &ex->np);
 
     /* Lay out one slot's activations and saved state, and the scratch. */
     size_t act = mpt__shape_numel(&m->layers[first].in) * max_batch, saved = 0, scratch = 1;

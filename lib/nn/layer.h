@@ -133,6 +133,10 @@ void mpt__model_free(mpt__model_t *m);
  * mpt__rng_uniform(seed, q.stream, j) (PyTorch's default for Linear and
  * Conv2d), or init_value when fan_in is 0. */
 void mpt__model_init_params(const mpt__model_t *m, uint64_t seed, float *params);
+/* The parameter elements of layers first..last: layers lay theirs out in
+ * order, so they are one range [*p0, *p0 + *np) (0, 0 without any). */
+void mpt__model_param_range(const mpt__model_t *m, size_t first, size_t last, size_t *p0,
+                            size_t *np);
 /* The largest per-sample activation (floats) over all layer outputs. */
 size_t mpt__model_max_activation(const mpt__model_t *m);
 

@@ -189,3 +189,16 @@ size_t mpt__model_max_activation(const mpt__model_t *m)
     }
     return most;
 }
+
+void mpt__model_param_range(const mpt__model_t *m, size_t first, size_t last, size_t *p0,
+                            size_t *np)
+{
+    size_t lo = m->param_floats, hi = 0;
+    for (size_t i = first; i <= last && i < m->nlayers; i++)
+        for (int q = 0; q < m->layers[i].nparams; q++) {
+            const mpt__param_t *pr = &m->layers[i].params[q];
+            lo = pr->offset < lo ? pr->offset : lo;
+            hi = pr->offset + pr->numel > hi ? pr->offset + pr->numel : hi;
+        }
+    *p0 = hi > 0 ? lo : 0, *np = hi > 0 ? hi - lo : 0;
+}

@@ -352,15 +352,25 @@ out:
 int mpt_cluster_load(const char *path, mpt_cluster_t **out)
 {
     json_t *root = NULL;
-    mpt_cluster_t *c = NULL;
-    mpt_topology_t **topos = NULL;
-    reader r = {path, ""};
     int status;
-
     if (!out || !path)
         return mpt__fail(MPT_ERR_INVALID, "mpt_cluster_load: NULL argument");
     *out = NULL;
     MPT_TRY(mpt__json_load_file(path, &root));
+    status = mpt__cluster_from_json(root, path, out);
+out:
+    json_decref(root);
+    return status;
+}
+
+int mpt__cluster_from_json(const json_t *root, const char *where, mpt_cluster_t **out)
+{
+    mpt_cluster_t *c = NULL;
+    mpt_topology_t **topos = NULL;
+    reader r = {where, ""};
+    int status = MPT_OK;
+
+    *out = NULL;
     if (!json_is_object(root)) {
         status = bad(&r, NULL, "the top level must be an object");
         goto out;
@@ -409,7 +419,6 @@ out:
     for (size_t i = 0; topos && c && i < c->node_count; i++)
         mpt_topology_free(topos[i]);
     free(topos);
-    json_decref(root);
     if (status < 0) {
         mpt_cluster_free(c);
         c = NULL;

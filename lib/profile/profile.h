@@ -13,6 +13,9 @@ json_t *mpt__profile_to_json(const mpt_profile_t *p);
  * devices[2].profile").  gemm_gflops, mem_gbps, h2d_gbps and d2h_gbps are
  * required and must be positive. */
 int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *p);
+/* A cluster description already parsed (mpt_cluster_load reads the file);
+ * `where` names it in errors. */
+int mpt__cluster_from_json(const json_t *root, const char *where, mpt_cluster_t **out);
 /* Whether MPT_PROFILE_QUICK asks for small sizes. */
 int mpt__profile_quick(void);
 

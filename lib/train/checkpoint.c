@@ -161,6 +161,8 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     MPT_TRY(mpt__trainer_read_params(t, c.state[0]));
     MPT_TRY(mpt__trainer_read_slot(t, 0, c.state[1]));
     MPT_TRY(mpt__trainer_read_slot(t, 1, c.state[2]));
+    if (t->rank != 0) /* the reads were collective; rank 0 alone writes the file */
+        goto out;
     MPT_TRY(mpt__st_create(&c.file));
     MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
     MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));

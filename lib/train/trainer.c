@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "device/device.h"
+#include "comm/comm.h"
 #include "train/trainer.h"
 
 /* ---- models ---------------------------------------------------------------- */
@@ -274,6 +275,56 @@ int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
     }
     *out = t;
     return MPT_OK;
+}
+
+int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
+                             const mpt_plan_t *plan, const mpt_train_config_t *config,
+                             const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                             mpt_world_t *world, mpt_trainer_t **out)
+{
+    const int *first = NULL, *count = NULL;
+    if (mpt_world_size(world) == 1)
+        return mpt_trainer_create_planned(model, devices, plan, config, topo, cluster, out);
+    if (!model || !devices || !plan || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create_world: NULL argument");
+    *out = NULL;
+    int rank = mpt_world_rank(world), size = mpt_world_size(world);
+    size_t n = (size_t)mpt__world_devices(world, &first, &count);
+    if (n == 0)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create_world: call mpt_world_cluster "
+                         "first (the plan's device ids index the job's cluster)");
+    if ((int)devices->count != count[rank])
+        return mpt__fail(MPT_ERR_INVALID, "rank %d opened %zu devices, its part of the job's "
+                         "cluster has %d", rank, devices->count, count[rank]);
+    mpt_device_t **all = calloc(n, sizeof *all);
+    int *rank_of = calloc(n, sizeof *rank_of), status;
+    mpt_trainer_t *t = NULL;
+    if (!all || !rank_of) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* The plan's device d: rank r's device d - first[r]. */
+    for (int r = 0; r < size; r++)
+        for (int i = 0; i < count[r]; i++) {
+            rank_of[first[r] + i] = r;
+            if (r == rank)
+                all[first[r] + i] = devices->devices[i];
+        }
+    mpt__engine_ranks_t ranks = {rank, size, rank_of};
+    if ((status = trainer_new(model, config, &t)) < 0)
+        goto out;
+    t->rank = rank;
+    status = mpt__engine_create_ranks(model, all, n, plan, config->batch, config->seed, topo,
+                                      cluster, &ranks, &t->eng);
+    if (status < 0) {
+        mpt_trainer_free(t);
+        t = NULL;
+    }
+out:
+    free(all);
+    free(rank_of);
+    *out = t;
+    return status;
 }
 
 void mpt_trainer_free(mpt_trainer_t *t)

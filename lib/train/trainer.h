@@ -17,6 +17,7 @@ struct mpt_trainer {
     mpt__optim_cfg_t opt;
     mpt__executor_t *ex;
     mpt__engine_t *eng;
+    int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
 };
 
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out);
