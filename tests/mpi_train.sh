@@ -1,0 +1,129 @@
+#!/bin/sh
+# tests/mpi_train.sh: mpt-train across real processes (mpirun on loopback,
+# one or two PoCL devices per rank):
+# - plan invariance: DP=2 and PP=2 over 2 ranks, PP=3 1F1B over 3 ranks,
+#   TP=2 over 2 ranks, and PP=2 x DP=2 over 2 ranks of 2 devices give the
+#   one-process, one-device losses of 5 steps within 1e-5 relative
+#   (the same tolerance as tests/check_engine.c: plans only change the
+#   order of float sums, ~1e-7 relative on these losses);
+# - rank 0 alone writes the metrics and prints the summaries;
+# - killing one rank mid-training (SIGKILL) ends the job within 30 s with a
+#   message naming the lost rank; the last checkpoint loads, and resuming
+#   it on one rank continues the run: the remaining losses equal the
+#   uninterrupted run's within the same tolerance.
+# Skipped (77) without MPI or without Fashion-MNIST.
+. "${MPT_TESTS_SRCDIR:-$(dirname "$0")}/cli_lib.sh"
+cli_setup mpi-train
+
+train=${MPT_TRAIN:-./bin/mpt-train}
+data=/usr/share/datasets/fashion-mnist
+if [ ! -x "${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm" ] || ! command -v mpirun >/dev/null 2>&1; then
+    echo "SKIP: built without MPI (configure --with-mpi, Debian libopenmpi-dev openmpi-bin)"
+    exit 77
+fi
+if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
+    exit 77
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+export POCL_MAX_PTHREAD_COUNT=1
+mpi="mpirun --oversubscribe --mca btl self,vader"
+common="--steps 5 --batch 64 --schedule constant"
+
+losses() { sed -n 's/.*"step": \([0-9]*\), "epoch": [0-9]*, "loss": \([^,]*\),.*/\1 \2/p' "$1"; }
+
+# Whether every step of $2 has the loss of $1 within 1e-5 relative, and $2
+# has $3 steps.
+same_losses() {
+    losses "$1" >"$tmp/a" && losses "$2" >"$tmp/b" &&
+        [ "$(lines "$tmp/b")" -eq "$3" ] &&
+        awk 'NR == FNR { ref[$1] = $2; next }
+             !($1 in ref) { bad = 1; next }
+             { d = $2 - ref[$1]; if (d < 0) d = -d; if (d > 1e-5 * ref[$1]) bad = 1 }
+             END { exit bad }' "$tmp/a" "$tmp/b"
+}
+
+POCL_DEVICES=pthread run 300 "$train" $common --metrics "$tmp/one.jsonl"
+[ "$rc" -eq 0 ] || fail "one-device reference run" "exit $rc"
+
+# name, ranks, devices per rank, options
+while read -r name np devs opts; do
+    POCL_DEVICES=$(echo "$devs" | tr _ ' ')
+    export POCL_DEVICES
+    run 600 $mpi -np "$np" "$train" $common $opts --metrics "$tmp/$name.jsonl"
+    if [ "$rc" -ne 0 ]; then
+        fail "$name over $np ranks" "exit $rc"
+    elif ! same_losses "$tmp/one.jsonl" "$tmp/$name.jsonl" 5; then
+        fail "$name over $np ranks" "losses differ: $(tr '\n' ' ' <"$tmp/b")"
+    elif [ "$(grep -c '^epoch 1' "$out")" -ne 1 ] || ! grep -q "devices of $np ranks" "$out"; then
+        fail "$name over $np ranks" "expected one summary, from rank 0 only"
+    else
+        ok "$name over $np ranks: the one-device losses within 1e-5 ($(tr '\n' ' ' <"$tmp/b"))"
+    fi
+done <<EOF
+dp2 2 pthread --dp 2
+pp2 2 pthread --pp 2 --microbatches 2
+pp3 3 pthread --pp 3 --microbatches 4 --schedule 1f1b
+tp2 2 pthread --tp 2
+pp2xdp2 2 pthread_pthread --pp 2 --dp 2 --microbatches 2
+EOF
+unset POCL_DEVICES
+
+# ---- a rank dies -------------------------------------------------------------
+POCL_DEVICES=pthread run 300 "$train" --steps 40 --batch 64 --schedule constant \
+    --metrics "$tmp/whole.jsonl"
+[ "$rc" -eq 0 ] || fail "uninterrupted 40 steps" "exit $rc"
+POCL_DEVICES=pthread $mpi -np 2 "$train" --steps 100000 --batch 64 --schedule constant --dp 2 \
+    --checkpoint "$tmp/ck" --checkpoint-every 1 --metrics "$tmp/killed.jsonl" \
+    >"$out" 2>"$err" </dev/null &
+job=$!
+victim=
+for _ in $(seq 1 1200); do # up to 120 s for start-up and three steps
+    if [ -f "$tmp/killed.jsonl" ] && [ "$(lines "$tmp/killed.jsonl")" -ge 3 ]; then
+        for p in $(pgrep -P "$job" 2>/dev/null) $(pgrep -f "$train" 2>/dev/null); do
+            if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then
+                victim=$p
+                break
+            fi
+        done
+        break
+    fi
+    sleep 0.1
+done
+if [ -z "$victim" ]; then
+    kill "$job" 2>/dev/null
+    wait "$job"
+    fail "kill a rank" "rank 1 not found running after three steps"
+else
+    kill -9 "$victim"
+    t0=$(date +%s)
+    ( sleep 60; kill -9 "$job" 2>/dev/null ) &
+    watchdog=$!
+    wait "$job"
+    rc=$?
+    t1=$(date +%s)
+    kill "$watchdog" 2>/dev/null
+    if [ "$rc" -eq 0 ] || [ $((t1 - t0)) -gt 30 ]; then
+        fail "kill rank 1" "the job ended with exit $rc after $((t1 - t0)) s (expected non-zero within 30 s)"
+    elif ! grep -qi 'rank 1' "$err"; then
+        fail "kill rank 1" "no message names rank 1"
+    else
+        ok "kill rank 1: the job ended in $((t1 - t0)) s with exit $rc, naming rank 1"
+    fi
+    # The checkpoint loads on one rank (one device, a new plan) and the
+    # run goes on from its step to step 40.
+    POCL_DEVICES=pthread run 300 "$train" --steps 40 --batch 64 --schedule constant \
+        --checkpoint "$tmp/ck" --resume --metrics "$tmp/resumed.jsonl"
+    first=$(losses "$tmp/resumed.jsonl" | head -n 1 | cut -d' ' -f1)
+    if [ "$rc" -ne 0 ]; then
+        fail "resume on one rank" "exit $rc"
+    elif [ -z "$first" ] || [ "$first" -lt 4 ] || [ "$first" -gt 40 ] ||
+        ! same_losses "$tmp/whole.jsonl" "$tmp/resumed.jsonl" $((41 - first)); then
+        fail "resume on one rank" "steps from ${first:-?}: losses differ from the uninterrupted run"
+    else
+        ok "resume on one rank from step $((first - 1)): steps $first..40 equal the uninterrupted run's within 1e-5"
+    fi
+fi
+exit "$failed"
