@@ -80,7 +80,7 @@ POCL_DEVICES=pthread $mpi -np 2 "$train" --steps 100000 --batch 64 --schedule co
     >"$out" 2>"$err" </dev/null &
 job=$!
 victim=
-for _ in $(seq 1 1200); do # up to 120 s for start-up and three steps
+for _ in $(seq 1 3000); do # up to 300 s: start-up with cold kernel caches, three steps
     if [ -f "$tmp/killed.jsonl" ] && [ "$(lines "$tmp/killed.jsonl")" -ge 3 ]; then
         for p in $(pgrep -P "$job" 2>/dev/null) $(pgrep -f "$train" 2>/dev/null); do
             if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then
