@@ -384,8 +384,8 @@ int main(int argc, char **argv)
         char *text = NULL;
         tool_check(mpt_plan_describe(plan, model, cluster, 0, &text), "describing the plan");
         if (nranks > 1)
-            printf("%d ranks: devices %d.. are rank 0's, the plan's ids index all ranks' "
-                   "devices in rank order\n", nranks, mpt_world_first_device(world));
+            printf("%d ranks: the plan's device ids number every rank's devices in rank "
+                   "order, rank 0's first\n", nranks);
         fputs(text, stdout);
         free(text);
         tool_check(mpt_trainer_create_world(model, devs, plan, &o.cfg, topo, cluster, world,

@@ -559,8 +559,11 @@ MPT_API int mpt_world_share_plan(mpt_world_t *world, const mpt_model_t *model,
  *  trainer is then collective: every rank steps, evaluates, saves and
  *  loads in the same order with the same data, and gets the job's loss,
  *  accuracy and per-device statistics; mpt_trainer_save writes the file on
- *  rank 0 only.  A device error on any rank ends the job (MPI_Abort, with
- *  the rank and the reason on stderr).  With one rank: mpt_trainer_create_planned. */
+ *  rank 0 only.  A device error on a rank fails that rank's call with an
+ *  error naming the rank and the device, while the other ranks keep waiting
+ *  for it (MPI has no way to tell them): the program must then end the
+ *  process with a non-zero status, as mpt-train does, and mpirun ends every
+ *  other rank.  With one rank: mpt_trainer_create_planned. */
 MPT_API int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
                                      const mpt_plan_t *plan, const mpt_train_config_t *config,
                                      const mpt_topology_t *topo, const mpt_cluster_t *cluster,

@@ -7,6 +7,8 @@
 #   (the same tolerance as tests/check_engine.c: plans only change the
 #   order of float sums, ~1e-7 relative on these losses);
 # - rank 0 alone writes the metrics and prints the summaries;
+# - a device error on one rank (MPT_FAIL_LAUNCH on rank 1 only) ends the
+#   job with exit 1 and one line naming the rank, the device and the cause;
 # - killing one rank mid-training (SIGKILL) ends the job within 30 s with a
 #   message naming the lost rank; the last checkpoint loads, and resuming
 #   it on one rank continues the run: the remaining losses equal the
@@ -70,6 +72,20 @@ tp2 2 pthread --tp 2
 pp2xdp2 2 pthread_pthread --pp 2 --dp 2 --microbatches 2
 EOF
 unset POCL_DEVICES
+
+# ---- a device fails on one rank -------------------------------------------------
+# Rank 1's device fails its 31st kernel launch (a few steps in); the
+# library never ends the process: the error reaches mpt-train on rank 1,
+# which exits 1, and mpirun ends rank 0, which is waiting for it.
+args="--steps 50 --batch 64 --schedule constant --dp 2"
+POCL_DEVICES=pthread run 120 $mpi -np 1 "$train" $args : -np 1 -x MPT_FAIL_LAUNCH=0:30 "$train" $args
+if [ "$rc" -ne 1 ]; then
+    fail "device error on rank 1" "exit $rc, expected 1"
+elif ! grep -q 'rank 1 of 2, device 0 .*injected failure' "$err"; then
+    fail "device error on rank 1" "no line naming rank 1, its device and the cause"
+else
+    ok "device error on rank 1: exit 1, $(grep -o 'rank 1 of 2, device 0' "$err" | head -n 1) named with the cause"
+fi
 
 # ---- a rank dies -------------------------------------------------------------
 POCL_DEVICES=pthread run 300 "$train" --steps 40 --batch 64 --schedule constant \

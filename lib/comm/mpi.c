@@ -28,9 +28,10 @@
  *
  * Waiting: MPI_Test in a loop (a short spin, then 50 us sleeps), checking
  * the abort flag between tests.  Abort: the local flag wakes this rank's
- * waiters; other ranks cannot be told without fault-tolerant MPI (Open
- * MPI 4.1 has no ULFM), so with more than one rank abort reports the
- * reason on stderr and calls MPI_Abort: mpirun then ends every rank, as it
+ * waiters, whose operations fail with the reason, and that is all: other
+ * ranks cannot be told without fault-tolerant MPI (Open MPI 4.1 has no
+ * ULFM), and the library never ends the process.  The error reaches the
+ * program, which exits non-zero; mpirun then ends every other rank, as it
  * does when a rank dies.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -200,21 +201,13 @@ static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
 static void mpi_abort(mpt__transport_t *t, int status, const char *why)
 {
     mpi_t *mt = (mpi_t *)t;
-    int first = 0;
     pthread_mutex_lock(&mt->abort_lock);
     if (!atomic_load(&mt->aborted)) {
         mt->abort_status = status;
         snprintf(mt->abort_why, sizeof mt->abort_why, "%s", why ? why : "no reason given");
         atomic_store(&mt->aborted, 1);
-        first = 1;
     }
     pthread_mutex_unlock(&mt->abort_lock);
-    if (first && mt->nranks > 1) {
-        fprintf(stderr, "mpt: rank %d of %d ends the job: %s\n", mt->rank, mt->nranks,
-                why ? why : "no reason given");
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
 }
 
 static void mpi_destroy(mpt__transport_t *t)

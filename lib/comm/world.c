@@ -18,12 +18,9 @@
  * this one process, and every function works on it.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "comm/comm.h"
@@ -53,24 +50,18 @@ static int launched_size(void)
 }
 
 /* $POCL_CACHE_DIR for this rank unless the user set one: one directory
- * per local rank, kept between runs, so that a rank's kernels compile once. */
+ * per local rank beside the profiles, kept between runs, so that a rank's
+ * kernels compile once.  Without a cache directory PoCL keeps its default. */
 static void own_pocl_cache(void)
 {
     const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     char base[3072], dir[4096];
-    if (getenv("POCL_CACHE_DIR") || !local || (!xdg && !home))
+    if (*mpt__env(MPT_ENV_POCL_CACHE_DIR) || !local ||
+        mpt_profile_cache_dir(base, sizeof base) < 0)
         return;
-    if (xdg && *xdg)
-        snprintf(base, sizeof base, "%s/mpt", xdg);
-    else
-        snprintf(base, sizeof base, "%s/.cache/mpt", home);
     snprintf(dir, sizeof dir, "%s/pocl-local-rank-%s", base, local);
-    char parent[3072];
-    snprintf(parent, sizeof parent, "%s", base);
-    *strrchr(parent, '/') = '\0';
-    mkdir(parent, 0755), mkdir(base, 0755), mkdir(dir, 0755);
-    setenv("POCL_CACHE_DIR", dir, 0);
+    if (mpt__mkdir_p(dir) == MPT_OK)
+        setenv("POCL_CACHE_DIR", dir, 0);
 }
 
 int mpt_world_init(int *argc, char ***argv, mpt_world_t **out)
@@ -209,10 +200,11 @@ static int merge_clusters(int size, char **texts, const char *hosts, int host_le
         }
         json_array_foreach(json_object_get(c, "links"), i, l) {
             json_t *copy = json_deep_copy(l);
-            json_object_set_new(copy, "a", json_integer((json_int_t)offset +
-                                                        json_integer_value(json_object_get(l, "a"))));
-            json_object_set_new(copy, "b", json_integer((json_int_t)offset +
-                                                        json_integer_value(json_object_get(l, "b"))));
+            for (const char *end = "ab"; *end; end++) { /* this rank's device indices */
+                char key[2] = {*end, '\0'};
+                json_int_t v = json_integer_value(json_object_get(l, key));
+                json_object_set_new(copy, key, json_integer((json_int_t)offset + v));
+            }
             json_array_append_new(links, copy);
         }
         offset += json_array_size(json_object_get(c, "devices"));

@@ -43,8 +43,8 @@
 #include "engine/engine.h"
 #include "engine/shard.h"
 
-enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_RESULTS = 5, TAG_STATE = 6,
-       TAG_CTL = 7, TAG_GROUP = 1 << 16, TAG_TP = 1 << 22 };
+enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GATHER = 5, TAG_CTL = 6,
+       TAG_GROUP = 1 << 16, TAG_TP = 1 << 22 };
 
 /* Per-worker results that ranks exchange after each job (doubles). */
 enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_MEMORY,
@@ -159,11 +159,9 @@ struct mpt__engine {
     int rank, nranks;
     size_t nlocal;            /* workers of this rank */
     int *ctl_members;         /* the ranks' control endpoints: nworkers + r */
-    int *plan_device_of;      /* per worker: its plan device id */
-    int *device_rank;         /* per plan device id: its rank (nranks > 1) */
     int *owner;               /* per model parameter element: the rank that reads it */
     size_t *owned;            /* per rank: how many elements it owns */
-    double *results;          /* nworkers x R_COUNT */
+    double *results;          /* nworkers x R_COUNT, then as much scratch */
     float *pack;              /* the largest rank's owned elements */
 };
 
@@ -629,7 +627,7 @@ static int gather_then_broadcast(mpt__engine_t *e, const void *mine, size_t byte
 {
     int status = MPT_OK, self = e->ctl_members[e->rank];
     if (e->rank != 0) {
-        MPT_TRY(mpt__send(e->t, self, e->ctl_members[0], TAG_RESULTS, mine, bytes));
+        MPT_TRY(mpt__send(e->t, self, e->ctl_members[0], TAG_GATHER, mine, bytes));
     } else {
         for (int r = 1; r < e->nranks; r++)
             MPT_TRY(take(e, r, ctx));
@@ -664,18 +662,15 @@ static void results_get(worker_t *w, const double *row)
 static int take_results(mpt__engine_t *e, int r, void *ctx)
 {
     (void)ctx;
+    double *rows = e->results + e->nworkers * R_COUNT;
     size_t n = 0;
     for (size_t i = 0; i < e->nworkers; i++)
         n += e->w[i].rank == r;
-    double *rows = malloc((n ? n : 1) * R_COUNT * sizeof *rows);
-    if (!rows)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_RESULTS, rows,
+    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_GATHER, rows,
                            n * R_COUNT * sizeof *rows);
     for (size_t i = 0, k = 0; status == MPT_OK && i < e->nworkers; i++)
         if (e->w[i].rank == r)
             memcpy(e->results + i * R_COUNT, rows + R_COUNT * k++, R_COUNT * sizeof *rows);
-    free(rows);
     return status;
 }
 
@@ -684,7 +679,7 @@ static int take_results(mpt__engine_t *e, int r, void *ctx)
  * in one process. */
 static int exchange_results(mpt__engine_t *e)
 {
-    double *mine = e->results + e->nworkers * R_COUNT; /* scratch after the table */
+    double *mine = e->results + e->nworkers * R_COUNT; /* the scratch */
     size_t k = 0;
     for (size_t i = 0; i < e->nworkers; i++)
         if (e->w[i].local) {
@@ -702,7 +697,7 @@ static int exchange_results(mpt__engine_t *e)
 static int take_state(mpt__engine_t *e, int r, void *ctx)
 {
     float *out = ctx;
-    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_RESULTS, e->pack,
+    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], TAG_GATHER, e->pack,
                            e->owned[r] * sizeof *e->pack);
     for (size_t i = 0, k = 0; status == MPT_OK && i < e->m->param_floats; i++)
         if (e->owner[i] == r)
@@ -782,7 +777,10 @@ static int run_job(mpt__engine_t *e, job_kind_t kind)
     if (!first)
         return e->nranks > 1 ? exchange_results(e) : MPT_OK;
     e->failed = 1;
-    return mpt__fail(first->status, "device %d (%s), replica %d stage %d: %s",
+    char where[32] = "";
+    if (e->nranks > 1) /* the other ranks wait: the caller must end the process (mpt.h) */
+        snprintf(where, sizeof where, "rank %d of %d, ", e->rank, e->nranks);
+    return mpt__fail(first->status, "%sdevice %d (%s), replica %d stage %d: %s", where,
                      first->dev->info.index, first->dev->info.name, first->replica,
                      first->stage, first->error);
 }
@@ -983,9 +981,7 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     pthread_mutex_init(&w->rlock, NULL);
     pthread_cond_init(&w->rcond, NULL);
     w->device = (int)st->devices[g].device;
-    w->rank = e->device_rank ? e->device_rank[w->device] : 0;
-    w->local = w->rank == e->rank;
-    w->dev = w->local ? devices[w->device] : NULL;
+    w->dev = w->local ? devices[w->device] : NULL; /* rank and local: set by the caller */
     e->all_members[k] = (int)k;
     w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
     w->stats.member = (int)g;
@@ -1073,18 +1069,34 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
                                     out);
 }
 
-/* The endpoints' ranks: workers where their devices are, then the
- * control endpoints; the MPI transport over them. */
-static int make_rank_transport(mpt__engine_t *e)
+/* Each worker's rank (that of its device) and whether it is this one's;
+ * then, across ranks, the MPI transport over the workers and the ranks'
+ * control endpoints; else the local one. */
+static int make_transport(mpt__engine_t *e, const mpt__engine_ranks_t *ranks)
 {
+    if (e->nranks == 1) {
+        for (size_t i = 0; i < e->nworkers; i++)
+            e->w[i].local = 1;
+        e->nlocal = e->nworkers;
+        return mpt__transport_local_create((int)e->nworkers, &e->t);
+    }
     int n = (int)e->nworkers + e->nranks, *rank_of = malloc((size_t)n * sizeof *rank_of);
     if (!rank_of || !(e->ctl_members = malloc((size_t)e->nranks * sizeof *e->ctl_members)) ||
-        !(e->results = calloc((e->nworkers + e->nlocal) * R_COUNT + 1, sizeof *e->results))) {
+        !(e->results = calloc(2 * e->nworkers * R_COUNT + 1, sizeof *e->results))) {
         free(rank_of);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
-    for (size_t i = 0; i < e->nworkers; i++)
-        rank_of[i] = e->device_rank[e->plan_device_of[i]];
+    /* Workers in creation order: replica, stage, member. */
+    const mpt__plan_t *p = e->plan;
+    for (size_t r = 0, k = 0; r < e->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++)
+            for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++, k++) {
+                worker_t *w = &e->w[k];
+                size_t d = p->replicas[r].stages[s].devices[g].device;
+                w->rank = rank_of[k] = ranks->device_rank[d];
+                w->local = w->rank == e->rank;
+                e->nlocal += (size_t)w->local;
+            }
     for (int r = 0; r < e->nranks; r++)
         rank_of[e->nworkers + (size_t)r] = r, e->ctl_members[r] = (int)e->nworkers + r;
     int status = mpt__transport_mpi_create_mapped(n, rank_of, &e->t);
@@ -1128,8 +1140,6 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
             e->any_tp |= plan->replicas[r].stages[s].ndevices > 1;
         }
     if (!(e->w = calloc(e->nworkers, sizeof *e->w)) ||
-        !(e->plan_device_of = calloc(e->nworkers, sizeof *e->plan_device_of)) ||
-        (e->nranks > 1 && !(e->device_rank = malloc(ndevices * sizeof *e->device_rank))) ||
         !(e->rep_first = calloc(e->nreplicas, sizeof *e->rep_first)) ||
         !(e->rep_samples = calloc(e->nreplicas, sizeof *e->rep_samples)) ||
         !(e->all_members = calloc(e->nworkers, sizeof *e->all_members)) ||
@@ -1138,20 +1148,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         goto out;
     }
     MPT_TRY(split_batch(e));
-    /* Workers in creation order (replica, stage, member) and their devices. */
-    for (size_t r = 0, k = 0; r < e->nreplicas; r++)
-        for (size_t s = 0; s < plan->replicas[r].nstages; s++)
-            for (size_t g = 0; g < plan->replicas[r].stages[s].ndevices; g++)
-                e->plan_device_of[k++] = (int)plan->replicas[r].stages[s].devices[g].device;
-    if (e->nranks > 1) {
-        memcpy(e->device_rank, ranks->device_rank, ndevices * sizeof *e->device_rank);
-        for (size_t i = 0; i < e->nworkers; i++)
-            e->nlocal += e->device_rank[e->plan_device_of[i]] == e->rank;
-        MPT_TRY(make_rank_transport(e));
-    } else {
-        e->nlocal = e->nworkers;
-        MPT_TRY(mpt__transport_local_create((int)e->nworkers, &e->t));
-    }
+    MPT_TRY(make_transport(e, ranks));
     mpt__model_init_params(m, seed, init);
     /* CLBlast's caches are filled from one thread before workers use it
      * concurrently (device/blas.c). */
@@ -1271,8 +1268,6 @@ void mpt__engine_free(mpt__engine_t *e)
     free(e->rep_first);
     free(e->rep_samples);
     free(e->all_members);
-    free(e->plan_device_of);
-    free(e->device_rank);
     free(e->ctl_members);
     free(e->owner);
     free(e->owned);

@@ -255,26 +255,38 @@ int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
     return MPT_OK;
 }
 
-int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
-                               const mpt_plan_t *plan, const mpt_train_config_t *config,
-                               const mpt_topology_t *topo, const mpt_cluster_t *cluster,
-                               mpt_trainer_t **out)
+/* A trainer over the engine: devices[plan device id] (NULL for another
+ * rank's), ranks NULL within one process. */
+static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devices, size_t n,
+                             const mpt_plan_t *plan, const mpt_train_config_t *config,
+                             const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                             const mpt__engine_ranks_t *ranks, mpt_trainer_t **out)
 {
-    int status;
     mpt_trainer_t *t = NULL;
-    if (!model || !devices || !plan || !config || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create_planned: NULL argument");
-    *out = NULL;
-    if ((status = trainer_new(model, config, &t)) < 0)
+    int status = trainer_new(model, config, &t);
+    if (status < 0)
         return status;
-    status = mpt__engine_create(model, devices->devices, devices->count, plan, config->batch,
-                                config->seed, topo, cluster, &t->eng);
+    t->rank = ranks ? ranks->rank : 0;
+    status = mpt__engine_create_ranks(model, devices, n, plan, config->batch, config->seed, topo,
+                                      cluster, ranks, &t->eng);
     if (status < 0) {
         mpt_trainer_free(t);
         return status;
     }
     *out = t;
     return MPT_OK;
+}
+
+int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
+                               const mpt_plan_t *plan, const mpt_train_config_t *config,
+                               const mpt_topology_t *topo, const mpt_cluster_t *cluster,
+                               mpt_trainer_t **out)
+{
+    if (!model || !devices || !plan || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create_planned: NULL argument");
+    *out = NULL;
+    return trainer_on_engine(model, devices->devices, devices->count, plan, config, topo,
+                             cluster, NULL, out);
 }
 
 int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
@@ -298,32 +310,21 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
                          "cluster has %d", rank, devices->count, count[rank]);
     mpt_device_t **all = calloc(n, sizeof *all);
     int *rank_of = calloc(n, sizeof *rank_of), status;
-    mpt_trainer_t *t = NULL;
     if (!all || !rank_of) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        goto out;
+    } else {
+        /* The plan's device d: rank r's device d - first[r]. */
+        for (int r = 0; r < size; r++)
+            for (int i = 0; i < count[r]; i++) {
+                rank_of[first[r] + i] = r;
+                if (r == rank)
+                    all[first[r] + i] = devices->devices[i];
+            }
+        mpt__engine_ranks_t ranks = {rank, size, rank_of};
+        status = trainer_on_engine(model, all, n, plan, config, topo, cluster, &ranks, out);
     }
-    /* The plan's device d: rank r's device d - first[r]. */
-    for (int r = 0; r < size; r++)
-        for (int i = 0; i < count[r]; i++) {
-            rank_of[first[r] + i] = r;
-            if (r == rank)
-                all[first[r] + i] = devices->devices[i];
-        }
-    mpt__engine_ranks_t ranks = {rank, size, rank_of};
-    if ((status = trainer_new(model, config, &t)) < 0)
-        goto out;
-    t->rank = rank;
-    status = mpt__engine_create_ranks(model, all, n, plan, config->batch, config->seed, topo,
-                                      cluster, &ranks, &t->eng);
-    if (status < 0) {
-        mpt_trainer_free(t);
-        t = NULL;
-    }
-out:
     free(all);
     free(rank_of);
-    *out = t;
     return status;
 }
 
