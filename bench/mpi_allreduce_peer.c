@@ -42,7 +42,7 @@ static double measure(float *buf, size_t count, int iters, double *times, int us
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
         if (use_mpt) {
-            mpt__group_t g = {transport, members, size, rank, 1};
+            mpt__group_t g = {transport, members, size, rank, 1, NULL};
             if (mpt__allreduce(&g, buf, count, NULL) < 0) {
                 fprintf(stderr, "mpt-bench-mpi-peer: %s\n", mpt_last_error());
                 MPI_Abort(MPI_COMM_WORLD, 1);

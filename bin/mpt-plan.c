@@ -33,6 +33,9 @@ static void usage(FILE *f)
             "      --tp N              pin the tensor-parallel group size\n"
             "      --microbatches N    pin the micro-batches per step\n"
             "      --schedule NAME     pin gpipe or 1f1b\n"
+            "      --allreduce NAME    how replicas sum gradients: ring, hierarchical\n"
+            "                          (inside each node, then across nodes) or auto\n"
+            "                          (default: the faster by the cost model)\n"
             "      --json              print the plan as JSON (docs/plan.md)\n"
             "      --explain           list every configuration considered, with its\n"
             "                          predicted step time or why it was rejected\n"
@@ -63,7 +66,8 @@ static mpt_cluster_t *local_cluster(const char *spec)
 
 int main(int argc, char **argv)
 {
-    enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE, O_UNIFORM };
+    enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE, O_UNIFORM,
+           O_ALLREDUCE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"cluster", required_argument, NULL, 'c'},
         {"devices", required_argument, NULL, 'd'}, {"batch", required_argument, NULL, 'b'},
@@ -73,6 +77,7 @@ int main(int argc, char **argv)
         {"schedule", required_argument, NULL, O_SCHED}, {"json", no_argument, NULL, O_JSON},
         {"explain", no_argument, NULL, O_EXPLAIN}, {"trace", required_argument, NULL, O_TRACE},
         {"compare-uniform", no_argument, NULL, O_UNIFORM},
+        {"allreduce", required_argument, NULL, O_ALLREDUCE},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *cluster_path = NULL, *spec = NULL, *trace = NULL;
@@ -100,6 +105,7 @@ int main(int argc, char **argv)
         case O_PP: req.pp = (size_t)tool_parse_count("--pp", optarg, 1); break;
         case O_TP: req.tp = (size_t)tool_parse_count("--tp", optarg, 1); break;
         case O_MB: req.microbatches = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
+        case O_ALLREDUCE: req.allreduce = tool_parse_allreduce(optarg); break;
         case O_SCHED:
             if (strcmp(optarg, "gpipe") == 0)
                 req.schedule = MPT_PIPE_GPIPE;

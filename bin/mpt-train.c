@@ -63,6 +63,9 @@ static void usage(FILE *f)
             "      --tp N                pin the tensor-parallel group size (each layer split\n"
             "                            over N devices in proportion to their speed)\n"
             "      --microbatches N      pin the micro-batches per step\n"
+            "      --allreduce NAME      how replicas sum gradients: ring, hierarchical\n"
+            "                            (inside each process, then across processes) or\n"
+            "                            auto (default: the faster by the cost model)\n"
             "      --trace FILE          write the run's timeline as a Chrome trace (one\n"
             "                            track per device; open it in Perfetto)\n"
             "      --metrics FILE        append JSON Lines: one object per logged step and\n"
@@ -99,7 +102,7 @@ static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
-           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE };
+           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -118,6 +121,7 @@ static void parse(int argc, char **argv, options *o)
         {"plan", required_argument, NULL, O_PLAN}, {"dp", required_argument, NULL, O_DP},
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
         {"microbatches", required_argument, NULL, O_MB},
+        {"allreduce", required_argument, NULL, O_ALLREDUCE},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
         {"trace", required_argument, NULL, O_TRACE},
         {"verbose", no_argument, NULL, 'v'},
@@ -174,6 +178,7 @@ static void parse(int argc, char **argv, options *o)
         case O_DP: o->pins.dp = tool_parse_count("--dp", optarg, 1); break;
         case O_PP: o->pins.pp = tool_parse_count("--pp", optarg, 1); break;
         case O_TP: o->pins.tp = tool_parse_count("--tp", optarg, 1); break;
+        case O_ALLREDUCE: o->pins.allreduce = tool_parse_allreduce(optarg); break;
         case O_MB: o->pins.microbatches = tool_parse_count("--microbatches", optarg, 1); break;
         case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
@@ -197,9 +202,9 @@ static void parse(int argc, char **argv, options *o)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (o->plan && strcmp(o->plan, "auto") != 0 &&
         (o->pins.dp || o->pins.pp || o->pins.tp || o->pins.microbatches ||
-         o->pins.schedule != MPT_PIPE_AUTO))
-        tool_usage_error("--dp, --pp, --tp, --microbatches and --schedule gpipe|1f1b pin an automatic "
-                         "plan: edit the plan file instead");
+         o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO))
+        tool_usage_error("--dp, --pp, --tp, --microbatches, --schedule gpipe|1f1b and "
+                         "--allreduce pin an automatic plan: edit the plan file instead");
     if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
     if (!o->model)
@@ -364,7 +369,7 @@ int main(int argc, char **argv)
     o.cfg.total_steps = total;
     int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o.plan || o.trace || o.pins.dp ||
                   o.pins.pp || o.pins.tp || o.pins.microbatches ||
-                  o.pins.schedule != MPT_PIPE_AUTO;
+                  o.pins.schedule != MPT_PIPE_AUTO || o.pins.allreduce != MPT_ALLREDUCE_AUTO;
     if (planned) {
         cluster = tool_local_cluster(devs, &topo);
         if (nranks > 1) { /* every rank's devices, rank by rank */

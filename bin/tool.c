@@ -136,3 +136,14 @@ double tool_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+mpt_allreduce_t tool_parse_allreduce(const char *s)
+{
+    if (strcmp(s, "ring") == 0)
+        return MPT_ALLREDUCE_RING;
+    if (strcmp(s, "hierarchical") == 0)
+        return MPT_ALLREDUCE_HIERARCHICAL;
+    if (strcmp(s, "auto") == 0)
+        return MPT_ALLREDUCE_AUTO;
+    tool_usage_error("--allreduce must be ring, hierarchical or auto, got '%s'", s);
+}

@@ -27,6 +27,8 @@ void tool_init(const char *name, int verbose);
 void tool_print_env(FILE *f);
 /* An option's integer value, at least `min`, else a usage error (exit 2). */
 uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min);
+/* --allreduce's value: ring, hierarchical or auto, else a usage error. */
+mpt_allreduce_t tool_parse_allreduce(const char *s);
 /* An option's number, else a usage error. */
 double tool_parse_real(const char *opt, const char *s);
 /* A file shipped with mpt (e.g. "models/mlp-fashion.json"): under

@@ -462,12 +462,22 @@ typedef struct mpt_plan mpt_plan_t;
 
 typedef enum { MPT_PIPE_AUTO = -1, MPT_PIPE_GPIPE = 0, MPT_PIPE_1F1B = 1 } mpt_pipe_schedule_t;
 
+/** How data-parallel replicas sum their gradients: one ring over all of
+ *  them, or hierarchically (inside each process, then a ring across
+ *  processes, then back inside: docs/mpi.md). */
+typedef enum {
+    MPT_ALLREDUCE_AUTO = -1,
+    MPT_ALLREDUCE_RING = 0,
+    MPT_ALLREDUCE_HIERARCHICAL = 1
+} mpt_allreduce_t;
+
 typedef struct {
     size_t batch;                 /* global batch (128) */
     mpt_optimizer_t optimizer;    /* decides the optimizer state's memory (SGD) */
     size_t dp, pp, tp;            /* data, pipeline, tensor parallel degrees; 0: choose */
     size_t microbatches;          /* 0: choose */
     mpt_pipe_schedule_t schedule; /* MPT_PIPE_AUTO: choose */
+    mpt_allreduce_t allreduce;    /* MPT_ALLREDUCE_AUTO: the faster by the cost model */
 } mpt_plan_request_t;
 
 /** Fills the defaults shown above. */

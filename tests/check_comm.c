@@ -2,7 +2,8 @@
  * tests/check_comm.c: the local transport (matching, ordering, rendezvous
  * rings, abort) and the ring collectives on it (allreduce, reduce-scatter,
  * all-gather, broadcast) with 1..8 member threads, uneven and empty
- * shards, back to back and two groups at once; the device allreduce on the
+ * shards, back to back and two groups at once; the hierarchical allreduce
+ * over node layouts (with the bytes that cross nodes); the device allreduce on the
  * two PoCL devices, mapped and staged, and its failure path.
  *
  * Assertions stay out of per-element loops: in no-fork mode each passing
@@ -239,12 +240,14 @@ typedef struct {
     size_t *counts;   /* shards, for RS and AG */
     int root;
     int repeat;       /* allreduce: run twice and compare bitwise */
+    const int *node;  /* allreduce: the group's node map, or NULL */
 } coll_arg_t;
 
 static void do_allreduce(member_t *m)
 {
     coll_arg_t *a = m->team->arg;
     mpt__group_t g = group_of(m->team->t, identity8, m->team->nthreads, m->rank, 3);
+    g.node = a->node;
     float *buf = a->bufs[m->rank];
     float *first = NULL;
     for (int k = 0; k < (a->repeat ? 2 : 1); k++) {
@@ -326,6 +329,103 @@ START_TEST(allreduce_large_is_deterministic)
     run_allreduce(2, (size_t)8 << 20, 1);
     run_allreduce(3, ((size_t)8 << 20) + 7, 1);
     run_allreduce(8, ((size_t)2 << 20) + 5, 1);
+}
+END_TEST
+
+/* ---- the hierarchical allreduce -------------------------------------------- */
+
+/* A transport that forwards to a local one and counts the bytes sent
+ * between endpoints of different nodes: the network's share. */
+typedef struct {
+    mpt__transport_t base;
+    mpt__transport_t *inner;
+    const int *node; /* per endpoint */
+    size_t cross_bytes;
+} counting_t;
+
+static int counting_isend(mpt__transport_t *t, int src, int dst, int tag, const void *buf,
+                          size_t bytes, mpt__request_t **req)
+{
+    counting_t *c = (counting_t *)t;
+    if (c->node[src] != c->node[dst])
+        __atomic_fetch_add(&c->cross_bytes, bytes, __ATOMIC_RELAXED);
+    return mpt__isend(c->inner, src, dst, tag, buf, bytes, req);
+}
+static int counting_irecv(mpt__transport_t *t, int dst, int src, int tag, void *buf,
+                          size_t bytes, mpt__request_t **req)
+{
+    return mpt__irecv(((counting_t *)t)->inner, dst, src, tag, buf, bytes, req);
+}
+static int counting_wait(mpt__transport_t *t, mpt__request_t *req)
+{
+    return mpt__wait(((counting_t *)t)->inner, req);
+}
+static void counting_abort(mpt__transport_t *t, int status, const char *why)
+{
+    mpt__transport_abort(((counting_t *)t)->inner, status, why);
+}
+static void counting_destroy(mpt__transport_t *t)
+{
+    (void)t; /* the test owns both */
+}
+static const mpt__transport_ops_t counting_ops = {"counting", counting_isend, counting_irecv,
+                                                  counting_wait, counting_abort,
+                                                  counting_destroy};
+
+/* Allreduce of count floats over members placed on nodes node[0..n):
+ * correct, the same bits everywhere and on a second run; returns the
+ * bytes that crossed nodes. */
+static size_t run_hier(const int *node, int n, size_t count)
+{
+    team_t tm = {0};
+    counting_t c = {.base = {&counting_ops, n}, .node = node};
+    coll_arg_t a = {.count = count, .bufs = alloc_bufs(n, count), .repeat = 1, .node = node};
+    ck_assert_mpt_ok(mpt__transport_local_create(n, &c.inner));
+    tm.t = &c.base;
+    team_run(&tm, n, do_allreduce, &a, 60);
+    assert_all_ok(&tm, "hierarchical allreduce");
+    assert_allreduced(&tm, a.bufs, count);
+    team_free(&tm);
+    mpt__transport_destroy(c.inner);
+    free_bufs(a.bufs, n);
+    return c.cross_bytes / 2; /* two runs */
+}
+
+START_TEST(hierarchical_allreduce_node_layouts)
+{
+    static const struct {
+        int n, nodes, per_node; /* per_node 0: not hierarchical */
+        int node[8];
+    } layouts[] = {
+        {4, 2, 2, {0, 0, 1, 1}},          {4, 2, 2, {5, 9, 5, 9}}, /* interleaved */
+        {6, 3, 2, {0, 0, 1, 1, 2, 2}},    {6, 2, 3, {0, 0, 0, 1, 1, 1}},
+        {8, 4, 2, {3, 3, 2, 2, 1, 1, 0, 0}}, {8, 2, 4, {0, 1, 0, 1, 0, 1, 0, 1}},
+        {4, 0, 0, {0, 0, 0, 1}},          {4, 0, 0, {0, 0, 0, 0}}, /* uneven; one node */
+        {4, 0, 0, {0, 1, 2, 3}},          {5, 0, 0, {0, 0, 1, 1, 2}},
+    };
+    static const size_t sizes[] = {0, 1, 17, 33, 1000, 65536 + 3, 200001, ((size_t)2 << 20) + 9};
+    for (size_t l = 0; l < sizeof layouts / sizeof *layouts; l++) {
+        int n = layouts[l].n, k = -1, m = -1;
+        mpt__group_t g = group_of(NULL, identity8, n, 0, 0);
+        g.node = layouts[l].node;
+        int hier = mpt__allreduce_is_hierarchical(&g, &k, &m);
+        ck_assert_int_eq(hier, layouts[l].per_node > 0);
+        if (hier) {
+            ck_assert_int_eq(k, layouts[l].nodes);
+            ck_assert_int_eq(m, layouts[l].per_node);
+        }
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            size_t cross = run_hier(layouts[l].node, n, sizes[s]);
+            /* Hierarchical: each cross-node ring over shard j moves
+             * 2 (k - 1) times the shard, so the network carries exactly
+             * 2 (k - 1) buffers, against 2 (n - 1) / n buffers per
+             * cross-node hop of a flat ring. */
+            if (hier)
+                ck_assert_msg(cross == 2 * (size_t)(k - 1) * sizes[s] * sizeof(float),
+                              "layout %zu, %zu floats: %zu bytes crossed nodes, expected %zu",
+                              l, sizes[s], cross, 2 * (size_t)(k - 1) * sizes[s] * sizeof(float));
+        }
+    }
 }
 END_TEST
 
@@ -688,6 +788,7 @@ static Suite *suite(void)
         {"group_arguments_checked", group_arguments_checked},
         {"allreduce_small_sizes_all_group_sizes", allreduce_small_sizes_all_group_sizes},
         {"allreduce_large_is_deterministic", allreduce_large_is_deterministic},
+        {"hierarchical_allreduce_node_layouts", hierarchical_allreduce_node_layouts},
         {"reduce_scatter_and_allgather_uneven_shards", reduce_scatter_and_allgather_uneven_shards},
         {"broadcast_from_every_root", broadcast_from_every_root},
         {"back_to_back_and_two_groups_at_once", back_to_back_and_two_groups_at_once},

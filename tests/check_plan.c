@@ -430,6 +430,104 @@ START_TEST(pins_are_honoured)
 }
 END_TEST
 
+/* Two nodes of two equal GPUs each (nodes = 2), or the four on one node
+ * (nodes = 1), behind a network of `gbps`. */
+static mpt_cluster_t *gpu_nodes(int nodes, double gbps)
+{
+    char text[2048];
+    size_t len = (size_t)snprintf(text, sizeof text,
+                                  "{\"mpt_cluster\": 1, \"name\": \"nodes\", \"network\": "
+                                  "{\"gbps\": %g, \"latency_us\": 20}, \"nodes\": [%s], "
+                                  "\"devices\": [",
+                                  gbps, nodes == 2 ? "{\"name\": \"a\"}, {\"name\": \"b\"}"
+                                                   : "{\"name\": \"a\"}");
+    for (int i = 0; i < 4; i++)
+        len += (size_t)snprintf(
+            text + len, sizeof text - len,
+            "%s{\"name\": \"gpu%d\", \"type\": \"gpu\", \"global_mem_bytes\": 8000000000, "
+            "\"node\": %d, \"numa_node\": 0, \"package\": 0, \"profile\": {\"gemm_gflops\": "
+            "5000, \"mem_gbps\": 500, \"h2d_gbps\": 20, \"d2h_gbps\": 20, \"launch_us\": 5}}",
+            i ? ", " : "", i, nodes == 2 ? i / 2 : 0);
+    snprintf(text + len, sizeof text - len, "]}");
+    char path[] = "/tmp/check_plan_nodes_XXXXXX";
+    write_temp(path, text);
+    mpt_cluster_t *c = NULL;
+    int status = mpt_cluster_load(path, &c);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return c;
+}
+
+static mpt_plan_t *plan_dp4(const mpt_model_t *m, const mpt_cluster_t *c, mpt_allreduce_t algo)
+{
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.dp = 4, req.allreduce = algo;
+    mpt_plan_t *p = NULL;
+    int status = mpt_plan_create(m, c, &req, &p);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return p;
+}
+
+/* The all-reduce follows the network: across two nodes behind a slow
+ * network the hierarchical one is predicted faster and chosen; on one node
+ * (or with nothing to gain) the flat ring stays; pins are honoured; the
+ * choice survives the plan file, and a bad name there is refused. */
+START_TEST(allreduce_follows_the_network)
+{
+    mpt_model_t *m = shipped_model("mlp-fashion.json");
+    mpt_cluster_t *slow = gpu_nodes(2, 1.0), *one = gpu_nodes(1, 1.0);
+    mpt_plan_t *hier = plan_dp4(m, slow, MPT_ALLREDUCE_HIERARCHICAL);
+    mpt_plan_t *ring = plan_dp4(m, slow, MPT_ALLREDUCE_RING);
+    mpt_plan_t *chosen = plan_dp4(m, slow, MPT_ALLREDUCE_AUTO);
+    mpt_plan_t *local = plan_dp4(m, one, MPT_ALLREDUCE_AUTO);
+    ck_assert_int_eq(hier->allreduce, MPT_ALLREDUCE_HIERARCHICAL);
+    ck_assert_int_eq(ring->allreduce, MPT_ALLREDUCE_RING);
+    ck_assert_msg(hier->allreduce_s < ring->allreduce_s, "hierarchical %.6g s, ring %.6g s",
+                  hier->allreduce_s, ring->allreduce_s);
+    ck_assert_int_eq(chosen->allreduce, MPT_ALLREDUCE_HIERARCHICAL);
+    ck_assert_double_eq(chosen->predicted_step_s, hier->predicted_step_s);
+    ck_assert_int_eq(local->allreduce, MPT_ALLREDUCE_RING);
+
+    char *text = NULL, *summary = NULL, *again = NULL;
+    ck_assert_mpt_ok(mpt_plan_describe(chosen, m, slow, 0, &summary));
+    ck_assert_msg(strstr(summary, "Gradients: hierarchical"), "%s", summary);
+    ck_assert_mpt_ok(mpt_plan_to_json(chosen, &text));
+    ck_assert_ptr_nonnull(strstr(text, "\"allreduce\": \"hierarchical\""));
+    char file[] = "/tmp/check_plan_algo_XXXXXX";
+    write_temp(file, text);
+    mpt_plan_t *back = NULL;
+    ck_assert_mpt_ok(mpt_plan_load(file, m, slow, &back));
+    unlink(file);
+    ck_assert_int_eq(back->allreduce, MPT_ALLREDUCE_HIERARCHICAL);
+    ck_assert_mpt_ok(mpt_plan_to_json(back, &again));
+    ck_assert_str_eq(text, again);
+    mpt_plan_free(back);
+
+    char *at = strstr(text, "\"hierarchical\"");
+    memcpy(at, "\"tree\"        ", 14); /* same length: "tree" and spaces */
+    char bad_file[] = "/tmp/check_plan_algo_XXXXXX";
+    write_temp(bad_file, text);
+    back = NULL;
+    int status = mpt_plan_load(bad_file, m, slow, &back);
+    unlink(bad_file);
+    ck_assert_int_lt(status, 0);
+    ck_assert_ptr_null(back);
+    ck_assert_msg(strstr(mpt_last_error(), "allreduce") && strstr(mpt_last_error(), "tree"),
+                  "%s", mpt_last_error());
+    free(text);
+    free(again);
+    free(summary);
+    mpt_plan_free(hier);
+    mpt_plan_free(ring);
+    mpt_plan_free(chosen);
+    mpt_plan_free(local);
+    mpt_cluster_free(slow);
+    mpt_cluster_free(one);
+    mpt_model_free(m);
+}
+END_TEST
+
 START_TEST(impossible_pin_fails)
 {
     mpt_model_t *m = shipped_model("mlp-fashion.json");
@@ -664,6 +762,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, too_small_devices_fail);
     tcase_add_test(tc, too_small_devices_fail_with_many_devices);
     tcase_add_test(tc, pins_are_honoured);
+    tcase_add_test(tc, allreduce_follows_the_network);
     tcase_add_test(tc, impossible_pin_fails);
     tcase_add_test(tc, unrunnable_tensor_splits_are_rejected);
     tcase_add_test(tc, chosen_is_fastest);

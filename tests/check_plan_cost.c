@@ -402,7 +402,7 @@ END_TEST
 
 /* Devices: 0 and 1 equal on node 0; 2 twice as fast in GEMM, node 0; 3
  * equal to 0 on node 1; 4 with GEMM points, node 0; 5 with other transfer
- * rates, node 0. */
+ * rates, node 0; 6 equal to 0 on node 1. */
 static const char *CLUSTER =
     "{\"name\": \"synthetic\", \"network\": {\"gbps\": 5.0, \"latency_us\": 3.0},"
     " \"nodes\": [{\"name\": \"n0\"}, {\"name\": \"n1\"}], \"devices\": ["
@@ -425,7 +425,10 @@ static const char *CLUSTER =
     " {\"m\": 2048, \"n\": 2048, \"k\": 2048, \"gflops\": 500}]}},"
     "{\"name\": \"odd\", \"type\": \"gpu\", \"global_mem_bytes\": 1000000000, \"node\": 0,"
     " \"profile\": {\"gemm_gflops\": 1000, \"mem_gbps\": 100,"
-    " \"h2d_gbps\": 4, \"d2h_gbps\": 8, \"launch_us\": 2}}]}";
+    " \"h2d_gbps\": 4, \"d2h_gbps\": 8, \"launch_us\": 2}},"
+    "{\"name\": \"far2\", \"type\": \"gpu\", \"global_mem_bytes\": 1000000000, \"node\": 1,"
+    " \"numa_node\": 0, \"profile\": {\"gemm_gflops\": 1000, \"mem_gbps\": 100,"
+    " \"h2d_gbps\": 10, \"d2h_gbps\": 20, \"launch_us\": 10}}]}";
 
 static mpt_cluster_t *synthetic_cluster(void)
 {
@@ -612,6 +615,38 @@ START_TEST(cost_allreduce_ring)
 }
 END_TEST
 
+/* Hierarchical: devices 0, 1 on node 0 and 3, 6 on node 1 (network 5 GB/s,
+ * 3 us).  Inside: each node's full ring on S; across: two rings on S / 2,
+ * steps of S / 4 per device plus the other ring's S / 4 on the shared
+ * network, 2 (k - 1) = 2 steps. */
+START_TEST(cost_allreduce_hierarchical)
+{
+    mpt_cluster_t *c = synthetic_cluster();
+    const double S = 4e6;
+    const size_t four[4] = {0, 3, 1, 6}, node0[2] = {0, 1}, uneven[4] = {0, 1, 2, 3},
+                 local[4] = {0, 1, 2, 5};
+    double inside = mpt__cost_allreduce(c, node0, 2, S);
+    double across = mpt__cost_transfer(c, 0, 3, S / 4) + S / 4 / 5e9;
+    ck_assert_close(mpt__cost_allreduce_hier(c, four, 4, S), inside + 2 * across);
+    /* Against the flat ring over the same four, which crosses the network
+     * on each of its 6 steps with S / 4. */
+    ck_assert_close(mpt__cost_allreduce(c, four, 4, S), 6 * mpt__cost_transfer(c, 0, 3, S / 4));
+    ck_assert_double_lt(mpt__cost_allreduce_hier(c, four, 4, S),
+                        mpt__cost_allreduce(c, four, 4, S));
+    /* Not spread evenly over two or more nodes: no hierarchy. */
+    ck_assert(isinf(mpt__cost_allreduce_hier(c, uneven, 4, S)));
+    ck_assert(isinf(mpt__cost_allreduce_hier(c, local, 4, S)));
+    ck_assert(isinf(mpt__cost_allreduce_hier(c, four, 2, S)));
+    ck_assert_double_eq(mpt__cost_allreduce_hier(c, four, 4, 0), 0);
+    /* By name, falling back to the ring where the hierarchy does not apply. */
+    ck_assert_double_eq(mpt__cost_allreduce_by(c, uneven, 4, S, MPT_ALLREDUCE_HIERARCHICAL),
+                        mpt__cost_allreduce(c, uneven, 4, S));
+    ck_assert_double_eq(mpt__cost_allreduce_by(c, four, 4, S, MPT_ALLREDUCE_RING),
+                        mpt__cost_allreduce(c, four, 4, S));
+    mpt_cluster_free(c);
+}
+END_TEST
+
 START_TEST(cost_memory_optimizer_and_flight)
 {
     mpt__model_t *m = load_model("mlp-fashion.json");
@@ -660,6 +695,7 @@ int main(void)
     tcase_add_test(c, cost_layers_gemm_points);
     tcase_add_test(c, cost_transfer_links);
     tcase_add_test(c, cost_allreduce_ring);
+    tcase_add_test(c, cost_allreduce_hierarchical);
     tcase_add_test(c, cost_memory_optimizer_and_flight);
     suite_add_tcase(s, c);
     return test_run(s, 1);

@@ -299,7 +299,7 @@ START_TEST(shards_own_every_element_once)
     double f[] = {0.5, 0.3, 0.2};
     size_t local_total = 0;
     for (size_t g = 0; g < 3; g++) {
-        mpt__group_t grp = {t, members, 3, (int)g, 1};
+        mpt__group_t grp = {t, members, 3, (int)g, 1, NULL};
         mpt__shard_t *s = NULL;
         ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, f, 3, g, &grp, 8, &s));
         size_t np = 0;
@@ -336,7 +336,7 @@ START_TEST(unsplittable_layers_are_refused)
     mpt__transport_t *t = NULL;
     ck_assert_mpt_ok(mpt__transport_local_create(2, &t));
     int members[] = {0, 1};
-    mpt__group_t grp = {t, members, 2, 0, 1};
+    mpt__group_t grp = {t, members, 2, 0, 1, NULL};
     mpt__shard_t *s = NULL;
     ck_assert_mpt_fails(mpt__shard_create(m, 0, 2, even, 2, 0, &grp, 8, &s),
                         MPT_ERR_UNSUPPORTED);

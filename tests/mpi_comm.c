@@ -58,7 +58,7 @@ static void fail(ep_t *ep, const char *what)
 
 static void check_allreduce(ep_t *ep, size_t n, int tag)
 {
-    mpt__group_t g = {T, members, nendpoints, ep->self, tag};
+    mpt__group_t g = {T, members, nendpoints, ep->self, tag, NULL};
     float *buf = malloc((n ? n : 1) * sizeof *buf);
     for (size_t i = 0; i < n; i++)
         buf[i] = input(ep->self, i);
@@ -94,7 +94,7 @@ static void check_allreduce(ep_t *ep, size_t n, int tag)
         for (int e = 0; e < nendpoints; e++)
             counts[e] = 1;
         all[ep->self] = mine;
-        mpt__group_t g2 = {T, members, nendpoints, ep->self, tag + 1};
+        mpt__group_t g2 = {T, members, nendpoints, ep->self, tag + 1, NULL};
         if (mpt__allgather(&g2, all, counts, NULL) < 0)
             fail(ep, "allgather of checksums");
         for (int e = 0; e < nendpoints; e++)
@@ -119,7 +119,7 @@ static void check_gather_scatter(ep_t *ep)
         off += counts[e];
     for (size_t i = 0; i < counts[ep->self]; i++)
         buf[off + i] = input(ep->self, i);
-    mpt__group_t g = {T, members, nendpoints, ep->self, 100};
+    mpt__group_t g = {T, members, nendpoints, ep->self, 100, NULL};
     if (mpt__allgather(&g, buf, counts, NULL) < 0)
         fail(ep, "allgather");
     size_t bad = 0;
@@ -130,7 +130,7 @@ static void check_gather_scatter(ep_t *ep)
      * buffer; member e keeps the sum of its shard. */
     for (size_t i = 0; i < total; i++)
         buf[i] = input(ep->self, i);
-    mpt__group_t g2 = {T, members, nendpoints, ep->self, 101};
+    mpt__group_t g2 = {T, members, nendpoints, ep->self, 101, NULL};
     if (mpt__reduce_scatter(&g2, buf, counts, NULL) < 0)
         fail(ep, "reduce_scatter");
     for (size_t i = 0; i < counts[ep->self]; i++) {
@@ -153,7 +153,7 @@ static void check_broadcast_and_sizes(ep_t *ep)
     int root = nendpoints - 1;
     if (ep->self == root)
         snprintf(text, sizeof text, "from endpoint %d", root);
-    mpt__group_t g = {T, members, nendpoints, ep->self, 102};
+    mpt__group_t g = {T, members, nendpoints, ep->self, 102, NULL};
     if (mpt__broadcast(&g, text, sizeof text, root, NULL) < 0)
         fail(ep, "broadcast");
     char want[64];

@@ -2,7 +2,9 @@
 # tests/mpi_train.sh: mpt-train across real processes (mpirun on loopback,
 # one or two PoCL devices per rank):
 # - plan invariance: DP=2 and PP=2 over 2 ranks, PP=3 1F1B over 3 ranks,
-#   TP=2 over 2 ranks, and PP=2 x DP=2 over 2 ranks of 2 devices give the
+#   TP=2 over 2 ranks, PP=2 x DP=2 over 2 ranks of 2 devices, and DP=4 over
+#   2 ranks of 2 devices with the hierarchical all-reduce (inside each rank,
+#   then across the two) give the
 #   one-process, one-device losses of 5 steps within 1e-5 relative
 #   (the same tolerance as tests/check_engine.c: plans only change the
 #   order of float sums, ~1e-7 relative on these losses);
@@ -61,6 +63,8 @@ while read -r name np devs opts; do
         fail "$name over $np ranks" "losses differ: $(tr '\n' ' ' <"$tmp/b")"
     elif [ "$(grep -c '^epoch 1' "$out")" -ne 1 ] || ! grep -q "devices of $np ranks" "$out"; then
         fail "$name over $np ranks" "expected one summary, from rank 0 only"
+    elif [ "$name" = dp4hier ] && ! grep -q '^Gradients: hierarchical' "$out"; then
+        fail "$name over $np ranks" "the plan does not use the hierarchical all-reduce"
     else
         ok "$name over $np ranks: the one-device losses within 1e-5 ($(tr '\n' ' ' <"$tmp/b"))"
     fi
@@ -70,6 +74,7 @@ pp2 2 pthread --pp 2 --microbatches 2
 pp3 3 pthread --pp 3 --microbatches 4 --schedule 1f1b
 tp2 2 pthread --tp 2
 pp2xdp2 2 pthread_pthread --pp 2 --dp 2 --microbatches 2
+dp4hier 2 pthread_pthread --dp 4 --allreduce hierarchical
 EOF
 unset POCL_DEVICES
 

@@ -107,17 +107,25 @@ typedef struct {
     int self;           /* this caller's position in members */
     int tag;            /* distinguishes this group's messages from others':
                          * 0..MPT__GROUP_TAG_MAX */
+    const int *node;    /* NULL, or per member the node (process) it lives in:
+                         * then allreduce is hierarchical (below) */
 } mpt__group_t;
 
 /* Collectives send with the transport tag MPT__COLL_TAG(group tag, phase):
  * bit 30 set, so that they never match a point-to-point tag below 2^30
  * that the engine uses on the same transport, the group tag above a 3-bit
- * phase (reduce-scatter, all-gather, broadcast), so that two groups, or
- * the two halves of an allreduce, never match each other's messages.
+ * phase (MPT__PHASE_*), so that two groups, or the parts of an allreduce,
+ * never match each other's messages.
  * Back-to-back collectives of one group need no more: each pair of
  * neighbours matches its messages in posting order. */
 #define MPT__GROUP_TAG_MAX ((1 << 27) - 1)
 #define MPT__COLL_TAG(group_tag, phase) ((1 << 30) | ((group_tag) << 3) | (phase))
+enum {
+    MPT__PHASE_REDUCE_SCATTER = 0, MPT__PHASE_ALLGATHER = 1, MPT__PHASE_BROADCAST = 2,
+    /* the hierarchical allreduce's four parts */
+    MPT__PHASE_NODE_REDUCE_SCATTER = 3, MPT__PHASE_CROSS_REDUCE_SCATTER = 4,
+    MPT__PHASE_CROSS_ALLGATHER = 5, MPT__PHASE_NODE_ALLGATHER = 6
+};
 
 /* Collective statistics of the last call, for metrics and mpt-bench. */
 typedef struct {
@@ -125,7 +133,19 @@ typedef struct {
     size_t bytes;       /* the whole buffer's size */
 } mpt__coll_stats_t;
 
-/* In place: every member's buf[0..count) becomes the element-wise sum. */
+/* In place: every member's buf[0..count) becomes the element-wise sum.
+ *
+ * Flat (g->node NULL): one ring over all members.  Hierarchical (g->node
+ * set, members of two or more nodes, the same number m > 1 on each): a
+ * reduce-scatter inside each node (its m members, in group order) leaves
+ * local member j with shard j of the node's sum; a ring allreduce of
+ * shard j across the nodes' j-th members; an all-gather inside each node.
+ * The network then carries 2 (k - 1) / k of the buffer per node in
+ * 2 (k - 1) steps for k nodes, against 2 (km - 1) steps of the flat ring,
+ * and the rest moves over the fast local transport.  Any other layout of
+ * nodes falls back to the flat ring.  Sums are in a fixed order either
+ * way (not the same order: the two differ in the last bits), and every
+ * member gets the same bits. */
 int mpt__allreduce(const mpt__group_t *g, float *buf, size_t count, mpt__coll_stats_t *stats);
 
 /* Member i ends up with the sum of its shard: elements
@@ -155,6 +175,20 @@ typedef struct {
 } mpt__ring_hooks_t;
 int mpt__allreduce_hooked(const mpt__group_t *g, float *buf, size_t count,
                           const mpt__ring_hooks_t *hooks, mpt__coll_stats_t *stats);
+/* Whether mpt__allreduce on g runs hierarchically (see above); the number
+ * of nodes and members per node in *nodes, *per_node when it does. */
+int mpt__allreduce_is_hierarchical(const mpt__group_t *g, int *nodes, int *per_node);
+
+/* Between the collectives' files (ring.c, hier.c): the sharded ring with
+ * the reduce-scatter under tag phase rs_phase and the all-gather under
+ * ag_phase (a negative phase skips that half); near-equal shards of count
+ * over n members with 64-byte aligned starts; the hierarchical allreduce
+ * of a group for which mpt__allreduce_is_hierarchical holds. */
+int mpt__ring_phased(const mpt__group_t *g, float *buf, const size_t *counts, int rs_phase,
+                     int ag_phase, const mpt__ring_hooks_t *hooks);
+void mpt__ring_even_counts(size_t count, int n, size_t *counts);
+int mpt__allreduce_hier(const mpt__group_t *g, float *buf, size_t count,
+                        const mpt__ring_hooks_t *hooks);
 
 /* ---- device buffers (comm/device_ring.c) ---------------------------------- */
 

@@ -46,8 +46,6 @@
 /* Allreduce shards start at multiples of this many floats (64 bytes). */
 #define SHARD_ALIGN 16
 
-enum { PHASE_REDUCE_SCATTER = 0, PHASE_ALLGATHER = 1, PHASE_BROADCAST = 2 };
-
 typedef struct {
     const mpt__group_t *g;
     int self, left, right; /* endpoints */
@@ -55,6 +53,7 @@ typedef struct {
     char *scratch[2];      /* receive halves for the adds */
     char *scratch_alloc;
     const mpt__ring_hooks_t *hooks;
+    int rs_phase, ag_phase; /* MPT__PHASE_* of the two halves */
 } ring_t;
 
 /* dst[i] += src[i] for i < n, as blocks of 16: gcc -O2 uses the "very
@@ -182,7 +181,8 @@ static int ring_open(ring_t *r, const mpt__group_t *g, void *buf, size_t reduce_
 {
     *r = (ring_t){.g = g, .self = g->members[g->self],
                   .left = g->members[mod(g->self - 1, g->size)],
-                  .right = g->members[mod(g->self + 1, g->size)], .base = buf, .hooks = hooks};
+                  .right = g->members[mod(g->self + 1, g->size)], .base = buf, .hooks = hooks,
+                  .rs_phase = MPT__PHASE_REDUCE_SCATTER, .ag_phase = MPT__PHASE_ALLGATHER};
     size_t half = reduce_bytes < RING_CHUNK_BYTES ? reduce_bytes : RING_CHUNK_BYTES;
     if (half == 0)
         return MPT_OK;
@@ -228,7 +228,7 @@ static int reduce_scatter_steps(const ring_t *r, const size_t *off)
     int n = r->g->size, me = r->g->self, status = MPT_OK;
     for (int s = 0; s < n - 1; s++) {
         int send = mod(me - s - 1, n), recv = mod(me - s - 2, n);
-        MPT_TRY(ring_step(r, MPT__COLL_TAG(r->g->tag, PHASE_REDUCE_SCATTER), off[send],
+        MPT_TRY(ring_step(r, MPT__COLL_TAG(r->g->tag, r->rs_phase), off[send],
                           off[send + 1] - off[send], off[recv], off[recv + 1] - off[recv], 1));
     }
 out:
@@ -240,7 +240,7 @@ static int allgather_steps(const ring_t *r, const size_t *off)
     int n = r->g->size, me = r->g->self, status = MPT_OK;
     for (int s = 0; s < n - 1; s++) {
         int send = mod(me - s, n), recv = mod(me - s - 1, n);
-        MPT_TRY(ring_step(r, MPT__COLL_TAG(r->g->tag, PHASE_ALLGATHER), off[send],
+        MPT_TRY(ring_step(r, MPT__COLL_TAG(r->g->tag, r->ag_phase), off[send],
                           off[send + 1] - off[send], off[recv], off[recv + 1] - off[recv], 0));
     }
 out:
@@ -253,15 +253,17 @@ static void set_stats(mpt__coll_stats_t *stats, double t0, size_t bytes)
         *stats = (mpt__coll_stats_t){.seconds = mpt__now() - t0, .bytes = bytes};
 }
 
-/* The collectives that take counts: RS, AG or both (allreduce). */
-static int run_sharded(const mpt__group_t *g, float *buf, const size_t *counts, int rs, int ag,
-                       const mpt__ring_hooks_t *hooks)
+/* The collectives that take counts: RS (rs_phase >= 0), AG (ag_phase >=
+ * 0) or both (allreduce), with those phases' tags. */
+int mpt__ring_phased(const mpt__group_t *g, float *buf, const size_t *counts, int rs_phase,
+                     int ag_phase, const mpt__ring_hooks_t *hooks)
 {
     ring_t r;
     size_t *off = NULL, max_bytes = 0;
-    int status = MPT_OK;
+    int status = MPT_OK, rs = rs_phase >= 0, ag = ag_phase >= 0;
     MPT_TRY(shard_offsets(counts, g->size, &off, &max_bytes));
     MPT_TRY(ring_open(&r, g, buf, rs ? max_bytes : 0, hooks));
+    r.rs_phase = rs_phase, r.ag_phase = ag_phase;
     if (rs)
         status = reduce_scatter_steps(&r, off);
     if (status == MPT_OK && hooks) { /* this member's shard is final now */
@@ -277,6 +279,24 @@ static int run_sharded(const mpt__group_t *g, float *buf, const size_t *counts, 
 out:
     free(off);
     return status;
+}
+
+static int run_sharded(const mpt__group_t *g, float *buf, const size_t *counts, int rs, int ag,
+                       const mpt__ring_hooks_t *hooks)
+{
+    return mpt__ring_phased(g, buf, counts, rs ? MPT__PHASE_REDUCE_SCATTER : -1,
+                            ag ? MPT__PHASE_ALLGATHER : -1, hooks);
+}
+
+void mpt__ring_even_counts(size_t count, int n, size_t *counts)
+{
+    size_t prev = 0;
+    for (int i = 0; i < n; i++) { /* near-equal shards, 64-byte aligned starts */
+        size_t end = i + 1 == n ? count
+                                : count / SHARD_ALIGN * (size_t)(i + 1) / (size_t)n * SHARD_ALIGN;
+        counts[i] = end - prev;
+        prev = end;
+    }
 }
 
 int mpt__reduce_scatter(const mpt__group_t *g, float *buf, const size_t *counts,
@@ -324,18 +344,13 @@ int mpt__allreduce_hooked(const mpt__group_t *g, float *buf, size_t count,
         return status;
     if (!buf && count > 0)
         return mpt__fail(MPT_ERR_INVALID, "allreduce: NULL buffer of %zu floats", count);
-    if (g->size > 1 && count > 0) {
+    if (g->size > 1 && count > 0 && mpt__allreduce_is_hierarchical(g, NULL, NULL)) {
+        status = mpt__allreduce_hier(g, buf, count, hooks);
+    } else if (g->size > 1 && count > 0) {
         size_t *counts = malloc((size_t)g->size * sizeof *counts);
         if (!counts)
             return mpt__fail(MPT_ERR_NOMEM, "allreduce: out of memory");
-        size_t prev = 0;
-        for (int i = 0; i < g->size; i++) { /* near-equal shards, 64-byte aligned starts */
-            size_t end = i + 1 == g->size ? count
-                                          : count / SHARD_ALIGN * (size_t)(i + 1) /
-                                                (size_t)g->size * SHARD_ALIGN;
-            counts[i] = end - prev;
-            prev = end;
-        }
+        mpt__ring_even_counts(count, g->size, counts);
         status = run_sharded(g, buf, counts, 1, 1, hooks);
         free(counts);
     } else if (hooks) { /* nothing to exchange, but the owner still reads and writes */
@@ -370,7 +385,7 @@ int mpt__broadcast(const mpt__group_t *g, void *buf, size_t bytes, int root,
         ring_t r;
         mpt__request_t *reqs[4] = {NULL, NULL, NULL, NULL}; /* sends 0, 1; receives 2, 3 */
         mpt__transport_t *t = g->t;
-        int tag = MPT__COLL_TAG(g->tag, PHASE_BROADCAST);
+        int tag = MPT__COLL_TAG(g->tag, MPT__PHASE_BROADCAST);
         int pos = mod(g->self - root, g->size); /* place in the chain */
         int sends = pos < g->size - 1, recvs = pos > 0;
         size_t n = nchunks(bytes);

@@ -62,6 +62,8 @@ typedef struct {
     size_t first, count; /* model parameter elements */
     int *members;        /* one worker per replica */
     int self, tag;
+    int *node;           /* per member its rank, when the plan's all-reduce is
+                          * hierarchical (comm.h); else NULL */
 } segment_t;
 
 typedef struct bucket {
@@ -233,7 +235,7 @@ static void *reducer_main(void *arg)
         }
         if (b.seg && status == MPT_OK && !skip) {
             mpt__group_t g = {w->e->t, b.seg->members, (int)w->e->nreplicas, b.seg->self,
-                              b.seg->tag};
+                              b.seg->tag, b.seg->node};
             mpt__coll_stats_t cs = {0};
             double t0 = mpt__now();
             status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
@@ -485,7 +487,7 @@ static int grad_norm(worker_t *w, double *norm)
         return MPT_OK;
     }
     v = (float)sumsq;
-    mpt__group_t g = {e->t, e->all_members, (int)e->nworkers, w->index, TAG_NORM};
+    mpt__group_t g = {e->t, e->all_members, (int)e->nworkers, w->index, TAG_NORM, NULL};
     MPT_TRY(mpt__allreduce(&g, &v, 1, NULL));
     *norm = (float)sqrt((double)v);
 out:
@@ -615,7 +617,7 @@ static void *worker_main(void *arg)
 /* The control group: one endpoint per rank, member r = rank r. */
 static mpt__group_t ctl_group(const mpt__engine_t *e)
 {
-    return (mpt__group_t){e->t, e->ctl_members, e->nranks, e->rank, TAG_CTL};
+    return (mpt__group_t){e->t, e->ctl_members, e->nranks, e->rank, TAG_CTL, NULL};
 }
 
 /* Every rank sends `bytes` of its own to rank 0 (which receives them in
@@ -825,6 +827,21 @@ static int split_batch(mpt__engine_t *e)
 
 /* The all-reduce segments of worker w: the model's parameter elements cut
  * at every worker's range boundaries. */
+/* A segment's node map: the rank of each member, so that the hierarchical
+ * all-reduce sums inside each process over its threads before the ring
+ * across processes.  Only when the plan asks for it; a layout it cannot
+ * run (uneven, one rank) stays a flat ring inside comm. */
+static int set_nodes(const mpt__engine_t *e, segment_t *s)
+{
+    if (e->plan->allreduce != MPT_ALLREDUCE_HIERARCHICAL)
+        return MPT_OK;
+    if (!(s->node = malloc(e->nreplicas * sizeof *s->node)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < e->nreplicas; r++)
+        s->node[r] = e->w[s->members[r]].rank;
+    return MPT_OK;
+}
+
 static int make_segments(mpt__engine_t *e, worker_t *w)
 {
     size_t nb = 0, *cuts = malloc((2 * e->nworkers + 2) * sizeof *cuts);
@@ -863,6 +880,10 @@ static int make_segments(mpt__engine_t *e, worker_t *w)
             }
         }
         w->nsegs++;
+        if (set_nodes(e, s) < 0) {
+            free(cuts);
+            return MPT_ERR_NOMEM;
+        }
     }
     free(cuts);
     return MPT_OK;
@@ -885,7 +906,7 @@ static int make_aligned_segment(mpt__engine_t *e, worker_t *w)
     for (size_t r = 0; r < e->nreplicas; r++)
         sg->members[r] = (int)(r * per_replica + place);
     w->nsegs = 1;
-    return MPT_OK;
+    return set_nodes(e, sg);
 }
 
 /* Whether every replica is cut and split as replica 0 (same stages, group
@@ -1019,8 +1040,7 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
             members[j] = (int)(base + j), fractions[j] = st->devices[j].fraction;
         /* One tag per group: its collectives run in the same order on
          * every member, so they match in posting order. */
-        mpt__group_t group = {e->t, members, (int)tp, (int)g,
-                              TAG_TP + (int)base};
+        mpt__group_t group = {e->t, members, (int)tp, (int)g, TAG_TP + (int)base, NULL};
         status = mpt__shard_create(e->m, st->first, st->last, fractions, tp, g, &group, max_mb,
                                    &w->shard);
         free(members);
@@ -1245,8 +1265,10 @@ void mpt__engine_free(mpt__engine_t *e)
                 pthread_mutex_destroy(&w->rlock);
                 pthread_cond_destroy(&w->rcond);
             }
-            for (size_t k = 0; k < w->nsegs; k++)
+            for (size_t k = 0; k < w->nsegs; k++) {
                 free(w->segs[k].members);
+                free(w->segs[k].node);
+            }
             free(w->segs);
             free(w->queue);
             free(w->gbuf);

@@ -269,6 +269,74 @@ double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t
     return 2.0 * (double)(n - 1) * worst;
 }
 
+static int node_of(const mpt_cluster_t *c, size_t d)
+{
+    const mpt_cluster_device_t *dev = mpt_cluster_device(c, d);
+    return dev ? dev->locality.node : -1;
+}
+
+double mpt__cost_allreduce_hier(const mpt_cluster_t *c, const size_t *devices, size_t n,
+                                double bytes)
+{
+    if (n < 4 || !devices || !c)
+        return HUGE_VAL;
+    /* The nodes in order of first appearance, as comm/hier.c takes them;
+     * lists[x * n + j]: the j-th device of the x-th node. */
+    size_t *lists = malloc(n * n * sizeof *lists), *sizes = calloc(n, sizeof *sizes), k = 0;
+    double t = HUGE_VAL;
+    if (!lists || !sizes)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        size_t x = 0;
+        while (x < k && node_of(c, lists[x * n]) != node_of(c, devices[i]))
+            x++;
+        if (x == k)
+            k++;
+        lists[x * n + sizes[x]++] = devices[i];
+    }
+    size_t m = sizes[0];
+    for (size_t x = 1; x < k; x++)
+        if (sizes[x] != m)
+            goto out;
+    if (k < 2 || m < 2)
+        goto out;
+    if (!(bytes > 0)) {
+        t = 0;
+        goto out;
+    }
+    /* Inside: the slowest node's reduce-scatter plus all-gather (the full
+     * ring's time).  Across: ring j joins the j-th devices; its steps move
+     * bytes / (m k) per device, and the m rings of a node share its
+     * network link, which therefore carries bytes / k per step. */
+    double inside = 0, across = 0, gbps = 0, latency_us = 0;
+    for (size_t x = 0; x < k; x++)
+        inside = fmax(inside, mpt__cost_allreduce(c, &lists[x * n], m, bytes));
+    mpt_cluster_network(c, &gbps, &latency_us);
+    double shared = gbps > 0 ? (double)(m - 1) * bytes / ((double)(m * k) * gbps * 1e9) : 0;
+    for (size_t j = 0; j < m; j++)
+        for (size_t x = 0; x < k; x++) {
+            double hop = mpt__cost_transfer(c, lists[x * n + j], lists[(x + 1) % k * n + j],
+                                            bytes / (double)(m * k));
+            across = fmax(across, hop + shared);
+        }
+    t = inside + 2.0 * (double)(k - 1) * across;
+out:
+    free(lists);
+    free(sizes);
+    return t;
+}
+
+double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, size_t n,
+                              double bytes, mpt_allreduce_t algo)
+{
+    if (algo == MPT_ALLREDUCE_HIERARCHICAL) {
+        double t = mpt__cost_allreduce_hier(c, devices, n, bytes);
+        if (t < HUGE_VAL)
+            return t;
+    }
+    return mpt__cost_allreduce(c, devices, n, bytes);
+}
+
 /* ---- memory ---------------------------------------------------------------- */
 
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,

@@ -59,6 +59,18 @@ double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double byt
  * 2 (n - 1) * latency, B the slowest link of the ring (each hop modelled as
  * mpt__cost_transfer).  0 for n <= 1. */
 double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t n, double bytes);
+/* The hierarchical all-reduce (comm.h) over the same devices, grouped by
+ * their node (mpt_cluster_device_t.locality.node): the ring inside each
+ * node on bytes, then m concurrent rings across the k nodes on bytes / m
+ * each, sharing the network (each cross step moves bytes / k through it),
+ * then the all-gather inside.  HUGE_VAL when the devices are not spread
+ * evenly over two or more nodes, two or more on each (the engine would
+ * run the flat ring). */
+double mpt__cost_allreduce_hier(const mpt_cluster_t *c, const size_t *devices, size_t n,
+                                double bytes);
+/* The one of the two that `algo` names (RING or HIERARCHICAL). */
+double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, size_t n,
+                              double bytes, mpt_allreduce_t algo);
 
 /* Bytes a device holds for layers [first, last] at tensor share `share`:
  * parameters, gradients and `optimizer_slots` optimizer copies (SGD with
@@ -146,6 +158,7 @@ typedef struct {
 typedef struct mpt_plan {
     size_t dp, pp, tp, microbatches, batch;
     mpt__pipe_schedule_t schedule;
+    mpt_allreduce_t allreduce; /* RING or HIERARCHICAL, never AUTO */
     int optimizer_slots;
     size_t nreplicas;         /* = dp */
     mpt__plan_replica_t *replicas;

@@ -15,6 +15,7 @@ void mpt_plan_request_default(mpt_plan_request_t *r)
     r->batch = 128;
     r->optimizer = MPT_OPTIM_SGD;
     r->schedule = MPT_PIPE_AUTO;
+    r->allreduce = MPT_ALLREDUCE_AUTO;
 }
 
 int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
@@ -135,6 +136,12 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
         return status;
     put(&t, "Plan: dp=%zu pp=%zu tp=%zu, %zu micro-batch(es), %s, batch %zu\n", p->dp, p->pp,
         p->tp, p->microbatches, p->schedule == MPT__PIPE_GPIPE ? "GPipe" : "1F1B", p->batch);
+    if (p->dp > 1)
+        put(&t, "Gradients: %s all-reduce across the %zu replicas\n",
+            p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "hierarchical (inside each node, then "
+                                                         "across nodes)"
+                                                       : "ring",
+            p->dp);
     size_t bottleneck_r = 0, bottleneck_s = 0;
     double worst = -1;
     for (size_t r = 0; r < p->nreplicas; r++) {

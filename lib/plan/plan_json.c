@@ -108,6 +108,8 @@ int mpt__plan_to_json(const mpt__plan_t *p, char **text)
     if (p->batch > 0)
         put(&w, root, "batch", json_integer((json_int_t)p->batch));
     put(&w, root, "schedule", json_string(schedule_names[p->schedule]));
+    put(&w, root, "allreduce",
+        json_string(p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "hierarchical" : "ring"));
     put(&w, root, "optimizer_slots", json_integer(p->optimizer_slots));
     put_real(&w, root, "predicted_step_s", p->predicted_step_s);
     snprintf(w.path, sizeof w.path, "breakdown");
@@ -382,6 +384,15 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
     else
         return bad(r, "schedule", "unknown schedule '%s' (gpipe or 1f1b)",
                    json_string_value(sched));
+    const json_t *algo = json_object_get(root, "allreduce");
+    p->allreduce = MPT_ALLREDUCE_RING; /* absent in plans of earlier versions */
+    if (algo && !json_is_string(algo))
+        return bad(r, "allreduce", "must be a string (ring or hierarchical)");
+    if (algo && !strcmp(json_string_value(algo), "hierarchical"))
+        p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
+    else if (algo && strcmp(json_string_value(algo), "ring"))
+        return bad(r, "allreduce", "unknown all-reduce '%s' (ring or hierarchical)",
+                   json_string_value(algo));
     MPT_TRY(get_size(r, root, "optimizer_slots", 0, &slots));
     if (slots > 16)
         return bad(r, "optimizer_slots", "%zu optimizer slots is not a real optimizer (at most 16)",

@@ -635,7 +635,7 @@ static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
  * drain and steady state, transfers left out), then the all-reduce of the
  * first stage, which can only start after the last backward of all. */
 static double lower_bound(const mpt__plan_t *p, const mpt__model_cost_t *mc,
-                          const mpt_cluster_t *c, size_t *scratch)
+                          const mpt_cluster_t *c, mpt_allreduce_t algo, size_t *scratch)
 {
     double lb = 0, bytes = 0;
     for (size_t r = 0; r < p->nreplicas; r++) {
@@ -651,7 +651,51 @@ static double lower_bound(const mpt__plan_t *p, const mpt__model_cost_t *mc,
     const mpt__plan_stage_t *st = &p->replicas[0].stages[0];
     for (size_t l = st->first; l <= st->last; l++)
         bytes += mc->layers[l].param_bytes * st->devices[0].fraction;
-    return lb + mpt__cost_allreduce(c, scratch, p->nreplicas, bytes);
+    double ring = mpt__cost_allreduce(c, scratch, p->nreplicas, bytes);
+    double hier = mpt__cost_allreduce_hier(c, scratch, p->nreplicas, bytes);
+    switch (algo) {
+    case MPT_ALLREDUCE_RING: return lb + ring;
+    case MPT_ALLREDUCE_HIERARCHICAL: return lb + (hier < HUGE_VAL ? hier : ring);
+    default: return lb + fmin(ring, hier);
+    }
+}
+
+/* Simulates the plan under its all-reduce and records the prediction. */
+static int predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c)
+{
+    mpt__sim_result_t sim = {0};
+    int status = mpt__simulate(p, mc, c, &sim, NULL);
+    if (status < 0)
+        return status;
+    p->predicted_step_s = sim.step_s;
+    p->compute_s = sim.compute_s;
+    p->p2p_s = sim.p2p_s;
+    p->allreduce_s = sim.allreduce_s;
+    p->bubble_s = sim.bubble_fraction * sim.step_s;
+    mpt__sim_result_free(&sim);
+    return MPT_OK;
+}
+
+/* The requested all-reduce, or (AUTO) the faster of the two in the
+ * simulation: hierarchical only when it is strictly faster, so that one
+ * node, where the two are the same ring, keeps the flat one. */
+static int choose_allreduce(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                            mpt_allreduce_t algo)
+{
+    int status;
+    p->allreduce = algo == MPT_ALLREDUCE_HIERARCHICAL ? algo : MPT_ALLREDUCE_RING;
+    MPT_TRY(predict(p, mc, c));
+    if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4)
+        return MPT_OK;
+    double ring = p->predicted_step_s;
+    p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
+    MPT_TRY(predict(p, mc, c));
+    if (p->predicted_step_s < ring)
+        return MPT_OK;
+    p->allreduce = MPT_ALLREDUCE_RING;
+    status = predict(p, mc, c);
+out:
+    return status;
 }
 
 
@@ -788,7 +832,7 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             k->plan = NULL;
             continue;
         }
-        k->lb = fmax(k->lb, lower_bound(k->plan, &mc, c, order_scratch));
+        k->lb = fmax(k->lb, lower_bound(k->plan, &mc, c, req->allreduce, order_scratch));
         if (best && k->lb >= best->predicted_step_s) {
             snprintf(k->why, sizeof k->why,
                      "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
@@ -797,19 +841,12 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             k->plan = NULL;
             continue;
         }
-        mpt__sim_result_t sim = {0};
-        status = mpt__simulate(k->plan, &mc, c, &sim, NULL);
+        status = choose_allreduce(k->plan, &mc, c, req->allreduce);
         if (status < 0) {
             free(rank);
             goto out;
         }
-        k->plan->predicted_step_s = sim.step_s;
-        k->plan->compute_s = sim.compute_s;
-        k->plan->p2p_s = sim.p2p_s;
-        k->plan->allreduce_s = sim.allreduce_s;
-        k->plan->bubble_s = sim.bubble_fraction * sim.step_s;
-        k->step = sim.step_s;
-        mpt__sim_result_free(&sim);
+        k->step = k->plan->predicted_step_s;
         /* 7. Choose. */
         if (!best || k->step < best->predicted_step_s)
             best = k->plan;

@@ -408,7 +408,7 @@ static int run_allreduces(sim_t *S, const long *stage_end)
             for (size_t i = 0; i < n; i++)
                 if (S->dev_free[devs[i]] > a.start)
                     a.start = S->dev_free[devs[i]], a.pred = S->dev_last[devs[i]];
-            a.end = a.start + mpt__cost_allreduce(S->c, devs, n, a.bytes);
+            a.end = a.start + mpt__cost_allreduce_by(S->c, devs, n, a.bytes, S->p->allreduce);
             long id = add_node(S, a);
             if (id < 0) {
                 free(devs);
