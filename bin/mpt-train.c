@@ -16,7 +16,9 @@
 #include <math.h>
 #include <time.h>
 
+#include "sample.h"
 #include "tool.h"
+#include "train_data.h"
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define DEFAULT_MODEL "mlp-fashion.json"
@@ -24,7 +26,10 @@
 typedef struct {
     const char *model, *data, *devices, *metrics, *checkpoint_dir, *plan, *trace;
     uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
-    int resume, timing;
+    int resume, timing, data_given;
+    uint64_t sample, top_k; /* --sample N tokens after training, from the top k (0: all) */
+    const char *prompt;
+    double temperature;
     mpt_plan_request_t pins; /* --dp, --pp, --tp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
 } options;
@@ -33,12 +38,23 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: mpt-train [OPTION]...\n"
-            "Train a model on an IDX (Fashion-)MNIST dataset on one OpenCL device, or on\n"
-            "several at once following a plan (pipeline stages, data-parallel replicas).\n"
+            "Train a model on an IDX (Fashion-)MNIST dataset, or a language model on a\n"
+            "text or token file, on one OpenCL device, or on several at once following\n"
+            "a plan (pipeline stages, data-parallel replicas).\n"
             "Without --model and --data: models/mlp-fashion.json on " DEFAULT_DATA ".\n"
             "\n"
             "  -m, --model FILE          model description (docs/model.md)\n"
-            "      --data DIR            directory of {train,t10k}-*-ubyte[.gz]\n"
+            "      --data DIR|FILE       a classifier: directory of {train,t10k}-*-ubyte[.gz];\n"
+            "                            a language model (models/gpt-mini.json): a text\n"
+            "                            file (bytes are tokens), an llm.c token shard or a\n"
+            "                            uint16 .bin file; the last 10%% of its tokens are\n"
+            "                            the validation set (docs/data.md)\n"
+            "      --sample N            after training, write N tokens of text sampled from\n"
+            "                            the language model (one device); with --resume and\n"
+            "                            --steps at the checkpoint's step: from it alone\n"
+            "      --prompt TEXT         the text the sample continues (a newline)\n"
+            "      --temperature X       sampling temperature (1.0; lower is more certain)\n"
+            "      --top-k K             sample among the K likeliest tokens (0: all)\n"
             "      --epochs N            passes over the training set (default 10)\n"
             "      --steps N             train exactly N steps instead of epochs\n"
             "  -b, --batch N             samples per step (128)\n"
@@ -102,7 +118,8 @@ static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
-           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE };
+           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
+           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -122,6 +139,8 @@ static void parse(int argc, char **argv, options *o)
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
         {"microbatches", required_argument, NULL, O_MB},
         {"allreduce", required_argument, NULL, O_ALLREDUCE},
+        {"sample", required_argument, NULL, O_SAMPLE}, {"prompt", required_argument, NULL, O_PROMPT},
+        {"temperature", required_argument, NULL, O_TEMP}, {"top-k", required_argument, NULL, O_TOPK},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
         {"trace", required_argument, NULL, O_TRACE},
         {"verbose", no_argument, NULL, 'v'},
@@ -134,13 +153,23 @@ static void parse(int argc, char **argv, options *o)
     mpt_plan_request_default(&o->pins);
     o->cfg.schedule = MPT_SCHEDULE_COSINE; /* the run's length is known: decay over it */
     o->data = DEFAULT_DATA;
+    o->prompt = "\n";
+    o->temperature = 1.0;
     o->epochs = 10;
     o->log_every = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:b:d:vhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
-        case O_DATA: o->data = optarg; break;
+        case O_DATA: o->data = optarg, o->data_given = 1; break;
+        case O_SAMPLE: o->sample = tool_parse_count("--sample", optarg, 1); break;
+        case O_PROMPT: o->prompt = optarg; break;
+        case O_TEMP:
+            o->temperature = tool_parse_real("--temperature", optarg);
+            if (!(o->temperature > 0))
+                tool_usage_error("--temperature must be above 0, got '%s'", optarg);
+            break;
+        case O_TOPK: o->top_k = tool_parse_count("--top-k", optarg, 0); break;
         case O_EPOCHS: o->epochs = tool_parse_count("--epochs", optarg, 1); break;
         case O_STEPS: o->steps = tool_parse_count("--steps", optarg, 1); break;
         case 'b': o->cfg.batch = tool_parse_count("--batch", optarg, 1); break;
@@ -291,21 +320,25 @@ static void format_eta(double s, char *buf, size_t size)
 
 typedef struct {
     mpt_trainer_t *trainer;
-    const mpt_dataset_t *test;
+    const train_data_t *data;
     FILE *metrics;
 } run_ctx;
 
+/* On the test set (a classifier) or the validation windows (a language
+ * model: the mean loss per token, and next-token accuracy). */
 static double evaluate(run_ctx *r, uint64_t step, uint64_t epoch, double *loss)
 {
     double acc = 0;
-    tool_check(mpt_trainer_evaluate(r->trainer, mpt_dataset_images(r->test),
-                                    mpt_dataset_labels(r->test), mpt_dataset_count(r->test), loss,
-                                    &acc),
+    char key[32];
+    tool_check(mpt_trainer_evaluate(r->trainer, r->data->eval_x, r->data->eval_y,
+                                    r->data->eval_count, loss, &acc),
                "evaluating");
     if (r->metrics) {
         fprintf(r->metrics, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, step, epoch + 1);
-        put_number(r->metrics, "test_loss", "%.6f", *loss);
-        put_number(r->metrics, "test_accuracy", "%.6f", acc);
+        snprintf(key, sizeof key, "%s_loss", r->data->eval_name);
+        put_number(r->metrics, key, "%.6f", *loss);
+        snprintf(key, sizeof key, "%s_accuracy", r->data->eval_name);
+        put_number(r->metrics, key, "%.6f", acc);
         fputs("}\n", r->metrics);
         fflush(r->metrics);
     }
@@ -324,9 +357,8 @@ int main(int argc, char **argv)
 {
     options o;
     mpt_model_t *model = NULL;
-    mpt_dataset_t *train = NULL, *test = NULL;
+    train_data_t data;
     mpt_devices_t *devs = NULL;
-    mpt_loader_t *loader = NULL;
     run_ctx r = {0};
     mpt_data_position_t pos = {0, 0};
     char path[4096];
@@ -348,23 +380,17 @@ int main(int argc, char **argv)
         o.metrics = NULL;
     }
     tool_check(mpt_model_load(o.model, &model), "loading the model");
-    tool_check(mpt_dataset_load_idx(o.data, "train", &train), "loading the training set");
-    tool_check(mpt_dataset_load_idx(o.data, "t10k", &test), "loading the test set");
-    const mpt_dataset_t *sets[2] = {train, test};
-    for (int i = 0; i < 2; i++) {
-        if (mpt_dataset_sample_floats(sets[i]) != mpt_model_input_floats(model))
-            tool_die("model %s takes %zu inputs per sample, the %s set in %s has %zu", o.model,
-                     mpt_model_input_floats(model), i ? "test" : "training", o.data,
-                     mpt_dataset_sample_floats(sets[i]));
-        if (mpt_dataset_classes(sets[i]) > mpt_model_classes(model))
-            tool_die("model %s has %d classes, the %s set in %s has labels up to %d", o.model,
-                     mpt_model_classes(model), i ? "test" : "training", o.data,
-                     mpt_dataset_classes(sets[i]) - 1);
-    }
+    size_t context = mpt_model_labels_per_sample(model); /* 1: a classifier */
+    if (context > 1 && !o.data_given)
+        tool_die("model %s is a language model: give it --data FILE (a text file, an llm.c "
+                 "token shard or a uint16 .bin token file)", o.model);
+    if (context == 1 && o.sample)
+        tool_die("--sample writes text from a language model; model %s is a classifier",
+                 o.model);
+    train_data_open(&data, o.data, model, o.model, o.cfg.batch, o.cfg.seed);
     tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
     mpt_device_t *dev = mpt_devices_get(devs, 0);
-    tool_check(mpt_loader_create(train, o.cfg.batch, o.cfg.seed, &loader), "creating the loader");
-    uint64_t per_epoch = mpt_loader_batches(loader); /* >= 1: the loader checked */
+    uint64_t per_epoch = data.per_epoch;
     uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
     o.cfg.total_steps = total;
     int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o.plan || o.trace || o.pins.dp ||
@@ -402,7 +428,7 @@ int main(int argc, char **argv)
     } else {
         tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
     }
-    r.test = test;
+    r.data = &data;
     if (o.checkpoint_dir) {
         if (rank == 0 && mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
             tool_die("cannot create checkpoint directory %s: %s", o.checkpoint_dir,
@@ -415,7 +441,7 @@ int main(int argc, char **argv)
             tool_die("checkpoint %s: step %" PRIu64 " does not match its data position (epoch %"
                      PRIu64 ", batch %" PRIu64 ") at %" PRIu64 " batches per epoch",
                      path, mpt_trainer_steps(r.trainer), pos.epoch, pos.batch_index, per_epoch);
-        tool_check(mpt_loader_seek(loader, pos.epoch, pos.batch_index), "positioning the data");
+        train_data_seek(&data, pos.epoch, pos.batch_index);
         if (o.metrics)
             drop_metrics_after(o.metrics, mpt_trainer_steps(r.trainer));
     }
@@ -466,7 +492,7 @@ int main(int argc, char **argv)
         uint64_t epoch;
         size_t bi;
         mpt_step_stats_t st;
-        tool_check(mpt_loader_next(loader, &x, &y, &epoch, &bi), "reading a batch");
+        train_data_next(&data, step, &x, &y, &epoch, &bi);
         tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
         loss_sum += st.loss, window_loss += st.loss, epoch_steps++, log_steps++;
         double t = tool_now();
@@ -489,6 +515,8 @@ int main(int argc, char **argv)
                 put_number(r.metrics, "loss", "%.9g", window_loss / (double)log_steps);
                 put_number(r.metrics, "lr", "%.9g", st.lr);
                 put_number(r.metrics, "samples_per_s", "%.1f", samples_per_s);
+                if (context > 1)
+                    put_number(r.metrics, "tokens_per_s", "%.1f", samples_per_s * context);
                 if (o.cfg.clip_norm > 0)
                     put_number(r.metrics, "grad_norm", "%.6g", st.grad_norm);
                 if (o.timing) {
@@ -528,12 +556,16 @@ int main(int argc, char **argv)
                 double secs = tool_now() - t_epoch;
                 int resumed_here = st.step - epoch_steps == first_step && first_step > 0 &&
                                    first_step % per_epoch != 0;
-                printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, test loss %.4f, "
-                       "test accuracy %.4f, %.0f samples/s, %.1f s",
+                printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, %s loss %.4f, "
+                       "%s accuracy %.4f, %.0f samples/s",
                        epoch + 1,
                        resumed_here ? " (resumed mid-epoch)" : epoch_end ? "" : " (partial)", st.step,
-                       loss_sum / (double)epoch_steps, test_loss, acc,
-                       (double)(epoch_steps * o.cfg.batch) / secs, secs);
+                       loss_sum / (double)epoch_steps, data.eval_name, test_loss, data.eval_name,
+                       acc, (double)(epoch_steps * o.cfg.batch) / secs);
+                if (context > 1)
+                    printf(" (%.0f tokens/s)",
+                           (double)(epoch_steps * o.cfg.batch * context) / secs);
+                printf(", %.1f s", secs);
                 if (o.timing)
                     printf(", device busy %.1f s (%.0f%%; CLBlast %.0f%%)", busy_epoch,
                            100 * busy_epoch / secs, 100 * blas_epoch / secs);
@@ -548,6 +580,9 @@ int main(int argc, char **argv)
     }
     if (r.metrics)
         fclose(r.metrics);
+    if (o.sample)
+        sample_text(r.trainer, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed,
+                    stdout);
     if (o.trace) { /* each rank's own devices: FILE, then FILE.rank1... */
         char *json = NULL, trace[4096];
         FILE *f = NULL;
@@ -568,10 +603,8 @@ int main(int argc, char **argv)
     mpt_plan_free(plan);
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);
-    mpt_loader_free(loader);
     mpt_devices_free(devs);
-    mpt_dataset_free(train);
-    mpt_dataset_free(test);
+    train_data_free(&data);
     mpt_model_free(model);
     mpt_world_free(world);
     return TOOL_EXIT_OK;

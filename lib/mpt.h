@@ -345,6 +345,11 @@ MPT_API size_t mpt_model_param_count(const mpt_model_t *model);
 /** \return the floats of one input sample and the number of classes. */
 MPT_API size_t mpt_model_input_floats(const mpt_model_t *model);
 MPT_API int mpt_model_classes(const mpt_model_t *model);
+/** \return the labels of one sample: 1 for a classifier; for a language
+ *  model (docs/model.md: embedding ... lm_head), its positions, each
+ *  labelled with the next token, so that a step takes batch x positions
+ *  labels and its loss is the mean over all of them. */
+MPT_API size_t mpt_model_labels_per_sample(const mpt_model_t *model);
 /** Writes a table of the layers (kind, output shape, parameters, forward
  *  MFLOP per sample) into *text, released by the caller with free(). */
 MPT_API int mpt_model_describe(const mpt_model_t *model, char **text);
@@ -366,6 +371,49 @@ MPT_API size_t mpt_dataset_sample_floats(const mpt_dataset_t *data);
 MPT_API int mpt_dataset_classes(const mpt_dataset_t *data);
 MPT_API const float *mpt_dataset_images(const mpt_dataset_t *data);
 MPT_API const int32_t *mpt_dataset_labels(const mpt_dataset_t *data);
+
+/* ------------------------------------------------------------------------ */
+/* Token data for language models (docs/data.md).                           */
+
+typedef struct mpt_tokens mpt_tokens_t;
+
+/** Loads a token file: an llm.c shard (a header of 256 little-endian int32,
+ *  magic 20240520, version 1, the token count, then that many uint16
+ *  tokens), a raw uint16 file (nanoGPT's .bin: the name ends in .bin and it
+ *  has no llm.c magic), or anything else as text, one token per byte
+ *  (vocabulary 256).  MPT_ERR_PARSE naming the file and the numbers when a
+ *  shard's version or count does not match its size, a raw file has an
+ *  odd size, or a file is empty. */
+MPT_API int mpt_tokens_load(const char *path, mpt_tokens_t **out);
+/** Frees a set; views made by mpt_tokens_split must be freed first. */
+MPT_API void mpt_tokens_free(mpt_tokens_t *tokens);
+/** \return the tokens; the vocabulary (256 for text, else the largest id
+ *  + 1); "text", "llm.c shard" or "uint16". */
+MPT_API size_t mpt_tokens_count(const mpt_tokens_t *tokens);
+MPT_API size_t mpt_tokens_vocab(const mpt_tokens_t *tokens);
+MPT_API const char *mpt_tokens_format(const mpt_tokens_t *tokens);
+/** MPT_ERR_PARSE naming the file, the first position and the id when a
+ *  token is not below vocab (a model's vocabulary). */
+MPT_API int mpt_tokens_check_vocab(const mpt_tokens_t *tokens, size_t vocab);
+/** Views of the first 1 - val_fraction of the tokens (*train) and the rest
+ *  (*val; NULL when val_fraction is 0), sharing all's memory: free them
+ *  before all.  val_fraction in [0, 1). */
+MPT_API int mpt_tokens_split(mpt_tokens_t *all, double val_fraction, mpt_tokens_t **train,
+                             mpt_tokens_t **val);
+/** `batch` windows of context + 1 tokens at random starts: x[b*context + i]
+ *  = token[start_b + i] (as a float), y[...] = token[start_b + i + 1].
+ *  start_b is drawn from (seed, index, b) alone, so every process and a
+ *  resumed run read the same batch `index`.  MPT_ERR_INVALID naming the
+ *  file when it has fewer than context + 1 tokens. */
+MPT_API int mpt_tokens_batch(const mpt_tokens_t *tokens, size_t context, size_t batch,
+                             uint64_t seed, uint64_t index, float *x, int32_t *y);
+/** \return the consecutive, non-overlapping windows of context tokens
+ *  (each with its next-token labels) the set holds. */
+MPT_API size_t mpt_tokens_windows(const mpt_tokens_t *tokens, size_t context);
+/** Windows first .. first + count - 1 of those, as mpt_tokens_batch lays
+ *  them out (validation over the whole set). */
+MPT_API int mpt_tokens_sequential(const mpt_tokens_t *tokens, size_t context, size_t first,
+                                  size_t count, float *x, int32_t *y);
 
 /* A batch loader: a seeded shuffle per epoch (a pure function of the seed
  * and the epoch), batches assembled on a background thread. */
@@ -436,6 +484,11 @@ MPT_API int mpt_trainer_step(mpt_trainer_t *trainer, const float *images, const 
 MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
                                  const int32_t *labels, size_t count, double *mean_loss,
                                  double *accuracy);
+/** The logits of count samples (dropout off): count x labels_per_sample x
+ *  classes floats into logits, e.g. to sample text from a language model.
+ *  One-device trainers only (MPT_ERR_UNSUPPORTED for planned ones). */
+MPT_API int mpt_trainer_logits(mpt_trainer_t *trainer, const float *inputs, size_t count,
+                               float *logits);
 /** \return the steps done. */
 MPT_API uint64_t mpt_trainer_steps(const mpt_trainer_t *trainer);
 

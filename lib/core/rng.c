@@ -1,6 +1,7 @@
 /*
  * core/rng.c: Philox4x32-10 on the host (see rng.h).
  */
+#include <math.h>
 #include "core/rng.h"
 
 #define PHILOX_M0 0xD2511F53u
@@ -40,4 +41,15 @@ void mpt__rng_uniform(uint64_t seed, uint64_t stream, uint64_t first, float boun
 {
     for (uint64_t j = 0; j < n; j++)
         out[j] = (2.0f * mpt__u01(mpt__rng_u32(seed, stream, first + j)) - 1.0f) * bound;
+}
+
+void mpt__rng_normal(uint64_t seed, uint64_t stream, uint64_t first, float std, float *out,
+                     uint64_t n)
+{
+    for (uint64_t j = 0; j < n; j++) {
+        /* u1 in (0, 1]: log(0) never happens. */
+        double u1 = 1.0 - mpt__u01(mpt__rng_u32(seed, stream, 2 * (first + j)));
+        double u2 = mpt__u01(mpt__rng_u32(seed, stream, 2 * (first + j) + 1));
+        out[j] = (float)(std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
 }

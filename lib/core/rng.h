@@ -15,6 +15,7 @@
 #define MPT_RNG_INIT 1ull    /* parameter init: layer index * 16 + slot */
 #define MPT_RNG_DROPOUT 2ull /* dropout masks: step << 16 | layer index */
 #define MPT_RNG_SHUFFLE 3ull /* data order: epoch */
+#define MPT_RNG_WINDOWS 4ull /* token windows: the batch's index */
 #define MPT_RNG_STREAM(use, key) (((uint64_t)(use) << 56) | ((uint64_t)(key) & ((1ull << 56) - 1)))
 #define MPT_RNG_MAX_LAYERS 65536 /* dropout keys hold the layer in 16 bits */
 
@@ -36,5 +37,10 @@ static inline float mpt__u01(uint32_t bits)
  * (2 u - 1) * bound with u from mpt__rng_u32(seed, stream, first + j). */
 void mpt__rng_uniform(uint64_t seed, uint64_t stream, uint64_t first, float bound, float *out,
                       uint64_t n);
+/* Fills out[0..n) with normal(0, std) floats by Box-Muller: element j
+ * from the two 32-bit draws 2 (first + j) and 2 (first + j) + 1, so any
+ * slice of a tensor is drawn alike wherever it is filled. */
+void mpt__rng_normal(uint64_t seed, uint64_t stream, uint64_t first, float std, float *out,
+                     uint64_t n);
 
 #endif

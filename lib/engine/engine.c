@@ -149,7 +149,8 @@ struct mpt__engine {
     size_t finished;
     job_kind_t kind;
     const float *x;
-    const int32_t *y;
+    const int32_t *y;         /* lps labels per sample */
+    size_t lps;
     size_t count;
     const mpt__optim_cfg_t *opt;
     float lr;
@@ -395,7 +396,7 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         MPT_TRY(mpt__stage_put_input(w->ex, slot, r, n));
     }
     if (w->next < 0)
-        MPT_TRY(mpt__stage_put_labels(w->ex, slot, e->y + share_first + off, n));
+        MPT_TRY(mpt__stage_put_labels(w->ex, slot, e->y + (share_first + off) * e->lps, n));
     MPT_TRY(mpt__stage_forward(w->ex, slot, n, 1));
     if (w->next >= 0) {
         float *s = w->fwd_stage + j * w->max_mb * out;
@@ -429,7 +430,8 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     /* The last micro-batch's backward finishes each layer's gradients:
      * with replicas, buckets leave for the reducer as it goes. */
     mpt__stage_set_layer_hook(w->ex, last_mb && bucket ? layer_done : NULL, bucket);
-    status = mpt__stage_backward(w->ex, slot, n, 1.0f / (float)e->batch, j > 0, w->prev >= 0);
+    status = mpt__stage_backward(w->ex, slot, n, 1.0f / (float)(e->batch * e->lps), j > 0,
+                                 w->prev >= 0);
     mpt__stage_set_layer_hook(w->ex, NULL, NULL);
     if (status < 0)
         goto out;
@@ -560,7 +562,7 @@ static int eval_job(worker_t *w)
             MPT_TRY(mpt__stage_put_input(w->ex, 0, w->recv_stage, n));
         }
         if (w->next < 0)
-            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first, n));
+            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first * e->lps, n));
         MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
         if (w->next >= 0) {
             MPT_TRY(mpt__stage_get_output(w->ex, 0, w->fwd_stage, n));
@@ -571,7 +573,8 @@ static int eval_job(worker_t *w)
             double sum = 0, hits = 0;
             MPT_TRY(mpt__stage_loss_sum(w->ex, 0, n, &sum));
             MPT_TRY(mpt__stage_correct(w->ex, 0, n, &hits));
-            w->loss_sum += sum, w->correct += hits;
+            /* per sample, the mean over its labels (positions) */
+            w->loss_sum += sum / (double)e->lps, w->correct += hits / (double)e->lps;
         }
     }
 out:
@@ -1150,6 +1153,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     pthread_cond_init(&e->go, NULL);
     pthread_cond_init(&e->done, NULL);
     e->m = m, e->plan = plan, e->batch = batch, e->microbatches = plan->microbatches;
+    e->lps = m->labels_per_sample ? m->labels_per_sample : 1;
     e->nreplicas = plan->nreplicas, e->pipe_1f1b = plan->schedule == MPT__PIPE_1F1B;
     e->topo = topo, e->cluster = cluster;
     e->nranks = ranks && ranks->nranks > 1 ? ranks->nranks : 1;
@@ -1319,7 +1323,7 @@ int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
             *grad_norm = w->norm;
         w->stats.step_s = w->step_s;
     }
-    *loss = sum / (double)e->batch;
+    *loss = sum / (double)(e->batch * e->lps);
     if (status == MPT_OK)
         e->step++;
     return status;

@@ -39,6 +39,12 @@ struct mpt__executor {
     float *host_rows;  /* max_batch */
 };
 
+/* Labels (and loss rows) per sample: 1, or a language model's positions. */
+static size_t labels_per_sample(const mpt__model_t *m)
+{
+    return m->labels_per_sample ? m->labels_per_sample : 1;
+}
+
 static mpt__tensor_t flat(mpt_buffer_t *b, size_t n)
 {
     size_t dims[1] = {n ? n : 1};
@@ -81,6 +87,7 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out)
 {
+    size_t lps = labels_per_sample(m);
     int status = MPT_OK;
     mpt__executor_t *ex = NULL;
     *out = NULL;
@@ -90,7 +97,7 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     size_t nl = last - first + 1;
     if (!(ex = calloc(1, sizeof *ex)) || !(ex->act_off = calloc(nl + 1, sizeof *ex->act_off)) ||
         !(ex->saved_off = calloc(nl, sizeof *ex->saved_off)) ||
-        !(ex->host_rows = calloc(max_batch, sizeof *ex->host_rows))) {
+        !(ex->host_rows = calloc(max_batch * lps, sizeof *ex->host_rows))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -131,9 +138,9 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[1]));
     MPT_TRY(zeroed(dev, saved * slots, &ex->saved));
     MPT_TRY(zeroed(dev, scratch, &ex->scratch));
-    MPT_TRY(zeroed(dev, max_batch * slots, &ex->loss_rows));
-    MPT_TRY(zeroed(dev, max_batch, &ex->correct));
-    MPT_TRY(mpt_buffer_create(dev, max_batch * slots * sizeof(int32_t), &ex->labels));
+    MPT_TRY(zeroed(dev, max_batch * lps * slots, &ex->loss_rows));
+    MPT_TRY(zeroed(dev, max_batch * lps, &ex->correct));
+    MPT_TRY(mpt_buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), &ex->labels));
     if (init && ex->np)
         MPT_TRY(mpt__executor_write_params(ex, init + ex->p0));
 out:
@@ -176,6 +183,7 @@ size_t mpt__stage_out_floats(const mpt__executor_t *ex)
 static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t batch,
                            int training)
 {
+    size_t lps = labels_per_sample(ex->m);
     const mpt__layer_t *l = &ex->m->layers[i];
     size_t k = i - ex->first, base = slot * ex->act_stride;
     mpt__pass_t p;
@@ -193,9 +201,9 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
     p.seed = ex->seed;
     p.step = ex->step;
     p.labels = ex->labels;
-    p.labels_off = slot * ex->max_batch;
-    p.loss_scale = 1.0f / (float)batch;
-    p.loss_rows = region(ex->loss_rows, slot * ex->max_batch, batch);
+    p.labels_off = slot * ex->max_batch * lps;
+    p.loss_scale = 1.0f / (float)(batch * lps);
+    p.loss_rows = region(ex->loss_rows, slot * ex->max_batch * lps, batch * lps);
     return p;
 }
 
@@ -220,10 +228,11 @@ int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_
 
 int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, size_t batch)
 {
+    size_t lps = labels_per_sample(ex->m);
     int status = check_batch(ex, slot, batch);
     if (status == MPT_OK)
-        status = mpt_buffer_write(ex->labels, slot * ex->max_batch * sizeof *y, y,
-                                  batch * sizeof *y);
+        status = mpt_buffer_write(ex->labels, slot * ex->max_batch * lps * sizeof *y, y,
+                                  batch * lps * sizeof *y);
     return status;
 }
 
@@ -252,26 +261,28 @@ int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t bat
 
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum)
 {
-    int status = mpt_buffer_read(ex->loss_rows, slot * ex->max_batch * sizeof(float),
-                                 ex->host_rows, batch * sizeof(float));
+    size_t lps = labels_per_sample(ex->m);
+    int status = mpt_buffer_read(ex->loss_rows, slot * ex->max_batch * lps * sizeof(float),
+                                 ex->host_rows, batch * lps * sizeof(float));
     *sum = 0;
-    for (size_t i = 0; status == MPT_OK && i < batch; i++)
+    for (size_t i = 0; status == MPT_OK && i < batch * lps; i++)
         *sum += ex->host_rows[i];
     return status;
 }
 
 int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *correct)
 {
+    size_t lps = labels_per_sample(ex->m);
     int status;
     size_t k = ex->last - ex->first;
     mpt__tensor_t logits = region(ex->acts, slot * ex->act_stride + ex->act_off[k],
-                                  batch * (size_t)ex->m->classes);
-    mpt__tensor_t hits = flat(ex->correct, batch);
+                                  batch * lps * (size_t)ex->m->classes);
+    mpt__tensor_t hits = flat(ex->correct, batch * lps);
     *correct = 0;
-    MPT_TRY(mpt__op_argmax_correct(&logits, ex->labels, slot * ex->max_batch, batch,
+    MPT_TRY(mpt__op_argmax_correct(&logits, ex->labels, slot * ex->max_batch * lps, batch * lps,
                                    (size_t)ex->m->classes, &hits));
-    MPT_TRY(mpt_buffer_read(ex->correct, 0, ex->host_rows, batch * sizeof(float)));
-    for (size_t i = 0; i < batch; i++)
+    MPT_TRY(mpt_buffer_read(ex->correct, 0, ex->host_rows, batch * lps * sizeof(float)));
+    for (size_t i = 0; i < batch * lps; i++)
         *correct += ex->host_rows[i];
 out:
     return status;
@@ -416,14 +427,15 @@ int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t 
                              const mpt__optim_cfg_t *opt, float lr, double *loss,
                              double *grad_norm)
 {
+    size_t lps = labels_per_sample(ex->m);
     int status;
     double sum = 0;
     *grad_norm = 0;
     MPT_TRY(upload(ex, x, y, batch));
     MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
-    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)batch, 0, 0));
+    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)(batch * lps), 0, 0));
     MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
-    *loss = sum / (double)batch;
+    *loss = sum / (double)(batch * lps);
     if (opt->clip_norm > 0)
         MPT_TRY(clip(ex, opt->clip_norm, grad_norm));
     MPT_TRY(mpt__stage_update(ex, opt, lr));
@@ -435,17 +447,18 @@ out:
 int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
                             double *loss, float *logits, float *grads)
 {
+    size_t lps = labels_per_sample(ex->m);
     int status;
     double sum = 0;
     size_t last = ex->m->nlayers - 1;
     MPT_TRY(upload(ex, x, y, batch));
     MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
-    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)batch, 0, 0));
+    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)(batch * lps), 0, 0));
     MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
-    *loss = sum / (double)batch;
+    *loss = sum / (double)(batch * lps);
     if (logits)
         MPT_TRY(mpt_buffer_read(ex->acts, ex->act_off[last] * sizeof(float), logits,
-                                batch * (size_t)ex->m->classes * sizeof(float)));
+                                batch * lps * (size_t)ex->m->classes * sizeof(float)));
     if (grads)
         MPT_TRY(mpt__executor_read_grads(ex, grads));
 out:
@@ -455,18 +468,38 @@ out:
 int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
                            double *loss_sum, double *correct)
 {
+    size_t lps = labels_per_sample(ex->m);
     size_t in = mpt__shape_numel(&ex->m->input);
     int status = MPT_OK;
     *loss_sum = 0, *correct = 0;
     for (size_t first = 0; first < count; first += ex->max_batch) {
         size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;
         double sum = 0, hits = 0;
-        MPT_TRY(upload(ex, x + first * in, y + first, batch));
+        MPT_TRY(upload(ex, x + first * in, y + first * lps, batch));
         MPT_TRY(mpt__stage_forward(ex, 0, batch, 0));
         MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
         MPT_TRY(mpt__stage_correct(ex, 0, batch, &hits));
-        *loss_sum += sum;
-        *correct += hits;
+        /* Per sample, the mean over its labels (positions). */
+        *loss_sum += sum / (double)lps;
+        *correct += hits / (double)lps;
+    }
+out:
+    return status;
+}
+
+int mpt__executor_logits(mpt__executor_t *ex, const float *x, size_t count, float *logits)
+{
+    size_t in = mpt__shape_numel(&ex->m->input), last = ex->m->nlayers - 1;
+    size_t row = labels_per_sample(ex->m) * (size_t)ex->m->classes;
+    int status = MPT_OK;
+    for (size_t first = 0; first < count; first += ex->max_batch) {
+        size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;
+        MPT_TRY(mpt__stage_put_input(ex, 0, x + first * in, batch));
+        /* The loss layer runs too, on whatever labels the slot holds: its
+         * rows are not read. */
+        MPT_TRY(mpt__stage_forward(ex, 0, batch, 0));
+        MPT_TRY(mpt_buffer_read(ex->acts, ex->act_off[last] * sizeof(float), logits + first * row,
+                                batch * row * sizeof(float)));
     }
 out:
     return status;

@@ -40,6 +40,9 @@ int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t 
  * chunks of at most max_batch: the sum of losses and of correct argmaxes. */
 int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
                            double *loss_sum, double *correct);
+/* Forward only (dropout off) of count samples in pieces of max_batch:
+ * the logits (count x labels_per_sample x classes) into `logits`. */
+int mpt__executor_logits(mpt__executor_t *ex, const float *x, size_t count, float *logits);
 /* Forward and backward without an update, for tests: logits (batch x
  * classes) and the flat gradients, copied to the host (either may be NULL). */
 int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,

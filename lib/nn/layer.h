@@ -16,10 +16,10 @@
 
 #include "tensor/tensor.h"
 
-#define MPT_LAYER_MAX_PARAMS 2
+#define MPT_LAYER_MAX_PARAMS 12 /* a transformer block's */
 
 typedef struct {
-    int ndim; /* 1 (features) or 3 (channels, height, width) */
+    int ndim; /* 1 (features), 2 (positions, features) or 3 (channels, height, width) */
     size_t d[3];
 } mpt__shape_t;
 
@@ -43,7 +43,10 @@ typedef struct {
     size_t dims[4];
     size_t numel;
     size_t fan_in;      /* for the default init bound 1/sqrt(fan_in) */
-    float init_value;   /* used when fan_in == 0 (layernorm: 1 and 0) */
+    float init_value;   /* used when fan_in == 0 and init_std == 0 (layernorm: 1 and 0) */
+    float init_std;     /* > 0: normal(0, init_std) instead (GPT-2's init) */
+    int shared;         /* another layer also writes its gradient (a tied weight):
+                         * the owner's backward adds to it instead of overwriting */
     size_t offset;      /* floats into the flat parameter buffer */
     uint64_t stream;    /* RNG stream of its init: MPT_RNG_STREAM(MPT_RNG_INIT, layer * 16 + slot) */
 } mpt__param_t;
@@ -63,10 +66,11 @@ typedef struct {
     mpt__tensor_t scratch; /* scratch_floats, shared by all layers */
     int training;
     uint64_t seed, step;   /* dropout masks: MPT_RNG_STREAM(MPT_RNG_DROPOUT, step << 16 | layer) */
-    mpt_buffer_t *labels;  /* loss layer: batch int32 labels from element labels_off */
+    mpt_buffer_t *labels;  /* loss layer: batch x labels_per_sample int32 labels from
+                            * element labels_off */
     size_t labels_off;
-    float loss_scale;      /* loss layer: gradient scale (1 / batch) */
-    mpt__tensor_t loss_rows; /* loss layer: per-sample losses (batch floats) */
+    float loss_scale;      /* loss layer: gradient scale (1 / labels of the batch) */
+    mpt__tensor_t loss_rows; /* loss layer: per-label losses (batch x labels_per_sample) */
 } mpt__pass_t;
 
 typedef struct {
@@ -95,12 +99,25 @@ struct mpt__layer {
     mpt__shape_t in, out;
     /* attributes (those the kind uses) */
     size_t units, channels, kernel, stride, padding;
+    size_t vocab, heads; /* embedding, block */
     float p, eps;
     int nparams;
     mpt__param_t params[MPT_LAYER_MAX_PARAMS];
     size_t saved_per_sample; /* floats kept from forward for backward */
+    mpt__param_t tied;       /* lm_head: the embedding's wte it reads (tied_layer) */
+    int tied_layer;          /* -1: none */
     void *ctx; /* a tensor-parallel shard's layer: its context (engine/shard.c) */
 };
+
+/* Between the kinds' files (layers.c, layers_gpt.c): a positive integer
+ * attribute (`def` when absent and def > 0; def (size_t)-1: non-negative,
+ * required); a parameter's shape, init and RNG stream in slot `slot`; the
+ * transformer kinds by name (NULL if none). */
+int mpt__attr_size(const json_t *spec, const char *key, size_t def, const char *where,
+                   size_t *out);
+void mpt__set_param(mpt__layer_t *l, int slot, const char *name, int ndim, const size_t *dims,
+                    size_t fan_in, float init_value);
+const mpt__layer_kind_t *mpt__gpt_kind(const char *name);
 
 /* The kind called name, NULL if none. */
 const mpt__layer_kind_t *mpt__layer_kind(const char *name);
@@ -120,7 +137,8 @@ typedef struct mpt_model {
     size_t nlayers;
     mpt__layer_t *layers;
     size_t param_floats; /* total */
-    int classes;         /* outputs of the layer before the loss */
+    int classes;         /* outputs of the layer before the loss (its last dimension) */
+    size_t labels_per_sample; /* 1, or the positions of a language model's output */
 } mpt__model_t;
 
 /* Reads a model description (see docs/model.md); errors name the file, the
@@ -131,7 +149,8 @@ void mpt__model_free(mpt__model_t *m);
 /* Initial parameters on the host, counter-based: parameter element j of
  * param q gets uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) from
  * mpt__rng_uniform(seed, q.stream, j) (PyTorch's default for Linear and
- * Conv2d), or init_value when fan_in is 0. */
+ * Conv2d), normal(0, init_std) from mpt__rng_normal when init_std > 0,
+ * or init_value when fan_in is 0. */
 void mpt__model_init_params(const mpt__model_t *m, uint64_t seed, float *params);
 /* The parameter elements of layers first..last: layers lay theirs out in
  * order, so they are one range [*p0, *p0 + *np) (0, 0 without any). */

@@ -25,6 +25,8 @@ const char *mpt__shape_str(const mpt__shape_t *s, char *buf, size_t size)
 {
     if (s->ndim == 1)
         snprintf(buf, size, "[%zu]", s->d[0]);
+    else if (s->ndim == 2)
+        snprintf(buf, size, "[%zu, %zu]", s->d[0], s->d[1]);
     else
         snprintf(buf, size, "[%zu, %zu, %zu]", s->d[0], s->d[1], s->d[2]);
     return buf;
@@ -38,7 +40,7 @@ mpt__tensor_t mpt__param_view(const mpt__pass_t *p, const mpt__param_t *param, i
 }
 
 /* A positive integer attribute; `def` when absent and def > 0. */
-static int attr_size(const json_t *spec, const char *key, size_t def, const char *where,
+int mpt__attr_size(const json_t *spec, const char *key, size_t def, const char *where,
                      size_t *out)
 {
     json_t *v = json_object_get(spec, key);
@@ -70,7 +72,7 @@ static int attr_float(const json_t *spec, const char *key, double def, double lo
     return MPT_OK;
 }
 
-static void set_param(mpt__layer_t *l, int slot, const char *name, int ndim, const size_t *dims,
+void mpt__set_param(mpt__layer_t *l, int slot, const char *name, int ndim, const size_t *dims,
                       size_t fan_in, float init_value)
 {
     mpt__param_t *q = &l->params[slot];
@@ -128,7 +130,7 @@ static size_t numel_in(const mpt__layer_t *l)
 
 static int linear_configure(mpt__layer_t *l, const json_t *spec, const char *where)
 {
-    return attr_size(spec, "units", 0, where, &l->units);
+    return mpt__attr_size(spec, "units", 0, where, &l->units);
 }
 
 static int linear_infer(mpt__layer_t *l, const char *where)
@@ -138,8 +140,8 @@ static int linear_infer(mpt__layer_t *l, const char *where)
         return status;
     size_t in = l->in.d[0], w[2] = {l->units, in}, b[1] = {l->units};
     l->out = (mpt__shape_t){1, {l->units, 0, 0}};
-    set_param(l, 0, "weight", 2, w, in, 0);
-    set_param(l, 1, "bias", 1, b, in, 0);
+    mpt__set_param(l, 0, "weight", 2, w, in, 0);
+    mpt__set_param(l, 1, "bias", 1, b, in, 0);
     return MPT_OK;
 }
 
@@ -246,8 +248,8 @@ static int layernorm_infer(mpt__layer_t *l, const char *where)
     size_t cols = ln_cols(l), dims[1] = {cols};
     (void)where;
     l->out = l->in;
-    set_param(l, 0, "weight", 1, dims, 0, 1.0f);
-    set_param(l, 1, "bias", 1, dims, 0, 0.0f);
+    mpt__set_param(l, 0, "weight", 1, dims, 0, 1.0f);
+    mpt__set_param(l, 1, "bias", 1, dims, 0, 0.0f);
     l->saved_per_sample = 2 * (numel_in(l) / cols); /* mean and rstd per row */
     return MPT_OK;
 }
@@ -302,10 +304,10 @@ static int view_pass(mpt__layer_t *l, mpt__pass_t *p)
 static int conv_configure(mpt__layer_t *l, const json_t *spec, const char *where)
 {
     int status;
-    MPT_TRY(attr_size(spec, "channels", 0, where, &l->channels));
-    MPT_TRY(attr_size(spec, "kernel", 0, where, &l->kernel));
-    MPT_TRY(attr_size(spec, "stride", 1, where, &l->stride));
-    MPT_TRY(attr_size(spec, "padding", (size_t)-1, where, &l->padding));
+    MPT_TRY(mpt__attr_size(spec, "channels", 0, where, &l->channels));
+    MPT_TRY(mpt__attr_size(spec, "kernel", 0, where, &l->kernel));
+    MPT_TRY(mpt__attr_size(spec, "stride", 1, where, &l->stride));
+    MPT_TRY(mpt__attr_size(spec, "padding", (size_t)-1, where, &l->padding));
     if (!json_object_get(spec, "padding"))
         l->padding = 0;
 out:
@@ -331,8 +333,8 @@ static int conv_infer(mpt__layer_t *l, const char *where)
                          "%zux%zu input", where, l->kernel, l->kernel, l->padding, cv.h, cv.w);
     size_t fan_in = cv.c * cv.kh * cv.kw, w[4] = {cv.k, cv.c, cv.kh, cv.kw}, b[1] = {cv.k};
     l->out = (mpt__shape_t){3, {cv.k, cv.oh, cv.ow}};
-    set_param(l, 0, "weight", 4, w, fan_in, 0);
-    set_param(l, 1, "bias", 1, b, fan_in, 0);
+    mpt__set_param(l, 0, "weight", 4, w, fan_in, 0);
+    mpt__set_param(l, 1, "bias", 1, b, fan_in, 0);
     return MPT_OK;
 }
 
@@ -376,9 +378,9 @@ static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
 static int pool_configure(mpt__layer_t *l, const json_t *spec, const char *where)
 {
     int status;
-    MPT_TRY(attr_size(spec, "kernel", 0, where, &l->kernel));
-    MPT_TRY(attr_size(spec, "stride", l->kernel, where, &l->stride));
-    MPT_TRY(attr_size(spec, "padding", (size_t)-1, where, &l->padding));
+    MPT_TRY(mpt__attr_size(spec, "kernel", 0, where, &l->kernel));
+    MPT_TRY(mpt__attr_size(spec, "stride", l->kernel, where, &l->stride));
+    MPT_TRY(mpt__attr_size(spec, "padding", (size_t)-1, where, &l->padding));
     if (!json_object_get(spec, "padding"))
         l->padding = 0;
     if (2 * l->padding > l->kernel)
@@ -419,10 +421,15 @@ static int pool_backward(mpt__layer_t *l, mpt__pass_t *p)
 
 /* ---- softmax_cross_entropy: the loss, fused with its softmax ------------- */
 
+/* Over the last dimension: [classes] is one label per sample, [T, vocab]
+ * (a language model's logits) one per position. */
 static int loss_infer(mpt__layer_t *l, const char *where)
 {
-    int status = need_flat(l, where);
-    if (status == MPT_OK && l->in.d[0] < 2)
+    int status = MPT_OK;
+    if (l->in.ndim > 2)
+        status = mpt__fail(MPT_ERR_PARSE, "%s: needs [classes] or [positions, classes] logits "
+                           "(add a flatten layer)", where);
+    else if (ln_cols(l) < 2)
         status = mpt__fail(MPT_ERR_PARSE, "%s: needs at least 2 classes", where);
     l->out = (mpt__shape_t){1, {1, 0, 0}};
     return status;
@@ -430,16 +437,18 @@ static int loss_infer(mpt__layer_t *l, const char *where)
 
 static int loss_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off, p->batch, l->in.d[0],
-                                p->loss_scale, &p->loss_rows, NULL);
+    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off,
+                                p->batch * numel_in(l) / ln_cols(l), ln_cols(l), p->loss_scale,
+                                &p->loss_rows, NULL);
 }
 
 /* Recomputes the softmax rather than keeping it: one cheap pass over the
  * logits, and no state between forward and backward. */
 static int loss_backward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off, p->batch, l->in.d[0],
-                                p->loss_scale, &p->loss_rows, &p->dx);
+    return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off,
+                                p->batch * numel_in(l) / ln_cols(l), ln_cols(l), p->loss_scale,
+                                &p->loss_rows, &p->dx);
 }
 
 /* ---- the kinds ------------------------------------------------------------ */
@@ -470,11 +479,11 @@ const mpt__layer_kind_t *mpt__layer_kind(const char *name)
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kinds[i].name, name) == 0)
             return &kinds[i];
-    return NULL;
+    return mpt__gpt_kind(name);
 }
 
 const char *mpt__layer_kind_names(void)
 {
     return "linear, relu, gelu, dropout, layernorm, flatten, conv2d, maxpool2d, "
-           "softmax_cross_entropy";
+           "softmax_cross_entropy, embedding, block, lm_head";
 }

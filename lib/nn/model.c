@@ -42,8 +42,8 @@ static int read_input(const json_t *root, const char *where, mpt__shape_t *out)
 /* Keys a layer object may have, beyond "kind"; anything else is a typo. */
 static int check_keys(const json_t *spec, const char *where)
 {
-    static const char *known[] = {"kind", "units", "channels", "kernel", "stride",
-                                  "padding", "p", "eps", "comment"};
+    static const char *known[] = {"kind", "units", "channels", "kernel", "stride", "padding",
+                                  "p", "eps", "vocab", "dim", "heads", "comment"};
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)spec, key, value) {
@@ -76,6 +76,22 @@ static int check_sizes(const mpt__layer_t *l, const char *where)
                              l->params[q].name, n);
     }
     return MPT_OK;
+}
+
+/* An lm_head reads the weight of the embedding before it (GPT-2 ties the
+ * two): it gets a copy of that parameter's description, and the
+ * embedding's backward then adds its gradient to the head's. */
+static int tie_to_embedding(mpt__model_t *m, mpt__layer_t *l, const char *where)
+{
+    for (int i = l->index - 1; i >= 0; i--)
+        if (strcmp(m->layers[i].kind->name, "embedding") == 0) {
+            m->layers[i].params[0].shared = 1;
+            l->tied = m->layers[i].params[0];
+            l->tied_layer = i;
+            return MPT_OK;
+        }
+    return mpt__fail(MPT_ERR_PARSE, "%s: needs an embedding layer before it (the head's weight "
+                     "is the embedding's, tied)", where);
 }
 
 int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **out)
@@ -123,6 +139,9 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
         MPT_TRY(check_keys(spec, at));
         l->index = (int)i;
         l->in = shape;
+        l->tied_layer = -1;
+        if (strcmp(kind, "lm_head") == 0)
+            MPT_TRY(tie_to_embedding(m, l, at));
         if (l->kind->configure)
             MPT_TRY(l->kind->configure(l, spec, at));
         MPT_TRY(l->kind->infer(l, at));
@@ -141,7 +160,9 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
         }
         shape = l->out;
     }
-    m->classes = (int)m->layers[m->nlayers - 1].in.d[0];
+    const mpt__shape_t *logits = &m->layers[m->nlayers - 1].in;
+    m->classes = (int)logits->d[logits->ndim - 1];
+    m->labels_per_sample = mpt__shape_numel(logits) / (size_t)m->classes;
     if (m->param_floats == 0)
         status = mpt__fail(MPT_ERR_PARSE, "%s: the model has no parameters to train", where);
 out:
@@ -169,6 +190,10 @@ void mpt__model_init_params(const mpt__model_t *m, uint64_t seed, float *params)
     for (size_t i = 0; i < m->nlayers; i++)
         for (int q = 0; q < m->layers[i].nparams; q++) {
             const mpt__param_t *p = &m->layers[i].params[q];
+            if (p->init_std > 0) {
+                mpt__rng_normal(seed, p->stream, 0, p->init_std, params + p->offset, p->numel);
+                continue;
+            }
             if (p->fan_in == 0) {
                 for (size_t j = 0; j < p->numel; j++)
                     params[p->offset + j] = p->init_value;

@@ -41,7 +41,13 @@
  *   layernorm  stats + apply = 2; backward dx + params = 2;
  *   the loss   one fused kernel each way (the backward recomputes softmax);
  *   relu, gelu, dropout, maxpool2d: one each way;
- *   flatten    a view: nothing runs.
+ *   flatten    a view: nothing runs;
+ *   embedding  fwd: one gather; bwd: token and position sums = 2;
+ *   block      fwd: 2 layer norms (2 each), 4 dense (GEMM + bias), 2
+ *              batched GEMMs, the softmax, GELU, 2 residual adds = 18;
+ *              bwd: 4 dense backward (4 each), GELU, 2 layer norms, 4
+ *              batched GEMMs, the softmax, 2 residual adds = 28;
+ *   lm_head    fwd: one GEMM; bwd: GEMM dW, GEMM dx = 2.
  * A layer whose input gradient nobody needs (the model's first) skips some
  * of its backward launches; the count assumes the gradient is computed, as
  * it is for the first layer of every pipeline stage but the first. */
@@ -52,6 +58,7 @@ static const struct {
     {"linear", 2, 4},    {"conv2d", 3, 6},  {"layernorm", 2, 2},
     {"softmax_cross_entropy", 1, 1},        {"relu", 1, 1},
     {"gelu", 1, 1},      {"dropout", 1, 1}, {"maxpool2d", 1, 1},
+    {"embedding", 1, 2}, {"block", 18, 28}, {"lm_head", 1, 2},
 };
 
 static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)

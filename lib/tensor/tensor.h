@@ -186,6 +186,32 @@ int mpt__op_dropout_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n, 
 int mpt__op_dropout_backward(const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n, float p,
                              uint64_t seed, uint64_t stream);
 
+/* ---- transformer (attention.c, kernels/transformer.cl) ------------------ */
+
+/* y[b, t, :] = wte[x[b, t], :] + wpe[t, :] for batch x T token ids held as
+ * floats in x; an id outside [0, V) or not an integer gives a NaN row. */
+int mpt__op_embedding_forward(const mpt__tensor_t *x, const mpt__tensor_t *wte,
+                              const mpt__tensor_t *wpe, size_t batch, size_t T, size_t C,
+                              size_t V, mpt__tensor_t *y);
+/* dwte = beta * dwte + the sum of dy's rows per token; dwpe = the sum of
+ * dy over the batch.  Deterministic: fixed order, no atomics. */
+int mpt__op_embedding_backward(const mpt__tensor_t *x, const mpt__tensor_t *dy, size_t batch,
+                               size_t T, size_t C, size_t V, float beta, mpt__tensor_t *dwte,
+                               mpt__tensor_t *dwpe);
+/* In place over rows x T scores, row r the query position r % T: the
+ * softmax of scale * s over positions <= r % T, 0 beyond (causal). */
+int mpt__op_causal_softmax(mpt__tensor_t *s, size_t rows, size_t T, float scale);
+/* In place: d (dL/dp) becomes dL/ds for p = mpt__op_causal_softmax(s). */
+int mpt__op_causal_softmax_backward(const mpt__tensor_t *p, mpt__tensor_t *d, size_t rows,
+                                    size_t T, float scale);
+/* `count` GEMMs as mpt__op_gemm, the i-th on the matrices at float
+ * offsets a_off[i], b_off[i], c_off[i] from the tensors' own (CLBlast's
+ * SgemmBatched: one launch for every (sample, head) of attention). */
+int mpt__op_gemm_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                         const mpt__tensor_t *a, const size_t *a_off, size_t lda,
+                         const mpt__tensor_t *b, const size_t *b_off, size_t ldb, float beta,
+                         mpt__tensor_t *c, const size_t *c_off, size_t ldc, size_t count);
+
 /* ---- convolution (conv.c, CLBlast im2col / col2im + GEMM) --------------- */
 
 /* conv2d forward for N x C x H x W input, weight K x C x kh x kw (PyTorch

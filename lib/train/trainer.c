@@ -47,6 +47,11 @@ int mpt_model_classes(const mpt_model_t *model)
     return model->classes;
 }
 
+size_t mpt_model_labels_per_sample(const mpt_model_t *model)
+{
+    return model->labels_per_sample;
+}
+
 int mpt_model_describe(const mpt_model_t *m, char **text)
 {
     size_t cap = 256 + 128 * (m->nlayers + 2), len = 0;
@@ -368,6 +373,16 @@ int mpt_trainer_evaluate(mpt_trainer_t *t, const float *images, const int32_t *l
     if (accuracy)
         *accuracy = count ? correct / (double)count : 0;
     return status;
+}
+
+int mpt_trainer_logits(mpt_trainer_t *t, const float *inputs, size_t count, float *logits)
+{
+    if (!t || !inputs || !logits)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_logits: NULL argument");
+    if (t->eng)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "logits are read from one-device trainers (the "
+                         "planned ones keep them on the last stage's devices)");
+    return mpt__executor_logits(t->ex, inputs, count, logits);
 }
 
 uint64_t mpt_trainer_steps(const mpt_trainer_t *t)

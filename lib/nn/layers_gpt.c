@@ -1,0 +1,416 @@
+/*
+ * nn/layers_gpt.c: the kinds of a GPT-2 style language model.
+ *
+ * - embedding {vocab, dim}: [T] token ids (floats) -> [T, dim], the sum of
+ *   a token embedding wte [vocab, dim] and a position embedding wpe
+ *   [T, dim].
+ * - block {heads}: a pre-norm transformer block on [T, C]:
+ *     x1 = x + proj(attention(ln_1(x)));  y = x1 + fc_proj(gelu(fc(ln_2(x1))))
+ *   with causal multi-head self-attention (QKV projection, scores and the
+ *   weighted sum as CLBlast batched GEMMs per (sample, head), a stable
+ *   masked softmax kernel) and a 4x GELU (tanh) MLP.  Its 12 parameters
+ *   are named as PyTorch names a module with submodules ln_1, attn, proj,
+ *   ln_2, fc, fc_proj (tests/torch_reference.py builds exactly that).
+ * - lm_head: [T, C] -> [T, vocab] logits = x wte^T, with the embedding's
+ *   wte (tied, as GPT-2): no parameters of its own; its weight gradient is
+ *   written first in the backward pass and the embedding adds its own.
+ *
+ * The block keeps, per sample, every activation its backward needs (see
+ * block_saved); the attention probabilities are T x T per head.  Left out:
+ * dropout inside the block (GPT-2 trains without it at this size),
+ * recomputation of activations, fused attention.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layer.h"
+
+/* GPT-2's initialisation: weights normal(0, 0.02), biases 0, layer norms
+ * 1 and 0. */
+#define GPT_INIT_STD 0.02f
+
+static size_t positions(const mpt__layer_t *l)
+{
+    return l->in.d[0];
+}
+
+static size_t width(const mpt__layer_t *l)
+{
+    return l->in.d[l->in.ndim - 1];
+}
+
+static int need_sequence(const mpt__layer_t *l, const char *where)
+{
+    char s[64];
+    if (l->in.ndim != 2)
+        return mpt__fail(MPT_ERR_PARSE, "%s: needs a [positions, features] input, got %s (put "
+                         "an embedding first)", where, mpt__shape_str(&l->in, s, sizeof s));
+    return MPT_OK;
+}
+
+static void gpt_weight(mpt__layer_t *l, int slot, const char *name, size_t out, size_t in)
+{
+    size_t dims[2] = {out, in};
+    mpt__set_param(l, slot, name, 2, dims, in, 0);
+    l->params[slot].init_std = GPT_INIT_STD;
+}
+
+static void gpt_vector(mpt__layer_t *l, int slot, const char *name, size_t n, float value)
+{
+    size_t dims[1] = {n};
+    mpt__set_param(l, slot, name, 1, dims, 0, value);
+}
+
+/* ---- embedding ---------------------------------------------------------- */
+
+static int embedding_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    int status;
+    MPT_TRY(mpt__attr_size(spec, "vocab", 0, where, &l->vocab));
+    MPT_TRY(mpt__attr_size(spec, "dim", 0, where, &l->units));
+out:
+    return status;
+}
+
+static int embedding_infer(mpt__layer_t *l, const char *where)
+{
+    char s[64];
+    if (l->in.ndim != 1)
+        return mpt__fail(MPT_ERR_PARSE, "%s: needs [positions] token ids as its input, got %s",
+                         where, mpt__shape_str(&l->in, s, sizeof s));
+    if (l->vocab > (1u << 24))
+        return mpt__fail(MPT_ERR_PARSE, "%s: a vocabulary of %zu: token ids travel as floats, "
+                         "exact up to 2^24", where, l->vocab);
+    size_t T = l->in.d[0], wte[2] = {l->vocab, l->units}, wpe[2] = {T, l->units};
+    l->out = (mpt__shape_t){2, {T, l->units, 0}};
+    mpt__set_param(l, 0, "wte", 2, wte, 0, 0);
+    mpt__set_param(l, 1, "wpe", 2, wpe, 0, 0);
+    l->params[0].init_std = l->params[1].init_std = GPT_INIT_STD;
+    return MPT_OK;
+}
+
+static double embedding_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    (void)backward;
+    return (double)batch * (double)mpt__shape_numel(&l->out);
+}
+
+static int embedding_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__tensor_t wte = mpt__param_view(p, &l->params[0], 0);
+    mpt__tensor_t wpe = mpt__param_view(p, &l->params[1], 0);
+    return mpt__op_embedding_forward(&p->x, &wte, &wpe, p->batch, l->in.d[0], l->units, l->vocab,
+                                     &p->y);
+}
+
+static int embedding_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__tensor_t dwte = mpt__param_view(p, &l->params[0], 1);
+    mpt__tensor_t dwpe = mpt__param_view(p, &l->params[1], 1);
+    /* A tied head wrote its part of dwte already (it runs first). */
+    int status = mpt__op_embedding_backward(&p->x, &p->dy, p->batch, l->in.d[0], l->units,
+                                            l->vocab, l->params[0].shared ? 1.0f : 0.0f, &dwte,
+                                            &dwpe);
+    /* Token ids have no gradient; a stage before would get zeros. */
+    if (status == MPT_OK && p->dx.buf)
+        status = mpt__op_fill(&p->dx, p->batch * l->in.d[0], 0.0f);
+    return status;
+}
+
+/* ---- block ---------------------------------------------------------------- */
+
+enum { LN1_W, LN1_B, ATTN_W, ATTN_B, PROJ_W, PROJ_B, LN2_W, LN2_B, FC_W, FC_B, FCP_W, FCP_B };
+
+static int block_configure(mpt__layer_t *l, const json_t *spec, const char *where)
+{
+    l->eps = 1e-5f;
+    return mpt__attr_size(spec, "heads", 0, where, &l->heads);
+}
+
+/* Per sample: the rows of ln_1's output, its mean and rstd, qkv, the
+ * attention probabilities (heads x T x T), the heads' merged output, x1,
+ * ln_2's output, mean and rstd, the MLP's pre-activation and its GELU. */
+static size_t block_saved(size_t T, size_t C, size_t H)
+{
+    return T * (15 * C + 4) + H * T * T;
+}
+
+static int block_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_sequence(l, where);
+    if (status < 0)
+        return status;
+    size_t T = positions(l), C = width(l);
+    if (C % l->heads != 0)
+        return mpt__fail(MPT_ERR_PARSE, "%s: %zu features do not split into %zu heads", where, C,
+                         l->heads);
+    l->out = l->in;
+    gpt_vector(l, LN1_W, "ln_1.weight", C, 1.0f);
+    gpt_vector(l, LN1_B, "ln_1.bias", C, 0.0f);
+    gpt_weight(l, ATTN_W, "attn.weight", 3 * C, C);
+    gpt_vector(l, ATTN_B, "attn.bias", 3 * C, 0.0f);
+    gpt_weight(l, PROJ_W, "proj.weight", C, C);
+    gpt_vector(l, PROJ_B, "proj.bias", C, 0.0f);
+    gpt_vector(l, LN2_W, "ln_2.weight", C, 1.0f);
+    gpt_vector(l, LN2_B, "ln_2.bias", C, 0.0f);
+    gpt_weight(l, FC_W, "fc.weight", 4 * C, C);
+    gpt_vector(l, FC_B, "fc.bias", 4 * C, 0.0f);
+    gpt_weight(l, FCP_W, "fc_proj.weight", C, 4 * C);
+    gpt_vector(l, FCP_B, "fc_proj.bias", C, 0.0f);
+    l->saved_per_sample = block_saved(T, C, l->heads);
+    return MPT_OK;
+}
+
+static size_t block_scratch(const mpt__layer_t *l, size_t batch)
+{
+    size_t T = positions(l), C = width(l);
+    return batch * T * 9 * C + batch * l->heads * T * T;
+}
+
+static double block_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    double R = (double)batch * (double)positions(l), C = (double)width(l);
+    double f = 2.0 * R * 12.0 * C * C + 4.0 * R * (double)positions(l) * C;
+    return backward ? 2 * f : f;
+}
+
+/* A block pass's views: where everything lives for this batch. */
+typedef struct {
+    size_t B, T, C, H, hs, R;
+    mpt__tensor_t ln1, mean1, rstd1, qkv, att, yh, x1, ln2, mean2, rstd2, h, g; /* saved */
+    mpt__tensor_t dqkv, dA, dx1, dh, datt;                                      /* scratch */
+    size_t *q_off, *k_off, *v_off, *att_off, *y_off; /* per (sample, head) */
+} block_t;
+
+static mpt__tensor_t sub(const mpt__tensor_t *t, size_t *at, size_t n)
+{
+    size_t dims[1] = {n};
+    mpt__tensor_t v = mpt__tensor(t->buf, t->off + *at, 1, dims);
+    *at += n;
+    return v;
+}
+
+static void block_free(block_t *b)
+{
+    free(b->q_off);
+}
+
+static int block_open(const mpt__layer_t *l, const mpt__pass_t *p, block_t *b)
+{
+    memset(b, 0, sizeof *b);
+    b->B = p->batch, b->T = positions(l), b->C = width(l), b->H = l->heads;
+    b->hs = b->C / b->H, b->R = b->B * b->T;
+    size_t R = b->R, C = b->C, BH = b->B * b->H, TT = b->T * b->T, at = 0;
+    b->ln1 = sub(&p->saved, &at, R * C);
+    b->mean1 = sub(&p->saved, &at, R);
+    b->rstd1 = sub(&p->saved, &at, R);
+    b->qkv = sub(&p->saved, &at, 3 * R * C);
+    b->att = sub(&p->saved, &at, BH * TT);
+    b->yh = sub(&p->saved, &at, R * C);
+    b->x1 = sub(&p->saved, &at, R * C);
+    b->ln2 = sub(&p->saved, &at, R * C);
+    b->mean2 = sub(&p->saved, &at, R);
+    b->rstd2 = sub(&p->saved, &at, R);
+    b->h = sub(&p->saved, &at, 4 * R * C);
+    b->g = sub(&p->saved, &at, 4 * R * C);
+    at = 0;
+    b->dqkv = sub(&p->scratch, &at, 3 * R * C);
+    b->dA = sub(&p->scratch, &at, R * C);
+    b->dx1 = sub(&p->scratch, &at, R * C);
+    b->dh = sub(&p->scratch, &at, 4 * R * C);
+    b->datt = sub(&p->scratch, &at, BH * TT);
+    if (!(b->q_off = malloc(5 * BH * sizeof *b->q_off)))
+        return mpt__fail(MPT_ERR_NOMEM, "transformer block: out of memory");
+    b->k_off = b->q_off + BH, b->v_off = b->k_off + BH;
+    b->att_off = b->v_off + BH, b->y_off = b->att_off + BH;
+    for (size_t s = 0; s < b->B; s++)
+        for (size_t h = 0; h < b->H; h++) {
+            size_t i = s * b->H + h;
+            b->q_off[i] = s * b->T * 3 * C + h * b->hs;
+            b->k_off[i] = b->q_off[i] + C;
+            b->v_off[i] = b->q_off[i] + 2 * C;
+            b->att_off[i] = i * TT;
+            b->y_off[i] = s * b->T * C + h * b->hs;
+        }
+    return MPT_OK;
+}
+
+/* out (R x n) = in (R x k) W^T + bias, W n x k. */
+static int dense(const mpt__tensor_t *in, const mpt__tensor_t *w, const mpt__tensor_t *bias,
+                 size_t R, size_t n, size_t k, mpt__tensor_t *out)
+{
+    int status = mpt__op_gemm(0, 1, R, n, k, 1.0f, in, k, w, k, 0.0f, out, n);
+    return status == MPT_OK ? mpt__op_bias_add(out, bias, R, n) : status;
+}
+
+/* dW (n x k) = dout^T in; db = the column sums of dout; din = dout W
+ * (when din is not NULL). */
+static int dense_backward(const mpt__tensor_t *in, const mpt__tensor_t *w,
+                          const mpt__tensor_t *dout, size_t R, size_t n, size_t k,
+                          mpt__tensor_t *dw, mpt__tensor_t *db, mpt__tensor_t *din)
+{
+    int status;
+    MPT_TRY(mpt__op_gemm(1, 0, n, k, R, 1.0f, dout, n, in, k, 0.0f, dw, k));
+    MPT_TRY(mpt__op_sum_rows(dout, R, n, 0.0f, db));
+    if (din)
+        MPT_TRY(mpt__op_gemm(0, 0, R, k, n, 1.0f, dout, n, w, k, 0.0f, din, k));
+out:
+    return status;
+}
+
+static int block_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    block_t b;
+    mpt__tensor_t w[MPT_LAYER_MAX_PARAMS];
+    int status = block_open(l, p, &b);
+    if (status < 0)
+        return status;
+    for (int q = 0; q < l->nparams; q++)
+        w[q] = mpt__param_view(p, &l->params[q], 0);
+    size_t R = b.R, C = b.C, T = b.T, BH = b.B * b.H;
+    MPT_TRY(mpt__op_layernorm_forward(&p->x, &w[LN1_W], &w[LN1_B], R, C, l->eps, &b.ln1, &b.mean1,
+                                      &b.rstd1));
+    MPT_TRY(dense(&b.ln1, &w[ATTN_W], &w[ATTN_B], R, 3 * C, C, &b.qkv));
+    /* scores = q k^T per (sample, head), then the masked softmax */
+    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, b.hs, 1.0f, &b.qkv, b.q_off, 3 * C, &b.qkv, b.k_off,
+                                 3 * C, 0.0f, &b.att, b.att_off, T, BH));
+    MPT_TRY(mpt__op_causal_softmax(&b.att, BH * T, T, 1.0f / sqrtf((float)b.hs)));
+    /* each head's weighted sum of values, straight into the merged rows */
+    MPT_TRY(mpt__op_gemm_batched(0, 0, T, b.hs, T, 1.0f, &b.att, b.att_off, T, &b.qkv, b.v_off,
+                                 3 * C, 0.0f, &b.yh, b.y_off, C, BH));
+    MPT_TRY(dense(&b.yh, &w[PROJ_W], &w[PROJ_B], R, C, C, &b.x1));
+    MPT_TRY(mpt__op_axpy(R * C, 1.0f, &p->x, &b.x1)); /* the residual */
+    MPT_TRY(mpt__op_layernorm_forward(&b.x1, &w[LN2_W], &w[LN2_B], R, C, l->eps, &b.ln2, &b.mean2,
+                                      &b.rstd2));
+    MPT_TRY(dense(&b.ln2, &w[FC_W], &w[FC_B], R, 4 * C, C, &b.h));
+    MPT_TRY(mpt__op_gelu_forward(&b.h, &b.g, 4 * R * C));
+    MPT_TRY(dense(&b.g, &w[FCP_W], &w[FCP_B], R, C, 4 * C, &p->y));
+    MPT_TRY(mpt__op_axpy(R * C, 1.0f, &b.x1, &p->y));
+out:
+    block_free(&b);
+    return status;
+}
+
+static int block_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    block_t b;
+    mpt__tensor_t w[MPT_LAYER_MAX_PARAMS], d[MPT_LAYER_MAX_PARAMS];
+    int status = block_open(l, p, &b);
+    if (status < 0)
+        return status;
+    for (int q = 0; q < l->nparams; q++) {
+        w[q] = mpt__param_view(p, &l->params[q], 0);
+        d[q] = mpt__param_view(p, &l->params[q], 1);
+    }
+    size_t R = b.R, C = b.C, T = b.T, BH = b.B * b.H;
+    /* MLP: dy flows into fc_proj and, unchanged, into x1 (the residual). */
+    MPT_TRY(dense_backward(&b.g, &w[FCP_W], &p->dy, R, C, 4 * C, &d[FCP_W], &d[FCP_B], &b.dh));
+    MPT_TRY(mpt__op_gelu_backward(&b.h, &b.dh, &b.dh, 4 * R * C));
+    MPT_TRY(dense_backward(&b.ln2, &w[FC_W], &b.dh, R, 4 * C, C, &d[FC_W], &d[FC_B], &b.dA));
+    MPT_TRY(mpt__op_layernorm_backward(&b.dA, &b.x1, &w[LN2_W], &b.mean2, &b.rstd2, R, C, 0.0f,
+                                       &b.dx1, &d[LN2_W], &d[LN2_B]));
+    MPT_TRY(mpt__op_axpy(R * C, 1.0f, &p->dy, &b.dx1));
+    /* attention: dx1 flows into proj and, unchanged, into x */
+    MPT_TRY(dense_backward(&b.yh, &w[PROJ_W], &b.dx1, R, C, C, &d[PROJ_W], &d[PROJ_B], &b.dA));
+    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, b.hs, 1.0f, &b.dA, b.y_off, C, &b.qkv, b.v_off, 3 * C,
+                                 0.0f, &b.datt, b.att_off, T, BH));
+    MPT_TRY(mpt__op_gemm_batched(1, 0, T, b.hs, T, 1.0f, &b.att, b.att_off, T, &b.dA, b.y_off, C,
+                                 0.0f, &b.dqkv, b.v_off, 3 * C, BH));
+    MPT_TRY(mpt__op_causal_softmax_backward(&b.att, &b.datt, BH * T, T,
+                                            1.0f / sqrtf((float)b.hs)));
+    MPT_TRY(mpt__op_gemm_batched(0, 0, T, b.hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.k_off,
+                                 3 * C, 0.0f, &b.dqkv, b.q_off, 3 * C, BH));
+    MPT_TRY(mpt__op_gemm_batched(1, 0, T, b.hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.q_off,
+                                 3 * C, 0.0f, &b.dqkv, b.k_off, 3 * C, BH));
+    MPT_TRY(dense_backward(&b.ln1, &w[ATTN_W], &b.dqkv, R, 3 * C, C, &d[ATTN_W], &d[ATTN_B],
+                           &b.dA));
+    /* Without a dx wanted, ln_1's input gradient goes to the spent dqkv. */
+    mpt__tensor_t dx = p->dx.buf ? p->dx : b.dqkv;
+    MPT_TRY(mpt__op_layernorm_backward(&b.dA, &p->x, &w[LN1_W], &b.mean1, &b.rstd1, R, C, 0.0f,
+                                       &dx, &d[LN1_W], &d[LN1_B]));
+    MPT_TRY(mpt__op_axpy(R * C, 1.0f, &b.dx1, &dx));
+out:
+    block_free(&b);
+    return status;
+}
+
+/* ---- lm_head ---------------------------------------------------------------- */
+
+static int head_infer(mpt__layer_t *l, const char *where)
+{
+    int status = need_sequence(l, where);
+    if (status < 0)
+        return status;
+    size_t V = l->tied.dims[0], C = l->tied.dims[1];
+    if (width(l) != C)
+        return mpt__fail(MPT_ERR_PARSE, "%s: %zu features in, but the tied embedding has %zu",
+                         where, width(l), C);
+    l->out = (mpt__shape_t){2, {positions(l), V, 0}};
+    return MPT_OK;
+}
+
+static double head_flops(const mpt__layer_t *l, size_t batch, int backward)
+{
+    double f = 2.0 * (double)batch * (double)positions(l) * (double)width(l) *
+               (double)l->tied.dims[0];
+    return backward ? 2 * f : f;
+}
+
+/* The tied weight, when this pass holds it (a pipeline stage holds its own
+ * layers' parameters only). */
+static int head_weight(const mpt__layer_t *l, const mpt__pass_t *p, int grad, mpt__tensor_t *out)
+{
+    size_t have = mpt__tensor_numel(grad ? &p->grads : &p->params);
+    if (l->tied.offset < p->param_base || l->tied.offset - p->param_base + l->tied.numel > have)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "lm_head (layer %d) and the embedding it is tied "
+                         "to (layer %d) must run on the same device", l->index, l->tied_layer);
+    *out = mpt__param_view(p, &l->tied, grad);
+    return MPT_OK;
+}
+
+static int head_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__tensor_t wte;
+    size_t V = l->tied.dims[0], C = width(l);
+    int status = head_weight(l, p, 0, &wte);
+    if (status == MPT_OK)
+        status = mpt__op_gemm(0, 1, p->batch * positions(l), V, C, 1.0f, &p->x, C, &wte, C, 0.0f,
+                              &p->y, V);
+    return status;
+}
+
+static int head_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    mpt__tensor_t wte, dwte;
+    size_t V = l->tied.dims[0], C = width(l), R = p->batch * positions(l);
+    int status;
+    MPT_TRY(head_weight(l, p, 0, &wte));
+    MPT_TRY(head_weight(l, p, 1, &dwte));
+    /* Written, not added: the head's backward runs before the embedding's,
+     * which adds its part (mpt__param_t.shared). */
+    MPT_TRY(mpt__op_gemm(1, 0, V, C, R, 1.0f, &p->dy, V, &p->x, C, 0.0f, &dwte, C));
+    if (p->dx.buf)
+        MPT_TRY(mpt__op_gemm(0, 0, R, C, V, 1.0f, &p->dy, V, &wte, C, 0.0f, &p->dx, C));
+out:
+    return status;
+}
+
+/* ---- the kinds ---------------------------------------------------------------- */
+
+static const mpt__layer_kind_t gpt_kinds[] = {
+    {"embedding", MPT_SPLIT_NONE, 0, 0, embedding_configure, embedding_infer, NULL,
+     embedding_flops, embedding_forward, embedding_backward},
+    {"block", MPT_SPLIT_NONE, 0, 0, block_configure, block_infer, block_scratch, block_flops,
+     block_forward, block_backward},
+    {"lm_head", MPT_SPLIT_NONE, 0, 0, NULL, head_infer, NULL, head_flops, head_forward,
+     head_backward},
+};
+
+const mpt__layer_kind_t *mpt__gpt_kind(const char *name)
+{
+    for (size_t i = 0; i < sizeof gpt_kinds / sizeof gpt_kinds[0]; i++)
+        if (strcmp(gpt_kinds[i].name, name) == 0)
+            return &gpt_kinds[i];
+    return NULL;
+}
