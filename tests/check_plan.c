@@ -528,6 +528,28 @@ START_TEST(allreduce_follows_the_network)
 }
 END_TEST
 
+/* A pipeline cut between lm_head and the embedding it is tied to is not
+ * runnable yet: the planner says so instead of choosing it. */
+START_TEST(tied_head_is_not_cut_from_its_embedding)
+{
+    mpt_model_t *m = NULL;
+    ck_assert_mpt_ok(mpt_model_load(test_path("fixtures/torch/gpt-tiny.json"), &m));
+    mpt_cluster_t *c = four_device_cluster();
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.dp = 2, req.pp = 2, req.batch = 8;
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_fails(mpt_plan_create(m, c, &req, &p), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "tied to (layer 0)") != NULL, "%s", mpt_last_error());
+    req.dp = 0, req.pp = 0; /* free: it plans without such a cut */
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    ck_assert_uint_eq(p->pp, 1);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+END_TEST
+
 START_TEST(impossible_pin_fails)
 {
     mpt_model_t *m = shipped_model("mlp-fashion.json");
@@ -763,6 +785,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, too_small_devices_fail_with_many_devices);
     tcase_add_test(tc, pins_are_honoured);
     tcase_add_test(tc, allreduce_follows_the_network);
+    tcase_add_test(tc, tied_head_is_not_cut_from_its_embedding);
     tcase_add_test(tc, impossible_pin_fails);
     tcase_add_test(tc, unrunnable_tensor_splits_are_rejected);
     tcase_add_test(tc, chosen_is_fastest);

@@ -463,6 +463,28 @@ out:
 
 /* ---- passes 3, 6 and 7 ------------------------------------------------------ */
 
+/* Whether a pipeline cut separates a layer from the one whose weight it
+ * reads (lm_head and its embedding), which the engine cannot run yet: the
+ * tied weight's gradient would have to be summed between the stages. */
+static int tied_split(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
+{
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            for (size_t i = st->first; i <= st->last && i < m->nlayers; i++) {
+                int tied = m->layers[i].tied_layer;
+                if (tied >= 0 && (size_t)tied < st->first) {
+                    snprintf(why, size, "pipeline stage %zu would run %s (layer %zu) without "
+                             "the %s it is tied to (layer %d): tied weights across stages "
+                             "are not supported yet", s, m->layers[i].kind->name, i,
+                             m->layers[tied].kind->name, tied);
+                    return 1;
+                }
+            }
+        }
+    return 0;
+}
+
 /* What the engine cannot run of a plan with tensor-parallel groups
  * (engine/shard.c), as a reason in why; 0 when it can.  Every layer with
  * parameters in a group's stage must be splittable and its outputs and
@@ -825,7 +847,8 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             k->plan = NULL;
             continue;
         }
-        if (k->sh.tp > 1 && tp_unrunnable(m, k->plan, k->why, sizeof k->why)) {
+        if ((k->sh.tp > 1 && tp_unrunnable(m, k->plan, k->why, sizeof k->why)) ||
+            (k->sh.pp > 1 && tied_split(m, k->plan, k->why, sizeof k->why))) {
             if (!first_why[0])
                 snprintf(first_why, sizeof first_why, "%s", k->why);
             mpt__plan_free(k->plan);
