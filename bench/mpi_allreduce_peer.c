@@ -53,6 +53,21 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Iteration k's time is the slowest rank's (k < 0: the warm-up). */
+static void record(double *times, int k, double t)
+{
+    double slowest = 0;
+    MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (k >= 0)
+        times[k] = slowest;
+}
+
+static double median(double *times, int iters)
+{
+    qsort(times, (size_t)iters, sizeof *times, cmp_double);
+    return iters % 2 ? times[iters / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
+}
+
 static double measure(float *buf, size_t count, int iters, double *times, int use_mpt)
 {
     int rank = 0, size = 1;
@@ -70,13 +85,9 @@ static double measure(float *buf, size_t count, int iters, double *times, int us
         } else {
             MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         }
-        double t = MPI_Wtime() - t0, slowest = 0;
-        MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        if (k >= 0)
-            times[k] = slowest;
+        record(times, k, MPI_Wtime() - t0);
     }
-    qsort(times, (size_t)iters, sizeof *times, cmp_double);
-    return iters % 2 ? times[iters / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
+    return median(times, iters);
 }
 
 static void *endpoint_main(void *arg)
@@ -109,13 +120,9 @@ static double measure_team(size_t count, int iters, double *times, int hierarchi
         double t0 = MPI_Wtime();
         pthread_barrier_wait(&team.start);
         pthread_barrier_wait(&team.end);
-        double t = MPI_Wtime() - t0, slowest = 0;
-        MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        if (k >= 0)
-            times[k] = slowest;
+        record(times, k, MPI_Wtime() - t0);
     }
-    qsort(times, (size_t)iters, sizeof *times, cmp_double);
-    return iters % 2 ? times[iters / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
+    return median(times, iters);
 }
 
 static int run_hier(int per_rank, int iters, int nsizes, char **sizes)

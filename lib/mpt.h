@@ -381,9 +381,12 @@ typedef struct mpt_tokens mpt_tokens_t;
  *  magic 20240520, version 1, the token count, then that many uint16
  *  tokens), a raw uint16 file (nanoGPT's .bin: the name ends in .bin and it
  *  has no llm.c magic), or anything else as text, one token per byte
- *  (vocabulary 256).  MPT_ERR_PARSE naming the file and the numbers when a
- *  shard's version or count does not match its size, a raw file has an
- *  odd size, or a file is empty. */
+ *  (vocabulary 256).  The magic decides first, then the name.  A shard's
+ *  size must be exactly 1024 + 2 * count.  MPT_ERR_NOT_FOUND or
+ *  MPT_ERR_IO for a missing or unreadable file; MPT_ERR_PARSE naming the
+ *  file and the numbers when a shard is shorter than its header, has
+ *  another version or a count that does not match its size, a raw file
+ *  has an odd size, or a file holds no token. */
 MPT_API int mpt_tokens_load(const char *path, mpt_tokens_t **out);
 /** Frees a set; views made by mpt_tokens_split must be freed first. */
 MPT_API void mpt_tokens_free(mpt_tokens_t *tokens);
@@ -395,23 +398,31 @@ MPT_API const char *mpt_tokens_format(const mpt_tokens_t *tokens);
 /** MPT_ERR_PARSE naming the file, the first position and the id when a
  *  token is not below vocab (a model's vocabulary). */
 MPT_API int mpt_tokens_check_vocab(const mpt_tokens_t *tokens, size_t vocab);
-/** Views of the first 1 - val_fraction of the tokens (*train) and the rest
- *  (*val; NULL when val_fraction is 0), sharing all's memory: free them
- *  before all.  val_fraction in [0, 1). */
+/** Views of the tokens sharing all's memory, nothing copied: *val is the
+ *  last floor(count * val_fraction) tokens (NULL when that is 0, e.g.
+ *  val_fraction 0), *train the rest (never empty).  `all` must outlive
+ *  both views: free them before it.  val_fraction in [0, 1), else
+ *  MPT_ERR_INVALID. */
 MPT_API int mpt_tokens_split(mpt_tokens_t *all, double val_fraction, mpt_tokens_t **train,
                              mpt_tokens_t **val);
 /** `batch` windows of context + 1 tokens at random starts: x[b*context + i]
  *  = token[start_b + i] (as a float), y[...] = token[start_b + i + 1].
- *  start_b is drawn from (seed, index, b) alone, so every process and a
- *  resumed run read the same batch `index`.  MPT_ERR_INVALID naming the
- *  file when it has fewer than context + 1 tokens. */
+ *  start_b, uniform in [0, count - context), is drawn from (seed, index, b)
+ *  alone (stream MPT_RNG_WINDOWS keyed by index, docs/data.md): every
+ *  process, any batch size and a resumed run read the same window b of
+ *  batch `index`.  x and y hold batch * context values.  MPT_ERR_INVALID
+ *  naming the file when it has fewer than context + 1 tokens ("FILE: 10
+ *  tokens, shorter than the context of 16 plus one"); MPT_ERR_RANGE when
+ *  index >= 2^56. */
 MPT_API int mpt_tokens_batch(const mpt_tokens_t *tokens, size_t context, size_t batch,
                              uint64_t seed, uint64_t index, float *x, int32_t *y);
 /** \return the consecutive, non-overlapping windows of context tokens
  *  (each with its next-token labels) the set holds. */
 MPT_API size_t mpt_tokens_windows(const mpt_tokens_t *tokens, size_t context);
 /** Windows first .. first + count - 1 of those, as mpt_tokens_batch lays
- *  them out (validation over the whole set). */
+ *  them out: window w is tokens w*context .. w*context + context, so all of
+ *  them cover the set but its last (count - 1) % context tokens
+ *  (validation over the whole set).  MPT_ERR_RANGE beyond the last one. */
 MPT_API int mpt_tokens_sequential(const mpt_tokens_t *tokens, size_t context, size_t first,
                                   size_t count, float *x, int32_t *y);
 
@@ -477,10 +488,13 @@ typedef struct mpt_trainer mpt_trainer_t;
 MPT_API int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
                                const mpt_train_config_t *config, mpt_trainer_t **out);
 MPT_API void mpt_trainer_free(mpt_trainer_t *trainer);
-/** One step on config.batch samples (images: batch x input floats). */
+/** One step on config.batch samples (images: batch x input floats;
+ *  labels: batch x mpt_model_labels_per_sample, a language model's next
+ *  tokens position by position). */
 MPT_API int mpt_trainer_step(mpt_trainer_t *trainer, const float *images, const int32_t *labels,
                              mpt_step_stats_t *stats);
-/** Mean loss and accuracy over count samples, dropout off. */
+/** Mean loss and accuracy over count samples, dropout off (a language
+ *  model's: per token, next-token accuracy). */
 MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
                                  const int32_t *labels, size_t count, double *mean_loss,
                                  double *accuracy);
