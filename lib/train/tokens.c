@@ -99,7 +99,8 @@ static int find_tokens(const char *path, const unsigned char *data, size_t size,
             return mpt__fail(MPT_ERR_PARSE, "%s: an llm.c token shard of version %u (mpt reads "
                              "version %d)", path, version, LLMC_VERSION);
         if (n < 0)
-            return mpt__fail(MPT_ERR_PARSE, "%s: its llm.c header says %d tokens", path, (int)n);
+            return mpt__fail(MPT_ERR_PARSE, "%s: its llm.c header says %d tokens, a negative "
+                             "count", path, (int)n);
         if ((size_t)n * 2 + LLMC_HEADER_BYTES != size)
             return mpt__fail(MPT_ERR_PARSE, "%s: its llm.c header says %d tokens (%zu bytes with "
                              "the header), but the file has %zu bytes", path, (int)n,
@@ -209,7 +210,8 @@ int mpt_tokens_split(mpt_tokens_t *all, double val_fraction, mpt_tokens_t **trai
     if (!(val_fraction >= 0 && val_fraction < 1))
         return mpt__fail(MPT_ERR_INVALID, "%s: a validation fraction of %g (must be in [0, 1))",
                          all->path, val_fraction);
-    /* Rounded down; a fraction just below 1 still leaves one training token. */
+    /* Rounded down.  count * val_fraction < count for any val_fraction < 1
+     * while count < 2^53; the guard keeps one training token beyond that. */
     size_t nval = (size_t)((double)all->count * val_fraction);
     if (nval >= all->count)
         nval = all->count - 1;
