@@ -62,8 +62,8 @@ static void open_tokens(train_data_t *d, const char *path, const mpt_model_t *mo
     d->batch = batch;
     size_t windows = mpt_tokens_windows(d->val_tokens, d->context);
     d->eval_count = windows < EVAL_WINDOWS ? windows : EVAL_WINDOWS;
-    d->x = malloc((batch > d->eval_count ? batch : d->eval_count) * d->context * sizeof *d->x);
-    d->y = malloc((batch > d->eval_count ? batch : d->eval_count) * d->context * sizeof *d->y);
+    d->x = malloc(batch * d->context * sizeof *d->x);
+    d->y = malloc(batch * d->context * sizeof *d->y);
     d->vx = malloc(d->eval_count * d->context * sizeof *d->vx);
     d->vy = malloc(d->eval_count * d->context * sizeof *d->vy);
     if (!d->x || !d->y || !d->vx || !d->vy)
