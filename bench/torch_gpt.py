@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """The PyTorch peer of mpt-train's language-model throughput: the same
 GPT-2 style model as a model JSON of embedding / block / layernorm /
-lm_head kinds (models/gpt-mini.json by default: pre-norm blocks, causal
-attention, tanh-GELU MLP, LM head tied to the token embedding), AdamW at
+lm_head kinds (models/gpt-mini.json by default), built by
+tests/torch_reference.py's build() as the parity test builds it, AdamW at
 lr 1e-3 (mpt-train's default for AdamW), the same batch and context, random
 windows of the same text file's bytes, on a given number of CPU threads.
 
@@ -15,49 +15,17 @@ which runs it in the same session as mpt-train so both see one machine.
 """
 import argparse
 import json
-import math
+import os
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-
-class Block(torch.nn.Module):
-    def __init__(self, c, heads):
-        super().__init__()
-        self.heads = heads
-        self.ln_1, self.ln_2 = torch.nn.LayerNorm(c), torch.nn.LayerNorm(c)
-        self.attn, self.proj = torch.nn.Linear(c, 3 * c), torch.nn.Linear(c, c)
-        self.fc, self.fc_proj = torch.nn.Linear(c, 4 * c), torch.nn.Linear(4 * c, c)
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.attn(self.ln_1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads)
-        mask = torch.ones(t, t, dtype=torch.bool).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
-        x = x + self.proj(y)
-        return x + self.fc_proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT(torch.nn.Module):
-    def __init__(self, desc):
-        super().__init__()
-        emb = desc["layers"][0]
-        self.context, vocab, c = desc["input"][0], emb["vocab"], emb["dim"]
-        self.wte = torch.nn.Parameter(0.02 * torch.randn(vocab, c))
-        self.wpe = torch.nn.Parameter(0.02 * torch.randn(self.context, c))
-        self.blocks = torch.nn.ModuleList(
-            Block(c, spec["heads"]) for spec in desc["layers"] if spec["kind"] == "block")
-        self.ln_f = torch.nn.LayerNorm(c)
-
-    def forward(self, idx):
-        x = self.wte[idx] + self.wpe[: idx.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_f(x) @ self.wte.T
+# The PyTorch model of a model JSON, as the parity test builds it: one
+# definition of the GPT kinds for both.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from torch_reference import build  # noqa: E402
 
 
 def main():
@@ -72,8 +40,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     desc = json.load(open(args.model))
-    model = GPT(desc)
-    t = model.context
+    model = build(desc).float()
+    t, vocab = desc["input"][0], desc["layers"][0]["vocab"]
     data = torch.tensor(list(open(args.data, "rb").read()), dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
@@ -82,7 +50,7 @@ def main():
         x = torch.stack([data[s:s + t] for s in start])
         y = torch.stack([data[s + 1:s + t + 1] for s in start])
         opt.zero_grad()
-        loss = F.cross_entropy(model(x).reshape(-1, model.wte.shape[0]), y.reshape(-1))
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
         loss.backward()
         opt.step()
         return loss.item()  # as mpt-train, read the loss back every step

@@ -300,17 +300,27 @@ static void free_bufs(float **bufs, int n)
     free(bufs);
 }
 
-static void run_allreduce(int n, size_t count, int repeat)
+/* Allreduce of count floats by n members over t (node map `node`, or
+ * NULL): every member ok, the same bits everywhere, close to the sum (and
+ * the same bits on a second run with `repeat`). */
+static void run_allreduce_on(mpt__transport_t *t, int n, size_t count, int repeat,
+                             const int *node)
 {
-    team_t tm = {0};
-    coll_arg_t a = {.count = count, .bufs = alloc_bufs(n, count), .repeat = repeat};
-    ck_assert_mpt_ok(mpt__transport_local_create(n, &tm.t));
+    team_t tm = {.t = t};
+    coll_arg_t a = {.count = count, .bufs = alloc_bufs(n, count), .repeat = repeat, .node = node};
     team_run(&tm, n, do_allreduce, &a, 60);
-    assert_all_ok(&tm, "allreduce");
+    assert_all_ok(&tm, node ? "hierarchical allreduce" : "allreduce");
     assert_allreduced(&tm, a.bufs, count);
     team_free(&tm);
-    mpt__transport_destroy(tm.t);
     free_bufs(a.bufs, n);
+}
+
+static void run_allreduce(int n, size_t count, int repeat)
+{
+    mpt__transport_t *t = NULL;
+    ck_assert_mpt_ok(mpt__transport_local_create(n, &t));
+    run_allreduce_on(t, n, count, repeat, NULL);
+    mpt__transport_destroy(t);
 }
 
 START_TEST(allreduce_small_sizes_all_group_sizes)
@@ -360,7 +370,7 @@ static int counting_wait(mpt__transport_t *t, mpt__request_t *req)
 {
     return mpt__wait(((counting_t *)t)->inner, req);
 }
-static void counting_abort(mpt__transport_t *t, int status, const char *why)
+static void counting_cancel(mpt__transport_t *t, int status, const char *why)
 {
     mpt__transport_abort(((counting_t *)t)->inner, status, why);
 }
@@ -369,7 +379,7 @@ static void counting_destroy(mpt__transport_t *t)
     (void)t; /* the test owns both */
 }
 static const mpt__transport_ops_t counting_ops = {"counting", counting_isend, counting_irecv,
-                                                  counting_wait, counting_abort,
+                                                  counting_wait, counting_cancel,
                                                   counting_destroy};
 
 /* Allreduce of count floats over members placed on nodes node[0..n):
@@ -377,17 +387,10 @@ static const mpt__transport_ops_t counting_ops = {"counting", counting_isend, co
  * bytes that crossed nodes. */
 static size_t run_hier(const int *node, int n, size_t count)
 {
-    team_t tm = {0};
     counting_t c = {.base = {&counting_ops, n}, .node = node};
-    coll_arg_t a = {.count = count, .bufs = alloc_bufs(n, count), .repeat = 1, .node = node};
     ck_assert_mpt_ok(mpt__transport_local_create(n, &c.inner));
-    tm.t = &c.base;
-    team_run(&tm, n, do_allreduce, &a, 60);
-    assert_all_ok(&tm, "hierarchical allreduce");
-    assert_allreduced(&tm, a.bufs, count);
-    team_free(&tm);
+    run_allreduce_on(&c.base, n, count, 1, node);
     mpt__transport_destroy(c.inner);
-    free_bufs(a.bufs, n);
     return c.cross_bytes / 2; /* two runs */
 }
 

@@ -48,8 +48,9 @@ typedef struct {
     /* Waits for a request to complete and frees it; MPT_ERR_ABORTED when
      * the transport was aborted meanwhile. */
     int (*wait)(mpt__transport_t *t, mpt__request_t *req);
-    /* Marks the transport failed: wakes every waiter. */
-    void (*abort)(mpt__transport_t *t, int status, const char *why);
+    /* Marks the transport failed (never the process: the library does not
+     * end it) and wakes every waiter; mpt__transport_abort calls it. */
+    void (*cancel)(mpt__transport_t *t, int status, const char *why);
     void (*destroy)(mpt__transport_t *t);
 } mpt__transport_ops_t;
 
@@ -182,13 +183,14 @@ int mpt__allreduce_is_hierarchical(const mpt__group_t *g, int *nodes, int *per_n
 /* Between the collectives' files (ring.c, hier.c): the sharded ring with
  * the reduce-scatter under tag phase rs_phase and the all-gather under
  * ag_phase (a negative phase skips that half); near-equal shards of count
- * over n members with 64-byte aligned starts; the hierarchical allreduce
- * of a group for which mpt__allreduce_is_hierarchical holds. */
+ * over n members with 64-byte aligned starts; the hierarchical allreduce,
+ * which sets *ran to 0 (and does nothing) when g's layout is not
+ * hierarchical, so that the caller runs the flat ring. */
 int mpt__ring_phased(const mpt__group_t *g, float *buf, const size_t *counts, int rs_phase,
                      int ag_phase, const mpt__ring_hooks_t *hooks);
 void mpt__ring_even_counts(size_t count, int n, size_t *counts);
 int mpt__allreduce_hier(const mpt__group_t *g, float *buf, size_t count,
-                        const mpt__ring_hooks_t *hooks);
+                        const mpt__ring_hooks_t *hooks, int *ran);
 
 /* ---- device buffers (comm/device_ring.c) ---------------------------------- */
 

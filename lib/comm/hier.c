@@ -26,7 +26,7 @@
 #include "comm/comm.h"
 
 /* Nodes in order of first appearance: first[i] = the first member of the
- * i-th node; *k nodes.  0 when g has no node map. */
+ * i-th node; returns how many. */
 static int list_nodes(const mpt__group_t *g, int *first)
 {
     int k = 0;
@@ -40,49 +40,63 @@ static int list_nodes(const mpt__group_t *g, int *first)
     return k;
 }
 
-int mpt__allreduce_is_hierarchical(const mpt__group_t *g, int *nodes, int *per_node)
+/* The layout of g's nodes (first as list_nodes fills it): 1 with *nodes
+ * and *per_node when it is hierarchical (see comm.h), else 0. */
+static int layout(const mpt__group_t *g, int *first, int *nodes, int *per_node)
 {
-    if (!g || !g->node || g->size < 4)
+    if (!g->node || g->size < 4)
         return 0;
-    int *first = malloc((size_t)g->size * sizeof *first);
-    if (!first)
-        return 0; /* the flat ring needs no memory of this kind: fall back */
-    int k = list_nodes(g, first), m = 0, even = 1;
-    for (int n = 0; n < k && even; n++) {
+    int k = list_nodes(g, first), m = 0;
+    for (int n = 0; n < k; n++) {
         int count = 0;
         for (int i = 0; i < g->size; i++)
             count += g->node[i] == g->node[first[n]];
-        if (n == 0)
-            m = count;
-        even = count == m;
+        if (n > 0 && count != m)
+            return 0;
+        m = count;
     }
+    *nodes = k, *per_node = m;
+    return k >= 2 && m >= 2;
+}
+
+int mpt__allreduce_is_hierarchical(const mpt__group_t *g, int *nodes, int *per_node)
+{
+    int k = 0, m = 0, *first = g && g->node ? malloc((size_t)g->size * sizeof *first) : NULL;
+    int hier = first && layout(g, first, &k, &m);
     free(first);
-    if (!even || k < 2 || m < 2)
-        return 0;
-    if (nodes)
+    if (hier && nodes)
         *nodes = k;
-    if (per_node)
+    if (hier && per_node)
         *per_node = m;
-    return 1;
+    return hier;
 }
 
 int mpt__allreduce_hier(const mpt__group_t *g, float *buf, size_t count,
-                        const mpt__ring_hooks_t *hooks)
+                        const mpt__ring_hooks_t *hooks, int *ran)
 {
     int k = 0, m = 0, status = MPT_OK;
-    if (!mpt__allreduce_is_hierarchical(g, &k, &m))
-        return mpt__fail(MPT_ERR_INVALID, "hierarchical allreduce: the group's members are "
-                         "not spread evenly over two or more nodes");
-    int *first = malloc((size_t)g->size * sizeof *first);
-    int *local = malloc((size_t)m * sizeof *local), *cross = malloc((size_t)k * sizeof *cross);
-    size_t *local_counts = malloc((size_t)m * sizeof *local_counts);
-    size_t *cross_counts = malloc((size_t)k * sizeof *cross_counts);
-    if (!first || !local || !cross || !local_counts || !cross_counts) {
+    int *first = malloc((size_t)g->size * sizeof *first), *local = NULL, *cross = NULL;
+    size_t *local_counts = NULL, *cross_counts = NULL;
+    /* Every member must take the same path: a member that cannot even see
+     * the layout fails the collective rather than run another one. */
+    *ran = 1;
+    if (!first) {
+        status = mpt__fail(MPT_ERR_NOMEM, "hierarchical allreduce: out of memory");
+        mpt__transport_abort(g->t, status, "hierarchical allreduce: out of memory");
+        return status;
+    }
+    if (!layout(g, first, &k, &m)) {
+        *ran = 0;
+        goto out;
+    }
+    local = malloc((size_t)m * sizeof *local), cross = malloc((size_t)k * sizeof *cross);
+    local_counts = malloc((size_t)m * sizeof *local_counts);
+    cross_counts = malloc((size_t)k * sizeof *cross_counts);
+    if (!local || !cross || !local_counts || !cross_counts) {
         status = mpt__fail(MPT_ERR_NOMEM, "hierarchical allreduce: out of memory");
         mpt__transport_abort(g->t, status, "hierarchical allreduce: out of memory");
         goto out;
     }
-    list_nodes(g, first);
     int mine = g->node[g->self], j = 0, me_node = 0, n = 0;
     for (int i = 0; i < g->size; i++) /* this node's members, and my place among them */
         if (g->node[i] == mine) {

@@ -18,7 +18,7 @@
  * then locks and broadcasts every port, so a waiter that saw the flag clear
  * under its port lock cannot miss the wake-up.  A request being copied is
  * never freed under the copier: its waiter waits for the copy to end even
- * after an abort (a memcpy always ends).
+ * after an abort: a memcpy always ends.
  *
  * Deliberately left out: buffering of early sends (eager protocol), request
  * pools (a malloc per message is noise next to a chunk-sized copy), and
@@ -235,7 +235,7 @@ static int local_wait(mpt__transport_t *t, mpt__request_t *r)
     return status;
 }
 
-static void local_abort(mpt__transport_t *t, int status, const char *why)
+static void local_cancel(mpt__transport_t *t, int status, const char *why)
 {
     local_t *lt = (local_t *)t;
     pthread_mutex_lock(&lt->abort_lock);
@@ -277,7 +277,7 @@ static const mpt__transport_ops_t local_ops = {
     .isend = local_isend,
     .irecv = local_irecv,
     .wait = local_wait,
-    .abort = local_abort,
+    .cancel = local_cancel,
     .destroy = local_destroy,
 };
 

@@ -198,7 +198,7 @@ static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
     return status;
 }
 
-static void mpi_abort(mpt__transport_t *t, int status, const char *why)
+static void mpi_cancel(mpt__transport_t *t, int status, const char *why)
 {
     mpi_t *mt = (mpi_t *)t;
     pthread_mutex_lock(&mt->abort_lock);
@@ -228,7 +228,7 @@ static const mpt__transport_ops_t mpi_ops = {
     .isend = mpi_isend,
     .irecv = mpi_irecv,
     .wait = mpi_wait,
-    .abort = mpi_abort,
+    .cancel = mpi_cancel,
     .destroy = mpi_destroy,
 };
 

@@ -344,8 +344,11 @@ int mpt__allreduce_hooked(const mpt__group_t *g, float *buf, size_t count,
         return status;
     if (!buf && count > 0)
         return mpt__fail(MPT_ERR_INVALID, "allreduce: NULL buffer of %zu floats", count);
-    if (g->size > 1 && count > 0 && mpt__allreduce_is_hierarchical(g, NULL, NULL)) {
-        status = mpt__allreduce_hier(g, buf, count, hooks);
+    int ran = 0;
+    if (g->size > 1 && count > 0 && g->node)
+        status = mpt__allreduce_hier(g, buf, count, hooks, &ran);
+    if (ran || status < 0) {
+        /* done, hierarchically */
     } else if (g->size > 1 && count > 0) {
         size_t *counts = malloc((size_t)g->size * sizeof *counts);
         if (!counts)

@@ -23,7 +23,7 @@ int mpt__recv(mpt__transport_t *t, int dst, int src, int tag, void *buf, size_t 
 void mpt__transport_abort(mpt__transport_t *t, int status, const char *why)
 {
     if (t)
-        t->ops->abort(t, status, why);
+        t->ops->cancel(t, status, why);
 }
 
 void mpt__transport_destroy(mpt__transport_t *t)

@@ -149,8 +149,7 @@ struct mpt__engine {
     size_t finished;
     job_kind_t kind;
     const float *x;
-    const int32_t *y;         /* lps labels per sample */
-    size_t lps;
+    const int32_t *y;         /* m->labels_per_sample labels per sample */
     size_t count;
     const mpt__optim_cfg_t *opt;
     float lr;
@@ -396,7 +395,8 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         MPT_TRY(mpt__stage_put_input(w->ex, slot, r, n));
     }
     if (w->next < 0)
-        MPT_TRY(mpt__stage_put_labels(w->ex, slot, e->y + (share_first + off) * e->lps, n));
+        MPT_TRY(mpt__stage_put_labels(w->ex, slot,
+                                      e->y + (share_first + off) * e->m->labels_per_sample, n));
     MPT_TRY(mpt__stage_forward(w->ex, slot, n, 1));
     if (w->next >= 0) {
         float *s = w->fwd_stage + j * w->max_mb * out;
@@ -430,8 +430,8 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     /* The last micro-batch's backward finishes each layer's gradients:
      * with replicas, buckets leave for the reducer as it goes. */
     mpt__stage_set_layer_hook(w->ex, last_mb && bucket ? layer_done : NULL, bucket);
-    status = mpt__stage_backward(w->ex, slot, n, 1.0f / (float)(e->batch * e->lps), j > 0,
-                                 w->prev >= 0);
+    float scale = 1.0f / (float)(e->batch * e->m->labels_per_sample); /* the mean over labels */
+    status = mpt__stage_backward(w->ex, slot, n, scale, j > 0, w->prev >= 0);
     mpt__stage_set_layer_hook(w->ex, NULL, NULL);
     if (status < 0)
         goto out;
@@ -562,7 +562,7 @@ static int eval_job(worker_t *w)
             MPT_TRY(mpt__stage_put_input(w->ex, 0, w->recv_stage, n));
         }
         if (w->next < 0)
-            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first * e->lps, n));
+            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first * e->m->labels_per_sample, n));
         MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
         if (w->next >= 0) {
             MPT_TRY(mpt__stage_get_output(w->ex, 0, w->fwd_stage, n));
@@ -574,7 +574,8 @@ static int eval_job(worker_t *w)
             MPT_TRY(mpt__stage_loss_sum(w->ex, 0, n, &sum));
             MPT_TRY(mpt__stage_correct(w->ex, 0, n, &hits));
             /* per sample, the mean over its labels (positions) */
-            w->loss_sum += sum / (double)e->lps, w->correct += hits / (double)e->lps;
+            double lps = (double)e->m->labels_per_sample;
+            w->loss_sum += sum / lps, w->correct += hits / lps;
         }
     }
 out:
@@ -1153,7 +1154,6 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     pthread_cond_init(&e->go, NULL);
     pthread_cond_init(&e->done, NULL);
     e->m = m, e->plan = plan, e->batch = batch, e->microbatches = plan->microbatches;
-    e->lps = m->labels_per_sample ? m->labels_per_sample : 1;
     e->nreplicas = plan->nreplicas, e->pipe_1f1b = plan->schedule == MPT__PIPE_1F1B;
     e->topo = topo, e->cluster = cluster;
     e->nranks = ranks && ranks->nranks > 1 ? ranks->nranks : 1;
@@ -1323,7 +1323,7 @@ int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
             *grad_norm = w->norm;
         w->stats.step_s = w->step_s;
     }
-    *loss = sum / (double)(e->batch * e->lps);
+    *loss = sum / (double)(e->batch * e->m->labels_per_sample);
     if (status == MPT_OK)
         e->step++;
     return status;

@@ -39,12 +39,6 @@ struct mpt__executor {
     float *host_rows;  /* max_batch */
 };
 
-/* Labels (and loss rows) per sample: 1, or a language model's positions. */
-static size_t labels_per_sample(const mpt__model_t *m)
-{
-    return m->labels_per_sample ? m->labels_per_sample : 1;
-}
-
 static mpt__tensor_t flat(mpt_buffer_t *b, size_t n)
 {
     size_t dims[1] = {n ? n : 1};
@@ -87,7 +81,7 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out)
 {
-    size_t lps = labels_per_sample(m);
+    size_t lps = m->labels_per_sample; /* labels and loss rows per sample */
     int status = MPT_OK;
     mpt__executor_t *ex = NULL;
     *out = NULL;
@@ -183,7 +177,7 @@ size_t mpt__stage_out_floats(const mpt__executor_t *ex)
 static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t batch,
                            int training)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     const mpt__layer_t *l = &ex->m->layers[i];
     size_t k = i - ex->first, base = slot * ex->act_stride;
     mpt__pass_t p;
@@ -228,7 +222,7 @@ int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_
 
 int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, size_t batch)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     int status = check_batch(ex, slot, batch);
     if (status == MPT_OK)
         status = mpt_buffer_write(ex->labels, slot * ex->max_batch * lps * sizeof *y, y,
@@ -261,7 +255,7 @@ int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t bat
 
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     int status = mpt_buffer_read(ex->loss_rows, slot * ex->max_batch * lps * sizeof(float),
                                  ex->host_rows, batch * lps * sizeof(float));
     *sum = 0;
@@ -272,7 +266,7 @@ int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *
 
 int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *correct)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     int status;
     size_t k = ex->last - ex->first;
     mpt__tensor_t logits = region(ex->acts, slot * ex->act_stride + ex->act_off[k],
@@ -427,7 +421,7 @@ int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t 
                              const mpt__optim_cfg_t *opt, float lr, double *loss,
                              double *grad_norm)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     int status;
     double sum = 0;
     *grad_norm = 0;
@@ -447,7 +441,7 @@ out:
 int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
                             double *loss, float *logits, float *grads)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     int status;
     double sum = 0;
     size_t last = ex->m->nlayers - 1;
@@ -468,7 +462,7 @@ out:
 int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
                            double *loss_sum, double *correct)
 {
-    size_t lps = labels_per_sample(ex->m);
+    size_t lps = ex->m->labels_per_sample;
     size_t in = mpt__shape_numel(&ex->m->input);
     int status = MPT_OK;
     *loss_sum = 0, *correct = 0;
@@ -490,7 +484,7 @@ out:
 int mpt__executor_logits(mpt__executor_t *ex, const float *x, size_t count, float *logits)
 {
     size_t in = mpt__shape_numel(&ex->m->input), last = ex->m->nlayers - 1;
-    size_t row = labels_per_sample(ex->m) * (size_t)ex->m->classes;
+    size_t row = ex->m->labels_per_sample * (size_t)ex->m->classes;
     int status = MPT_OK;
     for (size_t first = 0; first < count; first += ex->max_batch) {
         size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;

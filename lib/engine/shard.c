@@ -341,6 +341,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     s->tp = tp, s->rank = rank, s->max_batch = max_batch;
     s->model.input = m->layers[first].in;
     s->model.classes = m->classes;
+    s->model.labels_per_sample = m->labels_per_sample;
 
     if (!(steps = calloc(nl, sizeof *steps))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");

@@ -287,26 +287,34 @@ double mpt__cost_allreduce_hier(const mpt_cluster_t *c, const size_t *devices, s
 {
     if (n < 4 || !devices || !c)
         return HUGE_VAL;
-    /* The nodes in order of first appearance, as comm/hier.c takes them;
-     * lists[x * n + j]: the j-th device of the x-th node. */
-    size_t *lists = malloc(n * n * sizeof *lists), *sizes = calloc(n, sizeof *sizes), k = 0;
+    /* The nodes in order of first appearance, as comm/hier.c takes them:
+     * node x's first device is devices[first[x]]; sorted holds the devices
+     * node by node, so that the j-th of node x is sorted[x * m + j]. */
+    size_t *first = malloc(n * sizeof *first), *of = malloc(n * sizeof *of);
+    size_t *sorted = malloc(n * sizeof *sorted), k = 0, m = 0;
     double t = HUGE_VAL;
-    if (!lists || !sizes)
+    if (!first || !of || !sorted)
         goto out;
     for (size_t i = 0; i < n; i++) {
         size_t x = 0;
-        while (x < k && node_of(c, lists[x * n]) != node_of(c, devices[i]))
+        while (x < k && node_of(c, devices[first[x]]) != node_of(c, devices[i]))
             x++;
         if (x == k)
-            k++;
-        lists[x * n + sizes[x]++] = devices[i];
+            first[k++] = i;
+        of[i] = x;
     }
-    size_t m = sizes[0];
-    for (size_t x = 1; x < k; x++)
-        if (sizes[x] != m)
-            goto out;
-    if (k < 2 || m < 2)
+    m = n / k;
+    if (k < 2 || m < 2 || m * k != n)
         goto out;
+    for (size_t x = 0, at = 0; x < k; x++) { /* node by node, in device order */
+        size_t here = 0;
+        for (size_t i = 0; i < n; i++)
+            if (of[i] == x)
+                sorted[at + here++] = devices[i];
+        if (here != m)
+            goto out; /* uneven */
+        at += m;
+    }
     if (!(bytes > 0)) {
         t = 0;
         goto out;
@@ -317,19 +325,20 @@ double mpt__cost_allreduce_hier(const mpt_cluster_t *c, const size_t *devices, s
      * network link, which therefore carries bytes / k per step. */
     double inside = 0, across = 0, gbps = 0, latency_us = 0;
     for (size_t x = 0; x < k; x++)
-        inside = fmax(inside, mpt__cost_allreduce(c, &lists[x * n], m, bytes));
+        inside = fmax(inside, mpt__cost_allreduce(c, &sorted[x * m], m, bytes));
     mpt_cluster_network(c, &gbps, &latency_us);
     double shared = gbps > 0 ? (double)(m - 1) * bytes / ((double)(m * k) * gbps * 1e9) : 0;
     for (size_t j = 0; j < m; j++)
         for (size_t x = 0; x < k; x++) {
-            double hop = mpt__cost_transfer(c, lists[x * n + j], lists[(x + 1) % k * n + j],
+            double hop = mpt__cost_transfer(c, sorted[x * m + j], sorted[(x + 1) % k * m + j],
                                             bytes / (double)(m * k));
             across = fmax(across, hop + shared);
         }
     t = inside + 2.0 * (double)(k - 1) * across;
 out:
-    free(lists);
-    free(sizes);
+    free(first);
+    free(of);
+    free(sorted);
     return t;
 }
 

@@ -709,13 +709,14 @@ static int choose_allreduce(mpt__plan_t *p, const mpt__model_cost_t *mc, const m
     MPT_TRY(predict(p, mc, c));
     if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4)
         return MPT_OK;
-    double ring = p->predicted_step_s;
+    mpt__plan_t ring = *p; /* its predictions, to restore */
     p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
     MPT_TRY(predict(p, mc, c));
-    if (p->predicted_step_s < ring)
-        return MPT_OK;
-    p->allreduce = MPT_ALLREDUCE_RING;
-    status = predict(p, mc, c);
+    if (!(p->predicted_step_s < ring.predicted_step_s)) {
+        p->allreduce = MPT_ALLREDUCE_RING;
+        p->predicted_step_s = ring.predicted_step_s, p->compute_s = ring.compute_s;
+        p->p2p_s = ring.p2p_s, p->allreduce_s = ring.allreduce_s, p->bubble_s = ring.bubble_s;
+    }
 out:
     return status;
 }
