@@ -26,6 +26,14 @@
  * (loss, statistics) and the model's state at rank 0 and broadcast them
  * back, so that each rank sees the job as one process does.
  *
+ * Tied weights across stages (lm_head on a later stage than its
+ * embedding): the head's stage holds a copy (executor.c).  After its
+ * backward it sends the copy's gradient to the embedding's stage, which adds
+ * it to its own before that gradient leaves for the data-parallel
+ * all-reduce (or, without replicas, before the update); the embedding's
+ * stage then sends the summed, reduced gradient back, so both apply the same
+ * update to the same values and the copy stays equal to the owner's weight.
+ *
  * Failure: a worker whose job fails records the error, aborts the
  * transport (every blocked peer returns MPT_ERR_ABORTED at once) and
  * finishes the job; the caller reports the first real error with the
@@ -44,7 +52,7 @@
 #include "engine/shard.h"
 
 enum { TAG_ACT = 1, TAG_GRAD = 2, TAG_EVAL = 3, TAG_NORM = 4, TAG_GATHER = 5, TAG_CTL = 6,
-       TAG_GROUP = 1 << 16, TAG_TP = 1 << 22 };
+       TAG_TIED = 7, TAG_GROUP = 1 << 16, TAG_TP = 1 << 22 };
 
 /* Per-worker results that ranks exchange after each job (doubles). */
 enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_MEMORY,
@@ -103,6 +111,13 @@ struct worker {
     size_t nfwd_to, nbwd_to;
     segment_t *segs;
     size_t nsegs;
+    int tied_peer;             /* the worker of this replica on the other side of a
+                                * tied weight, -1 for none */
+    int tied_copy;             /* 1: this one holds the copy; 0: the owner */
+    int tied_owner_layer;      /* the owner: the layer whose backward finishes it */
+    size_t tied_first, tied_count; /* the tied model elements */
+    float *tied_buf;           /* their gradient, on the host */
+    int tied_added;            /* the owner: the copy's gradient is in, this step */
     float *gbuf;               /* host copy of its gradients (np) */
     float *fwd_stage;          /* outgoing activations: one region per micro-batch */
     float *bwd_stage;          /* outgoing gradients: one region per micro-batch, apart
@@ -323,6 +338,63 @@ static int flush_grads(worker_t *w, size_t first, size_t end)
     return MPT_OK;
 }
 
+/* ---- tied weights across stages ---------------------------------------------- */
+
+static int send_async(worker_t *w, int peer, int tag, const float *buf, size_t floats);
+
+/* The copy's side, after its backward: its gradient to the owner. */
+static int tied_send_copy(worker_t *w)
+{
+    int status = mpt__stage_read_tied_grads(w->ex, w->tied_buf);
+    return status < 0 ? status : send_async(w, w->tied_peer, TAG_TIED, w->tied_buf, w->tied_count);
+}
+
+/* The owner's side, once its own gradient of the tied weight is final: the
+ * copy's added to it (once a step). */
+static int tied_take_copy(worker_t *w)
+{
+    int status;
+    double t0 = mpt__now();
+    if (w->tied_peer < 0 || w->tied_copy || w->tied_added)
+        return MPT_OK;
+    MPT_TRY(mpt__recv(w->e->t, w->index, w->tied_peer, TAG_TIED, w->tied_buf,
+                      w->tied_count * sizeof(float)));
+    MPT_TRY(mpt__stage_add_grads_at(w->ex, w->tied_first, w->tied_count, w->tied_buf));
+    w->tied_added = 1;
+    span_add(w->e, &w->spans, "tied", -1, t0);
+out:
+    return status;
+}
+
+/* The owner, after the data-parallel all-reduce: the summed gradient back
+ * to the copy (from the host copy the all-reduce left, or read now). */
+static int tied_send_sum(worker_t *w)
+{
+    int status = MPT_OK;
+    const float *g = w->tied_buf;
+    if (w->nsegs)
+        g = w->gbuf + (w->tied_first - w->p0);
+    else
+        MPT_TRY(mpt__stage_read_grads_at(w->ex, w->tied_first, w->tied_count, w->tied_buf));
+    status = send_async(w, w->tied_peer, TAG_TIED, g, w->tied_count);
+out:
+    return status;
+}
+
+/* The copy, after its own sends completed (tied_buf is free again): the
+ * summed gradient replaces its own. */
+static int tied_take_sum(worker_t *w)
+{
+    int status;
+    double t0 = mpt__now();
+    MPT_TRY(mpt__recv(w->e->t, w->index, w->tied_peer, TAG_TIED, w->tied_buf,
+                      w->tied_count * sizeof(float)));
+    MPT_TRY(mpt__stage_write_tied_grads(w->ex, w->tied_buf));
+    span_add(w->e, &w->spans, "tied", -1, t0);
+out:
+    return status;
+}
+
 /* Called by the executor after each layer's backward of the last
  * micro-batch: once enough finished gradients have gathered, send them. */
 typedef struct {
@@ -337,6 +409,9 @@ static void layer_done(void *arg, size_t layer)
     worker_t *w = b->w;
     const mpt__layer_t *l = &w->model->layers[layer];
     if (b->status < 0 || l->nparams == 0)
+        return;
+    /* The tied weight's gradient leaves with the copy's part in it. */
+    if ((int)layer == w->tied_owner_layer && (b->status = tied_take_copy(w)) < 0)
         return;
     size_t lo = l->params[0].offset, hi = lo;
     for (int q = 0; q < l->nparams; q++) {
@@ -507,7 +582,11 @@ static int train_job(worker_t *w)
     if (w->shard) /* forget what evaluations moved */
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
     mpt__executor_set_step(w->ex, e->step);
+    w->tied_added = 0;
     MPT_TRY(run_schedule(w, share, share_first, w->nsegs ? &bucket : NULL));
+    if (w->tied_peer >= 0 && w->tied_copy)
+        MPT_TRY(tied_send_copy(w));
+    MPT_TRY(tied_take_copy(w)); /* an owner the hook did not call (no replicas) */
     if (w->nsegs) {
         /* What the hook did not flush yet (the stage's first layers). */
         if (bucket.pending_end > 0)
@@ -515,7 +594,11 @@ static int train_job(worker_t *w)
         MPT_TRY(reducer_drain(w));
         MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
+    if (w->tied_peer >= 0 && !w->tied_copy)
+        MPT_TRY(tied_send_sum(w));
     MPT_TRY(wait_sends(w));
+    if (w->tied_peer >= 0 && w->tied_copy)
+        MPT_TRY(tied_take_sum(w));
     if (e->opt->clip_norm > 0) {
         double norm = 0;
         MPT_TRY(grad_norm(w, &norm));
@@ -1003,6 +1086,7 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     int status = MPT_OK;
     w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
     w->member = (int)g, w->tp = (int)tp;
+    w->tied_peer = -1, w->tied_owner_layer = -1;
     pthread_mutex_init(&w->rlock, NULL);
     pthread_cond_init(&w->rcond, NULL);
     w->device = (int)st->devices[g].device;
@@ -1069,7 +1153,8 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     if (!(w->fwd_stage = malloc(e->microbatches * max_mb * width_out * sizeof(float) + 1)) ||
         !(w->bwd_stage = malloc(e->microbatches * max_mb * width_in * sizeof(float) + 1)) ||
         !(w->recv_stage = malloc(max_mb * widest * sizeof(float) + 1)) ||
-        !(w->sends = calloc(e->microbatches * (w->nfwd_to + w->nbwd_to) + 1, sizeof *w->sends)) ||
+        !(w->sends = calloc(e->microbatches * (w->nfwd_to + w->nbwd_to) + 1 /* tied */,
+                            sizeof *w->sends)) ||
         !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
@@ -1082,6 +1167,52 @@ out:
     free(local);
     free(fractions);
     return status;
+}
+
+/* Pairs each worker running a tied layer (lm_head) without the layer that
+ * owns its weight with the worker of the same replica that runs the owner. */
+static int pair_tied(mpt__engine_t *e)
+{
+    for (size_t i = 0; i < e->nworkers; i++) {
+        worker_t *w = &e->w[i];
+        const mpt__plan_stage_t *st = &e->plan->replicas[w->replica].stages[w->stage];
+        for (size_t l = st->first; l <= st->last; l++) {
+            int owner = e->m->layers[l].tied_layer;
+            if (owner < 0 || (size_t)owner >= st->first)
+                continue;
+            worker_t *o = NULL;
+            for (size_t j = 0; j < e->nworkers && !o; j++) {
+                const mpt__plan_stage_t *sj =
+                    &e->plan->replicas[e->w[j].replica].stages[e->w[j].stage];
+                if (e->w[j].replica == w->replica && sj->first <= (size_t)owner &&
+                    (size_t)owner <= sj->last)
+                    o = &e->w[j];
+            }
+            if (!o)
+                return mpt__fail(MPT_ERR_INVALID, "replica %d: no stage runs layer %d", w->replica,
+                                 owner);
+            if (w->tp > 1 || o->tp > 1)
+                return mpt__fail(MPT_ERR_UNSUPPORTED, "replica %d: %s (layer %zu) and the %s it "
+                                 "is tied to (layer %d) are on different stages, one of them "
+                                 "tensor-parallel: a tied weight across stages needs both stages "
+                                 "on one device each", w->replica, e->m->layers[l].kind->name, l,
+                                 e->m->layers[owner].kind->name, owner);
+            if (w->tied_peer >= 0 || o->tied_peer >= 0)
+                return mpt__fail(MPT_ERR_UNSUPPORTED, "replica %d: a stage with more than one "
+                                 "tied weight across stages", w->replica);
+            const mpt__param_t *pr = &e->m->layers[l].tied;
+            w->tied_peer = o->index, w->tied_copy = 1;
+            o->tied_peer = w->index, o->tied_copy = 0, o->tied_owner_layer = owner;
+            w->tied_first = o->tied_first = pr->offset;
+            w->tied_count = o->tied_count = pr->numel;
+            worker_t *both[2] = {w, o};
+            for (int q = 0; q < 2; q++)
+                if (both[q]->local &&
+                    !(both[q]->tied_buf = malloc(pr->numel * sizeof *both[q]->tied_buf)))
+                    return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        }
+    }
+    return MPT_OK;
 }
 
 int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
@@ -1196,6 +1327,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
                                     devices, seed, init));
         }
     }
+    MPT_TRY(pair_tied(e));
     /* Data parallelism: each worker's all-reduce segments and reducer. */
     if (e->nreplicas > 1 && e->any_tp)
         MPT_TRY(check_alike(e));
@@ -1276,6 +1408,7 @@ void mpt__engine_free(mpt__engine_t *e)
             free(w->segs);
             free(w->queue);
             free(w->gbuf);
+            free(w->tied_buf);
             free(w->fwd_stage);
             free(w->bwd_stage);
             free(w->recv_stage);
@@ -1370,9 +1503,13 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
         } else if (out && w->replica == 0)
             status = what < 0 ? mpt__executor_read_params(w->ex, out + w->p0)
                               : mpt__executor_read_slot(w->ex, what, out + w->p0);
-        else if (in)
+        else if (in) {
             status = what < 0 ? mpt__executor_write_params(w->ex, in + w->p0)
                               : mpt__executor_write_slot(w->ex, what, in + w->p0);
+            /* A tied copy takes the owner's values. */
+            if (status == MPT_OK && w->tied_peer >= 0 && w->tied_copy)
+                status = mpt__stage_write_tied(w->ex, what, in + w->tied_first);
+        }
     }
     if (status == MPT_OK && out && e->nranks > 1)
         status = exchange_state(e, out);

@@ -13,8 +13,18 @@
  * ping-pong buffers shared by the slots (one backward runs at a time), and
  * one scratch (conv columns) serves every layer.  Everything is allocated
  * once, for the largest micro-batch.
+ *
+ * Tied copy: a range that runs a tied layer (lm_head) without the layer
+ * that owns its weight (the embedding, on an earlier pipeline stage) holds
+ * a copy of that weight after its own parameters, at buffer index np, in
+ * every flat buffer (parameters, gradients, micro-batch gradients, optimizer
+ * slots): the update, clipping and accumulation treat it as one of the
+ * range's, while its state I/O, gradient norm and all-reduce segments do
+ * not (the owner's elements count once).  The engine sums the copy's
+ * gradient with the owner's every step, so both update alike.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +36,13 @@ struct mpt__executor {
     mpt_device_t *dev;
     size_t first, last;   /* the layers */
     size_t p0, np;        /* the parameter elements [p0, p0 + np) */
+    size_t tied_first, nt; /* the tied copy: model elements [tied_first, + nt), at np */
+    int tied_head;        /* the layer reading the copy, -1 when nt is 0 */
     size_t max_batch, slots;
     uint64_t seed, step;
     mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
+    mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at), on first use */
     size_t act_stride, saved_stride; /* floats per slot */
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
@@ -58,7 +71,7 @@ void mpt__executor_free(mpt__executor_t *ex)
     mpt_buffer_t *all[] = {ex->params,  ex->grads,   ex->gmb,       ex->slot[0],
                            ex->slot[1], ex->acts,    ex->dbuf[0],   ex->dbuf[1],
                            ex->saved,   ex->scratch, ex->labels,    ex->loss_rows,
-                           ex->correct};
+                           ex->correct, ex->addend};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         mpt_buffer_free(all[i]);
     free(ex->act_off);
@@ -99,6 +112,14 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     ex->max_batch = max_batch, ex->slots = slots, ex->seed = seed;
 
     mpt__model_param_range(m, first, last, &ex->p0, &ex->np);
+    ex->tied_head = -1;
+    for (size_t i = first; i <= last; i++) {
+        int owner = m->layers[i].tied_layer;
+        if (owner >= 0 && (size_t)owner < first) {
+            ex->tied_head = (int)i;
+            ex->tied_first = m->layers[i].tied.offset, ex->nt = m->layers[i].tied.numel;
+        }
+    }
 
     /* Lay out one slot's activations and saved state, and the scratch. */
     size_t act = mpt__shape_numel(&m->layers[first].in) * max_batch, saved = 0, scratch = 1;
@@ -121,12 +142,13 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
         act += mpt__shape_numel(&l->out) * max_batch;
     }
     ex->act_stride = act, ex->saved_stride = saved;
-    MPT_TRY(zeroed(dev, ex->np, &ex->params));
-    MPT_TRY(zeroed(dev, ex->np, &ex->grads));
-    MPT_TRY(zeroed(dev, ex->np, &ex->slot[0]));
-    MPT_TRY(zeroed(dev, ex->np, &ex->slot[1]));
+    size_t held = ex->np + ex->nt;
+    MPT_TRY(zeroed(dev, held, &ex->params));
+    MPT_TRY(zeroed(dev, held, &ex->grads));
+    MPT_TRY(zeroed(dev, held, &ex->slot[0]));
+    MPT_TRY(zeroed(dev, held, &ex->slot[1]));
     if (accumulates)
-        MPT_TRY(zeroed(dev, ex->np, &ex->gmb));
+        MPT_TRY(zeroed(dev, held, &ex->gmb));
     MPT_TRY(zeroed(dev, act * slots, &ex->acts));
     MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[0]));
     MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[1]));
@@ -137,6 +159,8 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     MPT_TRY(mpt_buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), &ex->labels));
     if (init && ex->np)
         MPT_TRY(mpt__executor_write_params(ex, init + ex->p0));
+    if (init && ex->nt)
+        MPT_TRY(mpt__stage_write_tied(ex, -1, init + ex->tied_first));
 out:
     if (status < 0) {
         mpt__executor_free(ex);
@@ -185,9 +209,20 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
     p.batch = batch;
     p.x = region(ex->acts, base + ex->act_off[k], mpt__shape_numel(&l->in) * batch);
     p.y = region(ex->acts, base + ex->act_off[k + 1], mpt__shape_numel(&l->out) * batch);
-    p.params = flat(ex->params, ex->np);
-    p.grads = flat(ex->grads, ex->np);
+    p.params = flat(ex->params, ex->np + ex->nt);
+    p.grads = flat(ex->grads, ex->np + ex->nt);
     p.param_base = ex->p0;
+    p.tied_at = SIZE_MAX;
+    if (l->tied_layer >= 0) {
+        if ((int)i == ex->tied_head)
+            p.tied_at = ex->np;
+        else if (l->tied.offset >= ex->p0 && l->tied.offset + l->tied.numel <= ex->p0 + ex->np)
+            p.tied_at = l->tied.offset - ex->p0;
+    }
+    /* The owner of a shared weight adds to the gradient its reader wrote,
+     * when that reader is in this range (it is later, so its backward ran). */
+    for (size_t j = i + 1; l->nparams && l->params[0].shared && j <= ex->last; j++)
+        p.shared_written |= ex->m->layers[j].tied_layer == (int)i;
     p.saved = region(ex->saved, slot * ex->saved_stride + ex->saved_off[k],
                      l->saved_per_sample * batch);
     p.scratch = flat(ex->scratch, 1);
@@ -306,7 +341,7 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
         size_t out_n = mpt__shape_numel(&l->out) * batch, in_n = mpt__shape_numel(&l->in) * batch;
         p.loss_scale = loss_scale;
         if (accumulate)
-            p.grads = flat(ex->gmb, ex->np);
+            p.grads = flat(ex->gmb, ex->np + ex->nt);
         p.dy = region(ex->dbuf[cur], 0, out_n);
         /* The first computing layer's input gradient is wanted only when a
          * stage before this one is waiting for it. */
@@ -322,6 +357,12 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
             mpt__tensor_t mb = region(ex->gmb, pr->offset - ex->p0, pr->numel);
             if ((status = mpt__op_axpy(pr->numel, 1.0f, &mb, &g)) < 0)
                 return mpt__fail_context(status, "accumulating the gradients of layer %zu", i);
+        }
+        if (accumulate && (int)i == ex->tied_head) {
+            mpt__tensor_t g = region(ex->grads, ex->np, ex->nt);
+            mpt__tensor_t mb = region(ex->gmb, ex->np, ex->nt);
+            if ((status = mpt__op_axpy(ex->nt, 1.0f, &mb, &g)) < 0)
+                return mpt__fail_context(status, "accumulating the tied gradients of layer %zu", i);
         }
         if (ex->hook)
             ex->hook(ex->hook_arg, i);
@@ -346,7 +387,7 @@ size_t mpt__executor_device_bytes(const mpt__executor_t *ex)
     const mpt_buffer_t *all[] = {ex->params,  ex->grads,   ex->gmb,     ex->slot[0],
                                  ex->slot[1], ex->acts,    ex->dbuf[0], ex->dbuf[1],
                                  ex->saved,   ex->scratch, ex->labels,  ex->loss_rows,
-                                 ex->correct};
+                                 ex->correct,     ex->addend};
     size_t total = 0;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         total += all[i] ? all[i]->size : 0;
@@ -374,13 +415,14 @@ int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq)
 
 int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
 {
-    mpt__tensor_t g = flat(ex->grads, ex->np);
-    return ex->np ? mpt__op_scale(&g, ex->np, coef) : MPT_OK;
+    size_t n = ex->np + ex->nt;
+    mpt__tensor_t g = flat(ex->grads, n);
+    return n ? mpt__op_scale(&g, n, coef) : MPT_OK;
 }
 
 int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
 {
-    size_t n = ex->np;
+    size_t n = ex->np + ex->nt;
     if (n == 0)
         return MPT_OK;
     mpt__tensor_t p = flat(ex->params, n), g = flat(ex->grads, n);
@@ -524,6 +566,60 @@ int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
     return write_flat(ex, ex->slot[slot & 1], in);
+}
+
+/* ---- the tied copy ------------------------------------------------------------- */
+
+size_t mpt__stage_tied_copy(const mpt__executor_t *ex, size_t *model_first)
+{
+    if (model_first)
+        *model_first = ex->tied_first;
+    return ex->nt;
+}
+
+int mpt__stage_write_tied(mpt__executor_t *ex, int what, const float *in)
+{
+    mpt_buffer_t *b = what < 0 ? ex->params : ex->slot[what & 1];
+    return ex->nt ? mpt_buffer_write(b, ex->np * sizeof *in, in, ex->nt * sizeof *in) : MPT_OK;
+}
+
+int mpt__stage_read_tied_grads(mpt__executor_t *ex, float *out)
+{
+    return ex->nt ? mpt_buffer_read(ex->grads, ex->np * sizeof *out, out, ex->nt * sizeof *out)
+                  : MPT_OK;
+}
+
+int mpt__stage_write_tied_grads(mpt__executor_t *ex, const float *in)
+{
+    return ex->nt ? mpt_buffer_write(ex->grads, ex->np * sizeof *in, in, ex->nt * sizeof *in)
+                  : MPT_OK;
+}
+
+int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t count, float *out)
+{
+    if (model_first < ex->p0 || model_first + count > ex->p0 + ex->np)
+        return mpt__fail(MPT_ERR_INVALID, "gradient elements %zu..%zu are not this stage's",
+                         model_first, model_first + count);
+    return mpt_buffer_read(ex->grads, (model_first - ex->p0) * sizeof *out, out,
+                           count * sizeof *out);
+}
+
+int mpt__stage_add_grads_at(mpt__executor_t *ex, size_t model_first, size_t count,
+                            const float *in)
+{
+    int status;
+    if (model_first < ex->p0 || model_first + count > ex->p0 + ex->np)
+        return mpt__fail(MPT_ERR_INVALID, "gradient elements %zu..%zu are not this stage's",
+                         model_first, model_first + count);
+    if (!ex->addend)
+        MPT_TRY(mpt_buffer_create(ex->dev, count * sizeof *in, &ex->addend));
+    if (ex->addend->size < count * sizeof *in)
+        return mpt__fail(MPT_ERR_INVALID, "gradients to add: %zu floats, more than before", count);
+    MPT_TRY(mpt_buffer_write(ex->addend, 0, in, count * sizeof *in));
+    mpt__tensor_t a = region(ex->addend, 0, count), g = region(ex->grads, model_first - ex->p0, count);
+    status = mpt__op_axpy(count, 1.0f, &a, &g);
+out:
+    return status;
 }
 
 uint64_t mpt__executor_step(const mpt__executor_t *ex)

@@ -115,4 +115,20 @@ int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq);
 int mpt__stage_scale_grads(mpt__executor_t *ex, float coef);
 int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *opt, float lr);
 
+/* A stage running a tied layer (lm_head) without the earlier stage that
+ * owns its weight holds a copy of it (see executor.c): the model elements
+ * it copies (*model_first, the count returned; 0: no copy).  The copy's
+ * state is written from the owner's values (`what` < 0: parameters, else an
+ * optimizer slot; `in` points at the copied elements); its gradient read
+ * after backward and overwritten with the summed one before the update. */
+size_t mpt__stage_tied_copy(const mpt__executor_t *ex, size_t *model_first);
+int mpt__stage_write_tied(mpt__executor_t *ex, int what, const float *in);
+int mpt__stage_read_tied_grads(mpt__executor_t *ex, float *out);
+int mpt__stage_write_tied_grads(mpt__executor_t *ex, const float *in);
+/* The owner's side: read, or add host values to, the stage's gradients of
+ * model elements [model_first, + count). */
+int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t count, float *out);
+int mpt__stage_add_grads_at(mpt__executor_t *ex, size_t model_first, size_t count,
+                            const float *in);
+
 #endif

@@ -71,6 +71,10 @@ typedef struct {
     size_t labels_off;
     float loss_scale;      /* loss layer: gradient scale (1 / labels of the batch) */
     mpt__tensor_t loss_rows; /* loss layer: per-label losses (batch x labels_per_sample) */
+    size_t tied_at;        /* a tied layer (lm_head): where the weight it reads sits in
+                            * params and grads; SIZE_MAX when the range holds none */
+    int shared_written;    /* the owner of a shared parameter: its tied reader ran
+                            * first in this range and wrote its gradient (add to it) */
 } mpt__pass_t;
 
 typedef struct {

@@ -21,6 +21,7 @@
  * recomputation of activations, fused attention.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,7 +111,7 @@ static int embedding_backward(mpt__layer_t *l, mpt__pass_t *p)
     mpt__tensor_t dwpe = mpt__param_view(p, &l->params[1], 1);
     /* A tied head wrote its part of dwte already (it runs first). */
     int status = mpt__op_embedding_backward(&p->x, &p->dy, p->batch, l->in.d[0], l->units,
-                                            l->vocab, l->params[0].shared ? 1.0f : 0.0f, &dwte,
+                                            l->vocab, p->shared_written ? 1.0f : 0.0f, &dwte,
                                             &dwpe);
     /* Token ids have no gradient; a stage before would get zeros. */
     if (status == MPT_OK && p->dx.buf)
@@ -357,15 +358,16 @@ static double head_flops(const mpt__layer_t *l, size_t batch, int backward)
     return backward ? 2 * f : f;
 }
 
-/* The tied weight, when this pass holds it (a pipeline stage holds its own
- * layers' parameters only). */
+/* The tied weight where the pass holds it: the embedding's own on the
+ * embedding's stage, a copy on a later pipeline stage (executor.c). */
 static int head_weight(const mpt__layer_t *l, const mpt__pass_t *p, int grad, mpt__tensor_t *out)
 {
-    size_t have = mpt__tensor_numel(grad ? &p->grads : &p->params);
-    if (l->tied.offset < p->param_base || l->tied.offset - p->param_base + l->tied.numel > have)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "lm_head (layer %d) and the embedding it is tied "
-                         "to (layer %d) must run on the same device", l->index, l->tied_layer);
-    *out = mpt__param_view(p, &l->tied, grad);
+    const mpt__tensor_t *flat = grad ? &p->grads : &p->params;
+    if (p->tied_at == SIZE_MAX || p->tied_at + l->tied.numel > mpt__tensor_numel(flat))
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "lm_head (layer %d): this device holds neither "
+                         "the embedding it is tied to (layer %d) nor a copy", l->index,
+                         l->tied_layer);
+    *out = mpt__tensor(flat->buf, flat->off + p->tied_at, l->tied.ndim, l->tied.dims);
     return MPT_OK;
 }
 
@@ -388,7 +390,8 @@ static int head_backward(mpt__layer_t *l, mpt__pass_t *p)
     MPT_TRY(head_weight(l, p, 0, &wte));
     MPT_TRY(head_weight(l, p, 1, &dwte));
     /* Written, not added: the head's backward runs before the embedding's,
-     * which adds its part (mpt__param_t.shared). */
+     * which adds its part (mpt__pass_t.shared_written); on a later stage
+     * than the embedding, into the copy the engine sums with it. */
     MPT_TRY(mpt__op_gemm(1, 0, V, C, R, 1.0f, &p->dy, V, &p->x, C, 0.0f, &dwte, C));
     if (p->dx.buf)
         MPT_TRY(mpt__op_gemm(0, 0, R, C, V, 1.0f, &p->dy, V, &wte, C, 0.0f, &p->dx, C));

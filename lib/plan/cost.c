@@ -123,6 +123,8 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
             c->param_bytes += 4.0 * (double)l->params[q].numel;
         c->out_bytes = 4.0 * o; /* after a view too: the boundary sends its output */
         c->split_axes = l->kind->split_axes;
+        c->tied_owner = l->tied_layer;
+        c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
         launches_of(l, &c->launches_fwd, &c->launches_bwd);
         if (l->kind->is_view)
             continue; /* no kernel: no FLOPs, no traffic; its input is the next layer's */
@@ -368,6 +370,8 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
         params += l->param_bytes;
+        if (l->tied_owner >= 0 && (size_t)l->tied_owner < first)
+            params += l->tied_bytes;
         saved += l->saved_bytes;
         largest = l->out_bytes > largest ? l->out_bytes : largest;
     }

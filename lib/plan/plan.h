@@ -29,6 +29,8 @@ typedef struct {
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
                                     * what its collectives move, as all-reduce bytes */
+    int tied_owner;                /* the layer whose weight it reads (lm_head), -1: none */
+    double tied_bytes;             /* that weight: a stage without its owner holds a copy */
 } mpt__layer_cost_t;
 
 typedef struct {
@@ -73,7 +75,8 @@ double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, siz
                               double bytes, mpt_allreduce_t algo);
 
 /* Bytes a device holds for layers [first, last] at tensor share `share`:
- * parameters, gradients and `optimizer_slots` optimizer copies (SGD with
+ * parameters (and the copy of a tied weight whose owner is before first),
+ * gradients and `optimizer_slots` optimizer copies (SGD with
  * momentum 1, AdamW 2), plus the saved activations of `in_flight`
  * micro-batches of `samples` each, plus one micro-batch's largest output
  * (the working buffers). */

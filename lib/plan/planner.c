@@ -171,6 +171,9 @@ typedef struct {
     const rows_t **rows;
     double *tpc, *params, *saved, *outmax;
     double *xfer;          /* [s][l]: both ways across boundary s after layer l */
+    size_t tied_head, tied_owner; /* a layer reading another's weight (lm_head), and
+                                   * that one; tied_head = nlayers: none */
+    double tied_bytes;     /* the weight, copied onto a stage without its owner */
     unsigned char *roomy;  /* [s][g]: the whole model fits, no check needed */
     char why[256];         /* the first memory shortfall seen */
 } stage_ctx;
@@ -236,7 +239,13 @@ static int stage_ctx_init(stage_ctx *x)
             t[l + 1] = t[l] + tp_comm(x, s, l);
     }
     x->params[0] = x->saved[0] = 0;
+    x->tied_head = L;
     for (size_t l = 0; l < L; l++) {
+        if (x->mc->layers[l].tied_owner >= 0 && x->mc->layers[l].tied_bytes > 0 &&
+            x->tied_head == L) {
+            x->tied_head = l, x->tied_owner = (size_t)x->mc->layers[l].tied_owner;
+            x->tied_bytes = x->mc->layers[l].tied_bytes;
+        }
         x->params[l + 1] = x->params[l] + x->mc->layers[l].param_bytes;
         x->saved[l + 1] = x->saved[l] + x->mc->layers[l].saved_bytes;
         x->outmax[l] = x->mc->layers[l].out_bytes;
@@ -281,6 +290,8 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
 {
     double share = x->fraction[s * x->tp + g];
     double params = x->params[last + 1] - x->params[first];
+    if (first <= x->tied_head && x->tied_head <= last && x->tied_owner < first)
+        params += x->tied_bytes;
     double saved = x->saved[last + 1] - x->saved[first];
     return share * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved +
                     x->samples * range_outmax(x, first, last));
@@ -464,24 +475,32 @@ out:
 /* ---- passes 3, 6 and 7 ------------------------------------------------------ */
 
 /* Whether a pipeline cut separates a layer from the one whose weight it
- * reads (lm_head and its embedding), which the engine cannot run yet: the
- * tied weight's gradient would have to be summed between the stages. */
+ * reads (lm_head and its embedding) with either stage tensor-parallel,
+ * which the engine cannot run: it sums the tied weight's gradient between
+ * two single-device stages (engine.c). */
 static int tied_split(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
 {
-    for (size_t r = 0; r < p->nreplicas; r++)
-        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
-            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+    for (size_t r = 0; r < p->nreplicas; r++) {
+        const mpt__plan_replica_t *rep = &p->replicas[r];
+        for (size_t s = 0; s < rep->nstages; s++) {
+            const mpt__plan_stage_t *st = &rep->stages[s];
             for (size_t i = st->first; i <= st->last && i < m->nlayers; i++) {
                 int tied = m->layers[i].tied_layer;
-                if (tied >= 0 && (size_t)tied < st->first) {
-                    snprintf(why, size, "pipeline stage %zu would run %s (layer %zu) without "
-                             "the %s it is tied to (layer %d): tied weights across stages "
-                             "are not supported yet", s, m->layers[i].kind->name, i,
-                             m->layers[tied].kind->name, tied);
+                if (tied < 0 || (size_t)tied >= st->first)
+                    continue;
+                size_t o = 0;
+                while (o < s && rep->stages[o].last < (size_t)tied)
+                    o++;
+                if (st->ndevices > 1 || rep->stages[o].ndevices > 1) {
+                    snprintf(why, size, "pipeline stage %zu would run %s (layer %zu) apart "
+                             "from the %s it is tied to (layer %d) with tensor parallelism: a "
+                             "tied weight across stages needs both stages on one device each",
+                             s, m->layers[i].kind->name, i, m->layers[tied].kind->name, tied);
                     return 1;
                 }
             }
         }
+    }
     return 0;
 }
 
