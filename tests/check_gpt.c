@@ -100,28 +100,36 @@ static void setup(void)
 }
 
 /* A plan of dp replicas of `pp` stages cut at cuts[], batch shares, m
- * micro-batches; replica r stage s on device r * pp + s. */
-static mpt_plan_t *make_plan(size_t dp, size_t pp, size_t m, const double *shares,
-                             const size_t *cuts)
+ * micro-batches, every stage on tp devices with `fractions` (NULL: one
+ * device); replica r stage s member g on device (r * pp + s) * tp + g. */
+static mpt_plan_t *make_tp_plan(size_t dp, size_t pp, size_t tp, const double *fractions,
+                                size_t m, const double *shares, const size_t *cuts)
 {
-    char text[4096];
+    char text[8192];
     size_t len = (size_t)snprintf(text, sizeof text,
-                                  "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
+                                  "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
                                   "\"microbatches\": %zu, \"batch\": %d, \"schedule\": "
                                   "\"gpipe\", \"optimizer_slots\": 2, \"predicted_step_s\": "
                                   "0.001, \"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, "
                                   "\"p2p_s\": 0, \"allreduce_s\": 0}, \"replicas\": [",
-                                  dp, pp, m, BATCH);
+                                  dp, pp, tp, m, BATCH);
     for (size_t r = 0; r < dp; r++) {
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
                                 shares[r]);
-        for (size_t s = 0; s < pp; s++)
+        for (size_t s = 0; s < pp; s++) {
             len += (size_t)snprintf(text + len, sizeof text - len,
                                     "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [{\"device\": %zu, \"fraction\": 1.0, "
-                                    "\"memory_bytes\": 0}]}",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1, r * pp + s);
+                                    "\"devices\": [",
+                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
+            for (size_t g = 0; g < tp; g++)
+                len += (size_t)snprintf(text + len, sizeof text - len,
+                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
+                                        "\"memory_bytes\": 0}",
+                                        g ? ", " : "", (r * pp + s) * tp + g,
+                                        fractions ? fractions[g] : 1.0);
+            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
+        }
         len += (size_t)snprintf(text + len, sizeof text - len, "]}");
     }
     snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
@@ -129,6 +137,12 @@ static mpt_plan_t *make_plan(size_t dp, size_t pp, size_t m, const double *share
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", model->nlayers,
                                          mpt_devices_count(devs), &p));
     return p;
+}
+
+static mpt_plan_t *make_plan(size_t dp, size_t pp, size_t m, const double *shares,
+                             const size_t *cuts)
+{
+    return make_tp_plan(dp, pp, 1, NULL, m, shares, cuts);
 }
 
 static void expect_invariant(const char *name, mpt_plan_t *plan)
@@ -250,6 +264,91 @@ START_TEST(pp2_resumes_from_a_checkpoint)
 }
 END_TEST
 
+/* Tensor parallelism: each block split by heads (attention) and MLP units
+ * (Megatron's column-then-row pairs, one all-reduce each way per pair);
+ * the embedding, the final layer norm and the tied head run whole on both
+ * members.  0.7 / 0.3 gives the members 1 + 1 heads and 90 + 38 units. */
+START_TEST(tp2)
+{
+    setup();
+    const double one[] = {1.0}, even[] = {0.5, 0.5};
+    expect_invariant("TP=2 even", make_tp_plan(1, 1, 2, even, 1, one, whole));
+}
+END_TEST
+
+START_TEST(tp2_uneven)
+{
+    setup();
+    const double one[] = {1.0}, skewed[] = {0.7, 0.3};
+    expect_invariant("TP=2 0.7 / 0.3", make_tp_plan(1, 1, 2, skewed, 1, one, whole));
+}
+END_TEST
+
+START_TEST(dp2_tp2)
+{
+    setup();
+    const double shares[] = {0.5, 0.5}, skewed[] = {0.7, 0.3};
+    expect_invariant("DP=2 x TP=2 0.7 / 0.3, 2 micro-batches",
+                     make_tp_plan(2, 1, 2, skewed, 2, shares, whole));
+}
+END_TEST
+
+/* The global gradient norm counts the replicated layers' gradients once
+ * (member 0's): a norm counting them twice clips differently. */
+START_TEST(tp2_clips_as_one_device)
+{
+    setup();
+    const double one[] = {1.0}, skewed[] = {0.7, 0.3};
+    mpt_train_config_t c;
+    config(&c);
+    c.clip_norm = 0.5;
+    double norms[2][STEPS], losses[2][STEPS];
+    for (int run = 0; run < 2; run++) {
+        mpt_trainer_t *t = NULL;
+        mpt_plan_t *plan = run ? make_tp_plan(1, 1, 2, skewed, 1, one, whole) : NULL;
+        if (plan)
+            ck_assert_mpt_ok(mpt_trainer_create_planned(model, devs, plan, &c, NULL, NULL, &t));
+        else
+            ck_assert_mpt_ok(mpt_trainer_create(model, mpt_devices_get(devs, 0), &c, &t));
+        for (int s = 0; s < STEPS; s++) {
+            mpt_step_stats_t st;
+            ck_assert_mpt_ok(mpt_trainer_step(t, x + (size_t)s * BATCH * T,
+                                              y + (size_t)s * BATCH * T, &st));
+            norms[run][s] = st.grad_norm, losses[run][s] = st.loss;
+        }
+        mpt_trainer_free(t);
+        mpt_plan_free(plan);
+    }
+    ck_assert_msg(norms[0][0] > c.clip_norm, "the first norm %.4f does not clip", norms[0][0]);
+    for (int s = 0; s < STEPS; s++) {
+        ck_assert_msg(fabs(norms[1][s] - norms[0][s]) <= 1e-4 * norms[0][s],
+                      "step %d: gradient norm %.7g under TP=2, %.7g on one device", s + 1,
+                      norms[1][s], norms[0][s]);
+        ck_assert_msg(fabs(losses[1][s] - losses[0][s]) <= LOSS_TOL * losses[0][s],
+                      "step %d: clipped loss %.9g under TP=2, %.9g on one device", s + 1,
+                      losses[1][s], losses[0][s]);
+    }
+}
+END_TEST
+
+/* The tied head's weight crossing to a tensor-parallel stage is not
+ * built: the trainer says so instead of training something else. */
+START_TEST(pp2_tp2_with_the_head_apart_is_refused)
+{
+    setup();
+    const double one[] = {1.0}, even[] = {0.5, 0.5};
+    mpt_plan_t *plan = make_tp_plan(1, 2, 2, even, 2, one, two);
+    mpt_train_config_t c;
+    mpt_trainer_t *t = (mpt_trainer_t *)1;
+    config(&c);
+    ck_assert_mpt_fails(mpt_trainer_create_planned(model, devs, plan, &c, NULL, NULL, &t),
+                        MPT_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(mpt_last_error(), "tied"), "%s", mpt_last_error());
+    mpt_plan_free(plan);
+}
+END_TEST
+
 int main(void)
 {
     setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
@@ -264,6 +363,11 @@ int main(void)
     tcase_add_test(tc, pp3);
     tcase_add_test(tc, dp2_pp2);
     tcase_add_test(tc, pp2_resumes_from_a_checkpoint);
+    tcase_add_test(tc, tp2);
+    tcase_add_test(tc, tp2_uneven);
+    tcase_add_test(tc, dp2_tp2);
+    tcase_add_test(tc, tp2_clips_as_one_device);
+    tcase_add_test(tc, pp2_tp2_with_the_head_apart_is_refused);
     suite_add_tcase(s, tc);
     int failed = test_run(s, 0);
     mpt_devices_free(devs);

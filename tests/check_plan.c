@@ -640,10 +640,20 @@ START_TEST(unrunnable_tensor_splits_are_rejected)
                       "\"linear\", \"units\": 8}, {\"kind\": \"dropout\"}, {\"kind\": \"linear\", "
                       "\"units\": 10}, {\"kind\": \"softmax_cross_entropy\"}]}",
                       even, "layer 1 (dropout)");
-    expect_tp_refused("{\"name\": \"ln\", \"input\": [64], \"layers\": [{\"kind\": "
-                      "\"linear\", \"units\": 64}, {\"kind\": \"layernorm\"}, {\"kind\": "
-                      "\"linear\", \"units\": 10}, {\"kind\": \"softmax_cross_entropy\"}]}",
-                      even, "layer 1 (layernorm) cannot be split");
+    /* One head cannot be shared by two members. */
+    expect_tp_refused("{\"name\": \"one-head\", \"input\": [8], \"layers\": [{\"kind\": "
+                      "\"embedding\", \"vocab\": 16, \"dim\": 8}, {\"kind\": \"block\", "
+                      "\"heads\": 1}, {\"kind\": \"lm_head\"}, {\"kind\": "
+                      "\"softmax_cross_entropy\"}]}",
+                      even, "layer 1 (block)");
+    /* A layer norm between the splits runs whole on every member. */
+    m = inline_model("{\"name\": \"ln\", \"input\": [64], \"layers\": [{\"kind\": "
+                     "\"linear\", \"units\": 64}, {\"kind\": \"layernorm\"}, {\"kind\": "
+                     "\"linear\", \"units\": 10}, {\"kind\": \"softmax_cross_entropy\"}]}");
+    ck_assert_mpt_ok(mpt_plan_create(m, even, &req, &p));
+    ck_assert_uint_eq(p->tp, 2);
+    mpt_plan_free(p);
+    mpt_model_free(m);
     mpt_cluster_free(skewed);
     mpt_cluster_free(even);
 }

@@ -5,8 +5,8 @@
  * Split arithmetic: mpt__tp_split on sizes that divide, that do not, with
  * unnormalised fractions, and with a member that would get nothing (a
  * clear error naming it); shard layouts of the MLP (every parameter
- * element owned by exactly one member of a group); kinds that cannot be
- * split refused.
+ * element owned by exactly one member of a group); a layer norm between
+ * splits replicated on both members; dropout on a slice refused.
  *
  * Plan invariance: 20 SGD steps (momentum 0.9, lr 0.05) of the
  * Fashion-MNIST MLP (batch 64) and of a small CNN (tests/fixtures/
@@ -320,7 +320,11 @@ START_TEST(shards_own_every_element_once)
 }
 END_TEST
 
-START_TEST(unsplittable_layers_are_refused)
+/* A layer norm between the splits is replicated: both members hold all of
+ * its parameters (member 1's copy left out of the gradient norm), so the
+ * elements held add up to the model plus one copy of them.  Dropout on a
+ * slice and a member given no unit are refused, naming the layer. */
+START_TEST(replicated_and_unsplittable_layers)
 {
     mpt_model_t *m = NULL;
     char path[] = "/tmp/mpt-tp-ln-XXXXXX";
@@ -336,15 +340,40 @@ START_TEST(unsplittable_layers_are_refused)
     mpt__transport_t *t = NULL;
     ck_assert_mpt_ok(mpt__transport_local_create(2, &t));
     int members[] = {0, 1};
-    mpt__group_t grp = {t, members, 2, 0, 1, NULL};
-    mpt__shard_t *s = NULL;
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 2, even, 2, 0, &grp, 8, &s),
-                        MPT_ERR_UNSUPPORTED);
-    ck_assert_msg(strstr(mpt_last_error(), "layer 1 (layernorm)"), "%s", mpt_last_error());
-    /* The 8 units of layer 0 at 0.95 / 0.05: member 1 gets none. */
+    size_t held = 0;
+    for (int g = 0; g < 2; g++) {
+        mpt__group_t grp = {t, members, 2, g, 1, NULL};
+        mpt__shard_t *s = NULL;
+        ck_assert_mpt_ok(mpt__shard_create(m, 0, 2, even, 2, (size_t)g, &grp, 8, &s));
+        const mpt__model_t *local = mpt__shard_model(s);
+        held += local->param_floats;
+        /* linear (column), all-gather, layernorm, loss */
+        ck_assert_uint_eq(local->nlayers, 4);
+        ck_assert_str_eq(local->layers[2].kind->name, "layernorm");
+        for (int q = 0; q < local->layers[2].nparams; q++)
+            ck_assert_int_eq(local->layers[2].params[q].counted_elsewhere, g != 0);
+        mpt__shard_free(s);
+    }
+    ck_assert_uint_eq(held, m->param_floats + 2 * 8);
     double skewed[] = {0.95, 0.05};
+    mpt__group_t grp = {t, members, 2, 1, 1, NULL};
+    mpt__shard_t *s = NULL;
+    /* The 8 units of layer 0 at 0.95 / 0.05: member 1 gets none. */
     ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, skewed, 2, 1, &grp, 8, &s), MPT_ERR_INVALID);
     ck_assert_msg(strstr(mpt_last_error(), "layer 0 (linear)"), "%s", mpt_last_error());
+    mpt_model_free(m);
+    const char *drop = "{\"name\": \"drop\", \"input\": [16], \"layers\": [{\"kind\": "
+                       "\"linear\", \"units\": 8}, {\"kind\": \"dropout\"}, {\"kind\": "
+                       "\"linear\", \"units\": 4}, {\"kind\": \"softmax_cross_entropy\"}]}";
+    char drop_path[] = "/tmp/mpt-tp-drop-XXXXXX";
+    fd = mkstemp(drop_path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, drop, strlen(drop)), (ssize_t)strlen(drop));
+    close(fd);
+    ck_assert_mpt_ok(mpt_model_load(drop_path, &m));
+    unlink(drop_path);
+    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, even, 2, 1, &grp, 8, &s), MPT_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(mpt_last_error(), "layer 1 (dropout)"), "%s", mpt_last_error());
     mpt__transport_destroy(t);
     mpt_model_free(m);
 }
@@ -494,7 +523,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, split_arithmetic);
     tcase_add_test(tc, shards_own_every_element_once);
-    tcase_add_test(tc, unsplittable_layers_are_refused);
+    tcase_add_test(tc, replicated_and_unsplittable_layers);
     tcase_add_test(tc, mlp_tp2_even);
     tcase_add_test(tc, mlp_tp2_uneven);
     tcase_add_test(tc, mlp_tp2_pp2);

@@ -400,17 +400,41 @@ int mpt__stage_get_dx(mpt__executor_t *ex, float *dx, size_t batch)
                            batch * mpt__stage_in_floats(ex) * sizeof *dx);
 }
 
-int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq)
+/* The squared norm of the gradient elements [at, at + count). */
+static int sumsq_run(mpt__executor_t *ex, size_t at, size_t count, double *sumsq)
 {
     float n = 0;
-    int status = MPT_OK;
-    *sumsq = 0;
-    if (ex->np) {
-        mpt__tensor_t g = flat(ex->grads, ex->np);
-        status = mpt__op_nrm2(&g, ex->np, &n);
-        *sumsq = (double)n * (double)n;
-    }
+    mpt__tensor_t g = region(ex->grads, at, count);
+    int status = count ? mpt__op_nrm2(&g, count, &n) : MPT_OK;
+    *sumsq += (double)n * (double)n;
     return status;
+}
+
+/* One nrm2 over the range's parameters; a tensor-parallel member's range
+ * holding replicas counted by member 0 (counted_elsewhere) sums the runs
+ * between them instead. */
+int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq)
+{
+    int replicas = 0, status = MPT_OK;
+    *sumsq = 0;
+    for (size_t i = ex->first; i <= ex->last; i++)
+        for (int q = 0; q < ex->m->layers[i].nparams; q++)
+            replicas |= ex->m->layers[i].params[q].counted_elsewhere;
+    if (!replicas)
+        return sumsq_run(ex, 0, ex->np, sumsq);
+    size_t run = 0, count = 0; /* the run being gathered, relative to p0 */
+    for (size_t i = ex->first; i <= ex->last && status == MPT_OK; i++)
+        for (int q = 0; q < ex->m->layers[i].nparams && status == MPT_OK; q++) {
+            const mpt__param_t *pr = &ex->m->layers[i].params[q];
+            if (pr->counted_elsewhere)
+                continue;
+            if (pr->offset - ex->p0 != run + count) {
+                status = sumsq_run(ex, run, count, sumsq);
+                run = pr->offset - ex->p0, count = 0;
+            }
+            count += pr->numel;
+        }
+    return status == MPT_OK ? sumsq_run(ex, run, count, sumsq) : status;
 }
 
 int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)

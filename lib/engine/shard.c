@@ -6,7 +6,9 @@
  * a thin wrapper kind that adds the collective the split needs: the
  * column wrapper all-reduces the input gradient after the backward, the
  * row wrapper the output after the forward.  Both all-reduce in place on
- * the device buffer (comm/device_ring.c).  A slice that must become whole
+ * the device buffer (comm/device_ring.c).  A transformer block sums
+ * inside its own passes: its wrapper hands them the group's all-reduce as
+ * mpt__pass_t.group_sum.  A slice that must become whole
  * passes through an all-gather layer (host staging: each member's slice
  * is batch x its width, the whole activation batch x the full width).
  */
@@ -145,6 +147,29 @@ out:
     return status;
 }
 
+/* A block split inside (MPT_SPLIT_INNER): its own passes call back for
+ * the group's sums (nn/layer.h mpt__pass_t.group_sum). */
+static int group_sum(void *arg, const mpt__tensor_t *t, size_t count)
+{
+    return allreduce_region(arg, t->buf, t->off, count);
+}
+
+static int inner_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    tp_ctx_t *c = l->ctx;
+    mpt__pass_t q = *p;
+    q.group_sum = group_sum, q.group_arg = c;
+    return c->base->forward(l, &q);
+}
+
+static int inner_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    tp_ctx_t *c = l->ctx;
+    mpt__pass_t q = *p;
+    q.group_sum = group_sum, q.group_arg = c;
+    return c->base->backward(l, &q);
+}
+
 static double no_flops(const mpt__layer_t *l, size_t batch, int backward)
 {
     (void)l, (void)batch, (void)backward;
@@ -156,6 +181,9 @@ static const mpt__layer_kind_t column_kind = {"column-parallel", MPT_SPLIT_NONE,
                                               column_backward};
 static const mpt__layer_kind_t row_kind = {"row-parallel", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
                                            wrap_scratch, wrap_flops, row_forward, row_backward};
+static const mpt__layer_kind_t inner_kind = {"block-parallel", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
+                                             wrap_scratch, wrap_flops, inner_forward,
+                                             inner_backward};
 static const mpt__layer_kind_t gather_kind = {"all-gather", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
                                               NULL, no_flops, gather_forward, gather_backward};
 
@@ -314,6 +342,67 @@ out:
     return status;
 }
 
+static int add_run(void *arg, size_t model, size_t local, size_t count)
+{
+    return add_piece(arg, model, local, count);
+}
+
+/* A transformer block on a whole input: the member's heads and MLP units,
+ * each split by the fractions as units are. */
+static int split_inner(mpt__shard_t *s, const mpt__layer_t *L, const double *fractions,
+                       const char *where)
+{
+    size_t *counts = malloc(2 * s->tp * sizeof *counts), head0 = 0, unit0 = 0;
+    int status;
+    if (!counts)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    size_t *units = counts + s->tp;
+    if ((status = mpt__tp_split(L->heads, fractions, s->tp, counts)) < 0 ||
+        (status = mpt__tp_split(L->mlp_units, fractions, s->tp, units)) < 0) {
+        status = mpt__fail_context(status, "%s, split over %zu devices", where, s->tp);
+        goto out;
+    }
+    for (size_t i = 0; i < s->rank; i++)
+        head0 += counts[i], unit0 += units[i];
+    mpt__layer_t *l = &s->model.layers[s->model.nlayers];
+    MPT_TRY(mpt__block_slice(L, head0, counts[s->rank], unit0, units[s->rank], s->rank == 0,
+                             s->model.param_floats, l, add_run, s));
+    for (int q = 0; q < l->nparams; q++)
+        s->model.param_floats += l->params[q].numel;
+    s->model.nlayers++;
+    l->kind = &inner_kind;
+    l->ctx = new_ctx(s, L->kind);
+out:
+    free(counts);
+    return status;
+}
+
+/* A layer every member runs whole: each holds all of its parameters
+ * (member 0's copy enters the gradient norm) and computes the same
+ * gradient.  A head tied to an embedding reads the member's own copy of
+ * that embedding, which must be in the stage. */
+static int replicate(mpt__shard_t *s, const mpt__layer_t *L, size_t first,
+                     const int *local_of, const char *where)
+{
+    mpt__layer_t *l;
+    int status;
+    MPT_TRY(append_layer(s, L, L->in, where, &l));
+    for (int q = 0; q < l->nparams; q++) {
+        MPT_TRY(add_piece(s, L->params[q].offset, l->params[q].offset, L->params[q].numel));
+        l->params[q].shared = L->params[q].shared;
+        l->params[q].counted_elsewhere = s->rank != 0;
+    }
+    if (L->tied_layer >= 0) {
+        if ((size_t)L->tied_layer < first)
+            return mpt__fail(MPT_ERR_UNSUPPORTED, "%s: a tensor-parallel stage without the "
+                             "embedding it is tied to (layer %d)", where, L->tied_layer);
+        l->tied_layer = local_of[(size_t)L->tied_layer - first];
+        l->tied = s->model.layers[l->tied_layer].params[0];
+    }
+out:
+    return status;
+}
+
 int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const double *fractions,
                       size_t tp, size_t rank, const mpt__group_t *group, size_t max_batch,
                       mpt__shard_t **out)
@@ -322,6 +411,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     size_t nl = last - first + 1, cap = 2 * nl + 2;
     walk_t st = {0, NULL};
     mpt__tp_step_t *steps = NULL;
+    int *local_of = NULL; /* model layer first + k is local layer local_of[k] */
     int gather_after = 0;
     mpt__shard_t *s = NULL;
     *out = NULL;
@@ -343,7 +433,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     s->model.classes = m->classes;
     s->model.labels_per_sample = m->labels_per_sample;
 
-    if (!(steps = calloc(nl, sizeof *steps))) {
+    if (!(steps = calloc(nl, sizeof *steps)) || !(local_of = calloc(nl, sizeof *local_of))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -356,6 +446,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
         snprintf(where, sizeof where, "layer %zu (%s)", i, L->kind->name);
         if (step->gather_before)
             MPT_TRY(append_gather(s, &st, L->in, L->index));
+        local_of[i - first] = (int)s->model.nlayers;
         switch (step->role) {
         case MPT__TP_ROW:
             MPT_TRY(split_rows(s, &st, L, where));
@@ -369,8 +460,11 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
                 for (size_t k = 0; k <= tp; k++)
                     st.cut[k] *= L->in.d[1] * L->in.d[2];
             break;
+        case MPT__TP_INNER:
+            MPT_TRY(split_inner(s, L, fractions, where));
+            break;
         case MPT__TP_WHOLE:
-            MPT_TRY(append_layer(s, L, L->in, where, &l));
+            MPT_TRY(replicate(s, L, first, local_of, where));
             break;
         }
     }
@@ -385,6 +479,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
 out:
     free(st.cut);
     free(steps);
+    free(local_of);
     if (status < 0) {
         mpt__shard_free(s);
         s = NULL;

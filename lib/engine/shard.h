@@ -16,18 +16,28 @@
  *                           added by member 0 only)
  *   conv2d                  split over output channels, as column-parallel
  *                           (a sliced input is gathered first)
+ *   block                   split inside (nn/layer.h mpt__block_slice): the
+ *                           member's heads and MLP units, whole input and
+ *                           output; the block's own passes all-reduce after
+ *                           proj and fc_proj forward, before the layer
+ *                           norms backward (two Megatron pairs)
  *   relu, gelu, maxpool2d,  run on the member's slice (dropout only on a
  *   flatten, dropout        whole activation: its masks are per element)
- *   anything else           the whole activation, replicated; a kind with
- *   (layernorm, the loss)   parameters that cannot be split is refused
+ *   anything else           the whole activation, replicated with its
+ *   (layernorm, embedding,  parameters if any: every member computes the
+ *   lm_head, the loss)      same gradient; member 0's copy alone enters
+ *                           the gradient norm (counted_elsewhere); a tied
+ *                           head reads its member's copy of the embedding,
+ *                           which must be in the stage
  *
  * so that linear, relu, linear is Megatron's pairing (one all-reduce each
  * way), a slice that reaches a layer needing the whole activation is
  * all-gathered, and a stage always ends whole.
  *
  * Slices of n units over fractions f: mpt__tp_split (plan/plan.h: largest
- * remainder, exact, every member at least one unit).  Each member owns disjoint
- * elements of the model's parameters, listed as pieces (runs of elements)
+ * remainder, exact, every member at least one unit).  Each member holds
+ * elements of the model's parameters (disjoint but for replicated layers),
+ * listed as pieces (runs of elements)
  * mapping its compact buffer to the model's flat layout: initial values,
  * checkpoints and reads of the whole model go through them, so shards
  * start from exactly the one-device values and checkpoints stay

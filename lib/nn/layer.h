@@ -34,7 +34,10 @@ enum {
     MPT_SPLIT_COLUMN = 1,   /* output features (linear) */
     MPT_SPLIT_ROW = 2,      /* input features (linear) */
     MPT_SPLIT_CHANNELS = 4, /* output channels (conv2d) */
-    MPT_SPLIT_ELEMENTWISE = 8 /* any split of its input carries through */
+    MPT_SPLIT_ELEMENTWISE = 8, /* any split of its input carries through */
+    MPT_SPLIT_INNER = 16      /* split inside, whole input and output: a transformer
+                               * block's attention by heads, its MLP by units
+                               * (mpt__block_slice) */
 };
 
 typedef struct {
@@ -47,6 +50,9 @@ typedef struct {
     float init_std;     /* > 0: normal(0, init_std) instead (GPT-2's init) */
     int shared;         /* another layer also writes its gradient (a tied weight):
                          * the owner's backward adds to it instead of overwriting */
+    int counted_elsewhere; /* a tensor-parallel member's replica of a parameter every
+                            * member holds (a layer norm's): left out of its gradient
+                            * norm, which member 0's copy enters */
     size_t offset;      /* floats into the flat parameter buffer */
     uint64_t stream;    /* RNG stream of its init: MPT_RNG_STREAM(MPT_RNG_INIT, layer * 16 + slot) */
 } mpt__param_t;
@@ -75,6 +81,11 @@ typedef struct {
                             * params and grads; SIZE_MAX when the range holds none */
     int shared_written;    /* the owner of a shared parameter: its tied reader ran
                             * first in this range and wrote its gradient (add to it) */
+    /* A layer split inside across a tensor-parallel group (MPT_SPLIT_INNER):
+     * sums t's first count floats over the group, in place; NULL when the
+     * layer runs whole on one device. */
+    int (*group_sum)(void *arg, const mpt__tensor_t *t, size_t count);
+    void *group_arg;
 } mpt__pass_t;
 
 typedef struct {
@@ -103,7 +114,8 @@ struct mpt__layer {
     mpt__shape_t in, out;
     /* attributes (those the kind uses) */
     size_t units, channels, kernel, stride, padding;
-    size_t vocab, heads; /* embedding, block */
+    size_t vocab, heads; /* embedding, block (heads: those this layer computes) */
+    size_t head_size, mlp_units; /* block: features per head, MLP width (4 C when whole) */
     float p, eps;
     int nparams;
     mpt__param_t params[MPT_LAYER_MAX_PARAMS];
@@ -122,6 +134,18 @@ int mpt__attr_size(const json_t *spec, const char *key, size_t def, const char *
 void mpt__set_param(mpt__layer_t *l, int slot, const char *name, int ndim, const size_t *dims,
                     size_t fan_in, float init_value);
 const mpt__layer_kind_t *mpt__gpt_kind(const char *name);
+
+/* Tensor parallelism inside a transformer block (engine/shard.c): `local`
+ * is made a copy of `whole` computing heads [head0, head0 + heads) and MLP
+ * units [unit0, unit0 + units), with its own parameter shapes laid out from
+ * local_base; run(arg, model element, local element, count) is called for
+ * every run of the whole block's parameter elements it holds.  The layer
+ * norms and the biases added after the group's sums (proj, fc_proj) are
+ * held whole by every member: `member0` 0 marks them counted_elsewhere. */
+typedef int (*mpt__run_fn)(void *arg, size_t model, size_t local, size_t count);
+int mpt__block_slice(const mpt__layer_t *whole, size_t head0, size_t heads, size_t unit0,
+                     size_t units, int member0, size_t local_base, mpt__layer_t *local,
+                     mpt__run_fn run, void *arg);
 
 /* The kind called name, NULL if none. */
 const mpt__layer_kind_t *mpt__layer_kind(const char *name);

@@ -129,12 +129,45 @@ static int block_configure(mpt__layer_t *l, const json_t *spec, const char *wher
     return mpt__attr_size(spec, "heads", 0, where, &l->heads);
 }
 
+/* A block's sizes.  Whole: Ca = C and U = 4 C; a tensor-parallel member's
+ * slice (mpt__block_slice) computes Ca = heads x head_size features of
+ * attention and U units of the MLP, on whole [T, C] input and output. */
+typedef struct {
+    size_t T, C, H, hs, Ca, U;
+} block_dims_t;
+
+static block_dims_t block_dims(const mpt__layer_t *l)
+{
+    block_dims_t d = {positions(l), width(l), l->heads, l->head_size, 0, l->mlp_units};
+    d.Ca = d.H * d.hs;
+    return d;
+}
+
 /* Per sample: the rows of ln_1's output, its mean and rstd, qkv, the
  * attention probabilities (heads x T x T), the heads' merged output, x1,
  * ln_2's output, mean and rstd, the MLP's pre-activation and its GELU. */
-static size_t block_saved(size_t T, size_t C, size_t H)
+static size_t block_saved(const block_dims_t *d)
 {
-    return T * (15 * C + 4) + H * T * T;
+    return d->T * (3 * d->C + 4 * d->Ca + 2 * d->U + 4) + d->H * d->T * d->T;
+}
+
+/* The parameters of the sizes in l (heads, head_size, mlp_units). */
+static void block_params(mpt__layer_t *l)
+{
+    block_dims_t d = block_dims(l);
+    gpt_vector(l, LN1_W, "ln_1.weight", d.C, 1.0f);
+    gpt_vector(l, LN1_B, "ln_1.bias", d.C, 0.0f);
+    gpt_weight(l, ATTN_W, "attn.weight", 3 * d.Ca, d.C);
+    gpt_vector(l, ATTN_B, "attn.bias", 3 * d.Ca, 0.0f);
+    gpt_weight(l, PROJ_W, "proj.weight", d.C, d.Ca);
+    gpt_vector(l, PROJ_B, "proj.bias", d.C, 0.0f);
+    gpt_vector(l, LN2_W, "ln_2.weight", d.C, 1.0f);
+    gpt_vector(l, LN2_B, "ln_2.bias", d.C, 0.0f);
+    gpt_weight(l, FC_W, "fc.weight", d.U, d.C);
+    gpt_vector(l, FC_B, "fc.bias", d.U, 0.0f);
+    gpt_weight(l, FCP_W, "fc_proj.weight", d.C, d.U);
+    gpt_vector(l, FCP_B, "fc_proj.bias", d.C, 0.0f);
+    l->saved_per_sample = block_saved(&d);
 }
 
 static int block_infer(mpt__layer_t *l, const char *where)
@@ -142,43 +175,37 @@ static int block_infer(mpt__layer_t *l, const char *where)
     int status = need_sequence(l, where);
     if (status < 0)
         return status;
-    size_t T = positions(l), C = width(l);
-    if (C % l->heads != 0)
-        return mpt__fail(MPT_ERR_PARSE, "%s: %zu features do not split into %zu heads", where, C,
-                         l->heads);
+    size_t C = width(l);
+    if (l->head_size == 0) { /* the whole block, as the model file gives it */
+        if (C % l->heads != 0)
+            return mpt__fail(MPT_ERR_PARSE, "%s: %zu features do not split into %zu heads",
+                             where, C, l->heads);
+        l->head_size = C / l->heads, l->mlp_units = 4 * C;
+    }
     l->out = l->in;
-    gpt_vector(l, LN1_W, "ln_1.weight", C, 1.0f);
-    gpt_vector(l, LN1_B, "ln_1.bias", C, 0.0f);
-    gpt_weight(l, ATTN_W, "attn.weight", 3 * C, C);
-    gpt_vector(l, ATTN_B, "attn.bias", 3 * C, 0.0f);
-    gpt_weight(l, PROJ_W, "proj.weight", C, C);
-    gpt_vector(l, PROJ_B, "proj.bias", C, 0.0f);
-    gpt_vector(l, LN2_W, "ln_2.weight", C, 1.0f);
-    gpt_vector(l, LN2_B, "ln_2.bias", C, 0.0f);
-    gpt_weight(l, FC_W, "fc.weight", 4 * C, C);
-    gpt_vector(l, FC_B, "fc.bias", 4 * C, 0.0f);
-    gpt_weight(l, FCP_W, "fc_proj.weight", C, 4 * C);
-    gpt_vector(l, FCP_B, "fc_proj.bias", C, 0.0f);
-    l->saved_per_sample = block_saved(T, C, l->heads);
+    block_params(l);
     return MPT_OK;
 }
 
 static size_t block_scratch(const mpt__layer_t *l, size_t batch)
 {
-    size_t T = positions(l), C = width(l);
-    return batch * T * 9 * C + batch * l->heads * T * T;
+    block_dims_t d = block_dims(l);
+    size_t qkv = 3 * d.Ca > d.C ? 3 * d.Ca : d.C; /* dqkv, then ln_1's spare dx */
+    return batch * d.T * (qkv + 2 * d.C + d.U) + batch * d.H * d.T * d.T;
 }
 
 static double block_flops(const mpt__layer_t *l, size_t batch, int backward)
 {
-    double R = (double)batch * (double)positions(l), C = (double)width(l);
-    double f = 2.0 * R * 12.0 * C * C + 4.0 * R * (double)positions(l) * C;
+    block_dims_t d = block_dims(l);
+    double R = (double)batch * (double)d.T, C = (double)d.C, Ca = (double)d.Ca;
+    double f = 2.0 * R * C * (4.0 * Ca + 2.0 * (double)d.U) + 4.0 * R * (double)d.T * Ca;
     return backward ? 2 * f : f;
 }
 
 /* A block pass's views: where everything lives for this batch. */
 typedef struct {
-    size_t B, T, C, H, hs, R;
+    block_dims_t d;
+    size_t B, R;
     mpt__tensor_t ln1, mean1, rstd1, qkv, att, yh, x1, ln2, mean2, rstd2, h, g; /* saved */
     mpt__tensor_t dqkv, dA, dx1, dh, datt;                                      /* scratch */
     size_t *q_off, *k_off, *v_off, *att_off, *y_off; /* per (sample, head) */
@@ -200,66 +227,84 @@ static void block_free(block_t *b)
 static int block_open(const mpt__layer_t *l, const mpt__pass_t *p, block_t *b)
 {
     memset(b, 0, sizeof *b);
-    b->B = p->batch, b->T = positions(l), b->C = width(l), b->H = l->heads;
-    b->hs = b->C / b->H, b->R = b->B * b->T;
-    size_t R = b->R, C = b->C, BH = b->B * b->H, TT = b->T * b->T, at = 0;
+    b->d = block_dims(l);
+    b->B = p->batch, b->R = b->B * b->d.T;
+    size_t R = b->R, C = b->d.C, Ca = b->d.Ca, U = b->d.U, T = b->d.T;
+    size_t BH = b->B * b->d.H, TT = T * T, at = 0;
     b->ln1 = sub(&p->saved, &at, R * C);
     b->mean1 = sub(&p->saved, &at, R);
     b->rstd1 = sub(&p->saved, &at, R);
-    b->qkv = sub(&p->saved, &at, 3 * R * C);
+    b->qkv = sub(&p->saved, &at, 3 * R * Ca);
     b->att = sub(&p->saved, &at, BH * TT);
-    b->yh = sub(&p->saved, &at, R * C);
+    b->yh = sub(&p->saved, &at, R * Ca);
     b->x1 = sub(&p->saved, &at, R * C);
     b->ln2 = sub(&p->saved, &at, R * C);
     b->mean2 = sub(&p->saved, &at, R);
     b->rstd2 = sub(&p->saved, &at, R);
-    b->h = sub(&p->saved, &at, 4 * R * C);
-    b->g = sub(&p->saved, &at, 4 * R * C);
+    b->h = sub(&p->saved, &at, R * U);
+    b->g = sub(&p->saved, &at, R * U);
     at = 0;
-    b->dqkv = sub(&p->scratch, &at, 3 * R * C);
+    b->dqkv = sub(&p->scratch, &at, R * (3 * Ca > C ? 3 * Ca : C));
     b->dA = sub(&p->scratch, &at, R * C);
     b->dx1 = sub(&p->scratch, &at, R * C);
-    b->dh = sub(&p->scratch, &at, 4 * R * C);
+    b->dh = sub(&p->scratch, &at, R * U);
     b->datt = sub(&p->scratch, &at, BH * TT);
     if (!(b->q_off = malloc(5 * BH * sizeof *b->q_off)))
         return mpt__fail(MPT_ERR_NOMEM, "transformer block: out of memory");
     b->k_off = b->q_off + BH, b->v_off = b->k_off + BH;
     b->att_off = b->v_off + BH, b->y_off = b->att_off + BH;
     for (size_t s = 0; s < b->B; s++)
-        for (size_t h = 0; h < b->H; h++) {
-            size_t i = s * b->H + h;
-            b->q_off[i] = s * b->T * 3 * C + h * b->hs;
-            b->k_off[i] = b->q_off[i] + C;
-            b->v_off[i] = b->q_off[i] + 2 * C;
+        for (size_t h = 0; h < b->d.H; h++) {
+            size_t i = s * b->d.H + h;
+            b->q_off[i] = s * T * 3 * Ca + h * b->d.hs;
+            b->k_off[i] = b->q_off[i] + Ca;
+            b->v_off[i] = b->q_off[i] + 2 * Ca;
             b->att_off[i] = i * TT;
-            b->y_off[i] = s * b->T * C + h * b->hs;
+            b->y_off[i] = s * T * Ca + h * b->d.hs;
         }
     return MPT_OK;
 }
 
-/* out (R x n) = in (R x k) W^T + bias, W n x k. */
-static int dense(const mpt__tensor_t *in, const mpt__tensor_t *w, const mpt__tensor_t *bias,
-                 size_t R, size_t n, size_t k, mpt__tensor_t *out)
+/* out (R x n) = in (R x k) W^T + bias, W n x k; on a tensor-parallel
+ * member (k its slice of the inputs) the partial products are summed over
+ * the group before the bias, which every member then adds whole. */
+static int dense(const mpt__pass_t *p, const mpt__tensor_t *in, const mpt__tensor_t *w,
+                 const mpt__tensor_t *bias, size_t R, size_t n, size_t k, int sum,
+                 mpt__tensor_t *out)
 {
-    int status = mpt__op_gemm(0, 1, R, n, k, 1.0f, in, k, w, k, 0.0f, out, n);
-    return status == MPT_OK ? mpt__op_bias_add(out, bias, R, n) : status;
+    int status;
+    MPT_TRY(mpt__op_gemm(0, 1, R, n, k, 1.0f, in, k, w, k, 0.0f, out, n));
+    if (sum && p->group_sum)
+        MPT_TRY(p->group_sum(p->group_arg, out, R * n));
+    status = mpt__op_bias_add(out, bias, R, n);
+out:
+    return status;
 }
 
 /* dW (n x k) = dout^T in; db = the column sums of dout; din = dout W
- * (when din is not NULL). */
-static int dense_backward(const mpt__tensor_t *in, const mpt__tensor_t *w,
-                          const mpt__tensor_t *dout, size_t R, size_t n, size_t k,
-                          mpt__tensor_t *dw, mpt__tensor_t *db, mpt__tensor_t *din)
+ * (when din is not NULL), summed over the group when `sum` (its k inputs
+ * are whole, the member's n outputs a slice). */
+static int dense_backward(const mpt__pass_t *p, const mpt__tensor_t *in,
+                          const mpt__tensor_t *w, const mpt__tensor_t *dout, size_t R, size_t n,
+                          size_t k, int sum, mpt__tensor_t *dw, mpt__tensor_t *db,
+                          mpt__tensor_t *din)
 {
     int status;
     MPT_TRY(mpt__op_gemm(1, 0, n, k, R, 1.0f, dout, n, in, k, 0.0f, dw, k));
     MPT_TRY(mpt__op_sum_rows(dout, R, n, 0.0f, db));
     if (din)
         MPT_TRY(mpt__op_gemm(0, 0, R, k, n, 1.0f, dout, n, w, k, 0.0f, din, k));
+    if (din && sum && p->group_sum)
+        MPT_TRY(p->group_sum(p->group_arg, din, R * k));
 out:
     return status;
 }
 
+/* Under tensor parallelism (Megatron's pairing): qkv and fc are
+ * column-parallel (the member's heads, its MLP units), proj and fc_proj
+ * row-parallel; their outputs are summed over the group in the forward,
+ * the input gradients of qkv and fc in the backward; the layer norms and
+ * residuals run whole on every member. */
 static int block_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
     block_t b;
@@ -269,24 +314,25 @@ static int block_forward(mpt__layer_t *l, mpt__pass_t *p)
         return status;
     for (int q = 0; q < l->nparams; q++)
         w[q] = mpt__param_view(p, &l->params[q], 0);
-    size_t R = b.R, C = b.C, T = b.T, BH = b.B * b.H;
+    size_t R = b.R, C = b.d.C, Ca = b.d.Ca, U = b.d.U, T = b.d.T, hs = b.d.hs;
+    size_t BH = b.B * b.d.H;
     MPT_TRY(mpt__op_layernorm_forward(&p->x, &w[LN1_W], &w[LN1_B], R, C, l->eps, &b.ln1, &b.mean1,
                                       &b.rstd1));
-    MPT_TRY(dense(&b.ln1, &w[ATTN_W], &w[ATTN_B], R, 3 * C, C, &b.qkv));
+    MPT_TRY(dense(p, &b.ln1, &w[ATTN_W], &w[ATTN_B], R, 3 * Ca, C, 0, &b.qkv));
     /* scores = q k^T per (sample, head), then the masked softmax */
-    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, b.hs, 1.0f, &b.qkv, b.q_off, 3 * C, &b.qkv, b.k_off,
-                                 3 * C, 0.0f, &b.att, b.att_off, T, BH));
-    MPT_TRY(mpt__op_causal_softmax(&b.att, BH * T, T, 1.0f / sqrtf((float)b.hs)));
+    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, hs, 1.0f, &b.qkv, b.q_off, 3 * Ca, &b.qkv, b.k_off,
+                                 3 * Ca, 0.0f, &b.att, b.att_off, T, BH));
+    MPT_TRY(mpt__op_causal_softmax(&b.att, BH * T, T, 1.0f / sqrtf((float)hs)));
     /* each head's weighted sum of values, straight into the merged rows */
-    MPT_TRY(mpt__op_gemm_batched(0, 0, T, b.hs, T, 1.0f, &b.att, b.att_off, T, &b.qkv, b.v_off,
-                                 3 * C, 0.0f, &b.yh, b.y_off, C, BH));
-    MPT_TRY(dense(&b.yh, &w[PROJ_W], &w[PROJ_B], R, C, C, &b.x1));
+    MPT_TRY(mpt__op_gemm_batched(0, 0, T, hs, T, 1.0f, &b.att, b.att_off, T, &b.qkv, b.v_off,
+                                 3 * Ca, 0.0f, &b.yh, b.y_off, Ca, BH));
+    MPT_TRY(dense(p, &b.yh, &w[PROJ_W], &w[PROJ_B], R, C, Ca, 1, &b.x1));
     MPT_TRY(mpt__op_axpy(R * C, 1.0f, &p->x, &b.x1)); /* the residual */
     MPT_TRY(mpt__op_layernorm_forward(&b.x1, &w[LN2_W], &w[LN2_B], R, C, l->eps, &b.ln2, &b.mean2,
                                       &b.rstd2));
-    MPT_TRY(dense(&b.ln2, &w[FC_W], &w[FC_B], R, 4 * C, C, &b.h));
-    MPT_TRY(mpt__op_gelu_forward(&b.h, &b.g, 4 * R * C));
-    MPT_TRY(dense(&b.g, &w[FCP_W], &w[FCP_B], R, C, 4 * C, &p->y));
+    MPT_TRY(dense(p, &b.ln2, &w[FC_W], &w[FC_B], R, U, C, 0, &b.h));
+    MPT_TRY(mpt__op_gelu_forward(&b.h, &b.g, R * U));
+    MPT_TRY(dense(p, &b.g, &w[FCP_W], &w[FCP_B], R, C, U, 1, &p->y));
     MPT_TRY(mpt__op_axpy(R * C, 1.0f, &b.x1, &p->y));
 out:
     block_free(&b);
@@ -304,28 +350,30 @@ static int block_backward(mpt__layer_t *l, mpt__pass_t *p)
         w[q] = mpt__param_view(p, &l->params[q], 0);
         d[q] = mpt__param_view(p, &l->params[q], 1);
     }
-    size_t R = b.R, C = b.C, T = b.T, BH = b.B * b.H;
+    size_t R = b.R, C = b.d.C, Ca = b.d.Ca, U = b.d.U, T = b.d.T, hs = b.d.hs;
+    size_t BH = b.B * b.d.H;
     /* MLP: dy flows into fc_proj and, unchanged, into x1 (the residual). */
-    MPT_TRY(dense_backward(&b.g, &w[FCP_W], &p->dy, R, C, 4 * C, &d[FCP_W], &d[FCP_B], &b.dh));
-    MPT_TRY(mpt__op_gelu_backward(&b.h, &b.dh, &b.dh, 4 * R * C));
-    MPT_TRY(dense_backward(&b.ln2, &w[FC_W], &b.dh, R, 4 * C, C, &d[FC_W], &d[FC_B], &b.dA));
+    MPT_TRY(dense_backward(p, &b.g, &w[FCP_W], &p->dy, R, C, U, 0, &d[FCP_W], &d[FCP_B], &b.dh));
+    MPT_TRY(mpt__op_gelu_backward(&b.h, &b.dh, &b.dh, R * U));
+    MPT_TRY(dense_backward(p, &b.ln2, &w[FC_W], &b.dh, R, U, C, 1, &d[FC_W], &d[FC_B], &b.dA));
     MPT_TRY(mpt__op_layernorm_backward(&b.dA, &b.x1, &w[LN2_W], &b.mean2, &b.rstd2, R, C, 0.0f,
                                        &b.dx1, &d[LN2_W], &d[LN2_B]));
     MPT_TRY(mpt__op_axpy(R * C, 1.0f, &p->dy, &b.dx1));
-    /* attention: dx1 flows into proj and, unchanged, into x */
-    MPT_TRY(dense_backward(&b.yh, &w[PROJ_W], &b.dx1, R, C, C, &d[PROJ_W], &d[PROJ_B], &b.dA));
-    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, b.hs, 1.0f, &b.dA, b.y_off, C, &b.qkv, b.v_off, 3 * C,
-                                 0.0f, &b.datt, b.att_off, T, BH));
-    MPT_TRY(mpt__op_gemm_batched(1, 0, T, b.hs, T, 1.0f, &b.att, b.att_off, T, &b.dA, b.y_off, C,
-                                 0.0f, &b.dqkv, b.v_off, 3 * C, BH));
-    MPT_TRY(mpt__op_causal_softmax_backward(&b.att, &b.datt, BH * T, T,
-                                            1.0f / sqrtf((float)b.hs)));
-    MPT_TRY(mpt__op_gemm_batched(0, 0, T, b.hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.k_off,
-                                 3 * C, 0.0f, &b.dqkv, b.q_off, 3 * C, BH));
-    MPT_TRY(mpt__op_gemm_batched(1, 0, T, b.hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.q_off,
-                                 3 * C, 0.0f, &b.dqkv, b.k_off, 3 * C, BH));
-    MPT_TRY(dense_backward(&b.ln1, &w[ATTN_W], &b.dqkv, R, 3 * C, C, &d[ATTN_W], &d[ATTN_B],
+    /* attention: dx1 flows into proj and, unchanged, into x; the heads'
+     * merged output gradient (R x Ca) goes to dA */
+    MPT_TRY(dense_backward(p, &b.yh, &w[PROJ_W], &b.dx1, R, C, Ca, 0, &d[PROJ_W], &d[PROJ_B],
                            &b.dA));
+    MPT_TRY(mpt__op_gemm_batched(0, 1, T, T, hs, 1.0f, &b.dA, b.y_off, Ca, &b.qkv, b.v_off,
+                                 3 * Ca, 0.0f, &b.datt, b.att_off, T, BH));
+    MPT_TRY(mpt__op_gemm_batched(1, 0, T, hs, T, 1.0f, &b.att, b.att_off, T, &b.dA, b.y_off, Ca,
+                                 0.0f, &b.dqkv, b.v_off, 3 * Ca, BH));
+    MPT_TRY(mpt__op_causal_softmax_backward(&b.att, &b.datt, BH * T, T, 1.0f / sqrtf((float)hs)));
+    MPT_TRY(mpt__op_gemm_batched(0, 0, T, hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.k_off,
+                                 3 * Ca, 0.0f, &b.dqkv, b.q_off, 3 * Ca, BH));
+    MPT_TRY(mpt__op_gemm_batched(1, 0, T, hs, T, 1.0f, &b.datt, b.att_off, T, &b.qkv, b.q_off,
+                                 3 * Ca, 0.0f, &b.dqkv, b.k_off, 3 * Ca, BH));
+    MPT_TRY(dense_backward(p, &b.ln1, &w[ATTN_W], &b.dqkv, R, 3 * Ca, C, 1, &d[ATTN_W],
+                           &d[ATTN_B], &b.dA));
     /* Without a dx wanted, ln_1's input gradient goes to the spent dqkv. */
     mpt__tensor_t dx = p->dx.buf ? p->dx : b.dqkv;
     MPT_TRY(mpt__op_layernorm_backward(&b.dA, &p->x, &w[LN1_W], &b.mean1, &b.rstd1, R, C, 0.0f,
@@ -333,6 +381,45 @@ static int block_backward(mpt__layer_t *l, mpt__pass_t *p)
     MPT_TRY(mpt__op_axpy(R * C, 1.0f, &b.dx1, &dx));
 out:
     block_free(&b);
+    return status;
+}
+
+int mpt__block_slice(const mpt__layer_t *whole, size_t head0, size_t heads, size_t unit0,
+                     size_t units, int member0, size_t local_base, mpt__layer_t *local,
+                     mpt__run_fn run, void *arg)
+{
+    block_dims_t d = block_dims(whole);
+    size_t hs = d.hs, Ca = heads * hs, a0 = head0 * hs, C = d.C, U = d.U;
+    int status;
+    if (heads == 0 || head0 + heads > d.H || units == 0 || unit0 + units > U)
+        return mpt__fail(MPT_ERR_INVALID, "block %d: heads %zu..%zu of %zu, units %zu..%zu of %zu",
+                         whole->index, head0, head0 + heads, d.H, unit0, unit0 + units, U);
+    *local = *whole;
+    local->heads = heads, local->mlp_units = units, local->nparams = 0, local->ctx = NULL;
+    memset(local->params, 0, sizeof local->params);
+    block_params(local);
+    size_t at = local_base;
+    for (int q = 0; q < local->nparams; q++)
+        local->params[q].offset = at, at += local->params[q].numel;
+    const mpt__param_t *W = whole->params, *L = local->params;
+    static const int replicated[] = {LN1_W, LN1_B, PROJ_B, LN2_W, LN2_B, FCP_B};
+    for (size_t i = 0; i < sizeof replicated / sizeof *replicated; i++) {
+        int q = replicated[i];
+        MPT_TRY(run(arg, W[q].offset, L[q].offset, W[q].numel));
+        local->params[q].counted_elsewhere = !member0;
+    }
+    for (size_t part = 0; part < 3; part++) { /* q, k, v: the member's heads of each */
+        MPT_TRY(run(arg, W[ATTN_W].offset + (part * C + a0) * C, L[ATTN_W].offset + part * Ca * C,
+                    Ca * C));
+        MPT_TRY(run(arg, W[ATTN_B].offset + part * C + a0, L[ATTN_B].offset + part * Ca, Ca));
+    }
+    for (size_t r = 0; r < C; r++) /* proj: the member's input features of every row */
+        MPT_TRY(run(arg, W[PROJ_W].offset + r * C + a0, L[PROJ_W].offset + r * Ca, Ca));
+    MPT_TRY(run(arg, W[FC_W].offset + unit0 * C, L[FC_W].offset, units * C));
+    MPT_TRY(run(arg, W[FC_B].offset + unit0, L[FC_B].offset, units));
+    for (size_t r = 0; r < C; r++)
+        MPT_TRY(run(arg, W[FCP_W].offset + r * U + unit0, L[FCP_W].offset + r * units, units));
+out:
     return status;
 }
 
@@ -404,7 +491,7 @@ out:
 static const mpt__layer_kind_t gpt_kinds[] = {
     {"embedding", MPT_SPLIT_NONE, 0, 0, embedding_configure, embedding_infer, NULL,
      embedding_flops, embedding_forward, embedding_backward},
-    {"block", MPT_SPLIT_NONE, 0, 0, block_configure, block_infer, block_scratch, block_flops,
+    {"block", MPT_SPLIT_INNER, 0, 0, block_configure, block_infer, block_scratch, block_flops,
      block_forward, block_backward},
     {"lm_head", MPT_SPLIT_NONE, 0, 0, NULL, head_infer, NULL, head_flops, head_forward,
      head_backward},

@@ -74,7 +74,8 @@ static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
 /* The collectives of each layer when tensor-parallel, from the walk of
  * engine/shard.c (mpt__tp_walk) over the whole model: a column-split layer
  * all-reduces its input gradient (not the model's first computing layer,
- * whose input gradient nobody needs), a row-split one its output; a slice
+ * whose input gradient nobody needs), a row-split one its output, a block
+ * split inside both for each of its two pairs (attention, MLP); a slice
  * gathered before a layer costs half an all-reduce of that layer's input
  * (a ring all-gather's traffic).  A stage that starts mid-way starts whole,
  * which this one walk does not see; a model the walk refuses gets no
@@ -99,6 +100,8 @@ static void tp_collectives(const mpt__model_t *m, mpt__model_cost_t *mc)
             c->tp_allreduce_bytes += c->out_bytes;
         else if (steps[i].role == MPT__TP_COLUMN && i > first_computing)
             c->tp_allreduce_bytes += in;
+        else if (steps[i].role == MPT__TP_INNER) /* attention and MLP: a pair each */
+            c->tp_allreduce_bytes += 2 * (c->out_bytes + in);
     }
     free(steps);
 }

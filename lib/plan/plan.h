@@ -112,11 +112,19 @@ int mpt__partition(size_t nlayers, size_t nstages, mpt__stage_cost_fn cost, void
 int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts);
 
 /* What each layer of a tensor-parallel stage [first, last] does
- * (engine/shard.c): run on the whole activation, on its member's slice,
- * column-parallel (its outputs split: units or channels) or row-parallel
- * (its inputs split), with the slices gathered before it when it needs
- * them whole. */
-typedef enum { MPT__TP_WHOLE, MPT__TP_SLICE, MPT__TP_COLUMN, MPT__TP_ROW } mpt__tp_role_t;
+ * (engine/shard.c): run on the whole activation (replicated, with its
+ * parameters if it has any), on its member's slice, column-parallel (its
+ * outputs split: units or channels), row-parallel (its inputs split) or
+ * split inside on whole input and output (MPT_SPLIT_INNER: a transformer
+ * block by heads and MLP units), with the slices gathered before it when
+ * it needs them whole. */
+typedef enum {
+    MPT__TP_WHOLE,
+    MPT__TP_SLICE,
+    MPT__TP_COLUMN,
+    MPT__TP_ROW,
+    MPT__TP_INNER
+} mpt__tp_role_t;
 typedef struct {
     mpt__tp_role_t role;
     int gather_before;
@@ -124,7 +132,7 @@ typedef struct {
 
 /* steps[i - first] for every layer; *gather_after: the stage ends sliced
  * and gathers.  MPT_ERR_UNSUPPORTED naming the layer when the stage cannot
- * be split (dropout on a slice, parameters without a split axis). */
+ * be split (dropout on a slice). */
 int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,
                  int *gather_after);
 

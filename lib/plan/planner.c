@@ -546,14 +546,19 @@ static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why,
                 snprintf(why, size, "%s", mpt_last_error());
                 goto refused;
             }
-            /* Row-parallel inputs are the slices of a column split before. */
-            for (size_t i = st->first; i <= st->last; i++)
-                if (steps[i - st->first].role == MPT__TP_COLUMN &&
-                    mpt__tp_split(m->layers[i].out.d[0], f, tp, counts) < 0) {
-                    snprintf(why, size, "layer %zu (%s): %s", i, m->layers[i].kind->name,
+            /* Row-parallel inputs are the slices of a column split before;
+             * a block splits its heads and its MLP units. */
+            for (size_t i = st->first; i <= st->last; i++) {
+                const mpt__layer_t *l = &m->layers[i];
+                mpt__tp_role_t role = steps[i - st->first].role;
+                if ((role == MPT__TP_COLUMN && mpt__tp_split(l->out.d[0], f, tp, counts) < 0) ||
+                    (role == MPT__TP_INNER && (mpt__tp_split(l->heads, f, tp, counts) < 0 ||
+                                               mpt__tp_split(l->mlp_units, f, tp, counts) < 0))) {
+                    snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
                              mpt_last_error());
                     goto refused;
                 }
+            }
         }
     free(steps);
     return 0;

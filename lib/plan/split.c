@@ -56,7 +56,10 @@ int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_
         unsigned axes = l->nparams ? l->kind->split_axes : 0;
         mpt__tp_step_t *st = &steps[i - first];
         st->gather_before = 0;
-        if ((axes & MPT_SPLIT_ROW) && sliced) {
+        if (axes & MPT_SPLIT_INNER) {
+            st->gather_before = sliced;
+            st->role = MPT__TP_INNER, sliced = 0;
+        } else if ((axes & MPT_SPLIT_ROW) && sliced) {
             st->role = MPT__TP_ROW, sliced = 0;
         } else if (axes & (MPT_SPLIT_COLUMN | MPT_SPLIT_CHANNELS)) {
             st->gather_before = sliced;
@@ -69,11 +72,9 @@ int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_
                                  "drawn per element of the whole activation", i);
             st->role = sliced ? MPT__TP_SLICE : MPT__TP_WHOLE;
         } else {
-            if (l->nparams)
-                return mpt__fail(MPT_ERR_UNSUPPORTED,
-                                 "layer %zu (%s) cannot be split across devices (its parameters "
-                                 "have no split axis; give it a stage with one device)",
-                                 i, l->kind->name);
+            /* Replicated: every member runs it whole, parameters and all
+             * (a layer norm, an embedding), and computes the same
+             * gradient from the same input and output gradient. */
             st->gather_before = sliced;
             st->role = MPT__TP_WHOLE, sliced = 0;
         }
