@@ -22,6 +22,14 @@
  * saved, restored into a new trainer and run on (the copy and its Adam
  * slots are restored from the owner's).
  *
+ * Tensor parallelism (each block split by heads and MLP units, the
+ * embedding, final layer norm and tied head replicated): TP=2 at 0.5 / 0.5
+ * and 0.7 / 0.3, DP=2 x TP=2, each to the same 1e-5 (a split only reorders
+ * the sums of proj, fc_proj and the two input gradients); TP=2 with
+ * clipping at 0.5, whose gradient norm must match one device's within
+ * 1e-4 relative (a replica counted twice gave 1.72 for 1.27); a tied head
+ * apart from its embedding with a tensor-parallel stage refused.
+ *
  * Model JSON: positions are the input, one label per position
  * (mpt_model_labels_per_sample), the loss the mean over batch x positions.
  */
