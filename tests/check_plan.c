@@ -562,6 +562,18 @@ START_TEST(tied_head_cut_from_its_embedding_holds_a_copy)
                                           p->optimizer_slots);
         mc.layers[head].tied_bytes = copy;
         ck_assert_double_eq_tol(want - without, copy * (2 + p->optimizer_slots), 1e-3);
+        /* The embedding's stage receives the copy's gradient in a device
+         * buffer of the weight's size: one copy more, no slots. */
+        const mpt__plan_stage_t *owner = &p->replicas[r].stages[0];
+        size_t owner_flight = p->schedule == MPT__PIPE_GPIPE ? mb : (mb < 2 ? mb : 2);
+        double own = mpt__cost_memory(&mc, owner->first, owner->last, samples, owner_flight,
+                                      1.0, p->optimizer_slots);
+        mc.layers[head].tied_bytes = 0;
+        double own_without = mpt__cost_memory(&mc, owner->first, owner->last, samples,
+                                              owner_flight, 1.0, p->optimizer_slots);
+        mc.layers[head].tied_bytes = copy;
+        ck_assert_double_eq_tol(own - own_without, copy, 1e-3);
+        ck_assert_double_eq_tol(owner->devices[0].memory_bytes, own, 1e-6 * own);
     }
     mpt__model_cost_free(&mc);
     mpt_plan_free(p);

@@ -453,9 +453,10 @@ static double roofline(const mpt__model_cost_t *mc, size_t first, size_t last,
     double t = 0;
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        double flops = share * samples * (bwd ? l->bwd_flops : l->fwd_flops);
-        double bytes = share * (samples * (bwd ? l->bwd_bytes : l->fwd_bytes) +
-                                (bwd ? 2 : 1) * l->param_bytes);
+        double part = l->tp_whole ? 1 : share;
+        double flops = part * samples * (bwd ? l->bwd_flops : l->fwd_flops);
+        double bytes = part * (samples * (bwd ? l->bwd_bytes : l->fwd_bytes) +
+                               (bwd ? 2 : 1) * l->param_bytes);
         t += fmax(flops / (p->gemm_gflops * 1e9), bytes / (p->mem_gbps * 1e9)) +
              (bwd ? l->launches_bwd : l->launches_fwd) * p->launch_us * 1e-6;
     }
@@ -478,6 +479,13 @@ START_TEST(cost_layers_roofline)
     mpt_cluster_t *c = synthetic_cluster();
     const mpt_profile_t *a = &mpt_cluster_device(c, 0)->profile;
     ck_assert_mpt_ok(mpt__model_cost(m, &mc));
+    /* Under tensor parallelism linear layers split (column, then row) and
+     * the ReLU between them runs on the slice; the ReLU after a row layer
+     * and the loss see the all-reduced whole and run whole on every
+     * member. */
+    const int whole[8] = {0, 0, 0, 1, 0, 0, 0, 1};
+    for (size_t i = 0; i < 8; i++)
+        ck_assert_int_eq(mc.layers[i].tp_whole, whole[i]);
     const double samples[3] = {1, 32, 256};
     for (int bwd = 0; bwd < 2; bwd++)
         for (int n = 0; n < 3; n++)
@@ -489,12 +497,18 @@ START_TEST(cost_layers_roofline)
                     double launches = launch_term(&mc, i, j, a, bwd);
                     ck_assert_close(full, roofline(&mc, i, j, a, samples[n], 1, bwd));
                     ck_assert_close(half, roofline(&mc, i, j, a, samples[n], 0.5, bwd));
-                    /* share scales everything but the launches */
-                    /* (to the formula's rounding, relative to the whole:
-                     * the launches may dwarf the rest) */
-                    ck_assert_msg(fabs((half - launches) - 0.5 * (full - launches)) <= REL * full,
-                                  "share 0.5: %.17g, share 1: %.17g, launches %.17g", half,
-                                  full, launches);
+                    /* share scales everything but the launches and the
+                     * layers that run whole (to the formula's rounding,
+                     * relative to the whole: the launches may dwarf the
+                     * rest) */
+                    double kept = launches;
+                    for (size_t k = i; k <= j; k++)
+                        if (whole[k])
+                            kept += mpt__cost_layers(&mc, k, k, d, samples[n], 1, bwd) -
+                                    launch_term(&mc, k, k, a, bwd);
+                    ck_assert_msg(fabs((half - kept) - 0.5 * (full - kept)) <= REL * full,
+                                  "share 0.5: %.17g, share 1: %.17g, kept whole %.17g", half,
+                                  full, kept);
                     ck_assert_double_gt(full, launches);
                 }
     /* By hand, layer 0 forward of 64 samples on device a: 64 x 2 x 784 x
@@ -664,8 +678,12 @@ START_TEST(cost_memory_optimizer_and_flight)
     double four = mpt__cost_memory(&mc, 0, 7, 32, 4, 1, 2);
     ck_assert_double_gt(four, adamw);
     ck_assert_double_eq(four - adamw, 3 * 32 * saved);
-    /* half of each layer: half of everything */
-    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 4, 0.5, 2), 0.5 * four);
+    /* half of each split layer: half of everything but the activations
+     * of the two layers that run whole (ReLU 3 on 128, the loss on 10),
+     * whose 128 outputs are now the largest */
+    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 4, 0.5, 2),
+                        0.5 * P * 4 + 4 * 32 * (0.5 * saved + 0.5 * 4.0 * (128 + 10)) +
+                            32 * 4.0 * 128);
     /* a range: layers 2..3 (linear 256 -> 128, relu) */
     ck_assert_double_eq(mpt__cost_memory(&mc, 2, 3, 8, 2, 1, 0),
                         4.0 * (256 * 128 + 128) * 2 + 2 * 8 * 4.0 * (256 + 128) +

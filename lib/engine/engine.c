@@ -1201,10 +1201,25 @@ static int pair_tied(mpt__engine_t *e)
                 return mpt__fail(MPT_ERR_UNSUPPORTED, "replica %d: a stage with more than one "
                                  "tied weight across stages", w->replica);
             const mpt__param_t *pr = &e->m->layers[l].tied;
+            size_t copy_first = 0;
+            /* The executor laid the copy out from the same model: a local
+             * copy's range must be the weight's, or the exchange would
+             * move the wrong elements. */
+            if (w->local && (mpt__stage_tied_copy(w->ex, &copy_first) != pr->numel ||
+                             copy_first != pr->offset))
+                return mpt__fail(MPT_ERR_INVALID, "replica %d stage %d: the executor's copy of "
+                                 "the tied weight is not layer %d's", w->replica, w->stage,
+                                 owner);
             w->tied_peer = o->index, w->tied_copy = 1;
             o->tied_peer = w->index, o->tied_copy = 0, o->tied_owner_layer = owner;
             w->tied_first = o->tied_first = pr->offset;
             w->tied_count = o->tied_count = pr->numel;
+            if (o->local) {
+                int status = mpt__stage_reserve_addend(o->ex, pr->numel);
+                if (status < 0)
+                    return status;
+                o->stats.memory_bytes = mpt__executor_device_bytes(o->ex);
+            }
             worker_t *both[2] = {w, o};
             for (int q = 0; q < 2; q++)
                 if (both[q]->local &&

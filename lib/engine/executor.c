@@ -42,7 +42,7 @@ struct mpt__executor {
     uint64_t seed, step;
     mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
-    mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at), on first use */
+    mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at) */
     size_t act_stride, saved_stride; /* floats per slot */
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
@@ -628,6 +628,16 @@ int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t cou
                            count * sizeof *out);
 }
 
+int mpt__stage_reserve_addend(mpt__executor_t *ex, size_t count)
+{
+    if (!ex->addend)
+        return mpt_buffer_create(ex->dev, count * sizeof(float), &ex->addend);
+    if (ex->addend->size < count * sizeof(float))
+        return mpt__fail(MPT_ERR_INVALID, "gradients to add: %zu floats, more than reserved",
+                         count);
+    return MPT_OK;
+}
+
 int mpt__stage_add_grads_at(mpt__executor_t *ex, size_t model_first, size_t count,
                             const float *in)
 {
@@ -635,10 +645,7 @@ int mpt__stage_add_grads_at(mpt__executor_t *ex, size_t model_first, size_t coun
     if (model_first < ex->p0 || model_first + count > ex->p0 + ex->np)
         return mpt__fail(MPT_ERR_INVALID, "gradient elements %zu..%zu are not this stage's",
                          model_first, model_first + count);
-    if (!ex->addend)
-        MPT_TRY(mpt_buffer_create(ex->dev, count * sizeof *in, &ex->addend));
-    if (ex->addend->size < count * sizeof *in)
-        return mpt__fail(MPT_ERR_INVALID, "gradients to add: %zu floats, more than before", count);
+    MPT_TRY(mpt__stage_reserve_addend(ex, count));
     MPT_TRY(mpt_buffer_write(ex->addend, 0, in, count * sizeof *in));
     mpt__tensor_t a = region(ex->addend, 0, count), g = region(ex->grads, model_first - ex->p0, count);
     status = mpt__op_axpy(count, 1.0f, &a, &g);

@@ -126,7 +126,10 @@ int mpt__stage_write_tied(mpt__executor_t *ex, int what, const float *in);
 int mpt__stage_read_tied_grads(mpt__executor_t *ex, float *out);
 int mpt__stage_write_tied_grads(mpt__executor_t *ex, const float *in);
 /* The owner's side: read, or add host values to, the stage's gradients of
- * model elements [model_first, + count). */
+ * model elements [model_first, + count).  The device buffer the values
+ * travel through is reserved before the first step, so that the stage's
+ * memory counts it; adding more than was reserved is refused. */
+int mpt__stage_reserve_addend(mpt__executor_t *ex, size_t count);
 int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t count, float *out);
 int mpt__stage_add_grads_at(mpt__executor_t *ex, size_t model_first, size_t count,
                             const float *in);

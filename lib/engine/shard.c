@@ -397,6 +397,7 @@ static int replicate(mpt__shard_t *s, const mpt__layer_t *L, size_t first,
             return mpt__fail(MPT_ERR_UNSUPPORTED, "%s: a tensor-parallel stage without the "
                              "embedding it is tied to (layer %d)", where, L->tied_layer);
         l->tied_layer = local_of[(size_t)L->tied_layer - first];
+        /* model.c ties an lm_head to its embedding's first parameter (wte) */
         l->tied = s->model.layers[l->tied_layer].params[0];
     }
 out:

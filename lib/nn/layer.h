@@ -48,8 +48,9 @@ typedef struct {
     size_t fan_in;      /* for the default init bound 1/sqrt(fan_in) */
     float init_value;   /* used when fan_in == 0 and init_std == 0 (layernorm: 1 and 0) */
     float init_std;     /* > 0: normal(0, init_std) instead (GPT-2's init) */
-    int shared;         /* another layer also writes its gradient (a tied weight):
-                         * the owner's backward adds to it instead of overwriting */
+    int shared;         /* another layer also writes its gradient (a tied weight);
+                         * whether the owner's backward adds to it or overwrites
+                         * is the pass's shared_written */
     int counted_elsewhere; /* a tensor-parallel member's replica of a parameter every
                             * member holds (a layer norm's): left out of its gradient
                             * norm, which member 0's copy enters */

@@ -95,6 +95,7 @@ static void tp_collectives(const mpt__model_t *m, mpt__model_cost_t *mc)
         const mpt__layer_t *l = &m->layers[i];
         mpt__layer_cost_t *c = &mc->layers[i];
         double in = 4.0 * (double)mpt__shape_numel(&l->in);
+        c->tp_whole = steps[i].role == MPT__TP_WHOLE;
         c->tp_allreduce_bytes = steps[i].gather_before ? in / 2 : 0;
         if (steps[i].role == MPT__TP_ROW)
             c->tp_allreduce_bytes += c->out_bytes;
@@ -218,10 +219,11 @@ double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
     p = &d->profile;
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        double flops = share * samples * (backward ? l->bwd_flops : l->fwd_flops);
+        double part = l->tp_whole ? 1.0 : share; /* a replicated layer runs whole */
+        double flops = part * samples * (backward ? l->bwd_flops : l->fwd_flops);
         /* Parameters: read once per micro-batch forward; read (for dx) and
          * the gradient written once backward. */
-        double bytes = share * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
+        double bytes = part * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
                                 (backward ? 2.0 : 1.0) * l->param_bytes);
         /* One GEMM forward, two of half the FLOPs backward (dW and dx): the
          * size of each is exact for a linear layer; for conv2d, which runs
@@ -360,6 +362,15 @@ double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, siz
 
 /* ---- memory ---------------------------------------------------------------- */
 
+double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double share)
+{
+    double bytes = 0;
+    for (size_t i = first; mc && i <= last && i < mc->nlayers; i++)
+        bytes += (mc->layers[i].tp_whole ? 1.0 : share) * mc->layers[i].param_bytes;
+    return bytes;
+}
+
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots)
 {
@@ -370,18 +381,25 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
         last = mc->nlayers - 1;
     if (optimizer_slots < 0)
         optimizer_slots = 0;
+    /* A device holds its share of each split layer's parameters and,
+     * approximately, of its activations (a column-split linear layer in
+     * fact keeps its whole input; we accept the undercount to keep the
+     * share one number), and the whole of a replicated layer's. */
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        params += l->param_bytes;
+        double part = l->tp_whole ? 1.0 : share;
+        params += part * l->param_bytes;
         if (l->tied_owner >= 0 && (size_t)l->tied_owner < first)
-            params += l->tied_bytes;
-        saved += l->saved_bytes;
-        largest = l->out_bytes > largest ? l->out_bytes : largest;
+            params += part * l->tied_bytes;
+        saved += part * l->saved_bytes;
+        largest = fmax(largest, part * l->out_bytes);
     }
-    /* Everything scales with the tensor share: a device holds its share
-     * of each layer's parameters and, approximately, of its activations (a
-     * column-split linear layer in fact keeps its whole input; we accept
-     * the undercount to keep the share one number). */
-    return share * (params * (2.0 + optimizer_slots) + (double)in_flight * samples * saved +
-                    samples * largest);
+    /* The owner of a weight a later stage copies receives that copy's
+     * gradient through a device buffer of its size. */
+    double addend = 0;
+    for (size_t i = last + 1; i < mc->nlayers; i++)
+        if (mc->layers[i].tied_owner >= (int)first && mc->layers[i].tied_owner <= (int)last)
+            addend = fmax(addend, mc->layers[i].tied_bytes);
+    return params * (2.0 + optimizer_slots) + (double)in_flight * samples * saved +
+           samples * largest + addend;
 }

@@ -29,6 +29,9 @@ typedef struct {
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
                                     * what its collectives move, as all-reduce bytes */
+    int tp_whole;                  /* a tensor-parallel member runs it whole (replicated:
+                                    * mpt__tp_walk's MPT__TP_WHOLE), so its time, memory
+                                    * and gradient do not shrink with the member's share */
     int tied_owner;                /* the layer whose weight it reads (lm_head), -1: none */
     double tied_bytes;             /* that weight: a stage without its owner holds a copy */
 } mpt__layer_cost_t;
@@ -47,8 +50,9 @@ void mpt__model_cost_free(mpt__model_cost_t *mc);
  * d for a micro-batch of `samples`: per layer, the roofline
  * max(flops / GEMM rate, bytes / memory bandwidth) plus its launches times
  * the launch latency.  `share` in (0, 1] is the device's fraction of each
- * layer under tensor parallelism (flops and bytes scale by it; launches
- * do not). */
+ * layer under tensor parallelism (flops and bytes of the split layers
+ * scale by it, those of replicated ones (tp_whole) and the launches do
+ * not). */
 double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
                         const mpt_cluster_device_t *d, double samples, double share,
                         int backward);
@@ -74,12 +78,18 @@ double mpt__cost_allreduce_hier(const mpt_cluster_t *c, const size_t *devices, s
 double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, size_t n,
                               double bytes, mpt_allreduce_t algo);
 
+/* Parameter bytes of layers [first, last] a device holds at tensor share
+ * `share` (the whole of a replicated layer's): what it all-reduces across
+ * data-parallel replicas. */
+double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double share);
 /* Bytes a device holds for layers [first, last] at tensor share `share`:
  * parameters (and the copy of a tied weight whose owner is before first),
  * gradients and `optimizer_slots` optimizer copies (SGD with
  * momentum 1, AdamW 2), plus the saved activations of `in_flight`
  * micro-batches of `samples` each, plus one micro-batch's largest output
- * (the working buffers). */
+ * (the working buffers), plus, on the owner of a weight a later stage
+ * copies, the buffer that copy's gradient arrives in. */
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots);
 

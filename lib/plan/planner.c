@@ -19,9 +19,9 @@
  *                on the bottleneck (partition.c), each stage's cost its
  *                forward + backward time plus its outgoing transfer, ranges
  *                that do not fit a device's memory excluded.
- *                Tensor-parallel plans the engine cannot run (a layer that
- *                cannot be split, a member left no unit, replicas split
- *                unlike) are rejected with the reason.
+ *                Tensor-parallel plans the engine cannot run (a member left
+ *                no unit, replicas split unlike, a tied weight across a
+ *                tensor-parallel stage) are rejected with the reason.
  *   6. Simulate  the plan's step (simulate.c) gives the predicted time.
  *   7. Choose    the fastest; every configuration is kept as an
  *                alternative with its time or the reason it was rejected.
@@ -155,8 +155,10 @@ static const rows_t *rows_get(rows_cache_t *rc, const mpt__model_cost_t *mc,
  * the partition's O(pp * L^2) cost calls take O(tp) each:
  *   rows[g]     the times of group member g (rows_t)
  *   tpc[s][l]   tensor-parallel all-reduces of layers < l in stage s
- *   params[l], saved[l]  parameter and saved-activation bytes of layers < l
- *   outmax      sparse table of the per-layer output bytes (range maximum)
+ *   params[w][l], saved[w][l]  parameter and saved-activation bytes of
+ *               layers < l that a tensor-parallel member holds a fraction
+ *               of (w = 0) or whole (w = 1, mpt__layer_cost_t.tp_whole)
+ *   outmax[w]   sparse tables of the per-layer output bytes (range maximum)
  * Member g of stage s is group[s * tp + g]. */
 typedef struct {
     const mpt__model_cost_t *mc;
@@ -212,9 +214,9 @@ static int stage_ctx_init(stage_ctx *x)
         x->levels++;
     x->rows = malloc(n * sizeof *x->rows);
     x->tpc = malloc(x->pp * (L + 1) * sizeof *x->tpc);
-    x->params = malloc((L + 1) * sizeof *x->params);
-    x->saved = malloc((L + 1) * sizeof *x->saved);
-    x->outmax = malloc(x->levels * L * sizeof *x->outmax);
+    x->params = malloc(2 * (L + 1) * sizeof *x->params);
+    x->saved = malloc(2 * (L + 1) * sizeof *x->saved);
+    x->outmax = malloc(2 * x->levels * L * sizeof *x->outmax);
     x->xfer = malloc(x->pp * L * sizeof *x->xfer);
     x->roomy = malloc(n);
     if (!x->rows || !x->tpc || !x->params || !x->saved || !x->outmax || !x->xfer || !x->roomy) {
@@ -238,22 +240,28 @@ static int stage_ctx_init(stage_ctx *x)
         for (size_t l = 0; l < L; l++)
             t[l + 1] = t[l] + tp_comm(x, s, l);
     }
-    x->params[0] = x->saved[0] = 0;
+    x->params[0] = x->saved[0] = x->params[L + 1] = x->saved[L + 1] = 0;
     x->tied_head = L;
     for (size_t l = 0; l < L; l++) {
-        if (x->mc->layers[l].tied_owner >= 0 && x->mc->layers[l].tied_bytes > 0 &&
-            x->tied_head == L) {
-            x->tied_head = l, x->tied_owner = (size_t)x->mc->layers[l].tied_owner;
-            x->tied_bytes = x->mc->layers[l].tied_bytes;
+        const mpt__layer_cost_t *lc = &x->mc->layers[l];
+        int w = lc->tp_whole;
+        if (lc->tied_owner >= 0 && lc->tied_bytes > 0 && x->tied_head == L) {
+            x->tied_head = l, x->tied_owner = (size_t)lc->tied_owner;
+            x->tied_bytes = lc->tied_bytes;
         }
-        x->params[l + 1] = x->params[l] + x->mc->layers[l].param_bytes;
-        x->saved[l + 1] = x->saved[l] + x->mc->layers[l].saved_bytes;
-        x->outmax[l] = x->mc->layers[l].out_bytes;
+        for (int v = 0; v < 2; v++) {
+            size_t o = (size_t)v * (L + 1);
+            x->params[o + l + 1] = x->params[o + l] + (v == w ? lc->param_bytes : 0);
+            x->saved[o + l + 1] = x->saved[o + l] + (v == w ? lc->saved_bytes : 0);
+            x->outmax[(size_t)v * x->levels * L + l] = v == w ? lc->out_bytes : 0;
+        }
     }
-    for (size_t k = 1; k < x->levels; k++)
-        for (size_t l = 0; l + (1u << k) <= L; l++)
-            x->outmax[k * L + l] = fmax(x->outmax[(k - 1) * L + l],
-                                        x->outmax[(k - 1) * L + l + (1u << (k - 1))]);
+    for (size_t v = 0; v < 2; v++) {
+        double *t = x->outmax + v * x->levels * L;
+        for (size_t k = 1; k < x->levels; k++)
+            for (size_t l = 0; l + (1u << k) <= L; l++)
+                t[k * L + l] = fmax(t[(k - 1) * L + l], t[(k - 1) * L + l + (1u << (k - 1))]);
+    }
     for (size_t s = 0; s < x->pp; s++)
         for (size_t l = 0; l < L; l++)
             x->xfer[s * L + l] =
@@ -267,13 +275,13 @@ static int stage_ctx_init(stage_ctx *x)
     return MPT_OK;
 }
 
-static double range_outmax(const stage_ctx *x, size_t first, size_t last)
+static double range_outmax(const stage_ctx *x, int whole, size_t first, size_t last)
 {
     size_t k = 0, len = last - first + 1;
+    const double *t = x->outmax + (size_t)whole * x->levels * x->nlayers;
     while ((2u << k) <= len)
         k++;
-    return fmax(x->outmax[k * x->nlayers + first],
-                x->outmax[k * x->nlayers + last + 1 - (1u << k)]);
+    return fmax(t[k * x->nlayers + first], t[k * x->nlayers + last + 1 - (1u << k)]);
 }
 
 /* In-flight micro-batches of stage s: GPipe keeps all of them, 1F1B at
@@ -288,13 +296,22 @@ static size_t in_flight(const stage_ctx *x, size_t s)
  * as mpt__cost_memory, from the prefix sums. */
 static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last)
 {
-    double share = x->fraction[s * x->tp + g];
-    double params = x->params[last + 1] - x->params[first];
-    if (first <= x->tied_head && x->tied_head <= last && x->tied_owner < first)
-        params += x->tied_bytes;
-    double saved = x->saved[last + 1] - x->saved[first];
-    return share * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved +
-                    x->samples * range_outmax(x, first, last));
+    double share = x->fraction[s * x->tp + g], bytes = 0, largest = 0;
+    for (int w = 0; w < 2; w++) {
+        size_t o = (size_t)w * (x->nlayers + 1);
+        double part = w ? 1.0 : share;
+        double params = x->params[o + last + 1] - x->params[o + first];
+        if (first <= x->tied_head && x->tied_head <= last && x->tied_owner < first &&
+            x->mc->layers[x->tied_head].tp_whole == w)
+            params += x->tied_bytes;
+        double saved = x->saved[o + last + 1] - x->saved[o + first];
+        bytes += part * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved);
+        largest = fmax(largest, part * range_outmax(x, w, first, last));
+    }
+    if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
+        x->tied_head > last)
+        bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
+    return bytes + x->samples * largest;
 }
 
 /* Forward + backward of layers [first, last] on stage s (the slowest group
@@ -505,11 +522,11 @@ static int tied_split(const mpt__model_t *m, const mpt__plan_t *p, char *why, si
 }
 
 /* What the engine cannot run of a plan with tensor-parallel groups
- * (engine/shard.c), as a reason in why; 0 when it can.  Every layer with
- * parameters in a group's stage must be splittable and its outputs and
- * inputs must leave every member at least one unit at the group's
- * fractions; replicas must be cut and split alike (their slices are
- * all-reduced as they are). */
+ * (engine/shard.c), as a reason in why; 0 when it can.  The split axes of
+ * a group's layers (outputs, inputs, a block's heads and MLP units) must
+ * leave every member at least one unit at the group's fractions (layers
+ * without one are replicated); replicas must be cut and split alike (their
+ * slices are all-reduced as they are). */
 static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
 {
     double f[64];
@@ -695,8 +712,7 @@ static double lower_bound(const mpt__plan_t *p, const mpt__model_cost_t *mc,
         scratch[r] = p->replicas[r].stages[0].devices[0].device;
     }
     const mpt__plan_stage_t *st = &p->replicas[0].stages[0];
-    for (size_t l = st->first; l <= st->last; l++)
-        bytes += mc->layers[l].param_bytes * st->devices[0].fraction;
+    bytes = mpt__cost_param_bytes(mc, st->first, st->last, st->devices[0].fraction);
     double ring = mpt__cost_allreduce(c, scratch, p->nreplicas, bytes);
     double hier = mpt__cost_allreduce_hier(c, scratch, p->nreplicas, bytes);
     switch (algo) {

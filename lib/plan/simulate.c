@@ -25,8 +25,9 @@
  *   - after a stage's last backward in every replica, the stage's gradients
  *     are all-reduced across the replicas: for each member j of the group,
  *     one ring all-reduce (mpt__cost_allreduce) over the j-th devices of
- *     that stage in all replicas, of the stage's parameter bytes times
- *     member j's fraction (replica 0's stage gives the bytes).  It occupies
+ *     that stage in all replicas, of the parameter bytes member j holds
+ *     (mpt__cost_param_bytes: its fraction of the split layers, all of the
+ *     replicated ones; replica 0's stage gives the bytes).  It occupies
  *     those devices, and overlaps with other stages still computing.
  *
  * When several workers could start an op, the one that can start first goes
@@ -113,14 +114,6 @@ static void schedule(mpt__pipe_schedule_t kind, size_t P, size_t M, size_t s, si
     }
     for (size_t k = M - warm; k < M; k++)
         ops[n++] = 2 * k + 1;
-}
-
-static double stage_param_bytes(const sim_t *S, const mpt__plan_stage_t *st)
-{
-    double sum = 0;
-    for (size_t l = st->first; l <= st->last; l++)
-        sum += S->mc->layers[l].param_bytes;
-    return sum;
 }
 
 static int check_plan(const sim_t *S)
@@ -382,7 +375,6 @@ static int run_allreduces(sim_t *S, const long *stage_end)
         return mpt__fail(MPT_ERR_NOMEM, "simulate: out of memory");
     for (size_t s = 0; s < S->P; s++) {
         const mpt__plan_stage_t *st0 = stage_of(S, 0, s);
-        double params = stage_param_bytes(S, st0);
         for (size_t j = 0;; j++) {
             size_t n = 0;
             double fraction = -1;
@@ -399,7 +391,8 @@ static int run_allreduces(sim_t *S, const long *stage_end)
             if (n < 2)
                 continue;
             node_t a = {.kind = N_ALLREDUCE, .stage = s, .from = j, .to = n,
-                        .bytes = params * fraction, .pred = -1};
+                        .bytes = mpt__cost_param_bytes(S->mc, st0->first, st0->last, fraction),
+                        .pred = -1};
             for (size_t r = 0; r < S->R; r++) {
                 long e = stage_end[r * S->P + s];
                 if (S->nodes[e].end > a.start)
