@@ -565,7 +565,8 @@ START_TEST(tied_head_cut_from_its_embedding_holds_a_copy)
         /* The embedding's stage receives the copy's gradient in a device
          * buffer of the weight's size: one copy more, no slots. */
         const mpt__plan_stage_t *owner = &p->replicas[r].stages[0];
-        size_t owner_flight = p->schedule == MPT__PIPE_GPIPE ? mb : (mb < 2 ? mb : 2);
+        /* in flight on stage 0: GPipe all, 1F1B the stages after it plus one */
+        size_t owner_flight = p->schedule == MPT__PIPE_GPIPE ? mb : (mb < p->pp ? mb : p->pp);
         double own = mpt__cost_memory(&mc, owner->first, owner->last, samples, owner_flight,
                                       1.0, p->optimizer_slots);
         mc.layers[head].tied_bytes = 0;

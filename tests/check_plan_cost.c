@@ -504,7 +504,7 @@ START_TEST(cost_layers_roofline)
                     double kept = launches;
                     for (size_t k = i; k <= j; k++)
                         if (whole[k])
-                            kept += mpt__cost_layers(&mc, k, k, d, samples[n], 1, bwd) -
+                            kept += roofline(&mc, k, k, a, samples[n], 1, bwd) -
                                     launch_term(&mc, k, k, a, bwd);
                     ck_assert_msg(fabs((half - kept) - 0.5 * (full - kept)) <= REL * full,
                                   "share 0.5: %.17g, share 1: %.17g, kept whole %.17g", half,

@@ -206,6 +206,13 @@ static double gemm_rate(const mpt_profile_t *p, double flops)
     return rate * 1e9;
 }
 
+/* The part of layer l a tensor-parallel member at `share` computes and
+ * holds: its share of a split layer, all of a replicated one. */
+static double tp_part(const mpt__layer_cost_t *l, double share)
+{
+    return l->tp_whole ? 1.0 : share;
+}
+
 double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
                         const mpt_cluster_device_t *d, double samples, double share,
                         int backward)
@@ -219,7 +226,7 @@ double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
     p = &d->profile;
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        double part = l->tp_whole ? 1.0 : share; /* a replicated layer runs whole */
+        double part = tp_part(l, share);
         double flops = part * samples * (backward ? l->bwd_flops : l->fwd_flops);
         /* Parameters: read once per micro-batch forward; read (for dx) and
          * the gradient written once backward. */
@@ -367,14 +374,14 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
 {
     double bytes = 0;
     for (size_t i = first; mc && i <= last && i < mc->nlayers; i++)
-        bytes += (mc->layers[i].tp_whole ? 1.0 : share) * mc->layers[i].param_bytes;
+        bytes += tp_part(&mc->layers[i], share) * mc->layers[i].param_bytes;
     return bytes;
 }
 
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots)
 {
-    double params = 0, saved = 0, largest = 0;
+    double saved = 0, largest = 0;
     if (!mc || first > last || first >= mc->nlayers)
         return 0;
     if (last >= mc->nlayers)
@@ -385,10 +392,10 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
      * approximately, of its activations (a column-split linear layer in
      * fact keeps its whole input; we accept the undercount to keep the
      * share one number), and the whole of a replicated layer's. */
+    double params = mpt__cost_param_bytes(mc, first, last, share);
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        double part = l->tp_whole ? 1.0 : share;
-        params += part * l->param_bytes;
+        double part = tp_part(l, share);
         if (l->tied_owner >= 0 && (size_t)l->tied_owner < first)
             params += part * l->tied_bytes;
         saved += part * l->saved_bytes;
