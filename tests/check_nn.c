@@ -52,7 +52,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "engine/executor.h"
+#include "whole_model.h"
 #include "reference.h"
 #include "testutil.h"
 
@@ -414,7 +414,7 @@ static float *check_case(case_t *c, const char *what)
     float *logits = malloc(nl * sizeof *logits), *grads = malloc(np * sizeof *grads);
     double *want = malloc(nl * sizeof *want), loss = 0;
     ck_assert(logits && grads && want);
-    ck_assert_mpt_ok(mpt__executor_gradients(c->ex, c->x, c->y, c->batch, &loss, logits, grads));
+    ck_assert_mpt_ok(whole_gradients(c->ex, c->x, c->y, c->batch, &loss, logits, grads));
 
     double want_loss = ref_loss(c->m, c->wd, c->x, c->y, c->batch, &c->mode, want);
     char name[96];
@@ -540,7 +540,7 @@ START_TEST(dropout_train_and_eval)
             ck_assert(k == best || z[best] - z[k] > 100 * (LOGIT_ABS + LOGIT_REL * fabs(z[k])));
         want_correct += best == (size_t)c.y[s];
     }
-    ck_assert_mpt_ok(mpt__executor_evaluate(c.ex, c.x, c.y, c.batch, &loss_sum, &correct));
+    ck_assert_mpt_ok(whole_evaluate(c.ex, c.x, c.y, c.batch, &loss_sum, &correct));
     float got = (float)(loss_sum / (double)c.batch);
     ck_assert_close(&got, &want_loss, 1, LOGIT_ABS, LOGIT_REL, "model (e) evaluation loss");
     ck_assert_double_eq(correct, want_correct); /* exact: no near-ties, checked above */
@@ -574,7 +574,7 @@ static void check_deterministic(const char *json, size_t batch)
     double loss[2][3], norm[2][3];
     for (int e = 0; e < 2; e++) {
         for (int s = 0; s < 3; s++)
-            ck_assert_mpt_ok(mpt__executor_train_step(both[e], c.x, c.y, batch, &sgd, 0.1f,
+            ck_assert_mpt_ok(whole_train_step(both[e], c.x, c.y, batch, &sgd, 0.1f,
                                                       &loss[e][s], &norm[e][s]));
         after[e] = malloc(np * sizeof(float));
         ck_assert_ptr_nonnull(after[e]);

@@ -64,7 +64,7 @@ enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_
  * enough that the first bucket leaves early in the backward pass. */
 #define BUCKET_BYTES ((size_t)1 << 20)
 
-typedef enum { JOB_NONE, JOB_TRAIN, JOB_EVAL, JOB_QUIT } job_kind_t;
+typedef enum { JOB_NONE, JOB_TRAIN, JOB_EVAL, JOB_LOGITS, JOB_QUIT } job_kind_t;
 
 typedef struct {
     size_t first, count; /* model parameter elements */
@@ -107,6 +107,10 @@ struct worker {
     size_t slots, max_mb;
     int prev, next;            /* the workers it receives activations and gradients
                                 * from, -1 at the ends */
+    int late_loss;             /* the last stage keeps every micro-batch's loss rows
+                                * to the end of the step: read them after the
+                                * update is queued, so the queue never waits on
+                                * the host in the middle of a step */
     int *fwd_to, *bwd_to;      /* the workers it sends activations and gradients to */
     size_t nfwd_to, nbwd_to;
     segment_t *segs;
@@ -166,6 +170,7 @@ struct mpt__engine {
     const float *x;
     const int32_t *y;         /* m->labels_per_sample labels per sample */
     size_t count;
+    float *logits;            /* JOB_LOGITS: count x labels_per_sample x classes */
     const mpt__optim_cfg_t *opt;
     float lr;
     int *all_members;
@@ -478,7 +483,7 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         MPT_TRY(mpt__stage_get_output(w->ex, slot, s, n));
         for (size_t k = 0; k < w->nfwd_to; k++)
             MPT_TRY(send_async(w, w->fwd_to[k], TAG_ACT, s, n * out));
-    } else {
+    } else if (!w->late_loss) {
         double sum = 0;
         MPT_TRY(mpt__stage_loss_sum(w->ex, slot, n, &sum));
         w->loss_sum += sum;
@@ -608,6 +613,11 @@ static int train_job(worker_t *w)
         w->norm = norm;
     }
     MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
+    for (size_t j = 0; w->late_loss && j < e->microbatches; j++) {
+        double sum = 0;
+        MPT_TRY(mpt__stage_loss_sum(w->ex, j, mb_size(share, e->microbatches, j, NULL), &sum));
+        w->loss_sum += sum;
+    }
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:
@@ -626,11 +636,14 @@ out:
     return status;
 }
 
-/* Evaluation through replica 0's pipeline, in chunks of a micro-batch. */
-static int eval_job(worker_t *w)
+/* Evaluation (JOB_EVAL: loss and correct counts) or the logits
+ * (JOB_LOGITS: member 0 of the last stage writes them) through replica 0's
+ * pipeline, in chunks of a micro-batch. */
+static int eval_job(worker_t *w, job_kind_t kind)
 {
     mpt__engine_t *e = w->e;
     size_t in = mpt__stage_in_floats(w->ex), out = mpt__stage_out_floats(w->ex);
+    size_t lps = e->m->labels_per_sample, row = lps * (size_t)e->m->classes;
     int status = MPT_OK;
     w->loss_sum = 0, w->correct = 0;
     if (w->replica != 0)
@@ -644,14 +657,19 @@ static int eval_job(worker_t *w)
                               n * in * sizeof(float)));
             MPT_TRY(mpt__stage_put_input(w->ex, 0, w->recv_stage, n));
         }
-        if (w->next < 0)
-            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first * e->m->labels_per_sample, n));
+        /* Without labels (logits) the loss layer runs on whatever labels
+         * the slot holds: its rows are not read. */
+        if (w->next < 0 && kind == JOB_EVAL)
+            MPT_TRY(mpt__stage_put_labels(w->ex, 0, e->y + first * lps, n));
         MPT_TRY(mpt__stage_forward(w->ex, 0, n, 0));
         if (w->next >= 0) {
             MPT_TRY(mpt__stage_get_output(w->ex, 0, w->fwd_stage, n));
             for (size_t k = 0; k < w->nfwd_to; k++)
                 MPT_TRY(mpt__send(e->t, w->index, w->fwd_to[k], TAG_EVAL, w->fwd_stage,
                                   n * out * sizeof(float)));
+        } else if (kind == JOB_LOGITS) {
+            if (w->member == 0) /* every member of a group holds the whole logits */
+                MPT_TRY(mpt__stage_get_logits(w->ex, 0, e->logits + first * row, n));
         } else {
             double sum = 0, hits = 0;
             MPT_TRY(mpt__stage_loss_sum(w->ex, 0, n, &sum));
@@ -687,7 +705,7 @@ static void *worker_main(void *arg)
             break;
         double t0 = mpt__now();
         w->status = MPT_OK, w->error[0] = '\0';
-        int status = kind == JOB_TRAIN ? train_job(w) : eval_job(w);
+        int status = kind == JOB_TRAIN ? train_job(w) : eval_job(w, kind);
         if (status < 0)
             worker_fail(w, status);
         w->step_s = mpt__now() - t0;
@@ -1108,6 +1126,7 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
     w->max_mb = max_mb;
     size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
     w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
+    w->late_loss = !tp_next && w->slots >= e->microbatches;
     w->model = e->m;
     if (tp == 1 && !w->local) {
         /* Another rank runs it: only its place in the job is needed here
@@ -1486,6 +1505,29 @@ int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, siz
     for (size_t i = 0; i < e->nworkers; i++)
         if (e->w[i].replica == 0 && e->w[i].next < 0 && e->w[i].member == 0)
             *loss_sum += e->w[i].loss_sum, *correct += e->w[i].correct;
+    return status;
+}
+
+/* The worker that writes the logits: member 0 of replica 0's last stage. */
+static const worker_t *logits_worker(const mpt__engine_t *e)
+{
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].replica == 0 && e->w[i].next < 0 && e->w[i].member == 0)
+            return &e->w[i];
+    return NULL;
+}
+
+int mpt__engine_logits(mpt__engine_t *e, const float *x, size_t count, float *logits)
+{
+    e->x = x, e->y = NULL, e->count = count, e->logits = logits;
+    int status = run_job(e, JOB_LOGITS);
+    e->logits = NULL;
+    if (status == MPT_OK && e->nranks > 1) {
+        /* Its rank has them; every rank gets them, as every rank gets a loss. */
+        size_t bytes = count * e->m->labels_per_sample * (size_t)e->m->classes * sizeof *logits;
+        mpt__group_t g = ctl_group(e);
+        status = mpt__broadcast(&g, logits, bytes, logits_worker(e)->rank, NULL);
+    }
     return status;
 }
 

@@ -190,6 +190,10 @@ typedef struct mpt_plan {
 } mpt__plan_t;
 
 void mpt__plan_free(mpt__plan_t *p);
+/* The plan of one device running the whole model (layers 0..nlayers-1) on
+ * batches of `batch`: dp = pp = tp = 1, one micro-batch, device id 0, no
+ * prediction (predicted_step_s < 0).  What a one-device trainer runs. */
+int mpt__plan_single(size_t nlayers, size_t batch, mpt__plan_t **out);
 
 /* Plan JSON (docs/plan.md): written by the planner, read back and checked
  * against the model and the cluster (unknown device, a device used twice,
