@@ -1022,7 +1022,7 @@ static int check_alike(const mpt__engine_t *e)
 static int has_dropout(const mpt__model_t *m)
 {
     for (size_t i = 0; i < m->nlayers; i++)
-        if (!strcmp(m->layers[i].kind->name, "dropout"))
+        if (m->layers[i].kind->flags & MPT_KIND_WHOLE_BATCH)
             return 1;
     return 0;
 }
@@ -1129,8 +1129,8 @@ static int make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t
         /* One tag per group: its collectives run in the same order on
          * every member, so they match in posting order. */
         mpt__group_t group = {e->t, members, (int)tp, (int)g, TAG_TP + (int)base, NULL};
-        status = mpt__shard_create(e->m, st->first, st->last, fractions, tp, g, &group, max_mb,
-                                   &w->shard);
+        status = mpt__shard_create(e->m, st->first, st->last, &st->roles, fractions, tp, g,
+                                   &group, max_mb, &w->shard);
         free(members);
         if (status < 0)
             goto out;
