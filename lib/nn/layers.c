@@ -1,5 +1,5 @@
 /*
- * nn/layers.c: the layer kinds: linear, relu, gelu, dropout, layernorm,
+ * nn/layers.c: the layer kinds: linear, relu, gelu, silu, dropout, layernorm,
  * flatten, conv2d, maxpool2d and the fused softmax_cross_entropy loss.
  * Each is a vtable of small functions over the ops of tensor/tensor.h,
  * filled with designated initialisers next to its functions; the registry
@@ -226,6 +226,7 @@ static const mpt__layer_kind_t linear = {
 
 ACTIVATION(relu, "mpt_relu_forward", "mpt_relu_backward")
 ACTIVATION(gelu, "mpt_gelu_forward", "mpt_gelu_backward")
+ACTIVATION(silu, "mpt_silu_forward", "mpt_silu_backward")
 
 /* ---- dropout (inverted; masks regenerated from the counter-based RNG) --- */
 
@@ -552,7 +553,7 @@ static const mpt__layer_kind_t softmax_cross_entropy = {
 
 /* Every kind, in the order docs/model.md lists them. */
 static const mpt__layer_kind_t *const registry[] = {
-    &linear, &relu, &gelu, &dropout, &layernorm, &flatten, &conv2d, &maxpool2d,
+    &linear, &relu, &gelu, &silu, &dropout, &layernorm, &flatten, &conv2d, &maxpool2d,
     &softmax_cross_entropy, &mpt__kind_embedding, &mpt__kind_block, &mpt__kind_lm_head,
 };
 
