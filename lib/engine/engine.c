@@ -80,7 +80,7 @@ out:
 static int has_dropout(const mpt__model_t *m)
 {
     for (size_t i = 0; i < m->nlayers; i++)
-        if (!strcmp(m->layers[i].kind->name, "dropout"))
+        if (m->layers[i].kind->flags & MPT_KIND_WHOLE_BATCH)
             return 1;
     return 0;
 }

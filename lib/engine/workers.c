@@ -157,8 +157,8 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         /* One tag per group: its collectives run in the same order on
          * every member, so they match in posting order. */
         mpt__group_t group = {e->t, members, (int)tp, (int)g, e->tags.tp + (int)base, NULL};
-        status = mpt__shard_create(e->m, st->first, st->last, fractions, tp, g, &group, max_mb,
-                                   &w->shard);
+        status = mpt__shard_create(e->m, st->first, st->last, &st->roles, fractions, tp, g,
+                                   &group, max_mb, &w->shard);
         free(members);
         if (status < 0)
             goto out;

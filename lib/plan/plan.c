@@ -17,8 +17,10 @@ void mpt__plan_free(mpt__plan_t *p)
         return;
     for (size_t r = 0; p->replicas && r < p->nreplicas; r++) {
         mpt__plan_replica_t *rep = &p->replicas[r];
-        for (size_t s = 0; rep->stages && s < rep->nstages; s++)
+        for (size_t s = 0; rep->stages && s < rep->nstages; s++) {
             free(rep->stages[s].devices);
+            free(rep->stages[s].roles.steps);
+        }
         free(rep->stages);
     }
     free(p->replicas);
