@@ -26,7 +26,15 @@ void mpt_train_config_default(mpt_train_config_t *c)
     c->beta1 = 0.9;
     c->beta2 = 0.999;
     c->eps = 1e-8;
-    c->schedule = MPT_SCHEDULE_CONSTANT;
+    /* mpt-train's schedule: cosine over the run, which only the caller
+     * knows (total_steps); until it is set the rate stays at lr. */
+    c->schedule = MPT_SCHEDULE_COSINE;
+}
+
+void mpt_train_config_use_optimizer(mpt_train_config_t *c, mpt_optimizer_t optimizer)
+{
+    c->optimizer = optimizer;
+    c->lr = optimizer == MPT_OPTIM_ADAMW ? 1e-3 : 0.05;
 }
 
 double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
@@ -35,6 +43,8 @@ double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
         return c->lr;
     if (step < c->warmup_steps)
         return c->lr * (double)(step + 1) / (double)c->warmup_steps;
+    if (c->total_steps == 0) /* no length given: nothing to decay over */
+        return c->lr;
     if (c->total_steps <= c->warmup_steps || step >= c->total_steps)
         return c->min_lr;
     double progress = (double)(step - c->warmup_steps) / (double)(c->total_steps - c->warmup_steps);
@@ -65,8 +75,6 @@ static int check_config(const mpt_train_config_t *c)
         return mpt__fail(MPT_ERR_INVALID, "clip norm must be >= 0 (0: off), got %g", c->clip_norm);
     if (c->schedule != MPT_SCHEDULE_CONSTANT && c->schedule != MPT_SCHEDULE_COSINE)
         return mpt__fail(MPT_ERR_INVALID, "unknown schedule %d", (int)c->schedule);
-    if (c->schedule == MPT_SCHEDULE_COSINE && c->total_steps == 0)
-        return mpt__fail(MPT_ERR_INVALID, "the cosine schedule needs total_steps");
     if (c->schedule == MPT_SCHEDULE_CONSTANT && c->warmup_steps)
         return mpt__fail(MPT_ERR_INVALID, "warm-up steps need the cosine schedule");
     if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
@@ -128,6 +136,11 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
                              const mpt__engine_ranks_t *ranks, mpt_trainer_t **out)
 {
     mpt_trainer_t *t = NULL;
+    /* One batch size: the plan's shares and micro-batches were cut for it. */
+    if (plan->batch && plan->batch != config->batch)
+        return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu but the trainer's "
+                         "batch is %zu: plan and train with one batch size", plan->batch,
+                         config->batch);
     int status = trainer_new(model, config, &t);
     if (status < 0)
         return status;
