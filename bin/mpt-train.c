@@ -151,7 +151,6 @@ static void parse(int argc, char **argv, options *o)
     memset(o, 0, sizeof *o);
     mpt_train_config_default(&o->cfg);
     mpt_plan_request_default(&o->pins);
-    o->cfg.schedule = MPT_SCHEDULE_COSINE; /* the run's length is known: decay over it */
     o->data = DEFAULT_DATA;
     o->prompt = "\n";
     o->temperature = 1.0;
@@ -238,8 +237,8 @@ static void parse(int argc, char **argv, options *o)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
     if (!o->model)
         o->model = tool_data_path("models/" DEFAULT_MODEL);
-    if (!lr_given && o->cfg.optimizer == MPT_OPTIM_ADAMW)
-        o->cfg.lr = 1e-3;
+    if (!lr_given) /* the optimizer's own rate, as the library's */
+        mpt_train_config_use_optimizer(&o->cfg, o->cfg.optimizer);
 }
 
 /* On resume, the lines of steps after the checkpoint were logged by the

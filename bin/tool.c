@@ -111,22 +111,14 @@ const char *tool_data_path(const char *relative)
 mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo)
 {
     mpt_cluster_t *c = NULL;
-    size_t n = mpt_devices_count(set);
-    mpt_profile_t *profiles = calloc(n ? n : 1, sizeof *profiles);
-    if (!profiles)
-        tool_die("out of memory");
     tool_check(mpt_topology_load(NULL, topo), "loading the topology");
-    for (size_t i = 0; i < n; i++) {
-        if (tool_stderr_is_tty())
-            fprintf(stderr, "\rprofiling device %zu of %zu...", i + 1, n);
-        tool_check(mpt_profile_get(mpt_devices_get(set, i), MPT_PROFILE_USE_CACHE, &profiles[i],
-                                   NULL),
-                   "profiling");
-    }
+    /* Profiling a device measures for seconds the first time (cached after). */
+    if (tool_stderr_is_tty())
+        fprintf(stderr, "\rprofiling %zu device(s)...", mpt_devices_count(set));
+    int status = mpt_cluster_local(set, *topo, &c);
     if (tool_stderr_is_tty())
         fprintf(stderr, "\r\033[K");
-    tool_check(mpt_cluster_from_devices(set, *topo, profiles, &c), "describing the devices");
-    free(profiles);
+    tool_check(status, "describing the devices");
     return c;
 }
 

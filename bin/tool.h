@@ -36,10 +36,10 @@ double tool_parse_real(const char *opt, const char *s);
  * tree), else the installed copy when there is one, else the path relative to
  * the current directory (a source tree). */
 const char *tool_data_path(const char *relative);
-/* The opened devices as a cluster (docs/cluster.md): their locality in
- * this machine's topology (returned in *topo, to free after the cluster's
- * users) and their profiles, measured once and cached (a progress line on
- * a terminal while measuring).  Exits on failure. */
+/* The opened devices as a cluster (docs/cluster.md): mpt_cluster_local
+ * with this machine's topology (returned in *topo, to free after the
+ * cluster's users), a progress line on a terminal while it profiles.
+ * Exits on failure. */
 mpt_cluster_t *tool_local_cluster(mpt_devices_t *set, mpt_topology_t **topo);
 /* Monotonic seconds, for timing runs and steps. */
 double tool_now(void);

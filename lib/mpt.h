@@ -295,7 +295,8 @@ MPT_API int mpt_profile_save(const char *path, const char *identity, const mpt_p
 MPT_API int mpt_profile_load(const char *path, const char *identity, mpt_profile_t *p);
 
 /* ------------------------------------------------------------------------ */
-/* Clusters: devices that are not here, for offline planning (docs/cluster.md). */
+/* Clusters: the devices a plan is made for, here (mpt_cluster_local) or   */
+/* not (a cluster file, for offline planning; docs/cluster.md).             */
 
 typedef struct {
     mpt_device_info_t info; /* index = position in the cluster */
@@ -330,7 +331,8 @@ MPT_API mpt_link_class_t mpt_cluster_link(const mpt_cluster_t *cluster, size_t i
 MPT_API void mpt_cluster_network(const mpt_cluster_t *cluster, double *gbps, double *latency_us);
 
 /* ------------------------------------------------------------------------ */
-/* Models (docs/model.md): a sequence of layers read from JSON.             */
+/* Models (docs/model.md): a sequence of layers read from JSON (a file or  */
+/* a string: see "Embedding" below for the string and the builder).        */
 
 typedef struct mpt_model mpt_model_t;
 
@@ -355,7 +357,8 @@ MPT_API size_t mpt_model_labels_per_sample(const mpt_model_t *model);
 MPT_API int mpt_model_describe(const mpt_model_t *model, char **text);
 
 /* ------------------------------------------------------------------------ */
-/* Datasets: IDX (MNIST, Fashion-MNIST), plain or gzip.                     */
+/* Datasets: IDX (MNIST, Fashion-MNIST), plain or gzip; or arrays in       */
+/* memory (mpt_dataset_from_memory, under "Embedding" below).               */
 
 typedef struct mpt_dataset mpt_dataset_t;
 
@@ -426,8 +429,9 @@ MPT_API size_t mpt_tokens_windows(const mpt_tokens_t *tokens, size_t context);
 MPT_API int mpt_tokens_sequential(const mpt_tokens_t *tokens, size_t context, size_t first,
                                   size_t count, float *x, int32_t *y);
 
-/* A batch loader: a seeded shuffle per epoch (a pure function of the seed
- * and the epoch), batches assembled on a background thread. */
+/* A batch loader over any dataset (IDX or from memory): a seeded shuffle
+ * per epoch (a pure function of the seed and the epoch), batches assembled
+ * on a background thread. */
 typedef struct mpt_loader mpt_loader_t;
 
 MPT_API int mpt_loader_create(const mpt_dataset_t *data, size_t batch, uint64_t seed,
@@ -442,27 +446,34 @@ MPT_API int mpt_loader_next(mpt_loader_t *loader, const float **images, const in
                             uint64_t *epoch, size_t *batch_index);
 
 /* ------------------------------------------------------------------------ */
-/* Training on one device.                                                  */
+/* Training: the configuration every trainer takes, and a trainer on one  */
+/* device.                                                                  */
 
 typedef enum { MPT_OPTIM_SGD = 0, MPT_OPTIM_ADAMW = 1 } mpt_optimizer_t;
 typedef enum { MPT_SCHEDULE_CONSTANT = 0, MPT_SCHEDULE_COSINE = 1 } mpt_schedule_t;
 
 typedef struct {
-    size_t batch;        /* samples per step (128) */
+    size_t batch;        /* samples per step (128); a planned trainer's must be
+                          * the plan's (mpt_plan_request_t.batch) */
     uint64_t seed;       /* parameters, data order, dropout (1) */
     mpt_optimizer_t optimizer;
-    double lr;           /* peak learning rate (SGD 0.05, AdamW 1e-3) */
+    double lr;           /* peak learning rate (0.05, SGD's; for AdamW
+                          * mpt_train_config_use_optimizer sets 1e-3) */
     double momentum;     /* SGD (0.9) */
     double weight_decay; /* SGD: L2 added to the gradient; AdamW: decoupled (0) */
     double beta1, beta2, eps; /* AdamW (0.9, 0.999, 1e-8) */
     double clip_norm;    /* clip the global gradient norm to this; 0: off (0) */
-    mpt_schedule_t schedule;
-    uint64_t warmup_steps; /* linear warm-up, cosine schedule only */
-    uint64_t total_steps;  /* cosine decays to min_lr at this step */
-    double min_lr;
+    mpt_schedule_t schedule; /* (cosine) */
+    uint64_t warmup_steps; /* linear warm-up, cosine schedule only (0) */
+    uint64_t total_steps;  /* cosine decays to min_lr at this step; 0, the
+                            * default: the run's length is not known, and
+                            * the rate stays at lr after the warm-up (set
+                            * it, as mpt-train does, for the decay) */
+    double min_lr;         /* (0) */
 } mpt_train_config_t;
 
-/** Fills the defaults shown above (SGD). */
+/** Fills the defaults shown above: SGD, and the cosine schedule, whose
+ *  decay starts once total_steps is set (mpt-train's defaults too). */
 MPT_API void mpt_train_config_default(mpt_train_config_t *config);
 /** \return the learning rate of a configuration at step (0-based). */
 MPT_API double mpt_train_lr_at(const mpt_train_config_t *config, uint64_t step);
@@ -541,7 +552,8 @@ typedef enum {
 } mpt_allreduce_t;
 
 typedef struct {
-    size_t batch;                 /* global batch (128) */
+    size_t batch;                 /* global batch (128): the trainer's config.batch
+                                   * must be the same (else MPT_ERR_INVALID) */
     mpt_optimizer_t optimizer;    /* decides the optimizer state's memory (SGD) */
     size_t dp, pp, tp;            /* data, pipeline, tensor parallel degrees; 0: choose */
     size_t microbatches;          /* 0: choose */
@@ -549,7 +561,7 @@ typedef struct {
     mpt_allreduce_t allreduce;    /* MPT_ALLREDUCE_AUTO: the faster by the cost model */
 } mpt_plan_request_t;
 
-/** Fills the defaults shown above. */
+/** Fills the defaults shown above (batch: mpt_train_config_default's). */
 MPT_API void mpt_plan_request_default(mpt_plan_request_t *request);
 /** Plans the model over every device of the cluster: the fastest
  *  configuration by simulated step time, every other one kept as an
@@ -580,6 +592,76 @@ MPT_API int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,
                               char **trace_json);
 
 /* ------------------------------------------------------------------------ */
+/* Embedding: everything a program needs without files (docs/library.md).  */
+/* The text forms are the file formats, parsed by the same code with the   */
+/* same messages (naming "model text", "plan text", "model builder").      */
+
+/** A model from the text of a model description (docs/model.md). */
+MPT_API int mpt_model_from_json(const char *text, mpt_model_t **out);
+/** The model's description as JSON text (what a file would hold), freed
+ *  by the caller: a built model can be saved and loaded back. */
+MPT_API int mpt_model_to_json(const mpt_model_t *model, char **text);
+
+/* A model built layer by layer in C.  The builder writes the description
+ * docs/model.md defines and mpt_model_builder_build parses it like a
+ * file's, so kinds, attributes and shapes follow one set of rules. */
+typedef struct mpt_model_builder mpt_model_builder_t;
+
+/** Starts a model called name (NULL: "model") whose samples have the shape
+ *  dims[0..ndims) ([features] or [channels, height, width]). */
+MPT_API int mpt_model_builder_new(const char *name, size_t ndims, const size_t *dims,
+                                  mpt_model_builder_t **out);
+/** Appends a layer: its kind and its attributes as "key=value" items
+ *  separated by spaces or commas, values numbers (NULL or "": none), e.g.
+ *  ("linear", "units=64"), ("conv2d", "channels=16 kernel=3 padding=1").
+ *  MPT_ERR_INVALID for an item that is not key=number or a key given twice
+ *  (the builder is then unchanged); unknown kinds, attributes and shapes
+ *  that do not chain are reported by mpt_model_builder_build. */
+MPT_API int mpt_model_builder_add(mpt_model_builder_t *builder, const char *kind,
+                                  const char *attrs);
+/** The model of the layers added so far (the last must be the loss):
+ *  MPT_ERR_PARSE naming "model builder: layers[i] (kind)" and the reason,
+ *  as mpt_model_load.  The builder stays usable and must be freed. */
+MPT_API int mpt_model_builder_build(const mpt_model_builder_t *builder, mpt_model_t **out);
+MPT_API void mpt_model_builder_free(mpt_model_builder_t *builder);
+
+/** A dataset from the caller's arrays: count samples of sample_floats
+ *  floats (images, count x sample_floats) with labels in [0, classes).
+ *  Both arrays are copied: the caller may free them on return.
+ *  MPT_ERR_INVALID naming the sample when a label is out of range or a
+ *  float is not finite.  mpt_loader_create then batches it with the same
+ *  seeded shuffle as a file's. */
+MPT_API int mpt_dataset_from_memory(size_t count, size_t sample_floats, int classes,
+                                    const float *images, const int32_t *labels,
+                                    mpt_dataset_t **out);
+/** A token set from the caller's ids (copied), format "memory": vocab is
+ *  the model's vocabulary (0: the largest id + 1), at most 65536 (ids are
+ *  stored as uint16, as in llm.c shards).  MPT_ERR_INVALID naming the
+ *  position when an id is negative or not below vocab.  mpt_tokens_split,
+ *  mpt_tokens_batch and mpt_tokens_sequential work on it as on a file's. */
+MPT_API int mpt_tokens_from_memory(const int32_t *ids, size_t count, size_t vocab,
+                                   mpt_tokens_t **out);
+
+/** A plan from its JSON text (what mpt_plan_to_json writes, docs/plan.md),
+ *  checked against the model and the cluster as mpt_plan_load checks a
+ *  file. */
+MPT_API int mpt_plan_from_json(const char *text, const mpt_model_t *model,
+                               const mpt_cluster_t *cluster, mpt_plan_t **out);
+
+/** The opened devices of this machine as a cluster, ready for
+ *  mpt_plan_create: their locality in topo (NULL: the live topology,
+ *  loaded and released here) and their profiles from the cache, each
+ *  measured once first (seconds per device; mpt_profile_get).  What
+ *  mpt-train and mpt-plan plan for. */
+MPT_API int mpt_cluster_local(const mpt_devices_t *devices, const mpt_topology_t *topo,
+                              mpt_cluster_t **out);
+
+/** Sets the optimizer and the peak learning rate mpt uses for it (SGD
+ *  0.05, AdamW 1e-3; mpt-train's when --lr is not given). */
+MPT_API void mpt_train_config_use_optimizer(mpt_train_config_t *config,
+                                            mpt_optimizer_t optimizer);
+
+/* ------------------------------------------------------------------------ */
 /* Training a plan on several devices.                                      */
 
 /** A trainer that runs a plan (mpt_plan_create, mpt_plan_load) on several
@@ -588,9 +670,14 @@ MPT_API int mpt_plan_simulate(const mpt_plan_t *plan, const mpt_model_t *model,
  *  worker thread per device.  The plan's device ids index `devices` (as in
  *  a cluster made by mpt_cluster_from_devices of the same set).  `topo` and
  *  `cluster` (both optional) bind each worker to its device's cores.
- *  Every plan trains the same model as one device, up to the order of
- *  float sums.  MPT_ERR_UNSUPPORTED for tensor-parallel plans, and for a
- *  model with dropout split into micro-batches or replicas.  The model,
+ *  Every plan, tensor-parallel ones included, trains the same model as one
+ *  device, up to the order of float sums.  MPT_ERR_INVALID when the plan
+ *  was made for another batch than config->batch (one batch size: give
+ *  mpt_plan_request_t.batch and mpt_train_config_t.batch the same value).
+ *  MPT_ERR_UNSUPPORTED for a model with dropout split into micro-batches or
+ *  replicas, for data-parallel replicas whose tensor-parallel stages are
+ *  sliced differently, and for a tied weight (lm_head) across stages when
+ *  one of them is tensor-parallel.  The model,
  *  devices, plan, topology and cluster must outlive the trainer.  After a
  *  device error (reported with the device) the trainer refuses further
  *  steps: free it. */

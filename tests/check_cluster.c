@@ -3,8 +3,9 @@
  * loading one whose node has an hwloc XML (links from the PCI tree), one of
  * two nodes without XML (links from NUMA node and node, a "links" override,
  * the network), defaults, malformed files (each names the file and the
- * key), the JSON round trip, and the example clusters in models/clusters/.
- * Opens no OpenCL device, so it runs forked.
+ * key), the JSON round trip, the example clusters in models/clusters/, and
+ * the job's cluster of a one-process world (train/world.c).  Opens no
+ * OpenCL device, so it runs forked.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -309,6 +310,7 @@ START_TEST(null_arguments)
     ck_assert_mpt_fails(mpt_cluster_load(NULL, &c), MPT_ERR_INVALID);
     ck_assert_mpt_fails(mpt_cluster_load(test_path("fixtures/cluster-minimal.json"), NULL),
                         MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_cluster_local(NULL, NULL, &c), MPT_ERR_INVALID);
 }
 END_TEST
 
@@ -469,6 +471,27 @@ static void assert_plausible(const mpt_cluster_t *c)
     }
 }
 
+/* A job of one process (no mpirun): the job's cluster is the process's
+ * own, through the same path as several ranks' (texts gathered, then
+ * broadcast and parsed), and its devices start at 0. */
+START_TEST(world_of_one_process)
+{
+    mpt_world_t *w = NULL;
+    mpt_cluster_t *local = NULL, *job = NULL;
+    ck_assert_mpt_ok(mpt_world_init(NULL, NULL, &w));
+    ck_assert_int_eq(mpt_world_size(w), 1);
+    ck_assert_int_eq(mpt_world_rank(w), 0);
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("fixtures/cluster-two-nodes.json"), &local));
+    ck_assert_mpt_ok(mpt_world_cluster(w, local, &job));
+    assert_same_devices(local, job);
+    ck_assert_int_eq(mpt_world_first_device(w), 0);
+    ck_assert_mpt_fails(mpt_world_cluster(w, NULL, &job), MPT_ERR_INVALID);
+    mpt_cluster_free(job);
+    mpt_cluster_free(local);
+    mpt_world_free(w);
+}
+END_TEST
+
 START_TEST(example_node_2nvidia_2amd)
 {
     mpt_cluster_t *c = load(model_path("node-2nvidia-2amd.json"));
@@ -563,6 +586,7 @@ int main(void)
     tcase_add_loop_test(tc, malformed_files_name_file_and_key, 0,
                         sizeof bad_files / sizeof bad_files[0]);
     tcase_add_test(tc, null_arguments);
+    tcase_add_test(tc, world_of_one_process);
     suite_add_tcase(s, tc);
     TCase *rt = tcase_create("round-trip");
     tcase_add_unchecked_fixture(rt, make_tmpdir, remove_tmpdir);

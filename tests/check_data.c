@@ -1,7 +1,8 @@
 /*
  * tests/check_data.c: IDX datasets (plain and gzip, good and broken files,
- * the directory layout), the seeded epoch order, and the background batch
- * loader; Fashion-MNIST itself when it is installed.
+ * the directory layout), datasets from the caller's memory, the seeded
+ * epoch order, and the background batch loader; Fashion-MNIST itself when
+ * it is installed.
  *
  * No OpenCL here, so the suite runs in Check's fork mode: a hang (a loader
  * that never joins) or a crash fails one test, not the run.  Small IDX
@@ -557,6 +558,75 @@ START_TEST(loader_yields_epochs_in_order)
 }
 END_TEST
 
+/* A dataset from the caller's arrays (mpt_dataset_from_memory): copied,
+ * so the caller may change or free them; the public loader over it yields
+ * the seeded order of a file's; bad labels and floats are named. */
+START_TEST(dataset_from_memory)
+{
+    enum { COUNT = 53, FLOATS = 4, BATCH = 8, SEED = 11 };
+    mpt__dataset_t ref;
+    make_dataset(&ref, COUNT, FLOATS); /* labels i % 7 */
+    float *x = malloc(sizeof(float) * COUNT * FLOATS);
+    int32_t *y = malloc(sizeof(int32_t) * COUNT);
+    ck_assert(x && y);
+    memcpy(x, ref.x, sizeof(float) * COUNT * FLOATS);
+    memcpy(y, ref.y, sizeof(int32_t) * COUNT);
+    mpt_dataset_t *ds = NULL;
+    ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, FLOATS, 7, x, y, &ds));
+    x[0] = -1, y[0] = 6; /* the caller's arrays change: the dataset's must not */
+    ck_assert_uint_eq(mpt_dataset_count(ds), COUNT);
+    ck_assert_uint_eq(mpt_dataset_sample_floats(ds), FLOATS);
+    ck_assert_int_eq(mpt_dataset_classes(ds), 7);
+    ck_assert_mem_eq(mpt_dataset_images(ds), ref.x, sizeof(float) * COUNT * FLOATS);
+    ck_assert_mem_eq(mpt_dataset_labels(ds), ref.y, sizeof(int32_t) * COUNT);
+
+    uint32_t *order[2];
+    for (int e = 0; e < 2; e++)
+        ck_assert_mpt_ok(mpt__epoch_order(SEED, (uint64_t)e, COUNT, &order[e]));
+    mpt_loader_t *l = NULL;
+    const float *bx;
+    const int32_t *by;
+    uint64_t epoch;
+    size_t b;
+    ck_assert_mpt_ok(mpt_loader_create(ds, BATCH, SEED, &l));
+    ck_assert_uint_eq(mpt_loader_batches(l), COUNT / BATCH);
+    for (size_t step = 0; step < 2 * (COUNT / BATCH); step++) {
+        ck_assert_mpt_ok(mpt_loader_next(l, &bx, &by, &epoch, &b));
+        ck_assert_uint_eq(epoch, step / (COUNT / BATCH));
+        assert_batch(&ref, order[epoch], BATCH, b, bx, by);
+    }
+    mpt_loader_free(l);
+    mpt_dataset_free(ds);
+    for (int e = 0; e < 2; e++)
+        free(order[e]);
+
+    /* Bad input: NULL stays in *out, the message names the sample. */
+    y[0] = 0, x[0] = 0;
+    ds = (mpt_dataset_t *)&ds;
+    y[9] = 7;
+    ck_assert_mpt_fails(mpt_dataset_from_memory(COUNT, FLOATS, 7, x, y, &ds), MPT_ERR_INVALID);
+    ck_assert_ptr_null(ds);
+    ck_assert_msg(strstr(mpt_last_error(), "label 9 is 7, outside [0, 7)"), "%s",
+                  mpt_last_error());
+    y[9] = -2;
+    ck_assert_mpt_fails(mpt_dataset_from_memory(COUNT, FLOATS, 7, x, y, &ds), MPT_ERR_INVALID);
+    y[9] = 2;
+    x[2 * FLOATS + 3] = NAN;
+    ck_assert_mpt_fails(mpt_dataset_from_memory(COUNT, FLOATS, 7, x, y, &ds), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "sample 2, float 3 is nan"), "%s", mpt_last_error());
+    x[2 * FLOATS + 3] = 0;
+    ck_assert_mpt_fails(mpt_dataset_from_memory(0, FLOATS, 7, x, y, &ds), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_dataset_from_memory(COUNT, FLOATS, 1, x, y, &ds), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_dataset_from_memory(COUNT, FLOATS, 7, NULL, y, &ds), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_dataset_from_memory(SIZE_MAX / 2, 3, 7, x, y, &ds), MPT_ERR_RANGE);
+    ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, FLOATS, 7, x, y, &ds));
+    mpt_dataset_free(ds);
+    free(x);
+    free(y);
+    mpt__dataset_free(&ref);
+}
+END_TEST
+
 START_TEST(loader_seek_while_preparing)
 {
     /* Large batches (4 MB each), so that a seek usually lands while the
@@ -696,6 +766,7 @@ int main(void)
     tcase_add_test(order, loader_yields_epochs_in_order);
     tcase_add_test(order, loader_seek_while_preparing);
     tcase_add_test(order, loader_edge_cases_and_quick_free);
+    tcase_add_test(order, dataset_from_memory);
     suite_add_tcase(s, order);
     return test_run(s, 1);
 }

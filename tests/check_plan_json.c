@@ -6,8 +6,9 @@
  * inconsistency (the shape, layer coverage, devices, fractions, batch
  * shares, memory, micro-batches, schedule, JSON types) is refused with
  * MPT_ERR_PARSE and a detail naming the file and the JSON path; text that
- * is not JSON names the line and column.  Opens no OpenCL device, so it
- * runs forked.
+ * is not JSON names the line and column.  The public text form
+ * (mpt_plan_from_json) round-trips a planner's plan.  Opens no OpenCL
+ * device, so it runs forked.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -433,6 +434,56 @@ START_TEST(other_inputs_refused)
 }
 END_TEST
 
+/* The public text form: a plan made by the planner goes to text and back
+ * (mpt_plan_to_json, mpt_plan_from_json) unchanged, and a text that does
+ * not fit the model or the cluster is refused as a file would be, naming
+ * "plan text".  The model is built in memory, the cluster is a fixture. */
+START_TEST(public_text_round_trip)
+{
+    mpt_model_builder_t *b = NULL;
+    mpt_model_t *model = NULL;
+    mpt_cluster_t *cluster = NULL;
+    mpt_plan_t *plan = NULL, *back = NULL;
+    mpt_plan_request_t req;
+    char *text = NULL, *again = NULL;
+    const size_t in[] = {16};
+    ck_assert_mpt_ok(mpt_model_builder_new("six", 1, in, &b));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "linear", "units=32"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "relu", NULL));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "linear", "units=32"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "relu", ""));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "linear", "units=4"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "softmax_cross_entropy", NULL));
+    ck_assert_mpt_ok(mpt_model_builder_build(b, &model));
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("fixtures/cluster-minimal.json"), &cluster));
+    mpt_plan_request_default(&req);
+    req.batch = 32;
+    ck_assert_mpt_ok(mpt_plan_create(model, cluster, &req, &plan));
+    ck_assert_mpt_ok(mpt_plan_to_json(plan, &text));
+    ck_assert_mpt_ok(mpt_plan_from_json(text, model, cluster, &back));
+    ck_assert_mpt_ok(mpt_plan_to_json(back, &again));
+    ck_assert_str_eq(again, text);
+    ck_assert_uint_eq(back->batch, 32);
+
+    /* base_plan has 8 devices and 6 layers: this cluster has 2. */
+    mpt_plan_t *bad = (mpt_plan_t *)1;
+    ck_assert_mpt_fails(mpt_plan_from_json(base_plan, model, cluster, &bad), MPT_ERR_PARSE);
+    ck_assert_ptr_null(bad);
+    ck_assert_error_mentions("plan text: replicas[0].stages[1].devices[0].device: 2 is not a "
+                             "device of the cluster (it has 2)");
+    ck_assert_mpt_fails(mpt_plan_from_json("{", model, cluster, &bad), MPT_ERR_PARSE);
+    ck_assert_error_mentions("plan text:1:");
+    ck_assert_mpt_fails(mpt_plan_from_json(NULL, model, cluster, &bad), MPT_ERR_INVALID);
+    free(text);
+    free(again);
+    mpt_plan_free(plan);
+    mpt_plan_free(back);
+    mpt_cluster_free(cluster);
+    mpt_model_free(model);
+    mpt_model_builder_free(b);
+}
+END_TEST
+
 static Suite *plan_json_suite(void)
 {
     Suite *s = suite_create("plan_json");
@@ -445,6 +496,7 @@ static Suite *plan_json_suite(void)
     tcase_add_test(tc, lenient_where_documented);
     tcase_add_loop_test(tc, malformed_refused, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(tc, other_inputs_refused);
+    tcase_add_test(tc, public_text_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,8 +5,9 @@
  * the same seed and index whatever the batch size, others for another
  * index or seed, real consecutive slices with the labels one ahead) and
  * sequential ones covering the set; every bad input failing with its code
- * and a message naming the file and the numbers.  Files live in a mkdtemp
- * directory removed at the end.
+ * and a message naming the file and the numbers; ids from memory, copied,
+ * with the same windows as a file of the same tokens.  Files live in a
+ * mkdtemp directory removed at the end.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -156,6 +157,59 @@ START_TEST(raw_uint16)
     ck_assert_uint_eq(mpt_tokens_count(t), 512);
     ck_assert_uint_eq(mpt_tokens_vocab(t), 1);
     mpt_tokens_free(t);
+}
+END_TEST
+
+/* Ids from memory: copied (the caller's array may change after), the
+ * vocabulary given or the largest id + 1, and the same seeded windows as
+ * a file holding the same tokens. */
+START_TEST(from_memory)
+{
+    enum { N = 3000, CONTEXT = 16, BATCH = 4 };
+    int32_t *ids = malloc(N * sizeof *ids);
+    uint16_t *raw = malloc(N * sizeof *raw);
+    ck_assert(ids && raw);
+    for (size_t i = 0; i < N; i++)
+        ids[i] = tok(i), raw[i] = tok(i); /* little-endian hosts: the file's bytes */
+    mpt_tokens_t *mem = NULL, *disk = NULL, *sized = NULL;
+    ck_assert_mpt_ok(mpt_tokens_from_memory(ids, N, 0, &mem));
+    ck_assert_mpt_ok(mpt_tokens_load(file("same.bin", raw, N * sizeof *raw), &disk));
+    ids[0] = 12345; /* after the copy: must not show */
+    ck_assert_str_eq(mpt_tokens_format(mem), "memory");
+    ck_assert_uint_eq(mpt_tokens_count(mem), N);
+    ck_assert_uint_eq(mpt_tokens_vocab(mem), mpt_tokens_vocab(disk));
+    float xm[BATCH * CONTEXT], xd[BATCH * CONTEXT];
+    int32_t ym[BATCH * CONTEXT], yd[BATCH * CONTEXT];
+    for (uint64_t index = 0; index < 3; index++) {
+        ck_assert_mpt_ok(mpt_tokens_batch(mem, CONTEXT, BATCH, 7, index, xm, ym));
+        ck_assert_mpt_ok(mpt_tokens_batch(disk, CONTEXT, BATCH, 7, index, xd, yd));
+        ck_assert_mem_eq(xm, xd, sizeof xm);
+        ck_assert_mem_eq(ym, yd, sizeof ym);
+    }
+    ck_assert_mpt_ok(mpt_tokens_sequential(mem, CONTEXT, 0, 1, xm, ym));
+    ck_assert_msg(xm[0] == (float)tok(0), "the copy changed with the caller's array: %g",
+                  (double)xm[0]);
+    ck_assert_mpt_ok(mpt_tokens_from_memory(ids + 1, 10, 60000, &sized));
+    ck_assert_uint_eq(mpt_tokens_vocab(sized), 60000);
+
+    /* Bad ids and sizes: the position and the bound named. */
+    mpt_tokens_t *bad = (mpt_tokens_t *)&bad;
+    ids[5] = -1;
+    ck_assert_mpt_fails(mpt_tokens_from_memory(ids, N, 0, &bad), MPT_ERR_INVALID);
+    ck_assert_ptr_null(bad);
+    expect_message("tokens in memory", "token 5 is id -1", "outside [0, 65536)");
+    ids[5] = 70000;
+    ck_assert_mpt_fails(mpt_tokens_from_memory(ids, N, 0, &bad), MPT_ERR_INVALID);
+    expect_message("tokens in memory", "token 5 is id 70000", NULL);
+    ck_assert_mpt_fails(mpt_tokens_from_memory(ids + 6, 10, 20, &bad), MPT_ERR_INVALID);
+    expect_message("tokens in memory", "outside [0, 20)", NULL);
+    ck_assert_mpt_fails(mpt_tokens_from_memory(ids, 0, 0, &bad), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_tokens_from_memory(ids, 10, 70000, &bad), MPT_ERR_RANGE);
+    mpt_tokens_free(mem);
+    mpt_tokens_free(disk);
+    mpt_tokens_free(sized);
+    free(ids);
+    free(raw);
 }
 END_TEST
 
@@ -392,6 +446,7 @@ int main(void)
     tcase_add_test(tc, text_bytes);
     tcase_add_test(tc, llmc_shard);
     tcase_add_test(tc, raw_uint16);
+    tcase_add_test(tc, from_memory);
     tcase_add_test(tc, split);
     tcase_add_test(tc, random_windows);
     tcase_add_test(tc, sequential_windows);

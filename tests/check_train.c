@@ -2,7 +2,10 @@
  * tests/check_train.c: model descriptions (errors that name the layer),
  * bitwise determinism, checkpoints (round trip, resume equals an
  * uninterrupted run bit for bit, corrupted, truncated and mismatched files
- * refused without touching the trainer), and the learning-rate schedule.
+ * refused without touching the trainer), and the learning-rate schedule;
+ * the embedding API: models from text and the builder, the defaults
+ * shared with mpt-train, one batch size for plan and trainer, and the
+ * local cluster.
  * Runs without fork (OpenCL).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -345,6 +348,183 @@ START_TEST(lr_schedule)
 }
 END_TEST
 
+/* ---- the embedding API ------------------------------------------------------- */
+
+/* A model from text equals the file's; mpt_model_to_json gives text that
+ * loads back; the builder's model is the JSON one's, and its errors name
+ * "model builder: layers[i] (kind)" as a file's name the file. */
+START_TEST(models_from_text_and_builder)
+{
+    mpt_model_t *file = NULL, *text = NULL, *again = NULL, *built = NULL, *bad = NULL;
+    char *json = NULL, *buf = NULL;
+    FILE *f = fopen(test_path("../models/mlp-fashion.json"), "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(buf = calloc(1, 1 << 16));
+    ck_assert_uint_gt(fread(buf, 1, (1 << 16) - 1, f), 0);
+    fclose(f);
+    ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &file));
+    ck_assert_mpt_ok(mpt_model_from_json(buf, &text));
+    ck_assert_uint_eq(mpt_model_param_count(text), mpt_model_param_count(file));
+    ck_assert_str_eq(mpt_model_name(text), mpt_model_name(file));
+    ck_assert_mpt_ok(mpt_model_to_json(text, &json));
+    ck_assert_mpt_ok(mpt_model_from_json(json, &again));
+    ck_assert_uint_eq(mpt_model_param_count(again), mpt_model_param_count(file));
+    free(json);
+    ck_assert_mpt_fails(mpt_model_from_json("{\"input\": [4],", &bad), MPT_ERR_PARSE);
+    ck_assert_msg(strstr(mpt_last_error(), "model text:1:"), "%s", mpt_last_error());
+    ck_assert_ptr_null(bad);
+
+    /* A small CNN: 2 x 9 + 2 conv parameters, 32 x 3 + 3 linear ones. */
+    mpt_model_builder_t *b = NULL;
+    const size_t in[] = {1, 8, 8};
+    ck_assert_mpt_ok(mpt_model_builder_new("cnn-built", 3, in, &b));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "conv2d", "channels=2 kernel=3, padding=1"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "relu", NULL));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "maxpool2d", "kernel=2"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "flatten", ""));
+    /* Refused items leave the builder as it was. */
+    ck_assert_mpt_fails(mpt_model_builder_add(b, "linear", "units"), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "layers[4] (linear): attribute \"units\" is not "
+                         "key=number"), "%s", mpt_last_error());
+    ck_assert_mpt_fails(mpt_model_builder_add(b, "linear", "units=3 units=4"), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "given twice"), "%s", mpt_last_error());
+    ck_assert_mpt_fails(mpt_model_builder_add(b, "linear", "units=three"), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_model_builder_add(b, NULL, NULL), MPT_ERR_INVALID);
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "linear", "units=3"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "dropout", "p=0.25"));
+    /* No loss yet: the parser's own message. */
+    ck_assert_mpt_fails(mpt_model_builder_build(b, &bad), MPT_ERR_PARSE);
+    ck_assert_msg(strstr(mpt_last_error(), "model builder: layers[5] (dropout)") &&
+                      strstr(mpt_last_error(), "must be a loss"), "%s", mpt_last_error());
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "softmax_cross_entropy", NULL));
+    ck_assert_mpt_ok(mpt_model_builder_build(b, &built));
+    ck_assert_uint_eq(mpt_model_param_count(built), 2 * 9 + 2 + 32 * 3 + 3);
+    ck_assert_uint_eq(mpt_model_input_floats(built), 64);
+    ck_assert_int_eq(mpt_model_classes(built), 3);
+    ck_assert_str_eq(mpt_model_name(built), "cnn-built");
+    ck_assert_mpt_ok(mpt_model_to_json(built, &json));
+    ck_assert_msg(strstr(json, "\"p\": 0.25") || strstr(json, "\"p\":0.25"), "%s", json);
+    ck_assert_msg(strstr(json, "\"kernel\":3") || strstr(json, "\"kernel\": 3"), "%s", json);
+    free(json);
+    mpt_model_builder_free(b);
+
+    /* A typo reaches the parser, which names it. */
+    const size_t flat[] = {4};
+    ck_assert_mpt_ok(mpt_model_builder_new(NULL, 1, flat, &b));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "linear", "unit=3"));
+    ck_assert_mpt_ok(mpt_model_builder_add(b, "softmax_cross_entropy", NULL));
+    ck_assert_mpt_fails(mpt_model_builder_build(b, &bad), MPT_ERR_PARSE);
+    ck_assert_msg(strstr(mpt_last_error(), "model builder: layers[0] (linear): unknown attribute "
+                         "\"unit\""), "%s", mpt_last_error());
+    mpt_model_builder_free(b);
+    ck_assert_mpt_fails(mpt_model_builder_new(NULL, 0, flat, &b), MPT_ERR_INVALID);
+    ck_assert_ptr_null(b);
+
+    mpt_model_free(file);
+    mpt_model_free(text);
+    mpt_model_free(again);
+    mpt_model_free(built);
+    free(buf);
+}
+END_TEST
+
+/* The library's defaults are mpt-train's: SGD at 0.05 (AdamW at 1e-3 via
+ * mpt_train_config_use_optimizer), momentum 0.9, seed 1, batch 128 in both
+ * the configuration and the plan request, the cosine schedule, which
+ * decays once total_steps is set and keeps lr until then; a trainer
+ * accepts the default configuration as it is. */
+START_TEST(defaults_match_the_cli)
+{
+    mpt_train_config_t c;
+    mpt_plan_request_t req;
+    mpt_train_config_default(&c);
+    mpt_plan_request_default(&req);
+    ck_assert_int_eq(c.schedule, MPT_SCHEDULE_COSINE);
+    ck_assert_int_eq(c.optimizer, MPT_OPTIM_SGD);
+    ck_assert(c.lr == 0.05 && c.momentum == 0.9 && c.seed == 1 && c.batch == 128);
+    ck_assert_uint_eq(req.batch, c.batch);
+    ck_assert(mpt_train_lr_at(&c, 0) == c.lr && mpt_train_lr_at(&c, 1000000) == c.lr);
+    c.total_steps = 100;
+    ck_assert(fabs(mpt_train_lr_at(&c, 50) - 0.025) < 1e-12); /* half way: lr / 2 */
+    ck_assert(mpt_train_lr_at(&c, 100) == 0);
+    mpt_train_config_use_optimizer(&c, MPT_OPTIM_ADAMW);
+    ck_assert(c.optimizer == MPT_OPTIM_ADAMW && c.lr == 1e-3);
+    mpt_train_config_use_optimizer(&c, MPT_OPTIM_SGD);
+    ck_assert(c.optimizer == MPT_OPTIM_SGD && c.lr == 0.05);
+
+    mpt_model_t *m = NULL;
+    mpt_devices_t *set = NULL;
+    mpt_trainer_t *t = NULL;
+    make_dir();
+    ck_assert_mpt_ok(mpt_model_load(write_file("tiny.json", tiny_model), &m));
+    ck_assert_mpt_ok(mpt_devices_open("0", &set));
+    mpt_train_config_default(&c);
+    c.batch = BATCH;
+    ck_assert_mpt_ok(mpt_trainer_create(m, mpt_devices_get(set, 0), &c, &t));
+    mpt_trainer_free(t);
+    mpt_devices_free(set);
+    mpt_model_free(m);
+    remove_dir();
+}
+END_TEST
+
+/* One batch size: a planned trainer refuses a plan made for another batch,
+ * naming both, and takes the plan's own.  The cluster is this machine's
+ * (mpt_cluster_local: profiles measured once into the test cache, then
+ * read back the same), so this is also the local cluster's test. */
+START_TEST(planned_batch_must_match)
+{
+    mpt_model_t *m = NULL;
+    mpt_devices_t *set = NULL;
+    mpt_cluster_t *cluster = NULL, *again = NULL;
+    mpt_plan_t *plan = NULL;
+    mpt_trainer_t *t = (mpt_trainer_t *)&t;
+    mpt_train_config_t c;
+    mpt_plan_request_t req;
+    make_dir();
+    setenv("MPT_PROFILE_QUICK", "1", 1);
+    ck_assert_mpt_ok(mpt_model_load(write_file("tiny.json", tiny_model), &m));
+    ck_assert_mpt_ok(mpt_devices_open(NULL, &set));
+    ck_assert_mpt_ok(mpt_cluster_local(set, NULL, &cluster));
+    ck_assert_uint_eq(mpt_cluster_device_count(cluster), mpt_devices_count(set));
+    ck_assert_mpt_ok(mpt_cluster_local(set, NULL, &again));
+    for (size_t i = 0; i < mpt_devices_count(set); i++) {
+        const mpt_cluster_device_t *d = mpt_cluster_device(cluster, i);
+        ck_assert_str_eq(d->info.name, mpt_device_info(mpt_devices_get(set, i))->name);
+        ck_assert_msg(d->profile.gemm_gflops > 0 && d->profile.mem_gbps > 0,
+                      "device %zu: no profile (%g GFLOP/s)", i, d->profile.gemm_gflops);
+        ck_assert(d->profile.gemm_gflops == mpt_cluster_device(again, i)->profile.gemm_gflops);
+    }
+    /* The plan on device 0 alone: the tiny model's dropout runs unsplit. */
+    mpt_cluster_free(again);
+    mpt_devices_free(set);
+    mpt_cluster_free(cluster);
+    ck_assert_mpt_ok(mpt_devices_open("0", &set));
+    ck_assert_mpt_ok(mpt_cluster_local(set, NULL, &cluster));
+    again = NULL;
+    mpt_plan_request_default(&req);
+    req.batch = 2 * BATCH;
+    ck_assert_mpt_ok(mpt_plan_create(m, cluster, &req, &plan));
+    mpt_train_config_default(&c);
+    c.batch = BATCH;
+    ck_assert_mpt_fails(mpt_trainer_create_planned(m, set, plan, &c, NULL, cluster, &t),
+                        MPT_ERR_INVALID);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(mpt_last_error(), "batch 16") && strstr(mpt_last_error(), "is 8"),
+                  "%s", mpt_last_error());
+    c.batch = req.batch;
+    ck_assert_mpt_ok(mpt_trainer_create_planned(m, set, plan, &c, NULL, cluster, &t));
+    mpt_trainer_free(t);
+    mpt_plan_free(plan);
+    mpt_cluster_free(cluster);
+    mpt_cluster_free(again);
+    mpt_devices_free(set);
+    mpt_model_free(m);
+    unsetenv("MPT_PROFILE_QUICK");
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -358,5 +538,11 @@ int main(void)
     tcase_add_test(tc, bad_checkpoints_are_refused);
     tcase_add_test(tc, evaluation_counts_correct_predictions);
     suite_add_tcase(s, tc);
+    TCase *api = tcase_create("api");
+    tcase_set_timeout(api, 600);
+    tcase_add_test(api, models_from_text_and_builder);
+    tcase_add_test(api, defaults_match_the_cli);
+    tcase_add_test(api, planned_batch_must_match);
+    suite_add_tcase(s, api);
     return test_run(s, 0);
 }

@@ -2,8 +2,10 @@
 # tests/install_pkgconfig.sh: installs the built tree into a temporary
 # prefix and uses it as a user would: the header, mpt.pc, the kernels and
 # mpt-topo are where they belong; tests/example/hello.c builds with
-# `pkg-config --cflags --libs mpt` and runs; the installed mpt-topo runs;
-# libmpt.so exports only public mpt_ names.
+# `pkg-config --cflags --libs mpt` and runs; tests/example/train_memory.c
+# (docs/library.md) builds the same way and trains an MLP on data made in
+# memory under an automatic plan over every device, its loss halving; the
+# installed mpt-topo runs; libmpt.so exports only public mpt_ names.
 #
 # Environment (set by `make check`): MPT_TOP_BUILDDIR, MPT_TESTS_SRCDIR,
 # MAKE, CC, and POCL_DEVICES etc. for the runs.  Works in `make distcheck`
@@ -37,6 +39,8 @@ show() {
 command -v pkg-config >/dev/null 2>&1 || die "pkg-config is not installed"
 command -v nm >/dev/null 2>&1 || die "nm (binutils) is not installed"
 [ -f "$srcdir/example/hello.c" ] || die "$srcdir/example/hello.c not found (set MPT_TESTS_SRCDIR)"
+[ -f "$srcdir/example/train_memory.c" ] ||
+    die "$srcdir/example/train_memory.c not found (set MPT_TESTS_SRCDIR)"
 
 mkdir -p "$builddir/tests/install-tmp" || die "cannot create $builddir/tests/install-tmp"
 tmp=$(mktemp -d "$builddir/tests/install-tmp/run.XXXXXX") ||
@@ -150,6 +154,29 @@ elif ! grep -F "mpt $version" "$tmp/hello.out" >/dev/null; then
     fail "hello's output does not contain 'mpt $version'"
 else
     ok "hello runs: $(head -n 1 "$tmp/hello.out"), $(tail -n 1 "$tmp/hello.out")"
+fi
+
+# ---- train_memory.c: the library embedded, against the installed tree ----
+# -Wall -Wextra -Werror: the example is what users copy.  Profiles are
+# measured quickly (MPT_PROFILE_QUICK): the plan only needs them ranked.
+# shellcheck disable=SC2086 # $cc and $flags are word lists
+if $cc $sanitizer_flags -std=c11 -Wall -Wextra -Werror -o "$tmp/train_memory" \
+    "$srcdir/example/train_memory.c" $flags >"$tmp/cc2.log" 2>&1; then
+    ok "train_memory.c builds with: $cc -std=c11 -Wall -Wextra -Werror train_memory.c $flags"
+    MPT_PROFILE_QUICK=1 timeout 300 "$tmp/train_memory" >"$tmp/train_memory.out" 2>&1 </dev/null
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        show "$tmp/train_memory.out"
+        fail "train_memory exited with status $rc, expected 0 (loss halved, accuracy > 90%)"
+    elif ! grep -E '^[0-9]+ devices: loss ' "$tmp/train_memory.out" >/dev/null; then
+        show "$tmp/train_memory.out"
+        fail "train_memory printed no 'N devices: loss A -> B' line"
+    else
+        ok "train_memory trains in memory: $(head -n 1 "$tmp/train_memory.out")"
+    fi
+else
+    show "$tmp/cc2.log"
+    fail "train_memory.c does not build with: $cc train_memory.c $flags"
 fi
 
 # ---- the installed mpt-topo ----------------------------------------------

@@ -8,8 +8,8 @@
  * another with MPI-like non-blocking point-to-point operations (isend,
  * irecv, wait), matched by (source, destination, tag) in posting order.
  * `local` (comm/local.c) serves endpoints that are threads of one process;
- * `mpi` (a later issue) serves endpoints in other ranks with the same ops
- * table, so nothing above this header changes when it lands.
+ * `mpi` (comm/mpi.c) serves endpoints in other ranks with the same ops
+ * table, so nothing above this header knows which one it talks to.
  *
  * A group (mpt__group_t) is an ordered list of endpoints that take part in
  * one collective; each member calls the collective from its own thread
@@ -94,9 +94,28 @@ int mpt__recv(mpt__transport_t *t, int dst, int src, int tag, void *buf, size_t 
 void mpt__transport_abort(mpt__transport_t *t, int status, const char *why);
 void mpt__transport_destroy(mpt__transport_t *t);
 
-/* The job's processes (comm/world.c, public as mpt_world_t): how many
- * devices the job's cluster has (0 before mpt_world_cluster), and per rank
- * its first device in it and how many it opened. */
+/* ---- the job's processes (comm/world.c, public as mpt_world_t) ----------- */
+
+/* Collectives on bytes for setting a job up (train/world.c gives them
+ * their meaning).  Each is called by every rank; with one process they
+ * work on it alone.  A failure on rank 0 fails every rank's call (no rank
+ * is left waiting). */
+/* all[r] = rank r's `mine`, on every rank (all holds size ints). */
+int mpt__world_allgather_int(mpt_world_t *w, int mine, int *all);
+/* Rank 0 gets (*texts)[r] = rank r's NUL-terminated text, each under 1 GiB,
+ * in one allocation (free(*texts)); the other ranks get NULL. */
+int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***texts);
+/* Rank 0's *text (or, with failed < 0, its failure) reaches every rank,
+ * whose *text is replaced (freed) by its own copy of it. */
+int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text);
+/* This host's name (MPI's processor name under MPI), for telling which
+ * ranks share a host. */
+int mpt__world_host_name(char *buf, size_t size);
+/* Records how many devices each rank opened (count[size]): the job's
+ * devices are rank 0's first, then rank 1's... */
+int mpt__world_set_devices(mpt_world_t *w, const int *count);
+/* How many devices the job has (0 before mpt__world_set_devices), and per
+ * rank its first device among them and how many it opened. */
 int mpt__world_devices(const mpt_world_t *w, const int **first, const int **count);
 
 /* ---- groups and collectives (comm/ring.c) -------------------------------- */

@@ -1,31 +1,26 @@
 /*
  * comm/world.c: the processes of one job (mpt_world_t): joining it under
- * mpirun, the job's cluster made of every rank's devices, and rank 0's
- * plan shared with every rank.  The engine then runs that plan with
- * workers on the ranks that own the devices (engine/engine.c).
+ * mpirun, and the few collectives on bytes that setting the job up needs
+ * (gather texts to rank 0, broadcast rank 0's text, all-gather an int),
+ * plus the job's device numbering (how many devices each rank opened).
+ * What those texts mean (cluster descriptions, plans) is train/world.c's:
+ * this file knows nothing of clusters or plans, so comm stays below them.
  *
- * Startup, in order: mpt_world_init before any OpenCL call (it gives each
- * rank of a host its own PoCL kernel cache: concurrent processes sharing
- * one can crash, pocl issue 1480), then each rank opens and profiles its
- * own devices, mpt_world_cluster merges them (rank 0's devices first, then
- * rank 1's...), rank 0 plans and mpt_world_share_plan hands the plan to
- * every rank.  Ranks on one host share a node of the cluster, so their
- * devices' link classes come from that host's topology; ranks on
- * different hosts are `cross-node`, over the cluster's network (the
- * default of docs/cluster.md: this file measures no network).
+ * mpt_world_init comes before any OpenCL call: it gives each rank of a
+ * host its own PoCL kernel cache (concurrent processes sharing one can
+ * crash, pocl issue 1480).
  *
  * Without MPI (not built with it, or not started by mpirun) the world is
  * this one process, and every function works on it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "comm/comm.h"
-#include "plan/plan.h"
-#include "profile/profile.h"
 
 #ifdef MPT_HAVE_MPI
 #include <mpi.h>
@@ -125,211 +120,165 @@ void mpt_world_free(mpt_world_t *w)
 int mpt_world_rank(const mpt_world_t *w) { return w ? w->rank : 0; }
 int mpt_world_size(const mpt_world_t *w) { return w ? w->size : 1; }
 
-/* ---- the job's cluster ------------------------------------------------------ */
+/* ---- collectives on bytes ------------------------------------------------------ */
 
 #ifdef MPT_HAVE_MPI
-/* Rank 0's text (its length included) reaches every rank; *text is then
- * each rank's own copy (free it). */
-static int bcast_text(char **text)
+/* Counts of at most 2^30 bytes per MPI call: MPI counts are ints. */
+#define PIECE (1L << 30)
+#endif
+
+int mpt__world_allgather_int(mpt_world_t *w, int mine, int *all)
 {
-    long n = *text ? (long)strlen(*text) : 0;
+    if (w->size == 1) {
+        all[0] = mine;
+        return MPT_OK;
+    }
+#ifdef MPT_HAVE_MPI
+    MPI_Allgather(&mine, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD);
+#endif
+    return MPT_OK;
+}
+
+int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***out)
+{
+    size_t n = strlen(mine);
+    *out = NULL;
+    if (w->size == 1) {
+        char **texts = malloc(sizeof *texts + n + 1);
+        if (!texts)
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        texts[0] = (char *)(texts + 1);
+        memcpy(texts[0], mine, n + 1);
+        *out = texts;
+        return MPT_OK;
+    }
+    int status = MPT_OK;
+#ifdef MPT_HAVE_MPI
+    int len = n > (size_t)PIECE ? -1 : (int)n, ok = 1;
+    int *lens = NULL, *displs = NULL;
+    char **texts = NULL;
+    if (w->rank == 0 && (!(lens = calloc((size_t)w->size, sizeof *lens)) ||
+                         !(displs = calloc((size_t)w->size, sizeof *displs)))) {
+        free(lens), free(displs);
+        lens = displs = NULL;
+    }
+    /* Rank 0 says whether it has room for the lengths before any is sent. */
+    if (w->rank == 0)
+        ok = lens != NULL;
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok)
+        return w->rank == 0 ? mpt__fail(MPT_ERR_NOMEM, "out of memory")
+                            : mpt__fail(MPT_ERR_ABORTED, "rank 0 ran out of memory");
+    MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (w->rank == 0) {
+        size_t total = 0;
+        for (int r = 0; r < w->size && status == MPT_OK; r++) {
+            if (lens[r] < 0)
+                status = mpt__fail(MPT_ERR_RANGE, "rank %d's text is over 1 GiB", r);
+            displs[r] = (int)total, total += (size_t)(lens[r] < 0 ? 0 : lens[r]) + 1;
+        }
+        if (status == MPT_OK && (total > (size_t)PIECE ||
+                                 !(texts = calloc(1, (size_t)w->size * sizeof *texts + total))))
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory for %zu bytes of texts", total);
+        ok = status == MPT_OK;
+    }
+    /* Every rank learns whether rank 0 can receive before anyone sends:
+     * a send that rank 0 does not expect would abort the whole job. */
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (ok) {
+        char *base = texts ? (char *)(texts + w->size) : NULL;
+        MPI_Gatherv(mine, len, MPI_CHAR, base, lens, displs, MPI_CHAR, 0, MPI_COMM_WORLD);
+        if (w->rank == 0) {
+            for (int r = 0; r < w->size; r++)
+                texts[r] = base + displs[r]; /* calloc'd: each ends in a NUL */
+            *out = texts, texts = NULL;
+        }
+    } else if (w->rank != 0) {
+        status = mpt__fail(MPT_ERR_ABORTED, "rank 0 could not gather the ranks' texts");
+    }
+    free(texts), free(lens), free(displs);
+#else
+    (void)mine;
+#endif
+    return status;
+}
+
+int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text)
+{
+    if (w->size == 1)
+        return failed < 0 ? failed : MPT_OK;
+#ifdef MPT_HAVE_MPI
+    /* Rank 0 sends -1 for its failure: the others fail too instead of
+     * waiting for a text that never comes. */
+    long n = w->rank == 0 ? (failed < 0 || !*text ? -1 : (long)strlen(*text)) : 0;
     MPI_Bcast(&n, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    if (n < 0)
+        return w->rank == 0 ? (failed < 0 ? failed : mpt__fail(MPT_ERR_INVALID, "no text"))
+                            : mpt__fail(MPT_ERR_ABORTED, "rank 0 failed setting the job up "
+                                        "(its error says why)");
     char *buf = malloc((size_t)n + 1);
-    if (!buf)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank == 0)
+    int ok = buf != NULL, all_ok = 0;
+    /* Each rank's allocation is agreed on before the bytes move. */
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok) {
+        free(buf);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory for a text of %ld bytes", n);
+    }
+    if (w->rank == 0)
         memcpy(buf, *text, (size_t)n);
-    for (long off = 0; off < n; off += 1L << 30) { /* int counts */
-        long piece = n - off < (1L << 30) ? n - off : (1L << 30);
+    for (long off = 0; off < n; off += PIECE) {
+        long piece = n - off < PIECE ? n - off : PIECE;
         MPI_Bcast(buf + off, (int)piece, MPI_CHAR, 0, MPI_COMM_WORLD);
     }
     buf[n] = '\0';
     free(*text);
     *text = buf;
+#else
+    (void)text;
+#endif
     return MPT_OK;
 }
 
-/* Rank 0: one cluster JSON out of every rank's (texts[r]) and host name. */
-static int merge_clusters(int size, char **texts, const char *hosts, int host_len,
-                          char **merged)
+int mpt__world_host_name(char *buf, size_t size)
 {
-    json_t *root = json_object(), *nodes = json_array(), *devices = json_array(),
-           *links = json_array();
-    int status = MPT_OK, *node_of_rank = calloc((size_t)size, sizeof *node_of_rank);
-    size_t nnodes = 0, offset = 0;
-    *merged = NULL;
-    if (!root || !nodes || !devices || !links || !node_of_rank) {
-        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    for (int r = 0; r < size; r++) {
-        char where[64];
-        json_error_t jerr;
-        snprintf(where, sizeof where, "rank %d's devices", r);
-        json_t *c = json_loads(texts[r], 0, &jerr);
-        if (!c) {
-            status = mpt__fail(MPT_ERR_PARSE, "%s: %s", where, jerr.text);
-            goto out;
-        }
-        const char *host = hosts + (size_t)r * (size_t)host_len;
-        int node = -1;
-        for (int q = 0; q < r && node < 0; q++)
-            if (!strcmp(hosts + (size_t)q * (size_t)host_len, host))
-                node = node_of_rank[q];
-        if (node < 0) { /* a new host: rank r's node describes it */
-            json_t *n = json_array_get(json_object_get(c, "nodes"), 0);
-            json_t *copy = n ? json_deep_copy(n) : json_object();
-            json_object_set_new(copy, "name", json_string(host));
-            json_array_append_new(nodes, copy);
-            node = (int)nnodes++;
-        }
-        node_of_rank[r] = node;
-        if (r == 0) {
-            json_t *net = json_object_get(c, "network");
-            if (net)
-                json_object_set(root, "network", net);
-        }
-        size_t i;
-        json_t *d, *l;
-        json_array_foreach(json_object_get(c, "devices"), i, d) {
-            json_t *copy = json_deep_copy(d);
-            json_object_set_new(copy, "node", json_integer(node));
-            json_array_append_new(devices, copy);
-        }
-        json_array_foreach(json_object_get(c, "links"), i, l) {
-            json_t *copy = json_deep_copy(l);
-            for (const char *end = "ab"; *end; end++) { /* this rank's device indices */
-                char key[2] = {*end, '\0'};
-                json_int_t v = json_integer_value(json_object_get(l, key));
-                json_object_set_new(copy, key, json_integer((json_int_t)offset + v));
-            }
-            json_array_append_new(links, copy);
-        }
-        offset += json_array_size(json_object_get(c, "devices"));
-        json_decref(c);
-    }
-    char name[64];
-    snprintf(name, sizeof name, "mpirun-%d-ranks", size);
-    json_object_set_new(root, "mpt_cluster", json_integer(1));
-    json_object_set_new(root, "name", json_string(name));
-    json_object_set(root, "nodes", nodes);
-    json_object_set(root, "devices", devices);
-    json_object_set(root, "links", links);
-    if (!(*merged = json_dumps(root, JSON_COMPACT)))
-        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-out:
-    json_decref(root);
-    json_decref(nodes);
-    json_decref(devices);
-    json_decref(links);
-    free(node_of_rank);
-    return status;
-}
-#endif
-
-int mpt_world_cluster(mpt_world_t *w, const mpt_cluster_t *local, mpt_cluster_t **out)
-{
-    char *mine = NULL, *text = NULL;
-    json_t *root = NULL;
-    json_error_t jerr;
-    int status = MPT_OK, count = (int)mpt_cluster_device_count(local);
-    if (!w || !local || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_world_cluster: NULL argument");
-    *out = NULL;
-    free(w->dev_first), free(w->dev_count);
-    if (!(w->dev_first = calloc((size_t)w->size, sizeof *w->dev_first)) ||
-        !(w->dev_count = calloc((size_t)w->size, sizeof *w->dev_count)))
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    MPT_TRY(mpt_cluster_to_json(local, &mine));
-    if (w->size == 1) {
-        text = mine, mine = NULL;
-        w->dev_count[0] = count;
-    }
 #ifdef MPT_HAVE_MPI
-    else {
-        char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
-        int len = 0, n = (int)strlen(mine);
-        int *lens = calloc((size_t)w->size, sizeof *lens), *displs = NULL;
-        char *all = NULL, *hosts = NULL, **texts = NULL;
-        MPI_Get_processor_name(host, &len);
-        MPI_Allgather(&count, 1, MPI_INT, w->dev_count, 1, MPI_INT, MPI_COMM_WORLD);
-        if (!lens || !(hosts = calloc((size_t)w->size, sizeof host)) ||
-            !(displs = calloc((size_t)w->size, sizeof *displs))) {
-            free(lens), free(hosts);
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        MPI_Gather(&n, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        MPI_Gather(host, (int)sizeof host, MPI_CHAR, hosts, (int)sizeof host, MPI_CHAR, 0,
-                   MPI_COMM_WORLD);
-        long total = 0;
-        for (int r = 0; r < w->size; r++)
-            displs[r] = (int)total, total += lens[r] + 1;
-        if (w->rank == 0 && !(all = calloc((size_t)total + 1, 1)))
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        MPI_Gatherv(mine, n, MPI_CHAR, all, lens, displs, MPI_CHAR, 0, MPI_COMM_WORLD);
-        if (w->rank == 0 && status == MPT_OK) {
-            if (!(texts = calloc((size_t)w->size, sizeof *texts)))
-                status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-            for (int r = 0; status == MPT_OK && r < w->size; r++)
-                texts[r] = all + displs[r]; /* calloc'd: each ends in a NUL */
-            if (status == MPT_OK)
-                status = merge_clusters(w->size, texts, hosts, (int)sizeof host, &text);
-        }
-        free(texts), free(all), free(hosts), free(lens), free(displs);
-        /* A failure on rank 0 must not leave the others waiting below. */
-        if (status < 0 && w->rank == 0)
-            goto out;
-        MPT_TRY(bcast_text(&text));
+    int initialised = 0;
+    MPI_Initialized(&initialised);
+    if (initialised && size > MPI_MAX_PROCESSOR_NAME) {
+        int len = 0;
+        MPI_Get_processor_name(buf, &len);
+        buf[len] = '\0';
+        return MPT_OK;
     }
 #endif
-    for (int r = 1; r < w->size; r++)
-        w->dev_first[r] = w->dev_first[r - 1] + w->dev_count[r - 1];
-    w->ndevices = w->dev_first[w->size - 1] + w->dev_count[w->size - 1];
-    if (!(root = json_loads(text, 0, &jerr))) {
-        status = mpt__fail(MPT_ERR_PARSE, "the job's cluster: %s", jerr.text);
-        goto out;
+    if (gethostname(buf, size - 1) != 0)
+        snprintf(buf, size, "localhost");
+    buf[size - 1] = '\0';
+    return MPT_OK;
+}
+
+/* ---- the job's devices ---------------------------------------------------------- */
+
+int mpt__world_set_devices(mpt_world_t *w, const int *count)
+{
+    int *first = calloc((size_t)w->size, sizeof *first);
+    int *copy = calloc((size_t)w->size, sizeof *copy);
+    if (!first || !copy) {
+        free(first), free(copy);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     }
-    status = mpt__cluster_from_json(root, "the job's cluster", out);
-out:
-    json_decref(root);
-    free(mine);
-    free(text);
-    return status;
+    memcpy(copy, count, (size_t)w->size * sizeof *copy);
+    for (int r = 1; r < w->size; r++)
+        first[r] = first[r - 1] + copy[r - 1];
+    free(w->dev_first), free(w->dev_count);
+    w->dev_first = first, w->dev_count = copy;
+    w->ndevices = first[w->size - 1] + copy[w->size - 1];
+    return MPT_OK;
 }
 
 int mpt_world_first_device(const mpt_world_t *w)
 {
     return w && w->dev_first ? w->dev_first[w->rank] : 0;
-}
-
-/* ---- the plan ----------------------------------------------------------------- */
-
-int mpt_world_share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
-                         mpt_plan_t **plan)
-{
-    char *text = NULL;
-    int status = MPT_OK;
-    if (!w || !model || !cluster || !plan || (w->rank == 0 && !*plan))
-        return mpt__fail(MPT_ERR_INVALID, "mpt_world_share_plan: NULL argument");
-    if (w->size == 1)
-        return MPT_OK;
-#ifdef MPT_HAVE_MPI
-    if (w->rank == 0)
-        MPT_TRY(mpt__plan_to_json(*plan, &text));
-    MPT_TRY(bcast_text(&text));
-    if (w->rank != 0) {
-        mpt_plan_free(*plan);
-        *plan = NULL;
-        status = mpt__plan_from_json(text, "rank 0's plan", model->nlayers,
-                                     mpt_cluster_device_count(cluster), plan);
-    }
-out:
-#endif
-    free(text);
-    return status;
 }
 
 int mpt__world_devices(const mpt_world_t *w, const int **first, const int **count)

@@ -1,6 +1,7 @@
 /*
- * plan/plan_api.c: the public planning API over the planner, plan JSON and
- * the simulator, and the human summary of a plan that mpt-plan prints.
+ * plan/plan_api.c: the public planning API over the planner, plan JSON
+ * (from files and strings) and the simulator, and the human summary of a
+ * plan that mpt-plan prints.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,9 +35,21 @@ int mpt_plan_uniform_step(const mpt_model_t *model, const mpt_cluster_t *cluster
     return mpt__plan_uniform_step(model, cluster, request, step_s);
 }
 
+int mpt_plan_from_json(const char *text, const mpt_model_t *model, const mpt_cluster_t *cluster,
+                       mpt_plan_t **out)
+{
+    if (!text || !model || !cluster || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_plan_from_json: NULL argument");
+    *out = NULL;
+    return mpt__plan_from_json(text, "plan text", model->nlayers,
+                               mpt_cluster_device_count(cluster), out);
+}
+
 int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_t *cluster,
                   mpt_plan_t **out)
 {
+    if (!path || !model || !cluster || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_plan_load: NULL argument");
     FILE *f = fopen(path, "rb");
     char *text = NULL;
     long n;
@@ -70,6 +83,8 @@ void mpt_plan_free(mpt_plan_t *plan)
 
 int mpt_plan_to_json(const mpt_plan_t *plan, char **text)
 {
+    if (!plan || !text)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_plan_to_json: NULL argument");
     return mpt__plan_to_json(plan, text);
 }
 

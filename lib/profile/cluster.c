@@ -1,7 +1,8 @@
 /*
  * profile/cluster.c: a cluster description (docs/cluster.md): devices that
  * may not be here, with their identity, locality, profile and the links
- * between them, read from JSON or taken from the live machine.  The link
+ * between them, read from JSON or taken from the live machine's opened
+ * devices (mpt_cluster_local adds their cached profiles).  The link
  * matrix is computed once, at load, so that the planner only looks it up.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
@@ -117,7 +118,7 @@ int mpt_cluster_from_devices(const mpt_devices_t *set, const mpt_topology_t *top
     MPT_TRY(alloc_cluster(1, n, &c));
     gethostname(host, sizeof host - 1);
     if (!(c->node_names[0] = mpt__strdup(host)) || !(c->name = mpt__strdup(host))) {
-        status = MPT_ERR_NOMEM;
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -139,6 +140,37 @@ out:
         c = NULL;
     }
     *out = c;
+    return status;
+}
+
+/* The one way every tool and embedding program describes this machine:
+ * profiles from the cache (measured once per device identity), locality
+ * from the given topology or, without one, the live one loaded here and
+ * released before returning (the cluster keeps no reference to it). */
+int mpt_cluster_local(const mpt_devices_t *set, const mpt_topology_t *topo, mpt_cluster_t **out)
+{
+    mpt_topology_t *own = NULL;
+    mpt_profile_t *profiles = NULL;
+    int status = MPT_OK;
+    if (!set || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_cluster_local: NULL argument");
+    *out = NULL;
+    size_t n = mpt_devices_count(set);
+    if (n == 0)
+        return mpt__fail(MPT_ERR_NO_DEVICE, "the local cluster: no device opened");
+    if (!(profiles = calloc(n, sizeof *profiles)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    if (!topo) {
+        MPT_TRY(mpt_topology_load(NULL, &own));
+        topo = own;
+    }
+    for (size_t i = 0; i < n; i++)
+        MPT_TRY(mpt_profile_get(mpt_devices_get(set, i), MPT_PROFILE_USE_CACHE, &profiles[i],
+                                NULL));
+    status = mpt_cluster_from_devices(set, topo, profiles, out);
+out:
+    mpt_topology_free(own);
+    free(profiles);
     return status;
 }
 

@@ -1,7 +1,8 @@
 /*
  * train/tokens.c: token files for language models (mpt.h, docs/data.md):
- * llm.c shards, raw uint16 files (nanoGPT's .bin) and text as bytes; the
- * train/validation split; seeded random windows and sequential ones.
+ * llm.c shards, raw uint16 files (nanoGPT's .bin) and text as bytes, or
+ * ids from the caller's memory (copied); the train/validation split;
+ * seeded random windows and sequential ones.
  *
  * The format is decided once, in this order: a file whose first
  * little-endian int32 is the llm.c magic 20240520 is a shard (and then its
@@ -162,6 +163,39 @@ out:
     free(data);
     mpt_tokens_free(t);
     return status;
+}
+
+int mpt_tokens_from_memory(const int32_t *ids, size_t count, size_t vocab, mpt_tokens_t **out)
+{
+    static const char where[] = "tokens in memory";
+    mpt_tokens_t *t = NULL;
+    size_t most = 0;
+    if (!out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_tokens_from_memory: no output pointer");
+    *out = NULL;
+    if (!ids || count == 0)
+        return mpt__fail(MPT_ERR_INVALID, "%s: no tokens", where);
+    if (vocab > 65536)
+        return mpt__fail(MPT_ERR_RANGE, "%s: a vocabulary of %zu, more than the 65536 ids "
+                         "mpt stores (uint16, as llm.c shards do)", where, vocab);
+    /* The same bound as a file's ids, checked before anything is copied. */
+    for (size_t i = 0; i < count; i++) {
+        if (ids[i] < 0 || ids[i] > 65535 || (vocab && (size_t)ids[i] >= vocab))
+            return mpt__fail(MPT_ERR_INVALID, "%s: token %zu is id %ld, outside [0, %zu)",
+                             where, i, (long)ids[i], vocab ? vocab : (size_t)65536);
+        most = (size_t)ids[i] > most ? (size_t)ids[i] : most;
+    }
+    if (!(t = calloc(1, sizeof *t)) || !(t->path = mpt__strdup(where)) ||
+        !(t->owned = malloc(count * sizeof *t->owned))) {
+        mpt_tokens_free(t);
+        return mpt__fail(MPT_ERR_NOMEM, "%s: out of memory for %zu tokens", where, count);
+    }
+    for (size_t i = 0; i < count; i++)
+        t->owned[i] = (uint16_t)ids[i];
+    t->format = "memory", t->tok = t->owned, t->count = count;
+    t->vocab = vocab ? vocab : most + 1;
+    *out = t;
+    return MPT_OK;
 }
 
 void mpt_tokens_free(mpt_tokens_t *t)

@@ -1,9 +1,9 @@
 /*
- * train/trainer.c: the public training API: models,
- * datasets and loaders as opaque handles over the internal modules, the
- * learning-rate schedule, and the trainer (step, evaluate, logits,
- * traces, per-device figures), which runs every plan, one device included,
- * on the engine.  Checkpoints are in checkpoint.c.
+ * train/trainer.c: the public training API: the configuration and the
+ * learning-rate schedule, and the trainer (step, evaluate, logits, traces,
+ * per-device figures), which runs every plan, one device included, on the
+ * engine.  Models are in model_api.c, datasets and loaders in dataset.c,
+ * checkpoints in checkpoint.c.
  */
 #include <math.h>
 #include <stdio.h>
@@ -13,146 +13,6 @@
 #include "device/device.h"
 #include "comm/comm.h"
 #include "train/trainer.h"
-
-/* ---- models ---------------------------------------------------------------- */
-
-int mpt_model_load(const char *path, mpt_model_t **out)
-{
-    if (!path || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_model_load: NULL argument");
-    return mpt__model_load(path, out);
-}
-
-void mpt_model_free(mpt_model_t *model)
-{
-    mpt__model_free(model);
-}
-
-const char *mpt_model_name(const mpt_model_t *model)
-{
-    return model->name;
-}
-
-size_t mpt_model_param_count(const mpt_model_t *model)
-{
-    return model->param_floats;
-}
-
-size_t mpt_model_input_floats(const mpt_model_t *model)
-{
-    return mpt__shape_numel(&model->input);
-}
-
-int mpt_model_classes(const mpt_model_t *model)
-{
-    return model->classes;
-}
-
-size_t mpt_model_labels_per_sample(const mpt_model_t *model)
-{
-    return model->labels_per_sample;
-}
-
-int mpt_model_describe(const mpt_model_t *m, char **text)
-{
-    size_t cap = 256 + 128 * (m->nlayers + 2), len = 0;
-    char *s = malloc(cap), shape[64];
-    if (!(*text = s))
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    len += (size_t)snprintf(s + len, cap - len, "  %-3s %-22s %-16s %10s %12s\n", "#", "layer",
-                            "output", "params", "MFLOP/sample");
-    for (size_t i = 0; i < m->nlayers; i++) {
-        const mpt__layer_t *l = &m->layers[i];
-        size_t params = 0;
-        for (int q = 0; q < l->nparams; q++)
-            params += l->params[q].numel;
-        len += (size_t)snprintf(s + len, cap - len, "  %-3zu %-22s %-16s %10zu %12.3f\n", i,
-                                l->kind->name,
-                                l->kind->is_loss ? "loss" : mpt__shape_str(&l->out, shape, sizeof shape),
-                                params, l->kind->flops(l, 1, 0) * 1e-6);
-    }
-    snprintf(s + len, cap - len, "  %zu parameters (%.2f MB in fp32)\n", m->param_floats,
-             m->param_floats * 4e-6);
-    return MPT_OK;
-}
-
-/* ---- datasets and loaders --------------------------------------------------- */
-
-struct mpt_dataset {
-    mpt__dataset_t d;
-};
-
-int mpt_dataset_load_idx(const char *dir, const char *split, mpt_dataset_t **out)
-{
-    mpt_dataset_t *ds = calloc(1, sizeof *ds);
-    *out = NULL;
-    if (!ds)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    int status = mpt__idx_load_dir(dir, split, &ds->d);
-    if (status < 0) {
-        free(ds);
-        return status;
-    }
-    *out = ds;
-    return MPT_OK;
-}
-
-void mpt_dataset_free(mpt_dataset_t *data)
-{
-    if (!data)
-        return;
-    mpt__dataset_free(&data->d);
-    free(data);
-}
-
-size_t mpt_dataset_count(const mpt_dataset_t *data) { return data->d.count; }
-size_t mpt_dataset_sample_floats(const mpt_dataset_t *data) { return data->d.sample_floats; }
-int mpt_dataset_classes(const mpt_dataset_t *data) { return data->d.classes; }
-const float *mpt_dataset_images(const mpt_dataset_t *data) { return data->d.x; }
-const int32_t *mpt_dataset_labels(const mpt_dataset_t *data) { return data->d.y; }
-
-struct mpt_loader {
-    mpt__loader_t *l;
-};
-
-int mpt_loader_create(const mpt_dataset_t *data, size_t batch, uint64_t seed, mpt_loader_t **out)
-{
-    mpt_loader_t *lo = calloc(1, sizeof *lo);
-    *out = NULL;
-    if (!lo)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    int status = mpt__loader_create(&data->d, batch, seed, &lo->l);
-    if (status < 0) {
-        free(lo);
-        return status;
-    }
-    *out = lo;
-    return MPT_OK;
-}
-
-void mpt_loader_free(mpt_loader_t *loader)
-{
-    if (!loader)
-        return;
-    mpt__loader_free(loader->l);
-    free(loader);
-}
-
-size_t mpt_loader_batches(const mpt_loader_t *loader)
-{
-    return mpt__loader_batches(loader->l);
-}
-
-int mpt_loader_seek(mpt_loader_t *loader, uint64_t epoch, size_t batch_index)
-{
-    return mpt__loader_seek(loader->l, epoch, batch_index);
-}
-
-int mpt_loader_next(mpt_loader_t *loader, const float **images, const int32_t **labels,
-                    uint64_t *epoch, size_t *batch_index)
-{
-    return mpt__loader_next(loader->l, images, labels, epoch, batch_index);
-}
 
 /* ---- configuration and schedule ------------------------------------------- */
 
@@ -167,7 +27,15 @@ void mpt_train_config_default(mpt_train_config_t *c)
     c->beta1 = 0.9;
     c->beta2 = 0.999;
     c->eps = 1e-8;
-    c->schedule = MPT_SCHEDULE_CONSTANT;
+    /* mpt-train's schedule: cosine over the run, which only the caller
+     * knows (total_steps); until it is set the rate stays at lr. */
+    c->schedule = MPT_SCHEDULE_COSINE;
+}
+
+void mpt_train_config_use_optimizer(mpt_train_config_t *c, mpt_optimizer_t optimizer)
+{
+    c->optimizer = optimizer;
+    c->lr = optimizer == MPT_OPTIM_ADAMW ? 1e-3 : 0.05;
 }
 
 double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
@@ -176,6 +44,8 @@ double mpt_train_lr_at(const mpt_train_config_t *c, uint64_t step)
         return c->lr;
     if (step < c->warmup_steps)
         return c->lr * (double)(step + 1) / (double)c->warmup_steps;
+    if (c->total_steps == 0) /* no length given: nothing to decay over */
+        return c->lr;
     if (c->total_steps <= c->warmup_steps || step >= c->total_steps)
         return c->min_lr;
     double progress = (double)(step - c->warmup_steps) / (double)(c->total_steps - c->warmup_steps);
@@ -206,8 +76,6 @@ static int check_config(const mpt_train_config_t *c)
         return mpt__fail(MPT_ERR_INVALID, "clip norm must be >= 0 (0: off), got %g", c->clip_norm);
     if (c->schedule != MPT_SCHEDULE_CONSTANT && c->schedule != MPT_SCHEDULE_COSINE)
         return mpt__fail(MPT_ERR_INVALID, "unknown schedule %d", (int)c->schedule);
-    if (c->schedule == MPT_SCHEDULE_COSINE && c->total_steps == 0)
-        return mpt__fail(MPT_ERR_INVALID, "the cosine schedule needs total_steps");
     if (c->schedule == MPT_SCHEDULE_CONSTANT && c->warmup_steps)
         return mpt__fail(MPT_ERR_INVALID, "warm-up steps need the cosine schedule");
     if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
@@ -246,6 +114,11 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
                              const mpt__engine_ranks_t *ranks, mpt_trainer_t **out)
 {
     mpt_trainer_t *t = NULL;
+    /* One batch size: the plan's shares and micro-batches were cut for it. */
+    if (plan->batch && plan->batch != config->batch)
+        return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu but the trainer's "
+                         "batch is %zu: plan and train with one batch size", plan->batch,
+                         config->batch);
     int status = trainer_new(model, config, &t);
     if (status < 0)
         return status;
