@@ -134,6 +134,10 @@ typedef struct {
     unsigned clock_mhz;
     int unified_memory; /* device memory is host memory (CPU, integrated GPU) */
     int fp16, fp64;
+    /* who runs the device's GEMMs: "clblast" (OpenCL kernels) or "host" (the
+     * host's BLAS on mapped buffers, CPU devices); MPT_BLAS overrides.  NULL
+     * for a device described by a cluster file. */
+    const char *gemm_provider;
 } mpt_device_info_t;
 
 typedef struct mpt_device mpt_device_t;   /* one device: context, queue, programs */
