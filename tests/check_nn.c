@@ -16,7 +16,9 @@
  *   bit for bit over three SGD steps (losses, gradient norms, parameters);
  * - the registry: every kind found by its name and listed once, with the
  *   descriptive members the planner and the engine read (launch counts,
- *   flags, a slice entry for a kind split inside) consistent.
+ *   flags, a slice entry for a kind split inside) consistent; and no
+ *   source file of lib/ outside lib/nn compares a kind's name (they read
+ *   the kind's members instead).
  *
  * The reference reads the same mpt__model_t (shapes and attributes), so it
  * checks the kernels and the executor's plumbing (offsets, ping-pong
@@ -50,7 +52,8 @@
  *   one and is skipped; the inputs are continuous random draws, so this is
  *   rare, and at most MAX_KINKS per model is asserted.
  */
-#define _POSIX_C_SOURCE 200809L /* setenv, in testutil.h */
+#define _POSIX_C_SOURCE 200809L /* setenv (testutil.h), dirent */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -661,6 +664,52 @@ END_TEST
 START_TEST(deterministic_cnn) { check_deterministic(MODEL_C, 3); }
 END_TEST
 
+/* Lines of the C files in lib/<dir> that compare a kind's name
+ * (strcmp(... kind->name ...)), counted and printed. */
+static int name_compares(const char *dir)
+{
+    char path[4096], line[1024];
+    int found = 0;
+    snprintf(path, sizeof path, "%s", test_path("../lib/"));
+    strncat(path, dir, sizeof path - strlen(path) - 1);
+    DIR *d = opendir(path);
+    ck_assert_msg(d != NULL, "cannot open %s", path);
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 3 || (strcmp(e->d_name + n - 2, ".c") && strcmp(e->d_name + n - 2, ".h")))
+            continue;
+        char file[4352];
+        snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+        FILE *f = fopen(file, "r");
+        ck_assert_msg(f != NULL, "cannot read %s", file);
+        for (int at = 1; fgets(line, sizeof line, f); at++)
+            if (strstr(line, "strcmp") && strstr(line, "kind->name")) {
+                fprintf(stderr, "%s:%d compares a kind's name: %s", file, at, line);
+                found++;
+            }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+START_TEST(no_kind_names_outside_nn)
+{
+    static const char *dirs[] = {"core", "device", "topo", "profile", "tensor", "plan",
+                                 "comm", "engine", "train", "trace"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char path[4096];
+        DIR *d;
+        snprintf(path, sizeof path, "%s%s", test_path("../lib/"), dirs[i]);
+        if (!(d = opendir(path)))
+            continue; /* a module not built yet (lib/trace) */
+        closedir(d);
+        ck_assert_msg(name_compares(dirs[i]) == 0, "lib/%s compares kind names: give the kind "
+                      "a flag or a member instead (nn/layer_desc.h)", dirs[i]);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn");
@@ -678,6 +727,7 @@ int main(void)
     suite_add_tcase(s, tc);
     TCase *reg = tcase_create("registry");
     tcase_add_test(reg, registry);
+    tcase_add_test(reg, no_kind_names_outside_nn);
     suite_add_tcase(s, reg);
     TCase *det = tcase_create("determinism");
     tcase_set_timeout(det, 600);

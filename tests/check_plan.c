@@ -20,6 +20,12 @@
  * - choice: the plan is no slower than any alternative that was not
  *   rejected, is itself among them, and every alternative has a time or a
  *   reason (all shipped clusters and models);
+ * - tensor-parallel roles: a plan the planner makes and the same plan
+ *   loaded back (mpt_plan_load) record each layer's role in its
+ *   tensor-parallel stage (column, slice, row, whole for linear, relu,
+ *   linear, the loss), as mpt__tp_walk computes them, and none for a
+ *   one-device stage; a loaded plan that would run dropout on a slice
+ *   fails to load, naming the layer;
  * - plan JSON written to a file and loaded back writes the same text;
  * - mpt_plan_simulate of the plan gives predicted_step_s, and so does the
  *   plan loaded back; mpt_plan_describe lists the alternatives;
@@ -672,6 +678,70 @@ START_TEST(unrunnable_tensor_splits_are_rejected)
 }
 END_TEST
 
+static void expect_roles(const mpt_plan_t *p, const mpt_model_t *m)
+{
+    static const mpt__tp_role_t want[] = {MPT__TP_COLUMN, MPT__TP_SLICE, MPT__TP_ROW,
+                                          MPT__TP_WHOLE};
+    ck_assert_uint_eq(p->tp, 2);
+    const mpt__plan_stage_t *st = &p->replicas[0].stages[0];
+    ck_assert_ptr_nonnull(st->roles.steps);
+    ck_assert_uint_eq(st->last - st->first + 1, 4);
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(st->roles.steps[i].role, want[i]);
+        ck_assert_int_eq(st->roles.steps[i].gather_before, 0);
+    }
+    ck_assert_int_eq(st->roles.gather_after, 0);
+    mpt__tp_step_t again[4];
+    int gather_after = 1;
+    ck_assert_mpt_ok(mpt__tp_walk(m, 0, 3, again, &gather_after));
+    ck_assert_mem_eq(again, st->roles.steps, sizeof again);
+}
+
+START_TEST(tp_roles_are_kept_in_the_plan)
+{
+    mpt_cluster_t *even = two_devices(HUGE, HUGE);
+    mpt_model_t *m = inline_model("{\"name\": \"mlp\", \"input\": [16], \"layers\": ["
+                                  "{\"kind\": \"linear\", \"units\": 8}, {\"kind\": \"relu\"}, "
+                                  "{\"kind\": \"linear\", \"units\": 10}, "
+                                  "{\"kind\": \"softmax_cross_entropy\"}]}");
+    mpt_plan_request_t req;
+    mpt_plan_t *p = NULL, *back = NULL;
+    char *text = NULL, path[] = "/tmp/check_plan_roles_XXXXXX";
+    mpt_plan_request_default(&req);
+    req.tp = 2;
+    ck_assert_mpt_ok(mpt_plan_create(m, even, &req, &p));
+    expect_roles(p, m);
+    ck_assert_mpt_ok(mpt_plan_to_json(p, &text));
+    write_temp(path, text);
+    ck_assert_mpt_ok(mpt_plan_load(path, m, even, &back));
+    unlink(path);
+    expect_roles(back, m);
+    mpt_plan_free(back);
+    mpt_plan_free(p);
+    /* One device per stage: nothing to record. */
+    req.tp = 1, req.pp = 2;
+    ck_assert_mpt_ok(mpt_plan_create(m, even, &req, &p));
+    for (size_t s = 0; s < p->replicas[0].nstages; s++)
+        ck_assert_ptr_null(p->replicas[0].stages[s].roles.steps);
+    mpt_plan_free(p);
+    mpt_model_free(m);
+    /* The same plan for a model with dropout on the slice cannot load. */
+    m = inline_model("{\"name\": \"drop\", \"input\": [16], \"layers\": ["
+                     "{\"kind\": \"linear\", \"units\": 8}, {\"kind\": \"dropout\"}, "
+                     "{\"kind\": \"linear\", \"units\": 10}, "
+                     "{\"kind\": \"softmax_cross_entropy\"}]}");
+    char path2[] = "/tmp/check_plan_roles_XXXXXX";
+    write_temp(path2, text); /* the MLP's plan: same layer count */
+    free(text);
+    ck_assert_mpt_fails(mpt_plan_load(path2, m, even, &back), MPT_ERR_UNSUPPORTED);
+    unlink(path2);
+    ck_assert_msg(strstr(mpt_last_error(), "layer 1 (dropout)"), "%s", mpt_last_error());
+    ck_assert_ptr_null(back);
+    mpt_model_free(m);
+    mpt_cluster_free(even);
+}
+END_TEST
+
 /* ---- the choice --------------------------------------------------------------- */
 
 static void check_choice(const char *path, const mpt_cluster_t *c, const mpt_model_t *m)
@@ -831,6 +901,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, tied_head_cut_from_its_embedding_holds_a_copy);
     tcase_add_test(tc, impossible_pin_fails);
     tcase_add_test(tc, unrunnable_tensor_splits_are_rejected);
+    tcase_add_test(tc, tp_roles_are_kept_in_the_plan);
     tcase_add_test(tc, chosen_is_fastest);
     tcase_add_test(tc, json_round_trip_and_simulation);
     tcase_add_test(tc, trace_of_the_plan);

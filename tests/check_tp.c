@@ -5,7 +5,9 @@
  * Split arithmetic: mpt__tp_split on sizes that divide, that do not, with
  * unnormalised fractions, and with a member that would get nothing (a
  * clear error naming it); shard layouts of the MLP (every parameter
- * element owned by exactly one member of a group); a layer norm between
+ * element owned by exactly one member of a group), the same from the roles
+ * a plan keeps as from none, and a shard cut by the roles it is given
+ * (all whole: every member holds the whole model); a layer norm between
  * splits replicated on both members; dropout on a slice refused.
  *
  * Plan invariance: 20 SGD steps (momentum 0.9, lr 0.05) of the
@@ -304,6 +306,22 @@ START_TEST(shards_own_every_element_once)
         ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, NULL, f, 3, g, &grp, 8, &s));
         size_t np = 0;
         const mpt__piece_t *pc = mpt__shard_pieces(s, &np);
+        /* The roles a plan stage keeps (mpt__plan_roles) cut it alike. */
+        mpt__tp_roles_t roles = {calloc(m->nlayers, sizeof *roles.steps), 0};
+        mpt__shard_t *kept = NULL;
+        ck_assert_ptr_nonnull(roles.steps);
+        ck_assert_mpt_ok(mpt__tp_walk(m, 0, m->nlayers - 1, roles.steps, &roles.gather_after));
+        ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, &roles, f, 3, g, &grp, 8, &kept));
+        ck_assert(mpt__shard_same_layout(s, kept));
+        mpt__shard_free(kept);
+        /* Told every layer runs whole, it holds the whole model. */
+        for (size_t i = 0; i < m->nlayers; i++)
+            roles.steps[i] = (mpt__tp_step_t){MPT__TP_WHOLE, 0};
+        roles.gather_after = 0;
+        ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, &roles, f, 3, g, &grp, 8, &kept));
+        ck_assert_uint_eq(mpt__shard_model(kept)->param_floats, m->param_floats);
+        mpt__shard_free(kept);
+        free(roles.steps);
         for (size_t i = 0; i < np; i++)
             for (size_t k = 0; k < pc[i].count; k++)
                 owners[pc[i].model + k]++;
@@ -359,7 +377,8 @@ START_TEST(replicated_and_unsplittable_layers)
     mpt__group_t grp = {t, members, 2, 1, 1, NULL};
     mpt__shard_t *s = NULL;
     /* The 8 units of layer 0 at 0.95 / 0.05: member 1 gets none. */
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, NULL, skewed, 2, 1, &grp, 8, &s), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, NULL, skewed, 2, 1, &grp, 8, &s),
+                        MPT_ERR_INVALID);
     ck_assert_msg(strstr(mpt_last_error(), "layer 0 (linear)"), "%s", mpt_last_error());
     mpt_model_free(m);
     const char *drop = "{\"name\": \"drop\", \"input\": [16], \"layers\": [{\"kind\": "
@@ -372,7 +391,8 @@ START_TEST(replicated_and_unsplittable_layers)
     close(fd);
     ck_assert_mpt_ok(mpt_model_load(drop_path, &m));
     unlink(drop_path);
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s), MPT_ERR_UNSUPPORTED);
+    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s),
+                        MPT_ERR_UNSUPPORTED);
     ck_assert_msg(strstr(mpt_last_error(), "layer 1 (dropout)"), "%s", mpt_last_error());
     mpt__transport_destroy(t);
     mpt_model_free(m);
