@@ -19,6 +19,7 @@ int bench_plan_main(int argc, char **argv);
 int bench_allreduce_main(int argc, char **argv);
 int bench_train_main(int argc, char **argv);
 int bench_mpi_main(int argc, char **argv);
+int bench_gemm_main(int argc, char **argv);
 
 /* The MPI peer program (bench/mpi_allreduce_peer.c), mpt-bench-mpi-peer:
  * its path into path; 0 when it is not there (built without MPI). */

@@ -22,6 +22,9 @@ static const bench_command_t commands[] = {
     {"mpi", "mpt's ring allreduce across MPI ranks (its MPI transport) against "
             "MPI_Allreduce, over shared memory and TCP",
      bench_mpi_main},
+    {"gemm", "mpt's GEMM under each GEMM provider (CLBlast, host BLAS) against the host "
+             "BLAS called directly, at the models' shapes",
+     bench_gemm_main},
 };
 
 static void usage(FILE *f)
@@ -52,7 +55,7 @@ int main(int argc, char **argv)
 {
     tool_init("mpt-bench", 0);
     if (argc < 2)
-        tool_usage_error("a command is required (plan, allreduce, train, mpi)");
+        tool_usage_error("a command is required (plan, allreduce, train, mpi, gemm)");
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(stdout);
         return TOOL_EXIT_OK;
@@ -68,5 +71,5 @@ int main(int argc, char **argv)
             tool_init(name, 0);
             return commands[i].main(argc - 1, argv + 1);
         }
-    tool_usage_error("unknown command '%s' (plan, allreduce, train, mpi)", argv[1]);
+    tool_usage_error("unknown command '%s' (plan, allreduce, train, mpi, gemm)", argv[1]);
 }

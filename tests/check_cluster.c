@@ -237,6 +237,7 @@ START_TEST(minimal_file_defaults)
     ck_assert_uint_eq(d->locality.cores, 0);
     ck_assert_str_eq(d->locality.cpus, "");
     ck_assert_int_eq(device(c, 1)->info.type, MPT_DEVICE_OTHER);
+    ck_assert_ptr_null(d->info.gemm_provider); /* not given: unknown */
     /* Reals that take 17 digits; the round trip test expects them back
      * bit for bit. */
     const mpt_profile_t *p = &device(c, 1)->profile;
@@ -283,6 +284,7 @@ static const struct {
     {"cluster-bad-missing-xml.json", MPT_ERR_TOPOLOGY, "no-such-topology.xml"},
     {"cluster-bad-pci.json", MPT_ERR_NOT_FOUND, "devices[1].pci_address"},
     {"cluster-bad-pci.json", MPT_ERR_NOT_FOUND, "0000:42:00.0"},
+    {"cluster-bad-gemm-provider.json", MPT_ERR_PARSE, "devices[0].gemm_provider"},
     {"no-such-cluster.json", MPT_ERR_NOT_FOUND, "no-such-cluster.json"},
 };
 
@@ -329,6 +331,10 @@ static void assert_same_devices(const mpt_cluster_t *a, const mpt_cluster_t *b)
     ck_assert_uint_eq(mpt_cluster_device_count(b), n);
     for (size_t i = 0; i < n; i++) {
         const mpt_cluster_device_t *x = device(a, i), *y = device(b, i);
+        /* the GEMM provider: absent stays absent, a word stays that word */
+        ck_assert_int_eq(!x->info.gemm_provider, !y->info.gemm_provider);
+        if (x->info.gemm_provider)
+            ck_assert_str_eq(x->info.gemm_provider, y->info.gemm_provider);
         ck_assert_str_eq(x->info.vendor, y->info.vendor);
         ck_assert_str_eq(x->info.vendor_word, y->info.vendor_word);
         ck_assert_str_eq(x->info.name, y->info.name);
@@ -406,6 +412,7 @@ static const char *const round_trip_files[] = {
     "fixtures/cluster-two-nodes.json",
     "fixtures/cluster-minimal.json",  /* profiles without GEMM points */
     "fixtures/cluster-xml.json",      /* topology_xml relative to the file */
+    "fixtures/cluster-gemm-provider.json", /* each device's GEMM provider */
     "node-2nvidia-2amd.json",
     "cluster-4x8.json",
     "node-gpus-cpu.json",
