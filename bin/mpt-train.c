@@ -395,9 +395,6 @@ int main(int argc, char **argv)
     int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o.plan || o.trace || o.pins.dp ||
                   o.pins.pp || o.pins.tp || o.pins.microbatches ||
                   o.pins.schedule != MPT_PIPE_AUTO || o.pins.allreduce != MPT_ALLREDUCE_AUTO;
-    if (planned && o.sample)
-        tool_die("--sample reads the logits on one device: train with one device (--devices "
-                 "0), or sample from the checkpoint with --resume on one device");
     if (planned) {
         cluster = tool_local_cluster(devs, &topo);
         if (nranks > 1) { /* every rank's devices, rank by rank */

@@ -1,6 +1,7 @@
 /*
  * kernels/elementwise.cl: fill, bias additions, the conv bias gradient and
- * the activations (ReLU, tanh-approximated GELU), forward and backward.
+ * the activations (ReLU, tanh-approximated GELU, SiLU), forward and
+ * backward.
  * Valid OpenCL C 1.2 on its own; launched by lib/tensor/elementwise.c.
  *
  * Every buffer argument is followed by its offset in floats.  One
@@ -128,4 +129,31 @@ __kernel void mpt_gelu_backward(__global const float *x, uint xo, __global const
     float left_derivative = 0.5f * right;
     float right_derivative = left * (1.0f - t * t) * (GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x_sq));
     dx[dxo + i] = dy[dyo + i] * (left_derivative + right_derivative);
+}
+
+/* SiLU (swish): y = x sigmoid(x), computed as x / (1 + exp(-x)) as
+ * PyTorch's CPU kernel does.  For x < -88, exp(-x) overflows to inf
+ * and sigmoid to 0, so y is -0 as torch gives; silu(-inf) = -inf * 0 = NaN,
+ * also as torch.  NaN stays NaN. */
+__kernel void mpt_silu_forward(__global const float *x, uint xo, __global float *y, uint yo,
+                               uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = x[xo + i];
+    y[yo + i] = v / (1.0f + exp(-v));
+}
+
+/* dx = dy s (1 + x (1 - s)), s = sigmoid(x): the derivative of x s(x),
+ * arranged as PyTorch's silu_backward. */
+__kernel void mpt_silu_backward(__global const float *x, uint xo, __global const float *dy,
+                                uint dyo, __global float *dx, uint dxo, uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = x[xo + i];
+    float s = 1.0f / (1.0f + exp(-v));
+    dx[dxo + i] = dy[dyo + i] * s * (1.0f + v * (1.0f - s));
 }

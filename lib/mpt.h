@@ -493,7 +493,9 @@ typedef struct {
 
 typedef struct mpt_trainer mpt_trainer_t;
 
-/** A trainer for the model on one device; parameters initialised from the
+/** A trainer for the model on one device: the plan of one replica, one
+ *  stage, one device, run by the same engine as every plan, so that every
+ *  trainer call below works alike on it.  Parameters initialised from the
  *  seed by a counter-based RNG (identical on every device and plan).  The
  *  model must outlive the trainer. */
 MPT_API int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
@@ -511,7 +513,7 @@ MPT_API int mpt_trainer_evaluate(mpt_trainer_t *trainer, const float *images,
                                  double *accuracy);
 /** The logits of count samples (dropout off): count x labels_per_sample x
  *  classes floats into logits, e.g. to sample text from a language model.
- *  One-device trainers only (MPT_ERR_UNSUPPORTED for planned ones). */
+ *  Under any plan (through replica 0's pipeline; on every rank of a job). */
 MPT_API int mpt_trainer_logits(mpt_trainer_t *trainer, const float *inputs, size_t count,
                                float *logits);
 /** \return the steps done. */
@@ -746,11 +748,10 @@ typedef struct {
     size_t tp_bytes;        /* bytes they moved */
 } mpt_device_step_t;
 
-/** Records the timeline of every following step of a planned trainer
- *  (forward and backward per micro-batch, waits for a neighbour's data,
- *  gradient all-reduces); mpt_trainer_trace_json returns it as Chrome Trace
- *  Event JSON (freed by the caller), one track per device.
- *  MPT_ERR_UNSUPPORTED for a one-device trainer. */
+/** Records the timeline of every following step of a trainer (forward and
+ *  backward per micro-batch, waits for a neighbour's data, gradient
+ *  all-reduces); mpt_trainer_trace_json returns it as Chrome Trace Event
+ *  JSON (freed by the caller), one track per device. */
 MPT_API int mpt_trainer_set_trace(mpt_trainer_t *trainer, int on);
 MPT_API int mpt_trainer_trace_json(const mpt_trainer_t *trainer, char **json);
 /** \return the devices (workers) of a trainer: 1 for mpt_trainer_create. */

@@ -2,7 +2,7 @@
  * tests/check_nn.c: every layer kind, run by the executor on one PoCL
  * device, against a plain-C reference of the whole model in double:
  * - forward: logits and mean loss of a batch, for small models written in
- *   this file, each built for some layer kinds (linear, relu, gelu,
+ *   this file, each built for some layer kinds (linear, relu, gelu, silu,
  *   layernorm on flat and on image inputs, conv2d with and without stride
  *   and padding, maxpool2d with and without padding, flatten, dropout in
  *   training and in evaluation, softmax cross-entropy);
@@ -13,7 +13,10 @@
  *   parameters (conv2d after conv2d, layernorm before and after gelu,
  *   maxpool after conv2d, dropout after linear);
  * - determinism: two executors with one seed, fed the same data, agree
- *   bit for bit over three SGD steps (losses, gradient norms, parameters).
+ *   bit for bit over three SGD steps (losses, gradient norms, parameters);
+ * - the registry: every kind found by its name and listed once, with the
+ *   descriptive members the planner and the engine read (launch counts,
+ *   flags, a slice entry for a kind split inside) consistent.
  *
  * The reference reads the same mpt__model_t (shapes and attributes), so it
  * checks the kernels and the executor's plumbing (offsets, ping-pong
@@ -28,7 +31,8 @@
  * - logits and loss: abs 1e-5, rel 1e-4.  Each logit is a chain of at most
  *   three layers of fp32 dot products of <= 54 terms of magnitude ~1, each
  *   off by <= L u ~ 54 * 6e-8 ~ 3e-6 relative; layer norm and GELU add a
- *   few ulp; the double reference is exact by comparison.
+ *   few ulp, as does SiLU (x / (1 + exp(-x)): OpenCL's exp is within 3
+ *   ulp, the division 2.5); the double reference is exact by comparison.
  * - gradients: abs 1e-5, rel 1e-4.  The device gradient carries fp32
  *   rounding through a backward chain of sums of <= 108 terms (a conv
  *   weight gradient sums over batch x positions = 3 x 36), each off by
@@ -52,7 +56,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "engine/executor.h"
+#include "whole_model.h"
 #include "reference.h"
 #include "testutil.h"
 
@@ -131,6 +135,13 @@ static const char *MODEL_H =
     "{\"name\": \"h\", \"input\": [6], \"layers\": ["
     "{\"kind\": \"layernorm\"}, {\"kind\": \"linear\", \"units\": 4},"
     "{\"kind\": \"softmax_cross_entropy\"}]}";
+
+/* (i) linear + silu + linear: silu's input gradient reaches the first
+ * linear's weight; SiLU is smooth, so no kinks. */
+static const char *MODEL_I =
+    "{\"name\": \"i\", \"input\": [6], \"layers\": ["
+    "{\"kind\": \"linear\", \"units\": 8}, {\"kind\": \"silu\"},"
+    "{\"kind\": \"linear\", \"units\": 4}, {\"kind\": \"softmax_cross_entropy\"}]}";
 
 static mpt__model_t *model_of(const char *text)
 {
@@ -268,6 +279,9 @@ static double ref_loss(const mpt__model_t *m, const double *w, const float *x, c
         } else if (is(l, "gelu")) {
             for (size_t i = 0; i < n; i++)
                 b[i] = gelu(a[i]);
+        } else if (is(l, "silu")) {
+            for (size_t i = 0; i < n; i++)
+                b[i] = a[i] / (1.0 + exp(-a[i]));
         } else if (is(l, "dropout")) {
             /* The device's scale is 1/(1-p) rounded to float once. */
             double scale = (double)(1.0f / (1.0f - l->p));
@@ -414,7 +428,7 @@ static float *check_case(case_t *c, const char *what)
     float *logits = malloc(nl * sizeof *logits), *grads = malloc(np * sizeof *grads);
     double *want = malloc(nl * sizeof *want), loss = 0;
     ck_assert(logits && grads && want);
-    ck_assert_mpt_ok(mpt__executor_gradients(c->ex, c->x, c->y, c->batch, &loss, logits, grads));
+    ck_assert_mpt_ok(whole_gradients(c->ex, c->x, c->y, c->batch, &loss, logits, grads));
 
     double want_loss = ref_loss(c->m, c->wd, c->x, c->y, c->batch, &c->mode, want);
     char name[96];
@@ -493,6 +507,50 @@ END_TEST
 START_TEST(layernorm_first) { check_model(MODEL_H, 4, "h"); }
 END_TEST
 
+START_TEST(linear_silu) { check_model(MODEL_I, 4, "i"); }
+END_TEST
+
+/* Every kind of the registry: found by its name, listed once in the names
+ * the model reader prints, and described as the planner and the engine
+ * read it (no device needed). */
+START_TEST(registry)
+{
+    char names[1024];
+    size_t n = 0, losses = 0;
+    mpt__layer_kind_names(names, sizeof names);
+    for (const mpt__layer_kind_t *k; (k = mpt__layer_kind_at(n)); n++) {
+        ck_assert_msg(k->name && k->name[0], "kind %zu has no name", n);
+        ck_assert_ptr_eq(mpt__layer_kind(k->name), k);
+        ck_assert_msg(strstr(names, k->name), "%s missing from \"%s\"", k->name, names);
+        ck_assert_msg(k->infer && k->flops && k->forward && k->backward, "%s: a pass missing",
+                      k->name);
+        /* A view runs no kernel; every other kind launches at least one
+         * each way (the cost model's launch term). */
+        if (k->is_view)
+            ck_assert_int_eq(k->launches_fwd + k->launches_bwd, 0);
+        else
+            ck_assert_msg(k->launches_fwd >= 1 && k->launches_bwd >= 1, "%s: launches %d, %d",
+                          k->name, k->launches_fwd, k->launches_bwd);
+        /* A kind split inside slices itself (engine/shard.c asks it). */
+        ck_assert_int_eq(!!(k->split_axes & MPT_SPLIT_INNER), k->inner_units && k->slice);
+        /* Random per element: only ever on a whole activation of a whole
+         * batch. */
+        if (k->flags & MPT_KIND_RANDOM)
+            ck_assert(k->flags & MPT_KIND_WHOLE_BATCH);
+        losses += k->is_loss != 0;
+    }
+    ck_assert_uint_eq(losses, 1);
+    ck_assert_uint_ge(n, 13); /* the 12 kinds of docs/model.md and silu */
+    ck_assert_ptr_null(mpt__layer_kind("no-such-kind"));
+    ck_assert(mpt__layer_kind("dropout")->flags & MPT_KIND_RANDOM);
+    ck_assert(mpt__layer_kind("embedding")->flags & MPT_KIND_TIED_OWNER);
+    ck_assert(mpt__layer_kind("lm_head")->flags & MPT_KIND_TIED_READER);
+    ck_assert_int_eq(mpt__layer_kind("silu")->split_axes, MPT_SPLIT_ELEMENTWISE);
+    /* Truncated, still a string. */
+    ck_assert_str_eq(mpt__layer_kind_names(names, 7), "linear");
+}
+END_TEST
+
 /* (e): training masks at two steps and a non-zero seed, then evaluation. */
 START_TEST(dropout_train_and_eval)
 {
@@ -540,7 +598,7 @@ START_TEST(dropout_train_and_eval)
             ck_assert(k == best || z[best] - z[k] > 100 * (LOGIT_ABS + LOGIT_REL * fabs(z[k])));
         want_correct += best == (size_t)c.y[s];
     }
-    ck_assert_mpt_ok(mpt__executor_evaluate(c.ex, c.x, c.y, c.batch, &loss_sum, &correct));
+    ck_assert_mpt_ok(whole_evaluate(c.ex, c.x, c.y, c.batch, &loss_sum, &correct));
     float got = (float)(loss_sum / (double)c.batch);
     ck_assert_close(&got, &want_loss, 1, LOGIT_ABS, LOGIT_REL, "model (e) evaluation loss");
     ck_assert_double_eq(correct, want_correct); /* exact: no near-ties, checked above */
@@ -574,7 +632,7 @@ static void check_deterministic(const char *json, size_t batch)
     double loss[2][3], norm[2][3];
     for (int e = 0; e < 2; e++) {
         for (int s = 0; s < 3; s++)
-            ck_assert_mpt_ok(mpt__executor_train_step(both[e], c.x, c.y, batch, &sgd, 0.1f,
+            ck_assert_mpt_ok(whole_train_step(both[e], c.x, c.y, batch, &sgd, 0.1f,
                                                       &loss[e][s], &norm[e][s]));
         after[e] = malloc(np * sizeof(float));
         ck_assert_ptr_nonnull(after[e]);
@@ -615,7 +673,11 @@ int main(void)
     tcase_add_test(tc, linear_layernorm_gelu);
     tcase_add_test(tc, conv_layernorm_conv);
     tcase_add_test(tc, layernorm_first);
+    tcase_add_test(tc, linear_silu);
     suite_add_tcase(s, tc);
+    TCase *reg = tcase_create("registry");
+    tcase_add_test(reg, registry);
+    suite_add_tcase(s, reg);
     TCase *det = tcase_create("determinism");
     tcase_set_timeout(det, 600);
     tcase_add_test(det, deterministic_dropout_mlp);

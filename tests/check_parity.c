@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "core/safetensors.h"
-#include "engine/executor.h"
+#include "whole_model.h"
 #include "reference.h"
 #include "testutil.h"
 
@@ -95,7 +95,7 @@ static void check_forward_backward(const char *stem)
     float *grads = malloc(f.model->param_floats * sizeof(float));
     double loss = 0;
     mpt__executor_t *ex = executor(&f);
-    ck_assert_mpt_ok(mpt__executor_gradients(ex, x, y, batch, &loss, logits, grads));
+    ck_assert_mpt_ok(whole_gradients(ex, x, y, batch, &loss, logits, grads));
     ck_assert_close_f(logits, tensor(&f, "logits", batch * classes), batch * classes, 2e-5, 1e-4,
                       "logits");
     float got_loss = (float)loss;
@@ -133,7 +133,7 @@ static void check_training(const char *stem, mpt_optimizer_t kind)
     mpt__executor_t *ex = executor(&f);
     for (size_t s = 0; s < steps; s++) {
         double loss, norm;
-        ck_assert_mpt_ok(mpt__executor_train_step(ex, x, y, batch, opt, lr, &loss, &norm));
+        ck_assert_mpt_ok(whole_train_step(ex, x, y, batch, opt, lr, &loss, &norm));
         got[s] = (float)loss;
     }
     ck_assert_close_f(got, tensor(&f, which, steps), steps, 1e-4, 1e-3, which);

@@ -301,7 +301,7 @@ START_TEST(shards_own_every_element_once)
     for (size_t g = 0; g < 3; g++) {
         mpt__group_t grp = {t, members, 3, (int)g, 1, NULL};
         mpt__shard_t *s = NULL;
-        ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, f, 3, g, &grp, 8, &s));
+        ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, NULL, f, 3, g, &grp, 8, &s));
         size_t np = 0;
         const mpt__piece_t *pc = mpt__shard_pieces(s, &np);
         for (size_t i = 0; i < np; i++)
@@ -344,7 +344,7 @@ START_TEST(replicated_and_unsplittable_layers)
     for (int g = 0; g < 2; g++) {
         mpt__group_t grp = {t, members, 2, g, 1, NULL};
         mpt__shard_t *s = NULL;
-        ck_assert_mpt_ok(mpt__shard_create(m, 0, 2, even, 2, (size_t)g, &grp, 8, &s));
+        ck_assert_mpt_ok(mpt__shard_create(m, 0, 2, NULL, even, 2, (size_t)g, &grp, 8, &s));
         const mpt__model_t *local = mpt__shard_model(s);
         held += local->param_floats;
         /* linear (column), all-gather, layernorm, loss */
@@ -359,7 +359,7 @@ START_TEST(replicated_and_unsplittable_layers)
     mpt__group_t grp = {t, members, 2, 1, 1, NULL};
     mpt__shard_t *s = NULL;
     /* The 8 units of layer 0 at 0.95 / 0.05: member 1 gets none. */
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, skewed, 2, 1, &grp, 8, &s), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, NULL, skewed, 2, 1, &grp, 8, &s), MPT_ERR_INVALID);
     ck_assert_msg(strstr(mpt_last_error(), "layer 0 (linear)"), "%s", mpt_last_error());
     mpt_model_free(m);
     const char *drop = "{\"name\": \"drop\", \"input\": [16], \"layers\": [{\"kind\": "
@@ -372,7 +372,7 @@ START_TEST(replicated_and_unsplittable_layers)
     close(fd);
     ck_assert_mpt_ok(mpt_model_load(drop_path, &m));
     unlink(drop_path);
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, even, 2, 1, &grp, 8, &s), MPT_ERR_UNSUPPORTED);
+    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s), MPT_ERR_UNSUPPORTED);
     ck_assert_msg(strstr(mpt_last_error(), "layer 1 (dropout)"), "%s", mpt_last_error());
     mpt__transport_destroy(t);
     mpt_model_free(m);

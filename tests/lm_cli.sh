@@ -5,7 +5,7 @@
 #   AdamW steps is below the first step's training loss, the metrics carry
 #   val_loss and tokens_per_s, --sample writes the asked number of bytes
 #   after the prompt, and the same run from its checkpoint (--resume at the
-#   same step) samples the same text;
+#   same step) samples the same text, on one device and under a PP=2 plan;
 # - bad input exits 1 with one line naming the file and the numbers: a
 #   text shorter than the context, an llm.c shard of the wrong version or
 #   with a token count that does not match its size, token ids beyond the
@@ -58,6 +58,18 @@ if [ "$rc" -ne 0 ] || ! cmp -s "$tmp/sample1" "$tmp/sample2"; then
     fail "sampling from the checkpoint" "exit $rc, or another text than the trained run's"
 else
     ok "sampling from the checkpoint alone gives the trained run's text"
+fi
+# The logits come from the last stage of any plan: two pipeline stages
+# sample the same text as one device.
+export POCL_DEVICES="pthread pthread" POCL_MAX_PTHREAD_COUNT=1
+run 600 "$train" $common --steps 40 --checkpoint "$tmp/ck" --resume --pp 2 \
+    --sample 80 --prompt "The " --temperature 0.8 --top-k 20
+export POCL_DEVICES=pthread
+sed -n '/^The /,$p' "$out" >"$tmp/sample3"
+if [ "$rc" -ne 0 ] || ! cmp -s "$tmp/sample1" "$tmp/sample3"; then
+    fail "sampling under a PP=2 plan" "exit $rc, or another text than one device's"
+else
+    ok "sampling under a PP=2 plan gives one device's text"
 fi
 
 # ---- bad input -----------------------------------------------------------------

@@ -147,6 +147,26 @@ enum {
     MPT__PHASE_CROSS_ALLGATHER = 5, MPT__PHASE_NODE_ALLGATHER = 6
 };
 
+/* ---- tags (comm/tags.c) ----------------------------------------------------- */
+
+/* The one allocator of a transport's tags: point-to-point tags (1 to
+ * MPT__P2P_TAG_MAX, below the collectives' bit 30) and group tags (0 to
+ * MPT__GROUP_TAG_MAX), each handed out in disjoint ranges, so that users of
+ * one transport (the engine, its tensor-parallel groups, its control
+ * group) cannot pick colliding tags by convention.  Every process of a job
+ * must allocate in the same order to get the same numbers. */
+#define MPT__P2P_TAG_MAX ((1 << 30) - 1)
+typedef struct {
+    int next_p2p, next_group;
+} mpt__tags_t;
+
+void mpt__tags_init(mpt__tags_t *a);
+/* count consecutive point-to-point tags from *first; MPT_ERR_RANGE naming
+ * `what` when the space is spent. */
+int mpt__tags_p2p(mpt__tags_t *a, int count, const char *what, int *first);
+/* count consecutive group tags from *first (as above). */
+int mpt__tags_group(mpt__tags_t *a, int count, const char *what, int *first);
+
 /* Collective statistics of the last call, for metrics and mpt-bench. */
 typedef struct {
     double seconds;     /* wall time of the collective on this member */

@@ -63,6 +63,11 @@ int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
 int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, size_t count,
                          double *loss_sum, double *correct);
 
+/* Forward only (dropout off) through replica 0's pipeline, in chunks of a
+ * micro-batch: the logits of count samples (count x labels_per_sample x
+ * classes floats) into `logits`, on every rank. */
+int mpt__engine_logits(mpt__engine_t *e, const float *x, size_t count, float *logits);
+
 /* Whole-model host copies of the state (replica 0's stages), and writes to
  * every replica; the step counter. */
 int mpt__engine_read_params(mpt__engine_t *e, float *out);

@@ -183,6 +183,8 @@ int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_ba
 }
 
 size_t mpt__stage_param_first(const mpt__executor_t *ex) { return ex->p0; }
+size_t mpt__stage_max_batch(const mpt__executor_t *ex) { return ex->max_batch; }
+const mpt__model_t *mpt__stage_model(const mpt__executor_t *ex) { return ex->m; }
 size_t mpt__stage_param_count(const mpt__executor_t *ex) { return ex->np; }
 int mpt__stage_is_last(const mpt__executor_t *ex) { return ex->last + 1 == ex->m->nlayers; }
 
@@ -296,6 +298,20 @@ int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *
     *sum = 0;
     for (size_t i = 0; status == MPT_OK && i < batch * lps; i++)
         *sum += ex->host_rows[i];
+    return status;
+}
+
+int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_t batch)
+{
+    size_t row = ex->m->labels_per_sample * (size_t)ex->m->classes;
+    int status = check_batch(ex, slot, batch);
+    if (status == MPT_OK && !mpt__stage_is_last(ex))
+        status = mpt__fail(MPT_ERR_INVALID, "logits are on the last stage");
+    if (status == MPT_OK)
+        status = mpt_buffer_read(ex->acts,
+                                 (slot * ex->act_stride + ex->act_off[ex->last - ex->first]) *
+                                     sizeof(float),
+                                 logits, batch * row * sizeof *logits);
     return status;
 }
 
@@ -455,114 +471,6 @@ int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
         return mpt__op_adamw_update(&p, &g, &s0, &s1, n, lr, o->beta1, o->beta2, o->eps,
                                     o->weight_decay, (int)(ex->step + 1));
     return mpt__op_sgd_update(&p, &g, &s0, n, lr, o->momentum, o->weight_decay, ex->step == 0);
-}
-
-/* ---- the whole model on one device ----------------------------------------- */
-
-static int upload(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch)
-{
-    int status;
-    MPT_TRY(mpt__stage_put_input(ex, 0, x, batch));
-    MPT_TRY(mpt__stage_put_labels(ex, 0, y, batch));
-out:
-    return status;
-}
-
-static int clip(mpt__executor_t *ex, float max_norm, double *norm)
-{
-    double sumsq = 0;
-    int status = mpt__stage_grad_sumsq(ex, &sumsq);
-    /* As torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6)
-     * when that is below one.  The norm is rounded to float first, as the
-     * one-device path always did. */
-    float n = (float)sqrt(sumsq);
-    *norm = n;
-    double coef = (double)max_norm / ((double)n + 1e-6);
-    if (status == MPT_OK && coef < 1.0)
-        status = mpt__stage_scale_grads(ex, (float)coef);
-    return status;
-}
-
-int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
-                             const mpt__optim_cfg_t *opt, float lr, double *loss,
-                             double *grad_norm)
-{
-    size_t lps = ex->m->labels_per_sample;
-    int status;
-    double sum = 0;
-    *grad_norm = 0;
-    MPT_TRY(upload(ex, x, y, batch));
-    MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
-    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)(batch * lps), 0, 0));
-    MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
-    *loss = sum / (double)(batch * lps);
-    if (opt->clip_norm > 0)
-        MPT_TRY(clip(ex, opt->clip_norm, grad_norm));
-    MPT_TRY(mpt__stage_update(ex, opt, lr));
-    ex->step++;
-out:
-    return status;
-}
-
-int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
-                            double *loss, float *logits, float *grads)
-{
-    size_t lps = ex->m->labels_per_sample;
-    int status;
-    double sum = 0;
-    size_t last = ex->m->nlayers - 1;
-    MPT_TRY(upload(ex, x, y, batch));
-    MPT_TRY(mpt__stage_forward(ex, 0, batch, 1));
-    MPT_TRY(mpt__stage_backward(ex, 0, batch, 1.0f / (float)(batch * lps), 0, 0));
-    MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
-    *loss = sum / (double)(batch * lps);
-    if (logits)
-        MPT_TRY(mpt_buffer_read(ex->acts, ex->act_off[last] * sizeof(float), logits,
-                                batch * lps * (size_t)ex->m->classes * sizeof(float)));
-    if (grads)
-        MPT_TRY(mpt__executor_read_grads(ex, grads));
-out:
-    return status;
-}
-
-int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
-                           double *loss_sum, double *correct)
-{
-    size_t lps = ex->m->labels_per_sample;
-    size_t in = mpt__shape_numel(&ex->m->input);
-    int status = MPT_OK;
-    *loss_sum = 0, *correct = 0;
-    for (size_t first = 0; first < count; first += ex->max_batch) {
-        size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;
-        double sum = 0, hits = 0;
-        MPT_TRY(upload(ex, x + first * in, y + first * lps, batch));
-        MPT_TRY(mpt__stage_forward(ex, 0, batch, 0));
-        MPT_TRY(mpt__stage_loss_sum(ex, 0, batch, &sum));
-        MPT_TRY(mpt__stage_correct(ex, 0, batch, &hits));
-        /* Per sample, the mean over its labels (positions). */
-        *loss_sum += sum / (double)lps;
-        *correct += hits / (double)lps;
-    }
-out:
-    return status;
-}
-
-int mpt__executor_logits(mpt__executor_t *ex, const float *x, size_t count, float *logits)
-{
-    size_t in = mpt__shape_numel(&ex->m->input), last = ex->m->nlayers - 1;
-    size_t row = ex->m->labels_per_sample * (size_t)ex->m->classes;
-    int status = MPT_OK;
-    for (size_t first = 0; first < count; first += ex->max_batch) {
-        size_t batch = count - first < ex->max_batch ? count - first : ex->max_batch;
-        MPT_TRY(mpt__stage_put_input(ex, 0, x + first * in, batch));
-        /* The loss layer runs too, on whatever labels the slot holds: its
-         * rows are not read. */
-        MPT_TRY(mpt__stage_forward(ex, 0, batch, 0));
-        MPT_TRY(mpt_buffer_read(ex->acts, ex->act_off[last] * sizeof(float), logits + first * row,
-                                batch * row * sizeof(float)));
-    }
-out:
-    return status;
 }
 
 /* Host copies of a flat state buffer of the range (nothing for a range

@@ -2,10 +2,10 @@
  * engine/executor.h: runs a contiguous range of a model's layers on one
  * device: device memory for that range's parameters, gradients, optimizer
  * state, activations and workspaces; forward, backward, gradient
- * accumulation over micro-batches and the optimizer update.  A whole model
- * on one device is the range of every layer (mpt__executor_create); a
- * pipeline stage is a shorter range (mpt__stage_create), driven by the
- * engine (engine.c).  Never installed.
+ * accumulation over micro-batches and the optimizer update.  The engine
+ * drives one per worker (a pipeline stage, or the whole model on one
+ * device: the range of every layer, mpt__executor_create); tests drive
+ * whole-model ones directly (tests/whole_model.c).  Never installed.
  */
 #ifndef MPT_ENGINE_EXECUTOR_H
 #define MPT_ENGINE_EXECUTOR_H
@@ -27,26 +27,6 @@ typedef struct mpt__executor mpt__executor_t;
 int mpt__executor_create(const mpt__model_t *model, mpt_device_t *dev, size_t max_batch,
                          uint64_t seed, mpt__executor_t **out);
 void mpt__executor_free(mpt__executor_t *ex);
-
-/* One training step on `batch` samples: forward, loss, backward, optional
- * clipping, update with learning rate lr.  *loss is the mean loss of the
- * batch, *grad_norm the global gradient norm before clipping (computed only
- * when clipping; else 0).  The step counter (Adam's t, dropout streams)
- * advances by one. */
-int mpt__executor_train_step(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
-                             const mpt__optim_cfg_t *opt, float lr, double *loss,
-                             double *grad_norm);
-/* Forward only, in evaluation mode (dropout off), over `count` samples in
- * chunks of at most max_batch: the sum of losses and of correct argmaxes. */
-int mpt__executor_evaluate(mpt__executor_t *ex, const float *x, const int32_t *y, size_t count,
-                           double *loss_sum, double *correct);
-/* Forward only (dropout off) of count samples in pieces of max_batch:
- * the logits (count x labels_per_sample x classes) into `logits`. */
-int mpt__executor_logits(mpt__executor_t *ex, const float *x, size_t count, float *logits);
-/* Forward and backward without an update, for tests: logits (batch x
- * classes) and the flat gradients, copied to the host (either may be NULL). */
-int mpt__executor_gradients(mpt__executor_t *ex, const float *x, const int32_t *y, size_t batch,
-                            double *loss, float *logits, float *grads);
 
 /* Host copies of the state of the executor's range (the whole model for
  * mpt__executor_create), for checkpoints: parameters, optimizer slots
@@ -73,6 +53,8 @@ int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out);
 size_t mpt__stage_param_first(const mpt__executor_t *ex);
+size_t mpt__stage_max_batch(const mpt__executor_t *ex);
+const mpt__model_t *mpt__stage_model(const mpt__executor_t *ex);
 size_t mpt__stage_param_count(const mpt__executor_t *ex);
 /* Floats per sample entering the stage (its first layer's input) and
  * leaving it (its last layer's output; 0 when the stage ends with the loss). */
@@ -89,6 +71,9 @@ int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, si
 int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training);
 int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t batch);
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum);
+/* The logits of slot `slot` (the input of the loss layer, last stage):
+ * batch x labels_per_sample x classes floats. */
+int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_t batch);
 /* Correct argmaxes of the logits of slot `slot` (last stage). */
 int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *correct);
 /* The gradient of the stage's output for the next backward (not for the

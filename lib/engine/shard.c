@@ -176,16 +176,35 @@ static double no_flops(const mpt__layer_t *l, size_t batch, int backward)
     return 0;
 }
 
-static const mpt__layer_kind_t column_kind = {"column-parallel", MPT_SPLIT_NONE, 0, 0, NULL,
-                                              NULL, wrap_scratch, wrap_flops, column_forward,
-                                              column_backward};
-static const mpt__layer_kind_t row_kind = {"row-parallel", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
-                                           wrap_scratch, wrap_flops, row_forward, row_backward};
-static const mpt__layer_kind_t inner_kind = {"block-parallel", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
-                                             wrap_scratch, wrap_flops, inner_forward,
-                                             inner_backward};
-static const mpt__layer_kind_t gather_kind = {"all-gather", MPT_SPLIT_NONE, 0, 0, NULL, NULL,
-                                              NULL, no_flops, gather_forward, gather_backward};
+/* The wrappers run the split layer's own kind (tp_ctx_t.base) on local
+ * shapes; they are never in the registry and never reach the planner. */
+static const mpt__layer_kind_t column_kind = {
+    .name = "column-parallel",
+    .scratch_floats = wrap_scratch,
+    .flops = wrap_flops,
+    .forward = column_forward,
+    .backward = column_backward,
+};
+static const mpt__layer_kind_t row_kind = {
+    .name = "row-parallel",
+    .scratch_floats = wrap_scratch,
+    .flops = wrap_flops,
+    .forward = row_forward,
+    .backward = row_backward,
+};
+static const mpt__layer_kind_t inner_kind = {
+    .name = "block-parallel",
+    .scratch_floats = wrap_scratch,
+    .flops = wrap_flops,
+    .forward = inner_forward,
+    .backward = inner_backward,
+};
+static const mpt__layer_kind_t gather_kind = {
+    .name = "all-gather",
+    .flops = no_flops,
+    .forward = gather_forward,
+    .backward = gather_backward,
+};
 
 /* ---- building the shard model ------------------------------------------------------ */
 
@@ -347,26 +366,35 @@ static int add_run(void *arg, size_t model, size_t local, size_t count)
     return add_piece(arg, model, local, count);
 }
 
-/* A transformer block on a whole input: the member's heads and MLP units,
- * each split by the fractions as units are. */
+/* A layer split inside (a transformer block) on a whole input: the
+ * member's units of each of the kind's parts (a block's heads and MLP
+ * units), each split by the fractions as units are; the kind cuts its
+ * own parameters (mpt__layer_kind_t.slice). */
 static int split_inner(mpt__shard_t *s, const mpt__layer_t *L, const double *fractions,
                        const char *where)
 {
-    size_t *counts = malloc(2 * s->tp * sizeof *counts), head0 = 0, unit0 = 0;
-    int status;
+    size_t units[MPT_INNER_PARTS], first[MPT_INNER_PARTS] = {0}, count[MPT_INNER_PARTS];
+    size_t *counts = malloc(s->tp * sizeof *counts);
+    int status = MPT_OK;
     if (!counts)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    size_t *units = counts + s->tp;
-    if ((status = mpt__tp_split(L->heads, fractions, s->tp, counts)) < 0 ||
-        (status = mpt__tp_split(L->mlp_units, fractions, s->tp, units)) < 0) {
-        status = mpt__fail_context(status, "%s, split over %zu devices", where, s->tp);
+    if (!L->kind->inner_units || !L->kind->slice) {
+        status = mpt__fail(MPT_ERR_UNSUPPORTED, "%s: its kind splits inside but cannot slice "
+                           "itself", where);
         goto out;
     }
-    for (size_t i = 0; i < s->rank; i++)
-        head0 += counts[i], unit0 += units[i];
+    L->kind->inner_units(L, units);
+    for (int k = 0; k < MPT_INNER_PARTS; k++) {
+        if ((status = mpt__tp_split(units[k], fractions, s->tp, counts)) < 0) {
+            status = mpt__fail_context(status, "%s, split over %zu devices", where, s->tp);
+            goto out;
+        }
+        for (size_t i = 0; i < s->rank; i++)
+            first[k] += counts[i];
+        count[k] = counts[s->rank];
+    }
     mpt__layer_t *l = &s->model.layers[s->model.nlayers];
-    MPT_TRY(mpt__block_slice(L, head0, counts[s->rank], unit0, units[s->rank], s->rank == 0,
-                             s->model.param_floats, l, add_run, s));
+    MPT_TRY(L->kind->slice(L, first, count, s->rank == 0, s->model.param_floats, l, add_run, s));
     for (int q = 0; q < l->nparams; q++)
         s->model.param_floats += l->params[q].numel;
     s->model.nlayers++;
@@ -404,14 +432,16 @@ out:
     return status;
 }
 
-int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const double *fractions,
-                      size_t tp, size_t rank, const mpt__group_t *group, size_t max_batch,
+int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
+                      const mpt__tp_roles_t *roles, const double *fractions, size_t tp,
+                      size_t rank, const mpt__group_t *group, size_t max_batch,
                       mpt__shard_t **out)
 {
     int status = MPT_OK;
     size_t nl = last - first + 1, cap = 2 * nl + 2;
     walk_t st = {0, NULL};
-    mpt__tp_step_t *steps = NULL;
+    const mpt__tp_step_t *steps = NULL;
+    mpt__tp_step_t *own_steps = NULL;
     int *local_of = NULL; /* model layer first + k is local layer local_of[k] */
     int gather_after = 0;
     mpt__shard_t *s = NULL;
@@ -434,11 +464,21 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     s->model.classes = m->classes;
     s->model.labels_per_sample = m->labels_per_sample;
 
-    if (!(steps = calloc(nl, sizeof *steps)) || !(local_of = calloc(nl, sizeof *local_of))) {
+    if (!(local_of = calloc(nl, sizeof *local_of))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    MPT_TRY(mpt__tp_walk(m, first, last, steps, &gather_after));
+    if (roles && roles->steps) { /* the plan's, as the planner checked them */
+        steps = roles->steps;
+        gather_after = roles->gather_after;
+    } else { /* a plan never given its model: the same walk, here */
+        if (!(own_steps = calloc(nl, sizeof *own_steps))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        MPT_TRY(mpt__tp_walk(m, first, last, own_steps, &gather_after));
+        steps = own_steps;
+    }
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_t *L = &m->layers[i];
         const mpt__tp_step_t *step = &steps[i - first];
@@ -479,7 +519,7 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const do
     }
 out:
     free(st.cut);
-    free(steps);
+    free(own_steps);
     free(local_of);
     if (status < 0) {
         mpt__shard_free(s);

@@ -5,7 +5,8 @@
  * parameter buffer) and the communication the split needs, so that the
  * executor runs it like any other layer range.  Never installed.
  *
- * Splits follow each kind's split axes (nn/layer.h), walking the stage
+ * Splits follow each layer's role (plan/plan.h mpt__tp_roles_t, from its
+ * kind's split axes and flags by mpt__tp_walk), walking the stage
  * with the activation either whole on every member or cut into per-member
  * slices of its first dimension (features, or channels of an image):
  *
@@ -16,13 +17,14 @@
  *                           added by member 0 only)
  *   conv2d                  split over output channels, as column-parallel
  *                           (a sliced input is gathered first)
- *   block                   split inside (nn/layer.h mpt__block_slice): the
+ *   block                   split inside (its kind's inner_units and slice): the
  *                           member's heads and MLP units, whole input and
  *                           output; the block's own passes all-reduce after
  *                           proj and fc_proj forward, before the layer
  *                           norms backward (two Megatron pairs)
- *   relu, gelu, maxpool2d,  run on the member's slice (dropout only on a
- *   flatten, dropout        whole activation: its masks are per element)
+ *   relu, gelu, maxpool2d,  run on the member's slice (a MPT_KIND_RANDOM
+ *   flatten, dropout        kind, dropout, only on a whole activation: its
+ *                           random numbers are per element)
  *   anything else           the whole activation, replicated with its
  *   (layernorm, embedding,  parameters if any: every member computes the
  *   lm_head, the loss)      same gradient; member 0's copy alone enters
@@ -48,6 +50,7 @@
 
 #include "comm/comm.h"
 #include "nn/layer.h"
+#include "plan/plan.h"
 
 /* A run of `count` parameter elements: model elements from `model`, the
  * member's compact buffer from `local`. */
@@ -58,13 +61,15 @@ typedef struct {
 typedef struct mpt__shard mpt__shard_t;
 
 /* Member `rank` of a group of tp devices running layers [first, last] of
- * m with `fractions` (tp of them).  `group` (copied; its transport must
- * outlive the shard) is the group's collective context, the member's
+ * m with `fractions` (tp of them) and the layers' `roles` (the plan
+ * stage's; NULL or without steps: mpt__tp_walk derives them).  `group`
+ * (copied; its transport must outlive the shard) is the group's collective context, the member's
  * position its self; `max_batch` sizes the host buffers of the
  * all-gathers.  Errors name the layer and the reason a split is
  * impossible. */
-int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last, const double *fractions,
-                      size_t tp, size_t rank, const mpt__group_t *group, size_t max_batch,
+int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
+                      const mpt__tp_roles_t *roles, const double *fractions, size_t tp,
+                      size_t rank, const mpt__group_t *group, size_t max_batch,
                       mpt__shard_t **out);
 void mpt__shard_free(mpt__shard_t *s);
 

@@ -1,8 +1,12 @@
 /*
- * nn/layers.c: the layer kinds: linear, relu, gelu, dropout, layernorm,
+ * nn/layers.c: the layer kinds: linear, relu, gelu, silu, dropout, layernorm,
  * flatten, conv2d, maxpool2d and the fused softmax_cross_entropy loss.
- * Each is a vtable of small functions over the ops of tensor/tensor.h;
- * the kinds table at the end is the only list of them.
+ * Each is a vtable of small functions over the ops of tensor/tensor.h,
+ * filled with designated initialisers next to its functions; the registry
+ * at the end (which also lists the GPT kinds of layers_gpt.c) is the only
+ * list of kinds.  Adding an elementwise kind is a kernel in
+ * kernels/elementwise.cl, its two passes and kind here, and a registry
+ * line (silu below is the example).
  */
 #include <math.h>
 #include <stdio.h>
@@ -182,29 +186,47 @@ out:
     return status;
 }
 
-/* ---- relu and gelu -------------------------------------------------------- */
+/* Launches: forward GEMM + bias_add; backward GEMM dW, sum_rows (fill of
+ * ones + GEMV) and GEMM dx. */
+static const mpt__layer_kind_t linear = {
+    .name = "linear",
+    .split_axes = MPT_SPLIT_COLUMN | MPT_SPLIT_ROW,
+    .launches_fwd = 2, .launches_bwd = 4,
+    .configure = linear_configure,
+    .infer = linear_infer,
+    .flops = linear_flops,
+    .forward = linear_forward,
+    .backward = linear_backward,
+};
 
-static int relu_forward(mpt__layer_t *l, mpt__pass_t *p)
-{
-    return mpt__op_relu_forward(&p->x, &p->y, p->batch * numel_in(l));
-}
+/* ---- elementwise activations: one kernel each way ------------------------ */
 
-static int relu_backward(mpt__layer_t *l, mpt__pass_t *p)
-{
-    return p->dx.buf ? mpt__op_relu_backward(&p->x, &p->dy, &p->dx, p->batch * numel_in(l))
-                     : MPT_OK;
-}
+/* y = f(x) and dx = dy f'(x) by the kernels the kind names: any split of
+ * the input carries through, one launch each way. */
+#define ACTIVATION(kind_name, fwd_kernel, bwd_kernel)                                   \
+    static int kind_name##_forward(mpt__layer_t *l, mpt__pass_t *p)                     \
+    {                                                                                    \
+        return mpt__op_activation(fwd_kernel, &p->x, &p->y, p->batch * numel_in(l));     \
+    }                                                                                    \
+    static int kind_name##_backward(mpt__layer_t *l, mpt__pass_t *p)                    \
+    {                                                                                    \
+        return p->dx.buf ? mpt__op_activation_backward(bwd_kernel, &p->x, &p->dy, &p->dx, \
+                                                       p->batch * numel_in(l))           \
+                         : MPT_OK;                                                       \
+    }                                                                                    \
+    static const mpt__layer_kind_t kind_name = {                                         \
+        .name = #kind_name,                                                              \
+        .split_axes = MPT_SPLIT_ELEMENTWISE,                                             \
+        .launches_fwd = 1, .launches_bwd = 1,                                            \
+        .infer = same_shape,                                                             \
+        .flops = no_flops,                                                               \
+        .forward = kind_name##_forward,                                                  \
+        .backward = kind_name##_backward,                                                \
+    };
 
-static int gelu_forward(mpt__layer_t *l, mpt__pass_t *p)
-{
-    return mpt__op_gelu_forward(&p->x, &p->y, p->batch * numel_in(l));
-}
-
-static int gelu_backward(mpt__layer_t *l, mpt__pass_t *p)
-{
-    return p->dx.buf ? mpt__op_gelu_backward(&p->x, &p->dy, &p->dx, p->batch * numel_in(l))
-                     : MPT_OK;
-}
+ACTIVATION(relu, "mpt_relu_forward", "mpt_relu_backward")
+ACTIVATION(gelu, "mpt_gelu_forward", "mpt_gelu_backward")
+ACTIVATION(silu, "mpt_silu_forward", "mpt_silu_backward")
 
 /* ---- dropout (inverted; masks regenerated from the counter-based RNG) --- */
 
@@ -230,6 +252,21 @@ static int dropout_backward(mpt__layer_t *l, mpt__pass_t *p)
                                                 p->seed, dropout_stream(l, p))
                      : MPT_OK;
 }
+
+/* Its masks are drawn per element of the whole batch's activation: no
+ * tensor-parallel slice (RANDOM), no micro-batches or replicas
+ * (WHOLE_BATCH).  One kernel each way. */
+static const mpt__layer_kind_t dropout = {
+    .name = "dropout",
+    .flags = MPT_KIND_RANDOM | MPT_KIND_WHOLE_BATCH,
+    .split_axes = MPT_SPLIT_ELEMENTWISE,
+    .launches_fwd = 1, .launches_bwd = 1,
+    .configure = dropout_configure,
+    .infer = same_shape,
+    .flops = no_flops,
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+};
 
 /* ---- layernorm over the last dimension ------------------------------------ */
 
@@ -284,6 +321,18 @@ static size_t layernorm_scratch(const mpt__layer_t *l, size_t batch)
     return batch * numel_in(l); /* dx of a first layer, which nobody reads */
 }
 
+/* Launches: stats + apply; backward dx + parameter gradients. */
+static const mpt__layer_kind_t layernorm = {
+    .name = "layernorm",
+    .launches_fwd = 2, .launches_bwd = 2,
+    .configure = layernorm_configure,
+    .infer = layernorm_infer,
+    .scratch_floats = layernorm_scratch,
+    .flops = no_flops,
+    .forward = layernorm_forward,
+    .backward = layernorm_backward,
+};
+
 /* ---- flatten: a view ----------------------------------------------------- */
 
 static int flatten_infer(mpt__layer_t *l, const char *where)
@@ -298,6 +347,16 @@ static int view_pass(mpt__layer_t *l, mpt__pass_t *p)
     (void)l, (void)p;
     return MPT_OK; /* the model aliases the output to the input */
 }
+
+static const mpt__layer_kind_t flatten = {
+    .name = "flatten",
+    .split_axes = MPT_SPLIT_ELEMENTWISE,
+    .is_view = 1, /* launches nothing */
+    .infer = flatten_infer,
+    .flops = no_flops,
+    .forward = view_pass,
+    .backward = view_pass,
+};
 
 /* ---- conv2d (cross-correlation, weight K x C x k x k) -------------------- */
 
@@ -373,6 +432,23 @@ static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
     return status;
 }
 
+/* Launches: forward per image im2col + GEMM, then one bias_add_channels;
+ * backward zero dx, per image im2col + 2 GEMMs + col2im, then
+ * bias_grad_channels.  The per-image launches grow with the micro-batch,
+ * which a count per micro-batch cannot say: a one-image micro-batch's
+ * (3 and 6), which undercounts large micro-batches. */
+static const mpt__layer_kind_t conv2d = {
+    .name = "conv2d",
+    .split_axes = MPT_SPLIT_CHANNELS,
+    .launches_fwd = 3, .launches_bwd = 6,
+    .configure = conv_configure,
+    .infer = conv_infer,
+    .scratch_floats = conv_scratch,
+    .flops = conv_flops,
+    .forward = conv_forward,
+    .backward = conv_backward,
+};
+
 /* ---- maxpool2d ------------------------------------------------------------- */
 
 static int pool_configure(mpt__layer_t *l, const json_t *spec, const char *where)
@@ -419,6 +495,17 @@ static int pool_backward(mpt__layer_t *l, mpt__pass_t *p)
                      : MPT_OK;
 }
 
+static const mpt__layer_kind_t maxpool2d = {
+    .name = "maxpool2d",
+    .split_axes = MPT_SPLIT_CHANNELS,
+    .launches_fwd = 1, .launches_bwd = 1,
+    .configure = pool_configure,
+    .infer = pool_infer,
+    .flops = no_flops,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};
+
 /* ---- softmax_cross_entropy: the loss, fused with its softmax ------------- */
 
 /* Over the last dimension: [classes] is one label per sample, [T, vocab]
@@ -451,39 +538,49 @@ static int loss_backward(mpt__layer_t *l, mpt__pass_t *p)
                                 &p->loss_rows, &p->dx);
 }
 
-/* ---- the kinds ------------------------------------------------------------ */
-
-static const mpt__layer_kind_t kinds[] = {
-    {"linear", MPT_SPLIT_COLUMN | MPT_SPLIT_ROW, 0, 0, linear_configure, linear_infer, NULL,
-     linear_flops, linear_forward, linear_backward},
-    {"relu", MPT_SPLIT_ELEMENTWISE, 0, 0, NULL, same_shape, NULL, no_flops, relu_forward,
-     relu_backward},
-    {"gelu", MPT_SPLIT_ELEMENTWISE, 0, 0, NULL, same_shape, NULL, no_flops, gelu_forward,
-     gelu_backward},
-    {"dropout", MPT_SPLIT_ELEMENTWISE, 0, 0, dropout_configure, same_shape, NULL, no_flops,
-     dropout_forward, dropout_backward},
-    {"layernorm", MPT_SPLIT_NONE, 0, 0, layernorm_configure, layernorm_infer, layernorm_scratch,
-     no_flops, layernorm_forward, layernorm_backward},
-    {"flatten", MPT_SPLIT_ELEMENTWISE, 0, 1, NULL, flatten_infer, NULL, no_flops, view_pass,
-     view_pass},
-    {"conv2d", MPT_SPLIT_CHANNELS, 0, 0, conv_configure, conv_infer, conv_scratch, conv_flops,
-     conv_forward, conv_backward},
-    {"maxpool2d", MPT_SPLIT_CHANNELS, 0, 0, pool_configure, pool_infer, NULL, no_flops,
-     pool_forward, pool_backward},
-    {"softmax_cross_entropy", MPT_SPLIT_NONE, 1, 0, NULL, loss_infer, NULL, no_flops,
-     loss_forward, loss_backward},
+/* One fused kernel each way (the backward recomputes the softmax). */
+static const mpt__layer_kind_t softmax_cross_entropy = {
+    .name = "softmax_cross_entropy",
+    .is_loss = 1,
+    .launches_fwd = 1, .launches_bwd = 1,
+    .infer = loss_infer,
+    .flops = no_flops,
+    .forward = loss_forward,
+    .backward = loss_backward,
 };
+
+/* ---- the registry ---------------------------------------------------------- */
+
+/* Every kind, in the order docs/model.md lists them. */
+static const mpt__layer_kind_t *const registry[] = {
+    &linear, &relu, &gelu, &silu, &dropout, &layernorm, &flatten, &conv2d, &maxpool2d,
+    &softmax_cross_entropy, &mpt__kind_embedding, &mpt__kind_block, &mpt__kind_lm_head,
+};
+
+const mpt__layer_kind_t *mpt__layer_kind_at(size_t i)
+{
+    return i < sizeof registry / sizeof registry[0] ? registry[i] : NULL;
+}
 
 const mpt__layer_kind_t *mpt__layer_kind(const char *name)
 {
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strcmp(kinds[i].name, name) == 0)
-            return &kinds[i];
-    return mpt__gpt_kind(name);
+    for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
+        if (strcmp(registry[i]->name, name) == 0)
+            return registry[i];
+    return NULL;
 }
 
-const char *mpt__layer_kind_names(void)
+const char *mpt__layer_kind_names(char *buf, size_t size)
 {
-    return "linear, relu, gelu, dropout, layernorm, flatten, conv2d, maxpool2d, "
-           "softmax_cross_entropy, embedding, block, lm_head";
+    size_t at = 0;
+    if (size == 0)
+        return buf;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof registry / sizeof registry[0] && at < size; i++) {
+        int n = snprintf(buf + at, size - at, "%s%s", i ? ", " : "", registry[i]->name);
+        if (n < 0)
+            break;
+        at += (size_t)n;
+    }
+    return buf;
 }

@@ -130,7 +130,7 @@ static int block_configure(mpt__layer_t *l, const json_t *spec, const char *wher
 }
 
 /* A block's sizes.  Whole: Ca = C and U = 4 C; a tensor-parallel member's
- * slice (mpt__block_slice) computes Ca = heads x head_size features of
+ * slice (block_slice) computes Ca = heads x head_size features of
  * attention and U units of the MLP, on whole [T, C] input and output. */
 typedef struct {
     size_t T, C, H, hs, Ca, U;
@@ -384,11 +384,21 @@ out:
     return status;
 }
 
-int mpt__block_slice(const mpt__layer_t *whole, size_t head0, size_t heads, size_t unit0,
-                     size_t units, int member0, size_t local_base, mpt__layer_t *local,
-                     mpt__run_fn run, void *arg)
+/* Under tensor parallelism a block splits its heads and its MLP units. */
+static void block_inner_units(const mpt__layer_t *l, size_t units[MPT_INNER_PARTS])
+{
+    units[0] = l->heads, units[1] = l->mlp_units;
+}
+
+/* A member's slice: heads [first[0], first[0] + count[0]) and MLP units
+ * [first[1], first[1] + count[1]).  The layer norms and the biases added
+ * after the group's sums (proj, fc_proj) are held whole by every member. */
+static int block_slice(const mpt__layer_t *whole, const size_t first[MPT_INNER_PARTS],
+                       const size_t count[MPT_INNER_PARTS], int member0, size_t local_base,
+                       mpt__layer_t *local, mpt__run_fn run, void *arg)
 {
     block_dims_t d = block_dims(whole);
+    size_t head0 = first[0], heads = count[0], unit0 = first[1], units = count[1];
     size_t hs = d.hs, Ca = heads * hs, a0 = head0 * hs, C = d.C, U = d.U;
     int status;
     if (heads == 0 || head0 + heads > d.H || units == 0 || unit0 + units > U)
@@ -486,21 +496,45 @@ out:
     return status;
 }
 
-/* ---- the kinds ---------------------------------------------------------------- */
+/* ---- the kinds (listed in the registry of layers.c) ------------------------- */
 
-static const mpt__layer_kind_t gpt_kinds[] = {
-    {"embedding", MPT_SPLIT_NONE, 0, 0, embedding_configure, embedding_infer, NULL,
-     embedding_flops, embedding_forward, embedding_backward},
-    {"block", MPT_SPLIT_INNER, 0, 0, block_configure, block_infer, block_scratch, block_flops,
-     block_forward, block_backward},
-    {"lm_head", MPT_SPLIT_NONE, 0, 0, NULL, head_infer, NULL, head_flops, head_forward,
-     head_backward},
+/* Launches: one gather forward; token and position sums backward. */
+const mpt__layer_kind_t mpt__kind_embedding = {
+    .name = "embedding",
+    .flags = MPT_KIND_TIED_OWNER,
+    .launches_fwd = 1, .launches_bwd = 2,
+    .configure = embedding_configure,
+    .infer = embedding_infer,
+    .flops = embedding_flops,
+    .forward = embedding_forward,
+    .backward = embedding_backward,
 };
 
-const mpt__layer_kind_t *mpt__gpt_kind(const char *name)
-{
-    for (size_t i = 0; i < sizeof gpt_kinds / sizeof gpt_kinds[0]; i++)
-        if (strcmp(gpt_kinds[i].name, name) == 0)
-            return &gpt_kinds[i];
-    return NULL;
-}
+/* Launches: forward 2 layer norms (2 each), 4 dense (GEMM + bias), 2
+ * batched GEMMs, the softmax, GELU, 2 residual adds = 18; backward 4
+ * dense backward (4 each), GELU, 2 layer norms, 4 batched GEMMs, the
+ * softmax, 2 residual adds = 28. */
+const mpt__layer_kind_t mpt__kind_block = {
+    .name = "block",
+    .split_axes = MPT_SPLIT_INNER,
+    .launches_fwd = 18, .launches_bwd = 28,
+    .configure = block_configure,
+    .infer = block_infer,
+    .scratch_floats = block_scratch,
+    .flops = block_flops,
+    .inner_units = block_inner_units,
+    .slice = block_slice,
+    .forward = block_forward,
+    .backward = block_backward,
+};
+
+/* Launches: one GEMM forward; GEMM dW and GEMM dx backward. */
+const mpt__layer_kind_t mpt__kind_lm_head = {
+    .name = "lm_head",
+    .flags = MPT_KIND_TIED_READER,
+    .launches_fwd = 1, .launches_bwd = 2,
+    .infer = head_infer,
+    .flops = head_flops,
+    .forward = head_forward,
+    .backward = head_backward,
+};

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "nn/layer.h"
+#include "nn/layer_desc.h"
 
 void mpt__model_free(mpt__model_t *m)
 {
@@ -78,13 +78,14 @@ static int check_sizes(const mpt__layer_t *l, const char *where)
     return MPT_OK;
 }
 
-/* An lm_head reads the weight of the embedding before it (GPT-2 ties the
- * two): it gets a copy of that parameter's description, and the
- * embedding's backward then adds its gradient to the head's. */
-static int tie_to_embedding(mpt__model_t *m, mpt__layer_t *l, const char *where)
+/* A tied reader (lm_head) reads the weight of the nearest tied owner
+ * before it (GPT-2 ties the head to the embedding): it gets a copy of that
+ * parameter's description, and the owner's backward then adds its
+ * gradient to the reader's. */
+static int tie_to_owner(mpt__model_t *m, mpt__layer_t *l, const char *where)
 {
     for (int i = l->index - 1; i >= 0; i--)
-        if (strcmp(m->layers[i].kind->name, "embedding") == 0) {
+        if (m->layers[i].kind->flags & MPT_KIND_TIED_OWNER) {
             m->layers[i].params[0].shared = 1;
             l->tied = m->layers[i].params[0];
             l->tied_layer = i;
@@ -132,16 +133,17 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
             goto out;
         }
         if (!(l->kind = mpt__layer_kind(kind))) {
+            char known[512];
             status = mpt__fail(MPT_ERR_PARSE, "%s: unknown kind \"%s\" (known: %s)", at, kind,
-                               mpt__layer_kind_names());
+                               mpt__layer_kind_names(known, sizeof known));
             goto out;
         }
         MPT_TRY(check_keys(spec, at));
         l->index = (int)i;
         l->in = shape;
         l->tied_layer = -1;
-        if (strcmp(kind, "lm_head") == 0)
-            MPT_TRY(tie_to_embedding(m, l, at));
+        if (l->kind->flags & MPT_KIND_TIED_READER)
+            MPT_TRY(tie_to_owner(m, l, at));
         if (l->kind->configure)
             MPT_TRY(l->kind->configure(l, spec, at));
         MPT_TRY(l->kind->infer(l, at));

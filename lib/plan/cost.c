@@ -27,48 +27,16 @@
 
 /* ---- per-layer costs ------------------------------------------------------ */
 
-/* Kernel launches per micro-batch, as nn/layers.c and tensor/ really issue
- * them (a CLBlast routine counted as one launch, though it may run a pad or
- * transpose kernel too):
- *   linear     fwd: GEMM + bias_add = 2;
- *              bwd: GEMM dW, sum_rows (fill of ones + GEMV) and GEMM dx = 4;
- *   conv2d     fwd: per image im2col + GEMM, then one bias_add_channels;
- *              bwd: zero dx, per image im2col + 2 GEMMs + col2im, then
- *              bias_grad_channels.  The per-image launches grow with the
- *              micro-batch, which an int per micro-batch cannot say: we
- *              count a one-image micro-batch (3 and 6), a batch-independent
- *              approximation that undercounts large micro-batches;
- *   layernorm  stats + apply = 2; backward dx + params = 2;
- *   the loss   one fused kernel each way (the backward recomputes softmax);
- *   relu, gelu, dropout, maxpool2d: one each way;
- *   flatten    a view: nothing runs;
- *   embedding  fwd: one gather; bwd: token and position sums = 2;
- *   block      fwd: 2 layer norms (2 each), 4 dense (GEMM + bias), 2
- *              batched GEMMs, the softmax, GELU, 2 residual adds = 18;
- *              bwd: 4 dense backward (4 each), GELU, 2 layer norms, 4
- *              batched GEMMs, the softmax, 2 residual adds = 28;
- *   lm_head    fwd: one GEMM; bwd: GEMM dW, GEMM dx = 2.
- * A layer whose input gradient nobody needs (the model's first) skips some
- * of its backward launches; the count assumes the gradient is computed, as
- * it is for the first layer of every pipeline stage but the first. */
-static const struct {
-    const char *kind;
-    int fwd, bwd;
-} launch_table[] = {
-    {"linear", 2, 4},    {"conv2d", 3, 6},  {"layernorm", 2, 2},
-    {"softmax_cross_entropy", 1, 1},        {"relu", 1, 1},
-    {"gelu", 1, 1},      {"dropout", 1, 1}, {"maxpool2d", 1, 1},
-    {"embedding", 1, 2}, {"block", 18, 28}, {"lm_head", 1, 2},
-};
-
+/* Kernel launches per micro-batch: each kind states its own, forward and
+ * backward, next to the passes that issue them (nn/layers.c,
+ * nn/layers_gpt.c); a view launches none.  A layer whose input gradient
+ * nobody needs (the model's first) skips some of its backward launches;
+ * the count assumes the gradient is computed, as it is for the first
+ * layer of every pipeline stage but the first. */
 static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
 {
-    *fwd = *bwd = l->kind->is_view ? 0 : 1; /* a kind not in the table: one each way */
-    for (size_t i = 0; !l->kind->is_view && i < sizeof launch_table / sizeof launch_table[0]; i++)
-        if (strcmp(launch_table[i].kind, l->kind->name) == 0) {
-            *fwd = launch_table[i].fwd;
-            *bwd = launch_table[i].bwd;
-        }
+    *fwd = l->kind->is_view ? 0 : l->kind->launches_fwd;
+    *bwd = l->kind->is_view ? 0 : l->kind->launches_bwd;
 }
 
 /* The collectives of each layer when tensor-parallel, from the walk of

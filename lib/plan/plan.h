@@ -11,7 +11,9 @@
 #ifndef MPT_PLAN_PLAN_H
 #define MPT_PLAN_PLAN_H
 
-#include "nn/layer.h"
+/* The description half of the layers only: the planner is built without
+ * the OpenCL headers (Makefile.am: tests/libplan_nocl.la). */
+#include "nn/layer_desc.h"
 
 /* ---- cost model (cost.c) --------------------------------------------------- */
 
@@ -25,12 +27,12 @@ typedef struct {
     double out_bytes;              /* the output activation, what a stage boundary after
                                     * this layer sends forward (and its gradient back) */
     double saved_bytes;            /* kept from forward to backward: input + saved state */
-    int launches_fwd, launches_bwd; /* kernel launches per micro-batch */
+    int launches_fwd, launches_bwd; /* kernel launches per micro-batch (the kind's) */
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
                                     * what its collectives move, as all-reduce bytes */
     int tp_whole;                  /* a tensor-parallel member runs it whole (replicated:
-                                    * mpt__tp_walk's MPT__TP_WHOLE), so its time, memory
+                                    * role MPT__TP_WHOLE), so its time, memory
                                     * and gradient do not shrink with the member's share */
     int tied_owner;                /* the layer whose weight it reads (lm_head), -1: none */
     double tied_bytes;             /* that weight: a stage without its owner holds a copy */
@@ -140,9 +142,20 @@ typedef struct {
     int gather_before;
 } mpt__tp_step_t;
 
-/* steps[i - first] for every layer; *gather_after: the stage ends sliced
- * and gathers.  MPT_ERR_UNSUPPORTED naming the layer when the stage cannot
- * be split (dropout on a slice). */
+/* The roles of a stage's layers: steps[i - first] for every layer i, and
+ * whether the stage ends sliced and gathers. */
+typedef struct {
+    mpt__tp_step_t *steps;
+    int gather_after;
+} mpt__tp_roles_t;
+
+/* The one computation of roles, from the layers' kinds (split axes,
+ * flags) walking the stage from a whole input: steps[i - first] for every
+ * layer; *gather_after: the stage ends sliced and gathers.
+ * MPT_ERR_UNSUPPORTED naming the layer when the stage cannot be split (a
+ * MPT_KIND_RANDOM layer such as dropout on a slice).  Plans keep its
+ * result (mpt__plan_roles); the cost model keeps it for the whole model
+ * (the planner's view of each layer before any stage exists). */
 int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,
                  int *gather_after);
 
@@ -161,6 +174,8 @@ typedef struct {
     size_t ndevices;          /* the tensor-parallel group (tp devices) */
     mpt__plan_device_t *devices;
     double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group */
+    mpt__tp_roles_t roles;    /* tensor-parallel stages (ndevices > 1) of a plan given
+                               * its model (mpt__plan_roles); steps NULL otherwise */
 } mpt__plan_stage_t;
 
 typedef struct {
@@ -190,6 +205,16 @@ typedef struct mpt_plan {
 } mpt__plan_t;
 
 void mpt__plan_free(mpt__plan_t *p);
+/* The plan of one device running the whole model (layers 0..nlayers-1) on
+ * batches of `batch`: dp = pp = tp = 1, one micro-batch, device id 0, no
+ * prediction (predicted_step_s < 0).  What a one-device trainer runs. */
+int mpt__plan_single(size_t nlayers, size_t batch, mpt__plan_t **out);
+
+/* Records in every tensor-parallel stage of p the roles of its layers in
+ * m (mpt__tp_walk), replacing any it had: the planner does it for every
+ * plan it makes, mpt_plan_load for every plan it reads; the checks and
+ * engine/shard.c read them.  Errors name the stage and the layer. */
+int mpt__plan_roles(mpt__plan_t *p, const mpt__model_t *m);
 
 /* Plan JSON (docs/plan.md): written by the planner, read back and checked
  * against the model and the cluster (unknown device, a device used twice,

@@ -67,6 +67,12 @@ int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_
     status = mpt__plan_from_json(text, path, model->nlayers, mpt_cluster_device_count(cluster),
                                  out);
     free(text);
+    /* The layers' tensor-parallel roles, once, for the engine to read. */
+    if (status == MPT_OK && (status = mpt__plan_roles(*out, model)) < 0) {
+        status = mpt__fail_context(status, "plan %s", path);
+        mpt__plan_free(*out);
+        *out = NULL;
+    }
     return status;
 }
 

@@ -527,14 +527,12 @@ static int tied_split(const mpt__model_t *m, const mpt__plan_t *p, char *why, si
  * leave every member at least one unit at the group's fractions (layers
  * without one are replicated); replicas must be cut and split alike (their
  * slices are all-reduced as they are). */
-static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
+static int tp_unrunnable(const mpt__model_t *m, mpt__plan_t *p, char *why, size_t size)
 {
     double f[64];
     size_t counts[64];
-    int gather_after = 0;
-    mpt__tp_step_t *steps = calloc(m->nlayers, sizeof *steps);
-    if (!steps) {
-        snprintf(why, size, "out of memory");
+    if (mpt__plan_roles(p, m) < 0) { /* kept in the plan: engine/shard.c reads them */
+        snprintf(why, size, "%s", mpt_last_error());
         return 1;
     }
     for (size_t r = 0; r < p->nreplicas; r++)
@@ -545,7 +543,7 @@ static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why,
                 continue;
             if (tp > 64) {
                 snprintf(why, size, "tensor-parallel groups of more than 64 devices");
-                goto refused;
+                return 1;
             }
             const mpt__plan_stage_t *st0 =
                 s < p->replicas[0].nstages ? &p->replicas[0].stages[s] : NULL;
@@ -556,32 +554,29 @@ static int tp_unrunnable(const mpt__model_t *m, const mpt__plan_t *p, char *why,
                     snprintf(why, size, "replica %zu is cut or split differently from replica "
                              "0, and data parallelism over tensor-parallel groups needs alike "
                              "replicas", r);
-                    goto refused;
+                    return 1;
                 }
             }
-            if (mpt__tp_walk(m, st->first, st->last, steps, &gather_after) < 0) {
-                snprintf(why, size, "%s", mpt_last_error());
-                goto refused;
-            }
             /* Row-parallel inputs are the slices of a column split before;
-             * a block splits its heads and its MLP units. */
+             * a layer split inside splits each of its parts' units. */
             for (size_t i = st->first; i <= st->last; i++) {
                 const mpt__layer_t *l = &m->layers[i];
-                mpt__tp_role_t role = steps[i - st->first].role;
-                if ((role == MPT__TP_COLUMN && mpt__tp_split(l->out.d[0], f, tp, counts) < 0) ||
-                    (role == MPT__TP_INNER && (mpt__tp_split(l->heads, f, tp, counts) < 0 ||
-                                               mpt__tp_split(l->mlp_units, f, tp, counts) < 0))) {
+                mpt__tp_role_t role = st->roles.steps[i - st->first].role;
+                size_t units[MPT_INNER_PARTS] = {0};
+                int bad = role == MPT__TP_COLUMN && mpt__tp_split(l->out.d[0], f, tp, counts) < 0;
+                if (role == MPT__TP_INNER && l->kind->inner_units) {
+                    l->kind->inner_units(l, units);
+                    for (int k = 0; k < MPT_INNER_PARTS && !bad; k++)
+                        bad = mpt__tp_split(units[k], f, tp, counts) < 0;
+                }
+                if (bad) {
                     snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
                              mpt_last_error());
-                    goto refused;
+                    return 1;
                 }
             }
         }
-    free(steps);
     return 0;
-refused:
-    free(steps);
-    return 1;
 }
 
 /* Whether every consecutive group of tp devices (in locality order) lies in

@@ -46,6 +46,7 @@
 
 #include "core/internal.h"
 #include "plan/plan.h"
+#include "trace/chrome.h"
 
 typedef enum { N_FWD, N_BWD, N_SEND, N_ALLREDUCE } node_kind_t;
 
@@ -415,103 +416,79 @@ static int run_allreduces(sim_t *S, const long *stage_end)
     return MPT_OK;
 }
 
-/* ---- the Chrome trace ------------------------------------------------------ */
-
-/* Appends an event; returns -1 when out of memory. */
-static int append(json_t *events, json_t *e)
-{
-    return e ? json_array_append_new(events, e) : -1;
-}
-
-static int meta(json_t *events, const char *what, size_t pid, size_t tid, const char *name)
-{
-    return append(events, json_pack("{s:s,s:s,s:I,s:I,s:{s:s}}", "name", what, "ph", "M", "pid",
-                                    (json_int_t)pid, "tid", (json_int_t)tid, "args", "name",
-                                    name));
-}
-
-static int x_event(json_t *events, const char *name, const char *cat, const node_t *n,
-                   size_t pid, size_t tid, json_t *args)
-{
-    /* dur as a difference of the scaled ends keeps ts + dur on the next
-     * event's ts, so that back-to-back ops do not seem to overlap. */
-    return append(events, json_pack("{s:s,s:s,s:s,s:f,s:f,s:I,s:I,s:o}", "name", name, "cat",
-                                     cat, "ph", "X", "ts", n->start * 1e6,
-                                     "dur", n->end * 1e6 - n->start * 1e6, "pid",
-                                     (json_int_t)pid, "tid", (json_int_t)tid, "args", args));
-}
+/* ---- the Chrome trace (trace/chrome.h) ------------------------------------- */
 
 /* Tracks: pid = replica; tid = device index for its compute and
  * all-reduces; tid = ndev + 2 * boundary + direction for a link. */
 static int write_trace(const sim_t *S, char **text)
 {
-    int bad = 0;
     char name[64];
-    json_t *root = json_object(), *events = json_array();
-    if (!root || !events || json_object_set(root, "traceEvents", events) < 0)
-        bad = 1;
-    for (size_t r = 0; r < S->R && !bad; r++) {
-        snprintf(name, sizeof name, "replica %zu", r);
-        bad |= meta(events, "process_name", r, 0, name) < 0;
+    mpt__trace_t *t = NULL;
+    int status;
+    MPT_TRY(mpt__trace_new(0, &t));
+    for (size_t r = 0; r < S->R; r++) {
+        char process[32];
+        snprintf(process, sizeof process, "replica %zu", r);
         for (size_t s = 0; s < S->P; s++) {
             const mpt__plan_stage_t *st = stage_of(S, r, s);
             for (size_t g = 0; g < st->ndevices; g++) {
                 snprintf(name, sizeof name, "device %zu", st->devices[g].device);
-                bad |= meta(events, "thread_name", r, st->devices[g].device, name) < 0;
+                MPT_TRY(mpt__trace_track(t, (int)r, (int)st->devices[g].device,
+                                         s == 0 && g == 0 ? process : NULL, name));
             }
             if (s + 1 < S->P) {
                 const mpt__plan_stage_t *to = stage_of(S, r, s + 1);
                 size_t a = st->devices[st->ndevices - 1].device, b = to->devices[0].device;
                 snprintf(name, sizeof name, "link %zu->%zu", a, b);
-                bad |= meta(events, "thread_name", r, S->ndev + 2 * s, name) < 0;
+                MPT_TRY(mpt__trace_track(t, (int)r, (int)(S->ndev + 2 * s), NULL, name));
                 snprintf(name, sizeof name, "link %zu->%zu", b, a);
-                bad |= meta(events, "thread_name", r, S->ndev + 2 * s + 1, name) < 0;
+                MPT_TRY(mpt__trace_track(t, (int)r, (int)(S->ndev + 2 * s + 1), NULL, name));
             }
         }
     }
-    for (size_t i = 0; i < S->nnodes && !bad; i++) {
+    for (size_t i = 0; i < S->nnodes; i++) {
         const node_t *n = &S->nodes[i];
         const mpt__plan_stage_t *st = stage_of(S, n->replica, n->stage);
         if (n->kind == N_FWD || n->kind == N_BWD) {
             snprintf(name, sizeof name, "%c%zu", n->kind == N_FWD ? 'F' : 'B', n->mb);
-            for (size_t g = 0; g < st->ndevices && !bad; g++)
-                bad |= x_event(events, name, n->kind == N_FWD ? "forward" : "backward", n,
-                               n->replica, st->devices[g].device,
-                               json_pack("{s:I,s:I,s:I,s:I,s:I}", "replica",
-                                         (json_int_t)n->replica, "stage", (json_int_t)n->stage,
-                                         "microbatch", (json_int_t)n->mb, "first_layer",
-                                         (json_int_t)st->first, "last_layer",
-                                         (json_int_t)st->last)) < 0;
+            for (size_t g = 0; g < st->ndevices; g++)
+                MPT_TRY(mpt__trace_span(
+                    t, (int)n->replica, (int)st->devices[g].device, name,
+                    n->kind == N_FWD ? "forward" : "backward", n->start, n->end,
+                    json_pack("{s:I,s:I,s:I,s:I,s:I}", "replica", (json_int_t)n->replica, "stage",
+                              (json_int_t)n->stage, "microbatch", (json_int_t)n->mb,
+                              "first_layer", (json_int_t)st->first, "last_layer",
+                              (json_int_t)st->last)));
         } else if (n->kind == N_SEND) {
             int back = n->back;
             size_t boundary = back ? n->stage - 1 : n->stage;
-            bad |= x_event(events, "send", "p2p", n, n->replica, S->ndev + 2 * boundary + back,
-                           json_pack("{s:I,s:s,s:I,s:I,s:I,s:f}", "microbatch",
-                                     (json_int_t)n->mb, "direction",
-                                     back ? "backward" : "forward", "from_device",
-                                     (json_int_t)n->from, "to_device", (json_int_t)n->to,
-                                     "from_stage", (json_int_t)n->stage, "bytes",
-                                     n->bytes)) < 0;
+            MPT_TRY(mpt__trace_span(
+                t, (int)n->replica, (int)(S->ndev + 2 * boundary + (size_t)back), "send", "p2p",
+                n->start, n->end,
+                json_pack("{s:I,s:s,s:I,s:I,s:I,s:f}", "microbatch", (json_int_t)n->mb,
+                          "direction", back ? "backward" : "forward", "from_device",
+                          (json_int_t)n->from, "to_device", (json_int_t)n->to, "from_stage",
+                          (json_int_t)n->stage, "bytes", n->bytes)));
         } else {
-            for (size_t r = 0; r < S->R && !bad; r++) {
+            for (size_t r = 0; r < S->R; r++) {
                 const mpt__plan_stage_t *sr = stage_of(S, r, n->stage);
                 if (n->from >= sr->ndevices)
                     continue;
-                size_t d = sr->devices[n->from].device;
-                bad |= x_event(events, "allreduce", "allreduce", n, r, d,
-                               json_pack("{s:I,s:I,s:I,s:f}", "stage", (json_int_t)n->stage,
-                                         "member", (json_int_t)n->from, "devices",
-                                         (json_int_t)n->to, "bytes", n->bytes)) < 0;
+                MPT_TRY(mpt__trace_span(
+                    t, (int)r, (int)sr->devices[n->from].device, "allreduce", "allreduce",
+                    n->start, n->end,
+                    json_pack("{s:I,s:I,s:I,s:f}", "stage", (json_int_t)n->stage, "member",
+                              (json_int_t)n->from, "devices", (json_int_t)n->to, "bytes",
+                              n->bytes)));
             }
         }
     }
-    if (!bad)
-        bad |= json_object_set_new(root, "displayTimeUnit", json_string("ms")) < 0;
-    if (!bad && !(*text = json_dumps(root, JSON_COMPACT)))
-        bad = 1;
-    json_decref(events);
-    json_decref(root);
-    return bad ? mpt__fail(MPT_ERR_NOMEM, "simulate: out of memory writing the trace") : MPT_OK;
+    status = mpt__trace_dump(t, text);
+out:
+    mpt__trace_free(t);
+    if (status < 0)
+        mpt__fail_context(status, "simulate");
+    return status;
 }
 
 /* ---- the step --------------------------------------------------------------- */

@@ -4,6 +4,7 @@
  * the planner (which refuses fractions that leave a member nothing) and
  * the engine (engine/shard.c, which cuts the layers).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "plan/plan.h"
@@ -45,8 +46,9 @@ int mpt__tp_split(size_t n, const double *fractions, size_t tp, size_t *counts)
     return MPT_OK;
 }
 
-/* The walk of engine/shard.c (see its header for the rules), shared with
- * the planner's checks and the cost model so that all three agree. */
+/* The walk of engine/shard.c (see its header for the rules): the one
+ * place roles are computed, so that the engine, the planner's checks and
+ * the cost model agree. */
 int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,
                  int *gather_after)
 {
@@ -66,10 +68,11 @@ int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_
             st->role = MPT__TP_COLUMN, sliced = 1;
         } else if (l->nparams == 0 &&
                    (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS))) {
-            if (sliced && !strcmp(l->kind->name, "dropout"))
+            if (sliced && (l->kind->flags & MPT_KIND_RANDOM))
                 return mpt__fail(MPT_ERR_UNSUPPORTED,
-                                 "layer %zu (dropout) on a tensor-parallel slice: its masks are "
-                                 "drawn per element of the whole activation", i);
+                                 "layer %zu (%s) on a tensor-parallel slice: it draws random "
+                                 "numbers per element of the whole activation", i,
+                                 l->kind->name);
             st->role = sliced ? MPT__TP_SLICE : MPT__TP_WHOLE;
         } else {
             /* Replicated: every member runs it whole, parameters and all
@@ -80,5 +83,30 @@ int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_
         }
     }
     *gather_after = sliced;
+    return MPT_OK;
+}
+
+int mpt__plan_roles(mpt__plan_t *p, const mpt__model_t *m)
+{
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            free(st->roles.steps);
+            st->roles.steps = NULL, st->roles.gather_after = 0;
+            if (st->ndevices < 2)
+                continue; /* one device runs its layers as they are */
+            if (st->first > st->last || st->last >= m->nlayers)
+                return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: layers %zu..%zu of "
+                                 "a model of %zu", r, s, st->first, st->last, m->nlayers);
+            if (!(st->roles.steps = calloc(st->last - st->first + 1, sizeof *st->roles.steps)))
+                return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            int status = mpt__tp_walk(m, st->first, st->last, st->roles.steps,
+                                      &st->roles.gather_after);
+            if (status < 0) {
+                free(st->roles.steps);
+                st->roles.steps = NULL;
+                return mpt__fail_context(status, "replica %zu stage %zu", r, s);
+            }
+        }
     return MPT_OK;
 }

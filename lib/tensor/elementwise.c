@@ -151,6 +151,17 @@ out:
     return status;
 }
 
+int mpt__op_activation(const char *kernel, const mpt__tensor_t *x, mpt__tensor_t *y, size_t n)
+{
+    return unary(kernel, kernel, x, y, n);
+}
+
+int mpt__op_activation_backward(const char *kernel, const mpt__tensor_t *x,
+                                const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n)
+{
+    return unary_backward(kernel, kernel, x, dy, dx, n);
+}
+
 int mpt__op_relu_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n)
 {
     return unary("mpt__op_relu_forward", "mpt_relu_forward", x, y, n);

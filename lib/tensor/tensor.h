@@ -119,6 +119,14 @@ int mpt__op_gelu_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n);
 int mpt__op_gelu_backward(const mpt__tensor_t *x, const mpt__tensor_t *dy, mpt__tensor_t *dx,
                           size_t n);
 
+/* Any activation of kernels/elementwise.cl by its kernels' names:
+ * kernel(x, xo, y, yo, n) computes y = f(x), and the backward kernel(x, xo,
+ * dy, dyo, dx, dxo, n) dx = dy f'(x) (x the forward input), so that an
+ * elementwise layer kind needs no launcher of its own (nn/layers.c). */
+int mpt__op_activation(const char *kernel, const mpt__tensor_t *x, mpt__tensor_t *y, size_t n);
+int mpt__op_activation_backward(const char *kernel, const mpt__tensor_t *x,
+                                const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n);
+
 /* ---- loss (loss.c, kernels/loss.cl) ------------------------------------- */
 
 /* Fused, numerically stable softmax cross-entropy over rows x cols logits

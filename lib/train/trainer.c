@@ -1,8 +1,9 @@
 /*
  * train/trainer.c: the public training API: the configuration and the
- * learning-rate schedule, and the trainer (step, evaluate).  Models are in
- * model_api.c, datasets and loaders in dataset.c, checkpoints in
- * checkpoint.c.
+ * learning-rate schedule, and the trainer (step, evaluate, logits, traces,
+ * per-device figures), which runs every plan, one device included, on the
+ * engine.  Models are in model_api.c, datasets and loaders in dataset.c,
+ * checkpoints in checkpoint.c.
  */
 #include <math.h>
 #include <stdio.h>
@@ -105,29 +106,6 @@ static int trainer_new(const mpt_model_t *model, const mpt_train_config_t *confi
     return MPT_OK;
 }
 
-int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
-                       const mpt_train_config_t *config, mpt_trainer_t **out)
-{
-    int status;
-    mpt_trainer_t *t = NULL;
-    if (!model || !dev || !config || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create: NULL argument");
-    *out = NULL;
-    if ((status = trainer_new(model, config, &t)) < 0)
-        return status;
-    /* Run CLBlast once on this device before any other thread may (see
-     * device/blas.c). */
-    status = mpt__device_blas_warmup(dev);
-    if (status == MPT_OK)
-        status = mpt__executor_create(model, dev, config->batch, config->seed, &t->ex);
-    if (status < 0) {
-        mpt_trainer_free(t);
-        return status;
-    }
-    *out = t;
-    return MPT_OK;
-}
-
 /* A trainer over the engine: devices[plan device id] (NULL for another
  * rank's), ranks NULL within one process. */
 static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devices, size_t n,
@@ -153,6 +131,23 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
     }
     *out = t;
     return MPT_OK;
+}
+
+int mpt_trainer_create(const mpt_model_t *model, mpt_device_t *dev,
+                       const mpt_train_config_t *config, mpt_trainer_t **out)
+{
+    mpt__plan_t *plan = NULL;
+    if (!model || !dev || !config || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_create: NULL argument");
+    *out = NULL;
+    int status = mpt__plan_single(model->nlayers, config->batch, &plan);
+    if (status == MPT_OK)
+        status = trainer_on_engine(model, &dev, 1, plan, config, NULL, NULL, NULL, out);
+    if (status == MPT_OK)
+        (*out)->own_plan = plan;
+    else
+        mpt__plan_free(plan);
+    return status;
 }
 
 int mpt_trainer_create_planned(const mpt_model_t *model, mpt_devices_t *devices,
@@ -210,8 +205,8 @@ void mpt_trainer_free(mpt_trainer_t *t)
 {
     if (!t)
         return;
-    mpt__executor_free(t->ex);
     mpt__engine_free(t->eng);
+    mpt__plan_free(t->own_plan); /* after the engine, which reads it */
     free(t);
 }
 
@@ -219,14 +214,9 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
                      mpt_step_stats_t *stats)
 {
     mpt_step_stats_t s = {0};
-    int status;
     s.lr = mpt_train_lr_at(&t->cfg, mpt_trainer_steps(t));
-    if (t->eng)
-        status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
+    int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
                                         &s.grad_norm);
-    else
-        status = mpt__executor_train_step(t->ex, images, labels, t->cfg.batch, &t->opt,
-                                          (float)s.lr, &s.loss, &s.grad_norm);
     s.step = mpt_trainer_steps(t);
     if (stats)
         *stats = s;
@@ -238,9 +228,7 @@ int mpt_trainer_evaluate(mpt_trainer_t *t, const float *images, const int32_t *l
 {
     double loss = 0, correct = 0;
     int status = !count ? mpt__fail(MPT_ERR_INVALID, "evaluating on 0 samples")
-                 : t->eng
-                     ? mpt__engine_evaluate(t->eng, images, labels, count, &loss, &correct)
-                     : mpt__executor_evaluate(t->ex, images, labels, count, &loss, &correct);
+                        : mpt__engine_evaluate(t->eng, images, labels, count, &loss, &correct);
     if (mean_loss)
         *mean_loss = count ? loss / (double)count : 0;
     if (accuracy)
@@ -252,36 +240,28 @@ int mpt_trainer_logits(mpt_trainer_t *t, const float *inputs, size_t count, floa
 {
     if (!t || !inputs || !logits)
         return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_logits: NULL argument");
-    if (t->eng)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "logits are read from one-device trainers (the "
-                         "planned ones keep them on the last stage's devices)");
-    return mpt__executor_logits(t->ex, inputs, count, logits);
+    return mpt__engine_logits(t->eng, inputs, count, logits);
 }
 
 uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
 {
-    return t->eng ? mpt__engine_step(t->eng) : mpt__executor_step(t->ex);
+    return mpt__engine_step(t->eng);
 }
 
 int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
 {
-    if (!t->eng)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "traces are recorded for planned trainers "
-                         "(several devices, or --plan)");
     mpt__engine_set_tracing(t->eng, on);
     return MPT_OK;
 }
 
 int mpt_trainer_trace_json(const mpt_trainer_t *t, char **json)
 {
-    if (!t->eng)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "traces are recorded for planned trainers");
     return mpt__engine_trace_json(t->eng, json);
 }
 
 size_t mpt_trainer_device_count(const mpt_trainer_t *t)
 {
-    return t->eng ? mpt__engine_worker_count(t->eng) : 1;
+    return mpt__engine_worker_count(t->eng);
 }
 
 int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t *out)
@@ -289,10 +269,7 @@ int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t
     if (i >= mpt_trainer_device_count(t))
         return mpt__fail(MPT_ERR_RANGE, "device %zu of the trainer's %zu", i,
                          mpt_trainer_device_count(t));
-    if (t->eng)
-        *out = *mpt__engine_device_stats(t->eng, i);
-    else
-        *out = (mpt_device_step_t){.memory_bytes = mpt__executor_device_bytes(t->ex)};
+    *out = *mpt__engine_device_stats(t->eng, i);
     return MPT_OK;
 }
 
@@ -300,30 +277,25 @@ int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t
 
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out)
 {
-    return t->eng ? mpt__engine_read_params(t->eng, out) : mpt__executor_read_params(t->ex, out);
+    return mpt__engine_read_params(t->eng, out);
 }
 
 int mpt__trainer_write_params(mpt_trainer_t *t, const float *in)
 {
-    return t->eng ? mpt__engine_write_params(t->eng, in) : mpt__executor_write_params(t->ex, in);
+    return mpt__engine_write_params(t->eng, in);
 }
 
 int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out)
 {
-    return t->eng ? mpt__engine_read_slot(t->eng, slot, out)
-                  : mpt__executor_read_slot(t->ex, slot, out);
+    return mpt__engine_read_slot(t->eng, slot, out);
 }
 
 int mpt__trainer_write_slot(mpt_trainer_t *t, int slot, const float *in)
 {
-    return t->eng ? mpt__engine_write_slot(t->eng, slot, in)
-                  : mpt__executor_write_slot(t->ex, slot, in);
+    return mpt__engine_write_slot(t->eng, slot, in);
 }
 
 void mpt__trainer_set_step(mpt_trainer_t *t, uint64_t step)
 {
-    if (t->eng)
-        mpt__engine_set_step(t->eng, step);
-    else
-        mpt__executor_set_step(t->ex, step);
+    mpt__engine_set_step(t->eng, step);
 }

@@ -6,17 +6,16 @@
 #define MPT_TRAIN_TRAINER_H
 
 #include "engine/engine.h"
-#include "engine/executor.h"
 #include "train/data.h"
 
-/* One device runs the executor directly; a plan runs the engine.  Exactly
- * one of ex and eng is set; the functions below hide which. */
+/* Every trainer runs a plan on the engine; one device is the 1x1x1 plan
+ * (mpt__plan_single), which the trainer then owns. */
 struct mpt_trainer {
     const mpt__model_t *model;
     mpt_train_config_t cfg;
     mpt__optim_cfg_t opt;
-    mpt__executor_t *ex;
     mpt__engine_t *eng;
+    mpt__plan_t *own_plan; /* mpt_trainer_create's one-device plan */
     int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
 };
 

@@ -1,0 +1,266 @@
+/*
+ * engine/data_parallel.c: gradients of data-parallel replicas summed while
+ * the backward pass goes on.  The model's parameter elements are cut into
+ * segments, each owned by one worker per replica (its all-reduce group);
+ * as the last micro-batch's backward finishes layers, their gradients are
+ * read to the host in buckets and a reducer thread per worker all-reduces
+ * them.  Every reducer reduces its segments from the last to the first, so
+ * groups that share a worker never wait on each other in a cycle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/engine_impl.h"
+
+/* ---- the reducer thread ------------------------------------------------------- */
+
+void *mpt__eng_reducer_main(void *arg)
+{
+    worker_t *w = arg;
+    pthread_mutex_lock(&w->rlock);
+    for (;;) {
+        while (w->qhead == w->qtail && !w->rquit)
+            pthread_cond_wait(&w->rcond, &w->rlock);
+        if (w->qhead == w->qtail) /* told to quit, nothing left */
+            break;
+        bucket_t b = w->queue[w->qhead % w->qcap];
+        int skip = w->rstatus < 0; /* after a failure: drain without reducing */
+        pthread_mutex_unlock(&w->rlock);
+        int status = MPT_OK;
+        if (b.ready) {
+            cl_int err = clWaitForEvents(1, &b.ready);
+            clReleaseEvent(b.ready);
+            if (err != CL_SUCCESS && !skip)
+                status = mpt__fail_cl(err, "reading gradients of device %d for the all-reduce",
+                                      w->dev->info.index);
+        }
+        if (b.seg && status == MPT_OK && !skip) {
+            mpt__group_t g = {w->e->t, b.seg->members, (int)w->e->nreplicas, b.seg->self,
+                              b.seg->tag, b.seg->node};
+            mpt__coll_stats_t cs = {0};
+            double t0 = mpt__now();
+            status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
+            w->stats.allreduce_s += mpt__now() - t0;
+            span_add(w->e, &w->rspans, "allreduce", -1, t0);
+            w->stats.allreduce_bytes += b.count * sizeof(float);
+        }
+        if (status < 0 && status != MPT_ERR_ABORTED) {
+            /* The peers of this ring (and of later ones) must not wait for
+             * a member that gave up, even before its ring began. */
+            char why[600];
+            snprintf(why, sizeof why, "device %d (%s), replica %d stage %d, all-reduce: %s",
+                     w->dev->info.index, w->dev->info.name, w->replica, w->stage,
+                     mpt_last_error());
+            mpt__transport_abort(w->e->t, status, why);
+        }
+        pthread_mutex_lock(&w->rlock);
+        if (status < 0 && w->rstatus == MPT_OK) {
+            w->rstatus = status;
+            snprintf(w->rerror, sizeof w->rerror, "%s", mpt_last_error());
+        }
+        w->qhead++;
+        pthread_cond_broadcast(&w->rcond);
+    }
+    pthread_mutex_unlock(&w->rlock);
+    return NULL;
+}
+
+static void reducer_push(worker_t *w, bucket_t b)
+{
+    pthread_mutex_lock(&w->rlock);
+    /* qcap is at least the buckets of one step (segments plus layers):
+     * the queue is drained every step, so it never overflows. */
+    w->queue[w->qtail++ % w->qcap] = b;
+    pthread_cond_broadcast(&w->rcond);
+    pthread_mutex_unlock(&w->rlock);
+}
+
+/* Waits until the reducer has done every bucket; its status. */
+int mpt__eng_reducer_drain(worker_t *w)
+{
+    pthread_mutex_lock(&w->rlock);
+    while (w->qhead != w->qtail)
+        pthread_cond_wait(&w->rcond, &w->rlock);
+    int status = w->rstatus;
+    if (status < 0)
+        mpt__fail(status, "%s", w->rerror);
+    w->rstatus = MPT_OK;
+    pthread_mutex_unlock(&w->rlock);
+    return status;
+}
+
+/* ---- gradients to the reducer ----------------------------------------------------- */
+
+/* Hands the finished gradients [first, end) (model elements) to the
+ * reducer, cut at segment boundaries.  The read into host memory is
+ * enqueued without waiting: the in-order queue runs it after the backward
+ * kernels that wrote them, the worker goes on enqueuing the earlier layers
+ * at once, and the reducer waits for the read's event. */
+int mpt__eng_flush_grads(worker_t *w, size_t first, size_t end)
+{
+    mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
+    cl_event ev = NULL;
+    if (end <= first)
+        return MPT_OK;
+    cl_int err = clEnqueueReadBuffer(w->dev->queue, g->mem, CL_FALSE,
+                                     (first - w->p0) * sizeof(float),
+                                     (end - first) * sizeof(float), w->gbuf + (first - w->p0),
+                                     0, NULL, &ev);
+    if (err != CL_SUCCESS)
+        return mpt__fail_cl(err, "reading gradients of device %d", w->dev->info.index);
+    clFlush(w->dev->queue);
+    /* Segments are in increasing order; buckets go out last first, each
+     * holding its own reference to the read. */
+    for (size_t k = w->nsegs; k-- > 0;) {
+        const segment_t *s = &w->segs[k];
+        size_t a = s->first > first ? s->first : first;
+        size_t b = s->first + s->count < end ? s->first + s->count : end;
+        if (b > a) {
+            clRetainEvent(ev);
+            reducer_push(w, (bucket_t){a, b - a, s, ev});
+        }
+    }
+    clReleaseEvent(ev);
+    return MPT_OK;
+}
+
+/* ---- buckets as the backward pass goes ------------------------------------- */
+
+void mpt__eng_layer_done(void *arg, size_t layer)
+{
+    bucket_ctx_t *b = arg;
+    worker_t *w = b->w;
+    const mpt__layer_t *l = &w->model->layers[layer];
+    if (b->status < 0 || l->nparams == 0)
+        return;
+    /* The tied weight's gradient leaves with the copy's part in it. */
+    if ((int)layer == w->tied_owner_layer && (b->status = mpt__eng_tied_take_copy(w)) < 0)
+        return;
+    size_t lo = l->params[0].offset, hi = lo;
+    for (int q = 0; q < l->nparams; q++) {
+        size_t a = l->params[q].offset, z = a + l->params[q].numel;
+        lo = a < lo ? a : lo;
+        hi = z > hi ? z : hi;
+    }
+    if (b->pending_end == 0)
+        b->pending_end = hi;
+    b->pending_first = lo;
+    /* A segment boundary at lo means the next layer belongs to another
+     * group: flush there too. */
+    int boundary = 0;
+    for (size_t k = 0; k < w->nsegs; k++)
+        boundary |= w->segs[k].first == lo;
+    if ((b->pending_end - b->pending_first) * sizeof(float) >= BUCKET_BYTES || boundary) {
+        b->status = mpt__eng_flush_grads(w, b->pending_first, b->pending_end);
+        b->pending_end = 0;
+    }
+}
+
+/* ---- segments ------------------------------------------------------------------ */
+
+/* A segment's node map: the rank of each member, so that the hierarchical
+ * all-reduce sums inside each process over its threads before the ring
+ * across processes.  Only when the plan asks for it; a layout it cannot
+ * run (uneven, one rank) stays a flat ring inside comm. */
+static int set_nodes(const mpt__engine_t *e, segment_t *s)
+{
+    if (e->plan->allreduce != MPT_ALLREDUCE_HIERARCHICAL)
+        return MPT_OK;
+    if (!(s->node = malloc(e->nreplicas * sizeof *s->node)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < e->nreplicas; r++)
+        s->node[r] = e->w[s->members[r]].rank;
+    return MPT_OK;
+}
+
+/* The all-reduce segments of worker w: the model's parameter elements cut
+ * at every worker's range boundaries. */
+int mpt__eng_make_segments(mpt__engine_t *e, worker_t *w)
+{
+    size_t nb = 0, *cuts = malloc((2 * e->nworkers + 2) * sizeof *cuts);
+    if (!cuts)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < e->nworkers; i++) {
+        cuts[nb++] = e->w[i].p0;
+        cuts[nb++] = e->w[i].p0 + e->w[i].np;
+    }
+    for (size_t i = 1; i < nb; i++) /* sort */
+        for (size_t j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+            size_t t = cuts[j];
+            cuts[j] = cuts[j - 1], cuts[j - 1] = t;
+        }
+    w->segs = calloc(nb, sizeof *w->segs);
+    if (!w->segs) {
+        free(cuts);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t k = 0; k + 1 < nb; k++) {
+        size_t a = cuts[k], b = cuts[k + 1];
+        if (b <= a || a < w->p0 || b > w->p0 + w->np)
+            continue;
+        segment_t *s = &w->segs[w->nsegs];
+        if (!(s->members = malloc(e->nreplicas * sizeof *s->members))) {
+            free(cuts);
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        }
+        s->first = a, s->count = b - a, s->tag = e->tags.segments + (int)k;
+        for (size_t i = 0; i < e->nworkers; i++) {
+            const worker_t *o = &e->w[i];
+            if (o->np && o->p0 <= a && b <= o->p0 + o->np) {
+                s->members[o->replica] = o->index;
+                if (o == w)
+                    s->self = o->replica;
+            }
+        }
+        w->nsegs++;
+        if (set_nodes(e, s) < 0) {
+            free(cuts);
+            return MPT_ERR_NOMEM;
+        }
+    }
+    free(cuts);
+    return MPT_OK;
+}
+
+/* With tensor-parallel stages, replicas must split alike (checked by
+ * mpt__eng_check_alike): worker w's whole compact buffer is one segment, reduced
+ * with the worker in the same place of every other replica. */
+int mpt__eng_make_aligned_segment(mpt__engine_t *e, worker_t *w)
+{
+    size_t per_replica = e->nworkers / e->nreplicas, place = (size_t)w->index % per_replica;
+    if (w->np == 0)
+        return MPT_OK;
+    if (!(w->segs = calloc(1, sizeof *w->segs)) ||
+        !(w->segs[0].members = malloc(e->nreplicas * sizeof *w->segs[0].members)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    segment_t *sg = &w->segs[0];
+    sg->first = w->p0, sg->count = w->np, sg->tag = e->tags.segments + (int)place;
+    sg->self = w->replica;
+    for (size_t r = 0; r < e->nreplicas; r++)
+        sg->members[r] = (int)(r * per_replica + place);
+    w->nsegs = 1;
+    return set_nodes(e, sg);
+}
+
+/* Whether every replica is cut and split as replica 0 (same stages, group
+ * sizes and, member by member, the same parameter elements). */
+int mpt__eng_check_alike(const mpt__engine_t *e)
+{
+    size_t per_replica = e->nworkers / e->nreplicas;
+    for (size_t r = 1; r < e->nreplicas; r++) {
+        int same = e->plan->replicas[r].nstages == e->plan->replicas[0].nstages &&
+                   per_replica * e->nreplicas == e->nworkers;
+        for (size_t i = 0; same && i < per_replica; i++) {
+            const worker_t *a = &e->w[i], *b = &e->w[r * per_replica + i];
+            same = a->stage == b->stage && a->tp == b->tp && a->p0 == b->p0 && a->np == b->np &&
+                   (!a->shard || mpt__shard_same_layout(a->shard, b->shard));
+        }
+        if (!same)
+            return mpt__fail(MPT_ERR_UNSUPPORTED,
+                             "replica %zu is cut or split differently from replica 0: data "
+                             "parallelism over tensor-parallel stages needs every replica to "
+                             "hold the same slices (give the replicas alike devices, or plan "
+                             "with --dp 1)", r);
+    }
+    return MPT_OK;
+}

@@ -1,0 +1,198 @@
+/*
+ * engine/workers.c: the worker threads.  One per (replica, stage, member)
+ * of the plan, made with its stage's executor (or tensor-parallel shard)
+ * on its device, its neighbours and its staging buffers; it waits for a
+ * job, runs it (schedule.c) and reports.  The caller's thread posts a job
+ * and waits for every local worker; the first real failure (not the aborts
+ * it caused) is the engine's, and an engine that failed refuses further
+ * work, since its replicas may be out of step.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/engine_impl.h"
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* Records a worker's failure once and wakes every peer. */
+int mpt__eng_worker_fail(worker_t *w, int status)
+{
+    if (w->status == MPT_OK) {
+        w->status = status;
+        snprintf(w->error, sizeof w->error, "%s", mpt_last_error());
+    }
+    char why[600];
+    snprintf(why, sizeof why, "device %d (%s), replica %d stage %d: %s", w->dev->info.index,
+             w->dev->info.name, w->replica, w->stage, w->error);
+    mpt__transport_abort(w->e->t, status, why);
+    return status;
+}
+
+void *mpt__eng_worker_main(void *arg)
+{
+    worker_t *w = arg;
+    mpt__engine_t *e = w->e;
+    unsigned long seen = 0;
+    if (e->topo && e->cluster) {
+        const mpt_cluster_device_t *cd = mpt_cluster_device(e->cluster, (size_t)w->device);
+        if (cd && mpt_topology_bind_thread(e->topo, &cd->locality) < 0)
+            mpt__log(MPT_LOG_WARN, "worker of device %d: cannot bind to its cores: %s",
+                     w->device, mpt_last_error());
+    }
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (e->generation == seen)
+            pthread_cond_wait(&e->go, &e->lock);
+        seen = e->generation;
+        job_kind_t kind = e->kind;
+        pthread_mutex_unlock(&e->lock);
+        if (kind == JOB_QUIT)
+            break;
+        double t0 = mpt__now();
+        w->status = MPT_OK, w->error[0] = '\0';
+        int status = kind == JOB_TRAIN ? mpt__eng_train_job(w) : mpt__eng_eval_job(w, kind);
+        if (status < 0)
+            mpt__eng_worker_fail(w, status);
+        w->step_s = mpt__now() - t0;
+        pthread_mutex_lock(&e->lock);
+        e->finished++;
+        pthread_cond_broadcast(&e->done);
+        pthread_mutex_unlock(&e->lock);
+    }
+    return NULL;
+}
+
+/* Posts a job to every worker and waits; the first real failure (not the
+ * aborts it caused) is the engine's. */
+int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
+{
+    if (e->failed)
+        return mpt__fail(MPT_ERR_ABORTED, "the engine stopped after an earlier failure");
+    pthread_mutex_lock(&e->lock);
+    e->kind = kind;
+    e->finished = 0;
+    e->generation++;
+    pthread_cond_broadcast(&e->go);
+    while (e->finished < e->nlocal)
+        pthread_cond_wait(&e->done, &e->lock);
+    pthread_mutex_unlock(&e->lock);
+    const worker_t *first = NULL;
+    for (size_t i = 0; i < e->nworkers; i++) {
+        const worker_t *w = &e->w[i];
+        if (w->local && w->status < 0 && (!first || (first->status == MPT_ERR_ABORTED &&
+                                                     w->status != MPT_ERR_ABORTED)))
+            first = w;
+    }
+    if (!first)
+        return e->nranks > 1 ? mpt__eng_exchange_results(e) : MPT_OK;
+    e->failed = 1;
+    char where[32] = "";
+    if (e->nranks > 1) /* the other ranks wait: the caller must end the process (mpt.h) */
+        snprintf(where, sizeof where, "rank %d of %d, ", e->rank, e->nranks);
+    return mpt__fail(first->status, "%sdevice %d (%s), replica %d stage %d: %s", where,
+                     first->dev->info.index, first->dev->info.name, first->replica,
+                     first->stage, first->error);
+}
+
+/* ---- making a worker ------------------------------------------------------------ */
+
+/* Worker `w`: member g of the tp devices of replica r's stage s, whose
+ * group's workers start at `base`.  Activations come from member
+ * g % tp_prev of the previous group and go to every member j of the next
+ * with j % tp = g (each member of a group holds the whole output); the
+ * gradients take the mirror paths. */
+int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size_t g, size_t base,
+                       size_t tp_prev, size_t tp_next, size_t max_mb,
+                       mpt_device_t *const *devices, uint64_t seed, const float *init)
+{
+    const mpt__plan_replica_t *rep = &e->plan->replicas[r];
+    const mpt__plan_stage_t *st = &rep->stages[s];
+    size_t tp = st->ndevices, k = (size_t)(w - e->w);
+    float *local = NULL;
+    double *fractions = NULL;
+    int status = MPT_OK;
+    w->e = e, w->index = (int)k, w->replica = (int)r, w->stage = (int)s;
+    w->member = (int)g, w->tp = (int)tp;
+    w->tied_peer = -1, w->tied_owner_layer = -1;
+    pthread_mutex_init(&w->rlock, NULL);
+    pthread_cond_init(&w->rcond, NULL);
+    w->device = (int)st->devices[g].device;
+    w->dev = w->local ? devices[w->device] : NULL; /* rank and local: set by the caller */
+    e->all_members[k] = (int)k;
+    w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
+    w->stats.member = (int)g;
+    w->prev = tp_prev ? (int)(base - tp_prev + g % tp_prev) : -1;
+    w->next = tp_next ? (int)(base + tp + g % tp_next) : -1;
+    if (!(w->fwd_to = calloc(tp_next + 1, sizeof *w->fwd_to)) ||
+        !(w->bwd_to = calloc(tp_prev + 1, sizeof *w->bwd_to))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t j = g; j < tp_next; j += tp)
+        w->fwd_to[w->nfwd_to++] = (int)(base + tp + j);
+    for (size_t i = g; i < tp_prev; i += tp)
+        w->bwd_to[w->nbwd_to++] = (int)(base - tp_prev + i);
+    w->max_mb = max_mb;
+    size_t in_flight = e->pipe_1f1b ? rep->nstages - s : e->microbatches;
+    w->slots = in_flight < e->microbatches ? in_flight : e->microbatches;
+    w->late_loss = !tp_next && w->slots >= e->microbatches;
+    w->model = e->m;
+    if (tp == 1 && !w->local) {
+        /* Another rank runs it: only its place in the job is needed here
+         * (segments, ownership of the state). */
+        mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
+        goto out;
+    } else if (tp == 1) {
+        MPT_TRY(mpt__stage_create(e->m, w->dev, st->first, st->last, max_mb, w->slots,
+                                  e->microbatches > 1, seed, init, &w->ex));
+    } else {
+        int *members = malloc(tp * sizeof *members);
+        if (!members || !(fractions = malloc(tp * sizeof *fractions))) {
+            free(members);
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t j = 0; j < tp; j++)
+            members[j] = (int)(base + j), fractions[j] = st->devices[j].fraction;
+        /* One tag per group: its collectives run in the same order on
+         * every member, so they match in posting order. */
+        mpt__group_t group = {e->t, members, (int)tp, (int)g, e->tags.tp + (int)base, NULL};
+        status = mpt__shard_create(e->m, st->first, st->last, &st->roles, fractions, tp, g,
+                                   &group, max_mb, &w->shard);
+        free(members);
+        if (status < 0)
+            goto out;
+        w->model = mpt__shard_model(w->shard);
+        if (!w->local) { /* its slice's layout only (as above) */
+            mpt__model_param_range(w->model, 0, w->model->nlayers - 1, &w->p0, &w->np);
+            goto out;
+        }
+        if (!(local = malloc((w->model->param_floats + 1) * sizeof *local))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        mpt__shard_gather(w->shard, init, local);
+        MPT_TRY(mpt__stage_create(w->model, w->dev, 0, w->model->nlayers - 1, max_mb, w->slots,
+                                  e->microbatches > 1, seed, local, &w->ex));
+    }
+    w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
+    size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);
+    size_t widest = width_in > width_out ? width_in : width_out;
+    if (!(w->fwd_stage = malloc(e->microbatches * max_mb * width_out * sizeof(float) + 1)) ||
+        !(w->bwd_stage = malloc(e->microbatches * max_mb * width_in * sizeof(float) + 1)) ||
+        !(w->recv_stage = malloc(max_mb * widest * sizeof(float) + 1)) ||
+        !(w->sends = calloc(e->microbatches * (w->nfwd_to + w->nbwd_to) + 1 /* tied */,
+                            sizeof *w->sends)) ||
+        !(w->gbuf = malloc((w->np ? w->np : 1) * sizeof(float)))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
+out:
+    if (status < 0)
+        mpt__fail_context(status, "replica %zu stage %zu (device %zu)", r, s,
+                          st->devices[g].device);
+    free(local);
+    free(fractions);
+    return status;
+}
