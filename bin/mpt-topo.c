@@ -66,13 +66,14 @@ static void int_or_dash(char *buf, size_t size, int v)
 static void print_cluster(const mpt_cluster_t *c, int profiled)
 {
     size_t n = mpt_cluster_device_count(c);
-    printf("\nDevices\n  %-3s %-6s %-6s %-34s %9s %9s %5s %6s  %s\n", "#", "driver", "type",
-           "name", "memory", "max-alloc", "CUs", "MHz", "PCI");
+    printf("\nDevices\n  %-3s %-6s %-6s %-34s %9s %9s %5s %6s  %-7s %s\n", "#", "driver", "type",
+           "name", "memory", "max-alloc", "CUs", "MHz", "GEMM", "PCI");
     for (size_t i = 0; i < n; i++) {
         const mpt_device_info_t *d = &mpt_cluster_device(c, i)->info;
-        printf("  %-3d %-6s %-6s %-34.34s %5.1f GiB %5.1f GiB %5u %6u  %s\n", d->index,
+        printf("  %-3d %-6s %-6s %-34.34s %5.1f GiB %5.1f GiB %5u %6u  %-7s %s\n", d->index,
                d->vendor_word, type_word(d->type), d->name, gib(d->global_mem_bytes),
                gib(d->max_alloc_bytes), d->compute_units, d->clock_mhz,
+               d->gemm_provider ? d->gemm_provider : "-",
                *d->pci_address ? d->pci_address : "-");
     }
     printf("\nLocality\n  %-3s %-5s %-6s %-8s %5s %5s  %-16s %s\n", "#", "node", "NUMA", "package",

@@ -241,86 +241,10 @@ static void parse(int argc, char **argv, options *o)
         mpt_train_config_use_optimizer(&o->cfg, o->cfg.optimizer);
 }
 
-/* On resume, the lines of steps after the checkpoint were logged by the
- * interrupted run and will be logged again: drop them (temporary file,
- * rename), so that the file reads as one uninterrupted run. */
-static void drop_metrics_after(const char *path, uint64_t step)
-{
-    char tmp[4096], line[4096];
-    FILE *in = fopen(path, "r"), *out;
-    if (!in)
-        return; /* nothing logged yet */
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (!(out = fopen(tmp, "w")))
-        tool_die("cannot write %s: %s", tmp, strerror(errno));
-    while (fgets(line, sizeof line, in)) {
-        unsigned long long s = 0;
-        if (sscanf(line, "{\"step\": %llu", &s) == 1 && s > step)
-            continue;
-        fputs(line, out);
-    }
-    fclose(in);
-    if (fclose(out) != 0 || rename(tmp, path) != 0)
-        tool_die("cannot rewrite metrics file %s: %s", path, strerror(errno));
-}
-
-/* A metrics value: JSON has no NaN or infinity, so those become null. */
-static void put_number(FILE *f, const char *key, const char *fmt, double v)
-{
-    fprintf(f, ", \"%s\": ", key);
-    if (isfinite(v))
-        fprintf(f, fmt, v);
-    else
-        fputs("null", f);
-}
-
-/* "devices": one object per device of a planned run: its replica and
- * stage, busy fraction since the last line (OpenCL profiling events),
- * device memory of its stage, and the step's gradient all-reduce time and
- * bus bandwidth (nccl-tests: bytes / time x 2(n-1)/n over n replicas). */
-static void put_devices(FILE *f, const mpt_trainer_t *t, const double *busy)
-{
-    size_t n = mpt_trainer_device_count(t), replicas = 1;
-    for (size_t i = 0; i < n; i++) {
-        mpt_device_step_t d;
-        if (mpt_trainer_device_stats(t, i, &d) == MPT_OK && (size_t)d.replica + 1 > replicas)
-            replicas = (size_t)d.replica + 1;
-    }
-    fputs(", \"devices\": [", f);
-    for (size_t i = 0, printed = 0; i < n; i++) {
-        mpt_device_step_t d;
-        if (mpt_trainer_device_stats(t, i, &d) < 0)
-            continue;
-        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
-                printed++ ? ", " : "", d.device, d.replica, d.stage, d.member);
-        put_number(f, "busy", "%.4f", busy[d.device]);
-        fprintf(f, ", \"memory_bytes\": %zu", d.memory_bytes);
-        put_number(f, "allreduce_s", "%.6f", d.allreduce_s);
-        double busbw = d.allreduce_s > 0 ? (double)d.allreduce_bytes / d.allreduce_s * 2.0 *
-                                               (double)(replicas - 1) / (double)replicas * 1e-9
-                                         : 0;
-        put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
-        put_number(f, "tp_comm_s", "%.6f", d.tp_s);
-        fprintf(f, ", \"tp_comm_bytes\": %zu", d.tp_bytes);
-        fputs("}", f);
-    }
-    fputs("]", f);
-}
-
-static void format_eta(double s, char *buf, size_t size)
-{
-    if (s < 0 || s > 1e7)
-        snprintf(buf, size, "--:--");
-    else if (s >= 3600)
-        snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
-    else
-        snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)s % 60);
-}
-
 typedef struct {
     mpt_trainer_t *trainer;
     const train_data_t *data;
-    FILE *metrics;
+    mpt_metrics_t *metrics;
 } run_ctx;
 
 /* On the test set (a classifier) or the validation windows (a language
@@ -328,20 +252,23 @@ typedef struct {
 static double evaluate(run_ctx *r, uint64_t step, uint64_t epoch, double *loss)
 {
     double acc = 0;
-    char key[32];
     tool_check(mpt_trainer_evaluate(r->trainer, r->data->eval_x, r->data->eval_y,
                                     r->data->eval_count, loss, &acc),
                "evaluating");
-    if (r->metrics) {
-        fprintf(r->metrics, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, step, epoch + 1);
-        snprintf(key, sizeof key, "%s_loss", r->data->eval_name);
-        put_number(r->metrics, key, "%.6f", *loss);
-        snprintf(key, sizeof key, "%s_accuracy", r->data->eval_name);
-        put_number(r->metrics, key, "%.6f", acc);
-        fputs("}\n", r->metrics);
-        fflush(r->metrics);
-    }
+    if (r->metrics)
+        tool_check(mpt_metrics_eval(r->metrics, step, epoch + 1, r->data->eval_name, *loss, acc),
+                   "logging the evaluation");
     return acc;
+}
+
+/* The trainer's devices' figures of the last step (this rank's busy
+ * fractions; the others' NaN), into devices[0..n). */
+static size_t device_stats(const mpt_trainer_t *t, mpt_device_step_t *devices, size_t cap)
+{
+    size_t n = mpt_trainer_device_count(t);
+    for (size_t i = 0; i < n && i < cap; i++)
+        tool_check(mpt_trainer_device_stats(t, i, &devices[i]), "reading device figures");
+    return n < cap ? n : cap;
 }
 
 static void checkpoint(mpt_trainer_t *t, const char *dir, uint64_t epoch, uint64_t next_batch)
@@ -441,11 +368,10 @@ int main(int argc, char **argv)
                      PRIu64 ", batch %" PRIu64 ") at %" PRIu64 " batches per epoch",
                      path, mpt_trainer_steps(r.trainer), pos.epoch, pos.batch_index, per_epoch);
         train_data_seek(&data, pos.epoch, pos.batch_index);
-        if (o.metrics)
-            drop_metrics_after(o.metrics, mpt_trainer_steps(r.trainer));
     }
-    if (o.metrics && !(r.metrics = fopen(o.metrics, o.resume ? "a" : "w")))
-        tool_die("cannot write metrics file %s: %s", o.metrics, strerror(errno));
+    if (o.metrics)
+        tool_check(mpt_metrics_open(o.metrics, o.resume, mpt_trainer_steps(r.trainer), &r.metrics),
+                   "opening the metrics file");
 
     char *table = NULL, where[256];
     tool_check(mpt_model_describe(model, &table), "describing the model");
@@ -466,24 +392,17 @@ int main(int argc, char **argv)
     free(table);
     fflush(stdout);
 
-    /* Busy fractions by plan device id; this rank measures its own devices
-     * (from first_dev on), the others' stay unknown (null in the metrics). */
-    size_t ndev = mpt_devices_count(devs), first_dev = (size_t)mpt_world_first_device(world);
-    size_t nall = cluster ? mpt_cluster_device_count(cluster) : ndev;
-    double *dev_busy = calloc(nall, sizeof *dev_busy);
-    if (!dev_busy)
+    if (o.timing) /* per-device busy figures for the progress line and metrics */
+        tool_check(mpt_trainer_set_timing(r.trainer, 1), "turning on device timing");
+    size_t ndev = mpt_trainer_device_count(r.trainer);
+    mpt_device_step_t *devices = calloc(ndev, sizeof *devices);
+    if (!devices)
         tool_die("out of memory");
-    for (size_t i = 0; i < nall; i++)
-        dev_busy[i] = i >= first_dev && i < first_dev + ndev ? 0 : NAN;
-    for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++)
-        tool_check(mpt_device_set_timing(mpt_devices_get(devs, i), 1),
-                   "turning on device timing");
     double busy_epoch = 0, blas_epoch = 0;
     int tty = rank == 0 && tool_stderr_is_tty();
-    double t_start = tool_now(), t_epoch = t_start, t_log = t_start, last_draw = 0, loss_sum = 0;
-    uint64_t epoch_steps = 0, log_steps = 0;
-    double window_loss = 0;
-    double samples_per_s = 0;
+    double t_epoch = tool_now(), last_draw = 0, loss_sum = 0;
+    uint64_t epoch_steps = 0;
+    mpt_step_report_t report = {0};
     uint64_t first_step = mpt_trainer_steps(r.trainer);
     for (uint64_t step = first_step; step < total; step++) {
         const float *x;
@@ -493,53 +412,27 @@ int main(int argc, char **argv)
         mpt_step_stats_t st;
         train_data_next(&data, step, &x, &y, &epoch, &bi);
         tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
-        loss_sum += st.loss, window_loss += st.loss, epoch_steps++, log_steps++;
-        double t = tool_now();
+        loss_sum += st.loss, epoch_steps++;
         if (st.step % o.log_every == 0 || st.step == total) {
-            double busy = 0, blas = 0;
-            for (size_t i = 0; o.timing && i < (planned ? ndev : 1); i++) {
-                double b = 0, bl = 0;
-                tool_check(mpt_device_busy_seconds(mpt_devices_get(devs, i), &b, &bl),
-                           "reading device timing");
-                dev_busy[first_dev + i] = b / (t - t_log);
-                busy += b / (planned ? (double)ndev : 1.0), blas += bl / (planned ? (double)ndev : 1.0);
+            tool_check(mpt_trainer_report(r.trainer, &report), "reading the step's figures");
+            size_t n = device_stats(r.trainer, devices, ndev);
+            if (!isnan(report.device_busy)) {
+                busy_epoch += report.device_busy * report.seconds;
+                blas_epoch += report.blas_busy * report.seconds;
             }
-            busy_epoch += busy, blas_epoch += blas;
-            samples_per_s = (double)(log_steps * o.cfg.batch) / (t - t_log);
-            if (r.metrics) {
-                /* loss: the mean over the steps since the last line (one
-                 * step with the default --log-every 1) */
-                fprintf(r.metrics, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, st.step,
-                        epoch + 1);
-                put_number(r.metrics, "loss", "%.9g", window_loss / (double)log_steps);
-                put_number(r.metrics, "lr", "%.9g", st.lr);
-                put_number(r.metrics, "samples_per_s", "%.1f", samples_per_s);
-                if (context > 1)
-                    put_number(r.metrics, "tokens_per_s", "%.1f", samples_per_s * context);
-                if (o.cfg.clip_norm > 0)
-                    put_number(r.metrics, "grad_norm", "%.6g", st.grad_norm);
-                if (o.timing) {
-                    put_number(r.metrics, "device_busy", "%.4f", busy / (t - t_log));
-                    put_number(r.metrics, "blas_busy", "%.4f", blas / (t - t_log));
-                }
-                if (planned)
-                    put_devices(r.metrics, r.trainer, dev_busy);
-                fputs("}\n", r.metrics);
-            }
-            t_log = t, log_steps = 0, window_loss = 0;
+            if (r.metrics)
+                tool_check(mpt_metrics_step(r.metrics, &report, epoch + 1, devices,
+                                            n),
+                           "logging the step");
         }
+        double t = tool_now();
         if (tty && (t - last_draw > 0.1 || st.step == total)) {
-            char eta[32];
-            double rate = (double)(st.step - first_step) / (t - t_start + 1e-9);
-            format_eta((double)(total - st.step) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
-            char per_dev[256] = "";
-            for (size_t i = first_dev, len = 0; planned && i < first_dev + ndev &&
-                                                len + 16 < sizeof per_dev; i++)
-                len += (size_t)snprintf(per_dev + len, sizeof per_dev - len, "%s%.0f%%",
-                                        i > first_dev ? " " : "  busy ", 100 * dev_busy[i]);
-            fprintf(stderr, "\repoch %" PRIu64 " step %" PRIu64 "/%" PRIu64
-                    "  loss %.4f  %.0f samples/s%s  ETA %s\033[K",
-                    epoch + 1, st.step, total, st.loss, samples_per_s, per_dev, eta);
+            /* the figures of the last report, at this step */
+            mpt_step_report_t now = report;
+            char line[512];
+            now.step = st.step, now.loss = st.loss;
+            mpt_progress_line(&now, epoch + 1, devices, ndev, line, sizeof line);
+            fprintf(stderr, "\r%s\033[K", line);
             last_draw = t;
         }
         int epoch_end = bi + 1 == per_epoch, last = st.step == total;
@@ -566,7 +459,7 @@ int main(int argc, char **argv)
                            (double)(epoch_steps * o.cfg.batch * context) / secs);
                 printf(", %.1f s", secs);
                 if (o.timing)
-                    printf(", device busy %.1f s (%.0f%%; CLBlast %.0f%%)", busy_epoch,
+                    printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", busy_epoch,
                            100 * busy_epoch / secs, 100 * blas_epoch / secs);
                 printf("\n");
                 busy_epoch = 0, blas_epoch = 0;
@@ -577,8 +470,7 @@ int main(int argc, char **argv)
         if (last && o.checkpoint_dir && !saved)
             checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
     }
-    if (r.metrics)
-        fclose(r.metrics);
+    tool_check(mpt_metrics_close(r.metrics), "closing the metrics file");
     if (o.sample)
         sample_text(r.trainer, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed,
                     stdout);
@@ -597,7 +489,7 @@ int main(int argc, char **argv)
             tool_die("cannot write trace %s: %s", trace, strerror(errno));
         free(json);
     }
-    free(dev_busy);
+    free(devices);
     mpt_trainer_free(r.trainer);
     mpt_plan_free(plan);
     mpt_cluster_free(cluster);

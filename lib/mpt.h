@@ -134,6 +134,10 @@ typedef struct {
     unsigned clock_mhz;
     int unified_memory; /* device memory is host memory (CPU, integrated GPU) */
     int fp16, fp64;
+    /* who runs the device's GEMMs: "clblast" (OpenCL kernels) or "host" (the
+     * host's BLAS on mapped buffers, CPU devices); MPT_BLAS overrides.  NULL
+     * for a device described by a cluster file. */
+    const char *gemm_provider;
 } mpt_device_info_t;
 
 typedef struct mpt_device mpt_device_t;   /* one device: context, queue, programs */
@@ -748,6 +752,9 @@ typedef struct {
     int member;             /* its position in the stage's tensor-parallel group */
     double tp_s;            /* wall time of its tensor-parallel collectives */
     size_t tp_bytes;        /* bytes they moved */
+    double busy;            /* fraction of the last report's window its kernels ran
+                             * (mpt_trainer_set_timing); NaN when unknown: timing
+                             * off, or a device of another rank */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and
@@ -760,6 +767,74 @@ MPT_API int mpt_trainer_trace_json(const mpt_trainer_t *trainer, char **json);
 MPT_API size_t mpt_trainer_device_count(const mpt_trainer_t *trainer);
 MPT_API int mpt_trainer_device_stats(const mpt_trainer_t *trainer, size_t i,
                                      mpt_device_step_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Per-step figures, metrics files and the progress line.                   */
+/*                                                                          */
+/* A trainer keeps a window of the steps since its last report; a report    */
+/* closes it.  mpt-train logs one report every --log-every steps with       */
+/* mpt_metrics_step and draws mpt_progress_line on a terminal: a program    */
+/* that links libmpt gets the same figures the same way.                    */
+
+typedef struct {
+    uint64_t step;          /* steps done */
+    uint64_t total_steps;   /* of the run (the configuration's), 0: unknown */
+    uint64_t steps;         /* in the window */
+    double seconds;         /* the window's wall time */
+    double loss;            /* mean loss of the window's steps */
+    double lr;              /* of the last step */
+    double grad_norm;       /* of the last step; NaN without clipping */
+    double samples_per_s;
+    double tokens_per_s;    /* a language model's (samples x context); 0 for a classifier */
+    double device_busy;     /* mean busy fraction of this rank's devices over the
+                             * window, NaN when timing is off */
+    double blas_busy;       /* of which in BLAS routines (GEMMs) */
+    double eta_s;           /* to total_steps at the window's rate; NaN: unknown */
+} mpt_step_report_t;
+
+/** Turns on (or off) kernel timing on the trainer's devices of this rank,
+ *  so that reports carry busy fractions (OpenCL profiling events: a few
+ *  percent slower). */
+MPT_API int mpt_trainer_set_timing(mpt_trainer_t *trainer, int on);
+/** Closes the window of steps since the last report (or the trainer's
+ *  creation) into *report, and sets each device's busy fraction over it
+ *  (mpt_trainer_device_stats).  Waits for the devices when timing is on. */
+MPT_API int mpt_trainer_report(mpt_trainer_t *trainer, mpt_step_report_t *report);
+
+/** A JSON Lines metrics file (docs/training.md): one object per report,
+ *  one per evaluation, each line flushed as it is written. */
+typedef struct mpt_metrics mpt_metrics_t;
+
+/** Opens path for a run: a new run truncates it; a run resumed at step
+ *  `resume_step` (resume not 0) keeps the lines of steps up to it (those
+ *  after were logged by the interrupted run and will be logged again) and
+ *  appends.  MPT_ERR_IO naming the file and the reason. */
+MPT_API int mpt_metrics_open(const char *path, int resume, uint64_t resume_step,
+                             mpt_metrics_t **out);
+/** One line for a report, `epoch` (1-based) and the trainer's devices
+ *  (devices may be NULL when ndevices is 0): step, epoch, loss, lr,
+ *  samples/s, tokens/s (a language model), grad_norm (clipping),
+ *  device_busy and blas_busy (timing), and per device its replica, stage,
+ *  member, busy, memory, all-reduce time and bus bandwidth (nccl-tests:
+ *  bytes / time x 2(n-1)/n over n replicas) and tensor-parallel traffic.
+ *  MPT_ERR_IO when the write fails. */
+MPT_API int mpt_metrics_step(mpt_metrics_t *metrics, const mpt_step_report_t *report,
+                             uint64_t epoch, const mpt_device_step_t *devices,
+                             size_t ndevices);
+/** One line for an evaluation: "<name>_loss" and "<name>_accuracy" (name
+ *  "test" or "val"). */
+MPT_API int mpt_metrics_eval(mpt_metrics_t *metrics, uint64_t step, uint64_t epoch,
+                             const char *name, double loss, double accuracy);
+/** Closes the file; MPT_ERR_IO when what was written did not reach it.
+ *  NULL is a no-op. */
+MPT_API int mpt_metrics_close(mpt_metrics_t *metrics);
+
+/** The progress line of a report (no newline): "epoch E step S/T  loss L
+ *  N samples/s  busy a% b%  ETA 1m05s", busy per device when known.
+ *  Truncated to size. */
+MPT_API void mpt_progress_line(const mpt_step_report_t *report, uint64_t epoch,
+                               const mpt_device_step_t *devices, size_t ndevices, char *buf,
+                               size_t size);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,7 @@ set -eu
 packages="
   build-essential autoconf automake libtool libtool-bin autoconf-archive pkg-config
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-  libclblast-dev clblast-utils
+  libclblast-dev clblast-utils libopenblas-dev
   libhwloc-dev libhwloc-plugins hwloc
   libjansson-dev zlib1g-dev
   check libsubunit-dev

@@ -50,6 +50,7 @@
  *   one and is skipped; the inputs are continuous random draws, so this is
  *   rare, and at most MAX_KINKS per model is asserted.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, in testutil.h */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

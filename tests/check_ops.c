@@ -3,8 +3,11 @@
  * references computed in double: fill, bias additions and the channel
  * bias gradient, ReLU and GELU (forward, backward, NaN), softmax
  * cross-entropy (large logits, bad labels, loss-only), argmax accuracy
- * (ties, NaN), SGD and AdamW over three steps, and the CLBlast wrappers
- * (GEMM in all four transpose cases, sum_rows, nrm2, scale, axpy).
+ * (ties, NaN), SGD and AdamW over three steps, and the BLAS wrappers
+ * (GEMM in all four transpose cases, batched GEMM, sum_rows, nrm2, scale,
+ * axpy).  The GEMM tests run once per GEMM provider (CLBlast, the host
+ * BLAS: lib/device/gemm.h) and check that either keeps the order of the
+ * device's queue.
  *
  * Every tensor is a view at a non-zero offset of a larger buffer whose
  * other floats hold a sentinel; each read checks the sentinels, so an op
@@ -15,13 +18,17 @@
  * Runs without fork (OpenCL in a forked child hangs); each test opens and
  * frees device 0.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, in testutil.h */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "core/rng.h"
+#include "device/gemm.h"
 #include "reference.h"
 #include "tensor/tensor.h"
 #include "testutil.h"
@@ -684,7 +691,7 @@ START_TEST(views_outside_their_buffer_are_refused)
 }
 END_TEST
 
-/* ---- CLBlast wrappers (blas_ops.c) --------------------------------------- */
+/* ---- BLAS wrappers (blas_ops.c, attention.c's batched GEMM) ------------- */
 
 /* C = alpha op(A) op(B) + beta C with padded leading dimensions, at
  * offsets; the padding columns of C must keep their sentinels. */
@@ -734,8 +741,8 @@ static void check_gemm(mpt_device_t *dev, int ta, int tb, size_t m, size_t n, si
 
 START_TEST(gemm_four_transposes)
 {
-    mpt_devices_t *set;
-    mpt_device_t *dev = open_device(&set);
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
             check_gemm(dev, ta, tb, 13, 7, 29, 1.5f, 0.5f, 0);
@@ -746,8 +753,8 @@ END_TEST
 
 START_TEST(gemm_beta_zero_ignores_c)
 {
-    mpt_devices_t *set;
-    mpt_device_t *dev = open_device(&set);
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
     /* BLAS: with beta = 0, C is output only; a fresh buffer may hold NaN. */
     check_gemm(dev, 0, 0, 6, 5, 4, 1.0f, 0.0f, 1);
     mpt_devices_free(set);
@@ -756,8 +763,8 @@ END_TEST
 
 START_TEST(gemm_k_zero_scales_c_only)
 {
-    mpt_devices_t *set;
-    mpt_device_t *dev = open_device(&set);
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
     /* k = 0: C = beta C over the m x n block only, padding kept. */
     check_gemm(dev, 0, 0, 4, 3, 0, 1.0f, 0.5f, 0);
     mpt_devices_free(set);
@@ -766,8 +773,8 @@ END_TEST
 
 START_TEST(sum_rows_beta)
 {
-    mpt_devices_t *set;
-    mpt_device_t *dev = open_device(&set);
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
     const size_t rows = 37, cols = 11;
     float *dy0 = rnd(500, rows * cols, 1.0f), *db0 = rnd(501, cols, 1.0f), *got = falloc(cols);
     double want[11], worst = 0;
@@ -792,6 +799,192 @@ START_TEST(sum_rows_beta)
     free(dy0), free(db0), free(got);
     mpt_buffer_free(dy.buf);
     mpt_devices_free(set);
+}
+END_TEST
+
+/* count GEMMs of one shape at offsets inside shared buffers, as attention
+ * runs them, against the double reference; the gaps between the C
+ * matrices must keep their sentinels. */
+static void check_gemm_batched(mpt_device_t *dev, int ta, int tb)
+{
+    const size_t count = 5, m = 6, n = 5, k = 7, gap = 3;
+    const float alpha = 0.75f, beta = 0.5f;
+    size_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n;
+    size_t asz = m * k, bsz = k * n, csz = m * n;
+    size_t a_off[5], b_off[5], c_off[5];
+    size_t atot = count * (asz + gap), btot = count * (bsz + gap), ctot = count * (csz + gap);
+    float *a0 = rnd(700 + 2 * ta + tb, atot, 1.0f), *b0 = rnd(710 + 2 * ta + tb, btot, 1.0f),
+          *c0 = rnd(720, ctot, 1.0f), *got = falloc(ctot);
+    double *want = dalloc(ctot), worst = 0;
+    for (size_t i = 0; i < ctot; i++)
+        want[i] = c0[i];
+    for (size_t g = 0; g < count; g++) {
+        /* in reverse order, so that a provider ignoring the offsets fails */
+        a_off[g] = (count - 1 - g) * (asz + gap), b_off[g] = g * (bsz + gap);
+        c_off[g] = (count - 1 - g) * (csz + gap);
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) {
+                double sum = 0, mag = 0;
+                for (size_t l = 0; l < k; l++) {
+                    double av = a0[a_off[g] + (ta ? l * lda + i : i * lda + l)];
+                    double bv = b0[b_off[g] + (tb ? j * ldb + l : l * ldb + j)];
+                    sum += av * bv, mag += fabs(av * bv);
+                }
+                double cv = c0[c_off[g] + i * ldc + j];
+                want[c_off[g] + i * ldc + j] = alpha * sum + beta * cv;
+                worst = fmax(worst, fabs(alpha) * mag + fabs(beta * cv));
+            }
+    }
+    mpt__tensor_t a = put(dev, 2, atot, a0), b = put(dev, 3, btot, b0), c = put(dev, 1, ctot, c0);
+    ck_assert_mpt_ok(mpt__op_gemm_batched(ta, tb, m, n, k, alpha, &a, a_off, lda, &b, b_off, ldb,
+                                          beta, &c, c_off, ldc, count));
+    get(&c, got);
+    /* as check_gemm: (k + 3) u times the largest sum of |terms|; the gaps
+     * (want = c0 there) must come back bitwise, which a tolerance of this
+     * size cannot tell from a write: they are checked apart. */
+    char what[64];
+    snprintf(what, sizeof what, "batched gemm ta=%d tb=%d C", ta, tb);
+    ck_assert_close(got, want, ctot, (double)(k + 3) * U * worst, 0, what);
+    for (size_t g = 0; g < count; g++)
+        for (size_t i = 0; i < gap; i++)
+            ck_assert_msg(memcmp(&got[c_off[g] + csz + i], &c0[c_off[g] + csz + i],
+                                 sizeof(float)) == 0, "gap float %zu after C %zu changed", i, g);
+    get(&a, NULL), get(&b, NULL);
+    free(a0), free(b0), free(c0), free(got), free(want);
+    mpt_buffer_free(a.buf), mpt_buffer_free(b.buf), mpt_buffer_free(c.buf);
+}
+
+START_TEST(gemm_batched_four_transposes)
+{
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            check_gemm_batched(dev, ta, tb);
+    mpt_devices_free(set);
+}
+END_TEST
+
+/* Kernels before a GEMM, the GEMM, kernels and a second GEMM after it, all
+ * enqueued without waiting: the GEMM must read what the fills wrote (not
+ * the sentinels under them) and the scale and second GEMM must read its
+ * result.  Every value is a small integer times a power of two, exact in
+ * float whatever the order of the sums: the check is exact. */
+START_TEST(gemm_keeps_queue_order)
+{
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t m = 48, k = 256, n = 40;
+    mpt__tensor_t a = put(dev, 7, m * k, NULL), b = put(dev, 1, k * n, NULL),
+                  c = put(dev, 3, m * n, NULL), d = put(dev, 2, m * m, NULL),
+                  e = put(dev, 4, m * m, NULL), busy = put(dev, 0, 1 << 23, NULL);
+    float *got = falloc(m * m);
+    for (int round = 0; round < 3; round++) {
+        /* tens of milliseconds of queued work first, so that a GEMM that
+         * did not wait for the queue would run before the fills below */
+        for (int i = 0; i < 8; i++)
+            ck_assert_mpt_ok(mpt__op_fill(&busy, 1 << 23, (float)i));
+        ck_assert_mpt_ok(mpt__op_fill(&a, m * k, 2.0f + round));
+        ck_assert_mpt_ok(mpt__op_fill(&b, k * n, 0.5f));
+        /* C = A B: every element 256 * (2 + round) * 0.5 */
+        ck_assert_mpt_ok(mpt__op_gemm(0, 0, m, n, k, 1.0f, &a, k, &b, n, 0.0f, &c, n));
+        ck_assert_mpt_ok(mpt__op_scale(&c, m * n, 0.125f)); /* 16 (2 + round) */
+        /* D = C C^T: 40 * (16 (2 + round))^2, then E = relu(D) */
+        ck_assert_mpt_ok(mpt__op_gemm(0, 1, m, m, n, 1.0f, &c, n, &c, n, 0.0f, &d, m));
+        ck_assert_mpt_ok(mpt__op_relu_forward(&d, &e, m * m));
+        get(&e, got);
+        float want = 40.0f * (16.0f * (2 + round)) * (16.0f * (2 + round));
+        for (size_t i = 0; i < m * m; i++)
+            ck_assert_msg(got[i] == want, "%s, round %d: E[%zu] = %g, want %g",
+                          test_gemm_provider(_i), round, i, got[i], want);
+    }
+    free(got);
+    mpt_buffer_free(a.buf), mpt_buffer_free(b.buf), mpt_buffer_free(c.buf);
+    mpt_buffer_free(d.buf), mpt_buffer_free(e.buf), mpt_buffer_free(busy.buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
+/* The bias gradient allocates nothing per call: CLBlast's GEMV keeps one
+ * vector of ones per device, grown to the largest row count and then
+ * reused; the host provider needs none.  Integer data: sums are exact. */
+START_TEST(sum_rows_keeps_one_ones_vector)
+{
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t cols = 9, row_counts[] = {37, 64, 37, 5, 64};
+    float *dy0 = falloc(64 * cols), got[9];
+    for (size_t i = 0; i < 64 * cols; i++)
+        dy0[i] = (float)((int)(i % 7) - 3);
+    mpt__tensor_t dy = put(dev, 2, 64 * cols, dy0), db = put(dev, 1, cols, NULL);
+    cl_mem first = NULL;
+    for (size_t t = 0; t < sizeof row_counts / sizeof *row_counts; t++) {
+        size_t rows = row_counts[t];
+        ck_assert_mpt_ok(mpt__op_sum_rows(&dy, rows, cols, 0.0f, &db));
+        get(&db, got);
+        for (size_t j = 0; j < cols; j++) {
+            float want = 0;
+            for (size_t r = 0; r < rows; r++)
+                want += dy0[r * cols + j];
+            ck_assert_msg(got[j] == want, "rows %zu: db[%zu] = %g, want %g", rows, j, got[j],
+                          want);
+        }
+        if (dev->gemm_host) {
+            ck_assert_ptr_null(dev->ones);
+        } else if (rows == 64) {
+            if (!first)
+                first = dev->ones; /* grown to 64 here, once */
+            ck_assert_ptr_eq(dev->ones, first);
+            ck_assert_uint_ge(dev->ones_len, 64);
+        }
+    }
+    free(dy0);
+    mpt_buffer_free(dy.buf), mpt_buffer_free(db.buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
+/* OpenBLAS has one thread count per process, so the host-provider devices
+ * of a set share one: never above any device's compute units, never more
+ * in total than the cores, at least one; CLBlast devices are left alone. */
+START_TEST(host_blas_threads_shared_by_a_set)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    mpt_device_t devs[3];
+    mpt_device_t *p[3] = {&devs[0], &devs[1], &devs[2]};
+    memset(devs, 0, sizeof devs);
+    /* two one-unit devices ("basic basic"): one thread each */
+    devs[0].gemm_host = devs[1].gemm_host = 1;
+    devs[0].info.compute_units = devs[1].info.compute_units = 1;
+    mpt__gemm_set_threads(p, 2);
+    ck_assert_int_eq(devs[0].blas_threads, 1);
+    ck_assert_int_eq(devs[1].blas_threads, 1);
+    /* units 1000 and 2, plus a CLBlast device: the same count for both,
+     * at most 2, at most cores / 2, at least 1; the third untouched */
+    devs[0].info.compute_units = 1000, devs[1].info.compute_units = 2;
+    devs[2].gemm_host = 0, devs[2].blas_threads = 99, devs[2].info.compute_units = 8;
+    mpt__gemm_set_threads(p, 3);
+    ck_assert_int_eq(devs[0].blas_threads, devs[1].blas_threads);
+    ck_assert_int_ge(devs[0].blas_threads, 1);
+    ck_assert_int_le(devs[0].blas_threads, 2);
+    ck_assert_int_le(devs[0].blas_threads, cores / 2 > 1 ? cores / 2 : 1);
+    ck_assert_int_eq(devs[2].blas_threads, 99);
+    /* one device alone: its units, bounded by the cores */
+    mpt__gemm_set_threads(p, 1);
+    ck_assert_int_ge(devs[0].blas_threads, 1);
+    ck_assert_int_le(devs[0].blas_threads, cores);
+}
+END_TEST
+
+START_TEST(bad_mpt_blas_is_refused)
+{
+    mpt_devices_t *set = NULL;
+    ck_assert_int_eq(setenv("MPT_BLAS", "fastest", 1), 0);
+    int status = mpt_devices_open("0", &set);
+    unsetenv("MPT_BLAS");
+    ck_assert_int_eq(status, MPT_ERR_PARSE);
+    ck_assert_ptr_null(set);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "MPT_BLAS='fastest'"));
 }
 END_TEST
 
@@ -869,10 +1062,15 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, sgd_momentum_three_steps);
     tcase_add_test(tc, adamw_three_steps);
     tc = tcase(s, "blas");
-    tcase_add_test(tc, gemm_four_transposes);
-    tcase_add_test(tc, gemm_beta_zero_ignores_c);
-    tcase_add_test(tc, gemm_k_zero_scales_c_only);
-    tcase_add_test(tc, sum_rows_beta);
+    tcase_add_loop_test(tc, gemm_four_transposes, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, gemm_beta_zero_ignores_c, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, gemm_k_zero_scales_c_only, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, sum_rows_beta, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, gemm_batched_four_transposes, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, gemm_keeps_queue_order, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, sum_rows_keeps_one_ones_vector, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_test(tc, host_blas_threads_shared_by_a_set);
+    tcase_add_test(tc, bad_mpt_blas_is_refused);
     tcase_add_test(tc, nrm2_scale_axpy);
     return s;
 }

@@ -18,6 +18,7 @@
  * Runs without fork (OpenCL in a forked child hangs); each test opens its
  * own device.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, in testutil.h */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -651,8 +652,9 @@ START_TEST(conv2d_matches_direct_reference)
         {1, 1, 5, 5, 1, 5, 5, 1, 0, 0, 0},   /* one output pixel */
         {3, 3, 9, 9, 4, 3, 3, 3, 1, 0, 0},   /* stride = kernel with padding */
     };
-    mpt_device_t *dev;
-    mpt_devices_t *set = open_device(&dev);
+    /* once per GEMM provider (lib/device/gemm.h) */
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         conv_case(dev, cases[i]);
     mpt_devices_free(set);
@@ -696,7 +698,7 @@ int main(void)
     tcase_add_test(tc, maxpool_rejects_bad_shapes);
     tcase_add_test(tc, dropout_mask_is_the_host_philox_rule);
     tcase_add_test(tc, dropout_edge_cases);
-    tcase_add_test(tc, conv2d_matches_direct_reference);
+    tcase_add_loop_test(tc, conv2d_matches_direct_reference, 0, TEST_GEMM_PROVIDERS);
     tcase_add_test(tc, conv2d_rejects_bad_shapes);
     suite_add_tcase(s, tc);
     return test_run(s, 0);

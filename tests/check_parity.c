@@ -18,6 +18,7 @@
  * - training losses: abs 1e-4, rel 1e-3 after 5 steps, as each step adds
  *   the update's rounding (lr * gradient error) to the parameters.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, in testutil.h */
 #include <stdio.h>
 #include <string.h>
 

@@ -38,6 +38,30 @@ static inline const char *test_path(const char *relative)
     return buf;
 }
 
+/* The GEMM providers (lib/device/gemm.h) that every test using GEMMs runs
+ * under, as a Check loop test over [0, TEST_GEMM_PROVIDERS). */
+#define TEST_GEMM_PROVIDERS 2
+static inline const char *test_gemm_provider(int i)
+{
+    return i == 0 ? "clblast" : "host";
+}
+
+/* Opens the devices of `spec` with GEMM provider i (MPT_BLAS, read only
+ * while opening, then restored to unset) and asserts each got it. */
+static inline mpt_devices_t *test_open_with_provider(const char *spec, int i)
+{
+    mpt_devices_t *set = NULL;
+    ck_assert_int_eq(setenv("MPT_BLAS", test_gemm_provider(i), 1), 0);
+    int status = mpt_devices_open(spec, &set);
+    unsetenv("MPT_BLAS");
+    ck_assert_msg(status == MPT_OK, "opening devices %s with MPT_BLAS=%s: %s", spec,
+                  test_gemm_provider(i), mpt_last_error());
+    for (size_t d = 0; d < mpt_devices_count(set); d++)
+        ck_assert_str_eq(mpt_device_info(mpt_devices_get(set, d))->gemm_provider,
+                         test_gemm_provider(i));
+    return set;
+}
+
 /* Runs a suite; OpenCL suites pass fork = 0, since a forked child of a
  * process that initialised OpenCL hangs (see ENVIRONMENT.md).  Exit status
  * for automake: 0 pass, 1 fail. */

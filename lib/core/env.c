@@ -29,6 +29,9 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
     [MPT_ENV_POCL_CACHE_DIR] = {"POCL_CACHE_DIR", "",
                                 "PoCL's kernel cache; under mpirun, when unset, each local rank "
                                 "gets $XDG_CACHE_HOME/mpt/pocl-local-rank-K"},
+    [MPT_ENV_BLAS] = {"MPT_BLAS", "auto",
+                      "GEMM provider of every device: auto (the host BLAS on CPU devices "
+                      "whose memory is host memory, CLBlast elsewhere), clblast or host"},
 };
 
 size_t mpt_env_count(void)

@@ -50,6 +50,7 @@ typedef enum {
     MPT_ENV_PLAN_DEBUG,
     MPT_ENV_FAIL_LAUNCH,
     MPT_ENV_POCL_CACHE_DIR,
+    MPT_ENV_BLAS,
     MPT_ENV__COUNT
 } mpt__env_id_t;
 

@@ -18,6 +18,8 @@ int mpt__device_blas_warmup(mpt_device_t *dev)
      * programs get compiled and cached here. */
     static const size_t sizes[] = {8, 512};
     int status = MPT_OK;
+    if (dev->gemm_host)
+        return MPT_OK; /* its GEMMs never reach CLBlast: nothing to fill */
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && status == MPT_OK; s++) {
         size_t n = sizes[s];
         mpt_buffer_t *buf = NULL;

@@ -14,6 +14,7 @@
 #include <hwloc/opencl.h>
 
 #include "device/device.h"
+#include "device/gemm.h"
 
 enum { S_VENDOR, S_NAME, S_PLATFORM, S_DEVICE_VERSION, S_DRIVER_VERSION, S_PCI, S_COUNT };
 
@@ -119,6 +120,7 @@ static void device_free(mpt_device_t *d)
     free(d->events);
     free(d->event_blas);
     mpt__device_programs_free(d);
+    mpt__gemm_release(d);
     if (d->queue)
         clReleaseCommandQueue(d->queue);
     if (d->context)
@@ -204,7 +206,7 @@ static int device_open(mpt_device_t *d)
     if (!d->queue)
         return mpt__fail_cl(err, "creating a queue on device %d (%s)", d->info.index,
                             d->info.name);
-    return MPT_OK;
+    return mpt__gemm_choose(d);
 }
 
 /* Every device of every platform, described, in enumeration order. */
@@ -346,6 +348,7 @@ int mpt_devices_open(const char *spec, mpt_devices_t **out)
         all[i] = NULL;
         MPT_TRY(device_open(set->devices[set->count - 1]));
     }
+    mpt__gemm_set_threads(set->devices, set->count);
 out:
     for (size_t i = 0; i < n; i++)
         device_free(all[i]);

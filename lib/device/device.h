@@ -28,6 +28,12 @@ struct mpt_device {
     cl_event *events;
     unsigned char *event_blas; /* 1 where events[i] is a CLBlast routine's */
     size_t nevents, cap_events;
+    /* The GEMM provider (device/gemm.h), chosen at open. */
+    int gemm_host;       /* 1: the host BLAS on mapped buffers; 0: CLBlast */
+    int blas_threads;    /* host BLAS threads for this device's GEMMs */
+    cl_mem ones;         /* CLBlast's GEMV vector of ones for sum_rows, grown as needed */
+    size_t ones_len;
+    double host_seconds; /* host GEMM time, counted like events while timing is on */
 };
 
 struct mpt_devices {

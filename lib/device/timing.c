@@ -62,8 +62,11 @@ int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds, double *blas_sec
         clReleaseEvent(dev->events[i]);
     }
     dev->nevents = 0;
-    *seconds = ns * 1e-9;
+    /* Host-provider GEMMs ran between a map and an unmap, outside any
+     * event: their measured time counts as busy BLAS time. */
+    *seconds = ns * 1e-9 + dev->host_seconds;
     if (blas_seconds)
-        *blas_seconds = blas_ns * 1e-9;
+        *blas_seconds = blas_ns * 1e-9 + dev->host_seconds;
+    dev->host_seconds = 0;
     return status;
 }

@@ -472,6 +472,11 @@ out:
     return status;
 }
 
+mpt_device_t *mpt__engine_worker_device(const mpt__engine_t *e, size_t i)
+{
+    return i < e->nworkers && e->w[i].local ? e->w[i].dev : NULL;
+}
+
 const mpt__engine_device_stats_t *mpt__engine_device_stats(const mpt__engine_t *e, size_t i)
 {
     return i < e->nworkers ? &e->w[i].stats : NULL;

@@ -78,6 +78,8 @@ uint64_t mpt__engine_step(const mpt__engine_t *e);
 void mpt__engine_set_step(mpt__engine_t *e, uint64_t step);
 
 size_t mpt__engine_worker_count(const mpt__engine_t *e);
+/* Worker i's device when this rank runs it, else NULL. */
+mpt_device_t *mpt__engine_worker_device(const mpt__engine_t *e, size_t i);
 /* Records every training forward, backward, receive and all-reduce from now on (on)
  * for mpt__engine_trace_json: a Chrome trace, one track per device. */
 void mpt__engine_set_tracing(mpt__engine_t *e, int on);

@@ -139,8 +139,11 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     int status;
     if (from_cache)
         *from_cache = 0;
-    /* Quick profiles are rough: they never stand in for full ones. */
-    MPT_TRY(mpt__snprintf(key, sizeof key, "%s%s", dev->identity,
+    /* Quick profiles are rough: they never stand in for full ones.  The
+     * GEMM provider is part of the key (and so recorded in the file): the
+     * same device measures 10-20x apart under CLBlast and the host BLAS. */
+    MPT_TRY(mpt__snprintf(key, sizeof key, "%s|gemm=%s%s", dev->identity,
+                          dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
                           mpt__profile_quick() ? "|quick" : ""));
     MPT_TRY(cache_path(key, path, sizeof path));
     if (mode == MPT_PROFILE_USE_CACHE && mpt_profile_load(path, key, out) == MPT_OK) {

@@ -233,7 +233,7 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     const char *type = NULL;
     long long global = 0, max_alloc = -1, local = 0, cu = 1, clock = 0, node = 0, numa = -1,
               package = -1, cores = 0, pus = 0;
-    const char *cpus = "", *osdev = "";
+    const char *cpus = "", *osdev = "", *provider = NULL;
     int status;
 
     snprintf(r->where, sizeof r->where, "devices[%zu]", i);
@@ -275,6 +275,12 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     info.local_mem_bytes = (uint64_t)local;
     info.compute_units = (unsigned)cu;
     info.clock_mhz = (unsigned)clock;
+    /* Optional: which GEMM provider the device's profile was measured
+     * with; kept as one of the library's own words, so nothing to own. */
+    MPT_TRY(get_string(r, d, "gemm_provider", 0, &provider));
+    if (provider && strcmp(provider, "host") && strcmp(provider, "clblast"))
+        return bad(r, "gemm_provider", "must be \"host\" or \"clblast\"");
+    info.gemm_provider = !provider ? NULL : !strcmp(provider, "host") ? "host" : "clblast";
     MPT_TRY(own_strings(c, i, &info));
 
     if (topos[node] && info.pci_address && *info.pci_address) {
@@ -496,6 +502,8 @@ int mpt_cluster_to_json(const mpt_cluster_t *c, char **text)
             json_object_set_new(o, "pus", json_integer(l->pus));
             json_object_set_new(o, "cpus", json_string(l->cpus));
             json_object_set_new(o, "osdev", json_string(l->osdev));
+            if (d->gemm_provider)
+                json_object_set_new(o, "gemm_provider", json_string(d->gemm_provider));
             /* A device never profiled (mpt-topo --no-profile) has no
              * figures, not figures of zero. */
             const mpt_profile_t *p = &c->devices[i].profile;

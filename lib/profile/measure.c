@@ -1,7 +1,8 @@
 /*
  * profile/measure.c: measures what the planner needs to know of a device:
- * CLBlast SGEMM rate at a few shapes, device memory bandwidth (copy
- * kernel), host<->device transfer rates and kernel launch latency.
+ * SGEMM rate at a few shapes (through the device's GEMM provider), device
+ * memory bandwidth (copy kernel), host<->device transfer rates and kernel
+ * launch latency.
  *
  * Every figure is the best of a few repetitions after a warm-up (the first
  * call also compiles the kernels): the planner wants what the device can
@@ -14,6 +15,7 @@
 #include <clblast_c.h>
 
 #include "device/device.h"
+#include "device/gemm.h"
 #include "profile/profile.h"
 
 #define MIN_SECONDS 0.3 /* time each figure for at least this long... */
@@ -49,19 +51,14 @@ typedef struct {
     cl_mem a, b, c;
 } gemm_ctx;
 
+/* Through the device's GEMM provider, so that the profile (and the plans
+ * made from it) measure the GEMMs training will run. */
 static int run_gemm(void *p)
 {
     gemm_ctx *g = p;
-    cl_event ev = NULL;
-    CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo,
-                                       CLBlastTransposeNo, g->m, g->n, g->k, 1.0f, g->a, 0, g->k,
-                                       g->b, 0, g->n, 0.0f, g->c, 0, g->n, &g->dev->queue, &ev);
-    if (s != CLBlastSuccess)
-        return mpt__fail(MPT_ERR_BLAS, "CLBlastSgemm %ux%ux%u on device %d: status %d", g->m,
-                         g->n, g->k, g->dev->info.index, (int)s);
-    cl_int err = clWaitForEvents(1, &ev);
-    clReleaseEvent(ev);
-    return err == CL_SUCCESS ? MPT_OK : mpt__fail_cl(err, "waiting for CLBlastSgemm");
+    int status = mpt__gemm(g->dev, 0, 0, g->m, g->n, g->k, 1.0f, g->a, 0, g->k, g->b, 0, g->n,
+                           0.0f, g->c, 0, g->n);
+    return status < 0 ? status : mpt_device_finish(g->dev);
 }
 
 static int make_filled(mpt_device_t *dev, size_t floats, cl_mem *out)

@@ -1,16 +1,17 @@
 /*
  * tensor/attention.c: launchers of kernels/transformer.cl (token and
  * position embedding, the causal softmax) and the batched GEMM that
- * attention runs per (sample, head) through CLBlast.
+ * attention runs per (sample, head) through the device's GEMM provider
+ * (device/gemm.h).
  *
  * Each launcher checks its views as the others do (tensor.h).  Left out:
  * a fused attention kernel (flash attention): the scores are materialised,
  * T x T per head, which is what the saved activations of the model are
  * sized for.
  */
-#include <clblast_c.h>
 #include <stdlib.h>
 
+#include "device/gemm.h"
 #include "tensor/tensor.h"
 
 #define LOCAL 64
@@ -114,42 +115,28 @@ out:
     return status;
 }
 
-static CLBlastTranspose tr(int t)
-{
-    return t ? CLBlastTransposeYes : CLBlastTransposeNo;
-}
-
 int mpt__op_gemm_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                          const mpt__tensor_t *a, const size_t *a_off, size_t lda,
                          const mpt__tensor_t *b, const size_t *b_off, size_t ldb, float beta,
                          mpt__tensor_t *c, const size_t *c_off, size_t ldc, size_t count)
 {
     mpt_device_t *dev = mpt__tensor_device(c);
-    cl_event ev = NULL;
     if (count == 0 || m == 0 || n == 0)
         return MPT_OK;
     if (k == 0)
         return mpt__fail(MPT_ERR_INVALID, "mpt__op_gemm_batched: k = 0");
     size_t *offs = malloc(3 * count * sizeof *offs);
-    float *ab = malloc(2 * count * sizeof *ab);
-    if (!offs || !ab) {
-        free(offs);
-        free(ab);
+    if (!offs)
         return mpt__fail(MPT_ERR_NOMEM, "mpt__op_gemm_batched: out of memory for %zu offsets",
                          count);
-    }
     for (size_t i = 0; i < count; i++) {
         offs[i] = a->off + a_off[i];
         offs[count + i] = b->off + b_off[i];
         offs[2 * count + i] = c->off + c_off[i];
-        ab[i] = alpha, ab[count + i] = beta;
     }
-    /* CLBlast copies the offsets into a device buffer before returning. */
-    CLBlastStatusCode s = CLBlastSgemmBatched(
-        CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, ab, a->buf->mem, offs, lda,
-        b->buf->mem, offs + count, ldb, ab + count, c->buf->mem, offs + 2 * count, ldc, count,
-        &dev->queue, &ev);
+    int status = mpt__gemm_batched(dev, trans_a, trans_b, m, n, k, alpha, a->buf->mem, offs, lda,
+                                   b->buf->mem, offs + count, ldb, beta, c->buf->mem,
+                                   offs + 2 * count, ldc, count);
     free(offs);
-    free(ab);
-    return mpt__blas_done(dev, s, ev, "SgemmBatched");
+    return status;
 }

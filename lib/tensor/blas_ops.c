@@ -1,27 +1,25 @@
 /*
  * tensor/blas_ops.c: every GEMM and the level-1/2 BLAS the layers and
- * optimizers need, through CLBlast.  Tensors carry float offsets, which
- * CLBlast takes as element offsets.
+ * optimizers need.  GEMMs and the bias-gradient GEMV go to the device's
+ * GEMM provider (device/gemm.h: CLBlast, or the host BLAS on CPU
+ * devices); nrm2, scal and axpy stay on CLBlast, being bandwidth-bound
+ * and cheap.  Tensors carry float offsets, which both take as element
+ * offsets.
  */
 #include <clblast_c.h>
 
+#include "device/gemm.h"
 #include "tensor/tensor.h"
 
-
-static CLBlastTranspose tr(int t)
-{
-    return t ? CLBlastTransposeYes : CLBlastTransposeNo;
-}
 
 int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                  const mpt__tensor_t *a, size_t lda, const mpt__tensor_t *b, size_t ldb,
                  float beta, mpt__tensor_t *c, size_t ldc)
 {
     mpt_device_t *dev = mpt__tensor_device(c);
-    cl_event ev = NULL;
     if (m == 0 || n == 0)
         return MPT_OK;
-    if (k == 0) { /* C = beta * C, row by row (ldc may exceed n): CLBlast rejects k = 0 */
+    if (k == 0) { /* C = beta * C, row by row (ldc may exceed n): BLAS providers reject k = 0 */
         for (size_t r = 0; r < m; r++) {
             mpt__tensor_t row = *c;
             row.off += r * ldc;
@@ -32,35 +30,18 @@ int mpt__op_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
         }
         return MPT_OK;
     }
-    CLBlastStatusCode s =
-        CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k, alpha, a->buf->mem,
-                     a->off, lda, b->buf->mem, b->off, ldb, beta, c->buf->mem, c->off, ldc,
-                     &dev->queue, &ev);
-    return mpt__blas_done(dev, s, ev, "Sgemm");
+    return mpt__gemm(dev, trans_a, trans_b, m, n, k, alpha, a->buf->mem, a->off, lda,
+                     b->buf->mem, b->off, ldb, beta, c->buf->mem, c->off, ldc);
 }
 
-/* A device vector of ones, cached per length in the device's program
- * cache would be neater; a small buffer per call keeps this simple and the
- * bias gradients are tiny next to the GEMMs. */
+/* The device's provider keeps what the GEMV needs (a persistent vector of
+ * ones under CLBlast): nothing is allocated per call. */
 int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float beta,
                      mpt__tensor_t *db)
 {
     mpt_device_t *dev = mpt__tensor_device(db);
-    mpt__tensor_t ones;
-    cl_event ev = NULL;
-    size_t dims[1] = {rows};
-    int status = mpt__tensor_alloc(dev, 1, dims, &ones);
-    if (status == MPT_OK)
-        status = mpt__op_fill(&ones, rows, 1.0f);
-    if (status == MPT_OK) {
-        /* db(cols) = dy^T (cols x rows) * ones(rows) */
-        CLBlastStatusCode s = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeYes, rows, cols,
-                                           1.0f, dy->buf->mem, dy->off, cols, ones.buf->mem, 0, 1,
-                                           beta, db->buf->mem, db->off, 1, &dev->queue, &ev);
-        status = mpt__blas_done(dev, s, ev, "Sgemv");
-    }
-    mpt_buffer_free(ones.buf); /* released after the queued GEMV by OpenCL refcounting */
-    return status;
+    return mpt__gemm_sum_rows(dev, dy->buf->mem, dy->off, rows, cols, beta, db->buf->mem,
+                              db->off);
 }
 
 int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out)

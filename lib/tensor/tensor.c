@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "device/gemm.h"
 #include "tensor/tensor.h"
 
 mpt__tensor_t mpt__tensor(mpt_buffer_t *buf, size_t off, int ndim, const size_t *dims)
@@ -86,14 +87,7 @@ int mpt__check_view(const mpt__tensor_t *t, size_t n, mpt_device_t *dev, const c
 
 int mpt__blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what)
 {
-    if (blas_status != 0) {
-        if (ev)
-            clReleaseEvent(ev);
-        return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
-                         dev->info.index, dev->info.name, blas_status);
-    }
-    mpt__device_event(dev, ev, 1); /* the in-order queue orders what follows */
-    return MPT_OK;
+    return mpt__device_blas_done(dev, blas_status, ev, what);
 }
 
 /* MPT_FAIL_LAUNCH=DEVICE:N: launches on device index DEVICE fail after N

@@ -125,10 +125,16 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
     t->rank = ranks ? ranks->rank : 0;
     status = mpt__engine_create_ranks(model, devices, n, plan, config->batch, config->seed, topo,
                                       cluster, ranks, &t->eng);
+    size_t workers = status == MPT_OK ? mpt__engine_worker_count(t->eng) : 0;
+    if (status == MPT_OK && !(t->busy = malloc(workers * sizeof *t->busy)))
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
     if (status < 0) {
         mpt_trainer_free(t);
         return status;
     }
+    for (size_t i = 0; i < workers; i++)
+        t->busy[i] = NAN;
+    t->window_t0 = mpt__now();
     *out = t;
     return MPT_OK;
 }
@@ -207,6 +213,7 @@ void mpt_trainer_free(mpt_trainer_t *t)
         return;
     mpt__engine_free(t->eng);
     mpt__plan_free(t->own_plan); /* after the engine, which reads it */
+    free(t->busy);
     free(t);
 }
 
@@ -218,8 +225,62 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
     int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
                                         &s.grad_norm);
     s.step = mpt_trainer_steps(t);
+    if (status == MPT_OK) {
+        t->window_loss += s.loss, t->window_steps++;
+        t->last = s;
+    }
     if (stats)
         *stats = s;
+    return status;
+}
+
+int mpt_trainer_set_timing(mpt_trainer_t *t, int on)
+{
+    int status = MPT_OK;
+    for (size_t i = 0; i < mpt__engine_worker_count(t->eng) && status == MPT_OK; i++) {
+        mpt_device_t *dev = mpt__engine_worker_device(t->eng, i);
+        if (dev)
+            status = mpt_device_set_timing(dev, on);
+    }
+    if (status == MPT_OK)
+        t->timing = on;
+    return status;
+}
+
+int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
+{
+    size_t n = mpt__engine_worker_count(t->eng), local = 0;
+    double now = mpt__now(), busy = 0, blas = 0;
+    int status = MPT_OK;
+    memset(r, 0, sizeof *r);
+    r->seconds = now - t->window_t0;
+    /* The devices' kernel time over the window (reading it waits for them). */
+    for (size_t i = 0; i < n && status == MPT_OK; i++) {
+        mpt_device_t *dev = mpt__engine_worker_device(t->eng, i);
+        double b = 0, bl = 0;
+        t->busy[i] = NAN;
+        if (!dev || !t->timing)
+            continue;
+        status = mpt_device_busy_seconds(dev, &b, &bl);
+        t->busy[i] = r->seconds > 0 ? b / r->seconds : 0;
+        busy += t->busy[i], blas += r->seconds > 0 ? bl / r->seconds : 0, local++;
+    }
+    r->step = mpt_trainer_steps(t);
+    r->total_steps = t->cfg.total_steps;
+    r->steps = t->window_steps;
+    r->loss = t->window_steps ? t->window_loss / (double)t->window_steps : NAN;
+    r->lr = t->last.lr;
+    r->grad_norm = t->cfg.clip_norm > 0 ? t->last.grad_norm : NAN;
+    r->samples_per_s = r->seconds > 0 ? (double)(r->steps * t->cfg.batch) / r->seconds : 0;
+    size_t context = t->model->labels_per_sample;
+    r->tokens_per_s = context > 1 ? r->samples_per_s * (double)context : 0;
+    r->device_busy = local ? busy / (double)local : NAN;
+    r->blas_busy = local ? blas / (double)local : NAN;
+    double rate = r->seconds > 0 ? (double)r->steps / r->seconds : 0;
+    r->eta_s = r->total_steps && rate > 0 && r->step <= r->total_steps
+                   ? (double)(r->total_steps - r->step) / rate
+                   : NAN;
+    t->window_t0 = now, t->window_loss = 0, t->window_steps = 0;
     return status;
 }
 
@@ -270,6 +331,7 @@ int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t
         return mpt__fail(MPT_ERR_RANGE, "device %zu of the trainer's %zu", i,
                          mpt_trainer_device_count(t));
     *out = *mpt__engine_device_stats(t->eng, i);
+    out->busy = t->busy[i];
     return MPT_OK;
 }
 

@@ -16,6 +16,12 @@ struct mpt_trainer {
     mpt__optim_cfg_t opt;
     mpt__engine_t *eng;
     mpt__plan_t *own_plan; /* mpt_trainer_create's one-device plan */
+    /* the report window (mpt_trainer_report) */
+    double window_t0, window_loss;
+    uint64_t window_steps;
+    mpt_step_stats_t last;
+    int timing;
+    double *busy;          /* per worker: busy fraction of the last window */
     int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
 };
 

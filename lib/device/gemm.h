@@ -1,0 +1,75 @@
+/*
+ * device/gemm.h: the GEMM provider of a device, for the modules below it
+ * (profile, tensor).  Never installed.
+ *
+ * Every GEMM, batched GEMM and bias-gradient GEMV of mpt goes through
+ * these calls, which run it with the device's provider:
+ * - CLBlast (gemm_provider.c): kernels enqueued on the device's queue; the
+ *   provider of GPUs and accelerators.
+ * - the host BLAS (gemm_host.c, OpenBLAS through CBLAS): on CPU devices
+ *   whose buffers are host memory (PoCL), the buffers are mapped (which
+ *   waits for every earlier command of the in-order queue), cblas_sgemm
+ *   runs on the calling thread and its BLAS threads, and the buffers are
+ *   unmapped (which every later command of the queue waits for).  So the
+ *   call returns with the GEMM done, unlike CLBlast's, and queue order is
+ *   kept either way.
+ * The provider is chosen when the device is opened (MPT_BLAS, see
+ * mpt__gemm_choose) and shown in mpt_device_info_t.gemm_provider.
+ *
+ * Matrices are row-major, given as buffer + offset in floats + leading
+ * dimension, as CLBlast takes them.
+ */
+#ifndef MPT_DEVICE_GEMM_H
+#define MPT_DEVICE_GEMM_H
+
+#include "device/device.h"
+
+/* Chooses dev's provider from MPT_BLAS (auto, clblast, host) and its type:
+ * auto takes the host BLAS on a CPU device with host-unified memory.
+ * MPT_ERR_PARSE for any other value of MPT_BLAS. */
+int mpt__gemm_choose(mpt_device_t *dev);
+
+/* Sets the host-BLAS thread count of every host-provider device of a set
+ * opened together (see gemm_host.c for why they share one count). */
+void mpt__gemm_set_threads(mpt_device_t **devs, size_t n);
+
+/* Frees what the provider keeps per device (the ones vector). */
+void mpt__gemm_release(mpt_device_t *dev);
+
+/* C(m x n) = alpha op(A) op(B) + beta C (see tensor.h's mpt__op_gemm);
+ * k must be > 0 (CLBlast rejects k = 0), m or n = 0 does nothing. */
+int mpt__gemm(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+              float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b, size_t b_off,
+              size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc);
+
+/* `count` GEMMs of one shape, the i-th at float offsets a_off[i], b_off[i],
+ * c_off[i] (from the buffers' start); one CLBlast launch, or a loop of
+ * host GEMMs inside one map of the buffers. */
+int mpt__gemm_batched(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n,
+                      size_t k, float alpha, cl_mem a, const size_t *a_off, size_t lda,
+                      cl_mem b, const size_t *b_off, size_t ldb, float beta, cl_mem c,
+                      const size_t *c_off, size_t ldc, size_t count);
+
+/* db[j] = beta db[j] + sum over r of dy[r, j] for a rows x cols dy (the
+ * bias gradient): a GEMV with a persistent ones vector under CLBlast,
+ * column sums on the mapped buffers under the host provider.  beta = 0
+ * makes db output only. */
+int mpt__gemm_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows, size_t cols,
+                       float beta, cl_mem db, size_t db_off);
+
+/* Ends a CLBlast call: its status (CLBlastSuccess = 0) becomes
+ * MPT_ERR_BLAS naming `what`; its event goes to the device's timing. */
+int mpt__device_blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what);
+
+/* ---- the host provider (gemm_host.c) ------------------------------------ */
+
+int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                   float alpha, cl_mem a, const size_t *a_off, size_t lda, cl_mem b,
+                   const size_t *b_off, size_t ldb, float beta, cl_mem c, const size_t *c_off,
+                   size_t ldc, size_t count);
+int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
+                            size_t cols, float beta, cl_mem db, size_t db_off);
+/* "OpenBLAS 0.3.21 ..." (its build configuration) or "CBLAS". */
+const char *mpt__gemm_host_name(void);
+
+#endif

@@ -1,0 +1,168 @@
+/*
+ * trace/metrics.c: the JSON Lines metrics file of mpt.h (mpt_metrics_*).
+ * Lines are printed by hand in a fixed key order, so that a line reads the
+ * same in every run and tools may grep it; every write is checked and each
+ * line flushed, so that a killed run keeps every line it logged.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+
+struct mpt_metrics {
+    FILE *f;
+    char *path;
+    int failed; /* a write failed: reported once, by the call that saw it */
+};
+
+/* Keeps the lines of steps up to `step` (temporary file, rename). */
+static int drop_after(const char *path, uint64_t step)
+{
+    char tmp[4096], line[1 << 16];
+    FILE *in = fopen(path, "r"), *out;
+    int status = MPT_OK;
+    if (!in)
+        return errno == ENOENT ? MPT_OK /* nothing logged yet */
+                               : mpt__fail(MPT_ERR_IO, "metrics file %s: %s", path,
+                                           strerror(errno));
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(out = fopen(tmp, "w"))) {
+        fclose(in);
+        return mpt__fail(MPT_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    }
+    while (fgets(line, sizeof line, in)) {
+        unsigned long long s = 0;
+        if (sscanf(line, "{\"step\": %llu", &s) == 1 && s > step)
+            continue;
+        if (fputs(line, out) < 0)
+            break;
+    }
+    int bad = ferror(in) || ferror(out);
+    fclose(in);
+    if (fclose(out) != 0 || bad || rename(tmp, path) != 0) {
+        status = mpt__fail(MPT_ERR_IO, "cannot rewrite metrics file %s: %s", path,
+                           strerror(errno ? errno : EIO));
+        remove(tmp);
+    }
+    return status;
+}
+
+int mpt_metrics_open(const char *path, int resume, uint64_t resume_step, mpt_metrics_t **out)
+{
+    int status;
+    if (!path || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_metrics_open: NULL argument");
+    *out = NULL;
+    if (resume && (status = drop_after(path, resume_step)) < 0)
+        return status;
+    mpt_metrics_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    if (!(m->f = fopen(path, resume ? "a" : "w"))) {
+        status = mpt__fail(MPT_ERR_IO, "cannot write metrics file %s: %s", path, strerror(errno));
+        free(m->path);
+        free(m);
+        return status;
+    }
+    *out = m;
+    return MPT_OK;
+}
+
+/* ", "key": value" with the format, or null: JSON has no NaN or infinity. */
+static void put_number(FILE *f, const char *key, const char *fmt, double v)
+{
+    fprintf(f, ", \"%s\": ", key);
+    if (isfinite(v))
+        fprintf(f, fmt, v);
+    else
+        fputs("null", f);
+}
+
+/* The line is done: flushed, and its write checked. */
+static int end_line(mpt_metrics_t *m)
+{
+    fputs("}\n", m->f);
+    if (fflush(m->f) != 0 || ferror(m->f)) {
+        int err = errno ? errno : EIO;
+        m->failed = 1;
+        return mpt__fail(MPT_ERR_IO, "writing metrics file %s: %s", m->path, strerror(err));
+    }
+    return MPT_OK;
+}
+
+static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
+{
+    size_t replicas = 1;
+    for (size_t i = 0; i < n; i++)
+        if ((size_t)devices[i].replica + 1 > replicas)
+            replicas = (size_t)devices[i].replica + 1;
+    fputs(", \"devices\": [", f);
+    for (size_t i = 0; i < n; i++) {
+        const mpt_device_step_t *d = &devices[i];
+        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
+                i ? ", " : "", d->device, d->replica, d->stage, d->member);
+        put_number(f, "busy", "%.4f", d->busy);
+        fprintf(f, ", \"memory_bytes\": %zu", d->memory_bytes);
+        put_number(f, "allreduce_s", "%.6f", d->allreduce_s);
+        double busbw = d->allreduce_s > 0 ? (double)d->allreduce_bytes / d->allreduce_s * 2.0 *
+                                                (double)(replicas - 1) / (double)replicas * 1e-9
+                                          : 0;
+        put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
+        put_number(f, "tp_comm_s", "%.6f", d->tp_s);
+        fprintf(f, ", \"tp_comm_bytes\": %zu}", d->tp_bytes);
+    }
+    fputs("]", f);
+}
+
+int mpt_metrics_step(mpt_metrics_t *m, const mpt_step_report_t *r, uint64_t epoch,
+                     const mpt_device_step_t *devices, size_t ndevices)
+{
+    FILE *f = m->f;
+    fprintf(f, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, r->step, epoch);
+    put_number(f, "loss", "%.9g", r->loss);
+    put_number(f, "lr", "%.9g", r->lr);
+    put_number(f, "samples_per_s", "%.1f", r->samples_per_s);
+    if (r->tokens_per_s > 0)
+        put_number(f, "tokens_per_s", "%.1f", r->tokens_per_s);
+    if (!isnan(r->grad_norm))
+        put_number(f, "grad_norm", "%.6g", r->grad_norm);
+    if (!isnan(r->device_busy)) {
+        put_number(f, "device_busy", "%.4f", r->device_busy);
+        put_number(f, "blas_busy", "%.4f", r->blas_busy);
+    }
+    if (ndevices)
+        put_devices(f, devices, ndevices);
+    return end_line(m);
+}
+
+int mpt_metrics_eval(mpt_metrics_t *m, uint64_t step, uint64_t epoch, const char *name,
+                     double loss, double accuracy)
+{
+    char key[64];
+    fprintf(m->f, "{\"step\": %" PRIu64 ", \"epoch\": %" PRIu64, step, epoch);
+    snprintf(key, sizeof key, "%s_loss", name);
+    put_number(m->f, key, "%.6f", loss);
+    snprintf(key, sizeof key, "%s_accuracy", name);
+    put_number(m->f, key, "%.6f", accuracy);
+    return end_line(m);
+}
+
+int mpt_metrics_close(mpt_metrics_t *m)
+{
+    int status = MPT_OK;
+    if (!m)
+        return MPT_OK;
+    if (fclose(m->f) != 0 && !m->failed)
+        status = mpt__fail(MPT_ERR_IO, "writing metrics file %s: %s", m->path,
+                           strerror(errno ? errno : EIO));
+    free(m->path);
+    free(m);
+    return status;
+}
