@@ -672,7 +672,8 @@ MPT_API void mpt_train_config_use_optimizer(mpt_train_config_t *config,
  *  devices at once: pipeline stages exchange activations and gradients,
  *  data-parallel replicas sum their gradients with ring all-reduces, one
  *  worker thread per device.  The plan's device ids index `devices` (as in
- *  a cluster made by mpt_cluster_from_devices of the same set).  `topo` and
+ *  a cluster made by mpt_cluster_local or mpt_cluster_from_devices of the
+ *  same set).  `topo` and
  *  `cluster` (both optional) bind each worker to its device's cores.
  *  Every plan, tensor-parallel ones included, trains the same model as one
  *  device, up to the order of float sums.  MPT_ERR_INVALID when the plan
@@ -709,10 +710,11 @@ MPT_API void mpt_world_free(mpt_world_t *world);
 /** \return this process's rank (0 outside mpirun) and the job's size. */
 MPT_API int mpt_world_rank(const mpt_world_t *world);
 MPT_API int mpt_world_size(const mpt_world_t *world);
-/** Collective: every rank's cluster of its own devices (mpt_cluster_from_devices)
+/** Collective: every rank's cluster of its own devices (mpt_cluster_local)
  *  merged into the job's cluster, rank 0's devices first, then rank 1's...;
  *  ranks on one host share its node, other hosts are cross-node.  Every
- *  rank gets the same cluster. */
+ *  rank gets the same cluster; a failure on rank 0 fails every rank's call
+ *  (MPT_ERR_ABORTED on the others) rather than leaving them waiting. */
 MPT_API int mpt_world_cluster(mpt_world_t *world, const mpt_cluster_t *local,
                               mpt_cluster_t **out);
 /** \return the job's-cluster index of this rank's first device (its
