@@ -203,25 +203,25 @@ static const mpt__layer_kind_t linear = {
 
 /* y = f(x) and dx = dy f'(x) by the kernels the kind names: any split of
  * the input carries through, one launch each way. */
-#define ACTIVATION(kind_name, fwd_kernel, bwd_kernel)                                   \
-    static int kind_name##_forward(mpt__layer_t *l, mpt__pass_t *p)                     \
-    {                                                                                    \
-        return mpt__op_activation(fwd_kernel, &p->x, &p->y, p->batch * numel_in(l));     \
-    }                                                                                    \
-    static int kind_name##_backward(mpt__layer_t *l, mpt__pass_t *p)                    \
-    {                                                                                    \
-        return p->dx.buf ? mpt__op_activation_backward(bwd_kernel, &p->x, &p->dy, &p->dx, \
-                                                       p->batch * numel_in(l))           \
-                         : MPT_OK;                                                       \
-    }                                                                                    \
-    static const mpt__layer_kind_t kind_name = {                                         \
-        .name = #kind_name,                                                              \
-        .split_axes = MPT_SPLIT_ELEMENTWISE,                                             \
-        .launches_fwd = 1, .launches_bwd = 1,                                            \
-        .infer = same_shape,                                                             \
-        .flops = no_flops,                                                               \
-        .forward = kind_name##_forward,                                                  \
-        .backward = kind_name##_backward,                                                \
+#define ACTIVATION(kind_name, fwd_kernel, bwd_kernel)                                         \
+    static int kind_name##_forward(mpt__layer_t *l, mpt__pass_t *p)                           \
+    {                                                                                         \
+        return mpt__op_activation(fwd_kernel, &p->x, &p->y, p->batch * numel_in(l));          \
+    }                                                                                         \
+    static int kind_name##_backward(mpt__layer_t *l, mpt__pass_t *p)                          \
+    {                                                                                         \
+        return p->dx.buf ? mpt__op_activation_backward(bwd_kernel, &p->x, &p->dy, &p->dx,     \
+                                                       p->batch * numel_in(l))                \
+                         : MPT_OK;                                                            \
+    }                                                                                         \
+    static const mpt__layer_kind_t kind_name = {                                              \
+        .name = #kind_name,                                                                   \
+        .split_axes = MPT_SPLIT_ELEMENTWISE,                                                  \
+        .launches_fwd = 1, .launches_bwd = 1,                                                 \
+        .infer = same_shape,                                                                  \
+        .flops = no_flops,                                                                    \
+        .forward = kind_name##_forward,                                                       \
+        .backward = kind_name##_backward,                                                     \
     };
 
 ACTIVATION(relu, "mpt_relu_forward", "mpt_relu_backward")
