@@ -41,8 +41,13 @@ int mpt_plan_from_json(const char *text, const mpt_model_t *model, const mpt_clu
     if (!text || !model || !cluster || !out)
         return mpt__fail(MPT_ERR_INVALID, "mpt_plan_from_json: NULL argument");
     *out = NULL;
-    return mpt__plan_from_json(text, "plan text", model->nlayers,
-                               mpt_cluster_device_count(cluster), out);
+    int status = mpt__plan_from_json(text, "plan text", model->nlayers,
+                                     mpt_cluster_device_count(cluster), out);
+    if (status == MPT_OK && (status = mpt__plan_roles(*out, model)) < 0) {
+        mpt__plan_free(*out);
+        *out = NULL;
+    }
+    return status;
 }
 
 int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_t *cluster,

@@ -155,6 +155,8 @@ int mpt_world_share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_clu
         *plan = NULL;
         status = mpt__plan_from_json(text, "rank 0's plan", model->nlayers,
                                      mpt_cluster_device_count(cluster), plan);
+        if (status == MPT_OK)
+            status = mpt__plan_roles(*plan, model);
     }
 out:
     free(text);
