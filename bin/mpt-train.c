@@ -570,7 +570,7 @@ int main(int argc, char **argv)
                            (double)(epoch_steps * o.cfg.batch * context) / secs);
                 printf(", %.1f s", secs);
                 if (o.timing)
-                    printf(", device busy %.1f s (%.0f%%; CLBlast %.0f%%)", busy_epoch,
+                    printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", busy_epoch,
                            100 * busy_epoch / secs, 100 * blas_epoch / secs);
                 printf("\n");
                 busy_epoch = 0, blas_epoch = 0;
