@@ -54,7 +54,7 @@ extern "C" {
     X(ERR_OPENCL, -8, "OpenCL call failed")                                     \
     X(ERR_BUILD, -9, "OpenCL program build failed")                             \
     X(ERR_DEVICE_MEMORY, -10, "out of device memory")                           \
-    X(ERR_BLAS, -11, "CLBlast call failed")                                     \
+    X(ERR_BLAS, -11, "BLAS call failed")                                     \
     X(ERR_TOPOLOGY, -12, "topology discovery or loading failed")                \
     X(ERR_UNSUPPORTED, -13, "operation not supported here")                     \
     X(ERR_RANGE, -14, "value out of range")                                     \
@@ -170,8 +170,10 @@ MPT_API int mpt_device_finish(mpt_device_t *dev);
  *  OpenCL profiling event until mpt_device_busy_seconds reads them. */
 MPT_API int mpt_device_set_timing(mpt_device_t *dev, int on);
 /** Waits for the device, then returns the seconds its ops ran (sum of
- *  END - START of their profiling events) since the last call, and of
- *  those the seconds in CLBlast routines (GEMMs...; may be NULL). */
+ *  END - START of their profiling events, plus the host BLAS's time on a
+ *  device whose GEMM provider is "host") since the last call, and of
+ *  those the seconds in BLAS routines (GEMMs..., CLBlast's or the host's;
+ *  may be NULL). */
 MPT_API int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds, double *blas_seconds);
 
 /* Device buffers.  Transfers are blocking; offsets and sizes in bytes. */
