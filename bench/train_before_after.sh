@@ -1,6 +1,8 @@
 #!/bin/sh
-# MLP training throughput (mlp-fashion, batch 128, one PoCL device using
-# every core) of an installed older mpt against this build, and this build
+# One-device training throughput (mlp-fashion batch 128 by default;
+# MODEL=models/gpt-micro.json trains the language model on the concatenated
+# /usr/share/common-licenses, batch 16, AdamW; one PoCL device using every
+# core) of an installed older mpt against this build, and this build
 # with its GEMMs forced onto CLBlast (MPT_BLAS=clblast), alternating
 # A B C A B C in one run so that a machine whose load drifts shifts all
 # three alike.
@@ -16,8 +18,15 @@ set -eu
 prefix=${1:?usage: bench/train_before_after.sh PREFIX [STEPS] [ROUNDS]}
 steps=${2:-400}
 rounds=${3:-2}
+model=${MODEL:-models/mlp-fashion.json}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+case $model in
+*gpt*)
+    cat /usr/share/common-licenses/* >"$tmp/text.txt"
+    data="--data $tmp/text.txt --batch 16 --optimizer adamw --eval-every 100000" ;;
+*) data="--batch 128" ;;
+esac
 # Profiles and plans are not needed for one device; keep any cache apart.
 XDG_CACHE_HOME="$tmp/cache"
 MPT_DEVICES=0
@@ -31,7 +40,8 @@ mean() { # mean of a metrics key over the logged steps after the first 20
 run() { # label, then the command
     label=$1
     shift
-    "$@" --model models/mlp-fashion.json --steps $((steps + 20)) --batch 128 --timing \
+    # shellcheck disable=SC2086 # $data is several arguments
+    "$@" --model "$model" $data --steps $((steps + 20)) --timing \
         --metrics "$tmp/run.jsonl" >/dev/null
     printf "%-40s %8.0f samples/s  device busy %s, BLAS %s\n" "$label" \
         "$(mean "$tmp/run.jsonl" samples_per_s)" "$(mean "$tmp/run.jsonl" device_busy)" \
@@ -39,7 +49,7 @@ run() { # label, then the command
     rm -f "$tmp/run.jsonl"
 }
 
-echo "mlp-fashion, batch 128, $steps steps after 20, on device 0:"
+echo "$model ($data), $steps steps after 20, on device 0:"
 ./bin/mpt-topo --no-profile 2>/dev/null | grep -A1 '^  #'  | head -2
 for r in $(seq "$rounds"); do
     run "round $r: before ($prefix)" env LD_LIBRARY_PATH="$prefix/lib" "$prefix/bin/mpt-train"
