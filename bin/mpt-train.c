@@ -421,8 +421,7 @@ int main(int argc, char **argv)
                 blas_epoch += report.blas_busy * report.seconds;
             }
             if (r.metrics)
-                tool_check(mpt_metrics_step(r.metrics, &report, epoch + 1, devices,
-                                            n),
+                tool_check(mpt_metrics_step(r.metrics, &report, epoch + 1, devices, n),
                            "logging the step");
         }
         double t = tool_now();
