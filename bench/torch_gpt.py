@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The PyTorch peer of mpt-train's language-model throughput: the same
 GPT-2 style model as a model JSON of embedding / block / layernorm /
 lm_head kinds (models/gpt-mini.json by default), built by
@@ -6,7 +6,7 @@ tests/torch_reference.py's build() as the parity test builds it, AdamW at
 lr 1e-3 (mpt-train's default for AdamW), the same batch and context, random
 windows of the same text file's bytes, on a given number of CPU threads.
 
-    /usr/bin/python3 bench/torch_gpt.py --model models/gpt-mini.json \
+    "$(bench/peer_python.sh)" bench/torch_gpt.py --model models/gpt-mini.json \
         --data FILE.txt --batch 8 --threads 2 --steps 20
 
 Prints one JSON line: tokens_per_s over the timed steps (after a warm-up),
@@ -26,6 +26,15 @@ import torch.nn.functional as F
 # definition of the GPT kinds for both.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from torch_reference import build  # noqa: E402
+
+
+def blas():
+    """The BLAS this torch was built with (BLAS_INFO of its build
+    configuration): the figure means nothing without it."""
+    for part in torch.__config__.show().replace(",", "\n").splitlines():
+        if part.strip().startswith("BLAS_INFO="):
+            return part.strip().split("=", 1)[1]
+    return "unknown"
 
 
 def main():
@@ -61,7 +70,7 @@ def main():
     for _ in range(args.steps):
         step()
     secs = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "threads": args.threads,
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(), "threads": args.threads,
                       "steps": args.steps, "batch": args.batch, "context": t,
                       "tokens_per_s": round(args.steps * args.batch * t / secs, 1)}))
 

@@ -1,10 +1,10 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The PyTorch peer of mpt-train's MLP throughput: the same model
 (models/mlp-fashion.json: 784-256-128-100-10, ReLU), the same optimizer
 (SGD, momentum 0.9, lr 0.05), batch 128, on Fashion-MNIST's training images
 (read from the same IDX files), on a given number of CPU threads.
 
-    /usr/bin/python3 bench/torch_mlp.py --threads 2 --steps 400
+    "$(bench/peer_python.sh)" bench/torch_mlp.py --threads 2 --steps 400
 
 Prints one JSON line: samples_per_s over the timed steps (after a warm-up),
 the step count, the threads.  Used by bench/train_vs_torch.sh, which runs
@@ -25,6 +25,15 @@ def load_idx(path):
     dims = data[3]
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def blas():
+    """The BLAS this torch was built with (BLAS_INFO of its build
+    configuration): the figure means nothing without it."""
+    for part in torch.__config__.show().replace(",", "\n").splitlines():
+        if part.strip().startswith("BLAS_INFO="):
+            return part.strip().split("=", 1)[1]
+    return "unknown"
 
 
 def main():
@@ -66,7 +75,7 @@ def main():
     for i in range(args.steps):
         step(args.warmup + i)
     secs = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "threads": args.threads,
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(), "threads": args.threads,
                       "steps": args.steps, "batch": args.batch,
                       "samples_per_s": round(args.steps * args.batch / secs, 1)}))
 

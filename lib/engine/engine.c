@@ -95,8 +95,8 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
                          "dropout runs with one replica and one micro-batch only");
     /* One batch size: the plan's shares and micro-batches were cut for it. */
     if (p->batch && p->batch != batch)
-        return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu, not %zu", p->batch,
-                         batch);
+        return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu but the trainer's "
+                         "batch is %zu: plan and train with one batch size", p->batch, batch);
     unsigned char *used = calloc(ndevices ? ndevices : 1, 1);
     if (!used)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");

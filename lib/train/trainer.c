@@ -114,11 +114,6 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
                              const mpt__engine_ranks_t *ranks, mpt_trainer_t **out)
 {
     mpt_trainer_t *t = NULL;
-    /* One batch size: the plan's shares and micro-batches were cut for it. */
-    if (plan->batch && plan->batch != config->batch)
-        return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu but the trainer's "
-                         "batch is %zu: plan and train with one batch size", plan->batch,
-                         config->batch);
     int status = trainer_new(model, config, &t);
     if (status < 0)
         return status;

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Prints the path of a Python that has current PyTorch from PyPI: the speed
+# peer of the bench scripts (bench/train_vs_torch.sh, bench/gpt_vs_torch.sh).
+# Not Debian's python3-torch, which is linked to the reference BLAS here
+# (SGEMM 3-5 GFLOP/s) and would flatter mpt.
+#
+# The venv lives in $MPT_PEER_VENV (default $XDG_CACHE_HOME/mpt/peer-venv,
+# or ~/.cache/mpt/peer-venv) and is made on first use: `pip install torch
+# numpy` from PyPI, about 5.6 GB with the CUDA wheels PyPI's torch pulls in
+# (it imports and runs on the CPU without a GPU).  Progress goes to stderr;
+# stdout is the interpreter's path alone.
+set -eu
+venv=${MPT_PEER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mpt/peer-venv}
+if ! "$venv/bin/python" -c 'import torch, numpy' >/dev/null 2>&1; then
+    echo "peer_python.sh: installing PyTorch from PyPI into $venv (several GB, once)" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q torch numpy >&2
+fi
+echo "$venv/bin/python"
