@@ -15,6 +15,7 @@ which runs it in the same session as mpt-train so both see one machine.
 """
 import argparse
 import json
+import re
 import os
 import sys
 import time
@@ -31,10 +32,8 @@ from torch_reference import build  # noqa: E402
 def blas():
     """The BLAS this torch was built with (BLAS_INFO of its build
     configuration): the figure means nothing without it."""
-    for part in torch.__config__.show().replace(",", "\n").splitlines():
-        if part.strip().startswith("BLAS_INFO="):
-            return part.strip().split("=", 1)[1]
-    return "unknown"
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
 
 
 def main():

@@ -13,6 +13,7 @@ it in the same session as mpt-train so that both see the same machine.
 import argparse
 import gzip
 import json
+import re
 import time
 
 import numpy as np
@@ -30,10 +31,8 @@ def load_idx(path):
 def blas():
     """The BLAS this torch was built with (BLAS_INFO of its build
     configuration): the figure means nothing without it."""
-    for part in torch.__config__.show().replace(",", "\n").splitlines():
-        if part.strip().startswith("BLAS_INFO="):
-            return part.strip().split("=", 1)[1]
-    return "unknown"
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
 
 
 def main():
