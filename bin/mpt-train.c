@@ -14,24 +14,22 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <math.h>
-#include <time.h>
 
 #include "sample.h"
 #include "tool.h"
-#include "train_data.h"
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define DEFAULT_MODEL "mlp-fashion.json"
 
 typedef struct {
-    const char *model, *data, *devices, *metrics, *checkpoint_dir, *plan, *trace;
-    uint64_t epochs, steps, checkpoint_every, eval_every, log_every;
-    int resume, timing, data_given;
+    const char *model, *data, *devices, *checkpoint_dir, *plan, *trace;
+    int timing, data_given;
     uint64_t sample, top_k; /* --sample N tokens after training, from the top k (0: all) */
     const char *prompt;
     double temperature;
     mpt_plan_request_t pins; /* --dp, --pp, --tp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
+    mpt_fit_options_t fit; /* epochs, steps, cadences, metrics, resume */
 } options;
 
 static void usage(FILE *f)
@@ -154,8 +152,7 @@ static void parse(int argc, char **argv, options *o)
     o->data = DEFAULT_DATA;
     o->prompt = "\n";
     o->temperature = 1.0;
-    o->epochs = 10;
-    o->log_every = 1;
+    mpt_fit_options_default(&o->fit);
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:b:d:vhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -169,8 +166,8 @@ static void parse(int argc, char **argv, options *o)
                 tool_usage_error("--temperature must be above 0, got '%s'", optarg);
             break;
         case O_TOPK: o->top_k = tool_parse_count("--top-k", optarg, 0); break;
-        case O_EPOCHS: o->epochs = tool_parse_count("--epochs", optarg, 1); break;
-        case O_STEPS: o->steps = tool_parse_count("--steps", optarg, 1); break;
+        case O_EPOCHS: o->fit.epochs = tool_parse_count("--epochs", optarg, 1); break;
+        case O_STEPS: o->fit.steps = tool_parse_count("--steps", optarg, 1); break;
         case 'b': o->cfg.batch = tool_parse_count("--batch", optarg, 1); break;
         case O_OPT:
             if (strcmp(optarg, "sgd") == 0)
@@ -211,12 +208,12 @@ static void parse(int argc, char **argv, options *o)
         case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
         case 'd': o->devices = optarg; break;
-        case O_METRICS: o->metrics = optarg; break;
-        case O_LOG: o->log_every = tool_parse_count("--log-every", optarg, 1); break;
-        case O_EVAL: o->eval_every = tool_parse_count("--eval-every", optarg, 1); break;
+        case O_METRICS: o->fit.metrics = optarg; break;
+        case O_LOG: o->fit.log_every = tool_parse_count("--log-every", optarg, 1); break;
+        case O_EVAL: o->fit.eval_every = tool_parse_count("--eval-every", optarg, 1); break;
         case O_CKPT: o->checkpoint_dir = optarg; break;
-        case O_CKPT_EVERY: o->checkpoint_every = tool_parse_count("--checkpoint-every", optarg, 1); break;
-        case O_RESUME: o->resume = 1; break;
+        case O_CKPT_EVERY: o->fit.checkpoint_every = tool_parse_count("--checkpoint-every", optarg, 1); break;
+        case O_RESUME: o->fit.resume = 1; break;
         case O_TIMING: o->timing = 1; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); exit(TOOL_EXIT_OK);
@@ -233,7 +230,7 @@ static void parse(int argc, char **argv, options *o)
          o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO))
         tool_usage_error("--dp, --pp, --tp, --microbatches, --schedule gpipe|1f1b and "
                          "--allreduce pin an automatic plan: edit the plan file instead");
-    if ((o->resume || o->checkpoint_every) && !o->checkpoint_dir)
+    if ((o->fit.resume || o->fit.checkpoint_every) && !o->checkpoint_dir)
         tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
     if (!o->model)
         o->model = tool_data_path("models/" DEFAULT_MODEL);
@@ -241,57 +238,118 @@ static void parse(int argc, char **argv, options *o)
         mpt_train_config_use_optimizer(&o->cfg, o->cfg.optimizer);
 }
 
+/* What the loop's callbacks print with. */
 typedef struct {
-    mpt_trainer_t *trainer;
-    const train_data_t *data;
-    mpt_metrics_t *metrics;
-} run_ctx;
+    int tty, timing;
+    double last_draw;
+} printer;
 
-/* On the test set (a classifier) or the validation windows (a language
- * model: the mean loss per token, and next-token accuracy). */
-static double evaluate(run_ctx *r, uint64_t step, uint64_t epoch, double *loss)
+/* The progress line on a terminal, at most ten times a second. */
+static void on_step(void *ctx, const mpt_step_report_t *report, uint64_t epoch,
+                    const mpt_device_step_t *devices, size_t ndevices)
 {
-    double acc = 0;
-    tool_check(mpt_trainer_evaluate(r->trainer, r->data->eval_x, r->data->eval_y,
-                                    r->data->eval_count, loss, &acc),
-               "evaluating");
-    if (r->metrics)
-        tool_check(mpt_metrics_eval(r->metrics, step, epoch + 1, r->data->eval_name, *loss, acc),
-                   "logging the evaluation");
-    return acc;
+    printer *p = ctx;
+    double t = tool_now();
+    if (!p->tty || (t - p->last_draw <= 0.1 && report->step != report->total_steps))
+        return;
+    char line[512];
+    mpt_progress_line(report, epoch, devices, ndevices, line, sizeof line);
+    fprintf(stderr, "\r%s\033[K", line);
+    p->last_draw = t;
 }
 
-/* The trainer's devices' figures of the last step (this rank's busy
- * fractions; the others' NaN), into devices[0..n). */
-static size_t device_stats(const mpt_trainer_t *t, mpt_device_step_t *devices, size_t cap)
+static void on_epoch(void *ctx, const mpt_epoch_summary_t *s)
 {
-    size_t n = mpt_trainer_device_count(t);
-    for (size_t i = 0; i < n && i < cap; i++)
-        tool_check(mpt_trainer_device_stats(t, i, &devices[i]), "reading device figures");
-    return n < cap ? n : cap;
+    printer *p = ctx;
+    if (p->tty)
+        fprintf(stderr, "\r\033[K");
+    printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, %s loss %.4f, "
+           "%s accuracy %.4f, %.0f samples/s",
+           s->epoch, s->resumed ? " (resumed mid-epoch)" : s->partial ? " (partial)" : "",
+           s->step, s->train_loss, s->eval_name, s->eval_loss, s->eval_name, s->eval_accuracy,
+           s->samples_per_s);
+    if (s->tokens_per_s > 0)
+        printf(" (%.0f tokens/s)", s->tokens_per_s);
+    printf(", %.1f s", s->seconds);
+    if (p->timing && !isnan(s->device_busy_s))
+        printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", s->device_busy_s,
+               100 * s->device_busy_s / s->seconds, 100 * s->blas_busy_s / s->seconds);
+    printf("\n");
+    fflush(stdout);
 }
 
-static void checkpoint(mpt_trainer_t *t, const char *dir, uint64_t epoch, uint64_t next_batch)
+/* A trainer on the job's devices under its plan, printing the plan; or on
+ * one device alone when nothing asks for a plan. */
+static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_devices_t *devs,
+                                     mpt_world_t *world, mpt_cluster_t **cluster,
+                                     mpt_topology_t **topo, mpt_plan_t **plan)
 {
-    char path[4096];
-    mpt_data_position_t pos = {epoch, next_batch};
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
-    tool_check(mpt_trainer_save(t, path, &pos), "writing the checkpoint");
+    mpt_trainer_t *t = NULL;
+    int nranks = mpt_world_size(world);
+    int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o->plan || o->trace ||
+                  o->pins.dp || o->pins.pp || o->pins.tp || o->pins.microbatches ||
+                  o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO;
+    if (!planned) {
+        tool_check(mpt_trainer_create(model, mpt_devices_get(devs, 0), &o->cfg, &t),
+                   "creating the trainer");
+        return t;
+    }
+    mpt_cluster_t *local = tool_local_cluster(devs, topo);
+    tool_check(mpt_world_cluster(world, local, cluster), "gathering the job's devices");
+    mpt_cluster_free(local);
+    o->pins.batch = o->cfg.batch;
+    o->pins.optimizer = o->cfg.optimizer;
+    const char *file = o->plan && strcmp(o->plan, "auto") != 0 ? o->plan : NULL;
+    tool_check(mpt_world_plan(world, model, *cluster, file, &o->pins, plan), "planning");
+    char *text = NULL;
+    tool_check(mpt_plan_describe(*plan, model, *cluster, 0, &text), "describing the plan");
+    if (nranks > 1)
+        printf("%d ranks: the plan's device ids number every rank's devices in rank "
+               "order, rank 0's first\n", nranks);
+    fputs(text, stdout);
+    free(text);
+    tool_check(mpt_trainer_create_world(model, devs, *plan, &o->cfg, *topo, *cluster, world, &t),
+               "creating the trainer");
+    o->timing = 1; /* per-device busy figures for the progress line and metrics */
+    if (o->trace)
+        tool_check(mpt_trainer_set_trace(t, 1), "recording the trace");
+    return t;
+}
+
+static void print_header(const options *o, const mpt_model_t *model, const mpt_trainer_t *t,
+                         const mpt_devices_t *devs, int nranks, uint64_t total, uint64_t per_epoch)
+{
+    char *table = NULL, where[256];
+    const mpt_device_info_t *info = mpt_device_info(mpt_devices_get(devs, 0));
+    tool_check(mpt_model_describe(model, &table), "describing the model");
+    if (nranks > 1)
+        snprintf(where, sizeof where, "%zu devices of %d ranks", mpt_trainer_device_count(t),
+                 nranks);
+    else if (mpt_trainer_device_count(t) > 1)
+        snprintf(where, sizeof where, "%zu devices", mpt_trainer_device_count(t));
+    else
+        snprintf(where, sizeof where, "device %d (%s)", info->index, info->name);
+    printf("mpt-train: %s (%zu parameters) on %s, batch %zu, %s lr %g, %" PRIu64
+           " steps (%" PRIu64 " per epoch)%s\n",
+           mpt_model_name(model), mpt_model_param_count(model), where, o->cfg.batch,
+           o->cfg.optimizer == MPT_OPTIM_ADAMW ? "adamw" : "sgd", o->cfg.lr, total, per_epoch,
+           o->fit.resume ? ", resumed" : "");
+    fputs(table, stdout);
+    free(table);
+    fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
     options o;
     mpt_model_t *model = NULL;
-    train_data_t data;
+    mpt_data_t *data = NULL;
     mpt_devices_t *devs = NULL;
-    run_ctx r = {0};
-    mpt_data_position_t pos = {0, 0};
-    char path[4096];
     mpt_cluster_t *cluster = NULL;
     mpt_topology_t *topo = NULL;
     mpt_plan_t *plan = NULL;
     mpt_world_t *world = NULL;
+    char path[4096];
 
     tool_init("mpt-train", 0);
     parse(argc, argv, &o);
@@ -300,201 +358,45 @@ int main(int argc, char **argv)
      * writes metrics, checkpoints and the trace (docs/mpi.md). */
     tool_check(mpt_world_init(&argc, &argv, &world), "joining the job");
     int rank = mpt_world_rank(world), nranks = mpt_world_size(world);
-    if (rank != 0) {
-        if (!freopen("/dev/null", "w", stdout))
-            tool_die("cannot silence rank %d's output: %s", rank, strerror(errno));
-        o.metrics = NULL;
-    }
+    if (rank != 0 && !freopen("/dev/null", "w", stdout))
+        tool_die("cannot silence rank %d's output: %s", rank, strerror(errno));
     tool_check(mpt_model_load(o.model, &model), "loading the model");
-    size_t context = mpt_model_labels_per_sample(model); /* 1: a classifier */
-    if (context > 1 && !o.data_given)
+    int lm = mpt_model_labels_per_sample(model) > 1;
+    if (lm && !o.data_given)
         tool_die("model %s is a language model: give it --data FILE (a text file, an llm.c "
                  "token shard or a uint16 .bin token file)", o.model);
-    if (context == 1 && o.sample)
+    if (!lm && o.sample)
         tool_die("--sample writes text from a language model; model %s is a classifier",
                  o.model);
-    train_data_open(&data, o.data, model, o.model, o.cfg.batch, o.cfg.seed);
+    tool_check(mpt_data_open(o.data, model, o.cfg.batch, o.cfg.seed, &data), "loading the data");
     tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
-    mpt_device_t *dev = mpt_devices_get(devs, 0);
-    uint64_t per_epoch = data.per_epoch;
-    uint64_t total = o.steps ? o.steps : o.epochs * per_epoch;
+    uint64_t total = mpt_fit_total_steps(&o.fit, data);
     o.cfg.total_steps = total;
-    int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o.plan || o.trace || o.pins.dp ||
-                  o.pins.pp || o.pins.tp || o.pins.microbatches ||
-                  o.pins.schedule != MPT_PIPE_AUTO || o.pins.allreduce != MPT_ALLREDUCE_AUTO;
-    if (planned) {
-        cluster = tool_local_cluster(devs, &topo);
-        if (nranks > 1) { /* every rank's devices, rank by rank */
-            mpt_cluster_t *job = NULL;
-            tool_check(mpt_world_cluster(world, cluster, &job), "gathering the job's devices");
-            mpt_cluster_free(cluster);
-            cluster = job;
-        }
-        if (rank == 0 && (!o.plan || strcmp(o.plan, "auto") == 0)) {
-            o.pins.batch = o.cfg.batch;
-            o.pins.optimizer = o.cfg.optimizer;
-            tool_check(mpt_plan_create(model, cluster, &o.pins, &plan), "planning");
-        } else if (rank == 0) {
-            tool_check(mpt_plan_load(o.plan, model, cluster, &plan), "loading the plan");
-        }
-        tool_check(mpt_world_share_plan(world, model, cluster, &plan), "sharing the plan");
-        char *text = NULL;
-        tool_check(mpt_plan_describe(plan, model, cluster, 0, &text), "describing the plan");
-        if (nranks > 1)
-            printf("%d ranks: the plan's device ids number every rank's devices in rank "
-                   "order, rank 0's first\n", nranks);
-        fputs(text, stdout);
-        free(text);
-        tool_check(mpt_trainer_create_world(model, devs, plan, &o.cfg, topo, cluster, world,
-                                            &r.trainer),
-                   "creating the trainer");
-        o.timing = 1; /* per-device busy figures for the progress line and metrics */
-        if (o.trace)
-            tool_check(mpt_trainer_set_trace(r.trainer, 1), "recording the trace");
-    } else {
-        tool_check(mpt_trainer_create(model, dev, &o.cfg, &r.trainer), "creating the trainer");
-    }
-    r.data = &data;
+    mpt_trainer_t *t = create_trainer(&o, model, devs, world, &cluster, &topo, &plan);
     if (o.checkpoint_dir) {
         if (rank == 0 && mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
             tool_die("cannot create checkpoint directory %s: %s", o.checkpoint_dir,
                      strerror(errno));
         snprintf(path, sizeof path, "%s/checkpoint.safetensors", o.checkpoint_dir);
+        o.fit.checkpoint = path;
     }
-    if (o.resume) {
-        tool_check(mpt_trainer_load(r.trainer, path, &pos), "resuming");
-        if (pos.epoch * per_epoch + pos.batch_index != mpt_trainer_steps(r.trainer))
-            tool_die("checkpoint %s: step %" PRIu64 " does not match its data position (epoch %"
-                     PRIu64 ", batch %" PRIu64 ") at %" PRIu64 " batches per epoch",
-                     path, mpt_trainer_steps(r.trainer), pos.epoch, pos.batch_index, per_epoch);
-        train_data_seek(&data, pos.epoch, pos.batch_index);
-    }
-    if (o.metrics)
-        tool_check(mpt_metrics_open(o.metrics, o.resume, mpt_trainer_steps(r.trainer), &r.metrics),
-                   "opening the metrics file");
-
-    char *table = NULL, where[256];
-    tool_check(mpt_model_describe(model, &table), "describing the model");
-    if (planned && nranks > 1)
-        snprintf(where, sizeof where, "%zu devices of %d ranks",
-                 mpt_trainer_device_count(r.trainer), nranks);
-    else if (planned)
-        snprintf(where, sizeof where, "%zu devices", mpt_trainer_device_count(r.trainer));
-    else
-        snprintf(where, sizeof where, "device %d (%s)", mpt_device_info(dev)->index,
-                 mpt_device_info(dev)->name);
-    printf("mpt-train: %s (%zu parameters) on %s, batch %zu, %s lr %g, %" PRIu64
-           " steps (%" PRIu64 " per epoch)%s\n",
-           mpt_model_name(model), mpt_model_param_count(model), where, o.cfg.batch,
-           o.cfg.optimizer == MPT_OPTIM_ADAMW ? "adamw" : "sgd", o.cfg.lr, total, per_epoch,
-           o.resume ? ", resumed" : "");
-    fputs(table, stdout);
-    free(table);
-    fflush(stdout);
-
+    print_header(&o, model, t, devs, nranks, total, mpt_data_batches_per_epoch(data));
     if (o.timing) /* per-device busy figures for the progress line and metrics */
-        tool_check(mpt_trainer_set_timing(r.trainer, 1), "turning on device timing");
-    size_t ndev = mpt_trainer_device_count(r.trainer);
-    mpt_device_step_t *devices = calloc(ndev, sizeof *devices);
-    if (!devices)
-        tool_die("out of memory");
-    double busy_epoch = 0, blas_epoch = 0;
-    int tty = rank == 0 && tool_stderr_is_tty();
-    double t_epoch = tool_now(), last_draw = 0, loss_sum = 0;
-    uint64_t epoch_steps = 0;
-    mpt_step_report_t report = {0};
-    uint64_t first_step = mpt_trainer_steps(r.trainer);
-    for (uint64_t step = first_step; step < total; step++) {
-        const float *x;
-        const int32_t *y;
-        uint64_t epoch;
-        size_t bi;
-        mpt_step_stats_t st;
-        train_data_next(&data, step, &x, &y, &epoch, &bi);
-        tool_check(mpt_trainer_step(r.trainer, x, y, &st), "training");
-        loss_sum += st.loss, epoch_steps++;
-        if (st.step % o.log_every == 0 || st.step == total) {
-            tool_check(mpt_trainer_report(r.trainer, &report), "reading the step's figures");
-            size_t n = device_stats(r.trainer, devices, ndev);
-            if (!isnan(report.device_busy)) {
-                busy_epoch += report.device_busy * report.seconds;
-                blas_epoch += report.blas_busy * report.seconds;
-            }
-            if (r.metrics)
-                tool_check(mpt_metrics_step(r.metrics, &report, epoch + 1, devices, n),
-                           "logging the step");
-        }
-        double t = tool_now();
-        if (tty && (t - last_draw > 0.1 || st.step == total)) {
-            /* the figures of the last report, at this step */
-            mpt_step_report_t now = report;
-            char line[512];
-            now.step = st.step, now.loss = st.loss;
-            mpt_progress_line(&now, epoch + 1, devices, ndev, line, sizeof line);
-            fprintf(stderr, "\r%s\033[K", line);
-            last_draw = t;
-        }
-        int epoch_end = bi + 1 == per_epoch, last = st.step == total;
-        uint64_t next_epoch = epoch_end ? epoch + 1 : epoch, next_batch = epoch_end ? 0 : bi + 1;
-        int saved = o.checkpoint_every && st.step % o.checkpoint_every == 0;
-        if (saved)
-            checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
-        if (epoch_end || last || (o.eval_every && st.step % o.eval_every == 0)) {
-            double test_loss, acc = evaluate(&r, st.step, epoch, &test_loss);
-            if (tty)
-                fprintf(stderr, "\r\033[K");
-            if (epoch_end || last) {
-                double secs = tool_now() - t_epoch;
-                int resumed_here = st.step - epoch_steps == first_step && first_step > 0 &&
-                                   first_step % per_epoch != 0;
-                printf("epoch %" PRIu64 "%s: step %" PRIu64 ", train loss %.4f, %s loss %.4f, "
-                       "%s accuracy %.4f, %.0f samples/s",
-                       epoch + 1,
-                       resumed_here ? " (resumed mid-epoch)" : epoch_end ? "" : " (partial)", st.step,
-                       loss_sum / (double)epoch_steps, data.eval_name, test_loss, data.eval_name,
-                       acc, (double)(epoch_steps * o.cfg.batch) / secs);
-                if (context > 1)
-                    printf(" (%.0f tokens/s)",
-                           (double)(epoch_steps * o.cfg.batch * context) / secs);
-                printf(", %.1f s", secs);
-                if (o.timing)
-                    printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", busy_epoch,
-                           100 * busy_epoch / secs, 100 * blas_epoch / secs);
-                printf("\n");
-                busy_epoch = 0, blas_epoch = 0;
-                fflush(stdout);
-                loss_sum = 0, epoch_steps = 0, t_epoch = tool_now();
-            }
-        }
-        if (last && o.checkpoint_dir && !saved)
-            checkpoint(r.trainer, o.checkpoint_dir, next_epoch, next_batch);
-    }
-    tool_check(mpt_metrics_close(r.metrics), "closing the metrics file");
+        tool_check(mpt_trainer_set_timing(t, 1), "turning on device timing");
+
+    printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
+    o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
+    tool_check(mpt_trainer_fit(t, data, &o.fit), "training");
     if (o.sample)
-        sample_text(r.trainer, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed,
-                    stdout);
-    if (o.trace) { /* each rank's own devices: FILE, then FILE.rank1... */
-        char *json = NULL, trace[4096];
-        FILE *f = NULL;
-        if (rank == 0)
-            snprintf(trace, sizeof trace, "%s", o.trace);
-        else
-            snprintf(trace, sizeof trace, "%s.rank%d", o.trace, rank);
-        tool_check(mpt_trainer_trace_json(r.trainer, &json), "writing the trace");
-        if (!(f = fopen(trace, "w")))
-            tool_die("cannot write trace %s: %s", trace, strerror(errno));
-        int bad = fputs(json, f) < 0;
-        if (fclose(f) != 0 || bad)
-            tool_die("cannot write trace %s: %s", trace, strerror(errno));
-        free(json);
-    }
-    free(devices);
-    mpt_trainer_free(r.trainer);
+        sample_text(t, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed, stdout);
+    if (o.trace) /* each rank's own devices: FILE, then FILE.rank1... */
+        tool_check(mpt_trainer_write_trace(t, o.trace), "writing the trace");
+    mpt_trainer_free(t);
     mpt_plan_free(plan);
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);
     mpt_devices_free(devs);
-    train_data_free(&data);
+    mpt_data_free(data);
     mpt_model_free(model);
     mpt_world_free(world);
     return TOOL_EXIT_OK;

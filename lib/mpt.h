@@ -726,6 +726,13 @@ MPT_API int mpt_world_first_device(const mpt_world_t *world);
  *  replaces *plan on every other rank (whatever they passed is freed). */
 MPT_API int mpt_world_share_plan(mpt_world_t *world, const mpt_model_t *model,
                                  const mpt_cluster_t *cluster, mpt_plan_t **plan);
+/** Collective: the job's plan for the job's cluster.  Rank 0 loads
+ *  plan_file (mpt-plan --json output) or, when it is NULL, plans by request
+ *  (mpt_plan_create); every rank gets rank 0's plan.  A failure on rank 0
+ *  fails every rank's call (MPT_ERR_ABORTED on the others). */
+MPT_API int mpt_world_plan(mpt_world_t *world, const mpt_model_t *model,
+                           const mpt_cluster_t *cluster, const char *plan_file,
+                           const mpt_plan_request_t *request, mpt_plan_t **out);
 /** A planned trainer over the whole job: `devices` are this rank's (as
  *  given to mpt_world_cluster), the plan's device ids index the job's
  *  cluster.  Each rank runs the workers of its own devices; activations,
@@ -837,6 +844,101 @@ MPT_API int mpt_metrics_close(mpt_metrics_t *metrics);
 MPT_API void mpt_progress_line(const mpt_step_report_t *report, uint64_t epoch,
                                const mpt_device_step_t *devices, size_t ndevices, char *buf,
                                size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Running: a data source and the training loop mpt-train runs.             */
+
+/** A run's data: each step's batch and the set to evaluate on. */
+typedef struct mpt_data mpt_data_t;
+
+/** Opens the data of a model: a classifier's IDX directory
+ *  ({train,t10k}-*-ubyte[.gz], mpt_dataset_load_idx), or a language
+ *  model's token file (mpt_tokens_load), as mpt_data_from_datasets and
+ *  mpt_data_from_tokens describe.  Errors name the path. */
+MPT_API int mpt_data_open(const char *path, const mpt_model_t *model, size_t batch,
+                          uint64_t seed, mpt_data_t **out);
+/** A classifier's data in memory: batches of train by the seeded shuffling
+ *  loader (mpt_loader_create; the last partial batch of an epoch dropped),
+ *  eval to evaluate on.  Takes ownership of both sets, also on failure;
+ *  MPT_ERR_INVALID when their samples are not the model's inputs or their
+ *  labels exceed its classes. */
+MPT_API int mpt_data_from_datasets(mpt_dataset_t *train, mpt_dataset_t *eval,
+                                   const mpt_model_t *model, size_t batch, uint64_t seed,
+                                   mpt_data_t **out);
+/** A language model's data: the first 90% of the tokens to train on, as
+ *  random windows of the model's context chosen by (seed, step, window)
+ *  alone (mpt_tokens_batch), and the first 64 consecutive windows of the
+ *  last 10% to evaluate on (docs/data.md).  Takes ownership of tokens,
+ *  also on failure. */
+MPT_API int mpt_data_from_tokens(mpt_tokens_t *tokens, const mpt_model_t *model, size_t batch,
+                                 uint64_t seed, mpt_data_t **out);
+MPT_API void mpt_data_free(mpt_data_t *data);
+/** \return batches per epoch (>= 1), and samples per batch. */
+MPT_API uint64_t mpt_data_batches_per_epoch(const mpt_data_t *data);
+MPT_API size_t mpt_data_batch(const mpt_data_t *data);
+/** The batch of step (0-based; pointers valid until the next call) and,
+ *  when position is not NULL, its epoch and index in the epoch. */
+MPT_API int mpt_data_next(mpt_data_t *data, uint64_t step, const float **inputs,
+                          const int32_t **labels, mpt_data_position_t *position);
+/** Moves the data to a position (a checkpoint's): the next mpt_data_next
+ *  returns that batch. */
+MPT_API int mpt_data_seek(mpt_data_t *data, const mpt_data_position_t *position);
+/** The evaluation set: count samples, and its name ("test" or "val"). */
+MPT_API void mpt_data_eval_set(const mpt_data_t *data, const float **inputs,
+                               const int32_t **labels, size_t *count, const char **name);
+
+/* What one epoch of mpt_trainer_fit did (or the part of it a run did). */
+typedef struct {
+    uint64_t epoch;        /* 1-based */
+    uint64_t step;         /* steps done at its end */
+    uint64_t steps;        /* steps this run trained in it */
+    int partial;           /* the run ended before the epoch's last batch */
+    int resumed;           /* the run resumed in it: steps counts from there */
+    double train_loss;     /* mean over those steps */
+    double eval_loss, eval_accuracy;
+    const char *eval_name; /* "test" or "val" */
+    double seconds, samples_per_s;
+    double tokens_per_s;   /* a language model's; 0 for a classifier */
+    double device_busy_s;  /* summed over the reports; NaN when timing is off */
+    double blas_busy_s;    /* of which in BLAS routines */
+} mpt_epoch_summary_t;
+
+typedef struct {
+    uint64_t epochs;           /* passes over the data (10) ... */
+    uint64_t steps;            /* ... unless this is set: train to this step (0) */
+    uint64_t log_every;        /* a report (mpt_trainer_report) every N steps (1) */
+    uint64_t eval_every;       /* evaluate every N steps too; 0: at each epoch's end only */
+    const char *metrics;       /* JSON Lines file of the reports and evaluations (NULL) */
+    const char *checkpoint;    /* checkpoint file, written at the end (NULL: none) */
+    uint64_t checkpoint_every; /* and every N steps (0) */
+    int resume;                /* continue from the checkpoint first (0) */
+    /* Called after every step with the last report's figures at this
+     * step (for a progress line: mpt_progress_line), and at each epoch's
+     * end; on every rank of a job.  NULL: not called. */
+    void (*on_step)(void *ctx, const mpt_step_report_t *report, uint64_t epoch,
+                    const mpt_device_step_t *devices, size_t ndevices);
+    void (*on_epoch)(void *ctx, const mpt_epoch_summary_t *summary);
+    void *ctx;
+} mpt_fit_options_t;
+
+/** Fills the defaults shown above. */
+MPT_API void mpt_fit_options_default(mpt_fit_options_t *options);
+/** \return the step a run of these options ends at: set the trainer's
+ *  config.total_steps to it, so that the cosine schedule decays over it. */
+MPT_API uint64_t mpt_fit_total_steps(const mpt_fit_options_t *options, const mpt_data_t *data);
+/** Trains to mpt_fit_total_steps: each step's batch from data, a report
+ *  every log_every steps into the metrics, evaluation at each epoch's end
+ *  (and every eval_every steps), checkpoints.  With resume, first restores
+ *  the checkpoint and moves the data to its position (MPT_ERR_PARSE when
+ *  the two disagree: other data or batch size).  Under a job every rank
+ *  calls it; rank 0 alone writes the metrics and checkpoints.  The data's
+ *  batch must be the trainer's. */
+MPT_API int mpt_trainer_fit(mpt_trainer_t *trainer, mpt_data_t *data,
+                            const mpt_fit_options_t *options);
+/** Writes the trainer's trace (mpt_trainer_set_trace) to path on rank 0 of
+ *  a job, to path.rankK on rank K (each rank records its own devices).
+ *  MPT_ERR_IO naming the file. */
+MPT_API int mpt_trainer_write_trace(const mpt_trainer_t *trainer, const char *path);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,15 @@ void mpt__clear_error(void);
             goto out;                                                          \
     } while (0)
 
+/* Returns a failing call's status at once: for functions with nothing to
+ * clean up (MPT_TRY's label would be empty). */
+#define MPT_TRY_RETURN(call)                                                   \
+    do {                                                                       \
+        int status_ = (call);                                                  \
+        if (status_ < 0)                                                       \
+            return status_;                                                    \
+    } while (0)
+
 void mpt__log(mpt_log_level_t level, const char *fmt, ...) MPT__PRINTF(2, 3);
 
 /* The environment tunables, one enumerator each, described in env.c. */

@@ -5,6 +5,7 @@
  * engine.  Models are in model_api.c, datasets and loaders in dataset.c,
  * checkpoints in checkpoint.c.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,6 +314,27 @@ int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
 int mpt_trainer_trace_json(const mpt_trainer_t *t, char **json)
 {
     return mpt__engine_trace_json(t->eng, json);
+}
+
+int mpt_trainer_write_trace(const mpt_trainer_t *t, const char *path)
+{
+    char name[4096], *json = NULL;
+    if (!t || !path)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_write_trace: NULL argument");
+    if (t->rank == 0)
+        snprintf(name, sizeof name, "%s", path);
+    else
+        snprintf(name, sizeof name, "%s.rank%d", path, t->rank);
+    int status = mpt_trainer_trace_json(t, &json);
+    if (status < 0)
+        return status;
+    FILE *f = fopen(name, "w");
+    int bad = !f || fputs(json, f) < 0;
+    if (f && fclose(f) != 0)
+        bad = 1;
+    free(json);
+    return bad ? mpt__fail(MPT_ERR_IO, "cannot write trace %s: %s", name, strerror(errno))
+               : MPT_OK;
 }
 
 size_t mpt_trainer_device_count(const mpt_trainer_t *t)

@@ -139,16 +139,17 @@ out:
     return status;
 }
 
-int mpt_world_share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
-                         mpt_plan_t **plan)
+/* Rank 0's *plan to every rank; `failed`: rank 0 could not make it, and
+ * every rank's call fails with it. */
+static int share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
+                      int failed, mpt_plan_t **plan)
 {
     char *text = NULL;
     int status = MPT_OK, rank = mpt_world_rank(w);
-    if (!w || !model || !cluster || !plan || (rank == 0 && !*plan))
-        return mpt__fail(MPT_ERR_INVALID, "mpt_world_share_plan: NULL argument");
     if (mpt_world_size(w) == 1)
-        return MPT_OK;
-    int failed = rank == 0 ? mpt__plan_to_json(*plan, &text) : MPT_OK;
+        return failed;
+    if (rank == 0 && failed == MPT_OK)
+        failed = mpt__plan_to_json(*plan, &text);
     MPT_TRY(mpt__world_bcast_text(w, failed, &text));
     if (rank != 0) {
         mpt_plan_free(*plan);
@@ -160,5 +161,31 @@ int mpt_world_share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_clu
     }
 out:
     free(text);
+    return status;
+}
+
+int mpt_world_share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
+                         mpt_plan_t **plan)
+{
+    if (!w || !model || !cluster || !plan || (mpt_world_rank(w) == 0 && !*plan))
+        return mpt__fail(MPT_ERR_INVALID, "mpt_world_share_plan: NULL argument");
+    return share_plan(w, model, cluster, MPT_OK, plan);
+}
+
+int mpt_world_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
+                   const char *plan_file, const mpt_plan_request_t *request, mpt_plan_t **out)
+{
+    int failed = MPT_OK;
+    if (!w || !model || !cluster || !out || (!plan_file && !request))
+        return mpt__fail(MPT_ERR_INVALID, "mpt_world_plan: NULL argument");
+    *out = NULL;
+    if (mpt_world_rank(w) == 0)
+        failed = plan_file ? mpt_plan_load(plan_file, model, cluster, out)
+                           : mpt_plan_create(model, cluster, request, out);
+    int status = share_plan(w, model, cluster, failed, out);
+    if (status < 0) {
+        mpt_plan_free(*out);
+        *out = NULL;
+    }
     return status;
 }

@@ -18,9 +18,9 @@ static int32_t y[N];
 
 int main(void)
 {
-    mpt_model_builder_t *b; mpt_model_t *model; mpt_dataset_t *data; mpt_devices_t *devs;
-    mpt_cluster_t *cluster; mpt_plan_t *plan; mpt_trainer_t *t; mpt_loader_t *loader;
-    mpt_train_config_t cfg; mpt_plan_request_t req;
+    mpt_model_builder_t *b; mpt_model_t *model; mpt_dataset_t *train, *test; mpt_data_t *data;
+    mpt_devices_t *devs; mpt_cluster_t *cluster; mpt_plan_t *plan; mpt_trainer_t *t;
+    mpt_train_config_t cfg; mpt_plan_request_t req; mpt_fit_options_t fit;
     double loss0, acc0, loss, acc;
 
     srand(1); /* a separable task: the class is the quadrant of (x0, x1) */
@@ -28,7 +28,8 @@ int main(void)
         x[i] = 2.0f * (float)rand() / (float)RAND_MAX - 1.0f;
     for (int i = 0; i < N; i++)
         y[i] = (x[i * IN] > 0) + 2 * (x[i * IN + 1] > 0);
-    CHECK(mpt_dataset_from_memory(N, IN, CLASSES, x, y, &data)); /* copied */
+    CHECK(mpt_dataset_from_memory(N, IN, CLASSES, x, y, &train)); /* copied */
+    CHECK(mpt_dataset_from_memory(N, IN, CLASSES, x, y, &test));
 
     CHECK(mpt_model_builder_new("mlp", 1, (size_t[]){IN}, &b));
     CHECK(mpt_model_builder_add(b, "linear", "units=64"));
@@ -39,26 +40,25 @@ int main(void)
 
     CHECK(mpt_devices_open(NULL, &devs)); /* every device, or those of MPT_DEVICES */
     CHECK(mpt_cluster_local(devs, NULL, &cluster)); /* profiles: measured once, cached */
+    CHECK(mpt_data_from_datasets(train, test, model, BATCH, 1, &data)); /* owns both sets */
+    mpt_fit_options_default(&fit);
+    fit.steps = STEPS;
     mpt_train_config_default(&cfg);
-    cfg.batch = BATCH, cfg.total_steps = STEPS; /* the cosine schedule decays over the run */
+    cfg.batch = BATCH; /* the cosine schedule decays over the run: */
+    cfg.total_steps = mpt_fit_total_steps(&fit, data);
     mpt_plan_request_default(&req);
     req.batch = cfg.batch; /* one batch size: a plan made for another is refused */
     CHECK(mpt_plan_create(model, cluster, &req, &plan));
     CHECK(mpt_trainer_create_planned(model, devs, plan, &cfg, NULL, cluster, &t));
-    CHECK(mpt_loader_create(data, cfg.batch, cfg.seed, &loader));
 
     CHECK(mpt_trainer_evaluate(t, x, y, N, &loss0, &acc0));
-    for (int s = 0; s < STEPS; s++) {
-        const float *bx; const int32_t *by;
-        CHECK(mpt_loader_next(loader, &bx, &by, NULL, NULL));
-        CHECK(mpt_trainer_step(t, bx, by, NULL));
-    }
+    CHECK(mpt_trainer_fit(t, data, &fit)); /* STEPS batches of the seeded shuffle */
     CHECK(mpt_trainer_evaluate(t, x, y, N, &loss, &acc));
     printf("%zu devices: loss %.3f -> %.3f, accuracy %.1f%% -> %.1f%%\n",
            mpt_trainer_device_count(t), loss0, loss, 100 * acc0, 100 * acc);
 
-    mpt_loader_free(loader), mpt_trainer_free(t), mpt_plan_free(plan);
-    mpt_cluster_free(cluster), mpt_devices_free(devs), mpt_dataset_free(data);
+    mpt_data_free(data), mpt_trainer_free(t), mpt_plan_free(plan);
+    mpt_cluster_free(cluster), mpt_devices_free(devs);
     mpt_model_free(model), mpt_model_builder_free(b);
     return loss < loss0 / 2 && acc > 0.9 ? 0 : 1;
 }

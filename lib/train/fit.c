@@ -1,0 +1,193 @@
+/*
+ * train/fit.c: the training loop every program shares (mpt_trainer_fit):
+ * steps over a data source, a report every log_every steps into the
+ * metrics file, evaluation at each epoch's end and every eval_every steps,
+ * checkpoints every checkpoint_every steps and at the end, resuming from
+ * the checkpoint, and per-epoch summaries.  mpt-train only parses, calls
+ * this and prints what the callbacks hand it.
+ *
+ * Under a job (mpt_trainer_create_world) every rank runs the loop, since
+ * every rank takes part in each step; rank 0 alone writes the metrics (and
+ * mpt_trainer_save the checkpoint).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/trainer.h"
+
+void mpt_fit_options_default(mpt_fit_options_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->epochs = 10;
+    o->log_every = 1;
+}
+
+uint64_t mpt_fit_total_steps(const mpt_fit_options_t *o, const mpt_data_t *data)
+{
+    return o->steps ? o->steps : o->epochs * mpt_data_batches_per_epoch(data);
+}
+
+/* The state of one run of the loop. */
+typedef struct {
+    mpt_trainer_t *t;
+    mpt_data_t *data;
+    const mpt_fit_options_t *o;
+    mpt_metrics_t *metrics;
+    mpt_device_step_t *devices;
+    size_t ndevices;
+    mpt_step_report_t report; /* the last one */
+    /* the epoch so far */
+    double t0, loss_sum, busy_s, blas_s;
+    uint64_t steps;
+} fit_run;
+
+static int fit_report(fit_run *r, uint64_t epoch)
+{
+    mpt_step_report_t *rep = &r->report;
+    MPT_TRY_RETURN(mpt_trainer_report(r->t, rep));
+    for (size_t i = 0; i < r->ndevices; i++)
+        MPT_TRY_RETURN(mpt_trainer_device_stats(r->t, i, &r->devices[i]));
+    if (!isnan(rep->device_busy)) {
+        r->busy_s += rep->device_busy * rep->seconds;
+        r->blas_s += rep->blas_busy * rep->seconds;
+    }
+    if (r->metrics)
+        MPT_TRY_RETURN(mpt_metrics_step(r->metrics, rep, epoch + 1, r->devices, r->ndevices));
+    return MPT_OK;
+}
+
+/* Evaluates, logs the evaluation and, at an epoch's end or the run's,
+ * hands the epoch's summary to the caller and starts the next. */
+static int fit_evaluate(fit_run *r, uint64_t step, uint64_t epoch, int summary, int epoch_end,
+                        uint64_t first_step)
+{
+    const float *x;
+    const int32_t *y;
+    size_t count;
+    const char *name;
+    double loss = 0, acc = 0;
+    mpt_data_eval_set(r->data, &x, &y, &count, &name);
+    MPT_TRY_RETURN(mpt_trainer_evaluate(r->t, x, y, count, &loss, &acc));
+    if (r->metrics)
+        MPT_TRY_RETURN(mpt_metrics_eval(r->metrics, step, epoch + 1, name, loss, acc));
+    if (!summary)
+        return MPT_OK;
+    double now = mpt__now(), secs = now - r->t0;
+    uint64_t per_epoch = mpt_data_batches_per_epoch(r->data);
+    size_t batch = mpt_data_batch(r->data), context = r->t->model->labels_per_sample;
+    mpt_epoch_summary_t s = {
+        .epoch = epoch + 1,
+        .step = step,
+        .steps = r->steps,
+        .partial = !epoch_end,
+        .resumed = step - r->steps == first_step && first_step > 0 && first_step % per_epoch != 0,
+        .train_loss = r->steps ? r->loss_sum / (double)r->steps : NAN,
+        .eval_loss = loss,
+        .eval_accuracy = acc,
+        .eval_name = name,
+        .seconds = secs,
+        .samples_per_s = secs > 0 ? (double)(r->steps * batch) / secs : 0,
+        .device_busy_s = r->t->timing ? r->busy_s : NAN,
+        .blas_busy_s = r->t->timing ? r->blas_s : NAN,
+    };
+    s.tokens_per_s = context > 1 ? s.samples_per_s * (double)context : 0;
+    if (r->o->on_epoch)
+        r->o->on_epoch(r->o->ctx, &s);
+    r->t0 = mpt__now(), r->loss_sum = 0, r->steps = 0, r->busy_s = 0, r->blas_s = 0;
+    return MPT_OK;
+}
+
+/* Restores the trainer from the checkpoint and moves the data to where the
+ * interrupted run stood. */
+static int fit_resume(mpt_trainer_t *t, mpt_data_t *data, const char *path)
+{
+    mpt_data_position_t pos = {0, 0};
+    uint64_t per_epoch = mpt_data_batches_per_epoch(data);
+    MPT_TRY_RETURN(mpt_trainer_load(t, path, &pos));
+    if (pos.epoch * per_epoch + pos.batch_index != mpt_trainer_steps(t))
+        return mpt__fail(MPT_ERR_PARSE,
+                         "checkpoint %s: step %llu does not match its data position (epoch "
+                         "%llu, batch %llu) at %llu batches per epoch: resume with the "
+                         "interrupted run's data and batch size",
+                         path, (unsigned long long)mpt_trainer_steps(t),
+                         (unsigned long long)pos.epoch, (unsigned long long)pos.batch_index,
+                         (unsigned long long)per_epoch);
+    return mpt_data_seek(data, &pos);
+}
+
+static int fit_loop(fit_run *r, uint64_t total)
+{
+    const mpt_fit_options_t *o = r->o;
+    uint64_t per_epoch = mpt_data_batches_per_epoch(r->data);
+    uint64_t first_step = mpt_trainer_steps(r->t);
+    r->t0 = mpt__now();
+    for (uint64_t step = first_step; step < total; step++) {
+        const float *x;
+        const int32_t *y;
+        mpt_data_position_t at;
+        mpt_step_stats_t st;
+        MPT_TRY_RETURN(mpt_data_next(r->data, step, &x, &y, &at));
+        MPT_TRY_RETURN(mpt_trainer_step(r->t, x, y, &st));
+        r->loss_sum += st.loss, r->steps++;
+        int last = st.step == total;
+        if (st.step % o->log_every == 0 || last)
+            MPT_TRY_RETURN(fit_report(r, at.epoch));
+        if (o->on_step) { /* the figures of the last report, at this step */
+            mpt_step_report_t now = r->report;
+            now.step = st.step, now.loss = st.loss;
+            o->on_step(o->ctx, &now, at.epoch + 1, r->devices, r->ndevices);
+        }
+        int epoch_end = at.batch_index + 1 == per_epoch;
+        mpt_data_position_t next = {epoch_end ? at.epoch + 1 : at.epoch,
+                                    epoch_end ? 0 : at.batch_index + 1};
+        int saved = o->checkpoint && o->checkpoint_every && st.step % o->checkpoint_every == 0;
+        if (saved)
+            MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+        if (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))
+            MPT_TRY_RETURN(fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end,
+                                        first_step));
+        if (last && o->checkpoint && !saved)
+            MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+    }
+    return MPT_OK;
+}
+
+int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t *o)
+{
+    if (!t || !data || !o)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_fit: NULL argument");
+    if (mpt_data_batch(data) != t->cfg.batch)
+        return mpt__fail(MPT_ERR_INVALID,
+                         "the data's batches hold %zu samples, the trainer's %zu: give both "
+                         "one batch size",
+                         mpt_data_batch(data), t->cfg.batch);
+    if (o->resume && !o->checkpoint)
+        return mpt__fail(MPT_ERR_INVALID, "resuming needs the checkpoint's path");
+    if (o->log_every == 0)
+        return mpt__fail(MPT_ERR_INVALID, "log_every is 0: at least one step per report");
+    uint64_t total = mpt_fit_total_steps(o, data);
+    if (total == 0)
+        return mpt__fail(MPT_ERR_INVALID, "a run of 0 steps (epochs and steps both 0)");
+    if (o->resume)
+        MPT_TRY_RETURN(fit_resume(t, data, o->checkpoint));
+
+    fit_run r = {.t = t, .data = data, .o = o, .ndevices = mpt_trainer_device_count(t)};
+    int status = MPT_OK;
+    if (!(r.devices = calloc(r.ndevices, sizeof *r.devices))) {
+        status = mpt__fail(MPT_ERR_NOMEM, "mpt_trainer_fit: out of memory");
+        goto out;
+    }
+    if (o->metrics && t->rank == 0)
+        MPT_TRY(mpt_metrics_open(o->metrics, o->resume, mpt_trainer_steps(t), &r.metrics));
+    /* The window of the first report starts here, not at the trainer's
+     * creation or the checkpoint's load. */
+    mpt_step_report_t discard;
+    MPT_TRY(mpt_trainer_report(t, &discard));
+    status = fit_loop(&r, total);
+out:;
+    int closed = mpt_metrics_close(r.metrics);
+    free(r.devices);
+    return status < 0 ? status : closed;
+}
