@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <math.h>
+#include <signal.h>
 
 #include "sample.h"
 #include "tool.h"
@@ -92,6 +93,10 @@ static void usage(FILE *f)
             "      --checkpoint-every N  checkpoint every N steps\n"
             "      --resume              continue from DIR/checkpoint.safetensors (repeat\n"
             "                            the interrupted command: same steps, seed, batch)\n"
+            "      --overwrite           a new run may replace DIR's checkpoint (refused\n"
+            "                            otherwise: it is another run's work)\n"
+            "      --allow-other-data    resume although the checkpoint was written for\n"
+            "                            other data (checked by size and a CRC-32)\n"
             "      --timing              measure the device's busy time (OpenCL profiling\n"
             "                            events) and report it per epoch and in metrics\n"
             "                            (always on with several devices)\n"
@@ -117,7 +122,7 @@ static void parse(int argc, char **argv, options *o)
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
-           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK };
+           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -133,6 +138,8 @@ static void parse(int argc, char **argv, options *o)
         {"checkpoint", required_argument, NULL, O_CKPT},
         {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
         {"resume", no_argument, NULL, O_RESUME}, {"timing", no_argument, NULL, O_TIMING},
+        {"overwrite", no_argument, NULL, O_OVERWRITE},
+        {"allow-other-data", no_argument, NULL, O_OTHER_DATA},
         {"plan", required_argument, NULL, O_PLAN}, {"dp", required_argument, NULL, O_DP},
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
         {"microbatches", required_argument, NULL, O_MB},
@@ -214,6 +221,8 @@ static void parse(int argc, char **argv, options *o)
         case O_CKPT: o->checkpoint_dir = optarg; break;
         case O_CKPT_EVERY: o->fit.checkpoint_every = tool_parse_count("--checkpoint-every", optarg, 1); break;
         case O_RESUME: o->fit.resume = 1; break;
+        case O_OVERWRITE: o->fit.overwrite = 1; break;
+        case O_OTHER_DATA: o->fit.allow_other_data = 1; break;
         case O_TIMING: o->timing = 1; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); exit(TOOL_EXIT_OK);
@@ -230,12 +239,51 @@ static void parse(int argc, char **argv, options *o)
          o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO))
         tool_usage_error("--dp, --pp, --tp, --microbatches, --schedule gpipe|1f1b and "
                          "--allreduce pin an automatic plan: edit the plan file instead");
-    if ((o->fit.resume || o->fit.checkpoint_every) && !o->checkpoint_dir)
-        tool_usage_error("--resume and --checkpoint-every need --checkpoint DIR");
+    if ((o->fit.resume || o->fit.checkpoint_every || o->fit.overwrite) && !o->checkpoint_dir)
+        tool_usage_error("--resume, --overwrite and --checkpoint-every need --checkpoint DIR");
+    if (o->fit.resume && o->fit.overwrite)
+        tool_usage_error("--resume continues the checkpoint, --overwrite replaces it: not both");
+    o->fit.allow_no_steps = o->sample > 0; /* --sample from a checkpoint alone */
     if (!o->model)
         o->model = tool_data_path("models/" DEFAULT_MODEL);
     if (!lr_given) /* the optimizer's own rate, as the library's */
         mpt_train_config_use_optimizer(&o->cfg, o->cfg.optimizer);
+}
+
+/* The first SIGINT, SIGTERM or SIGHUP: the run stops after the current
+ * step (on every device and rank), writes its checkpoint and exits 128 +
+ * the signal; the handler is then reset, so a second one ends it at once. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+/* An output file the run writes at its end, tried before the first step:
+ * a wrong path fails now, not after hours of training. */
+static void check_writable(const char *path, const char *what)
+{
+    struct stat st;
+    int existed = stat(path, &st) == 0;
+    FILE *f = fopen(path, "a");
+    if (!f)
+        tool_die("cannot write %s %s: %s", what, path, strerror(errno));
+    fclose(f);
+    if (!existed)
+        remove(path);
 }
 
 /* What the loop's callbacks print with. */
@@ -384,9 +432,26 @@ int main(int argc, char **argv)
     if (o.timing) /* per-device busy figures for the progress line and metrics */
         tool_check(mpt_trainer_set_timing(t, 1), "turning on device timing");
 
+    if (o.trace) {
+        char name[4096];
+        if (rank == 0)
+            snprintf(name, sizeof name, "%s", o.trace);
+        else
+            snprintf(name, sizeof name, "%s.rank%d", o.trace, rank);
+        check_writable(name, "trace");
+    }
     printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
-    tool_check(mpt_trainer_fit(t, data, &o.fit), "training");
+    o.fit.stop = &stop_signal;
+    catch_stop_signals();
+    int status = mpt_trainer_fit(t, data, &o.fit);
+    if (status == MPT_ERR_STOPPED) {
+        if (p.tty)
+            fprintf(stderr, "\r\033[K");
+        fprintf(stderr, "mpt-train: %s\n", mpt_last_error());
+        exit(128 + (int)stop_signal);
+    }
+    tool_check(status, "training");
     if (o.sample)
         sample_text(t, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed, stdout);
     if (o.trace) /* each rank's own devices: FILE, then FILE.rank1... */

@@ -7,6 +7,7 @@
  * causal attention keeps from reaching back.  Fine for the few hundred
  * tokens of a sample; a cache would be the first step to real inference.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,10 @@ void sample_text(mpt_trainer_t *trainer, const mpt_model_t *model, uint64_t coun
         for (size_t i = 0; i < T; i++)
             x[i] = i < w ? (float)tokens[start + i] : 0.0f;
         tool_check(mpt_trainer_logits(trainer, x, 1, logits), "sampling");
+        for (size_t v = 0; v < V; v++) /* a diverged model: no text from noise */
+            if (!isfinite(logits[(w - 1) * V + v]))
+                tool_die("sampling: logit %zu of token %" PRIu64 " is %g: the model's "
+                         "parameters are not finite", v, n, (double)logits[(w - 1) * V + v]);
         size_t next = draw(logits + (w - 1) * V, V, temperature, top_k, &state, scratch, p);
         tokens[len++] = next;
         if (V <= 256)

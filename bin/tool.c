@@ -3,7 +3,9 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <ctype.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +24,24 @@ static void log_to_stderr(mpt_log_level_t level, const char *message, void *user
     fprintf(stderr, "%s: %s: %s\n", tool_name, names[level], message);
 }
 
+/* At exit: what went to standard output must have arrived (a full disk, a
+ * closed pipe, /dev/full), or the exit status says it did not. */
+static void check_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int err = errno ? errno : EIO;
+        fprintf(stderr, "%s: writing standard output: %s\n", tool_name, strerror(err));
+        _exit(TOOL_EXIT_FAIL);
+    }
+}
+
 void tool_init(const char *name, int verbose)
 {
+    static int registered;
     tool_name = name;
     mpt_set_log_callback(log_to_stderr, verbose ? MPT_LOG_DEBUG : MPT_LOG_WARN, NULL);
+    if (!registered++)
+        atexit(check_stdout);
 }
 
 void tool_check(int status, const char *what)
@@ -77,8 +93,9 @@ uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min)
 {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || end == s || s[0] == '-' || v < min)
+    /* strtoull would skip spaces and wrap "-1" to 2^64 - 1: digits only. */
+    unsigned long long v = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : 0;
+    if (s[0] < '0' || s[0] > '9' || errno || *end || v < min)
         tool_usage_error("%s needs an integer >= %" PRIu64 ", got '%s'", opt, min, s);
     return v;
 }
@@ -86,9 +103,10 @@ uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min)
 double tool_parse_real(const char *opt, const char *s)
 {
     char *end;
+    errno = 0;
     double v = strtod(s, &end);
-    if (*end || end == s)
-        tool_usage_error("%s needs a number, got '%s'", opt, s);
+    if (*end || end == s || errno == ERANGE || !isfinite(v) || isspace((unsigned char)s[0]))
+        tool_usage_error("%s needs a finite number, got '%s'", opt, s);
     return v;
 }
 

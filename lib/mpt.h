@@ -26,6 +26,7 @@
 #ifndef MPT_H
 #define MPT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,7 +59,10 @@ extern "C" {
     X(ERR_TOPOLOGY, -12, "topology discovery or loading failed")                \
     X(ERR_UNSUPPORTED, -13, "operation not supported here")                     \
     X(ERR_RANGE, -14, "value out of range")                                     \
-    X(ERR_ABORTED, -15, "aborted because another worker failed")
+    X(ERR_ABORTED, -15, "aborted because another worker failed")             \
+    X(ERR_DIVERGED, -16, "training diverged: a loss or gradient is not finite") \
+    X(ERR_EXISTS, -17, "would replace existing work")                          \
+    X(ERR_STOPPED, -18, "stopped by a signal")
 
 typedef enum {
 #define MPT__STATUS_ENUM(name, code, text) MPT_##name = code,
@@ -883,6 +887,10 @@ MPT_API int mpt_data_next(mpt_data_t *data, uint64_t step, const float **inputs,
 /** Moves the data to a position (a checkpoint's): the next mpt_data_next
  *  returns that batch. */
 MPT_API int mpt_data_seek(mpt_data_t *data, const mpt_data_position_t *position);
+/** What the data is, in a line ("images 60000 x 784, 10 classes, crc32
+ *  1a2b3c4d"): sizes and a CRC-32 of its first MB, which checkpoints
+ *  record so that a run is not resumed on other data. */
+MPT_API const char *mpt_data_identity(const mpt_data_t *data);
 /** The evaluation set: count samples, and its name ("test" or "val"). */
 MPT_API void mpt_data_eval_set(const mpt_data_t *data, const float **inputs,
                                const int32_t **labels, size_t *count, const char **name);
@@ -912,6 +920,14 @@ typedef struct {
     const char *checkpoint;    /* checkpoint file, written at the end (NULL: none) */
     uint64_t checkpoint_every; /* and every N steps (0) */
     int resume;                /* continue from the checkpoint first (0) */
+    int overwrite;             /* a new run may replace an existing checkpoint (0: refused) */
+    int allow_other_data;      /* resume although the checkpoint names other data (0) */
+    int allow_no_steps;        /* resume at or past the last step is not an error (0) */
+    /* Checked after every step: when it holds a signal number the run
+     * stops there (every rank at the same step), writes the checkpoint
+     * and mpt_trainer_fit returns MPT_ERR_STOPPED ("stopped by signal N
+     * at step S").  Set it from a signal handler. */
+    const volatile sig_atomic_t *stop;
     /* Called after every step with the last report's figures at this
      * step (for a progress line: mpt_progress_line), and at each epoch's
      * end; on every rank of a job.  NULL: not called. */

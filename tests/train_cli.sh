@@ -78,9 +78,11 @@ for delay in 0.05 0.2 0.4 0.7 1.1; do
         fail "no checkpoint written within 120 s"
         continue
     fi
-    # --steps 1 with a checkpoint past step 1: load, check, train nothing.
-    if "$train" --model "$model" --batch 32 --schedule constant --checkpoint "$tmp/kill" --resume --steps 1 \
-        >"$tmp/kill.out" 2>&1; then
+    # --steps 1 with a checkpoint past step 1: the checkpoint loads and is
+    # checked, then the run refuses to go backwards (exit 1, saying so).
+    "$train" --model "$model" --batch 32 --schedule constant --checkpoint "$tmp/kill" --resume --steps 1 \
+        >"$tmp/kill.out" 2>&1
+    if grep -q "is at step [0-9]*: a run to step 1 has nothing to train" "$tmp/kill.out"; then
         loaded=$((loaded + 1))
     else
         fail "checkpoint after SIGKILL ${delay}s into checkpointing does not load: $(tail -n 1 "$tmp/kill.out")"

@@ -13,7 +13,9 @@
  * are rejected as unknown), and lazy loading of single tensors.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +256,41 @@ static int write_data(FILE *fp, const mpt__st_tensor_t *t)
     return bad;
 }
 
+/* Removes what killed writers of path left: "<path>.tmp.<pid>" files of
+ * processes that no longer run (kill(pid, 0) says ESRCH).  A live writer's
+ * file, this process's included, is left alone. */
+static void remove_stale_temporaries(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? path + (slash - dir) + 1 : path;
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        char *end = NULL;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0)
+            continue;
+        long pid = strtol(n + blen + 5, &end, 10);
+        if (!*end && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 &&
+            errno == ESRCH) {
+            char stale[8192];
+            snprintf(stale, sizeof stale, "%s/%s", dir, n);
+            if (unlink(stale) == 0)
+                mpt__log(MPT_LOG_INFO, "removed %s, left by a writer that died", stale);
+        }
+    }
+    closedir(d);
+}
+
 int mpt__st_write(const mpt__st_file_t *f, const char *path)
 {
     char tmp[4096], *header = NULL;
@@ -261,7 +298,16 @@ int mpt__st_write(const mpt__st_file_t *f, const char *path)
     if (!f || !path)
         return mpt__fail(MPT_ERR_INVALID, "safetensors: nothing to write or no path");
     MPT_TRY(mpt__snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()));
+    remove_stale_temporaries(path);
     MPT_TRY(build_header(f, &header));
+    /* What this writer writes, its reader must read. */
+    if (strlen(header) > ST_MAX_HEADER) {
+        status = mpt__fail(MPT_ERR_RANGE,
+                           "cannot write %s: its header (tensor names and metadata) is %zu "
+                           "bytes, above the %u a reader accepts",
+                           path, strlen(header), ST_MAX_HEADER);
+        goto out;
+    }
 
     /* Spaces pad the header so that the data starts 8-byte aligned. */
     size_t len = strlen(header), padded = (len + 7) / 8 * 8;

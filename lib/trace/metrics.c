@@ -20,12 +20,17 @@ struct mpt_metrics {
     int failed; /* a write failed: reported once, by the call that saw it */
 };
 
-/* Keeps the lines of steps up to `step` (temporary file, rename). */
+/* Keeps the lines of steps up to `step` (temporary file, rename): the
+ * resumed run logs the later ones again.  Lines of any length (getline);
+ * a last line without its newline is what a killed writer left half
+ * written, and goes too. */
 static int drop_after(const char *path, uint64_t step)
 {
-    char tmp[4096], line[1 << 16];
+    char tmp[4096], *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
     FILE *in = fopen(path, "r"), *out;
-    int status = MPT_OK;
+    int status = MPT_OK, bad = 0;
     if (!in)
         return errno == ENOENT ? MPT_OK /* nothing logged yet */
                                : mpt__fail(MPT_ERR_IO, "metrics file %s: %s", path,
@@ -35,14 +40,17 @@ static int drop_after(const char *path, uint64_t step)
         fclose(in);
         return mpt__fail(MPT_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     }
-    while (fgets(line, sizeof line, in)) {
+    errno = 0;
+    while (!bad && (len = getline(&line, &cap, in)) > 0) {
         unsigned long long s = 0;
+        if (line[len - 1] != '\n')
+            break;
         if (sscanf(line, "{\"step\": %llu", &s) == 1 && s > step)
             continue;
-        if (fputs(line, out) < 0)
-            break;
+        bad = fputs(line, out) < 0;
     }
-    int bad = ferror(in) || ferror(out);
+    free(line);
+    bad |= ferror(in) || ferror(out);
     fclose(in);
     if (fclose(out) != 0 || bad || rename(tmp, path) != 0) {
         status = mpt__fail(MPT_ERR_IO, "cannot rewrite metrics file %s: %s", path,

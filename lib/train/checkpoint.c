@@ -14,6 +14,7 @@
  * later plan shards them.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,6 @@ static int take_tensor(void *p, int slot, const mpt__layer_t *l, const mpt__para
         return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: tensor %s has another dtype or shape than "
                          "the model's", c->path, name);
     memcpy(c->state[slot + 1] + q->offset, t->data, t->bytes);
-    c->crc = crc32(c->crc, (const Bytef *)t->data, (uInt)t->bytes);
     return MPT_OK;
 }
 
@@ -139,6 +139,12 @@ static const char *const covered[] = {"format", "model", "optimizer", "config",
 static uLong crc_meta(const mpt__st_file_t *f)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
+    /* "data", the data's identity, came later: covered when present, so
+     * that checkpoints written before it still check. */
+    if (mpt__st_meta(f, "data")) {
+        crc = crc32(crc, (const Bytef *)"data=", 5);
+        crc = crc32(crc, (const Bytef *)mpt__st_meta(f, "data"), (uInt)strlen(mpt__st_meta(f, "data")));
+    }
     for (size_t i = 0; i < sizeof covered / sizeof covered[0]; i++) {
         const char *v = mpt__st_meta(f, covered[i]);
         crc = crc32(crc, (const Bytef *)covered[i], (uInt)strlen(covered[i]));
@@ -148,6 +154,55 @@ static uLong crc_meta(const mpt__st_file_t *f)
         crc = crc32(crc, (const Bytef *)"\n", 1);
     }
     return crc;
+}
+
+/* The non-finite values among n floats, and the first one's index. */
+static size_t count_nonfinite(const float *v, size_t n, size_t *first)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) && bad++ == 0)
+            *first = i;
+    return bad;
+}
+
+/* A diverged run's state (NaN or infinite parameters or optimizer slots)
+ * is never written, and never read back: it would replace or continue
+ * from the last good one. */
+static int check_finite(const mpt_trainer_t *t, float *const state[3], const char *path,
+                        const char *what)
+{
+    static const char *const names[3] = {"parameters", "optimizer slot 0", "optimizer slot 1"};
+    for (int s = 0; s < 3; s++) {
+        size_t first = 0, bad = count_nonfinite(state[s], t->model->param_floats, &first);
+        if (bad)
+            return mpt__fail(MPT_ERR_INVALID,
+                             "checkpoint %s: %zu of the %zu %s are not finite (the first: "
+                             "float %zu is %g): training diverged; %s",
+                             path, bad, t->model->param_floats, names[s], first,
+                             (double)state[s][first], what);
+    }
+    return MPT_OK;
+}
+
+/* The checksum over the metadata and every tensor's data in file order
+ * (the writer's order): checked before anything in the file is believed,
+ * so that a flipped byte is called corruption, not another model. */
+static int check_crc(const mpt__st_file_t *f, const char *path)
+{
+    char crc[16];
+    uLong sum = crc_meta(f);
+    const char *recorded = mpt__st_meta(f, "crc32");
+    for (size_t i = 0; i < mpt__st_count(f); i++) {
+        const mpt__st_tensor_t *t = mpt__st_at(f, i);
+        sum = crc32(sum, (const Bytef *)t->data, (uInt)t->bytes);
+    }
+    snprintf(crc, sizeof crc, "%08lx", (unsigned long)sum);
+    if (!recorded || strcmp(crc, recorded) != 0)
+        return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: data checksum %s does not match the "
+                         "recorded %s: the file is corrupted or was edited", path, crc,
+                         recorded ? recorded : "(none)");
+    return MPT_OK;
 }
 
 int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position_t *pos)
@@ -163,6 +218,7 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     MPT_TRY(mpt__trainer_read_slot(t, 1, c.state[2]));
     if (t->rank != 0) /* the reads were collective; rank 0 alone writes the file */
         goto out;
+    MPT_TRY(check_finite(t, c.state, path, "not written, the previous checkpoint is kept"));
     MPT_TRY(mpt__st_create(&c.file));
     MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
     MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));
@@ -171,6 +227,8 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     MPT_TRY(meta_u64(c.file, "step", mpt_trainer_steps(t)));
     MPT_TRY(meta_u64(c.file, "epoch", pos ? pos->epoch : 0));
     MPT_TRY(meta_u64(c.file, "batch_index", pos ? pos->batch_index : 0));
+    if (t->data_id[0])
+        MPT_TRY(mpt__st_set_meta(c.file, "data", t->data_id));
     c.crc = crc_meta(c.file);
     MPT_TRY(visit(t->model, add_tensor, &c));
     snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
@@ -242,24 +300,25 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     ckpt_ctx c = {0};
     mpt__st_file_t *f = NULL;
     uint64_t step = 0, epoch = 0, batch_index = 0;
-    char crc[16];
     int status;
     MPT_TRY(mpt__st_read(path, &f));
     c.in = f, c.path = path;
-    c.crc = crc_meta(f);
+    MPT_TRY(check_crc(f, path));
     MPT_TRY(check_compatible(t, f, path));
+    const char *data = mpt__st_meta(f, "data");
+    if (data && t->data_id[0] && strcmp(data, t->data_id) != 0 && !t->allow_other_data) {
+        status = mpt__fail(MPT_ERR_PARSE,
+                           "checkpoint %s: written for other data (%s; this run's: %s): resume "
+                           "on the same data, or allow other data to continue on purpose",
+                           path, data, t->data_id);
+        goto out;
+    }
     MPT_TRY(meta_number(f, path, "step", &step));
     MPT_TRY(meta_number(f, path, "epoch", &epoch));
     MPT_TRY(meta_number(f, path, "batch_index", &batch_index));
     MPT_TRY(alloc_state(t, &c));
     MPT_TRY(visit(t->model, take_tensor, &c));
-    snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
-    if (!mpt__st_meta(f, "crc32") || strcmp(crc, mpt__st_meta(f, "crc32")) != 0) {
-        status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: data checksum %s does not match the "
-                           "recorded %s: the file is corrupted or was edited", path, crc,
-                           mpt__st_meta(f, "crc32") ? mpt__st_meta(f, "crc32") : "(none)");
-        goto out;
-    }
+    MPT_TRY(check_finite(t, c.state, path, "not loaded"));
     /* Only now, with everything checked, does the trainer change.  A device
      * failure past this point leaves it part restored (see mpt.h). */
     MPT_TRY(mpt__trainer_write_params(t, c.state[0]));

@@ -10,10 +10,13 @@
  * every rank takes part in each step; rank 0 alone writes the metrics (and
  * mpt_trainer_save the checkpoint).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "train/trainer.h"
 
@@ -130,8 +133,18 @@ static int fit_loop(fit_run *r, uint64_t total)
         mpt_step_stats_t st;
         MPT_TRY_RETURN(mpt_data_next(r->data, step, &x, &y, &at));
         MPT_TRY_RETURN(mpt_trainer_step(r->t, x, y, &st));
+        if (!isfinite(st.loss) || (r->t->cfg.clip_norm > 0 && !isfinite(st.grad_norm)))
+            return mpt__fail(MPT_ERR_DIVERGED,
+                             "step %llu: the %s is %g: training diverged (a lower learning "
+                             "rate, a warm-up or --clip-norm may help); no checkpoint written "
+                             "from it",
+                             (unsigned long long)st.step,
+                             isfinite(st.loss) ? "gradient norm" : "loss",
+                             isfinite(st.loss) ? st.grad_norm : st.loss);
         r->loss_sum += st.loss, r->steps++;
-        int last = st.step == total;
+        int signal = 0; /* every rank stops at the same step, or none does */
+        MPT_TRY_RETURN(mpt__trainer_agree_max(r->t, o->stop ? (int)*o->stop : 0, &signal));
+        int last = st.step == total || signal;
         if (st.step % o->log_every == 0 || last)
             MPT_TRY_RETURN(fit_report(r, at.epoch));
         if (o->on_step) { /* the figures of the last report, at this step */
@@ -150,6 +163,43 @@ static int fit_loop(fit_run *r, uint64_t total)
                                         first_step));
         if (last && o->checkpoint && !saved)
             MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+        if (signal)
+            return mpt__fail(MPT_ERR_STOPPED, "stopped by signal %d at step %llu%s", signal,
+                             (unsigned long long)st.step,
+                             o->checkpoint ? ", checkpoint written: resume to continue" : "");
+    }
+    return MPT_OK;
+}
+
+/* The checkpoint's path before training: its directory must exist and be
+ * writable, and a new run must not replace another run's checkpoint
+ * unless told to. */
+static int check_checkpoint_path(const mpt_fit_options_t *o)
+{
+    char dir[4096];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", o->checkpoint);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mpt__fail(MPT_ERR_IO, "checkpoint %s: %s is not a directory", o->checkpoint, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        return mpt__fail(MPT_ERR_IO, "checkpoint %s: cannot write in %s: %s", o->checkpoint,
+                         dir, strerror(errno));
+    if (stat(o->checkpoint, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return mpt__fail(MPT_ERR_IO, "checkpoint %s is not a regular file", o->checkpoint);
+        if (!o->resume && !o->overwrite)
+            return mpt__fail(MPT_ERR_EXISTS,
+                             "checkpoint %s exists (another run's): resume it, or overwrite "
+                             "it on purpose",
+                             o->checkpoint);
+    } else if (o->resume) {
+        return mpt__fail(MPT_ERR_NOT_FOUND, "checkpoint %s: %s: nothing to resume",
+                         o->checkpoint, strerror(errno));
     }
     return MPT_OK;
 }
@@ -170,8 +220,21 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
     uint64_t total = mpt_fit_total_steps(o, data);
     if (total == 0)
         return mpt__fail(MPT_ERR_INVALID, "a run of 0 steps (epochs and steps both 0)");
-    if (o->resume)
+    /* What can be checked before the first step is: no run trains for
+     * minutes and then fails on a path. */
+    snprintf(t->data_id, sizeof t->data_id, "%s", mpt_data_identity(data));
+    t->allow_other_data = o->allow_other_data;
+    if (o->checkpoint)
+        MPT_TRY_RETURN(check_checkpoint_path(o));
+    if (o->resume) {
         MPT_TRY_RETURN(fit_resume(t, data, o->checkpoint));
+        uint64_t at = mpt_trainer_steps(t);
+        if (total < at || (total == at && !o->allow_no_steps))
+            return mpt__fail(MPT_ERR_INVALID,
+                             "checkpoint %s is at step %llu: a run to step %llu has nothing "
+                             "to train (give more steps or epochs)",
+                             o->checkpoint, (unsigned long long)at, (unsigned long long)total);
+    }
 
     fit_run r = {.t = t, .data = data, .o = o, .ndevices = mpt_trainer_device_count(t)};
     int status = MPT_OK;

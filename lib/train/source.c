@@ -12,8 +12,11 @@
  * Files (an IDX directory, a token file) and memory take the same path:
  * the file openers only load, then hand over to the memory constructors.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "core/internal.h"
 
@@ -39,6 +42,7 @@ struct mpt_data {
     const int32_t *eval_y;
     size_t eval_count;
     const char *eval_name;
+    char identity[160]; /* mpt_data_identity */
 };
 
 void mpt_data_free(mpt_data_t *d)
@@ -84,6 +88,47 @@ static int check_images(const mpt_dataset_t *set, const char *which, const mpt_m
     return MPT_OK;
 }
 
+/* The bytes of the data its identity hashes: the first MB, enough to tell
+ * two datasets apart without reading gigabytes at every start. */
+#define IDENTITY_BYTES (1u << 20)
+
+static void identify_images(mpt_data_t *d)
+{
+    const mpt_dataset_t *t = d->train;
+    size_t n = mpt_dataset_count(t), floats = mpt_dataset_sample_floats(t);
+    size_t bytes = n * floats * sizeof(float);
+    uLong crc = crc32(0L, (const Bytef *)mpt_dataset_images(t),
+                      (uInt)(bytes < IDENTITY_BYTES ? bytes : IDENTITY_BYTES));
+    crc = crc32(crc, (const Bytef *)mpt_dataset_labels(t), (uInt)(n * sizeof(int32_t)));
+    snprintf(d->identity, sizeof d->identity, "images %zu x %zu, %d classes, crc32 %08lx", n,
+             floats, mpt_dataset_classes(t), (unsigned long)crc);
+}
+
+/* The first windows of the training part, as floats, up to a MB. */
+static int identify_tokens(mpt_data_t *d)
+{
+    size_t ctx = d->context, windows = mpt_tokens_windows(d->train_tokens, ctx);
+    size_t want = IDENTITY_BYTES / sizeof(float) / ctx;
+    size_t k = windows < want ? windows : want;
+    float *x = malloc(k * ctx * sizeof *x);
+    int32_t *y = malloc(k * ctx * sizeof *y);
+    if (!x || !y) {
+        free(x), free(y);
+        return mpt__fail(MPT_ERR_NOMEM, "data: out of memory");
+    }
+    int status = mpt_tokens_sequential(d->train_tokens, ctx, 0, k, x, y);
+    uLong crc = crc32(0L, (const Bytef *)x, (uInt)(k * ctx * sizeof *x));
+    snprintf(d->identity, sizeof d->identity, "tokens %zu, vocab %zu, crc32 %08lx",
+             mpt_tokens_count(d->tokens), mpt_tokens_vocab(d->tokens), (unsigned long)crc);
+    free(x), free(y);
+    return status;
+}
+
+const char *mpt_data_identity(const mpt_data_t *d)
+{
+    return d ? d->identity : "";
+}
+
 int mpt_data_from_datasets(mpt_dataset_t *train, mpt_dataset_t *eval, const mpt_model_t *model,
                            size_t batch, uint64_t seed, mpt_data_t **out)
 {
@@ -116,6 +161,7 @@ int mpt_data_from_datasets(mpt_dataset_t *train, mpt_dataset_t *eval, const mpt_
     d->eval_y = mpt_dataset_labels(eval);
     d->eval_count = mpt_dataset_count(eval);
     d->eval_name = "test";
+    identify_images(d);
     *out = d;
     return MPT_OK;
 }
@@ -148,7 +194,7 @@ static int open_tokens(mpt_data_t *d, const mpt_model_t *model)
                          d->batch * ctx);
     MPT_TRY_RETURN(mpt_tokens_sequential(d->val_tokens, ctx, 0, d->eval_count, d->vx, d->vy));
     d->eval_x = d->vx, d->eval_y = d->vy, d->eval_name = "val";
-    return MPT_OK;
+    return identify_tokens(d);
 }
 
 int mpt_data_from_tokens(mpt_tokens_t *tokens, const mpt_model_t *model, size_t batch,

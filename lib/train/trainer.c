@@ -197,9 +197,27 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
             }
         mpt__engine_ranks_t ranks = {rank, size, rank_of};
         status = trainer_on_engine(model, all, n, plan, config, topo, cluster, &ranks, out);
+        if (status == MPT_OK)
+            (*out)->world = world;
     }
     free(all);
     free(rank_of);
+    return status;
+}
+
+int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out)
+{
+    int size = t->world ? mpt_world_size(t->world) : 1;
+    *out = mine;
+    if (size == 1)
+        return MPT_OK;
+    int *all = calloc((size_t)size, sizeof *all), status;
+    if (!all)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    if ((status = mpt__world_allgather_int(t->world, mine, all)) == MPT_OK)
+        for (int r = 0; r < size; r++)
+            *out = all[r] > *out ? all[r] : *out;
+    free(all);
     return status;
 }
 

@@ -23,7 +23,17 @@ struct mpt_trainer {
     int timing;
     double *busy;          /* per worker: busy fraction of the last window */
     int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
+    mpt_world_t *world; /* the job's, NULL in one process */
+    /* what checkpoints record as the data (mpt_trainer_fit sets it), and
+     * whether a checkpoint of other data may be loaded */
+    char data_id[160];
+    int allow_other_data;
 };
+
+/* Collective under a job: the largest of every rank's value (a stop
+ * signal, so that every rank stops at the same step); the value itself in
+ * one process. */
+int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out);
 
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out);
 int mpt__trainer_write_params(mpt_trainer_t *t, const float *in);
