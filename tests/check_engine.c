@@ -28,6 +28,9 @@
  * within seconds (a watchdog alarm fails the test if anything hangs), and
  * the trainer refuses the next step.
  *
+ * The hierarchical all-reduce asked of replicas in one process is refused
+ * with the reason (it needs MPI ranks); the ring on the same plan trains.
+ *
  * Runs without fork (OpenCL), with four one-core PoCL devices (set in
  * main before OpenCL starts).
  */
@@ -349,6 +352,36 @@ START_TEST(replicas_split_unlike_are_refused)
 }
 END_TEST
 
+START_TEST(hierarchical_allreduce_in_one_process_is_refused)
+{
+    /* All replicas in this process: no nodes to sum inside first, so the
+     * hierarchical all-reduce cannot run; it is refused rather than run as
+     * the ring under its name.  The same plan with the ring trains. */
+    load_world();
+    double half[] = {0.5, 0.5};
+    int devs[] = {0, 1};
+    mpt_plan_t *p = make_plan(2, 1, 1, "gpipe", half, cuts_pp1, devs);
+    mpt_train_config_t c;
+    mpt_trainer_t *t = (mpt_trainer_t *)1;
+    config(&c);
+    p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
+    ck_assert_mpt_fails(mpt_trainer_create_planned(W.model, W.devs, p, &c, NULL, NULL, &t),
+                        MPT_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(mpt_last_error(), "hierarchical all-reduce needs the replicas on two "
+                                           "or more MPI ranks") &&
+                      strstr(mpt_last_error(), "2 replicas are on 1 rank"),
+                  "%s", mpt_last_error());
+    p->allreduce = MPT_ALLREDUCE_RING;
+    ck_assert_mpt_ok(mpt_trainer_create_planned(W.model, W.devs, p, &c, NULL, NULL, &t));
+    mpt_step_stats_t st;
+    ck_assert_mpt_ok(mpt_trainer_step(t, W.x, W.y, &st));
+    ck_assert(isfinite(st.loss));
+    mpt_trainer_free(t);
+    mpt_plan_free(p);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("engine");
@@ -363,6 +396,7 @@ static Suite *suite(void)
     tcase_add_test(tc, dp2_different_stage_cuts);
     tcase_add_test(tc, device_failure_ends_the_step);
     tcase_add_test(tc, replicas_split_unlike_are_refused);
+    tcase_add_test(tc, hierarchical_allreduce_in_one_process_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -445,9 +445,9 @@ START_TEST(dropout_mask_is_the_host_philox_rule)
     float *x = uniform(30, n, 0.5f, 1.0f), *dy = uniform(31, n, 1.0f, 0.0f); /* x in [0.5, 1.5) */
     mpt__tensor_t tx = put(dev, 3, n, x), ty = put(dev, 5, n, NULL), tdy = put(dev, 7, n, dy),
                   tdx = put(dev, 1, n, NULL), tz = put(dev, 2, n, NULL);
-    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, p, seed, stream));
-    ck_assert_mpt_ok(mpt__op_dropout_backward(&tdy, &tdx, n, p, seed, stream));
-    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &tz, n, p, seed, stream + 1));
+    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, NULL, p, seed, stream));
+    ck_assert_mpt_ok(mpt__op_dropout_backward(&tdy, &tdx, n, NULL, p, seed, stream));
+    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &tz, n, NULL, p, seed, stream + 1));
     float *y = get(&ty), *dx = get(&tdx), *z = get(&tz);
 
     /* Bit-exact: the same keep rule and the same single fp32 product with
@@ -492,30 +492,30 @@ START_TEST(dropout_edge_cases)
     float got[8];
 
     /* p = 0: the identity, bit for bit. */
-    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, 0.0f, 5, 6));
+    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, NULL, 0.0f, 5, 6));
     ck_assert_mpt_ok(mpt_buffer_read(ty.buf, 2 * sizeof(float), got, 8 * sizeof(float)));
     ck_assert_mem_eq(got, x, sizeof x);
     ck_assert(isnan(got[7])); /* the guard: nothing written past n */
     /* p = 1: all zeros, no division by zero. */
-    ck_assert_mpt_ok(mpt__op_dropout_backward(&tx, &ty, n, 1.0f, 5, 6));
+    ck_assert_mpt_ok(mpt__op_dropout_backward(&tx, &ty, n, NULL, 1.0f, 5, 6));
     ck_assert_mpt_ok(mpt__tensor_read(&ty, got));
     for (size_t i = 0; i < n; i++)
         ck_assert_msg(got[i] == 0.0f, "p = 1: y[%zu] = %g", i, got[i]);
     /* Small n with a partial block matches the host rule too. */
     const float p = 0.5f;
-    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, p, 99, 1));
+    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, NULL, p, 99, 1));
     ck_assert_mpt_ok(mpt__tensor_read(&ty, got));
     for (size_t i = 0; i < n; i++)
         ck_assert_float_eq(got[i], x[i] * (keeps(99, 1, i, p) ? 2.0f : 0.0f));
     /* Keep iff u >= p, not u > p: with p equal to element 3's own u, that
      * element is kept. */
     float p3 = mpt__u01(mpt__rng_u32(99, 1, 3));
-    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, p3, 99, 1));
+    ck_assert_mpt_ok(mpt__op_dropout_forward(&tx, &ty, n, NULL, p3, 99, 1));
     ck_assert_mpt_ok(mpt__tensor_read(&ty, got));
     ck_assert_float_eq(got[3], x[3] * (1.0f / (1.0f - p3)));
-    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, 1.5f, 1, 1), MPT_ERR_INVALID);
-    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, -0.1f, 1, 1), MPT_ERR_INVALID);
-    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, NAN, 1, 1), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, NULL, 1.5f, 1, 1), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, NULL, -0.1f, 1, 1), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt__op_dropout_forward(&tx, &ty, n, NULL, NAN, 1, 1), MPT_ERR_INVALID);
     mpt_buffer_free(tx.buf), mpt_buffer_free(ty.buf);
     mpt_devices_free(set);
 }

@@ -8,7 +8,8 @@
  * element owned by exactly one member of a group), the same from the roles
  * a plan keeps as from none, and a shard cut by the roles it is given
  * (all whole: every member holds the whole model); a layer norm between
- * splits replicated on both members; dropout on a slice refused.
+ * splits replicated on both members; dropout on a slice runs there, told
+ * where its slice sits (check_dropout.c trains it).
  *
  * Plan invariance: 20 SGD steps (momentum 0.9, lr 0.05) of the
  * Fashion-MNIST MLP (batch 64) and of a small CNN (tests/fixtures/
@@ -391,9 +392,12 @@ START_TEST(replicated_and_unsplittable_layers)
     close(fd);
     ck_assert_mpt_ok(mpt_model_load(drop_path, &m));
     unlink(drop_path);
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s),
-                        MPT_ERR_UNSUPPORTED);
-    ck_assert_msg(strstr(mpt_last_error(), "layer 1 (dropout)"), "%s", mpt_last_error());
+    /* linear (column), dropout on the slice, linear (row), loss */
+    ck_assert_mpt_ok(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s));
+    ck_assert_uint_eq(mpt__shard_model(s)->nlayers, 4);
+    ck_assert_str_eq(mpt__shard_model(s)->layers[1].kind->name, "sliced");
+    ck_assert_str_eq(mpt__shard_model(s)->layers[2].kind->name, "row-parallel");
+    mpt__shard_free(s);
     mpt__transport_destroy(t);
     mpt_model_free(m);
 }

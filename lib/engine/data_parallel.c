@@ -161,15 +161,32 @@ void mpt__eng_layer_done(void *arg, size_t layer)
 /* A segment's node map: the rank of each member, so that the hierarchical
  * all-reduce sums inside each process over its threads before the ring
  * across processes.  Only when the plan asks for it; a layout it cannot
- * run (uneven, one rank) stays a flat ring inside comm. */
+ * run (one rank, one replica per rank, uneven) is refused here rather
+ * than left to run the flat ring under the hierarchical name.  (In one
+ * process the replicas' threads share the host memory: a hierarchy
+ * inside it would only add steps.) */
 static int set_nodes(const mpt__engine_t *e, segment_t *s)
 {
     if (e->plan->allreduce != MPT_ALLREDUCE_HIERARCHICAL)
         return MPT_OK;
     if (!(s->node = malloc(e->nreplicas * sizeof *s->node)))
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    for (size_t r = 0; r < e->nreplicas; r++)
+    int ranks = 0;
+    for (size_t r = 0; r < e->nreplicas; r++) {
         s->node[r] = e->w[s->members[r]].rank;
+        int seen = 0;
+        for (size_t q = 0; q < r && !seen; q++)
+            seen = s->node[q] == s->node[r];
+        ranks += !seen;
+    }
+    mpt__group_t g = {e->t, s->members, (int)e->nreplicas, s->self, s->tag, s->node};
+    if (!mpt__allreduce_is_hierarchical(&g, NULL, NULL))
+        return mpt__fail(MPT_ERR_UNSUPPORTED,
+                         "the hierarchical all-reduce needs the replicas on two or more MPI "
+                         "ranks with the same number, at least two, on each; this plan's %zu "
+                         "replicas are on %d rank%s: use --allreduce ring or auto, or run under "
+                         "mpirun with several devices per rank", e->nreplicas, ranks,
+                         ranks == 1 ? "" : "s");
     return MPT_OK;
 }
 
@@ -213,9 +230,10 @@ int mpt__eng_make_segments(mpt__engine_t *e, worker_t *w)
             }
         }
         w->nsegs++;
-        if (set_nodes(e, s) < 0) {
+        int status = set_nodes(e, s);
+        if (status < 0) {
             free(cuts);
-            return MPT_ERR_NOMEM;
+            return status;
         }
     }
     free(cuts);

@@ -77,22 +77,10 @@ out:
     return status;
 }
 
-static int has_dropout(const mpt__model_t *m)
-{
-    for (size_t i = 0; i < m->nlayers; i++)
-        if (m->layers[i].kind->flags & MPT_KIND_WHOLE_BATCH)
-            return 1;
-    return 0;
-}
-
 static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevices, size_t batch)
 {
     if (p->microbatches == 0 || p->nreplicas == 0)
         return mpt__fail(MPT_ERR_INVALID, "a plan without replicas or micro-batches");
-    if (has_dropout(m) && (p->microbatches > 1 || p->nreplicas > 1))
-        return mpt__fail(MPT_ERR_UNSUPPORTED,
-                         "dropout masks are drawn per element of the whole batch: a model with "
-                         "dropout runs with one replica and one micro-batch only");
     /* One batch size: the plan's shares and micro-batches were cut for it. */
     if (p->batch && p->batch != batch)
         return mpt__fail(MPT_ERR_INVALID, "the plan was made for batch %zu but the trainer's "

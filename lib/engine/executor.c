@@ -50,6 +50,7 @@ struct mpt__executor {
     mpt__layer_hook_fn hook; /* called after each layer's backward */
     void *hook_arg;
     float *host_rows;  /* max_batch */
+    size_t *slot_sample; /* per slot: its first sample's index in the step's batch (dropout) */
 };
 
 static mpt__tensor_t flat(mpt_buffer_t *b, size_t n)
@@ -77,6 +78,7 @@ void mpt__executor_free(mpt__executor_t *ex)
     free(ex->act_off);
     free(ex->saved_off);
     free(ex->host_rows);
+    free(ex->slot_sample);
     free(ex);
 }
 
@@ -104,7 +106,8 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     size_t nl = last - first + 1;
     if (!(ex = calloc(1, sizeof *ex)) || !(ex->act_off = calloc(nl + 1, sizeof *ex->act_off)) ||
         !(ex->saved_off = calloc(nl, sizeof *ex->saved_off)) ||
-        !(ex->host_rows = calloc(max_batch * lps, sizeof *ex->host_rows))) {
+        !(ex->host_rows = calloc(max_batch * lps, sizeof *ex->host_rows)) ||
+        !(ex->slot_sample = calloc(slots, sizeof *ex->slot_sample))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -231,6 +234,7 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
     p.training = training;
     p.seed = ex->seed;
     p.step = ex->step;
+    p.sample_first = ex->slot_sample[slot];
     p.labels = ex->labels;
     p.labels_off = slot * ex->max_batch * lps;
     p.loss_scale = 1.0f / (float)(batch * lps);
@@ -265,6 +269,14 @@ int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, si
         status = mpt_buffer_write(ex->labels, slot * ex->max_batch * lps * sizeof *y, y,
                                   batch * lps * sizeof *y);
     return status;
+}
+
+int mpt__stage_set_first_sample(mpt__executor_t *ex, size_t slot, size_t sample)
+{
+    if (slot >= ex->slots)
+        return mpt__fail(MPT_ERR_INVALID, "micro-batch slot %zu of %zu", slot, ex->slots);
+    ex->slot_sample[slot] = sample;
+    return MPT_OK;
 }
 
 int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training)

@@ -66,6 +66,11 @@ int mpt__stage_is_last(const mpt__executor_t *ex);
  * previous stage's output otherwise), and its labels (last stage). */
 int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_t batch);
 int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, size_t batch);
+/* The index in the step's whole batch of slot `slot`'s first sample (0
+ * until set): a replica's share and a micro-batch start past 0, and
+ * dropout keys its masks by the whole batch's sample (nn/layer.h).  Set
+ * before the slot's forward; its backward reads the same. */
+int mpt__stage_set_first_sample(mpt__executor_t *ex, size_t slot, size_t sample);
 /* Forward of the stage's layers on slot `slot`; `training` turns dropout
  * on.  The loss stage writes per-sample losses (mpt__stage_loss_sum). */
 int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training);

@@ -60,6 +60,8 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
     if (w->next < 0)
         MPT_TRY(mpt__stage_put_labels(w->ex, slot,
                                       e->y + (share_first + off) * e->m->labels_per_sample, n));
+    /* Dropout draws the masks of the samples' places in the whole batch. */
+    MPT_TRY(mpt__stage_set_first_sample(w->ex, slot, share_first + off));
     MPT_TRY(mpt__stage_forward(w->ex, slot, n, 1));
     if (w->next >= 0) {
         float *s = w->fwd_stage + j * w->max_mb * out;

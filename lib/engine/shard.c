@@ -26,6 +26,8 @@ typedef struct {
     size_t *cut;                   /* all-gather: member i's floats per sample are
                                     * [cut[i], cut[i + 1]) of the whole row */
     size_t *counts;                /* all-gather: per-member counts of one call */
+    size_t slice_first, slice_whole; /* a layer on a slice: where the member's elements
+                                      * start in a whole sample, and its elements */
 } tp_ctx_t;
 
 struct mpt__shard {
@@ -170,6 +172,25 @@ static int inner_backward(mpt__layer_t *l, mpt__pass_t *p)
     return c->base->backward(l, &q);
 }
 
+/* A layer on the member's slice (relu, maxpool2d, dropout...) runs its
+ * own kind told where the slice sits in a whole sample, so that dropout
+ * draws the whole activation's numbers for the elements it holds. */
+static int sliced_forward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    const tp_ctx_t *c = l->ctx;
+    mpt__pass_t q = *p;
+    q.slice_first = c->slice_first, q.slice_whole = c->slice_whole;
+    return c->base->forward(l, &q);
+}
+
+static int sliced_backward(mpt__layer_t *l, mpt__pass_t *p)
+{
+    const tp_ctx_t *c = l->ctx;
+    mpt__pass_t q = *p;
+    q.slice_first = c->slice_first, q.slice_whole = c->slice_whole;
+    return c->base->backward(l, &q);
+}
+
 static double no_flops(const mpt__layer_t *l, size_t batch, int backward)
 {
     (void)l, (void)batch, (void)backward;
@@ -198,6 +219,13 @@ static const mpt__layer_kind_t inner_kind = {
     .flops = wrap_flops,
     .forward = inner_forward,
     .backward = inner_backward,
+};
+static const mpt__layer_kind_t sliced_kind = {
+    .name = "sliced",
+    .scratch_floats = wrap_scratch,
+    .flops = wrap_flops,
+    .forward = sliced_forward,
+    .backward = sliced_backward,
 };
 static const mpt__layer_kind_t gather_kind = {
     .name = "all-gather",
@@ -497,6 +525,13 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
             break;
         case MPT__TP_SLICE:
             MPT_TRY(append_layer(s, L, local_shape(s, &st, L->in), where, &l));
+            if (!L->kind->is_view) { /* a view (flatten) runs nothing to tell */
+                size_t per_unit = mpt__shape_numel(&L->in) / L->in.d[0];
+                tp_ctx_t *c = new_ctx(s, L->kind);
+                c->slice_first = st.cut[s->rank] * per_unit;
+                c->slice_whole = mpt__shape_numel(&L->in);
+                l->kind = &sliced_kind, l->ctx = c;
+            }
             if (L->in.ndim == 3 && L->out.ndim == 1) /* flatten: channels -> features */
                 for (size_t k = 0; k <= tp; k++)
                     st.cut[k] *= L->in.d[1] * L->in.d[2];

@@ -22,9 +22,9 @@
  *                           output; the block's own passes all-reduce after
  *                           proj and fc_proj forward, before the layer
  *                           norms backward (two Megatron pairs)
- *   relu, gelu, maxpool2d,  run on the member's slice (a MPT_KIND_RANDOM
- *   flatten, dropout        kind, dropout, only on a whole activation: its
- *                           random numbers are per element)
+ *   relu, gelu, maxpool2d,  run on the member's slice, told where it sits
+ *   flatten, dropout        in a whole sample (mpt__pass_t.slice_first), so
+ *                           that dropout draws the whole activation's mask
  *   anything else           the whole activation, replicated with its
  *   (layernorm, embedding,  parameters if any: every member computes the
  *   lm_head, the loss)      same gradient; member 0's copy alone enters

@@ -26,6 +26,14 @@ struct mpt__pass {
     mpt__tensor_t scratch; /* scratch_floats, shared by all layers */
     int training;
     uint64_t seed, step;   /* dropout masks: MPT_RNG_STREAM(MPT_RNG_DROPOUT, step << 16 | layer) */
+    /* Where this pass's elements sit in the step's whole activation, so
+     * that dropout draws the one-device mask (tensor/tensor.h
+     * mpt__dropout_at_t): its first sample's index in the step's batch (a
+     * replica's share and a micro-batch start later), and, on a
+     * tensor-parallel slice, the slice's first element within a whole
+     * sample and the whole sample's elements (slice_whole 0: not sliced). */
+    size_t sample_first;
+    size_t slice_first, slice_whole;
     mpt_buffer_t *labels;  /* loss layer: batch x labels_per_sample int32 labels from
                             * element labels_off */
     size_t labels_off;

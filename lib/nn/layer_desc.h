@@ -52,14 +52,6 @@ enum {
 /* What a kind's layers need of the schedule and of each other; modules
  * outside lib/nn read these instead of comparing kind names. */
 enum {
-    /* Draws random numbers per element of its whole activation (dropout's
-     * masks): it cannot run on a tensor-parallel slice, whose elements
-     * would draw another member's numbers. */
-    MPT_KIND_RANDOM = 1,
-    /* Its result depends on where each sample sits in the whole batch
-     * (dropout's masks are keyed by element of the batch): it runs with
-     * one replica and one micro-batch only. */
-    MPT_KIND_WHOLE_BATCH = 2,
     /* Owns a weight (its first parameter) that a later TIED_READER reads
      * (GPT-2's embedding). */
     MPT_KIND_TIED_OWNER = 4,

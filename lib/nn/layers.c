@@ -240,25 +240,38 @@ static uint64_t dropout_stream(const mpt__layer_t *l, const mpt__pass_t *p)
     return MPT_RNG_STREAM(MPT_RNG_DROPOUT, p->step << 16 | (uint64_t)l->index);
 }
 
+/* The pass's place in the whole batch: mask counter (global sample) *
+ * (whole sample's elements) + element, the one-device numbering. */
+static mpt__dropout_at_t dropout_at(const mpt__layer_t *l, const mpt__pass_t *p)
+{
+    size_t cols = numel_in(l);
+    return (mpt__dropout_at_t){.first_sample = p->sample_first, .cols = cols,
+                               .row = p->slice_whole ? p->slice_whole : cols,
+                               .first_col = p->slice_whole ? p->slice_first : 0};
+}
+
 static int dropout_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return mpt__op_dropout_forward(&p->x, &p->y, p->batch * numel_in(l), p->training ? l->p : 0.0f,
-                                   p->seed, dropout_stream(l, p));
+    mpt__dropout_at_t at = dropout_at(l, p);
+    return mpt__op_dropout_forward(&p->x, &p->y, p->batch * numel_in(l), &at,
+                                   p->training ? l->p : 0.0f, p->seed, dropout_stream(l, p));
 }
 
 static int dropout_backward(mpt__layer_t *l, mpt__pass_t *p)
 {
-    return p->dx.buf ? mpt__op_dropout_backward(&p->dy, &p->dx, p->batch * numel_in(l), l->p,
-                                                p->seed, dropout_stream(l, p))
+    mpt__dropout_at_t at = dropout_at(l, p);
+    return p->dx.buf ? mpt__op_dropout_backward(&p->dy, &p->dx, p->batch * numel_in(l), &at,
+                                                l->p, p->seed, dropout_stream(l, p))
                      : MPT_OK;
 }
 
-/* Its masks are drawn per element of the whole batch's activation: no
- * tensor-parallel slice (RANDOM), no micro-batches or replicas
- * (WHOLE_BATCH).  One kernel each way. */
+/* Its masks are keyed by (seed, step, layer, sample of the whole batch,
+ * element of the whole sample), which every pass knows (sample_first,
+ * slice_first): a replica's share, a micro-batch or a tensor-parallel
+ * slice draws the one-device mask, so it needs no flag.  One kernel each
+ * way. */
 static const mpt__layer_kind_t dropout = {
     .name = "dropout",
-    .flags = MPT_KIND_RANDOM | MPT_KIND_WHOLE_BATCH,
     .split_axes = MPT_SPLIT_ELEMENTWISE,
     .launches_fwd = 1, .launches_bwd = 1,
     .configure = dropout_configure,

@@ -151,9 +151,9 @@ typedef struct {
 
 /* The one computation of roles, from the layers' kinds (split axes,
  * flags) walking the stage from a whole input: steps[i - first] for every
- * layer; *gather_after: the stage ends sliced and gathers.
- * MPT_ERR_UNSUPPORTED naming the layer when the stage cannot be split (a
- * MPT_KIND_RANDOM layer such as dropout on a slice).  Plans keep its
+ * layer; *gather_after: the stage ends sliced and gathers.  Every
+ * stage can be walked (dropout on a slice draws the whole activation's
+ * numbers, engine/shard.c), so it returns MPT_OK.  Plans keep its
  * result (mpt__plan_roles); the cost model keeps it for the whole model
  * (the planner's view of each layer before any stage exists). */
 int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_t *steps,

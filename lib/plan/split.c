@@ -68,11 +68,6 @@ int mpt__tp_walk(const mpt__model_t *m, size_t first, size_t last, mpt__tp_step_
             st->role = MPT__TP_COLUMN, sliced = 1;
         } else if (l->nparams == 0 &&
                    (l->kind->split_axes & (MPT_SPLIT_ELEMENTWISE | MPT_SPLIT_CHANNELS))) {
-            if (sliced && (l->kind->flags & MPT_KIND_RANDOM))
-                return mpt__fail(MPT_ERR_UNSUPPORTED,
-                                 "layer %zu (%s) on a tensor-parallel slice: it draws random "
-                                 "numbers per element of the whole activation", i,
-                                 l->kind->name);
             st->role = sliced ? MPT__TP_SLICE : MPT__TP_WHOLE;
         } else {
             /* Replicated: every member runs it whole, parameters and all

@@ -186,13 +186,31 @@ int mpt__op_maxpool_backward(const mpt__tensor_t *dy, const mpt__tensor_t *argma
                              size_t c, size_t h, size_t w, size_t k, size_t s, size_t pad,
                              mpt__tensor_t *dx);
 /* Inverted dropout: keep with probability 1 - p, scale kept values by
- * 1/(1-p).  The mask of element i is drawn from Philox4x32-10 keyed by
- * (seed, stream) at counter i (mpt__philox in core/rng.h), so backward
- * regenerates it instead of storing it, and any shard reproduces it. */
-int mpt__op_dropout_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n, float p,
-                            uint64_t seed, uint64_t stream);
-int mpt__op_dropout_backward(const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n, float p,
-                             uint64_t seed, uint64_t stream);
+ * 1/(1-p).  The mask of an element is drawn from Philox4x32-10 keyed by
+ * (seed, stream) at a counter (mpt__rng_u32 in core/rng.h), so backward
+ * regenerates it instead of storing it, and whoever holds an element
+ * draws its number.
+ *
+ * The counter is the element's place in the whole step's activation:
+ * the tensor holds n / cols samples of cols elements each, its sample r
+ * being sample first_sample + r of the whole batch and its elements
+ * [first_col, first_col + cols) of a whole sample of row elements, so
+ * element (r, j) draws counter (first_sample + r) * row + first_col + j.
+ * A replica's share, a micro-batch or a tensor-parallel slice therefore
+ * draws exactly the numbers the whole batch draws on one device.  at NULL:
+ * one run from counter 0 (first_sample 0, cols = row = n). */
+typedef struct {
+    uint64_t first_sample; /* the tensor's first sample in the step's batch */
+    size_t cols;           /* elements per sample held here (divides n) */
+    size_t row;            /* elements of one whole sample (>= first_col + cols) */
+    size_t first_col;      /* where the held elements start in a whole sample */
+} mpt__dropout_at_t;
+int mpt__op_dropout_forward(const mpt__tensor_t *x, mpt__tensor_t *y, size_t n,
+                            const mpt__dropout_at_t *at, float p, uint64_t seed,
+                            uint64_t stream);
+int mpt__op_dropout_backward(const mpt__tensor_t *dy, mpt__tensor_t *dx, size_t n,
+                             const mpt__dropout_at_t *at, float p, uint64_t seed,
+                             uint64_t stream);
 
 /* ---- transformer (attention.c, kernels/transformer.cl) ------------------ */
 
