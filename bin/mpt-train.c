@@ -349,6 +349,10 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
     o->pins.optimizer = o->cfg.optimizer;
     const char *file = o->plan && strcmp(o->plan, "auto") != 0 ? o->plan : NULL;
     tool_check(mpt_world_plan(world, model, *cluster, file, &o->pins, plan), "planning");
+    /* The plan is printed once the trainer accepted it: never a plan that
+     * does not run. */
+    tool_check(mpt_trainer_create_world(model, devs, *plan, &o->cfg, *topo, *cluster, world, &t),
+               "creating the trainer");
     char *text = NULL;
     tool_check(mpt_plan_describe(*plan, model, *cluster, 0, &text), "describing the plan");
     if (nranks > 1)
@@ -356,8 +360,6 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
                "order, rank 0's first\n", nranks);
     fputs(text, stdout);
     free(text);
-    tool_check(mpt_trainer_create_world(model, devs, *plan, &o->cfg, *topo, *cluster, world, &t),
-               "creating the trainer");
     o->timing = 1; /* per-device busy figures for the progress line and metrics */
     if (o->trace)
         tool_check(mpt_trainer_set_trace(t, 1), "recording the trace");
@@ -422,7 +424,8 @@ int main(int argc, char **argv)
     o.cfg.total_steps = total;
     mpt_trainer_t *t = create_trainer(&o, model, devs, world, &cluster, &topo, &plan);
     if (o.checkpoint_dir) {
-        if (rank == 0 && mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
+        /* every rank: ranks on other hosts read it there to resume */
+        if (mkdir(o.checkpoint_dir, 0755) != 0 && errno != EEXIST)
             tool_die("cannot create checkpoint directory %s: %s", o.checkpoint_dir,
                      strerror(errno));
         snprintf(path, sizeof path, "%s/checkpoint.safetensors", o.checkpoint_dir);

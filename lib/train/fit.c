@@ -224,8 +224,17 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
      * minutes and then fails on a path. */
     snprintf(t->data_id, sizeof t->data_id, "%s", mpt_data_identity(data));
     t->allow_other_data = o->allow_other_data;
-    if (o->checkpoint)
-        MPT_TRY_RETURN(check_checkpoint_path(o));
+    if (o->checkpoint) {
+        /* Rank 0 writes it (every rank reads it to resume): a failure there
+         * fails every rank here, before any rank waits in a step. */
+        int failed = t->rank == 0 || o->resume ? check_checkpoint_path(o) : MPT_OK, any = 0;
+        MPT_TRY_RETURN(mpt__trainer_agree_max(t, failed < 0, &any));
+        if (failed < 0)
+            return failed;
+        if (any)
+            return mpt__fail(MPT_ERR_ABORTED, "checkpoint %s: another rank cannot use it (its "
+                             "error says why)", o->checkpoint);
+    }
     if (o->resume) {
         MPT_TRY_RETURN(fit_resume(t, data, o->checkpoint));
         uint64_t at = mpt_trainer_steps(t);
