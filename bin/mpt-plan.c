@@ -52,6 +52,21 @@ static void usage(FILE *f)
     tool_print_env(f);
 }
 
+/* The chosen plan against a baseline, in words that match the ratio:
+ * "1.23x faster", "the same", "0.88x as fast (slower)". */
+static const char *tool_ratio_words(double baseline, double chosen)
+{
+    static char buf[64];
+    double r = chosen > 0 ? baseline / chosen : 0;
+    if (r > 1.0005)
+        snprintf(buf, sizeof buf, "%.2fx faster", r);
+    else if (r >= 0.9995)
+        snprintf(buf, sizeof buf, "the same");
+    else
+        snprintf(buf, sizeof buf, "%.2fx as fast (slower)", r);
+    return buf;
+}
+
 /* The local machine as a cluster: devices, locality, (cached) profiles. */
 static mpt_cluster_t *local_cluster(const char *spec)
 {
@@ -161,8 +176,8 @@ int main(int argc, char **argv)
                    "simulating the plan");
         /* With --json, stdout stays one JSON document. */
         fprintf(json ? stderr : stdout,
-                "Best uniform split: %.3f ms per step; this plan %.3f ms: %.2fx faster\n",
-                base * 1e3, chosen * 1e3, base / chosen);
+                "Best uniform split: %.3f ms per step; this plan %.3f ms: %s\n",
+                base * 1e3, chosen * 1e3, tool_ratio_words(base, chosen));
     }
     if (trace) {
         char *trace_json = NULL;

@@ -651,6 +651,10 @@ static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh,
     return MPT_OK;
 }
 
+/* Uniform splits are tried on sets of at most this many devices: on
+ * 1,024 they would double the planning time (mpt-bench plan). */
+#define UNIFORM_MAX 64
+
 /* The search's state across the candidate subsets. */
 typedef struct {
     const mpt__model_t *m;
@@ -778,7 +782,7 @@ static int search_subset(search_t *S, size_t si)
         goto out;
     }
     for (size_t i = 0; i < nshapes; i++)
-        for (int u = 0; u < (n > 1 ? 2 : 1); u++) {
+        for (int u = 0; u < (n > 1 && n <= UNIFORM_MAX ? 2 : 1); u++) {
             candidate_t *k = &S->cand[S->ncand++];
             memset(k, 0, sizeof *k);
             k->sh = shapes[i], k->subset = si, k->uniform = u;
@@ -944,8 +948,14 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
         snprintf(S.subsets[0].why, sizeof S.subsets[0].why, "all devices");
     } else
         MPT_TRY(mpt__plan_subsets(c, allowed, nallowed, speed, &S.subsets, &S.nsubsets));
-    for (size_t si = 0; si < S.nsubsets; si++)
+    for (size_t si = 0; si < S.nsubsets; si++) {
+        double t0 = mpt__now();
+        size_t before = S.ncand;
         MPT_TRY(search_subset(&S, si));
+        if (plan_debug())
+            mpt__log(MPT_LOG_INFO, "plan: subset %zu (%s, %zu devices): %zu candidates in %.3f s",
+                     si, S.subsets[si].why, S.subsets[si].n, S.ncand - before, mpt__now() - t0);
+    }
     for (size_t i = 0; i < S.ncand; i++) {
         char tag[160];
         candidate_tag(&S, &S.cand[i], tag, sizeof tag);

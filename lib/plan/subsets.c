@@ -12,7 +12,10 @@
  *     fast as each kind (the slowest kinds dropped one at a time, speed
  *     being the model's predicted samples per second on the device alone),
  *     each of those restricted to the first node that has the fastest
- *     kind (no network), and one device of each kind alone.
+ *     kind (no network), and one device of each kind alone; past 64
+ *     devices, of the multi-node sets only the fastest kind (each set
+ *     costs a search as long as the whole cluster's, and planning 1,024
+ *     devices must stay under a second).
  *
  * Left out: subsets that mix kinds other than by speed order (dropping a
  * fast kind to keep a slow one never helps a pipeline or a replica), and
@@ -23,6 +26,8 @@
 #include <string.h>
 
 #include "plan/search.h"
+
+#define MPT__SUBSETS_LARGE 64
 
 void mpt__plan_subsets_free(mpt__subset_t *s, size_t count)
 {
@@ -125,7 +130,10 @@ int mpt__plan_subsets(const mpt_cluster_t *c, const size_t *allowed, size_t n,
         for (size_t i = 0; i < n; i++)
             take[i] = speed[allowed[i]] >= kinds[k] || same_speed(speed[allowed[i]], kinds[k]);
         snprintf(why, sizeof why, "the %zu fastest kind(s)", k + 1);
-        MPT_TRY(add(&S, allowed, n, take, why));
+        /* Past MPT__SUBSETS_LARGE devices only the fastest kind: each
+         * larger set costs a search as long as all of them. */
+        if (n <= MPT__SUBSETS_LARGE || k == 0)
+            MPT_TRY(add(&S, allowed, n, take, why));
         for (size_t i = 0; i < n; i++)
             take[i] = take[i] && mpt_cluster_device(c, allowed[i])->locality.node == node;
         snprintf(why, sizeof why, "the %zu fastest kind(s) of node %d", k + 1, node);
