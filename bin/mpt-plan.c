@@ -39,6 +39,8 @@ static void usage(FILE *f)
             "      --json              print the plan as JSON (docs/plan.md)\n"
             "      --explain           list every configuration considered, with its\n"
             "                          predicted step time or why it was rejected\n"
+            "      --all-devices       use every device (by default the planner leaves\n"
+            "                          idle those predicted to slow the step, and says why)\n"
             "      --compare-uniform   also simulate the best uniform split (equal layers,\n"
             "                          equal batch per device) and print the speedup\n"
             "      --trace FILE        write the simulated step as a Chrome trace\n"
@@ -50,6 +52,21 @@ static void usage(FILE *f)
             "Local devices are profiled first (cached; see mpt-topo).\n"
             "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
     tool_print_env(f);
+}
+
+/* The chosen plan against a baseline, in words that match the ratio:
+ * "1.23x faster", "the same", "0.88x as fast (slower)". */
+static const char *tool_ratio_words(double baseline, double chosen)
+{
+    static char buf[64];
+    double r = chosen > 0 ? baseline / chosen : 0;
+    if (r > 1.0005)
+        snprintf(buf, sizeof buf, "%.2fx faster", r);
+    else if (r >= 0.9995)
+        snprintf(buf, sizeof buf, "the same");
+    else
+        snprintf(buf, sizeof buf, "%.2fx as fast (slower)", r);
+    return buf;
 }
 
 /* The local machine as a cluster: devices, locality, (cached) profiles. */
@@ -67,7 +84,7 @@ static mpt_cluster_t *local_cluster(const char *spec)
 int main(int argc, char **argv)
 {
     enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE, O_UNIFORM,
-           O_ALLREDUCE };
+           O_ALLREDUCE, O_ALL };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"cluster", required_argument, NULL, 'c'},
         {"devices", required_argument, NULL, 'd'}, {"batch", required_argument, NULL, 'b'},
@@ -77,6 +94,7 @@ int main(int argc, char **argv)
         {"schedule", required_argument, NULL, O_SCHED}, {"json", no_argument, NULL, O_JSON},
         {"explain", no_argument, NULL, O_EXPLAIN}, {"trace", required_argument, NULL, O_TRACE},
         {"compare-uniform", no_argument, NULL, O_UNIFORM},
+        {"all-devices", no_argument, NULL, O_ALL},
         {"allreduce", required_argument, NULL, O_ALLREDUCE},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
@@ -116,6 +134,7 @@ int main(int argc, char **argv)
             break;
         case O_JSON: json = 1; break;
         case O_EXPLAIN: explain = 1; break;
+        case O_ALL: req.all_devices = 1; break;
         case O_TRACE: trace = optarg; break;
         case O_UNIFORM: uniform = 1; break;
         case 'v': verbose = 1; break;
@@ -161,8 +180,8 @@ int main(int argc, char **argv)
                    "simulating the plan");
         /* With --json, stdout stays one JSON document. */
         fprintf(json ? stderr : stdout,
-                "Best uniform split: %.3f ms per step; this plan %.3f ms: %.2fx faster\n",
-                base * 1e3, chosen * 1e3, base / chosen);
+                "Best uniform split: %.3f ms per step; this plan %.3f ms: %s\n",
+                base * 1e3, chosen * 1e3, tool_ratio_words(base, chosen));
     }
     if (trace) {
         char *trace_json = NULL;

@@ -283,6 +283,11 @@ typedef struct {
     double d2h_gbps;    /* device to host, blocking read into pageable memory */
     double launch_us;   /* enqueue + finish of an empty kernel */
     double measured_at; /* seconds since the epoch */
+    double noise;       /* relative spread of the repeats: (max - min) / median of the
+                         * noisiest figure; 0 when not measured (cluster files) */
+    double shared_gemm_gflops; /* GEMM rate while every device sharing its cores
+                                * ran at once (mpt_cluster_local), 0: not measured */
+    double shared_mem_gbps;    /* memory bandwidth likewise, 0: not measured */
 } mpt_profile_t;
 
 typedef enum {
@@ -569,11 +574,16 @@ typedef struct {
     size_t microbatches;          /* 0: choose */
     mpt_pipe_schedule_t schedule; /* MPT_PIPE_AUTO: choose */
     mpt_allreduce_t allreduce;    /* MPT_ALLREDUCE_AUTO: the faster by the cost model */
+    int all_devices;              /* 1: use every device of the cluster; 0: the planner
+                                   * may leave devices idle when that is predicted
+                                   * faster (mpt_plan_describe says which and why) */
 } mpt_plan_request_t;
 
 /** Fills the defaults shown above (batch: mpt_train_config_default's). */
 MPT_API void mpt_plan_request_default(mpt_plan_request_t *request);
-/** Plans the model over every device of the cluster: the fastest
+/** Plans the model over the devices of the cluster, leaving idle those
+ *  whose company is predicted to slow the step (unless
+ *  request->all_devices): the fastest
  *  configuration by simulated step time, every other one kept as an
  *  alternative.  MPT_ERR_DEVICE_MEMORY naming the device and bytes when the
  *  model fits nowhere. */

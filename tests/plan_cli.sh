@@ -44,7 +44,7 @@ expect_exit() {
 }
 
 # ---- a plan for a cluster file ----------------------------------------------------
-run 60 "$plan" --model "$model" --cluster "$cluster" --json
+run 60 "$plan" --model "$model" --cluster "$cluster" --json --all-devices
 if expect_exit "--json" 0; then
     if ! grep -q '"dp"' "$out" || ! grep -q '"replicas"' "$out"; then
         fail "--json" "no \"dp\" or \"replicas\" key"
@@ -119,7 +119,7 @@ EOF
 run 60 "$plan" --model "$model" --cluster "$tmp/small.json"
 one_line_failure "too small a cluster" "device [0-9]" "[0-9] bytes"
 
-run 60 "$plan" --model "$model" --cluster "$cluster" --dp 3
+run 60 "$plan" --model "$model" --cluster "$cluster" --dp 3 --all-devices
 one_line_failure "--dp 3 on 4 devices" "pinned" "4 device"
 
 # ---- usage --------------------------------------------------------------------------

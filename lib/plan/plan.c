@@ -29,6 +29,7 @@ void mpt__plan_free(mpt__plan_t *p)
         free(p->alternatives[i].rejected);
     }
     free(p->alternatives);
+    free(p->idle);
     free(p);
 }
 

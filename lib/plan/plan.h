@@ -95,6 +95,19 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots);
 
+/* Shared resources (share.c).  Whether devices a and b of the cluster
+ * compete for cores: same node, overlapping cpusets, one a CPU device. */
+int mpt__cost_share_cores(const mpt_cluster_t *c, size_t a, size_t b);
+/* The devices as they work when the n devices `used` run together: eff
+ * (one entry per cluster device) receives every device of c, the CPU
+ * devices among `used` that share cores with others in `used` with their
+ * GEMM rates and memory bandwidth lowered to the measured concurrent
+ * figures (mpt_profile_t.shared_*) or, without them, to their share of the
+ * cores.  The planner prices every candidate set of devices with it;
+ * mpt__cost_layers on eff[i] is then device i's time in that company. */
+void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
+                      mpt_cluster_device_t *eff);
+
 /* ---- pipeline partition (partition.c) ------------------------------------- */
 
 /* The cost of giving layers [first, last] to stage s (s in 0..nstages-1),
@@ -202,6 +215,8 @@ typedef struct mpt_plan {
     double compute_s, bubble_s, p2p_s, allreduce_s; /* the breakdown */
     size_t nalternatives;
     mpt__plan_alt_t *alternatives;
+    char *idle;               /* the planner's lines on the devices it left idle and
+                               * why, or NULL (not kept in plan JSON) */
 } mpt__plan_t;
 
 void mpt__plan_free(mpt__plan_t *p);
@@ -227,17 +242,19 @@ int mpt__plan_from_json(const char *text, const char *where, size_t nlayers, siz
 
 /* ---- the planner (planner.c) ---------------------------------------------- */
 
-/* The fastest plan of the model on every device of the cluster (see the
- * passes in planner.c), with every configuration considered among its
- * alternatives.  MPT_ERR_DEVICE_MEMORY naming the device and the bytes
+/* The fastest plan of the model on the devices of the cluster, or on the
+ * subset of them that it predicts faster (see the passes in planner.c;
+ * req->all_devices: every device), with every configuration considered
+ * among its alternatives.  MPT_ERR_DEVICE_MEMORY naming the device and the bytes
  * when nothing fits; MPT_ERR_INVALID when the pinned dimensions allow no
  * configuration. */
 int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
                    mpt__plan_t **out);
 
 /* The simulated step of the best uniform split (equal layers per stage,
- * equal batch per replica, equal tensor fractions) over the same shapes:
- * the baseline a speed-blind planner would reach. */
+ * equal batch per replica, equal tensor fractions) over the same shapes of
+ * every device, among those that fit the devices' memory: the baseline a
+ * speed-blind planner would reach (uniform.c). */
 int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
                            const mpt_plan_request_t *req, double *step_s);
 

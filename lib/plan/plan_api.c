@@ -225,6 +225,8 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
                          "bound; --explain lists them)\n"
                        : "Runner-up: none (no other configuration fits)\n");
     }
+    if (p->idle)
+        put(&t, "\n%s", p->idle); /* the devices left idle, and why */
     if (explain) {
         put(&t, "\nAlternatives (%zu considered)\n", p->nalternatives);
         for (size_t i = 0; i < p->nalternatives; i++) {

@@ -26,15 +26,24 @@
  *   7. Choose    the fastest; every configuration is kept as an
  *                alternative with its time or the reason it was rejected.
  *
- * Left out (stated, not hidden): using a subset of the devices, unequal
- * tensor-parallel degrees per stage, and recomputation.
+ *   0. Subsets  passes 2-7 run on each candidate set of devices
+ *                (subsets.c: all of them, every subset of a few, else the
+ *                faster kinds, each kind alone, one node), each device
+ *                priced in that company (share.c: shared cores), and every
+ *                shape also split uniformly (uniform.c): the chosen plan is
+ *                by its own prediction never slower than any of them.  The
+ *                devices it leaves idle are named with the reason
+ *                (mpt__plan_t.idle).
+ *
+ * Left out (stated, not hidden): unequal tensor-parallel degrees per
+ * stage, and recomputation.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "plan/plan.h"
+#include "plan/search.h"
 
 static int plan_debug(void)
 {
@@ -46,9 +55,7 @@ static int plan_debug(void)
 /* Sorts indices with a comparison that takes a context (qsort has none,
  * and a global would make planning unsafe from two threads): insertion
  * sort, stable, fine for the thousands of devices and candidates here. */
-typedef int (*cmp_fn)(const void *ctx, size_t a, size_t b);
-
-static void sort_indices(size_t *idx, size_t n, cmp_fn cmp, const void *ctx)
+void mpt__sort_indices(size_t *idx, size_t n, mpt__cmp_fn cmp, const void *ctx)
 {
     for (size_t i = 1; i < n; i++) {
         size_t v = idx[i], j = i;
@@ -60,7 +67,7 @@ static void sort_indices(size_t *idx, size_t n, cmp_fn cmp, const void *ctx)
     }
 }
 
-static int by_locality(const void *ctx, size_t ia, size_t ib)
+int mpt__by_locality(const void *ctx, size_t ia, size_t ib)
 {
     const mpt_cluster_t *c = ctx;
     const mpt_cluster_device_t *a = mpt_cluster_device(c, ia), *b = mpt_cluster_device(c, ib);
@@ -78,9 +85,9 @@ static int by_locality(const void *ctx, size_t ia, size_t ib)
 
 /* Whether two devices are interchangeable for planning: same profile and
  * memory (then two replicas of such devices partition alike). */
-static int same_kind(const mpt_cluster_t *c, size_t a, size_t b)
+static int same_kind(const mpt_cluster_t *c, const mpt_cluster_device_t *eff, size_t a, size_t b)
 {
-    const mpt_cluster_device_t *x = mpt_cluster_device(c, a), *y = mpt_cluster_device(c, b);
+    const mpt_cluster_device_t *x = &eff[a], *y = &eff[b];
     return x->info.global_mem_bytes == y->info.global_mem_bytes &&
            x->profile.gemm_gflops == y->profile.gemm_gflops &&
            x->profile.mem_gbps == y->profile.mem_gbps && x->profile.h2d_gbps == y->profile.h2d_gbps &&
@@ -104,14 +111,17 @@ typedef struct {
 
 typedef struct {
     const size_t *kind_of; /* per device: the index of its kind */
-    rows_t *e;
+    const mpt_cluster_device_t *eff; /* per device: as it works in this company */
+    rows_t **e; /* each allocated alone: stage contexts keep pointers across growth */
     size_t n, cap;
 } rows_cache_t;
 
 static void rows_cache_free(rows_cache_t *rc)
 {
-    for (size_t i = 0; i < rc->n; i++)
-        free(rc->e[i].fwd);
+    for (size_t i = 0; i < rc->n; i++) {
+        free(rc->e[i]->fwd);
+        free(rc->e[i]);
+    }
     free(rc->e);
     rc->e = NULL, rc->n = rc->cap = 0;
 }
@@ -123,22 +133,26 @@ static const rows_t *rows_get(rows_cache_t *rc, const mpt__model_cost_t *mc,
 {
     size_t kind = rc->kind_of[dev], L = mc->nlayers;
     for (size_t i = rc->n; i-- > 0;) /* the latest first: a shape asks for the same again */
-        if (rc->e[i].kind == kind && rc->e[i].fraction == fraction &&
-            rc->e[i].samples == samples)
-            return &rc->e[i];
+        if (rc->e[i]->kind == kind && rc->e[i]->fraction == fraction &&
+            rc->e[i]->samples == samples)
+            return rc->e[i];
     if (rc->n == rc->cap) {
         size_t cap = rc->cap ? 2 * rc->cap : 64;
-        rows_t *grown = realloc(rc->e, cap * sizeof *grown);
+        rows_t **grown = realloc(rc->e, cap * sizeof *grown);
         if (!grown)
             return NULL;
         rc->e = grown, rc->cap = cap;
     }
-    rows_t *r = &rc->e[rc->n];
+    rows_t *r = malloc(sizeof *r);
     double *mem = malloc(3 * (L + 1) * sizeof *mem);
-    if (!mem)
+    if (!mem || !r) {
+        free(r), free(mem);
         return NULL;
+    }
+    rc->e[rc->n] = r;
     *r = (rows_t){kind, fraction, samples, mem, mem + L + 1, mem + 2 * (L + 1)};
-    const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
+    const mpt_cluster_device_t *d = &rc->eff[dev];
+    (void)c;
     r->fwd[0] = r->bwd[0] = r->time[0] = 0;
     for (size_t l = 0; l < L; l++) {
         double f = mpt__cost_layers(mc, l, l, d, samples, fraction, 0),
@@ -191,8 +205,8 @@ static void stage_ctx_free(stage_ctx *x)
 /* The tensor-parallel collectives of layer l on a group of tp devices
  * (mpt__layer_cost_t.tp_allreduce_bytes: one all-reduce per Megatron pair
  * each way, all-gathers where a slice must become whole). */
-static double tp_allreduces(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
-                            const size_t *group, size_t tp, size_t l, double samples)
+double mpt__tp_allreduces(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                          const size_t *group, size_t tp, size_t l, double samples)
 {
     if (tp < 2 || mc->layers[l].tp_allreduce_bytes <= 0)
         return 0;
@@ -201,7 +215,7 @@ static double tp_allreduces(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
 
 static double tp_comm(const stage_ctx *x, size_t s, size_t l)
 {
-    return tp_allreduces(x->mc, x->c, x->group + s * x->tp, x->tp, l, x->samples);
+    return mpt__tp_allreduces(x->mc, x->c, x->group + s * x->tp, x->tp, l, x->samples);
 }
 
 static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last);
@@ -341,16 +355,15 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
     return slowest + x->xfer[s * L + last];
 }
 
-static double speed(const mpt_cluster_t *c, size_t d)
+/* What batch shares and tensor fractions follow: the measured GEMM rate,
+ * in the company of the candidate's other devices (rows_cache_t.eff). */
+static double speed(const rows_cache_t *rc, size_t d)
 {
-    double g = mpt_cluster_device(c, d)->profile.gemm_gflops;
+    double g = rc->eff[d].profile.gemm_gflops;
     return g > 0 ? g : 1e-9;
 }
 
-typedef struct {
-    size_t dp, pp, tp, microbatches;
-    mpt__pipe_schedule_t schedule;
-} shape_t;
+typedef mpt__plan_shape_t shape_t;
 
 /* Builds the plan of one configuration over the ordered devices. */
 static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size_t *order,
@@ -376,7 +389,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     p->batch = batch, p->schedule = sh->schedule, p->optimizer_slots = slots;
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
-        total_speed += speed(c, order[i]);
+        total_speed += speed(cache, order[i]);
     /* Whole samples per replica, proportional to its speed (largest
      * remainder), and at least one per micro-batch. */
     if (!(samples = calloc(sh->dp, sizeof *samples)) || !(rest = calloc(sh->dp, sizeof *rest))) {
@@ -387,7 +400,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     for (size_t r = 0; r < sh->dp; r++) {
         double rep_speed = 0;
         for (size_t i = 0; i < per_replica; i++)
-            rep_speed += speed(c, order[r * per_replica + i]);
+            rep_speed += speed(cache, order[r * per_replica + i]);
         double ideal = (double)batch * rep_speed / total_speed;
         samples[r] = (size_t)ideal;
         rest[r] = ideal - (double)samples[r];
@@ -414,9 +427,9 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
         for (size_t s = 0; s < sh->pp; s++) {
             double group_speed = 0;
             for (size_t g = 0; g < sh->tp; g++)
-                group_speed += speed(c, group[s * sh->tp + g]);
+                group_speed += speed(cache, group[s * sh->tp + g]);
             for (size_t g = 0; g < sh->tp; g++)
-                fraction[s * sh->tp + g] = speed(c, group[s * sh->tp + g]) / group_speed;
+                fraction[s * sh->tp + g] = speed(cache, group[s * sh->tp + g]) / group_speed;
         }
         /* A replica of the same kinds of devices as the previous one, with
          * the same batch share, partitions alike: reuse its split.  (Only
@@ -489,157 +502,14 @@ out:
     return status;
 }
 
-/* ---- passes 3, 6 and 7 ------------------------------------------------------ */
-
-/* Whether a pipeline cut separates a layer from the one whose weight it
- * reads (lm_head and its embedding) with either stage tensor-parallel,
- * which the engine cannot run: it sums the tied weight's gradient between
- * two single-device stages (engine.c). */
-static int tied_split(const mpt__model_t *m, const mpt__plan_t *p, char *why, size_t size)
-{
-    for (size_t r = 0; r < p->nreplicas; r++) {
-        const mpt__plan_replica_t *rep = &p->replicas[r];
-        for (size_t s = 0; s < rep->nstages; s++) {
-            const mpt__plan_stage_t *st = &rep->stages[s];
-            for (size_t i = st->first; i <= st->last && i < m->nlayers; i++) {
-                int tied = m->layers[i].tied_layer;
-                if (tied < 0 || (size_t)tied >= st->first)
-                    continue;
-                size_t o = 0;
-                while (o < s && rep->stages[o].last < (size_t)tied)
-                    o++;
-                if (st->ndevices > 1 || rep->stages[o].ndevices > 1) {
-                    snprintf(why, size, "pipeline stage %zu would run %s (layer %zu) apart "
-                             "from the %s it is tied to (layer %d) with tensor parallelism: a "
-                             "tied weight across stages needs both stages on one device each",
-                             s, m->layers[i].kind->name, i, m->layers[tied].kind->name, tied);
-                    return 1;
-                }
-            }
-        }
-    }
-    return 0;
-}
-
-/* What the engine cannot run of a plan with tensor-parallel groups
- * (engine/shard.c), as a reason in why; 0 when it can.  The split axes of
- * a group's layers (outputs, inputs, a block's heads and MLP units) must
- * leave every member at least one unit at the group's fractions (layers
- * without one are replicated); replicas must be cut and split alike (their
- * slices are all-reduced as they are). */
-static int tp_unrunnable(const mpt__model_t *m, mpt__plan_t *p, char *why, size_t size)
-{
-    double f[64];
-    size_t counts[64];
-    if (mpt__plan_roles(p, m) < 0) { /* kept in the plan: engine/shard.c reads them */
-        snprintf(why, size, "%s", mpt_last_error());
-        return 1;
-    }
-    for (size_t r = 0; r < p->nreplicas; r++)
-        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
-            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
-            size_t tp = st->ndevices;
-            if (tp < 2)
-                continue;
-            if (tp > 64) {
-                snprintf(why, size, "tensor-parallel groups of more than 64 devices");
-                return 1;
-            }
-            const mpt__plan_stage_t *st0 =
-                s < p->replicas[0].nstages ? &p->replicas[0].stages[s] : NULL;
-            for (size_t g = 0; g < tp; g++) {
-                f[g] = st->devices[g].fraction;
-                if (r > 0 && (!st0 || st0->first != st->first || st0->last != st->last ||
-                              st0->ndevices != tp || st0->devices[g].fraction != f[g])) {
-                    snprintf(why, size, "replica %zu is cut or split differently from replica "
-                             "0, and data parallelism over tensor-parallel groups needs alike "
-                             "replicas", r);
-                    return 1;
-                }
-            }
-            /* Row-parallel inputs are the slices of a column split before;
-             * a layer split inside splits each of its parts' units. */
-            for (size_t i = st->first; i <= st->last; i++) {
-                const mpt__layer_t *l = &m->layers[i];
-                mpt__tp_role_t role = st->roles.steps[i - st->first].role;
-                size_t units[MPT_INNER_PARTS] = {0};
-                int bad = role == MPT__TP_COLUMN && mpt__tp_split(l->out.d[0], f, tp, counts) < 0;
-                if (role == MPT__TP_INNER && l->kind->inner_units) {
-                    l->kind->inner_units(l, units);
-                    for (int k = 0; k < MPT_INNER_PARTS && !bad; k++)
-                        bad = mpt__tp_split(units[k], f, tp, counts) < 0;
-                }
-                if (bad) {
-                    snprintf(why, size, "layer %zu (%s): %s", i, l->kind->name,
-                             mpt_last_error());
-                    return 1;
-                }
-            }
-        }
-    return 0;
-}
-
-/* Whether every consecutive group of tp devices (in locality order) lies in
- * one node. */
-static int group_in_nodes(const mpt_cluster_t *c, const size_t *order, size_t n, size_t tp)
-{
-    for (size_t i = 0; i < n; i += tp)
-        for (size_t g = 1; g < tp; g++)
-            if (mpt_cluster_device(c, order[i + g])->locality.node !=
-                mpt_cluster_device(c, order[i])->locality.node)
-                return 0;
-    return 1;
-}
-
-/* Pass 3: every shape the request allows, in a fixed order: dp * pp * tp
- * = devices (pinned dimensions fixed), tensor-parallel groups inside a
- * node unless tp is pinned (its all-reduce of every layer's output never
- * pays across nodes), micro-batch counts in powers of two up to the
- * replica's batch and 4 per stage (more shrinks the bubble below 1/5 while
- * each micro-batch gets smaller and slower) or the pinned count, one
- * micro-batch for one stage, and both schedules (one when they coincide).
- * Stage counts above the layers are listed: the planner says why it drops
- * them. */
-static int list_shapes(const mpt_cluster_t *c, const size_t *order, size_t n,
-                       const mpt_plan_request_t *req, shape_t **out, size_t *count)
-{
-    shape_t *list = NULL;
-    size_t k = 0;
-    *out = NULL, *count = 0;
-    for (size_t dp = 1; dp <= n; dp++) {
-        if (n % dp || (req->dp && dp != req->dp) || dp > req->batch)
-            continue;
-        for (size_t tp = 1; tp <= n / dp; tp++) {
-            size_t pp = n / dp / tp;
-            if ((n / dp) % tp || (req->tp && tp != req->tp) || (req->pp && pp != req->pp) ||
-                (!req->tp && tp > 1 && !group_in_nodes(c, order, n, tp)))
-                continue;
-            size_t mb_last = req->microbatches ? req->microbatches : pp == 1 ? 1 : 4 * pp;
-            for (size_t mb = req->microbatches ? req->microbatches : 1;
-                 mb <= mb_last && mb <= req->batch / dp; mb *= 2)
-                for (int sched = 0; sched < 2; sched++) {
-                    if ((req->schedule >= 0 && sched != req->schedule) ||
-                        (pp == 1 && sched == MPT__PIPE_1F1B))
-                        continue;
-                    shape_t *grown = realloc(list, (k + 1) * sizeof *grown);
-                    if (!grown) {
-                        free(list);
-                        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-                    }
-                    list = grown;
-                    list[k++] = (shape_t){dp, pp, tp, mb, (mpt__pipe_schedule_t)sched};
-                }
-        }
-    }
-    *out = list, *count = k;
-    return MPT_OK;
-}
-
 typedef struct {
     shape_t sh;
+    size_t subset;     /* the devices: index in the search's subsets */
+    int uniform;       /* the uniform split of the shape, not the planned one */
     int viable;        /* a shape worth placing (not rejected outright) */
     mpt__plan_t *plan; /* once placed; NULL when rejected or pruned */
     double lb, step;   /* lower bound, simulated step */
+    int simulated;     /* step holds its prediction */
     char why[512];     /* why rejected */
 } candidate_t;
 
@@ -662,7 +532,7 @@ typedef struct {
     double samples, work; /* W for that micro-batch size, on one device */
 } bound_memo_t;
 
-static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_device_t *eff,
                           const size_t *kinds, size_t nkinds, const shape_t *sh, size_t batch,
                           bound_memo_t *memo, size_t *nmemo)
 {
@@ -676,7 +546,7 @@ static double shape_bound(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
         for (size_t l = 0; l < mc->nlayers; l++) {
             double best = HUGE_VAL;
             for (size_t k = 0; k < nkinds; k++) {
-                const mpt_cluster_device_t *d = mpt_cluster_device(c, kinds[k]);
+                const mpt_cluster_device_t *d = &eff[kinds[k]];
                 best = fmin(best, mpt__cost_layers(mc, l, l, d, samples, 1.0, 0) +
                                       mpt__cost_layers(mc, l, l, d, samples, 1.0, 1));
             }
@@ -736,8 +606,8 @@ static int predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluste
 /* The requested all-reduce, or (AUTO) the faster of the two in the
  * simulation: hierarchical only when it is strictly faster, so that one
  * node, where the two are the same ring, keeps the flat one. */
-static int choose_allreduce(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
-                            mpt_allreduce_t algo)
+int mpt__plan_predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                      mpt_allreduce_t algo)
 {
     int status;
     p->allreduce = algo == MPT_ALLREDUCE_HIERARCHICAL ? algo : MPT_ALLREDUCE_RING;
@@ -757,16 +627,16 @@ out:
 }
 
 
-static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh, double step,
-                           const char *rejected)
+static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh,
+                           const char *tag, double step, const char *rejected)
 {
-    char desc[128];
+    char desc[256];
     mpt__plan_alt_t *grown = realloc(*alts, (*n + 1) * sizeof *grown);
     if (!grown)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     *alts = grown;
-    snprintf(desc, sizeof desc, "dp=%zu pp=%zu tp=%zu m=%zu %s", sh->dp, sh->pp, sh->tp,
-             sh->microbatches, sh->schedule == MPT__PIPE_GPIPE ? "gpipe" : "1f1b");
+    snprintf(desc, sizeof desc, "dp=%zu pp=%zu tp=%zu m=%zu %s%s", sh->dp, sh->pp, sh->tp,
+             sh->microbatches, sh->schedule == MPT__PIPE_GPIPE ? "gpipe" : "1f1b", tag);
     grown[*n].description = mpt__strdup(desc);
     grown[*n].step_s = step;
     grown[*n].rejected = rejected ? mpt__strdup(rejected) : NULL;
@@ -781,144 +651,323 @@ static int add_alternative(mpt__plan_alt_t **alts, size_t *n, const shape_t *sh,
     return MPT_OK;
 }
 
-int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
-                   mpt__plan_t **out)
+/* Uniform splits are tried on sets of at most this many devices: on
+ * 1,024 they would double the planning time (mpt-bench plan). */
+#define UNIFORM_MAX 64
+
+/* The search's state across the candidate subsets. */
+typedef struct {
+    const mpt__model_t *m;
+    const mpt__model_cost_t *mc;
+    const mpt_cluster_t *c;
+    const mpt_plan_request_t *req;
+    int slots;
+    mpt__subset_t *subsets;
+    size_t nsubsets;
+    mpt_cluster_device_t *eff; /* per cluster device, priced for the current subset */
+    size_t *kind_of, *kinds, nkinds, *order, *scratch;
+    rows_cache_t rows;
+    candidate_t *cand;
+    size_t ncand, cap;
+    mpt__plan_t *best;
+    size_t best_subset;
+    char first_why[512];
+} search_t;
+
+static void keep_why(search_t *S, const char *why)
+{
+    /* Keep the first reason, but a memory shortfall beats any other: it
+     * is what the user must hear when nothing fits. */
+    if (!S->first_why[0] || (strstr(why, "would need") && !strstr(S->first_why, "would need")))
+        snprintf(S->first_why, sizeof S->first_why, "%s", why);
+}
+
+/* Places (or splits uniformly), checks, bounds and simulates candidate k;
+ * keeps it when it beats the best so far. */
+static int try_candidate(search_t *S, candidate_t *k, size_t n)
 {
     int status = MPT_OK;
-    mpt__model_cost_t mc = {0};
-    size_t n = mpt_cluster_device_count(c), nalts = 0;
-    size_t *order = malloc((n ? n : 1) * sizeof *order);
-    mpt__plan_t *best = NULL; /* one of the candidates' plans */
-    mpt__plan_alt_t *alts = NULL;
-    candidate_t *cand = NULL;
-    shape_t *shapes = NULL;
-    bound_memo_t *memo = NULL;
-    size_t ncand = 0, nshapes = 0, nmemo = 0;
-    size_t *order_scratch = malloc((n ? n : 1) * sizeof *order_scratch);
-    size_t *kinds = malloc((n ? n : 1) * sizeof *kinds), nkinds = 0;
-    size_t *kind_of = malloc((n ? n : 1) * sizeof *kind_of);
-    rows_cache_t rows = {kind_of, NULL, 0, 0};
-    char first_why[512] = "";
+    if (S->best && k->lb >= S->best->predicted_step_s) {
+        snprintf(k->why, sizeof k->why, "pruned: at least %.6g s per step, the best takes %.6g s",
+                 k->lb, S->best->predicted_step_s);
+        return MPT_OK;
+    }
+    /* 4-5. Place and partition (or split uniformly). */
+    status = k->uniform ? mpt__plan_uniform(S->mc, S->c, S->eff, S->order, &k->sh, S->req->batch,
+                                            S->slots, &k->plan, k->why, sizeof k->why)
+                        : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, &k->sh,
+                                &k->plan, k->why, sizeof k->why);
+    if (status == MPT_ERR_NOMEM)
+        return status;
+    if (status < 0) {
+        if (!k->why[0])
+            snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
+        keep_why(S, k->why);
+        k->plan = NULL;
+        return MPT_OK;
+    }
+    if (mpt__plan_unrunnable(S->m, k->plan, k->why, sizeof k->why)) {
+        keep_why(S, k->why);
+        mpt__plan_free(k->plan);
+        k->plan = NULL;
+        return MPT_OK;
+    }
+    (void)n;
+    k->lb = fmax(k->lb, lower_bound(k->plan, S->mc, S->c, S->req->allreduce, S->scratch));
+    if (S->best && k->lb >= S->best->predicted_step_s) {
+        snprintf(k->why, sizeof k->why, "pruned: at least %.6g s per step, the best takes %.6g s",
+                 k->lb, S->best->predicted_step_s);
+        mpt__plan_free(k->plan);
+        k->plan = NULL;
+        return MPT_OK;
+    }
+    MPT_TRY(mpt__plan_predict(k->plan, S->mc, S->c, S->req->allreduce));
+    k->step = k->plan->predicted_step_s;
+    k->simulated = 1;
+    /* 7. Choose: strictly faster only, so that on a tie the earlier
+     * candidate (more devices, planned before uniform) stays. */
+    if (!S->best || k->step < S->best->predicted_step_s) {
+        mpt__plan_free(S->best);
+        S->best = k->plan;
+        S->best_subset = k->subset;
+    } else
+        mpt__plan_free(k->plan);
+    k->plan = NULL;
+out:
+    if (status < 0) {
+        mpt__plan_free(k->plan);
+        k->plan = NULL;
+    }
+    return status;
+}
 
-    *out = NULL;
-    if (!order || !order_scratch || !kinds || !kind_of) {
-        free(order);
-        free(order_scratch);
-        free(kinds);
-        free(kind_of);
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    }
-    if (req->batch == 0) {
-        status = mpt__fail(MPT_ERR_INVALID, "planning needs a batch size > 0");
-        goto out;
-    }
-    int slots = req->optimizer == MPT_OPTIM_ADAMW ? 2 : 1;
-    /* 1. Costs. */
-    MPT_TRY(mpt__model_cost(m, &mc));
-    /* 2. Order by locality. */
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    sort_indices(order, n, by_locality, c);
-    /* One device of each kind, for the bounds. */
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < nkinds && !same_kind(c, kinds[j], i))
+/* Passes 2-7 on the devices of subset si. */
+static int search_subset(search_t *S, size_t si)
+{
+    int status = MPT_OK;
+    const mpt__subset_t *sub = &S->subsets[si];
+    size_t n = sub->n, nshapes = 0, first = S->ncand;
+    shape_t *shapes = NULL;
+    size_t *rank = NULL;
+    bound_memo_t *memo = NULL;
+    size_t nmemo = 0;
+    /* 2. Order by locality; price the devices in each other's company. */
+    memcpy(S->order, sub->devices, n * sizeof *S->order);
+    mpt__sort_indices(S->order, n, mpt__by_locality, S->c);
+    mpt__cost_shared(S->c, S->order, n, S->eff);
+    /* One device of each kind, for the bounds and the rows cache. */
+    S->nkinds = 0;
+    for (size_t a = 0; a < n; a++) {
+        size_t i = S->order[a], j = 0;
+        while (j < S->nkinds && !same_kind(S->c, S->eff, S->kinds[j], i))
             j++;
-        if (j == nkinds)
-            kinds[nkinds++] = i;
-        kind_of[i] = j;
+        if (j == S->nkinds)
+            S->kinds[S->nkinds++] = i;
+        S->kind_of[i] = j;
     }
-    /* 3. Shapes, each with its bound before placing it. */
-    MPT_TRY(list_shapes(c, order, n, req, &shapes, &nshapes));
-    if (!(cand = calloc(nshapes ? nshapes : 1, sizeof *cand))) {
-        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        goto out;
+    rows_cache_free(&S->rows);
+    /* 3. Shapes, planned and (several devices) uniform, each bounded. */
+    MPT_TRY(mpt__plan_shapes(S->c, S->order, n, S->req, &shapes, &nshapes));
+    size_t want = S->ncand + 2 * nshapes;
+    if (want > S->cap) {
+        candidate_t *grown = realloc(S->cand, want * sizeof *grown);
+        if (!grown) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        S->cand = grown, S->cap = want;
     }
     if (!(memo = malloc((nshapes ? nshapes : 1) * sizeof *memo))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (ncand = 0; ncand < nshapes; ncand++) {
-        candidate_t *k = &cand[ncand];
-        k->sh = shapes[ncand];
-        if (k->sh.pp > mc.nlayers) {
-            snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", k->sh.pp, mc.nlayers);
-            if (!first_why[0])
-                snprintf(first_why, sizeof first_why, "%s", k->why);
-        } else {
-            k->viable = 1;
-            k->lb = shape_bound(&mc, c, kinds, nkinds, &k->sh, req->batch, memo, &nmemo);
+    for (size_t i = 0; i < nshapes; i++)
+        for (int u = 0; u < (n > 1 && n <= UNIFORM_MAX ? 2 : 1); u++) {
+            candidate_t *k = &S->cand[S->ncand++];
+            memset(k, 0, sizeof *k);
+            k->sh = shapes[i], k->subset = si, k->uniform = u;
+            if (k->sh.pp > S->mc->nlayers) {
+                snprintf(k->why, sizeof k->why, "%zu stages for %zu layers", k->sh.pp,
+                         S->mc->nlayers);
+                keep_why(S, k->why);
+            } else {
+                k->viable = 1;
+                k->lb = shape_bound(S->mc, S->eff, S->kinds, S->nkinds, &k->sh, S->req->batch,
+                                    memo, &nmemo);
+            }
         }
-    }
     /* 6. Simulate, most promising first: a pipeline cannot beat its
      * stages' sum plus m - 1 bottleneck micro-batches, so once that bound
      * exceeds the best simulated step the rest need no simulation. */
-    size_t *rank = malloc((ncand ? ncand : 1) * sizeof *rank);
-    if (!rank) {
+    size_t count = S->ncand - first;
+    if (!(rank = malloc((count ? count : 1) * sizeof *rank))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < ncand; i++)
+    for (size_t i = 0; i < count; i++)
         rank[i] = i;
-    sort_indices(rank, ncand, by_bound, cand);
-    for (size_t i = 0; i < ncand; i++) {
-        candidate_t *k = &cand[rank[i]];
-        if (!k->viable)
+    mpt__sort_indices(rank, count, by_bound, S->cand + first);
+    for (size_t i = 0; i < count; i++)
+        if (S->cand[first + rank[i]].viable)
+            MPT_TRY(try_candidate(S, &S->cand[first + rank[i]], n));
+out:
+    free(rank);
+    free(memo);
+    free(shapes);
+    return status;
+}
+
+/* " uniform", and " on devices 0,2-3 (why)" for a subset of the devices. */
+static void candidate_tag(const search_t *S, const candidate_t *k, char *tag, size_t size)
+{
+    const mpt__subset_t *sub = &S->subsets[k->subset];
+    size_t at = (size_t)snprintf(tag, size, "%s", k->uniform ? " uniform" : "");
+    if (k->subset == 0 || at >= size)
+        return; /* subset 0 is every allowed device */
+    at += (size_t)snprintf(tag + at, size - at, " on %s", sub->n > 1 ? "devices " : "device ");
+    for (size_t i = 0; i < sub->n && at < size; i++) {
+        size_t j = i;
+        while (j + 1 < sub->n && sub->devices[j + 1] == sub->devices[j] + 1)
+            j++;
+        at += (size_t)(j > i ? snprintf(tag + at, size - at, "%s%zu-%zu", i ? "," : "",
+                                        sub->devices[i], sub->devices[j])
+                             : snprintf(tag + at, size - at, "%s%zu", i ? "," : "",
+                                        sub->devices[i]));
+        i = j;
+    }
+    if (at < size)
+        snprintf(tag + at, size - at, " (%s)", sub->why);
+}
+
+/* Why each device the chosen plan leaves idle is left out: the best step
+ * of the candidates that used it, against the chosen one. */
+static int idle_notes(search_t *S, const size_t *allowed, size_t nallowed)
+{
+    const mpt__subset_t *chosen = &S->subsets[S->best_subset];
+    char *text = NULL;
+    size_t len = 0;
+    for (size_t a = 0; a < nallowed; a++) {
+        size_t d = allowed[a], in = 0;
+        for (size_t i = 0; i < chosen->n && !in; i++)
+            in = chosen->devices[i] == d;
+        if (in)
             continue;
-        if (best && k->lb >= best->predicted_step_s) {
-            snprintf(k->why, sizeof k->why,
-                     "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
-                     best->predicted_step_s);
-            continue;
+        double with = HUGE_VAL;
+        for (size_t i = 0; i < S->ncand; i++) {
+            const candidate_t *k = &S->cand[i];
+            const mpt__subset_t *sub = &S->subsets[k->subset];
+            for (size_t j = 0; k->simulated && j < sub->n; j++)
+                if (sub->devices[j] == d)
+                    with = fmin(with, k->step);
         }
-        /* 4-5. Place and partition, then the tighter bound of the plan. */
-        if (place(&mc, c, order, &rows, req->batch, slots, &k->sh, &k->plan, k->why,
-                  sizeof k->why) < 0) {
-            if (!k->why[0])
-                snprintf(k->why, sizeof k->why, "%s", mpt_last_error());
-            /* Keep the first reason, but a memory shortfall beats any
-             * other: it is what the user must hear when nothing fits. */
-            if (!first_why[0] || (strstr(k->why, "would need") && !strstr(first_why, "would need")))
-                snprintf(first_why, sizeof first_why, "%s", k->why);
-            k->plan = NULL;
-            continue;
+        const mpt_cluster_device_t *dev = mpt_cluster_device(S->c, d);
+        char line[512];
+        if (with < HUGE_VAL)
+            snprintf(line, sizeof line, "device %zu (%s) left idle: the best plan using it takes "
+                     "%.3f ms per step, %.2fx the chosen %.3f ms\n", d, dev->info.name,
+                     with * 1e3, with / S->best->predicted_step_s,
+                     S->best->predicted_step_s * 1e3);
+        else
+            snprintf(line, sizeof line, "device %zu (%s) left idle: every plan using it is "
+                     "predicted slower than the chosen %.3f ms (pruned by its bound) or "
+                     "does not fit\n", d, dev->info.name, S->best->predicted_step_s * 1e3);
+        size_t l = strlen(line);
+        char *grown = realloc(text, len + l + 1);
+        if (!grown) {
+            free(text);
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
         }
-        if ((k->sh.tp > 1 && tp_unrunnable(m, k->plan, k->why, sizeof k->why)) ||
-            (k->sh.pp > 1 && tied_split(m, k->plan, k->why, sizeof k->why))) {
-            if (!first_why[0])
-                snprintf(first_why, sizeof first_why, "%s", k->why);
-            mpt__plan_free(k->plan);
-            k->plan = NULL;
-            continue;
-        }
-        k->lb = fmax(k->lb, lower_bound(k->plan, &mc, c, req->allreduce, order_scratch));
-        if (best && k->lb >= best->predicted_step_s) {
-            snprintf(k->why, sizeof k->why,
-                     "pruned: at least %.6g s per step, the best takes %.6g s", k->lb,
-                     best->predicted_step_s);
-            mpt__plan_free(k->plan);
-            k->plan = NULL;
-            continue;
-        }
-        status = choose_allreduce(k->plan, &mc, c, req->allreduce);
-        if (status < 0) {
-            free(rank);
+        text = grown;
+        memcpy(text + len, line, l + 1);
+        len += l;
+    }
+    S->best->idle = text;
+    return MPT_OK;
+}
+
+/* Predicted time of the whole model per sample on each device alone:
+ * how the subsets rank kinds (GEMM rate alone misranks small layers). */
+static int device_speeds(const mpt__model_cost_t *mc, const mpt_cluster_t *c, size_t batch,
+                         double *speed)
+{
+    size_t n = mpt_cluster_device_count(c);
+    for (size_t i = 0; i < n; i++) {
+        const mpt_cluster_device_t *d = mpt_cluster_device(c, i);
+        double s = (double)batch / (double)(n ? n : 1);
+        s = s < 1 ? 1 : s;
+        double t = mpt__cost_layers(mc, 0, mc->nlayers - 1, d, s, 1.0, 0) +
+                   mpt__cost_layers(mc, 0, mc->nlayers - 1, d, s, 1.0, 1);
+        speed[i] = t > 0 ? s / t : 0;
+    }
+    return MPT_OK;
+}
+
+int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
+                   mpt__plan_t **out)
+{
+    int status = MPT_OK;
+    mpt__model_cost_t mc = {0};
+    size_t n = mpt_cluster_device_count(c), nalts = 0, nallowed = 0;
+    mpt__plan_alt_t *alts = NULL;
+    search_t S = {0};
+    size_t *allowed = malloc((n ? n : 1) * sizeof *allowed);
+    double *speed = malloc((n ? n : 1) * sizeof *speed);
+    S.m = m, S.mc = &mc, S.c = c, S.req = req;
+    S.eff = malloc((n ? n : 1) * sizeof *S.eff);
+    S.kind_of = malloc((n ? n : 1) * sizeof *S.kind_of);
+    S.kinds = malloc((n ? n : 1) * sizeof *S.kinds);
+    S.order = malloc((n ? n : 1) * sizeof *S.order);
+    S.scratch = malloc((n ? n : 1) * sizeof *S.scratch);
+    S.rows = (rows_cache_t){S.kind_of, S.eff, NULL, 0, 0};
+
+    *out = NULL;
+    if (!allowed || !speed || !S.eff || !S.kind_of || !S.kinds || !S.order || !S.scratch) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (req->batch == 0) {
+        status = mpt__fail(MPT_ERR_INVALID, "planning needs a batch size > 0");
+        goto out;
+    }
+    S.slots = req->optimizer == MPT_OPTIM_ADAMW ? 2 : 1;
+    /* 1. Costs. */
+    MPT_TRY(mpt__model_cost(m, &mc));
+    /* 0. Which devices: the request's (all by default), then the subsets
+     * worth trying (subsets.c), all of them first. */
+    for (size_t i = 0; i < n; i++)
+        allowed[nallowed++] = i;
+    MPT_TRY(device_speeds(&mc, c, req->batch, speed));
+    if (req->all_devices) {
+        if (!(S.subsets = calloc(1, sizeof *S.subsets)) ||
+            !(S.subsets[0].devices = malloc((n ? n : 1) * sizeof *S.subsets[0].devices))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
             goto out;
         }
-        k->step = k->plan->predicted_step_s;
-        /* 7. Choose. */
-        if (!best || k->step < best->predicted_step_s)
-            best = k->plan;
+        memcpy(S.subsets[0].devices, allowed, n * sizeof *allowed);
+        S.subsets[0].n = n, S.nsubsets = 1;
+        snprintf(S.subsets[0].why, sizeof S.subsets[0].why, "all devices");
+    } else
+        MPT_TRY(mpt__plan_subsets(c, allowed, nallowed, speed, &S.subsets, &S.nsubsets));
+    for (size_t si = 0; si < S.nsubsets; si++) {
+        double t0 = mpt__now();
+        size_t before = S.ncand;
+        MPT_TRY(search_subset(&S, si));
+        if (plan_debug())
+            mpt__log(MPT_LOG_INFO, "plan: subset %zu (%s, %zu devices): %zu candidates in %.3f s",
+                     si, S.subsets[si].why, S.subsets[si].n, S.ncand - before, mpt__now() - t0);
     }
-    free(rank);
-    for (size_t i = 0; i < ncand; i++)
-        MPT_TRY(add_alternative(&alts, &nalts, &cand[i].sh, cand[i].plan ? cand[i].step : -1,
-                                cand[i].plan ? NULL : cand[i].why));
-    if (!best) {
-        int memory = strstr(first_why, "would need") != NULL;
+    for (size_t i = 0; i < S.ncand; i++) {
+        char tag[160];
+        candidate_tag(&S, &S.cand[i], tag, sizeof tag);
+        MPT_TRY(add_alternative(&alts, &nalts, &S.cand[i].sh, tag,
+                                S.cand[i].simulated ? S.cand[i].step : -1,
+                                S.cand[i].simulated ? NULL : S.cand[i].why));
+    }
+    if (!S.best) {
+        int memory = strstr(S.first_why, "would need") != NULL;
         status = nalts ? mpt__fail(memory ? MPT_ERR_DEVICE_MEMORY : MPT_ERR_INVALID,
                                    "no configuration of the %zu device(s) works: %s", n,
-                                   first_why)
+                                   S.first_why)
                        : mpt__fail(MPT_ERR_INVALID,
                                    "no configuration matches the pinned dimensions (dp x pp x "
                                    "tp must equal the %zu device(s), micro-batches at most the "
@@ -926,116 +975,30 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
                                    n);
         goto out;
     }
-    best->alternatives = alts, best->nalternatives = nalts;
+    MPT_TRY(idle_notes(&S, allowed, nallowed));
+    if (plan_debug() && S.best->idle)
+        mpt__log(MPT_LOG_INFO, "plan: %s", S.best->idle);
+    S.best->alternatives = alts, S.best->nalternatives = nalts;
     alts = NULL, nalts = 0;
-    *out = best;
+    *out = S.best;
+    S.best = NULL;
 out:
-    for (size_t i = 0; i < ncand; i++)
-        if (cand[i].plan != *out)
-            mpt__plan_free(cand[i].plan);
-    free(cand);
-    free(shapes);
-    free(memo);
+    mpt__plan_free(S.best);
+    free(S.cand);
     for (size_t i = 0; i < nalts; i++) {
         free(alts[i].description);
         free(alts[i].rejected);
     }
     free(alts);
+    mpt__plan_subsets_free(S.subsets, S.nsubsets);
     mpt__model_cost_free(&mc);
-    free(order);
-    free(order_scratch);
-    free(kinds);
-    free(kind_of);
-    rows_cache_free(&rows);
-    return status;
-}
-
-/* ---- the baseline: the best uniform split ----------------------------------- */
-
-/* What a planner that ignores speed would do: over the same shapes, equal
- * layer counts per stage, equal batch per replica and equal fractions in a
- * group, simulated the same way; the best such step (memory unchecked). */
-int mpt__plan_uniform_step(const mpt__model_t *m, const mpt_cluster_t *c,
-                           const mpt_plan_request_t *req, double *step_s)
-{
-    int status = MPT_OK;
-    mpt__model_cost_t mc = {0};
-    size_t n = mpt_cluster_device_count(c);
-    size_t *order = malloc((n ? n : 1) * sizeof *order), nshapes = 0;
-    shape_t *shapes = NULL;
-    *step_s = -1;
-    if (!order)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    MPT_TRY(mpt__model_cost(m, &mc));
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    sort_indices(order, n, by_locality, c);
-    MPT_TRY(list_shapes(c, order, n, req, &shapes, &nshapes));
-    for (size_t i = 0; i < nshapes; i++) {
-        size_t dp = shapes[i].dp, pp = shapes[i].pp, tp = shapes[i].tp;
-        size_t mb = shapes[i].microbatches;
-        int sched = shapes[i].schedule;
-        if (pp > mc.nlayers)
-            continue;
-        mpt__plan_t p = {0};
-        mpt__plan_replica_t *reps = calloc(dp, sizeof *reps);
-        mpt__plan_stage_t *stages = calloc(dp * pp, sizeof *stages);
-        mpt__plan_device_t *devs = calloc(n, sizeof *devs);
-        if (!reps || !stages || !devs) {
-            free(reps), free(stages), free(devs);
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        p.dp = dp, p.pp = pp, p.tp = tp, p.microbatches = mb, p.batch = req->batch;
-        p.schedule = (mpt__pipe_schedule_t)sched, p.nreplicas = dp, p.replicas = reps;
-        double samples = (double)req->batch / (double)dp / (double)mb;
-        for (size_t r = 0; r < dp; r++) {
-            reps[r].batch_share = 1.0 / (double)dp;
-            reps[r].nstages = pp;
-            reps[r].stages = stages + r * pp;
-            for (size_t st = 0; st < pp; st++) {
-                mpt__plan_stage_t *x = &reps[r].stages[st];
-                x->first = st * mc.nlayers / pp;
-                x->last = (st + 1) * mc.nlayers / pp - 1;
-                x->ndevices = tp;
-                x->devices = devs + (r * pp + st) * tp;
-                double comm = 0;
-                for (size_t l = x->first; l <= x->last; l++)
-                    comm += tp_allreduces(&mc, c, order + (r * pp + st) * tp, tp, l,
-                                          samples);
-                x->fwd_s = x->bwd_s = comm / 2;
-                for (size_t g = 0; g < tp; g++) {
-                    size_t dev = order[(r * pp + st) * tp + g];
-                    const mpt_cluster_device_t *d = mpt_cluster_device(c, dev);
-                    x->devices[g] = (mpt__plan_device_t){dev, 1.0 / (double)tp, 0};
-                    x->fwd_s = fmax(x->fwd_s, comm / 2 + mpt__cost_layers(
-                                                  &mc, x->first, x->last, d, samples,
-                                                  1.0 / tp, 0));
-                    x->bwd_s = fmax(x->bwd_s, comm / 2 + mpt__cost_layers(
-                                                  &mc, x->first, x->last, d, samples,
-                                                  1.0 / tp, 1));
-                }
-            }
-        }
-        mpt__sim_result_t sim = {0};
-        status = mpt__simulate(&p, &mc, c, &sim, NULL);
-        free(reps), free(stages), free(devs);
-        if (status < 0)
-            goto out;
-        if (*step_s < 0 || sim.step_s < *step_s) {
-            *step_s = sim.step_s;
-            if (plan_debug())
-                mpt__log(MPT_LOG_INFO, "plan: uniform dp=%zu pp=%zu tp=%zu m=%zu %s "
-                         "takes %.6f s", dp, pp, tp, mb, sched ? "1f1b" : "gpipe",
-                         sim.step_s);
-        }
-        mpt__sim_result_free(&sim);
-    }
-    if (*step_s < 0)
-        status = mpt__fail(MPT_ERR_INVALID, "no uniform configuration matches the request");
-out:
-    mpt__model_cost_free(&mc);
-    free(shapes);
-    free(order);
+    free(allowed);
+    free(speed);
+    free(S.eff);
+    free(S.kind_of);
+    free(S.kinds);
+    free(S.order);
+    free(S.scratch);
+    rows_cache_free(&S.rows);
     return status;
 }

@@ -21,9 +21,41 @@ json_t *mpt__profile_to_json(const mpt_profile_t *p)
                                               "n", (json_int_t)p->gemm[i].n, "k",
                                               (json_int_t)p->gemm[i].k, "gflops",
                                               p->gemm[i].gflops));
-    return json_pack("{s:f,s:o*,s:f,s:f,s:f,s:f,s:f}", "gemm_gflops", p->gemm_gflops, "gemm", gemm,
-                     "mem_gbps", p->mem_gbps, "h2d_gbps", p->h2d_gbps, "d2h_gbps", p->d2h_gbps,
-                     "launch_us", p->launch_us, "measured_at", p->measured_at);
+    json_t *o = json_pack("{s:f,s:o*,s:f,s:f,s:f,s:f,s:f}", "gemm_gflops", p->gemm_gflops, "gemm",
+                          gemm, "mem_gbps", p->mem_gbps, "h2d_gbps", p->h2d_gbps, "d2h_gbps",
+                          p->d2h_gbps, "launch_us", p->launch_us, "measured_at", p->measured_at);
+    /* Only what was measured: cluster files written by hand stay short. */
+    if (o && p->noise > 0)
+        json_object_set_new(o, "noise", json_real(p->noise));
+    if (o && p->shared_gemm_gflops > 0)
+        json_object_set_new(o, "shared_gemm_gflops", json_real(p->shared_gemm_gflops));
+    if (o && p->shared_mem_gbps > 0)
+        json_object_set_new(o, "shared_mem_gbps", json_real(p->shared_mem_gbps));
+    return o;
+}
+
+/* Physical bounds of each figure, generous both ways: a value outside is a
+ * typo or a broken measurement (a 1e-300 GFLOP/s device once gave a plan
+ * of 2.6e+305 ms per step), refused with the file and field named.
+ * Fastest fp32 GEMM today ~70 TFLOP/s, HBM ~5 TB/s, PCIe 6 x16 ~128 GB/s;
+ * slowest: a 10 MFLOP/s, 10 MB/s device is no use to a planner. */
+static const struct {
+    const char *key;
+    double min, max;
+} bounds[] = {
+    {"gemm_gflops", 1e-2, 1e6}, {"mem_gbps", 1e-2, 1e5}, {"h2d_gbps", 1e-3, 1e12},
+    {"d2h_gbps", 1e-3, 1e12},    {"launch_us", 0, 1e6},   {"noise", 0, 1e3},
+    {"shared_gemm_gflops", 0, 1e6}, {"shared_mem_gbps", 0, 1e5},
+};
+
+static int in_bounds(const char *key, double v, const char *where)
+{
+    for (size_t i = 0; i < sizeof bounds / sizeof *bounds; i++)
+        if (strcmp(bounds[i].key, key) == 0 && (v < bounds[i].min || v > bounds[i].max) &&
+            !(v == 0 && bounds[i].min == 0))
+            return mpt__fail(MPT_ERR_PARSE, "%s.%s: %g is outside the physical bounds [%g, %g]",
+                             where, key, v, bounds[i].min, bounds[i].max);
+    return MPT_OK;
 }
 
 /* A positive number at obj[key]; `required` decides whether absence fails. */
@@ -40,6 +72,8 @@ static int number(const json_t *obj, const char *key, const char *where, int req
         (required && json_number_value(v) == 0))
         return mpt__fail(MPT_ERR_PARSE, "%s.%s: must be a %s number", where, key,
                          required ? "positive" : "non-negative");
+    if (in_bounds(key, json_number_value(v), where) < 0)
+        return MPT_ERR_PARSE;
     *out = json_number_value(v);
     return MPT_OK;
 }
@@ -56,6 +90,9 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
     MPT_TRY(number(obj, "d2h_gbps", where, 1, &p->d2h_gbps));
     MPT_TRY(number(obj, "launch_us", where, 0, &p->launch_us));
     MPT_TRY(number(obj, "measured_at", where, 0, &p->measured_at));
+    MPT_TRY(number(obj, "noise", where, 0, &p->noise));
+    MPT_TRY(number(obj, "shared_gemm_gflops", where, 0, &p->shared_gemm_gflops));
+    MPT_TRY(number(obj, "shared_mem_gbps", where, 0, &p->shared_mem_gbps));
     json_t *gemm = json_object_get(obj, "gemm");
     if (gemm && (!json_is_array(gemm) || json_array_size(gemm) > MPT_PROFILE_GEMM_SHAPES))
         return mpt__fail(MPT_ERR_PARSE, "%s.gemm: must be an array of at most %d points", where,
@@ -65,9 +102,10 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
         double g = 0;
         if (json_unpack(json_array_get(gemm, i), "{s:I,s:I,s:I,s:F}", "m", &m, "n", &n, "k", &k,
                         "gflops", &g) != 0 ||
-            m <= 0 || n <= 0 || k <= 0 || g < 0)
+            m <= 0 || n <= 0 || k <= 0 || g < 0 || g > 1e6)
             return mpt__fail(MPT_ERR_PARSE,
-                             "%s.gemm[%zu]: needs positive integers m, n, k and a number gflops",
+                             "%s.gemm[%zu]: needs positive integers m, n, k and a number gflops "
+                             "in [0, 1e6]",
                              where, i);
         p->gemm[i] = (mpt_gemm_point_t){(unsigned)m, (unsigned)n, (unsigned)k, g};
     }

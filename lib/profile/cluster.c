@@ -254,6 +254,8 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     if (!info.type)
         return bad(r, "type", "must be one of cpu, gpu, accelerator, other");
     MPT_TRY(get_int(r, d, "global_mem_bytes", 1, 1, &global));
+    if (global > (1ll << 50)) /* 1 PiB: no device has it */
+        return bad(r, "global_mem_bytes", "more than 1 PiB is outside the physical bounds");
     MPT_TRY(get_int(r, d, "max_alloc_bytes", 0, 1, &max_alloc));
     MPT_TRY(get_int(r, d, "local_mem_bytes", 0, 0, &local));
     MPT_TRY(get_int(r, d, "compute_units", 0, 1, &cu));
@@ -439,9 +441,10 @@ int mpt__cluster_from_json(const json_t *root, const char *where, mpt_cluster_t 
             goto out;
         }
         json_t *g = json_object_get(net, "gbps"), *l = json_object_get(net, "latency_us");
-        if ((g && (!json_is_number(g) || json_number_value(g) <= 0)) ||
+        if ((g && (!json_is_number(g) || json_number_value(g) < 1e-3 ||
+                   json_number_value(g) > 1e5)) ||
             (l && (!json_is_number(l) || json_number_value(l) < 0))) {
-            status = bad(&r, NULL, "gbps must be positive and latency_us non-negative");
+            status = bad(&r, NULL, "gbps must be in [1e-3, 1e5] and latency_us non-negative");
             goto out;
         }
         if (g)

@@ -4,9 +4,9 @@
  * memory bandwidth (copy kernel), host<->device transfer rates and kernel
  * launch latency.
  *
- * Every figure is the best of a few repetitions after a warm-up (the first
- * call also compiles the kernels): the planner wants what the device can
- * sustain, not the noise of a busy machine.  Left out: fp16 rates, pinned
+ * Every figure is the median of at least five repetitions after a warm-up
+ * (the first call also compiles the kernels), and the profile's noise is
+ * the largest relative spread (max - min) / median of any figure.  Left out: fp16 rates, pinned
  * host memory and peer-to-peer copies.
  */
 #include <stdlib.h>
@@ -20,6 +20,7 @@
 
 #define MIN_SECONDS 0.3 /* time each figure for at least this long... */
 #define MAX_REPS 20     /* ...or at most this many repetitions */
+#define MIN_REPS 5      /* and at least this many, for a median and a spread */
 
 int mpt__profile_quick(void)
 {
@@ -28,21 +29,33 @@ int mpt__profile_quick(void)
 
 typedef int (*run_fn)(void *ctx);
 
-/* Best seconds of one run of fn, after one untimed warm-up. */
-static int best_time(run_fn fn, void *ctx, double *best)
+/* Median seconds of one run of fn, after one untimed warm-up, over at
+ * least MIN_REPS runs; *noise (may be NULL) is raised to the runs' spread
+ * (max - min) / median when that is larger.  The median, not the best: on
+ * a busy machine the best run is luck, and plans made from it promise
+ * more than the device delivers; the spread says how far to trust it. */
+static int best_time_noise(run_fn fn, void *ctx, double *best, double *noise)
 {
-    int status = fn(ctx);
-    double spent = 0;
+    double t[MAX_REPS], spent = 0;
+    int status = fn(ctx), n = 0;
     *best = 1e30;
-    for (int rep = 0; status == MPT_OK && rep < MAX_REPS && spent < MIN_SECONDS; rep++) {
+    for (; status == MPT_OK && n < MAX_REPS && (spent < MIN_SECONDS || n < MIN_REPS); n++) {
         double t0 = mpt__now();
         status = fn(ctx);
-        double dt = mpt__now() - t0;
-        spent += dt;
-        if (dt < *best)
-            *best = dt;
+        t[n] = mpt__now() - t0;
+        spent += t[n];
     }
-    return status;
+    if (status < 0 || n == 0)
+        return status;
+    for (int i = 1; i < n; i++) /* insertion sort: at most MAX_REPS */
+        for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    *best = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    if (noise && *best > 0 && (t[n - 1] - t[0]) / *best > *noise)
+        *noise = (t[n - 1] - t[0]) / *best;
+    return MPT_OK;
 }
 
 typedef struct {
@@ -82,7 +95,7 @@ static int make_filled(mpt_device_t *dev, size_t floats, cl_mem *out)
     return status;
 }
 
-static int measure_gemm(mpt_device_t *dev, mpt_gemm_point_t *pt)
+static int measure_gemm(mpt_device_t *dev, mpt_gemm_point_t *pt, double *noise)
 {
     gemm_ctx g = {dev, pt->m, pt->n, pt->k, NULL, NULL, NULL};
     double t;
@@ -90,7 +103,7 @@ static int measure_gemm(mpt_device_t *dev, mpt_gemm_point_t *pt)
     MPT_TRY(make_filled(dev, (size_t)pt->m * pt->k, &g.a));
     MPT_TRY(make_filled(dev, (size_t)pt->k * pt->n, &g.b));
     MPT_TRY(make_filled(dev, (size_t)pt->m * pt->n, &g.c));
-    MPT_TRY(best_time(run_gemm, &g, &t));
+    MPT_TRY(best_time_noise(run_gemm, &g, &t, noise));
     pt->gflops = 2.0 * pt->m * pt->n * pt->k / t * 1e-9;
 out:
     if (g.a)
@@ -158,18 +171,18 @@ static int measure_memory(mpt_device_t *dev, mpt_profile_t *out)
     clSetKernelArg(c.kernel, 0, sizeof c.dst, &c.dst);
     clSetKernelArg(c.kernel, 1, sizeof c.src, &c.src);
     clSetKernelArg(c.kernel, 2, sizeof n4, &n4);
-    MPT_TRY(best_time(run_kernel, &c, &t));
+    MPT_TRY(best_time_noise(run_kernel, &c, &t, &out->noise));
     out->mem_gbps = 2.0 * (double)bytes / t * 1e-9; /* read + write */
-    MPT_TRY(best_time(run_write, &c, &t));
+    MPT_TRY(best_time_noise(run_write, &c, &t, &out->noise));
     out->h2d_gbps = (double)bytes / t * 1e-9;
-    MPT_TRY(best_time(run_read, &c, &t));
+    MPT_TRY(best_time_noise(run_read, &c, &t, &out->noise));
     out->d2h_gbps = (double)bytes / t * 1e-9;
 
     MPT_TRY(mpt__device_kernel(dev, "bench", "mpt_noop", &c.kernel));
     clSetKernelArg(c.kernel, 0, sizeof c.dst, &c.dst);
     c.global = 1;
-    MPT_TRY(best_time(run_kernel, &c, &t));
-    out->launch_us = t * 1e6;
+    MPT_TRY(best_time_noise(run_kernel, &c, &t, NULL));
+    out->launch_us = t * 1e6; /* no part of the noise: microseconds jitter by nature */
 out:
     free(c.host);
     if (c.src)
@@ -196,7 +209,7 @@ int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
         pt->m = shapes[i][0] / div, pt->n = shapes[i][1], pt->k = shapes[i][2] / div;
         if (shapes[i][1] > 64)
             pt->n /= div;
-        if ((status = measure_gemm(dev, pt)) < 0)
+        if ((status = measure_gemm(dev, pt, &out->noise)) < 0)
             return mpt__fail_context(status, "profiling device %d (%s)", dev->info.index,
                                      dev->info.name);
         if (pt->gflops > out->gemm_gflops)

@@ -1,0 +1,280 @@
+/*
+ * tests/check_plan_subsets.c: the planner's search over which devices
+ * (plan/subsets.c) and its pricing of shared cores (plan/share.c).
+ *
+ * - brute force: on clusters of 3 and 4 devices of mixed speed, the
+ *   chosen plan's predicted step equals the best over every non-empty
+ *   subset of the devices, each planned over all its shapes on its own
+ *   (relative 1e-9: the same cost model, summed in another order at most),
+ *   and is never slower than the best uniform split or any one device;
+ * - a useless device (1e-2 GFLOP/s among 1,000s) on a 10-device cluster,
+ *   above the exhaustive limit, is left idle and named with the reason;
+ * - shared cores, on the topology of tests/fixtures/two-socket-gpus.xml:
+ *   two CPU devices on the same 4 cores predict no faster together than
+ *   one alone, the same two on disjoint cores nearly twice as fast, and a
+ *   measured concurrent rate (shared_gemm_gflops) replaces the estimate;
+ * - profile values outside physical bounds (1e-300 GFLOP/s, negative or
+ *   absurd bandwidths, 1 EB of memory) are refused naming file and field.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "plan/plan.h"
+#include "testutil.h"
+
+static void write_temp(char *path, const char *text)
+{
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* An MLP of four linear 1024 layers (compute-bound at the rates below). */
+static mpt_model_t *mlp(void)
+{
+    char path[] = "/tmp/check_subsets_model_XXXXXX";
+    write_temp(path, "{\"name\": \"mlp4\", \"input\": [1024], \"layers\": ["
+                     "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
+                     "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
+                     "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
+                     "{\"kind\": \"linear\", \"units\": 10},"
+                     "{\"kind\": \"softmax_cross_entropy\"}]}");
+    mpt_model_t *m = NULL;
+    int status = mpt_model_load(path, &m);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return m;
+}
+
+/* n GPUs of one node, device i at gflops[i]; extra: JSON added to each. */
+static mpt_cluster_t *cluster(size_t n, const double *gflops)
+{
+    char text[16384];
+    size_t len = (size_t)snprintf(text, sizeof text,
+                                  "{\"mpt_cluster\": 1, \"name\": \"t\", \"devices\": [");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(
+            text + len, sizeof text - len,
+            "%s{\"name\": \"dev%zu\", \"type\": \"gpu\", \"global_mem_bytes\": 10000000000, "
+            "\"node\": 0, \"numa_node\": 0, \"package\": 0, \"profile\": {\"gemm_gflops\": %g, "
+            "\"mem_gbps\": 500, \"h2d_gbps\": 10, \"d2h_gbps\": 10, \"launch_us\": 5}}",
+            i ? ", " : "", i, gflops[i]);
+    snprintf(text + len, sizeof text - len, "]}");
+    char path[] = "/tmp/check_subsets_cluster_XXXXXX";
+    write_temp(path, text);
+    mpt_cluster_t *c = NULL;
+    int status = mpt_cluster_load(path, &c);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return c;
+}
+
+static double plan_step(const mpt_model_t *m, const mpt_cluster_t *c, int all_devices,
+                        mpt_plan_t **keep)
+{
+    mpt_plan_request_t req;
+    mpt_plan_t *p = NULL;
+    double step = 0;
+    mpt_plan_request_default(&req);
+    req.batch = 256;
+    req.all_devices = all_devices;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    ck_assert_mpt_ok(mpt_plan_simulate(p, m, c, &step, NULL, NULL));
+    if (keep)
+        *keep = p;
+    else
+        mpt_plan_free(p);
+    return step;
+}
+
+static void brute_force(size_t n, const double *gflops)
+{
+    mpt_model_t *m = mlp();
+    mpt_cluster_t *c = cluster(n, gflops);
+    double chosen = plan_step(m, c, 0, NULL), best = HUGE_VAL, uniform = 0;
+    for (unsigned mask = 1; mask < (1u << n); mask++) {
+        double g[8];
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (mask >> i & 1)
+                g[k++] = gflops[i];
+        mpt_cluster_t *sub = cluster(k, g);
+        double step = plan_step(m, sub, 1, NULL);
+        best = fmin(best, step);
+        if (k == 1) /* never slower than any one device */
+            ck_assert_msg(chosen <= step * (1 + 1e-9), "chosen %g > device alone %g", chosen,
+                          step);
+        mpt_cluster_free(sub);
+    }
+    ck_assert_msg(fabs(chosen - best) <= 1e-9 * best, "chosen %.9g, brute force %.9g", chosen,
+                  best);
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = 256;
+    ck_assert_mpt_ok(mpt_plan_uniform_step(m, c, &req, &uniform));
+    ck_assert_msg(chosen <= uniform * (1 + 1e-9), "chosen %g > uniform %g", chosen, uniform);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+
+START_TEST(subsets_match_brute_force)
+{
+    const double three[] = {4000, 1000, 30}, four[] = {4000, 4000, 700, 5};
+    const double alike[] = {2000, 2000, 2000};
+    brute_force(3, three);
+    brute_force(4, four);
+    brute_force(3, alike);
+}
+END_TEST
+
+START_TEST(useless_device_is_left_idle)
+{
+    double g[10];
+    for (size_t i = 0; i < 10; i++)
+        g[i] = i == 7 ? 1e-2 : 3000;
+    mpt_model_t *m = mlp();
+    mpt_cluster_t *c = cluster(10, g);
+    mpt_plan_t *p = NULL;
+    plan_step(m, c, 0, &p);
+    char *json = NULL, *text = NULL;
+    ck_assert_mpt_ok(mpt_plan_to_json(p, &json));
+    /* Device 7 appears in no stage ("device": 7 would be its entry). */
+    ck_assert_msg(!strstr(json, "\"device\": 7,") && !strstr(json, "\"device\": 7\n"),
+                  "device 7 is used: %s", json);
+    ck_assert_mpt_ok(mpt_plan_describe(p, m, c, 0, &text));
+    ck_assert_msg(strstr(text, "device 7 (dev7) left idle"), "%s", text);
+    /* With every device forced in, the step is slower. */
+    double forced = plan_step(m, c, 1, NULL), step = 0;
+    ck_assert_mpt_ok(mpt_plan_simulate(p, m, c, &step, NULL, NULL));
+    ck_assert_msg(step < forced, "idle %g, forced %g", step, forced);
+    free(json);
+    free(text);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+END_TEST
+
+/* Two CPU devices of 4 compute units on cpus a and b of the XML topology;
+ * shared: the measured concurrent GEMM rate of each, or 0. */
+static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
+{
+    char text[4096], shared_json[64] = "";
+    const char *dir = getenv("MPT_TESTS_SRCDIR");
+    if (shared > 0)
+        snprintf(shared_json, sizeof shared_json, ", \"shared_gemm_gflops\": %g", shared);
+    const char *cpus[2] = {a, b};
+    size_t len = (size_t)snprintf(
+        text, sizeof text,
+        "{\"mpt_cluster\": 1, \"name\": \"cpus\", \"nodes\": [{\"name\": \"h\", "
+        "\"topology_xml\": \"%s/fixtures/two-socket-gpus.xml\"}], \"devices\": [",
+        dir ? dir : "tests");
+    for (int i = 0; i < 2; i++)
+        len += (size_t)snprintf(
+            text + len, sizeof text - len,
+            "%s{\"name\": \"cpu%d\", \"type\": \"cpu\", \"global_mem_bytes\": 10000000000, "
+            "\"compute_units\": 4, \"cpus\": \"%s\", \"cores\": 4, \"numa_node\": 0, "
+            "\"package\": 0, \"profile\": {\"gemm_gflops\": 100, \"mem_gbps\": 20, "
+            "\"h2d_gbps\": 10, \"d2h_gbps\": 10, \"launch_us\": 5%s}}",
+            i ? ", " : "", i, cpus[i], shared_json);
+    snprintf(text + len, sizeof text - len, "]}");
+    char path[] = "/tmp/check_subsets_cpus_XXXXXX";
+    write_temp(path, text);
+    mpt_cluster_t *c = NULL;
+    int status = mpt_cluster_load(path, &c);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return c;
+}
+
+START_TEST(shared_cores_are_priced)
+{
+    mpt_model_t *m = mlp();
+    const double one[1] = {100};
+    (void)one;
+    mpt_cluster_t *same = cpu_pair("0-3", "0-3", 0), *apart = cpu_pair("0-3", "4-7", 0);
+    mpt_cluster_t *measured = cpu_pair("0-3", "0-3", 90);
+    /* One device alone: the pair's plan with every device forced in on
+     * disjoint cores, against the same on shared ones. */
+    double both_apart = plan_step(m, apart, 1, NULL), both_same = plan_step(m, same, 1, NULL);
+    double best_same = plan_step(m, same, 0, NULL), best_measured = plan_step(m, measured, 1, NULL);
+    double alone = 0;
+    {
+        mpt_plan_t *p = NULL;
+        mpt_plan_request_t req;
+        mpt_plan_request_default(&req);
+        req.batch = 256;
+        req.dp = req.pp = req.tp = 1;
+        req.all_devices = 0;
+        ck_assert_mpt_ok(mpt_plan_create(m, same, &req, &p));
+        ck_assert_mpt_ok(mpt_plan_simulate(p, m, same, &alone, NULL, NULL));
+        mpt_plan_free(p);
+    }
+    /* Estimate: 8 cores wanted of 4, each at half rate: together no
+     * faster than one alone (the collectives only add). */
+    ck_assert_msg(both_same >= alone * 0.999, "shared %g, alone %g", both_same, alone);
+    /* Apart: two full devices, well under one alone (0.7: the
+     * all-reduce and launches keep it above one half). */
+    ck_assert_msg(both_apart < 0.7 * alone, "apart %g, alone %g", both_apart, alone);
+    /* Measured at 90 of 100 GFLOP/s together: close to apart again. */
+    ck_assert_msg(best_measured < 0.8 * alone && best_measured > both_apart,
+                  "measured %g, apart %g, alone %g", best_measured, both_apart, alone);
+    /* And the planner, free to choose, never does worse than one alone. */
+    ck_assert_msg(best_same <= alone * (1 + 1e-9), "best %g, alone %g", best_same, alone);
+    mpt_cluster_free(same);
+    mpt_cluster_free(apart);
+    mpt_cluster_free(measured);
+    mpt_model_free(m);
+}
+END_TEST
+
+/* Out-of-bounds profile values are refused, naming the file and field. */
+START_TEST(bad_profile_values_refused)
+{
+    static const struct {
+        const char *profile, *mem, *field;
+    } bad[] = {
+        {"\"gemm_gflops\": 1e-300, \"mem_gbps\": 500", "10000000000", "devices[0].profile.gemm_gflops"},
+        {"\"gemm_gflops\": 1000, \"mem_gbps\": -5", "10000000000", "devices[0].profile.mem_gbps"},
+        {"\"gemm_gflops\": 1000, \"mem_gbps\": 1e12", "10000000000", "devices[0].profile.mem_gbps"},
+        {"\"gemm_gflops\": 1e9, \"mem_gbps\": 500", "10000000000", "devices[0].profile.gemm_gflops"},
+        {"\"gemm_gflops\": 1000, \"mem_gbps\": 500", "1000000000000000000", "devices[0].global_mem_bytes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[1024], path[] = "/tmp/check_subsets_bad_XXXXXX";
+        snprintf(text, sizeof text,
+                 "{\"mpt_cluster\": 1, \"devices\": [{\"name\": \"g\", \"type\": \"gpu\", "
+                 "\"global_mem_bytes\": %s, \"profile\": {%s, \"h2d_gbps\": 10, "
+                 "\"d2h_gbps\": 10}}]}",
+                 bad[i].mem, bad[i].profile);
+        write_temp(path, text);
+        mpt_cluster_t *c = NULL;
+        int status = mpt_cluster_load(path, &c);
+        ck_assert_int_eq(status, MPT_ERR_PARSE);
+        ck_assert_ptr_null(c);
+        ck_assert_msg(strstr(mpt_last_error(), path) && strstr(mpt_last_error(), bad[i].field),
+                      "case %zu: %s", i, mpt_last_error());
+        unlink(path);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("plan_subsets");
+    TCase *tc = tcase_create("subsets");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, subsets_match_brute_force);
+    tcase_add_test(tc, useless_device_is_left_idle);
+    tcase_add_test(tc, shared_cores_are_priced);
+    tcase_add_test(tc, bad_profile_values_refused);
+    suite_add_tcase(s, tc);
+    return test_run(s, 1);
+}
