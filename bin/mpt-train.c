@@ -97,6 +97,9 @@ static void usage(FILE *f)
             "                            otherwise: it is another run's work)\n"
             "      --allow-other-data    resume although the checkpoint was written for\n"
             "                            other data (checked by size and a CRC-32)\n"
+            "      --comm-timeout S      under mpirun: a rank that does not answer for S\n"
+            "                            seconds (stopped, hung) ends the job, naming it\n"
+            "                            (default 300, or 100 predicted steps if longer)\n"
             "      --timing              measure the device's busy time (OpenCL profiling\n"
             "                            events) and report it per epoch and in metrics\n"
             "                            (always on with several devices)\n"
@@ -122,7 +125,7 @@ static void parse(int argc, char **argv, options *o)
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
-           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA };
+           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -139,6 +142,7 @@ static void parse(int argc, char **argv, options *o)
         {"checkpoint-every", required_argument, NULL, O_CKPT_EVERY},
         {"resume", no_argument, NULL, O_RESUME}, {"timing", no_argument, NULL, O_TIMING},
         {"overwrite", no_argument, NULL, O_OVERWRITE},
+        {"comm-timeout", required_argument, NULL, O_COMM_TIMEOUT},
         {"allow-other-data", no_argument, NULL, O_OTHER_DATA},
         {"plan", required_argument, NULL, O_PLAN}, {"dp", required_argument, NULL, O_DP},
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
@@ -222,6 +226,11 @@ static void parse(int argc, char **argv, options *o)
         case O_CKPT_EVERY: o->fit.checkpoint_every = tool_parse_count("--checkpoint-every", optarg, 1); break;
         case O_RESUME: o->fit.resume = 1; break;
         case O_OVERWRITE: o->fit.overwrite = 1; break;
+        case O_COMM_TIMEOUT:
+            o->cfg.comm_timeout_s = tool_parse_real("--comm-timeout", optarg);
+            if (!(o->cfg.comm_timeout_s > 0))
+                tool_usage_error("--comm-timeout must be above 0 seconds, got '%s'", optarg);
+            break;
         case O_OTHER_DATA: o->fit.allow_other_data = 1; break;
         case O_TIMING: o->timing = 1; break;
         case 'v': verbose = 1; break;

@@ -62,7 +62,8 @@ extern "C" {
     X(ERR_ABORTED, -15, "aborted because another worker failed")             \
     X(ERR_DIVERGED, -16, "training diverged: a loss or gradient is not finite") \
     X(ERR_EXISTS, -17, "would replace existing work")                          \
-    X(ERR_STOPPED, -18, "stopped by a signal")
+    X(ERR_STOPPED, -18, "stopped by a signal")                                 \
+    X(ERR_TIMEOUT, -19, "a peer did not answer in time")
 
 typedef enum {
 #define MPT__STATUS_ENUM(name, code, text) MPT_##name = code,
@@ -485,6 +486,11 @@ typedef struct {
                             * the rate stays at lr after the warm-up (set
                             * it, as mpt-train does, for the decay) */
     double min_lr;         /* (0) */
+    double comm_timeout_s; /* under a job: a wait on another rank longer than this
+                            * fails the step naming that rank (a stopped or hung
+                            * process); 0, the default: 300 s, or 100 predicted
+                            * steps when longer.  Not part of a checkpoint's
+                            * configuration. */
 } mpt_train_config_t;
 
 /** Fills the defaults shown above: SGD, and the cosine schedule, whose

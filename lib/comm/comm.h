@@ -57,6 +57,12 @@ typedef struct {
 struct mpt__transport {
     const mpt__transport_ops_t *ops;
     int nendpoints;
+    /* A wait on another process that lasts longer fails (MPT_ERR_TIMEOUT,
+     * naming the rank): a stopped or hung rank ends the job instead of
+     * holding it forever.  0: no deadline.  Threads of one process need
+     * none (a hung device is not a silent peer), so the local transport
+     * ignores it. */
+    double timeout_s;
 };
 
 /* A transport for `nendpoints` threads of this process. */
@@ -100,6 +106,10 @@ void mpt__transport_destroy(mpt__transport_t *t);
  * their meaning).  Each is called by every rank; with one process they
  * work on it alone.  A failure on rank 0 fails every rank's call (no rank
  * is left waiting). */
+/* *out = the largest of every rank's `mine`, on every rank, waiting at
+ * most timeout_s (0: no deadline) for the others: MPT_ERR_TIMEOUT naming
+ * the rank that never came (a stopped or hung process). */
+int mpt__world_agree_max(mpt_world_t *w, int mine, double timeout_s, int *out);
 /* all[r] = rank r's `mine`, on every rank (all holds size ints). */
 int mpt__world_allgather_int(mpt_world_t *w, int mine, int *all);
 /* Rank 0 gets (*texts)[r] = rank r's NUL-terminated text, each under 1 GiB,

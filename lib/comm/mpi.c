@@ -27,7 +27,8 @@
  * return errors instead of aborting, so MPI's truncation error is seen).
  *
  * Waiting: MPI_Test in a loop (a short spin, then 50 us sleeps), checking
- * the abort flag between tests.  Abort: the local flag wakes this rank's
+ * the abort flag between tests, and the transport's deadline: a wait past
+ * it aborts the transport naming the peer's rank (MPT_ERR_TIMEOUT).  Abort: the local flag wakes this rank's
  * waiters, whose operations fail with the reason, and that is all: other
  * ranks cannot be told without fault-tolerant MPI (Open MPI 4.1 has no
  * ULFM), and the library never ends the process.  The error reaches the
@@ -72,10 +73,24 @@ typedef struct {
 static int fail_aborted(mpi_t *mt)
 {
     pthread_mutex_lock(&mt->abort_lock);
-    int status = mpt__fail(MPT_ERR_ABORTED, "mpi transport aborted (%s): %s",
-                           mpt_status_name(mt->abort_status), mt->abort_why);
+    int status = mt->abort_status == MPT_ERR_TIMEOUT
+                     ? mpt__fail(MPT_ERR_TIMEOUT, "%s", mt->abort_why)
+                     : mpt__fail(MPT_ERR_ABORTED, "mpi transport aborted (%s): %s",
+                                 mpt_status_name(mt->abort_status), mt->abort_why);
     pthread_mutex_unlock(&mt->abort_lock);
     return status;
+}
+
+/* The first reason wins: every later wait fails with it. */
+static void mpi_cancel_reason(mpi_t *mt, int status, const char *why)
+{
+    pthread_mutex_lock(&mt->abort_lock);
+    if (!atomic_load(&mt->aborted)) {
+        mt->abort_status = status;
+        snprintf(mt->abort_why, sizeof mt->abort_why, "%s", why ? why : "no reason given");
+        atomic_store(&mt->aborted, 1);
+    }
+    pthread_mutex_unlock(&mt->abort_lock);
 }
 
 static int mpi_error(int err, const char *what)
@@ -146,15 +161,34 @@ static void pause_briefly(void)
     nanosleep(&ts, NULL);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
 {
     mpi_t *mt = (mpi_t *)t;
     int status = MPT_OK;
     size_t received = 0;
+    double deadline = t->timeout_s > 0 ? now_s() + t->timeout_s : 0;
     for (int k = 0; k < r->npieces; k++) {
         MPI_Status st;
         int done = 0;
         for (long spins = 0; !done; spins++) {
+            if (deadline > 0 && spins > SPIN_TESTS && (spins & 255) == 0 && now_s() > deadline &&
+                !atomic_load(&mt->aborted)) {
+                int peer = mt->rank_of[r->is_send ? r->dst : r->src];
+                char why[256];
+                snprintf(why, sizeof why,
+                         "rank %d %s for %.0f s (tag %d, endpoint %d -> %d): it is stopped, "
+                         "hung or dead (the deadline is --comm-timeout)",
+                         peer, r->is_send ? "took nothing" : "sent nothing", t->timeout_s, r->tag,
+                         r->src, r->dst);
+                mpi_cancel_reason(mt, MPT_ERR_TIMEOUT, why);
+            }
             if (atomic_load(&mt->aborted)) {
                 for (int j = k; j < r->npieces; j++) {
                     MPI_Cancel(&r->reqs[j]);
@@ -200,14 +234,7 @@ static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
 
 static void mpi_cancel(mpt__transport_t *t, int status, const char *why)
 {
-    mpi_t *mt = (mpi_t *)t;
-    pthread_mutex_lock(&mt->abort_lock);
-    if (!atomic_load(&mt->aborted)) {
-        mt->abort_status = status;
-        snprintf(mt->abort_why, sizeof mt->abort_why, "%s", why ? why : "no reason given");
-        atomic_store(&mt->aborted, 1);
-    }
-    pthread_mutex_unlock(&mt->abort_lock);
+    mpi_cancel_reason((mpi_t *)t, status, why);
 }
 
 static void mpi_destroy(mpt__transport_t *t)

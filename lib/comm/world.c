@@ -22,6 +22,8 @@
 #include "config.h"
 #include "comm/comm.h"
 
+#include <time.h>
+
 #ifdef MPT_HAVE_MPI
 #include <mpi.h>
 #endif
@@ -32,6 +34,9 @@ struct mpt_world {
     int *dev_first;  /* per rank: its first device in the job's cluster */
     int *dev_count;  /* per rank: how many devices it opened */
     int ndevices;    /* in the job's cluster; 0 before mpt_world_cluster */
+#ifdef MPT_HAVE_MPI
+    MPI_Comm agree;  /* mpt__world_agree_max's own messages (MPI_COMM_NULL: one rank) */
+#endif
 };
 
 /* The launcher's word for how many processes the job has (Open MPI, or a
@@ -70,6 +75,7 @@ int mpt_world_init(int *argc, char ***argv, mpt_world_t **out)
     w->size = 1;
     int launched = launched_size();
 #ifdef MPT_HAVE_MPI
+    w->agree = MPI_COMM_NULL;
     int initialised = 0;
     MPI_Initialized(&initialised);
     if (launched > 1 || initialised) {
@@ -90,6 +96,8 @@ int mpt_world_init(int *argc, char ***argv, mpt_world_t **out)
             return mpt__fail(MPT_ERR_UNSUPPORTED, "MPI provides thread level %d: mpt's workers "
                              "need MPI_THREAD_MULTIPLE", provided);
         }
+        if (w->size > 1)
+            MPI_Comm_dup(MPI_COMM_WORLD, &w->agree);
     }
 #else
     (void)argc, (void)argv;
@@ -109,6 +117,8 @@ void mpt_world_free(mpt_world_t *w)
     if (!w)
         return;
 #ifdef MPT_HAVE_MPI
+    if (w->agree != MPI_COMM_NULL)
+        MPI_Comm_free(&w->agree);
     if (w->mpi_here)
         MPI_Finalize();
 #endif
@@ -135,6 +145,74 @@ int mpt__world_allgather_int(mpt_world_t *w, int mine, int *all)
     }
 #ifdef MPT_HAVE_MPI
     MPI_Allgather(&mine, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD);
+#endif
+    return MPT_OK;
+}
+
+#ifdef MPT_HAVE_MPI
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Waits for one request until the deadline (0: none); cancels it then. */
+static int wait_until(MPI_Request *req, double deadline)
+{
+    int done = 0;
+    for (long spins = 0; !done; spins++) {
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done)
+            break;
+        if (deadline > 0 && now_s() > deadline) {
+            MPI_Cancel(req);
+            MPI_Request_free(req);
+            return 0;
+        }
+        if (spins > 2000) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return 1;
+}
+#endif
+
+int mpt__world_agree_max(mpt_world_t *w, int mine, double timeout_s, int *out)
+{
+    *out = mine;
+    if (!w || w->size == 1)
+        return MPT_OK;
+#ifdef MPT_HAVE_MPI
+    /* Point to point through rank 0 rather than MPI_Allreduce, so that a
+     * rank that never comes is named, and no rank waits past the deadline. */
+    enum { TAG_VALUE = 1, TAG_RESULT = 2 };
+    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+    if (w->rank == 0) {
+        for (int r = 1; r < w->size; r++) {
+            int v = 0;
+            MPI_Request req;
+            MPI_Irecv(&v, 1, MPI_INT, r, TAG_VALUE, w->agree, &req);
+            if (!wait_until(&req, deadline))
+                return mpt__fail(MPT_ERR_TIMEOUT,
+                                 "rank %d did not reach the end of the step within %.0f s: it "
+                                 "is stopped, hung or dead (the deadline is --comm-timeout)",
+                                 r, timeout_s);
+            *out = v > *out ? v : *out;
+        }
+        for (int r = 1; r < w->size; r++)
+            MPI_Send(out, 1, MPI_INT, r, TAG_RESULT, w->agree); /* one int: never blocks long */
+        return MPT_OK;
+    }
+    MPI_Request req;
+    MPI_Send(&mine, 1, MPI_INT, 0, TAG_VALUE, w->agree);
+    MPI_Irecv(out, 1, MPI_INT, 0, TAG_RESULT, w->agree, &req);
+    if (!wait_until(&req, deadline))
+        return mpt__fail(MPT_ERR_TIMEOUT,
+                         "rank 0 did not answer at the end of the step within %.0f s: it is "
+                         "stopped, hung or dead (the deadline is --comm-timeout)",
+                         timeout_s);
 #endif
     return MPT_OK;
 }

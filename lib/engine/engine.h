@@ -54,6 +54,9 @@ int mpt__engine_create_ranks(const mpt__model_t *model, mpt_device_t *const *dev
                              const mpt_cluster_t *cluster, const mpt__engine_ranks_t *ranks,
                              mpt__engine_t **out);
 void mpt__engine_free(mpt__engine_t *e);
+/* The deadline of every wait on another rank (mpt__transport_t.timeout_s):
+ * past it the step fails naming the rank.  No effect in one process. */
+void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds);
 
 /* One training step: the same contract as mpt__executor_train_step. */
 int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,

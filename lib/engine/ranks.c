@@ -188,3 +188,9 @@ int mpt__eng_make_transport(mpt__engine_t *e, const mpt__engine_ranks_t *ranks)
     free(rank_of);
     return status;
 }
+
+void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds)
+{
+    if (e && e->t)
+        e->t->timeout_s = seconds;
+}

@@ -130,6 +130,14 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
     }
     for (size_t i = 0; i < workers; i++)
         t->busy[i] = NAN;
+    /* A few minutes, or a hundred predicted steps when that is longer: a
+     * slow first step (kernel builds) must not look like a dead peer. */
+    t->comm_timeout_s = config->comm_timeout_s;
+    if (t->comm_timeout_s <= 0) {
+        double step = plan->predicted_step_s;
+        t->comm_timeout_s = step > 0 && 100 * step > 300 ? 100 * step : 300;
+    }
+    mpt__engine_set_comm_timeout(t->eng, t->comm_timeout_s);
     t->window_t0 = mpt__now();
     *out = t;
     return MPT_OK;
@@ -207,18 +215,7 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
 
 int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out)
 {
-    int size = t->world ? mpt_world_size(t->world) : 1;
-    *out = mine;
-    if (size == 1)
-        return MPT_OK;
-    int *all = calloc((size_t)size, sizeof *all), status;
-    if (!all)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    if ((status = mpt__world_allgather_int(t->world, mine, all)) == MPT_OK)
-        for (int r = 0; r < size; r++)
-            *out = all[r] > *out ? all[r] : *out;
-    free(all);
-    return status;
+    return mpt__world_agree_max(t->world, mine, t->comm_timeout_s, out);
 }
 
 void mpt_trainer_free(mpt_trainer_t *t)

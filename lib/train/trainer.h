@@ -24,6 +24,7 @@ struct mpt_trainer {
     double *busy;          /* per worker: busy fraction of the last window */
     int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
     mpt_world_t *world; /* the job's, NULL in one process */
+    double comm_timeout_s; /* the deadline of waits on other ranks */
     /* what checkpoints record as the data (mpt_trainer_fit sets it), and
      * whether a checkpoint of other data may be loaded */
     char data_id[160];
