@@ -460,6 +460,10 @@ int main(int argc, char **argv)
                 if (o.timing)
                     printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", busy_epoch,
                            100 * busy_epoch / secs, 100 * blas_epoch / secs);
+                for (size_t i = 0; o.timing && i < ndev; i++) /* this rank's, last step */
+                    if (!isnan(devices[i].busy))
+                        printf("%s device %d %lu kernels + %lu BLAS calls", i ? "," : "; a step:",
+                               devices[i].device, devices[i].kernels, devices[i].blas_calls);
                 printf("\n");
                 busy_epoch = 0, blas_epoch = 0;
                 fflush(stdout);

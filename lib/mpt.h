@@ -757,6 +757,11 @@ typedef struct {
     double busy;            /* fraction of the last report's window its kernels ran
                              * (mpt_trainer_set_timing); NaN when unknown: timing
                              * off, or a device of another rank */
+    unsigned long kernels;  /* mpt's own kernels it launched in the last step */
+    unsigned long blas_calls; /* BLAS routines it ran in the last step: CLBlast
+                             * calls, or host-BLAS calls on mapped buffers (one
+                             * per map: a linear layer's GEMMs, bias and
+                             * activation make one); 0 for another rank's */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and

@@ -71,6 +71,10 @@ int mpt__stage_put_labels(mpt__executor_t *ex, size_t slot, const int32_t *y, si
 int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training);
 int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t batch);
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum);
+/* Starts reading slot `slot`'s loss rows without waiting, so that what the
+ * host queues next (the update) need not finish before mpt__stage_loss_sum
+ * of that slot, which then waits for the read alone. */
+int mpt__stage_loss_start(mpt__executor_t *ex, size_t slot, size_t batch);
 /* The logits of slot `slot` (the input of the loss layer, last stage):
  * batch x labels_per_sample x classes floats. */
 int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_t batch);
