@@ -199,7 +199,10 @@ static const mpt__layer_kind_t linear = {
 /* ---- elementwise activations: one kernel each way ------------------------ */
 
 /* y = f(x) and dx = dy f'(x) by the kernels the kind names: any split of
- * the input carries through, one launch each way. */
+ * the input carries through, one launch each way.  `code` (mpt__act_t) lets
+ * a linear layer just before it run it instead (tensor/linear.c; the
+ * executor then skips this layer); a new activation without a fused form
+ * in kernels/elementwise.cl and tensor/linear.c passes 0. */
 #define ACTIVATION(kind_name, code, fwd_kernel, bwd_kernel)                                   \
     static int kind_name##_forward(mpt__layer_t *l, mpt__pass_t *p)                           \
     {                                                                                         \
