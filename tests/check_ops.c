@@ -1208,6 +1208,34 @@ START_TEST(fused_forward_equals_separate_ops)
 }
 END_TEST
 
+/* --timing counts a CLBlast call whole: it is kept as a pair of markers
+ * around the call (not the last kernel's event alone), which PoCL times,
+ * and its time goes to the BLAS share. */
+START_TEST(timing_brackets_clblast_calls)
+{
+    mpt_devices_t *set = test_open_with_provider("0", 0);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t n = 300; /* large enough for CLBlast's indirect GEMM: several kernels */
+    float *a0 = rnd(870, n * n, 1.0f);
+    mpt__tensor_t a = put(dev, 0, n * n, a0), c = put(dev, 0, n * n, NULL);
+    double busy = 0, blas = 0;
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 1));
+    unsigned long calls = dev->blas_calls;
+    ck_assert_mpt_ok(mpt__op_gemm(0, 0, n, n, n, 1.0f, &a, n, &a, n, 0.0f, &c, n));
+    ck_assert_uint_eq(dev->blas_calls - calls, 1);
+    ck_assert_uint_eq(dev->nevents, 1);
+    ck_assert_ptr_nonnull(dev->event_start[0]); /* the marker before the call */
+    ck_assert_int_eq(dev->event_blas[0], 1);
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, &blas));
+    ck_assert_msg(blas > 0 && blas == busy, "busy %g s, BLAS %g s", busy, blas);
+    ck_assert_uint_eq(dev->nevents, 0);
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 0));
+    free(a0);
+    mpt_buffer_free(a.buf), mpt_buffer_free(c.buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
 /* A test case with the timeout every case here needs: cold PoCL and
  * CLBlast compiles take seconds each. */
 static TCase *tcase(Suite *s, const char *name)
@@ -1253,6 +1281,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, nrm2_scale_axpy);
     tcase_add_loop_test(tc, linear_with_each_activation, 0, TEST_GEMM_PROVIDERS);
     tcase_add_test(tc, fused_forward_equals_separate_ops);
+    tcase_add_test(tc, timing_brackets_clblast_calls);
     return s;
 }
 
