@@ -331,6 +331,10 @@ static void on_epoch(void *ctx, const mpt_epoch_summary_t *s)
     if (p->timing && !isnan(s->device_busy_s))
         printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", s->device_busy_s,
                100 * s->device_busy_s / s->seconds, 100 * s->blas_busy_s / s->seconds);
+    for (size_t i = 0, shown = 0; p->timing && i < s->ndevices; i++) /* this rank's */
+        if (!isnan(s->devices[i].busy))
+            printf("%s device %d %lu kernels + %lu BLAS calls", shown++ ? "," : "; a step:",
+                   s->devices[i].device, s->devices[i].kernels, s->devices[i].blas_calls);
     printf("\n");
     fflush(stdout);
 }

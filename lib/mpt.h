@@ -784,6 +784,11 @@ typedef struct {
     double busy;            /* fraction of the last report's window its kernels ran
                              * (mpt_trainer_set_timing); NaN when unknown: timing
                              * off, or a device of another rank */
+    unsigned long kernels;  /* mpt's own kernels it launched in the last step */
+    unsigned long blas_calls; /* BLAS routines it ran in the last step: CLBlast
+                             * calls, or host-BLAS calls on mapped buffers (one
+                             * per map: a linear layer's GEMMs, bias and
+                             * activation make one); 0 for another rank's */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and
@@ -925,6 +930,9 @@ typedef struct {
     double tokens_per_s;   /* a language model's; 0 for a classifier */
     double device_busy_s;  /* summed over the reports; NaN when timing is off */
     double blas_busy_s;    /* of which in BLAS routines */
+    const mpt_device_step_t *devices; /* the last report's, per device (valid
+                                       * during the callback) */
+    size_t ndevices;
 } mpt_epoch_summary_t;
 
 typedef struct {

@@ -529,12 +529,20 @@ START_TEST(registry)
         ck_assert_msg(k->infer && k->flops && k->forward && k->backward, "%s: a pass missing",
                       k->name);
         /* A view runs no kernel; every other kind launches at least one
-         * each way (the cost model's launch term). */
+         * each way (the cost model's launch term), but the loss, whose
+         * backward computes the loss rows with the gradient (its training
+         * forward launches nothing). */
         if (k->is_view)
             ck_assert_int_eq(k->launches_fwd + k->launches_bwd, 0);
         else
-            ck_assert_msg(k->launches_fwd >= 1 && k->launches_bwd >= 1, "%s: launches %d, %d",
-                          k->name, k->launches_fwd, k->launches_bwd);
+            ck_assert_msg(k->launches_fwd >= !k->is_loss && k->launches_bwd >= 1,
+                          "%s: launches %d, %d", k->name, k->launches_fwd, k->launches_bwd);
+        /* A kind that runs the next activation states its fused launches;
+         * an activation states its code. */
+        if (k->takes_act)
+            ck_assert_msg(k->launches_fused_fwd >= 1 && k->launches_fused_bwd >= 1,
+                          "%s: fused launches %d, %d", k->name, k->launches_fused_fwd,
+                          k->launches_fused_bwd);
         /* A kind split inside slices itself (engine/shard.c asks it). */
         ck_assert_int_eq(!!(k->split_axes & MPT_SPLIT_INNER), k->inner_units && k->slice);
         losses += k->is_loss != 0;

@@ -5,7 +5,8 @@
  * cross-entropy (large logits, bad labels, loss-only), argmax accuracy
  * (ties, NaN), SGD and AdamW over three steps, and the BLAS wrappers
  * (GEMM in all four transpose cases, batched GEMM, sum_rows, nrm2, scale,
- * axpy).  The GEMM tests run once per GEMM provider (CLBlast, the host
+ * axpy), and a linear layer fused with each activation (against a
+ * double reference, and bitwise against the separate ops).  The GEMM tests run once per GEMM provider (CLBlast, the host
  * BLAS: lib/device/gemm.h) and check that either keeps the order of the
  * device's queue.
  *
@@ -1029,6 +1030,212 @@ START_TEST(nrm2_scale_axpy)
 }
 END_TEST
 
+/* ---- a linear layer with its activation (tensor/linear.c) ---------------- */
+
+static double silu_ref(double x)
+{
+    return x / (1 + exp(-x));
+}
+
+static double silu_grad_ref(double x)
+{
+    double s = 1 / (1 + exp(-x));
+    return s * (1 + x * (1 - s));
+}
+
+/* act(z) and act'(z) in double for the codes of mpt__act_t. */
+static double act_ref(int act, double z)
+{
+    return act == MPT_ACT_RELU ? relu_ref(z) : act == MPT_ACT_GELU ? gelu_ref(z)
+                                             : act == MPT_ACT_SILU ? silu_ref(z) : z;
+}
+
+static double act_grad_ref(int act, double z, double dy)
+{
+    return act == MPT_ACT_RELU ? relu_grad_ref(z, dy)
+           : act == MPT_ACT_GELU ? dy * gelu_grad_ref(z)
+           : act == MPT_ACT_SILU ? dy * silu_grad_ref(z) : dy;
+}
+
+/* The fused forward and backward of batch x in -> out with activation
+ * `act`, each output against a double reference, and the launches each
+ * provider takes: CLBlast one GEMM + one kernel forward, one kernel + two
+ * GEMMs backward; the host BLAS one call each way, no kernel. */
+static void check_linear(mpt_device_t *dev, int act)
+{
+    const size_t batch = 13, in = 29, out = 11;
+    const double wb = 0.5; /* |x| <= 2, |w|, |b| <= 0.5: |z| <= 29.5, mostly a few */
+    float *x0 = rnd(800 + act, batch * in, 2.0f), *w0 = rnd(810 + act, out * in, (float)wb),
+          *b0 = rnd(820 + act, out, (float)wb), *dy0 = rnd(830 + act, batch * out, 1.0f);
+    float *z = falloc(batch * out), *y = falloc(batch * out), *dz = falloc(batch * out),
+          *dw = falloc(out * in), *db = falloc(out), *dx = falloc(batch * in);
+    double *want = dalloc(batch * in + out * in), *tol = dalloc(batch * out);
+    mpt__tensor_t tx = put(dev, 3, batch * in, x0), tw = put(dev, 2, out * in, w0),
+                  tb = put(dev, 5, out, b0), tz = put(dev, 1, batch * out, NULL),
+                  ty = put(dev, 4, batch * out, NULL), tdy = put(dev, 2, batch * out, dy0),
+                  tdw = put(dev, 6, out * in, NULL), tdb = put(dev, 3, out, NULL),
+                  tdx = put(dev, 2, batch * in, NULL);
+    char what[64];
+    unsigned long k0 = dev->launches, b0c = dev->blas_calls;
+    ck_assert_mpt_ok(mpt__op_linear_forward(&tx, &tw, &tb, (mpt__act_t)act, batch, in, out, &tz,
+                                            act ? &ty : NULL));
+    ck_assert_uint_eq(dev->launches - k0, dev->gemm_host ? 0 : 1); /* bias or bias + act */
+    ck_assert_uint_eq(dev->blas_calls - b0c, 1);
+    get(&tz, z);
+    /* z: a dot product of `in` terms and the bias, (in + 4) u sum|terms|. */
+    double zmax = 0;
+    for (size_t r = 0; r < batch; r++)
+        for (size_t c = 0; c < out; c++) {
+            double s = b0[c], mag = fabs(b0[c]);
+            for (size_t i = 0; i < in; i++)
+                s += (double)x0[r * in + i] * w0[c * in + i],
+                    mag += fabs((double)x0[r * in + i] * w0[c * in + i]);
+            want[r * out + c] = s, tol[r * out + c] = (double)(in + 4) * U * mag;
+            zmax = fmax(zmax, fabs(s));
+        }
+    for (size_t i = 0; i < batch * out; i++) {
+        double one = want[i];
+        snprintf(what, sizeof what, "linear act %d z", act);
+        ck_assert_close(&z[i], &one, 1, tol[i], 0, what);
+    }
+    if (act) {
+        get(&ty, y);
+        for (size_t i = 0; i < batch * out; i++)
+            want[i] = act_ref(act, z[i]); /* of the z it kept: the activation alone */
+        /* As the activation tests: tanh's 5 ulp and its argument's roundings
+         * cost 0.5 |z| (TANH_ABS + 6u) absolute (GELU; SiLU's exp less), and
+         * the products 10u relative; ReLU is a select, exact. */
+        snprintf(what, sizeof what, "linear act %d y", act);
+        ck_assert_close(y, want, batch * out, act == MPT_ACT_RELU ? 0 : 0.5 * zmax * (TANH_ABS + 6 * U),
+                        act == MPT_ACT_RELU ? 0 : 10 * U, what);
+    }
+    k0 = dev->launches, b0c = dev->blas_calls;
+    ck_assert_mpt_ok(mpt__op_linear_backward(&tx, &tw, &tz, (mpt__act_t)act, batch, in, out, &tdy,
+                                             &tdw, &tdb, &tdx));
+    ck_assert_uint_eq(dev->launches - k0, dev->gemm_host ? 0 : act ? 1 : 0);
+    ck_assert_uint_eq(dev->blas_calls - b0c, dev->gemm_host ? 1 : act ? 2 : 3);
+    /* dz (in dy's place): act'(z) dy, bounded as gelu_forward_backward
+     * bounds GELU's: its 1 - t^2 carries twice tanh's error, multiplied by
+     * 0.5 |z| sqrt(2/pi) (1 + 3 * 0.044715 z^2) at the largest |z| below
+     * the clamp (9.1, beyond which t = +-1 exactly); SiLU's exp error is
+     * smaller.  ReLU selects and no activation passes dy: exact. */
+    get(&tdy, dz);
+    for (size_t i = 0; i < batch * out; i++)
+        want[i] = act_grad_ref(act, z[i], dy0[i]);
+    double zm = fmin(zmax, 9.1), g = 0.5 * zm * GELU_B * (1 + 3 * GELU_K * zm * zm);
+    snprintf(what, sizeof what, "linear act %d dz", act);
+    ck_assert_close(dz, want, batch * out, act == MPT_ACT_GELU || act == MPT_ACT_SILU
+                                               ? (2 * g + 0.5) * (TANH_ABS + 6 * U) : 0,
+                    act == MPT_ACT_RELU || !act ? 0 : 10 * U, what);
+    /* db, dW, dx from the dz it kept: sums of batch (db, dW) or out (dx)
+     * products, (k + 3) u sum|terms| each. */
+    get(&tdb, db);
+    for (size_t c = 0; c < out; c++) {
+        double s = 0, mag = 0;
+        for (size_t r = 0; r < batch; r++)
+            s += dz[r * out + c], mag += fabs(dz[r * out + c]);
+        snprintf(what, sizeof what, "linear act %d db", act);
+        ck_assert_close(&db[c], &s, 1, (double)(batch + 3) * U * mag, 0, what);
+    }
+    get(&tdw, dw);
+    for (size_t c = 0; c < out; c++)
+        for (size_t i = 0; i < in; i++) {
+            double s = 0, mag = 0;
+            for (size_t r = 0; r < batch; r++)
+                s += (double)dz[r * out + c] * x0[r * in + i],
+                    mag += fabs((double)dz[r * out + c] * x0[r * in + i]);
+            snprintf(what, sizeof what, "linear act %d dW", act);
+            ck_assert_close(&dw[c * in + i], &s, 1, (double)(batch + 3) * U * mag, 0, what);
+        }
+    get(&tdx, dx);
+    for (size_t r = 0; r < batch; r++)
+        for (size_t i = 0; i < in; i++) {
+            double s = 0, mag = 0;
+            for (size_t c = 0; c < out; c++)
+                s += (double)dz[r * out + c] * w0[c * in + i],
+                    mag += fabs((double)dz[r * out + c] * w0[c * in + i]);
+            snprintf(what, sizeof what, "linear act %d dx", act);
+            ck_assert_close(&dx[r * in + i], &s, 1, (double)(out + 3) * U * mag, 0, what);
+        }
+    get(&tx, NULL), get(&tw, NULL), get(&tb, NULL);
+    free(x0), free(w0), free(b0), free(dy0), free(z), free(y), free(dz), free(dw), free(db),
+        free(dx), free(want), free(tol);
+    mpt__tensor_t *all[] = {&tx, &tw, &tb, &tz, &ty, &tdy, &tdw, &tdb, &tdx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        mpt_buffer_free(all[i]->buf);
+}
+
+START_TEST(linear_with_each_activation)
+{
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    for (int act = MPT_ACT_NONE; act <= MPT_ACT_SILU; act++)
+        check_linear(dev, act);
+    mpt_devices_free(set);
+}
+END_TEST
+
+/* Fusing changes the launches, not the result: under CLBlast the fused
+ * forward's z and y are bitwise those of the separate GEMM, bias and
+ * activation kernels (the same GEMM, the same per-element functions). */
+START_TEST(fused_forward_equals_separate_ops)
+{
+    mpt_devices_t *set = test_open_with_provider("0", 0);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t batch = 9, in = 17, out = 23, n = batch * out;
+    const char *fwd[] = {NULL, "mpt_relu_forward", "mpt_gelu_forward", "mpt_silu_forward"};
+    float *x0 = rnd(850, batch * in, 3.0f), *w0 = rnd(851, out * in, 1.0f),
+          *b0 = rnd(852, out, 1.0f), *a = falloc(n), *b = falloc(n);
+    mpt__tensor_t tx = put(dev, 1, batch * in, x0), tw = put(dev, 2, out * in, w0),
+                  tb = put(dev, 3, out, b0), tz = put(dev, 4, n, NULL), ty = put(dev, 5, n, NULL),
+                  tz2 = put(dev, 6, n, NULL), ty2 = put(dev, 7, n, NULL);
+    for (int act = MPT_ACT_RELU; act <= MPT_ACT_SILU; act++) {
+        ck_assert_mpt_ok(mpt__op_linear_forward(&tx, &tw, &tb, (mpt__act_t)act, batch, in, out,
+                                                &tz, &ty));
+        ck_assert_mpt_ok(mpt__op_gemm(0, 1, batch, out, in, 1.0f, &tx, in, &tw, in, 0.0f, &tz2, out));
+        ck_assert_mpt_ok(mpt__op_bias_add(&tz2, &tb, batch, out));
+        ck_assert_mpt_ok(mpt__op_activation(fwd[act], &tz2, &ty2, n));
+        get(&tz, a), get(&tz2, b);
+        ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "act %d: fused z differs", act);
+        get(&ty, a), get(&ty2, b);
+        ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "act %d: fused y differs", act);
+    }
+    free(x0), free(w0), free(b0), free(a), free(b);
+    mpt__tensor_t *all[] = {&tx, &tw, &tb, &tz, &ty, &tz2, &ty2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        mpt_buffer_free(all[i]->buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
+/* --timing counts a CLBlast call whole: it is kept as a pair of markers
+ * around the call (not the last kernel's event alone), which PoCL times,
+ * and its time goes to the BLAS share. */
+START_TEST(timing_brackets_clblast_calls)
+{
+    mpt_devices_t *set = test_open_with_provider("0", 0);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t n = 300; /* large enough for CLBlast's indirect GEMM: several kernels */
+    float *a0 = rnd(870, n * n, 1.0f);
+    mpt__tensor_t a = put(dev, 0, n * n, a0), c = put(dev, 0, n * n, NULL);
+    double busy = 0, blas = 0;
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 1));
+    unsigned long calls = dev->blas_calls;
+    ck_assert_mpt_ok(mpt__op_gemm(0, 0, n, n, n, 1.0f, &a, n, &a, n, 0.0f, &c, n));
+    ck_assert_uint_eq(dev->blas_calls - calls, 1);
+    ck_assert_uint_eq(dev->nevents, 1);
+    ck_assert_ptr_nonnull(dev->event_start[0]); /* the marker before the call */
+    ck_assert_int_eq(dev->event_blas[0], 1);
+    ck_assert_mpt_ok(mpt_device_busy_seconds(dev, &busy, &blas));
+    ck_assert_msg(blas > 0 && blas == busy, "busy %g s, BLAS %g s", busy, blas);
+    ck_assert_uint_eq(dev->nevents, 0);
+    ck_assert_mpt_ok(mpt_device_set_timing(dev, 0));
+    free(a0);
+    mpt_buffer_free(a.buf), mpt_buffer_free(c.buf);
+    mpt_devices_free(set);
+}
+END_TEST
+
 /* A test case with the timeout every case here needs: cold PoCL and
  * CLBlast compiles take seconds each. */
 static TCase *tcase(Suite *s, const char *name)
@@ -1072,6 +1279,9 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, host_blas_threads_shared_by_a_set);
     tcase_add_test(tc, bad_mpt_blas_is_refused);
     tcase_add_test(tc, nrm2_scale_axpy);
+    tcase_add_loop_test(tc, linear_with_each_activation, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_test(tc, fused_forward_equals_separate_ops);
+    tcase_add_test(tc, timing_brackets_clblast_calls);
     return s;
 }
 

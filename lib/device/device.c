@@ -118,6 +118,7 @@ static void device_free(mpt_device_t *d)
         return;
     mpt_device_set_timing(d, 0);
     free(d->events);
+    free(d->event_start);
     free(d->event_blas);
     mpt__device_programs_free(d);
     mpt__gemm_release(d);

@@ -25,14 +25,21 @@ struct mpt_device {
     mpt__program_t *programs;
     int timing;             /* keep op events for mpt_device_busy_seconds */
     unsigned long launches; /* kernels launched (MPT_FAIL_LAUNCH counts them) */
+    unsigned long blas_calls; /* BLAS routines called: CLBlast's, or host calls on
+                               * mapped buffers (one per map); the engine reports
+                               * both counts per step (mpt_device_step_t) */
     cl_event *events;
+    cl_event *event_start;     /* a marker enqueued before events[i], or NULL: the op
+                                * ran from that marker's end to events[i]'s end */
     unsigned char *event_blas; /* 1 where events[i] is a CLBlast routine's */
+    cl_event blas_mark;        /* mpt__device_blas_begin's marker, until blas_done */
     size_t nevents, cap_events;
     /* The GEMM provider (device/gemm.h), chosen at open. */
     int gemm_host;       /* 1: the host BLAS on mapped buffers; 0: CLBlast */
     int blas_threads;    /* host BLAS threads for this device's GEMMs */
     cl_mem ones;         /* CLBlast's GEMV vector of ones for sum_rows, grown as needed */
     size_t ones_len;
+    cl_mem scalar;       /* one float for results read back (nrm2), made on first use */
     double host_seconds; /* host GEMM time, counted like events while timing is on */
 };
 
@@ -99,6 +106,14 @@ int mpt__device_blas_warmup(mpt_device_t *dev);
 /* Takes an op's event (blas: from a CLBlast routine): kept for timing when
  * it is on, else released. */
 void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas);
+/* Called before a CLBlast routine: with timing on, enqueues a marker that
+ * mpt__device_blas_done pairs with a marker after the routine, so that a
+ * routine of several kernels (pad, transpose, GEMM) counts whole, not just
+ * the last kernel whose event CLBlast returns.  Nothing when timing is off. */
+void mpt__device_blas_begin(mpt_device_t *dev);
+/* The routine's event (NULL when it failed): timed from the begin marker
+ * when there is one, else alone. */
+void mpt__device_blas_event(mpt_device_t *dev, cl_event ev);
 
 /* Frees the program cache of a device. */
 void mpt__device_programs_free(mpt_device_t *dev);

@@ -69,6 +69,33 @@ int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t
                    size_t ldc, size_t count);
 int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
                             size_t cols, float beta, cl_mem db, size_t db_off);
+/* ---- host calls on mapped buffers (gemm_host.c) ------------------------- */
+
+/* Work the host provider runs as one call inside one map: a GEMM with its
+ * epilogue (bias, activation) or a linear layer's whole backward
+ * (tensor/linear.c), so that a layer costs the queue one blocking wait
+ * instead of one per GEMM and per kernel around it. */
+#define MPT_HOST_MAX_ARGS 8
+
+typedef struct {
+    cl_mem mem;
+    size_t off, n; /* floats */
+    int write;     /* the call writes some of it */
+} mpt__host_arg_t;
+
+/* Maps the regions (merged per buffer, each buffer mapped once, one
+ * blocking wait), runs fn(arg, ptr) with ptr[i] the host address of
+ * args[i]'s first float, unmaps.  Counts one BLAS call, and its time as
+ * BLAS busy time while timing is on.  MPT_ERR_RANGE for a region outside
+ * its buffer; n <= MPT_HOST_MAX_ARGS. */
+int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *args, size_t n,
+                   void (*fn)(void *arg, float *const *ptr), void *arg);
+/* cblas_sgemm on host addresses, inside mpt__host_call's fn (which set
+ * the device's thread count); sizes checked by the caller to fit int. */
+void mpt__host_sgemm(int trans_a, int trans_b, size_t m, size_t n,
+                     size_t k, float alpha, const float *a, size_t lda, const float *b,
+                     size_t ldb, float beta, float *c, size_t ldc);
+
 /* "OpenBLAS 0.3.21 ..." (its build configuration) or "CBLAS". */
 const char *mpt__gemm_host_name(void);
 

@@ -50,7 +50,7 @@ typedef struct {
     char *ptr; /* host address of byte lo, once mapped */
 } region_t;
 
-#define MAX_REGIONS 3 /* A, B, C */
+#define MAX_REGIONS MPT_HOST_MAX_ARGS
 
 /* Adds bytes [lo, hi) of mem with `flags` to the set, merging by buffer. */
 static void need(region_t *r, size_t *nr, cl_mem mem, size_t lo, size_t hi, cl_map_flags flags)
@@ -207,6 +207,7 @@ int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t
     need(r, &nr, b, lo[1], hi[1], CL_MAP_READ);
     need(r, &nr, c, lo[2], hi[2], CL_MAP_READ | CL_MAP_WRITE);
     MPT_TRY(map_all(dev, r, nr, what));
+    dev->blas_calls++;
     double t0 = dev->timing ? mpt__now() : 0;
     use_threads(dev);
     for (size_t i = 0; i < count; i++)
@@ -233,6 +234,7 @@ int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t 
     need(r, &nr, db, db_off * sizeof(float), (db_off + cols) * sizeof(float),
          CL_MAP_READ | CL_MAP_WRITE);
     MPT_TRY(map_all(dev, r, nr, "host bias gradient"));
+    dev->blas_calls++;
     double t0 = dev->timing ? mpt__now() : 0;
     float *sum = at(r, nr, db, db_off);
     const float *rows0 = rows ? at(r, nr, dy, dy_off) : NULL;
@@ -250,4 +252,41 @@ int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t 
     status = unmap_all(dev, r, nr, MPT_OK);
 out:
     return status;
+}
+
+int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *args, size_t n,
+                   void (*fn)(void *arg, float *const *ptr), void *arg)
+{
+    region_t r[MAX_REGIONS];
+    float *ptr[MAX_REGIONS];
+    size_t nr = 0;
+    int status;
+    if (n > MAX_REGIONS)
+        return mpt__fail(MPT_ERR_INVALID, "%s on device %d: %zu regions, at most %d", what,
+                         dev->info.index, n, MAX_REGIONS);
+    for (size_t i = 0; i < n; i++)
+        need(r, &nr, args[i].mem, args[i].off * sizeof(float),
+             (args[i].off + args[i].n) * sizeof(float),
+             args[i].write ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
+    MPT_TRY(map_all(dev, r, nr, what));
+    dev->blas_calls++;
+    double t0 = dev->timing ? mpt__now() : 0;
+    for (size_t i = 0; i < n; i++)
+        ptr[i] = at(r, nr, args[i].mem, args[i].off);
+    use_threads(dev);
+    fn(arg, ptr);
+    if (dev->timing)
+        dev->host_seconds += mpt__now() - t0;
+    status = unmap_all(dev, r, nr, MPT_OK);
+out:
+    return status;
+}
+
+void mpt__host_sgemm(int trans_a, int trans_b, size_t m, size_t n,
+                     size_t k, float alpha, const float *a, size_t lda, const float *b,
+                     size_t ldb, float beta, float *c, size_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a, (int)lda,
+                b, (int)ldb, beta, c, (int)ldc);
 }

@@ -38,6 +38,12 @@ int mpt__gemm_choose(mpt_device_t *dev)
 
 void mpt__gemm_release(mpt_device_t *dev)
 {
+    if (dev->blas_mark)
+        clReleaseEvent(dev->blas_mark);
+    dev->blas_mark = NULL;
+    if (dev->scalar)
+        clReleaseMemObject(dev->scalar);
+    dev->scalar = NULL;
     if (dev->ones)
         clReleaseMemObject(dev->ones); /* OpenCL keeps it until queued GEMVs end */
     dev->ones = NULL;
@@ -46,13 +52,15 @@ void mpt__gemm_release(mpt_device_t *dev)
 
 int mpt__device_blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what)
 {
+    dev->blas_calls++;
     if (blas_status != 0) {
         if (ev)
             clReleaseEvent(ev);
+        mpt__device_blas_event(dev, NULL); /* drops the begin marker */
         return mpt__fail(MPT_ERR_BLAS, "CLBlast %s on device %d (%s): status %d", what,
                          dev->info.index, dev->info.name, blas_status);
     }
-    mpt__device_event(dev, ev, 1); /* the in-order queue orders what follows */
+    mpt__device_blas_event(dev, ev); /* the in-order queue orders what follows */
     return MPT_OK;
 }
 
@@ -74,6 +82,7 @@ int mpt__gemm(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, s
     if (dev->gemm_host)
         return mpt__gemm_host(dev, trans_a, trans_b, m, n, k, alpha, a, &a_off, lda, b, &b_off,
                               ldb, beta, c, &c_off, ldc, 1);
+    mpt__device_blas_begin(dev);
     CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k,
                                        alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                                        &dev->queue, &ev);
@@ -101,6 +110,7 @@ int mpt__gemm_batched(mpt_device_t *dev, int trans_a, int trans_b, size_t m, siz
         ab[i] = alpha, ab[count + i] = beta;
     /* CLBlast copies the offsets and factors into device buffers before
      * returning. */
+    mpt__device_blas_begin(dev);
     CLBlastStatusCode s = CLBlastSgemmBatched(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m,
                                               n, k, ab, a, a_off, lda, b, b_off, ldb, ab + count,
                                               c, c_off, ldc, count, &dev->queue, &ev);
@@ -142,6 +152,7 @@ int mpt__gemm_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
         return mpt__gemm_host_sum_rows(dev, dy, dy_off, rows, cols, beta, db, db_off);
     MPT_TRY(ones(dev, rows ? rows : 1));
     /* db(cols) = dy^T (cols x rows) * ones(rows) + beta db */
+    mpt__device_blas_begin(dev);
     CLBlastStatusCode s = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeYes, rows, cols,
                                        1.0f, dy, dy_off, cols, dev->ones, 0, 1, beta, db, db_off,
                                        1, &dev->queue, &ev);

@@ -49,7 +49,8 @@ struct mpt__executor {
     int dx_in;         /* dbuf holding the stage input's gradient after backward */
     mpt__layer_hook_fn hook; /* called after each layer's backward */
     void *hook_arg;
-    float *host_rows;  /* max_batch */
+    float *host_rows;  /* max_batch x labels per sample, per slot */
+    cl_event *loss_read; /* per slot: a read of its loss rows under way, or NULL */
     size_t *slot_sample; /* per slot: its first sample's index in the step's batch (dropout) */
 };
 
@@ -77,6 +78,10 @@ void mpt__executor_free(mpt__executor_t *ex)
         mpt_buffer_free(all[i]);
     free(ex->act_off);
     free(ex->saved_off);
+    for (size_t j = 0; ex->loss_read && j < ex->slots; j++)
+        if (ex->loss_read[j])
+            clReleaseEvent(ex->loss_read[j]);
+    free(ex->loss_read);
     free(ex->host_rows);
     free(ex->slot_sample);
     free(ex);
@@ -106,7 +111,8 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     size_t nl = last - first + 1;
     if (!(ex = calloc(1, sizeof *ex)) || !(ex->act_off = calloc(nl + 1, sizeof *ex->act_off)) ||
         !(ex->saved_off = calloc(nl, sizeof *ex->saved_off)) ||
-        !(ex->host_rows = calloc(max_batch * lps, sizeof *ex->host_rows)) ||
+        !(ex->host_rows = calloc(max_batch * lps * slots, sizeof *ex->host_rows)) ||
+        !(ex->loss_read = calloc(slots, sizeof *ex->loss_read)) ||
         !(ex->slot_sample = calloc(slots, sizeof *ex->slot_sample))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
@@ -230,6 +236,11 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
         p.shared_written |= ex->m->layers[j].tied_layer == (int)i;
     p.saved = region(ex->saved, slot * ex->saved_stride + ex->saved_off[k],
                      l->saved_per_sample * batch);
+    /* A layer running the activation after it (in this range): that
+     * layer's output region is where the activation goes. */
+    if ((p.act = mpt__model_fused_act(ex->m, i, ex->last)) > 0)
+        p.a = region(ex->acts, base + ex->act_off[k + 2],
+                     mpt__shape_numel(&ex->m->layers[i + 1].out) * batch);
     p.scratch = flat(ex->scratch, 1);
     p.training = training;
     p.seed = ex->seed;
@@ -284,6 +295,8 @@ int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int train
     int status = check_batch(ex, slot, batch);
     for (size_t i = ex->first; status == MPT_OK && i <= ex->last; i++) {
         mpt__layer_t *l = &ex->m->layers[i];
+        if (mpt__model_is_fused(ex->m, i, ex->first, ex->last))
+            continue; /* the layer before ran it */
         mpt__pass_t p = pass_of(ex, i, slot, batch, training);
         if ((status = l->kind->forward(l, &p)) < 0)
             return mpt__fail_context(status, "forward of layer %zu (%s)", i, l->kind->name);
@@ -302,14 +315,42 @@ int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t bat
                            y, batch * n * sizeof *y);
 }
 
+int mpt__stage_loss_start(mpt__executor_t *ex, size_t slot, size_t batch)
+{
+    size_t lps = ex->m->labels_per_sample, at = slot * ex->max_batch * lps;
+    int status = check_batch(ex, slot, batch);
+    if (status < 0 || ex->loss_read[slot])
+        return status;
+    cl_int err = clEnqueueReadBuffer(ex->dev->queue, ex->loss_rows->mem, CL_FALSE,
+                                     at * sizeof(float), batch * lps * sizeof(float),
+                                     ex->host_rows + at, 0, NULL, &ex->loss_read[slot]);
+    if (err != CL_SUCCESS) {
+        ex->loss_read[slot] = NULL;
+        return mpt__fail_cl(err, "reading the loss rows of micro-batch slot %zu", slot);
+    }
+    return MPT_OK;
+}
+
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum)
 {
-    size_t lps = ex->m->labels_per_sample;
-    int status = mpt_buffer_read(ex->loss_rows, slot * ex->max_batch * lps * sizeof(float),
-                                 ex->host_rows, batch * lps * sizeof(float));
+    size_t lps = ex->m->labels_per_sample, at = slot * ex->max_batch * lps;
+    int status = check_batch(ex, slot, batch);
     *sum = 0;
-    for (size_t i = 0; status == MPT_OK && i < batch * lps; i++)
-        *sum += ex->host_rows[i];
+    if (status < 0)
+        return status;
+    if (ex->loss_read[slot]) { /* started: wait for that read alone */
+        cl_int err = clWaitForEvents(1, &ex->loss_read[slot]);
+        clReleaseEvent(ex->loss_read[slot]);
+        ex->loss_read[slot] = NULL;
+        if (err != CL_SUCCESS)
+            return mpt__fail_cl(err, "waiting for the loss rows of micro-batch slot %zu", slot);
+    } else {
+        MPT_TRY(mpt_buffer_read(ex->loss_rows, at * sizeof(float), ex->host_rows + at,
+                                batch * lps * sizeof(float)));
+    }
+    for (size_t i = 0; i < batch * lps; i++)
+        *sum += ex->host_rows[at + i];
+out:
     return status;
 }
 
@@ -363,8 +404,9 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
         first++;
     for (size_t i = ex->last + 1; i-- > ex->first;) {
         mpt__layer_t *l = &ex->m->layers[i];
-        if (l->kind->is_view)
-            continue; /* its gradient is its output's, unchanged */
+        if (l->kind->is_view || mpt__model_is_fused(ex->m, i, ex->first, ex->last))
+            continue; /* its gradient is its output's, unchanged (a view), or the
+                       * layer before takes it (a fused activation) */
         mpt__pass_t p = pass_of(ex, i, slot, batch, 1);
         size_t out_n = mpt__shape_numel(&l->out) * batch, in_n = mpt__shape_numel(&l->in) * batch;
         p.loss_scale = loss_scale;

@@ -76,6 +76,10 @@ int mpt__stage_set_first_sample(mpt__executor_t *ex, size_t slot, size_t sample)
 int mpt__stage_forward(mpt__executor_t *ex, size_t slot, size_t batch, int training);
 int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t batch);
 int mpt__stage_loss_sum(mpt__executor_t *ex, size_t slot, size_t batch, double *sum);
+/* Starts reading slot `slot`'s loss rows without waiting, so that what the
+ * host queues next (the update) need not finish before mpt__stage_loss_sum
+ * of that slot, which then waits for the read alone. */
+int mpt__stage_loss_start(mpt__executor_t *ex, size_t slot, size_t batch);
 /* The logits of slot `slot` (the input of the loss layer, last stage):
  * batch x labels_per_sample x classes floats. */
 int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_t batch);

@@ -68,10 +68,6 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         MPT_TRY(mpt__stage_get_output(w->ex, slot, s, n));
         for (size_t k = 0; k < w->nfwd_to; k++)
             MPT_TRY(mpt__eng_send_async(w, w->fwd_to[k], e->tags.act, s, n * out));
-    } else if (!w->late_loss) {
-        double sum = 0;
-        MPT_TRY(mpt__stage_loss_sum(w->ex, slot, n, &sum));
-        w->loss_sum += sum;
     }
     span_add(e, &w->spans, "forward", (int)j, t0);
 out:
@@ -103,6 +99,13 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     if (bucket && bucket->status < 0) {
         status = bucket->status;
         goto out;
+    }
+    /* A training forward leaves the loss rows to the backward (the loss
+     * layer computes them with the gradient). */
+    if (w->next < 0 && !w->late_loss) {
+        double sum = 0;
+        MPT_TRY(mpt__stage_loss_sum(w->ex, slot, n, &sum));
+        w->loss_sum += sum;
     }
     if (w->prev >= 0) {
         float *s = w->bwd_stage + j * w->max_mb * in;
@@ -166,6 +169,7 @@ int mpt__eng_train_job(worker_t *w)
     mpt__engine_t *e = w->e;
     size_t share = e->rep_samples[w->replica], share_first = e->rep_first[w->replica];
     bucket_ctx_t bucket = {w, 0, 0, MPT_OK};
+    unsigned long kernels0 = w->dev->launches, blas0 = w->dev->blas_calls;
     int status;
     w->loss_sum = 0;
     w->stats.allreduce_s = 0, w->stats.allreduce_bytes = 0;
@@ -197,12 +201,19 @@ int mpt__eng_train_job(worker_t *w)
             MPT_TRY(mpt__stage_scale_grads(w->ex, (float)coef));
         w->norm = norm;
     }
+    /* The loss rows leave before the update is queued and are waited for
+     * after: the host then waits for those reads only, and the update (one
+     * launch over the stage's flat buffers) runs while the step returns. */
+    for (size_t j = 0; w->late_loss && j < e->microbatches; j++)
+        MPT_TRY(mpt__stage_loss_start(w->ex, j, mb_size(share, e->microbatches, j, NULL)));
     MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
     for (size_t j = 0; w->late_loss && j < e->microbatches; j++) {
         double sum = 0;
         MPT_TRY(mpt__stage_loss_sum(w->ex, j, mb_size(share, e->microbatches, j, NULL), &sum));
         w->loss_sum += sum;
     }
+    w->stats.kernels = w->dev->launches - kernels0;
+    w->stats.blas_calls = w->dev->blas_calls - blas0;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

@@ -43,6 +43,13 @@ struct mpt__pass {
                             * params and grads; SIZE_MAX when the range holds none */
     int shared_written;    /* the owner of a shared parameter: its tied reader ran
                             * first in this range and wrote its gradient (add to it) */
+    /* A layer that runs the activation after it (mpt__model_fused_act):
+     * that activation's code (mpt__act_t; 0: none), and its output, which
+     * the forward writes after keeping y (the pre-activation) for the
+     * backward; dy is then the gradient of `a`, and the backward may
+     * overwrite it.  The activation layer itself is skipped. */
+    int act;
+    mpt__tensor_t a;
     /* A layer split inside across a tensor-parallel group (MPT_SPLIT_INNER):
      * sums t's first count floats over the group, in place; NULL when the
      * layer runs whole on one device. */

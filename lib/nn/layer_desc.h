@@ -100,6 +100,15 @@ typedef struct {
     unsigned split_axes; /* MPT_SPLIT_* (optional: NONE) */
     int is_loss;         /* the last layer: y is unused, loss_rows is written */
     int is_view;         /* output is the input reinterpreted (flatten): no kernel runs */
+    /* (optional) An elementwise activation that a layer of a takes_act kind
+     * just before it may run inside its own passes: its code (mpt__act_t of
+     * tensor/tensor.h, > 0). */
+    int act;
+    /* (optional) Runs the activation after it when the stage holds both
+     * (mpt__model_fused_act): its forward and backward honour the pass's
+     * act; launches_fused_* are then its launches, the activation's none. */
+    int takes_act;
+    int launches_fused_fwd, launches_fused_bwd;
     /* Kernel launches per micro-batch, forward and backward, as forward
      * and backward issue them (a CLBlast routine counted as one): the
      * cost model's launch term (plan/cost.c).  A view launches none. */
@@ -143,6 +152,8 @@ struct mpt__layer {
     int nparams;
     mpt__param_t params[MPT_LAYER_MAX_PARAMS];
     size_t saved_per_sample; /* floats kept from forward for backward */
+    int first_computing;     /* only views before it: nobody wants its input's
+                              * gradient, so its backward computes none (FLOPs) */
     mpt__param_t tied;       /* a TIED_READER: the owner's weight it reads (tied_layer) */
     int tied_layer;          /* -1: none */
     void *ctx; /* a tensor-parallel shard's layer: its context (engine/shard.c) */
@@ -195,6 +206,14 @@ void mpt__model_init_params(const mpt__model_t *m, uint64_t seed, float *params)
  * order, so they are one range [*p0, *p0 + *np) (0, 0 without any). */
 void mpt__model_param_range(const mpt__model_t *m, size_t first, size_t last, size_t *p0,
                             size_t *np);
+/* The activation code (> 0) that layer i runs for layer i + 1 when both
+ * are in a range ending at layer `last`: i's kind takes activations, its
+ * layer has a bias (a row-parallel shard has none) and i + 1 is an
+ * activation kind; 0 otherwise.  The one rule for every module that
+ * fuses (the executor) or counts launches (the cost model). */
+int mpt__model_fused_act(const mpt__model_t *m, size_t i, size_t last);
+/* Whether layer i is the activation that layer i - 1 runs (above). */
+int mpt__model_is_fused(const mpt__model_t *m, size_t i, size_t first, size_t last);
 /* The largest per-sample activation (floats) over all layer outputs. */
 size_t mpt__model_max_activation(const mpt__model_t *m);
 

@@ -152,19 +152,20 @@ static int linear_infer(mpt__layer_t *l, const char *where)
 static double linear_flops(const mpt__layer_t *l, size_t batch, int backward)
 {
     double f = 2.0 * (double)batch * (double)l->in.d[0] * (double)l->units;
-    return backward ? 2 * f : f; /* dW and dx */
+    /* dW and dx; the model's first computing layer has no dx to compute */
+    return backward ? (l->first_computing ? f : 2 * f) : f;
 }
 
+/* y = x W^T + b, or with an activation run here (p->act, see layer.h):
+ * y keeps x W^T + b and p->a gets act(y). */
 static int linear_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
     size_t in = l->in.d[0], out = l->units;
     mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
     mpt__tensor_t b = l->nparams > 1 ? mpt__param_view(p, &l->params[1], 0) : w;
-    int status = mpt__op_gemm(0, 1, p->batch, out, in, 1.0f, &p->x, in, &w, in, 0.0f, &p->y, out);
     /* A row-parallel shard other than the first has no bias (engine/shard.c). */
-    if (status == MPT_OK && l->nparams > 1)
-        status = mpt__op_bias_add(&p->y, &b, p->batch, out);
-    return status;
+    return mpt__op_linear_forward(&p->x, &w, l->nparams > 1 ? &b : NULL, (mpt__act_t)p->act,
+                                  p->batch, in, out, &p->y, &p->a);
 }
 
 static int linear_backward(mpt__layer_t *l, mpt__pass_t *p)
@@ -172,26 +173,22 @@ static int linear_backward(mpt__layer_t *l, mpt__pass_t *p)
     size_t in = l->in.d[0], out = l->units;
     mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0);
     mpt__tensor_t dw = mpt__param_view(p, &l->params[0], 1);
-    int status;
-    /* dW (out x in) = dy^T (out x batch) x (batch x in) */
-    MPT_TRY(mpt__op_gemm(1, 0, out, in, p->batch, 1.0f, &p->dy, out, &p->x, in, 0.0f, &dw, in));
-    if (l->nparams > 1) {
-        mpt__tensor_t db = mpt__param_view(p, &l->params[1], 1);
-        MPT_TRY(mpt__op_sum_rows(&p->dy, p->batch, out, 0.0f, &db));
-    }
-    /* dx (batch x in) = dy (batch x out) W (out x in) */
-    if (p->dx.buf)
-        MPT_TRY(mpt__op_gemm(0, 0, p->batch, in, out, 1.0f, &p->dy, out, &w, in, 0.0f, &p->dx, in));
-out:
-    return status;
+    mpt__tensor_t db = l->nparams > 1 ? mpt__param_view(p, &l->params[1], 1) : dw;
+    return mpt__op_linear_backward(&p->x, &w, &p->y, (mpt__act_t)p->act, p->batch, in, out,
+                                   &p->dy, &dw, l->nparams > 1 ? &db : NULL,
+                                   p->dx.buf ? &p->dx : NULL);
 }
 
-/* Launches: forward GEMM + bias_add; backward GEMM dW, sum_rows (fill of
- * ones + GEMV) and GEMM dx. */
+/* Launches (CLBlast provider): forward GEMM + bias; backward GEMV (bias
+ * gradient), GEMM dW, GEMM dx.  Running the activation after it: forward
+ * GEMM + one bias/activation kernel, backward one activation/bias-gradient
+ * kernel + the two GEMMs.  The host provider makes one host call each
+ * way (tensor/linear.c). */
 static const mpt__layer_kind_t linear = {
     .name = "linear",
     .split_axes = MPT_SPLIT_COLUMN | MPT_SPLIT_ROW,
-    .launches_fwd = 2, .launches_bwd = 4,
+    .launches_fwd = 2, .launches_bwd = 3,
+    .takes_act = 1, .launches_fused_fwd = 2, .launches_fused_bwd = 3,
     .configure = linear_configure,
     .infer = linear_infer,
     .flops = linear_flops,
@@ -202,8 +199,11 @@ static const mpt__layer_kind_t linear = {
 /* ---- elementwise activations: one kernel each way ------------------------ */
 
 /* y = f(x) and dx = dy f'(x) by the kernels the kind names: any split of
- * the input carries through, one launch each way. */
-#define ACTIVATION(kind_name, fwd_kernel, bwd_kernel)                                         \
+ * the input carries through, one launch each way.  `code` (mpt__act_t) lets
+ * a linear layer just before it run it instead (tensor/linear.c; the
+ * executor then skips this layer); a new activation without a fused form
+ * in kernels/elementwise.cl and tensor/linear.c passes 0. */
+#define ACTIVATION(kind_name, code, fwd_kernel, bwd_kernel)                                   \
     static int kind_name##_forward(mpt__layer_t *l, mpt__pass_t *p)                           \
     {                                                                                         \
         return mpt__op_activation(fwd_kernel, &p->x, &p->y, p->batch * numel_in(l));          \
@@ -218,15 +218,16 @@ static const mpt__layer_kind_t linear = {
         .name = #kind_name,                                                                   \
         .split_axes = MPT_SPLIT_ELEMENTWISE,                                                  \
         .launches_fwd = 1, .launches_bwd = 1,                                                 \
+        .act = code,                                                                          \
         .infer = same_shape,                                                                  \
         .flops = no_flops,                                                                    \
         .forward = kind_name##_forward,                                                       \
         .backward = kind_name##_backward,                                                     \
     };
 
-ACTIVATION(relu, "mpt_relu_forward", "mpt_relu_backward")
-ACTIVATION(gelu, "mpt_gelu_forward", "mpt_gelu_backward")
-ACTIVATION(silu, "mpt_silu_forward", "mpt_silu_backward")
+ACTIVATION(relu, MPT_ACT_RELU, "mpt_relu_forward", "mpt_relu_backward")
+ACTIVATION(gelu, MPT_ACT_GELU, "mpt_gelu_forward", "mpt_gelu_backward")
+ACTIVATION(silu, MPT_ACT_SILU, "mpt_silu_forward", "mpt_silu_backward")
 
 /* ---- dropout (inverted; masks regenerated from the counter-based RNG) --- */
 
@@ -535,8 +536,12 @@ static int loss_infer(mpt__layer_t *l, const char *where)
     return status;
 }
 
+/* In training the backward writes the loss rows with the gradient (one
+ * launch a step instead of two): read them after the backward. */
 static int loss_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
+    if (p->training)
+        return MPT_OK;
     return mpt__op_softmax_xent(&p->x, p->labels, p->labels_off,
                                 p->batch * numel_in(l) / ln_cols(l), ln_cols(l), p->loss_scale,
                                 &p->loss_rows, NULL);
@@ -551,11 +556,11 @@ static int loss_backward(mpt__layer_t *l, mpt__pass_t *p)
                                 &p->loss_rows, &p->dx);
 }
 
-/* One fused kernel each way (the backward recomputes the softmax). */
+/* One fused kernel: the backward in training, the forward in evaluation. */
 static const mpt__layer_kind_t softmax_cross_entropy = {
     .name = "softmax_cross_entropy",
     .is_loss = 1,
-    .launches_fwd = 1, .launches_bwd = 1,
+    .launches_fwd = 0, .launches_bwd = 1,
     .infer = loss_infer,
     .flops = no_flops,
     .forward = loss_forward,

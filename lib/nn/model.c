@@ -162,6 +162,11 @@ int mpt__model_from_json(const json_t *root, const char *where, mpt__model_t **o
         }
         shape = l->out;
     }
+    for (size_t i = 0; i < m->nlayers; i++) {
+        m->layers[i].first_computing = !m->layers[i].kind->is_view;
+        if (m->layers[i].first_computing)
+            break;
+    }
     const mpt__shape_t *logits = &m->layers[m->nlayers - 1].in;
     m->classes = (int)logits->d[logits->ndim - 1];
     m->labels_per_sample = mpt__shape_numel(logits) / (size_t)m->classes;
@@ -228,4 +233,17 @@ void mpt__model_param_range(const mpt__model_t *m, size_t first, size_t last, si
             hi = pr->offset + pr->numel > hi ? pr->offset + pr->numel : hi;
         }
     *p0 = hi > 0 ? lo : 0, *np = hi > 0 ? hi - lo : 0;
+}
+
+int mpt__model_fused_act(const mpt__model_t *m, size_t i, size_t last)
+{
+    if (i >= last || last >= m->nlayers)
+        return 0;
+    const mpt__layer_t *l = &m->layers[i], *next = &m->layers[i + 1];
+    return l->kind->takes_act && l->nparams > 1 && next->kind->act > 0 ? next->kind->act : 0;
+}
+
+int mpt__model_is_fused(const mpt__model_t *m, size_t i, size_t first, size_t last)
+{
+    return i > first && mpt__model_fused_act(m, i - 1, last) > 0;
 }

@@ -29,14 +29,24 @@
 
 /* Kernel launches per micro-batch: each kind states its own, forward and
  * backward, next to the passes that issue them (nn/layers.c,
- * nn/layers_gpt.c); a view launches none.  A layer whose input gradient
- * nobody needs (the model's first) skips some of its backward launches;
- * the count assumes the gradient is computed, as it is for the first
- * layer of every pipeline stage but the first. */
-static void launches_of(const mpt__layer_t *l, int *fwd, int *bwd)
+ * nn/layers_gpt.c); a view launches none, nor does an activation that the
+ * layer before runs (mpt__model_fused_act), whose launches are then that
+ * layer's fused counts.  The model is costed as one range: a stage
+ * boundary between a layer and its activation (which unfuses them) is not
+ * seen here.  A layer whose input gradient nobody needs (the model's
+ * first) skips some of its backward launches; the count assumes the
+ * gradient is computed, as it is for the first layer of every pipeline
+ * stage but the first. */
+static void launches_of(const mpt__model_t *m, size_t i, int *fwd, int *bwd)
 {
+    const mpt__layer_t *l = &m->layers[i];
+    size_t last = m->nlayers - 1;
     *fwd = l->kind->is_view ? 0 : l->kind->launches_fwd;
     *bwd = l->kind->is_view ? 0 : l->kind->launches_bwd;
+    if (mpt__model_is_fused(m, i, 0, last))
+        *fwd = 0, *bwd = 0;
+    else if (mpt__model_fused_act(m, i, last))
+        *fwd = l->kind->launches_fused_fwd, *bwd = l->kind->launches_fused_bwd;
 }
 
 /* The collectives of each layer when tensor-parallel, from the walk of
@@ -97,7 +107,7 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
         c->split_axes = l->kind->split_axes;
         c->tied_owner = l->tied_layer;
         c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
-        launches_of(l, &c->launches_fwd, &c->launches_bwd);
+        launches_of(m, i, &c->launches_fwd, &c->launches_bwd);
         if (l->kind->is_view)
             continue; /* no kernel: no FLOPs, no traffic; its input is the next layer's */
         c->fwd_flops = l->kind->flops(l, 1, 0);

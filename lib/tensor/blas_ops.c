@@ -44,23 +44,27 @@ int mpt__op_sum_rows(const mpt__tensor_t *dy, size_t rows, size_t cols, float be
                               db->off);
 }
 
+/* The result goes through the device's persistent one-float buffer
+ * (dev->scalar, freed with the provider's state): clipping every step
+ * allocates nothing. */
 int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out)
 {
     mpt_device_t *dev = mpt__tensor_device(x);
-    mpt_buffer_t *r = NULL;
     cl_event ev = NULL;
+    cl_int err;
     *out = 0;
     if (n == 0)
         return MPT_OK;
-    int status = mpt_buffer_create(dev, sizeof(float), &r);
-    if (status == MPT_OK) {
-        CLBlastStatusCode s =
-            CLBlastSnrm2(n, r->mem, 0, x->buf->mem, x->off, 1, &dev->queue, &ev);
-        status = mpt__blas_done(dev, s, ev, "Snrm2");
-    }
-    if (status == MPT_OK)
-        status = mpt_buffer_read(r, 0, out, sizeof(float));
-    mpt_buffer_free(r);
+    if (!dev->scalar &&
+        !(dev->scalar = clCreateBuffer(dev->context, CL_MEM_READ_WRITE, sizeof(float), NULL, &err)))
+        return mpt__fail_cl(err, "allocating a float on device %d", dev->info.index);
+    mpt__device_blas_begin(dev);
+    CLBlastStatusCode s = CLBlastSnrm2(n, dev->scalar, 0, x->buf->mem, x->off, 1, &dev->queue, &ev);
+    int status = mpt__blas_done(dev, s, ev, "Snrm2");
+    if (status == MPT_OK &&
+        (err = clEnqueueReadBuffer(dev->queue, dev->scalar, CL_TRUE, 0, sizeof(float), out, 0,
+                                   NULL, NULL)) != CL_SUCCESS)
+        status = mpt__fail_cl(err, "reading a norm from device %d", dev->info.index);
     return status;
 }
 
@@ -70,6 +74,7 @@ int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha)
     cl_event ev = NULL;
     if (n == 0)
         return MPT_OK;
+    mpt__device_blas_begin(dev);
     CLBlastStatusCode s = CLBlastSscal(n, alpha, x->buf->mem, x->off, 1, &dev->queue, &ev);
     return mpt__blas_done(dev, s, ev, "Sscal");
 }
@@ -80,6 +85,7 @@ int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y
     cl_event ev = NULL;
     if (n == 0)
         return MPT_OK;
+    mpt__device_blas_begin(dev);
     CLBlastStatusCode s =
         CLBlastSaxpy(n, alpha, x->buf->mem, x->off, 1, y->buf->mem, y->off, 1, &dev->queue, &ev);
     return mpt__blas_done(dev, s, ev, "Saxpy");

@@ -96,6 +96,31 @@ int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha);
 /* y += alpha * x over n elements. */
 int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y);
 
+/* ---- a linear layer with the activation after it (linear.c) ------------ */
+
+/* The activations a linear layer can run in its own passes (the values
+ * kernels/elementwise.cl's fused kernels take). */
+typedef enum { MPT_ACT_NONE = 0, MPT_ACT_RELU = 1, MPT_ACT_GELU = 2, MPT_ACT_SILU = 3 } mpt__act_t;
+
+/* z = x W^T + b (x batch x in, W out x in, b out floats or NULL), then
+ * y = act(z) unless act is NONE (z is kept: the backward reads it; with
+ * NONE, y is not touched and may be NULL).  CLBlast provider: one GEMM and
+ * one kernel for bias + activation; host provider: one host call on the
+ * mapped buffers (GEMM, bias and activation), the queue's only wait. */
+int mpt__op_linear_forward(const mpt__tensor_t *x, const mpt__tensor_t *w,
+                           const mpt__tensor_t *b, mpt__act_t act, size_t batch, size_t in,
+                           size_t out, mpt__tensor_t *z, mpt__tensor_t *y);
+/* Its backward.  dy is the gradient of y (of z when act is NONE); with an
+ * activation it is overwritten in place by dz = act'(z) dy.  dw = dz^T x;
+ * db = the column sums of dz (db NULL: no bias); dx = dz W (dx NULL: not
+ * wanted).  Gradients are overwritten, not added.  CLBlast provider: one
+ * kernel (activation backward + bias gradient; a GEMV without activation)
+ * and the GEMMs; host provider: one host call. */
+int mpt__op_linear_backward(const mpt__tensor_t *x, const mpt__tensor_t *w,
+                            const mpt__tensor_t *z, mpt__act_t act, size_t batch, size_t in,
+                            size_t out, mpt__tensor_t *dy, mpt__tensor_t *dw,
+                            mpt__tensor_t *db, mpt__tensor_t *dx);
+
 /* ---- elementwise and activations (elementwise.c, kernels/elementwise.cl) */
 
 /* x[i] = value for i < n. */

@@ -117,6 +117,8 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
         fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
                 i ? ", " : "", d->device, d->replica, d->stage, d->member);
         put_number(f, "busy", "%.4f", d->busy);
+        if (!isnan(d->busy)) /* this rank's device: its launches of the last step */
+            fprintf(f, ", \"kernels\": %lu, \"blas_calls\": %lu", d->kernels, d->blas_calls);
         fprintf(f, ", \"memory_bytes\": %zu", d->memory_bytes);
         put_number(f, "allreduce_s", "%.6f", d->allreduce_s);
         double busbw = d->allreduce_s > 0 ? (double)d->allreduce_bytes / d->allreduce_s * 2.0 *

@@ -94,6 +94,8 @@ static int fit_evaluate(fit_run *r, uint64_t step, uint64_t epoch, int summary, 
         .samples_per_s = secs > 0 ? (double)(r->steps * batch) / secs : 0,
         .device_busy_s = r->t->timing ? r->busy_s : NAN,
         .blas_busy_s = r->t->timing ? r->blas_s : NAN,
+        .devices = r->devices,
+        .ndevices = r->ndevices,
     };
     s.tokens_per_s = context > 1 ? s.samples_per_s * (double)context : 0;
     if (r->o->on_epoch)
