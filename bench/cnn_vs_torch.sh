@@ -39,8 +39,9 @@ mean() { # mean of a metrics key over the logged steps after the first $warm
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-run_mpt() { # label, MPT_BLAS value, mpt-train: prints the line, leaves $tmp/sps
-    MPT_BLAS=$2 "$3" --model models/cnn-fashion.json --devices 0 --steps $((steps + warm)) \
+run_mpt() { # label, MPT_BLAS value, mpt-train [, its library folder]: prints the line,
+    # leaves $tmp/sps
+    env ${4:+LD_LIBRARY_PATH="$4"} MPT_BLAS="$2" "$3" --model models/cnn-fashion.json --devices 0 --steps $((steps + warm)) \
         --batch "$batch" --timing --metrics "$tmp/mpt.jsonl" >/dev/null
     mean samples_per_s >"$tmp/sps"
     printf "  %-22s %8.1f samples/s (device busy %s, BLAS %s)\n" "$1" "$(cat "$tmp/sps")" \
@@ -52,7 +53,7 @@ for r in $(seq "$rounds"); do
     echo "round $r, batch $batch, $steps timed steps:"
     results=""
     if [ -n "${MPT_BEFORE:-}" ]; then
-        run_mpt "before (auto)" auto "$MPT_BEFORE/bin/mpt-train"
+        run_mpt "before (auto)" auto "$MPT_BEFORE/bin/mpt-train" "$MPT_BEFORE/lib"
         results="$results before:$(cat "$tmp/sps")"
     fi
     for p in $providers; do
