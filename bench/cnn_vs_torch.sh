@@ -10,7 +10,8 @@
 # PROVIDERS lists the GEMM providers mpt runs under in each round
 # (MPT_BLAS values; default "auto", e.g. PROVIDERS="auto clblast");
 # MPT_BEFORE=PREFIX adds an older installed build (PREFIX/bin/mpt-train,
-# default provider) to every round, for a before/after ratio in one run.
+# PREFIX/lib) before this one under each provider, for before/after ratios
+# in one run.
 # The peer is current PyTorch from PyPI in a venv (bench/peer_python.sh),
 # never Debian's python3-torch; its version and BLAS are printed beside it.
 # mpt's figure is the mean samples/s of its logged steps after the first 5
@@ -52,11 +53,11 @@ run_mpt() { # label, MPT_BLAS value, mpt-train [, its library folder]: prints th
 for r in $(seq "$rounds"); do
     echo "round $r, batch $batch, $steps timed steps:"
     results=""
-    if [ -n "${MPT_BEFORE:-}" ]; then
-        run_mpt "before (auto)" auto "$MPT_BEFORE/bin/mpt-train" "$MPT_BEFORE/lib"
-        results="$results before:$(cat "$tmp/sps")"
-    fi
     for p in $providers; do
+        if [ -n "${MPT_BEFORE:-}" ]; then
+            run_mpt "before ($p)" "$p" "$MPT_BEFORE/bin/mpt-train" "$MPT_BEFORE/lib"
+            results="$results before-$p:$(cat "$tmp/sps")"
+        fi
         run_mpt "mpt ($p)" "$p" "$train"
         results="$results $p:$(cat "$tmp/sps")"
     done

@@ -429,11 +429,14 @@ static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
     return status;
 }
 
-/* Launches per chunk of images (tensor/conv.c; one chunk holds the whole
- * micro-batch unless its columns pass the workspace bound, 64 MiB, e.g.
- * cnn-fashion's second layer beyond 240 images): forward im2col, GEMM,
- * to_images with the bias fused (3); backward im2col, from_images, the
- * two GEMMs, col2im, then bias_grad_channels once (6). */
+/* Launches per chunk of images (tensor/conv.c: under the host BLAS a
+ * chunk is as many images as 4 MiB of workspace hold, cnn-fashion's 15
+ * and 32; under CLBlast one image): forward im2col, GEMM, to_images with
+ * the bias fused (3; one image: im2col and GEMM, then the bias once);
+ * backward im2col, from_images, the two GEMMs, col2im (5; one image: 4),
+ * then bias_grad_channels once.  The counts are a one-chunk micro-batch's
+ * (3 and 6): they grow with the chunks, which a count per micro-batch
+ * cannot say. */
 static const mpt__layer_kind_t conv2d = {
     .name = "conv2d",
     .split_axes = MPT_SPLIT_CHANNELS,

@@ -10,35 +10,40 @@
  *   backward  col = im2col(x_chunk); t = from_images(dy_chunk)
  *             dW  = beta * dW + t * col^T           beta = beta_acc first, then 1
  *             col = W^T * t ; dx_chunk = col2im(col)
- * so a step runs three GEMMs per layer (one per direction) instead of
- * three per image.  With B = 1 the K x P output of one image is already
+ * so a step runs three GEMMs per layer and chunk instead of three per
+ * image.  With B = 1 the K x P output of one image is already
  * in the tensor layout: the GEMMs read dy and write y in place and the
  * layout kernels are skipped (the per-image path).
  *
- * Why batched.  The per-image loop (CLBlast im2col + GEMM per image) ran
- * about 1,280 GEMMs a step on cnn-fashion; under the host provider each
- * of them maps the buffers, which waits for the queue and costs a round
- * trip (~45 us on PoCL) and runs a GEMM too small to keep the BLAS threads
- * busy (K = 32, patch = 9, P = 784 for the first layer).  The whole-batch
- * GEMMs were measured faster under both providers on cnn-fashion (see
- * docs/performance.md, CNN section, for the figures and command); an
- * earlier whole-batch attempt that lost (174 against 196 samples/s) used
- * CLBlast only and per-image layout swaps.  So the chunk is as large as
- * the workspace bound allows under every provider (mpt__conv_chunk), and
- * chunk = 1 remains only as the case the bound forces for huge images or
- * that a caller asks for (the tests).
- *
- * Workspace.  Bounded by MPT_CONV_WORKSPACE_FLOATS: past a few dozen
- * images the GEMMs are large enough (N = B*P in the thousands) that bigger
- * chunks gain nothing, while the columns of a whole batch of 1024 would
- * take hundreds of MB.
+ * Chunk size, measured (2 cores of an AMD EPYC under PoCL, a loaded
+ * machine; cnn-fashion's two layers at batch 128, best of several runs,
+ * forward + backward; docs/performance.md has the CNN figures):
+ * - host BLAS provider: chunks of 4-16 images beat both one image a chunk
+ *   (layer 2: 62 against 230 ms) and the whole batch (253 ms): a GEMM per
+ *   image is too small to use the BLAS threads and each maps the buffers
+ *   (a queue round trip), while the whole batch's columns (35 MB) leave
+ *   the caches between im2col, GEMM and col2im.  So the chunk is as many
+ *   images as MPT_CONV_CHUNK_FLOATS of workspace hold: 4 MiB, within the
+ *   caches of a couple of cores (layer 2: 15 images, layer 1: 32).
+ * - CLBlast (on PoCL, the only CLBlast device here): one image a chunk
+ *   won clearly (layer 2: 446 ms against 1.0-1.9 s for chunks of 4 to
+ *   128; CLBlast's large-GEMM path is slow on PoCL), so under CLBlast the
+ *   chunk is 1, the per-image path.  GPUs, where larger GEMMs usually win,
+ *   were not measured: measure there before changing this rule.
+ * A caller may ask for a chunk (cv->chunk; the tests do).
  *
  * Leaves out dilation, groups, different strides or paddings per axis.
  */
 #include "tensor/tensor.h"
 
-/* Floats of workspace a chunk may use (64 MiB): see the header comment. */
-#define MPT_CONV_WORKSPACE_FLOATS ((size_t)1 << 24)
+/* Work-group size of the layout kernels (as elementwise.c: within every
+ * device's limit; the driver's own choice, local = 0, can be groups of one
+ * for a prime count, which PoCL runs several times slower). */
+#define LOCAL 64
+
+/* Floats of workspace an automatic chunk may use under the host provider
+ * (4 MiB): see the header comment. */
+#define MPT_CONV_CHUNK_FLOATS ((size_t)1 << 20)
 
 int mpt__conv_shape(mpt__conv_t *cv)
 {
@@ -62,23 +67,38 @@ int mpt__conv_shape(mpt__conv_t *cv)
 static size_t per_image(const mpt__conv_t *s) { return (s->c * s->kh * s->kw + s->k) * s->oh * s->ow; }
 static size_t single_image(const mpt__conv_t *s) { return s->c * s->kh * s->kw * s->oh * s->ow; }
 
-size_t mpt__conv_chunk(const mpt__conv_t *cv)
+/* Whether dev's GEMMs run on CLBlast (the per-image rule, above). */
+static int on_clblast(const mpt_device_t *dev)
+{
+    return dev && dev->info.gemm_provider && dev->info.gemm_provider[0] == 'c';
+}
+
+/* The automatic chunk under the host provider's rule, or 0. */
+static size_t bounded_chunk(const mpt__conv_t *s)
+{
+    size_t b = MPT_CONV_CHUNK_FLOATS / per_image(s);
+    return b < 1 ? 1 : b > s->n ? s->n : b;
+}
+
+size_t mpt__conv_chunk(const mpt__conv_t *cv, const mpt_device_t *dev)
 {
     mpt__conv_t s = *cv;
     if (mpt__conv_shape(&s) < 0 || s.n == 0)
         return 0;
-    size_t b = s.chunk ? s.chunk : MPT_CONV_WORKSPACE_FLOATS / per_image(&s);
-    return b < 1 ? 1 : b > s.n ? s.n : b;
+    if (s.chunk)
+        return s.chunk > s.n ? s.n : s.chunk;
+    return on_clblast(dev) ? 1 : bounded_chunk(&s);
 }
 
 size_t mpt__conv_workspace_floats(const mpt__conv_t *cv)
 {
     mpt__conv_t s = *cv;
-    size_t b = mpt__conv_chunk(cv);
-    if (b == 0)
+    if (mpt__conv_shape(&s) < 0 || s.n == 0)
         return 0;
-    mpt__conv_shape(&s);
-    return b == 1 ? single_image(&s) : b * per_image(&s);
+    /* an asked-for chunk, else the larger of the two providers' rules */
+    size_t b = s.chunk ? mpt__conv_chunk(&s, NULL) : bounded_chunk(&s);
+    size_t need = b == 1 ? single_image(&s) : b * per_image(&s);
+    return need > single_image(&s) ? need : single_image(&s);
 }
 
 /* A view `off` floats further into t. */
@@ -101,7 +121,7 @@ static int conv_check(const mpt__conv_t *cv, mpt__conv_t *s, const mpt__tensor_t
     int status;
     *s = *cv;
     MPT_TRY(mpt__conv_shape(s));
-    s->chunk = mpt__conv_chunk(s);
+    s->chunk = mpt__conv_chunk(s, dev);
     size_t patch = s->c * s->kh * s->kw, pixels = s->oh * s->ow;
     MPT_TRY(mpt__check_view(x, s->n * s->c * s->h * s->w, dev, op, "input", &u));
     MPT_TRY(mpt__check_view(weight, s->k * patch, dev, op, "weight", &u));
@@ -144,7 +164,9 @@ static int columns(int to_columns, const mpt__conv_t *s, size_t first, size_t b,
     mpt__arg_t args[] = {MPT_ARG(src), MPT_ARG(so), MPT_ARG(dst), MPT_ARG(dso),
                          MPT_ARG(a.c), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.kh), MPT_ARG(a.kw),
                          MPT_ARG(a.s), MPT_ARG(a.pad), MPT_ARG(a.oh), MPT_ARG(a.ow), MPT_ARG(a.b)};
-    status = mpt__launch(dev, "conv", kernel, to_columns ? ncol : b * image, 0,
+    /* one work-item a row: of the columns (ow), of dx (w) */
+    size_t rows = to_columns ? s->c * s->kh * s->kw * b * s->oh : b * s->c * s->h;
+    status = mpt__launch(dev, "conv", kernel, rows, LOCAL,
                          (int)(sizeof args / sizeof args[0]), args);
 out:
     return status;
@@ -168,7 +190,7 @@ static int to_images(const mpt__conv_t *s, size_t b, const mpt__tensor_t *t,
     mpt__arg_t args[] = {MPT_ARG(t->buf->mem), MPT_ARG(to), MPT_ARG(y_chunk->buf->mem),
                          MPT_ARG(yo),          MPT_ARG(bmem), MPT_ARG(bo),
                          MPT_ARG(has_bias),    MPT_ARG(k),   MPT_ARG(ub), MPT_ARG(p)};
-    status = mpt__launch(dev, "conv", "mpt_conv_to_images", n, 0,
+    status = mpt__launch(dev, "conv", "mpt_conv_to_images", b * s->k, LOCAL, /* a plane each */
                          (int)(sizeof args / sizeof args[0]), args);
 out:
     return status;
@@ -186,7 +208,7 @@ static int from_images(const mpt__conv_t *s, size_t b, const mpt__tensor_t *dy_c
     MPT_TRY(mpt__check_view(t, n, dev, "conv2d backward", "workspace", &to));
     mpt__arg_t args[] = {MPT_ARG(dy_chunk->buf->mem), MPT_ARG(dyo), MPT_ARG(t->buf->mem),
                          MPT_ARG(to), MPT_ARG(k), MPT_ARG(ub), MPT_ARG(p)};
-    status = mpt__launch(dev, "conv", "mpt_conv_from_images", n, 0,
+    status = mpt__launch(dev, "conv", "mpt_conv_from_images", b * s->k, LOCAL, /* a plane each */
                          (int)(sizeof args / sizeof args[0]), args);
 out:
     return status;
