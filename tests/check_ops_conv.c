@@ -588,17 +588,13 @@ static void conv_case(mpt_device_t *dev, mpt__conv_t cv)
     ck_assert_mpt_ok(mpt__conv_shape(&cv));
     size_t patch = cv.c * cv.kh * cv.kw, pixels = cv.oh * cv.ow;
     size_t nx = cv.n * cv.c * cv.h * cv.w, nw = cv.k * patch, ny = cv.n * cv.k * pixels;
-    /* The chunk: the one asked for (at most n), else one image under
-     * CLBlast and, under the host BLAS, the whole of these small batches
-     * (far below the 4 MiB bound).  The workspace: one chunk's columns,
-     * plus its K x chunk*P block when the chunk holds several images, for
-     * the larger of the two providers' rules (tensor/conv.c). */
-    int clblast = strcmp(dev->info.gemm_provider, "clblast") == 0;
-    size_t chunk = mpt__conv_chunk(&cv, dev), nws = mpt__conv_workspace_floats(&cv);
-    size_t want = cv.chunk ? (cv.chunk < cv.n ? cv.chunk : cv.n) : clblast ? 1 : cv.n;
-    ck_assert_uint_eq(chunk, want);
-    size_t any = cv.chunk ? want : cv.n; /* the largest chunk either rule takes */
-    ck_assert_uint_eq(nws, any == 1 ? patch * pixels : any * (patch + cv.k) * pixels);
+    /* The chunk: the one asked for (at most n), else the whole of these
+     * small batches (far below the 4 MiB bound).  The workspace: one
+     * chunk's columns, plus its K x chunk*P block when the chunk holds
+     * several images (tensor/conv.c). */
+    size_t chunk = mpt__conv_chunk(&cv), nws = mpt__conv_workspace_floats(&cv);
+    ck_assert_uint_eq(chunk, cv.chunk ? (cv.chunk < cv.n ? cv.chunk : cv.n) : cv.n);
+    ck_assert_uint_eq(nws, chunk == 1 ? patch * pixels : chunk * (patch + cv.k) * pixels);
     float *x = uniform(40, nx, 1.0f, 0.0f), *wt = uniform(41, nw, 0.5f, 0.0f),
           *dy = uniform(42, ny, 1.0f, 0.0f), *bias = uniform(43, cv.k, 1.0f, 0.0f);
     double *y = malloc(ny * sizeof *y), *ymag = malloc(ny * sizeof *ymag),
@@ -664,9 +660,8 @@ static void conv_case(mpt_device_t *dev, mpt__conv_t cv)
 
 START_TEST(conv2d_matches_direct_reference)
 {
-    /* n, c, h, w, k, kh, kw, stride, pad, (oh, ow), chunk (0: the
-     * provider's rule: one image under CLBlast, the whole batch under the
-     * host BLAS, all being far below its workspace bound) */
+    /* n, c, h, w, k, kh, kw, stride, pad, (oh, ow), chunk (0: the whole
+     * batch here, all being far below the workspace bound) */
     static const mpt__conv_t cases[] = {
         {3, 3, 8, 7, 4, 3, 3, 1, 1, 0, 0, 0},   /* same-size output */
         {3, 1, 9, 10, 4, 5, 5, 2, 1, 0, 0, 0},  /* C = 1, kernel 5, stride 2, padding 1 */
@@ -693,32 +688,31 @@ START_TEST(conv2d_matches_direct_reference)
 }
 END_TEST
 
-/* The host rule's automatic chunk keeps the workspace within its bound
- * (2^20 floats, tensor/conv.c) and takes the whole batch when it fits; no
- * device (dev NULL: the host rule). */
+/* The automatic chunk keeps the workspace within its bound (2^20 floats,
+ * tensor/conv.c) and takes the whole batch when it fits; no device. */
 START_TEST(conv2d_chunk_bounds_the_workspace)
 {
     const size_t bound = (size_t)1 << 20;
     /* cnn-fashion's second layer: 32 x 14 x 14 in, 64 out, 3x3, padding 1;
      * (288 + 64) * 196 = 68,992 floats an image, 15 images in the bound. */
     mpt__conv_t cv = {128, 32, 14, 14, 64, 3, 3, 1, 1, 0, 0, 0};
-    ck_assert_uint_eq(mpt__conv_chunk(&cv, NULL), 15);
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 15);
     ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 15 * 68992);
     ck_assert_uint_le(mpt__conv_workspace_floats(&cv), bound);
     /* its first layer: (9 + 32) * 784 = 32,144 floats an image, 32 fit */
     mpt__conv_t first = {128, 1, 28, 28, 32, 3, 3, 1, 1, 0, 0, 0};
-    ck_assert_uint_eq(mpt__conv_chunk(&first, NULL), 32);
+    ck_assert_uint_eq(mpt__conv_chunk(&first), 32);
     cv.n = 10; /* a small batch fits whole */
-    ck_assert_uint_eq(mpt__conv_chunk(&cv, NULL), 10);
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 10);
     ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 10 * 68992);
     cv.chunk = 500; /* asked for more than n: n */
-    ck_assert_uint_eq(mpt__conv_chunk(&cv, NULL), 10);
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 10);
     cv.chunk = 0, cv.n = 0; /* no images, no workspace */
-    ck_assert_uint_eq(mpt__conv_chunk(&cv, NULL), 0);
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 0);
     ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 0);
     /* One image above the bound alone: chunks of one, columns only. */
     mpt__conv_t big = {4, 64, 256, 256, 64, 3, 3, 1, 1, 0, 0, 0};
-    ck_assert_uint_eq(mpt__conv_chunk(&big, NULL), 1);
+    ck_assert_uint_eq(mpt__conv_chunk(&big), 1);
     ck_assert_uint_eq(mpt__conv_workspace_floats(&big), (size_t)64 * 9 * 256 * 256);
 }
 END_TEST

@@ -429,9 +429,8 @@ static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
     return status;
 }
 
-/* Launches per chunk of images (tensor/conv.c: under the host BLAS a
- * chunk is as many images as 4 MiB of workspace hold, cnn-fashion's 15
- * and 32; under CLBlast one image): forward im2col, GEMM, to_images with
+/* Launches per chunk of images (tensor/conv.c: as many images as 4 MiB
+ * of workspace hold, cnn-fashion's 32 and 15): forward im2col, GEMM, to_images with
  * the bias fused (3; one image: im2col and GEMM, then the bias once);
  * backward im2col, from_images, the two GEMMs, col2im (5; one image: 4),
  * then bias_grad_channels once.  The counts are a one-chunk micro-batch's

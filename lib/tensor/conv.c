@@ -15,21 +15,22 @@
  * in the tensor layout: the GEMMs read dy and write y in place and the
  * layout kernels are skipped (the per-image path).
  *
- * Chunk size, measured (2 cores of an AMD EPYC under PoCL, a loaded
- * machine; cnn-fashion's two layers at batch 128, best of several runs,
- * forward + backward; docs/performance.md has the CNN figures):
- * - host BLAS provider: chunks of 4-16 images beat both one image a chunk
- *   (layer 2: 62 against 230 ms) and the whole batch (253 ms): a GEMM per
- *   image is too small to use the BLAS threads and each maps the buffers
- *   (a queue round trip), while the whole batch's columns (35 MB) leave
- *   the caches between im2col, GEMM and col2im.  So the chunk is as many
- *   images as MPT_CONV_CHUNK_FLOATS of workspace hold: 4 MiB, within the
- *   caches of a couple of cores (layer 2: 15 images, layer 1: 32).
- * - CLBlast (on PoCL, the only CLBlast device here): one image a chunk
- *   won clearly (layer 2: 446 ms against 1.0-1.9 s for chunks of 4 to
- *   128; CLBlast's large-GEMM path is slow on PoCL), so under CLBlast the
- *   chunk is 1, the per-image path.  GPUs, where larger GEMMs usually win,
- *   were not measured: measure there before changing this rule.
+ * Chunk size, measured with a throwaway harness timing forward + backward
+ * of cnn-fashion's two layers at batch 128 (one PoCL device on 2 cores of
+ * an AMD EPYC, a loaded machine, best of 2-4 runs, chunk sizes
+ * alternated; milliseconds for chunks of 1 / 4 / 15 / 32 / 128 images):
+ *   host BLAS  layer 1   38 / 10 / 11 /   9 /  15
+ *              layer 2  142 / 101 / 115 / 116 / 117
+ *   CLBlast    layer 1   61 / 40 / 29 /  41 /  76
+ *              layer 2  797 / 622 / 765 / 872 / 776
+ * One image a chunk loses under both providers (a GEMM per image is too
+ * small to use the BLAS threads, and under the host provider each maps
+ * the buffers, a queue round trip); past a few images the size matters
+ * little, and the whole batch's columns (35 MB for layer 2) only cost
+ * memory.  So under every provider the chunk is as many images as
+ * MPT_CONV_CHUNK_FLOATS of workspace hold (4 MiB: layer 2 15 images,
+ * layer 1 32), and the per-image path is left to images too large for
+ * the bound.  GPUs were not measured: larger chunks may pay there.
  * A caller may ask for a chunk (cv->chunk; the tests do).
  *
  * Leaves out dilation, groups, different strides or paddings per axis.
@@ -41,8 +42,8 @@
  * for a prime count, which PoCL runs several times slower). */
 #define LOCAL 64
 
-/* Floats of workspace an automatic chunk may use under the host provider
- * (4 MiB): see the header comment. */
+/* Floats of workspace an automatic chunk may use (4 MiB): see the header
+ * comment. */
 #define MPT_CONV_CHUNK_FLOATS ((size_t)1 << 20)
 
 int mpt__conv_shape(mpt__conv_t *cv)
@@ -67,38 +68,23 @@ int mpt__conv_shape(mpt__conv_t *cv)
 static size_t per_image(const mpt__conv_t *s) { return (s->c * s->kh * s->kw + s->k) * s->oh * s->ow; }
 static size_t single_image(const mpt__conv_t *s) { return s->c * s->kh * s->kw * s->oh * s->ow; }
 
-/* Whether dev's GEMMs run on CLBlast (the per-image rule, above). */
-static int on_clblast(const mpt_device_t *dev)
-{
-    return dev && dev->info.gemm_provider && dev->info.gemm_provider[0] == 'c';
-}
-
-/* The automatic chunk under the host provider's rule, or 0. */
-static size_t bounded_chunk(const mpt__conv_t *s)
-{
-    size_t b = MPT_CONV_CHUNK_FLOATS / per_image(s);
-    return b < 1 ? 1 : b > s->n ? s->n : b;
-}
-
-size_t mpt__conv_chunk(const mpt__conv_t *cv, const mpt_device_t *dev)
+size_t mpt__conv_chunk(const mpt__conv_t *cv)
 {
     mpt__conv_t s = *cv;
     if (mpt__conv_shape(&s) < 0 || s.n == 0)
         return 0;
-    if (s.chunk)
-        return s.chunk > s.n ? s.n : s.chunk;
-    return on_clblast(dev) ? 1 : bounded_chunk(&s);
+    size_t b = s.chunk ? s.chunk : MPT_CONV_CHUNK_FLOATS / per_image(&s);
+    return b < 1 ? 1 : b > s.n ? s.n : b;
 }
 
 size_t mpt__conv_workspace_floats(const mpt__conv_t *cv)
 {
     mpt__conv_t s = *cv;
-    if (mpt__conv_shape(&s) < 0 || s.n == 0)
+    size_t b = mpt__conv_chunk(cv);
+    if (b == 0)
         return 0;
-    /* an asked-for chunk, else the larger of the two providers' rules */
-    size_t b = s.chunk ? mpt__conv_chunk(&s, NULL) : bounded_chunk(&s);
-    size_t need = b == 1 ? single_image(&s) : b * per_image(&s);
-    return need > single_image(&s) ? need : single_image(&s);
+    mpt__conv_shape(&s);
+    return b == 1 ? single_image(&s) : b * per_image(&s);
 }
 
 /* A view `off` floats further into t. */
@@ -121,7 +107,7 @@ static int conv_check(const mpt__conv_t *cv, mpt__conv_t *s, const mpt__tensor_t
     int status;
     *s = *cv;
     MPT_TRY(mpt__conv_shape(s));
-    s->chunk = mpt__conv_chunk(s, dev);
+    s->chunk = mpt__conv_chunk(s);
     size_t patch = s->c * s->kh * s->kw, pixels = s->oh * s->ow;
     MPT_TRY(mpt__check_view(x, s->n * s->c * s->h * s->w, dev, op, "input", &u));
     MPT_TRY(mpt__check_view(weight, s->k * patch, dev, op, "weight", &u));

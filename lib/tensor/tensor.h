@@ -234,14 +234,12 @@ typedef struct {
 
 /* Fills oh, ow; MPT_ERR_INVALID when the kernel does not fit the padded input. */
 int mpt__conv_shape(mpt__conv_t *cv);
-/* Images per GEMM on dev: cv->chunk (at most n), else 1 under CLBlast and
- * as many as a 4 MiB workspace holds under the host BLAS (at least 1, at
- * most n; dev NULL: that rule); 0 for a bad shape or n = 0 (conv.c says
- * why). */
-size_t mpt__conv_chunk(const mpt__conv_t *cv, const mpt_device_t *dev);
-/* Workspace floats forward and backward need on any device (one chunk's
- * columns, and its K x chunk*OH*OW output block when the chunk holds
- * several images); 0 for a bad shape or n = 0. */
+/* Images per GEMM: cv->chunk, else as many as a 4 MiB workspace holds
+ * (conv.c says why); at least 1, at most n; 0 for a bad shape or n = 0. */
+size_t mpt__conv_chunk(const mpt__conv_t *cv);
+/* Workspace floats forward and backward need (one chunk's columns, and
+ * its K x chunk*OH*OW output block when the chunk holds several images);
+ * 0 for a bad shape or n = 0. */
 size_t mpt__conv_workspace_floats(const mpt__conv_t *cv);
 /* y = conv(x, weight) + bias (bias may be NULL).  `ws` is a workspace of
  * mpt__conv_workspace_floats() floats. */
