@@ -34,16 +34,18 @@ XDG_CACHE_HOME="$tmp/cache"
 export XDG_CACHE_HOME
 
 mean() { # mean of a metrics key over the logged steps after the first $warm
-    awk -F"\"$1\": " -v warm="$warm" 'NR > warm && /"loss"/ { split($2, a, /[,}]/); s += a[1]; n++ }
-        END { printf "%.2f", s / n }' "$tmp/mpt.jsonl"
+    awk -F"\"$1\": " -v warm="$warm" \
+        'NR > warm && /"loss"/ { split($2, a, /[,}]/); s += a[1]; n++ }
+         END { printf "%.2f", s / n }' "$tmp/mpt.jsonl"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 run_mpt() { # label, MPT_BLAS value, mpt-train [, its library folder]: prints the line,
     # leaves $tmp/sps
-    env ${4:+LD_LIBRARY_PATH="$4"} MPT_BLAS="$2" "$3" --model models/cnn-fashion.json --devices 0 --steps $((steps + warm)) \
-        --batch "$batch" --timing --metrics "$tmp/mpt.jsonl" >/dev/null
+    env ${4:+LD_LIBRARY_PATH="$4"} MPT_BLAS="$2" "$3" --model models/cnn-fashion.json \
+        --devices 0 --steps $((steps + warm)) --batch "$batch" --timing \
+        --metrics "$tmp/mpt.jsonl" >/dev/null
     mean samples_per_s >"$tmp/sps"
     printf "  %-22s %8.1f samples/s (device busy %s, BLAS %s)\n" "$1" "$(cat "$tmp/sps")" \
         "$(mean device_busy)" "$(mean blas_busy)"

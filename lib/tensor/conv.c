@@ -65,8 +65,15 @@ int mpt__conv_shape(mpt__conv_t *cv)
 
 /* Workspace floats per image of a chunk of B > 1 (columns + the K x P
  * block of t), and of a chunk of one image (columns only). */
-static size_t per_image(const mpt__conv_t *s) { return (s->c * s->kh * s->kw + s->k) * s->oh * s->ow; }
-static size_t single_image(const mpt__conv_t *s) { return s->c * s->kh * s->kw * s->oh * s->ow; }
+static size_t per_image(const mpt__conv_t *s)
+{
+    return (s->c * s->kh * s->kw + s->k) * s->oh * s->ow;
+}
+
+static size_t single_image(const mpt__conv_t *s)
+{
+    return s->c * s->kh * s->kw * s->oh * s->ow;
+}
 
 size_t mpt__conv_chunk(const mpt__conv_t *cv)
 {
