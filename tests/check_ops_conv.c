@@ -580,37 +580,56 @@ static void conv_ref_backward(const mpt__conv_t *cv, const float *x, const float
                 }
 }
 
+/* One conv2d case on the device against the direct reference: forward with
+ * and without the bias, backward (dweight overwritten, then accumulated;
+ * dx overwritten each time, and dx = NULL). */
 static void conv_case(mpt_device_t *dev, mpt__conv_t cv)
 {
     ck_assert_mpt_ok(mpt__conv_shape(&cv));
     size_t patch = cv.c * cv.kh * cv.kw, pixels = cv.oh * cv.ow;
     size_t nx = cv.n * cv.c * cv.h * cv.w, nw = cv.k * patch, ny = cv.n * cv.k * pixels;
-    size_t ncol = mpt__conv_col_floats(&cv);
-    ck_assert_uint_eq(ncol, patch * pixels);
+    /* The chunk: the one asked for (at most n), else the whole of these
+     * small batches (far below the 4 MiB bound).  The workspace: one
+     * chunk's columns, plus its K x chunk*P block when the chunk holds
+     * several images (tensor/conv.c). */
+    size_t chunk = mpt__conv_chunk(&cv), nws = mpt__conv_workspace_floats(&cv);
+    ck_assert_uint_eq(chunk, cv.chunk ? (cv.chunk < cv.n ? cv.chunk : cv.n) : cv.n);
+    ck_assert_uint_eq(nws, chunk == 1 ? patch * pixels : chunk * (patch + cv.k) * pixels);
     float *x = uniform(40, nx, 1.0f, 0.0f), *wt = uniform(41, nw, 0.5f, 0.0f),
-          *dy = uniform(42, ny, 1.0f, 0.0f);
+          *dy = uniform(42, ny, 1.0f, 0.0f), *bias = uniform(43, cv.k, 1.0f, 0.0f);
     double *y = malloc(ny * sizeof *y), *ymag = malloc(ny * sizeof *ymag),
+           *yb = malloc(ny * sizeof *yb), *ybmag = malloc(ny * sizeof *ybmag),
            *dw = malloc(nw * sizeof *dw), *dwmag = malloc(nw * sizeof *dwmag),
            *dx = malloc(nx * sizeof *dx), *dxmag = malloc(nx * sizeof *dxmag);
     conv_ref(&cv, x, wt, y, ymag);
     conv_ref_backward(&cv, x, wt, dy, dw, dwmag, dx, dxmag);
+    for (size_t i = 0; i < ny; i++) { /* y + bias[k]: one more term of the sum */
+        float b = bias[(i / pixels) % cv.k];
+        yb[i] = y[i] + b, ybmag[i] = ymag[i] + fabs(b);
+    }
     char what[160];
-    snprintf(what, sizeof what, "N%zu C%zu %zux%zu K%zu k%zux%zu s%zu p%zu", cv.n, cv.c, cv.h,
-             cv.w, cv.k, cv.kh, cv.kw, cv.stride, cv.pad);
+    snprintf(what, sizeof what, "N%zu C%zu %zux%zu K%zu k%zux%zu s%zu p%zu chunk %zu", cv.n,
+             cv.c, cv.h, cv.w, cv.k, cv.kh, cv.kw, cv.stride, cv.pad, chunk);
 
     /* NaN everywhere the op must overwrite: beta = 0 must not read it. */
-    mpt__tensor_t tx = put(dev, 7, nx, x), tw = put(dev, 3, nw, wt), tcol = put(dev, 5, ncol, NULL),
-                  ty = put(dev, 11, ny, NULL), tdy = put(dev, 1, ny, dy),
-                  tdw = put(dev, 2, nw, NULL), tdx = put(dev, 13, nx, NULL);
-    ck_assert_mpt_ok(mpt__op_conv2d_forward(&cv, &tx, &tw, &tcol, &ty));
-    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 0.0f, &tcol, &tdw, &tdx));
+    mpt__tensor_t tx = put(dev, 7, nx, x), tw = put(dev, 3, nw, wt), tb = put(dev, 9, cv.k, bias),
+                  tws = put(dev, 5, nws, NULL), ty = put(dev, 11, ny, NULL),
+                  tdy = put(dev, 1, ny, dy), tdw = put(dev, 2, nw, NULL),
+                  tdx = put(dev, 13, nx, NULL);
+    ck_assert_mpt_ok(mpt__op_conv2d_forward(&cv, &tx, &tw, &tb, &tws, &ty));
+    float *gyb = get(&ty);
+    ck_assert_mpt_ok(mpt__op_conv2d_forward(&cv, &tx, &tw, NULL, &tws, &ty));
+    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 0.0f, &tws, &tdw, &tdx));
     float *gy = get(&ty), *gdw = get(&tdw), *gdx = get(&tdx);
-    /* Sum lengths: y sums C*kh*kw products; dW sums N*OH*OW (per image in
-     * a GEMM, then across images); dx at most K*kh*kw. */
+    /* Sum lengths: y sums C*kh*kw products (+ the bias); dW sums N*OH*OW
+     * (in a chunk's GEMM, then across chunks); dx at most K*kh*kw. */
     double *ty_tol = sum_tol(ymag, ny, (double)patch),
+           *tyb_tol = sum_tol(ybmag, ny, (double)patch + 1),
            *tdw_tol = sum_tol(dwmag, nw, (double)(cv.n * pixels)),
            *tdx_tol = sum_tol(dxmag, nx, (double)(cv.k * cv.kh * cv.kw));
-    char name[200];
+    char name[240];
+    snprintf(name, sizeof name, "conv y + bias (%s)", what);
+    check_within(gyb, yb, tyb_tol, ny, name);
     snprintf(name, sizeof name, "conv y (%s)", what);
     check_within(gy, y, ty_tol, ny, name);
     snprintf(name, sizeof name, "conv dweight (%s)", what);
@@ -621,36 +640,44 @@ static void conv_case(mpt_device_t *dev, mpt__conv_t cv)
     /* Accumulation, and dx == NULL: beta_acc = 1 gives 2 dW, then
      * beta_acc = 0.5 without dx gives 0.5 * 2 dW + dW = 2 dW again. */
     free(gdw), free(gdx);
-    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 1.0f, &tcol, &tdw, &tdx));
-    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 0.5f, &tcol, &tdw, NULL));
+    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 1.0f, &tws, &tdw, &tdx));
+    ck_assert_mpt_ok(mpt__op_conv2d_backward(&cv, &tx, &tw, &tdy, 0.5f, &tws, &tdw, NULL));
     gdw = get(&tdw), gdx = get(&tdx);
     for (size_t i = 0; i < nw; i++)
         dw[i] *= 2, tdw_tol[i] *= 4; /* magnitude x2, sum length ~x2: 2 sqrt(2) < 4 */
     snprintf(name, sizeof name, "accumulated conv dweight (%s)", what);
     check_within(gdw, dw, tdw_tol, nw, name);
     snprintf(name, sizeof name, "conv dx, second call (%s)", what);
-    check_within(gdx, dx, tdx_tol, nx, name); /* zeroed first: not accumulated */
+    check_within(gdx, dx, tdx_tol, nx, name); /* overwritten: not accumulated */
 
-    mpt__tensor_t *all[] = {&tx, &tw, &tcol, &ty, &tdy, &tdw, &tdx};
+    mpt__tensor_t *all[] = {&tx, &tw, &tb, &tws, &ty, &tdy, &tdw, &tdx};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         mpt_buffer_free(all[i]->buf);
-    free(x), free(wt), free(dy), free(y), free(ymag), free(dw), free(dwmag), free(dx),
-        free(dxmag), free(gy), free(gdw), free(gdx), free(ty_tol), free(tdw_tol), free(tdx_tol);
+    free(x), free(wt), free(dy), free(bias), free(y), free(ymag), free(yb), free(ybmag),
+        free(dw), free(dwmag), free(dx), free(dxmag), free(gy), free(gyb), free(gdw), free(gdx),
+        free(ty_tol), free(tyb_tol), free(tdw_tol), free(tdx_tol);
 }
 
 START_TEST(conv2d_matches_direct_reference)
 {
-    /* n, c, h, w, k, kh, kw, stride, pad */
+    /* n, c, h, w, k, kh, kw, stride, pad, (oh, ow), chunk (0: the whole
+     * batch here, all being far below the workspace bound) */
     static const mpt__conv_t cases[] = {
-        {3, 3, 8, 7, 4, 3, 3, 1, 1, 0, 0},   /* same-size output */
-        {3, 1, 9, 10, 4, 5, 5, 2, 1, 0, 0},  /* C = 1, kernel 5, stride 2, padding 1 */
-        {3, 3, 10, 10, 4, 5, 5, 2, 1, 0, 0}, /* C = 3, kernel 5, stride 2, padding 1 */
-        {3, 3, 11, 9, 4, 5, 5, 2, 2, 0, 0},  /* padding 2 */
-        {2, 3, 6, 6, 4, 2, 2, 2, 0, 0, 0},   /* non-overlapping windows */
-        {3, 3, 7, 8, 4, 3, 2, 1, 0, 0, 0},   /* non-square kernel */
-        {3, 3, 5, 6, 4, 1, 1, 1, 0, 0, 0},   /* 1x1: a plain GEMM */
-        {1, 1, 5, 5, 1, 5, 5, 1, 0, 0, 0},   /* one output pixel */
-        {3, 3, 9, 9, 4, 3, 3, 3, 1, 0, 0},   /* stride = kernel with padding */
+        {3, 3, 8, 7, 4, 3, 3, 1, 1, 0, 0, 0},   /* same-size output */
+        {3, 1, 9, 10, 4, 5, 5, 2, 1, 0, 0, 0},  /* C = 1, kernel 5, stride 2, padding 1 */
+        {3, 3, 10, 10, 4, 5, 5, 2, 1, 0, 0, 0}, /* C = 3, kernel 5, stride 2, padding 1 */
+        {3, 3, 11, 9, 4, 5, 5, 2, 2, 0, 0, 0},  /* padding 2 */
+        {2, 3, 6, 6, 4, 2, 2, 2, 0, 0, 0, 0},   /* non-overlapping windows */
+        {3, 3, 7, 8, 4, 3, 2, 1, 0, 0, 0, 0},   /* non-square kernel */
+        {3, 3, 5, 6, 4, 1, 1, 1, 0, 0, 0, 0},   /* 1x1: a plain GEMM */
+        {1, 1, 5, 5, 1, 5, 5, 1, 0, 0, 0, 0},   /* one output pixel */
+        {3, 3, 9, 9, 4, 3, 3, 3, 1, 0, 0, 0},   /* stride = kernel with padding */
+        /* chunked: full chunks and a partial last one, at offsets into x,
+         * y, dy and dx; with stride and padding */
+        {5, 3, 8, 7, 4, 3, 3, 1, 1, 0, 0, 2},   /* chunks of 2, 2, 1 */
+        {7, 2, 9, 10, 5, 3, 3, 2, 1, 0, 0, 3},  /* chunks of 3, 3, 1, stride 2 */
+        {4, 3, 11, 9, 4, 5, 5, 2, 2, 0, 0, 1},  /* one image a chunk: the per-image path */
+        {2, 3, 6, 6, 4, 3, 3, 1, 1, 0, 0, 5},   /* chunk above n: one chunk of 2 */
     };
     /* once per GEMM provider (lib/device/gemm.h) */
     mpt_devices_t *set = test_open_with_provider("0", _i);
@@ -661,25 +688,54 @@ START_TEST(conv2d_matches_direct_reference)
 }
 END_TEST
 
+/* The automatic chunk keeps the workspace within its bound (2^20 floats,
+ * tensor/conv.c) and takes the whole batch when it fits; no device. */
+START_TEST(conv2d_chunk_bounds_the_workspace)
+{
+    const size_t bound = (size_t)1 << 20;
+    /* cnn-fashion's second layer: 32 x 14 x 14 in, 64 out, 3x3, padding 1;
+     * (288 + 64) * 196 = 68,992 floats an image, 15 images in the bound. */
+    mpt__conv_t cv = {128, 32, 14, 14, 64, 3, 3, 1, 1, 0, 0, 0};
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 15);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 15 * 68992);
+    ck_assert_uint_le(mpt__conv_workspace_floats(&cv), bound);
+    /* its first layer: (9 + 32) * 784 = 32,144 floats an image, 32 fit */
+    mpt__conv_t first = {128, 1, 28, 28, 32, 3, 3, 1, 1, 0, 0, 0};
+    ck_assert_uint_eq(mpt__conv_chunk(&first), 32);
+    cv.n = 10; /* a small batch fits whole */
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 10);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 10 * 68992);
+    cv.chunk = 500; /* asked for more than n: n */
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 10);
+    cv.chunk = 0, cv.n = 0; /* no images, no workspace */
+    ck_assert_uint_eq(mpt__conv_chunk(&cv), 0);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 0);
+    /* One image above the bound alone: chunks of one, columns only. */
+    mpt__conv_t big = {4, 64, 256, 256, 64, 3, 3, 1, 1, 0, 0, 0};
+    ck_assert_uint_eq(mpt__conv_chunk(&big), 1);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&big), (size_t)64 * 9 * 256 * 256);
+}
+END_TEST
+
 START_TEST(conv2d_rejects_bad_shapes)
 {
-    mpt__conv_t cv = {1, 3, 4, 4, 2, 7, 7, 1, 1, 0, 0};
+    mpt__conv_t cv = {1, 3, 4, 4, 2, 7, 7, 1, 1, 0, 0, 0};
     ck_assert_mpt_fails(mpt__conv_shape(&cv), MPT_ERR_INVALID); /* 7 > 4 + 2 */
-    ck_assert_uint_eq(mpt__conv_col_floats(&cv), 0);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 0);
     cv.kh = cv.kw = 3, cv.stride = 0;
     ck_assert_mpt_fails(mpt__conv_shape(&cv), MPT_ERR_INVALID);
     cv.stride = 2;
     ck_assert_mpt_ok(mpt__conv_shape(&cv));
     ck_assert_uint_eq(cv.oh, 2); /* (4 + 2 - 3) / 2 + 1 */
     ck_assert_uint_eq(cv.ow, 2);
-    ck_assert_uint_eq(mpt__conv_col_floats(&cv), 3 * 9 * 4);
+    ck_assert_uint_eq(mpt__conv_workspace_floats(&cv), 3 * 9 * 4); /* one image: columns */
 
     mpt_device_t *dev;
     mpt_devices_t *set = open_device(&dev);
     mpt__tensor_t x = put(dev, 0, 48, NULL), w = put(dev, 0, 54, NULL),
                   col = put(dev, 0, 10, NULL), y = put(dev, 0, 8, NULL);
-    ck_assert_mpt_fails(mpt__op_conv2d_forward(&cv, &x, &w, &col, &y), MPT_ERR_RANGE);
-    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "column workspace"));
+    ck_assert_mpt_fails(mpt__op_conv2d_forward(&cv, &x, &w, NULL, &col, &y), MPT_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "workspace"));
     mpt_buffer_free(x.buf), mpt_buffer_free(w.buf), mpt_buffer_free(col.buf);
     mpt_buffer_free(y.buf);
     mpt_devices_free(set);
@@ -699,6 +755,7 @@ int main(void)
     tcase_add_test(tc, dropout_mask_is_the_host_philox_rule);
     tcase_add_test(tc, dropout_edge_cases);
     tcase_add_loop_test(tc, conv2d_matches_direct_reference, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_test(tc, conv2d_chunk_bounds_the_workspace);
     tcase_add_test(tc, conv2d_rejects_bad_shapes);
     suite_add_tcase(s, tc);
     return test_run(s, 0);

@@ -390,7 +390,7 @@ out:
 static mpt__conv_t conv_of(const mpt__layer_t *l, size_t batch)
 {
     mpt__conv_t cv = {batch, l->in.d[0], l->in.d[1], l->in.d[2], l->channels, l->kernel,
-                      l->kernel, l->stride, l->padding, 0, 0};
+                      l->kernel, l->stride, l->padding, 0, 0, 0};
     mpt__conv_shape(&cv);
     return cv;
 }
@@ -421,17 +421,14 @@ static double conv_flops(const mpt__layer_t *l, size_t batch, int backward)
 static size_t conv_scratch(const mpt__layer_t *l, size_t batch)
 {
     mpt__conv_t cv = conv_of(l, batch);
-    return mpt__conv_col_floats(&cv);
+    return mpt__conv_workspace_floats(&cv);
 }
 
 static int conv_forward(mpt__layer_t *l, mpt__pass_t *p)
 {
     mpt__conv_t cv = conv_of(l, p->batch);
     mpt__tensor_t w = mpt__param_view(p, &l->params[0], 0), b = mpt__param_view(p, &l->params[1], 0);
-    int status = mpt__op_conv2d_forward(&cv, &p->x, &w, &p->scratch, &p->y);
-    if (status == MPT_OK)
-        status = mpt__op_bias_add_channels(&p->y, &b, p->batch, cv.k, cv.oh * cv.ow);
-    return status;
+    return mpt__op_conv2d_forward(&cv, &p->x, &w, &b, &p->scratch, &p->y);
 }
 
 static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
@@ -446,11 +443,13 @@ static int conv_backward(mpt__layer_t *l, mpt__pass_t *p)
     return status;
 }
 
-/* Launches: forward per image im2col + GEMM, then one bias_add_channels;
- * backward zero dx, per image im2col + 2 GEMMs + col2im, then
- * bias_grad_channels.  The per-image launches grow with the micro-batch,
- * which a count per micro-batch cannot say: a one-image micro-batch's
- * (3 and 6), which undercounts large micro-batches. */
+/* Launches per chunk of images (tensor/conv.c: as many images as 4 MiB
+ * of workspace hold, cnn-fashion's 32 and 15): forward im2col, GEMM, to_images with
+ * the bias fused (3; one image: im2col and GEMM, then the bias once);
+ * backward im2col, from_images, the two GEMMs, col2im (5; one image: 4),
+ * then bias_grad_channels once.  The counts are a one-chunk micro-batch's
+ * (3 and 6): they grow with the chunks, which a count per micro-batch
+ * cannot say. */
 static const mpt__layer_kind_t conv2d = {
     .name = "conv2d",
     .split_axes = MPT_SPLIT_CHANNELS,

@@ -211,8 +211,8 @@ double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
         double bytes = part * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
                                 (backward ? 2.0 : 1.0) * l->param_bytes);
         /* One GEMM forward, two of half the FLOPs backward (dW and dx): the
-         * size of each is exact for a linear layer; for conv2d, which runs
-         * one GEMM per image, it is generous, so the rate optimistic. */
+         * size of each is exact for a linear layer, and for conv2d while
+         * its micro-batch fits one chunk (tensor/conv.c). */
         double gemm = backward ? flops / 2 : flops;
         double compute = flops > 0 ? flops / gemm_rate(p, gemm) : 0;
         double memory = bytes > 0 ? bytes / (p->mem_gbps * 1e9) : 0;

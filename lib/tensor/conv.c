@@ -1,34 +1,50 @@
 /*
  * tensor/conv.c: 2-D convolution (cross-correlation, as
- * torch.nn.functional.conv2d) forward and backward by im2col + GEMM, all
- * through CLBlast.  Per image i of the batch:
- *   forward   col = im2col(x_i)                   (C*kh*kw) x (OH*OW)
- *             y_i = W * col                       W is K x (C*kh*kw)
- *   backward  dW  = beta * dW + dy_i * col^T      beta = beta_acc for i = 0, then 1
- *             dcol = W^T * dy_i ; dx_i = col2im(dcol)
- * The caller's workspace `col` holds one image's columns and is reused.
+ * torch.nn.functional.conv2d) forward and backward by im2col + GEMM over
+ * chunks of B images (kernels/conv.cl for the layout changes, the device's
+ * GEMM provider for the GEMMs, device/gemm.h).  P = OH*OW, patch = C*kh*kw;
+ * per chunk:
+ *   forward   col = im2col(x_chunk)                 patch x (B*P)
+ *             t   = W * col                         K x (B*P), W is K x patch
+ *             y_chunk = to_images(t) + bias         B x K x P
+ *   backward  col = im2col(x_chunk); t = from_images(dy_chunk)
+ *             dW  = beta * dW + t * col^T           beta = beta_acc first, then 1
+ *             col = W^T * t ; dx_chunk = col2im(col)
+ * so a step runs three GEMMs per layer and chunk instead of three per
+ * image.  With B = 1 the K x P output of one image is already
+ * in the tensor layout: the GEMMs read dy and write y in place and the
+ * layout kernels are skipped (the per-image path).
  *
- * CLBlastSconvgemm was tried for the forward: it passes the same tests and
- * ran at about the same speed on PoCL (N32 C16 32x32 K32 3x3: ~0.15 s
- * both), but it allocates a hidden column buffer for the whole batch on
- * every call (N times this workspace) and runs the XgemmDirect kernel,
- * which CLBlastOverrideParameters("Xgemm") tuning does not reach.
- * im2col + mpt__op_gemm keeps memory in the caller's hands, shares the
- * columns path with backward and uses the tuned Xgemm, so it stays.
+ * Chunk size, measured with a throwaway harness timing forward + backward
+ * of cnn-fashion's two layers at batch 128 (one PoCL device on 2 cores of
+ * an AMD EPYC, a loaded machine, best of 2-4 runs, chunk sizes
+ * alternated; milliseconds for chunks of 1 / 4 / 15 / 32 / 128 images):
+ *   host BLAS  layer 1   38 / 10 / 11 /   9 /  15
+ *              layer 2  142 / 101 / 115 / 116 / 117
+ *   CLBlast    layer 1   61 / 40 / 29 /  41 /  76
+ *              layer 2  797 / 622 / 765 / 872 / 776
+ * One image a chunk loses under both providers (a GEMM per image is too
+ * small to use the BLAS threads, and under the host provider each maps
+ * the buffers, a queue round trip); past a few images the size matters
+ * little, and the whole batch's columns (35 MB for layer 2) only cost
+ * memory.  So under every provider the chunk is as many images as
+ * MPT_CONV_CHUNK_FLOATS of workspace hold (4 MiB: layer 2 15 images,
+ * layer 1 32), and the per-image path is left to images too large for
+ * the bound.  GPUs were not measured: larger chunks may pay there.
+ * A caller may ask for a chunk (cv->chunk; the tests do).
  *
- * One large GEMM per pass for the whole batch (columns of all images
- * side by side, K x C*kh*kw x N*OH*OW, with layout swaps around it) was
- * tried too: on 2 PoCL cores it trained cnn-fashion at 174 samples/s
- * against 196 for this per-image loop, and needs the whole batch's
- * columns twice as workspace, so the loop stays.
- *
- * Leaves out dilation, groups, different strides or paddings per axis and
- * the bias (mpt__op_bias_add_channels).
+ * Leaves out dilation, groups, different strides or paddings per axis.
  */
-#include <clblast_c.h>
-
 #include "tensor/tensor.h"
 
+/* Work-group size of the layout kernels (as elementwise.c: within every
+ * device's limit; the driver's own choice, local = 0, can be groups of one
+ * for a prime count, which PoCL runs several times slower). */
+#define LOCAL 64
+
+/* Floats of workspace an automatic chunk may use (4 MiB): see the header
+ * comment. */
+#define MPT_CONV_CHUNK_FLOATS ((size_t)1 << 20)
 
 int mpt__conv_shape(mpt__conv_t *cv)
 {
@@ -47,12 +63,35 @@ int mpt__conv_shape(mpt__conv_t *cv)
     return MPT_OK;
 }
 
-size_t mpt__conv_col_floats(const mpt__conv_t *cv)
+/* Workspace floats per image of a chunk of B > 1 (columns + the K x P
+ * block of t), and of a chunk of one image (columns only). */
+static size_t per_image(const mpt__conv_t *s)
+{
+    return (s->c * s->kh * s->kw + s->k) * s->oh * s->ow;
+}
+
+static size_t single_image(const mpt__conv_t *s)
+{
+    return s->c * s->kh * s->kw * s->oh * s->ow;
+}
+
+size_t mpt__conv_chunk(const mpt__conv_t *cv)
 {
     mpt__conv_t s = *cv;
-    if (mpt__conv_shape(&s) < 0)
+    if (mpt__conv_shape(&s) < 0 || s.n == 0)
         return 0;
-    return s.c * s.kh * s.kw * s.oh * s.ow;
+    size_t b = s.chunk ? s.chunk : MPT_CONV_CHUNK_FLOATS / per_image(&s);
+    return b < 1 ? 1 : b > s.n ? s.n : b;
+}
+
+size_t mpt__conv_workspace_floats(const mpt__conv_t *cv)
+{
+    mpt__conv_t s = *cv;
+    size_t b = mpt__conv_chunk(cv);
+    if (b == 0)
+        return 0;
+    mpt__conv_shape(&s);
+    return b == 1 ? single_image(&s) : b * per_image(&s);
 }
 
 /* A view `off` floats further into t. */
@@ -63,116 +102,172 @@ static mpt__tensor_t at(const mpt__tensor_t *t, size_t off)
     return v;
 }
 
-/* Whether `floats` floats from t's offset lie inside its buffer: CLBlast's
- * im2col and col2im do not check, and the workspace size is the caller's. */
-static int fits(const mpt__tensor_t *t, size_t floats, const char *what)
-{
-    size_t cap = t->buf->size / sizeof(float);
-    if (t->off > cap || floats > cap - t->off)
-        return mpt__fail(MPT_ERR_RANGE,
-                         "conv2d: %s needs floats [%zu, %zu) of a buffer of %zu floats", what,
-                         t->off, t->off + floats, cap);
-    return MPT_OK;
-}
-
-/* Validates cv (recomputing the output size) and the tensors' extents. */
+/* Validates cv (recomputing the output size and the chunk) and the
+ * extents of x, weight, the workspace and y (or dy), so that no GEMM or
+ * kernel is enqueued for a call that would fail half-way. */
 static int conv_check(const mpt__conv_t *cv, mpt__conv_t *s, const mpt__tensor_t *x,
-                      const mpt__tensor_t *weight, const mpt__tensor_t *col,
-                      const mpt__tensor_t *y, const char *yname)
+                      const mpt__tensor_t *weight, const mpt__tensor_t *ws,
+                      const mpt__tensor_t *y, const char *op, const char *yname)
 {
+    mpt_device_t *dev = mpt__tensor_device(ws);
+    cl_uint u;
     int status;
     *s = *cv;
     MPT_TRY(mpt__conv_shape(s));
+    s->chunk = mpt__conv_chunk(s);
     size_t patch = s->c * s->kh * s->kw, pixels = s->oh * s->ow;
-    MPT_TRY(fits(x, s->n * s->c * s->h * s->w, "input"));
-    MPT_TRY(fits(weight, s->k * patch, "weight"));
-    MPT_TRY(fits(col, patch * pixels, "column workspace"));
-    MPT_TRY(fits(y, s->n * s->k * pixels, yname));
+    MPT_TRY(mpt__check_view(x, s->n * s->c * s->h * s->w, dev, op, "input", &u));
+    MPT_TRY(mpt__check_view(weight, s->k * patch, dev, op, "weight", &u));
+    MPT_TRY(mpt__check_view(ws, mpt__conv_workspace_floats(s), dev, op, "workspace", &u));
+    MPT_TRY(mpt__check_view(y, s->n * s->k * pixels, dev, op, yname, &u));
 out:
     return status;
 }
 
-static int im2col(const mpt__conv_t *s, const mpt__tensor_t *x, size_t image, mpt__tensor_t *col)
+/* The kernels' shape arguments for a chunk of b images. */
+typedef struct {
+    cl_uint c, h, w, kh, kw, s, pad, oh, ow, b;
+} conv_args_t;
+
+static conv_args_t args_of(const mpt__conv_t *s, size_t b)
 {
+    /* conv_check bounded every count by the 32-bit view checks */
+    return (conv_args_t){(cl_uint)s->c,  (cl_uint)s->h,      (cl_uint)s->w,   (cl_uint)s->kh,
+                         (cl_uint)s->kw, (cl_uint)s->stride, (cl_uint)s->pad, (cl_uint)s->oh,
+                         (cl_uint)s->ow, (cl_uint)b};
+}
+
+/* im2col (to_columns) or col2im between images [first, first + b) of
+ * `img` and the columns at `col`. */
+static int columns(int to_columns, const mpt__conv_t *s, size_t first, size_t b,
+                   const mpt__tensor_t *img, const mpt__tensor_t *col)
+{
+    const char *kernel = to_columns ? "mpt_conv_im2col" : "mpt_conv_col2im";
     mpt_device_t *dev = mpt__tensor_device(col);
-    cl_event ev = NULL;
-    CLBlastStatusCode r = CLBlastSim2col(
-        CLBlastKernelModeCrossCorrelation, s->c, s->h, s->w, s->kh, s->kw, s->pad, s->pad,
-        s->stride, s->stride, 1, 1, x->buf->mem, x->off + image * s->c * s->h * s->w,
-        col->buf->mem, col->off, &dev->queue, &ev);
-    return mpt__blas_done(dev, r, ev, "Sim2col");
+    size_t image = s->c * s->h * s->w, ncol = s->c * s->kh * s->kw * b * s->oh * s->ow;
+    mpt__tensor_t chunk = at(img, first * image);
+    cl_uint io, co;
+    int status;
+    MPT_TRY(mpt__check_view(&chunk, b * image, dev, kernel, "images", &io));
+    MPT_TRY(mpt__check_view(col, ncol, dev, kernel, "columns", &co));
+    conv_args_t a = args_of(s, b);
+    cl_mem src = to_columns ? chunk.buf->mem : col->buf->mem,
+           dst = to_columns ? col->buf->mem : chunk.buf->mem;
+    cl_uint so = to_columns ? io : co, dso = to_columns ? co : io;
+    mpt__arg_t args[] = {MPT_ARG(src), MPT_ARG(so), MPT_ARG(dst), MPT_ARG(dso),
+                         MPT_ARG(a.c), MPT_ARG(a.h), MPT_ARG(a.w), MPT_ARG(a.kh), MPT_ARG(a.kw),
+                         MPT_ARG(a.s), MPT_ARG(a.pad), MPT_ARG(a.oh), MPT_ARG(a.ow), MPT_ARG(a.b)};
+    /* one work-item a row: of the columns (ow), of dx (w) */
+    size_t rows = to_columns ? s->c * s->kh * s->kw * b * s->oh : b * s->c * s->h;
+    status = mpt__launch(dev, "conv", kernel, rows, LOCAL,
+                         (int)(sizeof args / sizeof args[0]), args);
+out:
+    return status;
+}
+
+/* y_chunk (b x K x P) = t (K x b*P) + bias (NULL: none). */
+static int to_images(const mpt__conv_t *s, size_t b, const mpt__tensor_t *t,
+                     const mpt__tensor_t *bias, mpt__tensor_t *y_chunk)
+{
+    mpt_device_t *dev = mpt__tensor_device(t);
+    size_t n = b * s->k * s->oh * s->ow;
+    cl_uint to, yo, bo = 0, has_bias = bias != NULL, k = (cl_uint)s->k, ub = (cl_uint)b,
+                    p = (cl_uint)(s->oh * s->ow);
+    int status;
+    MPT_TRY(mpt__check_view(t, n, dev, "conv2d forward", "workspace", &to));
+    MPT_TRY(mpt__check_view(y_chunk, n, dev, "conv2d forward", "output", &yo));
+    if (bias)
+        MPT_TRY(mpt__check_view(bias, s->k, dev, "conv2d forward", "bias", &bo));
+    /* without a bias, any valid buffer: the kernel does not read it */
+    cl_mem bmem = bias ? bias->buf->mem : t->buf->mem;
+    mpt__arg_t args[] = {MPT_ARG(t->buf->mem), MPT_ARG(to), MPT_ARG(y_chunk->buf->mem),
+                         MPT_ARG(yo),          MPT_ARG(bmem), MPT_ARG(bo),
+                         MPT_ARG(has_bias),    MPT_ARG(k),   MPT_ARG(ub), MPT_ARG(p)};
+    status = mpt__launch(dev, "conv", "mpt_conv_to_images", b * s->k, LOCAL, /* a plane each */
+                         (int)(sizeof args / sizeof args[0]), args);
+out:
+    return status;
+}
+
+/* t (K x b*P) = dy_chunk (b x K x P). */
+static int from_images(const mpt__conv_t *s, size_t b, const mpt__tensor_t *dy_chunk,
+                       const mpt__tensor_t *t)
+{
+    mpt_device_t *dev = mpt__tensor_device(t);
+    size_t n = b * s->k * s->oh * s->ow;
+    cl_uint dyo, to, k = (cl_uint)s->k, ub = (cl_uint)b, p = (cl_uint)(s->oh * s->ow);
+    int status;
+    MPT_TRY(mpt__check_view(dy_chunk, n, dev, "conv2d backward", "output gradient", &dyo));
+    MPT_TRY(mpt__check_view(t, n, dev, "conv2d backward", "workspace", &to));
+    mpt__arg_t args[] = {MPT_ARG(dy_chunk->buf->mem), MPT_ARG(dyo), MPT_ARG(t->buf->mem),
+                         MPT_ARG(to), MPT_ARG(k), MPT_ARG(ub), MPT_ARG(p)};
+    status = mpt__launch(dev, "conv", "mpt_conv_from_images", b * s->k, LOCAL, /* a plane each */
+                         (int)(sizeof args / sizeof args[0]), args);
+out:
+    return status;
 }
 
 int mpt__op_conv2d_forward(const mpt__conv_t *cv, const mpt__tensor_t *x,
-                           const mpt__tensor_t *weight, mpt__tensor_t *col, mpt__tensor_t *y)
+                           const mpt__tensor_t *weight, const mpt__tensor_t *bias,
+                           mpt__tensor_t *ws, mpt__tensor_t *y)
 {
     mpt__conv_t s;
     int status;
-    MPT_TRY(conv_check(cv, &s, x, weight, col, y, "output"));
+    MPT_TRY(conv_check(cv, &s, x, weight, ws, y, "conv2d forward", "output"));
     size_t patch = s.c * s.kh * s.kw, pixels = s.oh * s.ow;
-    for (size_t i = 0; i < s.n; i++) {
-        mpt__tensor_t yi = at(y, i * s.k * pixels);
-        MPT_TRY(im2col(&s, x, i, col));
-        /* y_i (K x OH*OW) = W (K x patch) * col (patch x OH*OW) */
-        MPT_TRY(mpt__op_gemm(0, 0, s.k, pixels, patch, 1.0f, weight, patch, col, pixels, 0.0f,
-                             &yi, pixels));
+    for (size_t first = 0; first < s.n; first += s.chunk) {
+        size_t b = s.n - first < s.chunk ? s.n - first : s.chunk;
+        mpt__tensor_t y_chunk = at(y, first * s.k * pixels);
+        /* t after the columns; with one image per chunk, y itself */
+        mpt__tensor_t t = s.chunk == 1 ? y_chunk : at(ws, patch * s.chunk * pixels);
+        MPT_TRY(columns(1, &s, first, b, x, ws));
+        /* t (K x b*P) = W (K x patch) * col (patch x b*P) */
+        MPT_TRY(mpt__op_gemm(0, 0, s.k, b * pixels, patch, 1.0f, weight, patch, ws, b * pixels,
+                             0.0f, &t, b * pixels));
+        if (s.chunk > 1)
+            MPT_TRY(to_images(&s, b, &t, bias, &y_chunk));
     }
+    if (s.chunk == 1 && bias && s.n > 0) /* once for the batch, not per image */
+        MPT_TRY(mpt__op_bias_add_channels(y, bias, s.n, s.k, pixels));
 out:
     return status;
-}
-
-/* Zeroes n floats of t: CLBlast's col2im adds into the image. */
-static int zero(mpt__tensor_t *t, size_t n)
-{
-    mpt_device_t *dev = mpt__tensor_device(t);
-    const float z = 0.0f;
-    cl_event ev = NULL;
-    if (n == 0)
-        return MPT_OK;
-    cl_int err = clEnqueueFillBuffer(dev->queue, t->buf->mem, &z, sizeof z, t->off * sizeof z,
-                                     n * sizeof z, 0, NULL, &ev);
-    if (err != CL_SUCCESS)
-        return mpt__fail_cl(err, "zeroing %zu floats on device %d", n, dev->info.index);
-    mpt__device_event(dev, ev, 0);
-    return MPT_OK;
 }
 
 int mpt__op_conv2d_backward(const mpt__conv_t *cv, const mpt__tensor_t *x,
                             const mpt__tensor_t *weight, const mpt__tensor_t *dy,
-                            float beta_acc, mpt__tensor_t *col, mpt__tensor_t *dweight,
+                            float beta_acc, mpt__tensor_t *ws, mpt__tensor_t *dweight,
                             mpt__tensor_t *dx)
 {
-    mpt_device_t *dev = mpt__tensor_device(col);
+    mpt_device_t *dev = mpt__tensor_device(ws);
     mpt__conv_t s;
+    cl_uint u;
     int status;
-    MPT_TRY(conv_check(cv, &s, x, weight, col, dy, "output gradient"));
-    size_t patch = s.c * s.kh * s.kw, pixels = s.oh * s.ow, image = s.c * s.h * s.w;
-    MPT_TRY(fits(dweight, s.k * patch, "weight gradient"));
-    if (s.n == 0) /* no images: dW = beta_acc * dW */
-        return beta_acc == 0.0f ? zero(dweight, s.k * patch)
+    MPT_TRY(conv_check(cv, &s, x, weight, ws, dy, "conv2d backward", "output gradient"));
+    size_t patch = s.c * s.kh * s.kw, pixels = s.oh * s.ow;
+    MPT_TRY(mpt__check_view(dweight, s.k * patch, dev, "conv2d backward", "weight gradient", &u));
+    if (dx)
+        MPT_TRY(mpt__check_view(dx, s.n * s.c * s.h * s.w, dev, "conv2d backward",
+                                "input gradient", &u));
+    if (s.n == 0) /* no images: dW = beta_acc * dW (beta 0: output only, NaN included) */
+        return beta_acc == 0.0f ? mpt__op_fill(dweight, s.k * patch, 0.0f)
                                 : mpt__op_scale(dweight, s.k * patch, beta_acc);
-    if (dx) {
-        MPT_TRY(fits(dx, s.n * image, "input gradient"));
-        MPT_TRY(zero(dx, s.n * image));
-    }
-    for (size_t i = 0; i < s.n; i++) {
-        mpt__tensor_t dyi = at(dy, i * s.k * pixels);
-        MPT_TRY(im2col(&s, x, i, col));
-        /* dW (K x patch) = beta * dW + dy_i (K x OH*OW) * col^T (OH*OW x patch) */
-        MPT_TRY(mpt__op_gemm(0, 1, s.k, patch, pixels, 1.0f, &dyi, pixels, col, pixels,
-                             i == 0 ? beta_acc : 1.0f, dweight, patch));
+    for (size_t first = 0; first < s.n; first += s.chunk) {
+        size_t b = s.n - first < s.chunk ? s.n - first : s.chunk;
+        mpt__tensor_t dy_chunk = at(dy, first * s.k * pixels);
+        mpt__tensor_t t = s.chunk == 1 ? dy_chunk : at(ws, patch * s.chunk * pixels);
+        MPT_TRY(columns(1, &s, first, b, x, ws));
+        if (s.chunk > 1)
+            MPT_TRY(from_images(&s, b, &dy_chunk, &t));
+        /* dW (K x patch) = beta * dW + t (K x b*P) * col^T (b*P x patch) */
+        MPT_TRY(mpt__op_gemm(0, 1, s.k, patch, b * pixels, 1.0f, &t, b * pixels, ws, b * pixels,
+                             first == 0 ? beta_acc : 1.0f, dweight, patch));
         if (!dx)
             continue;
-        /* dcol (patch x OH*OW) = W^T (patch x K) * dy_i (K x OH*OW), into the
-         * workspace: the in-order queue has finished reading col by then. */
-        MPT_TRY(mpt__op_gemm(1, 0, patch, pixels, s.k, 1.0f, weight, patch, &dyi, pixels, 0.0f,
-                             col, pixels));
-        cl_event ev = NULL;
-        CLBlastStatusCode r = CLBlastScol2im(
-            CLBlastKernelModeCrossCorrelation, s.c, s.h, s.w, s.kh, s.kw, s.pad, s.pad, s.stride,
-            s.stride, 1, 1, col->buf->mem, col->off, dx->buf->mem, dx->off + i * image,
-            &dev->queue, &ev);
-        MPT_TRY(mpt__blas_done(dev, r, ev, "Scol2im"));
+        /* dcol (patch x b*P) = W^T (patch x K) * t (K x b*P), over the
+         * columns: the in-order queue has finished reading them by then. */
+        MPT_TRY(mpt__op_gemm(1, 0, patch, b * pixels, s.k, 1.0f, weight, patch, &t, b * pixels,
+                             0.0f, ws, b * pixels));
+        MPT_TRY(columns(0, &s, first, b, dx, ws));
     }
 out:
     return status;

@@ -263,30 +263,38 @@ int mpt__op_gemm_batched(int trans_a, int trans_b, size_t m, size_t n, size_t k,
                          const mpt__tensor_t *b, const size_t *b_off, size_t ldb, float beta,
                          mpt__tensor_t *c, const size_t *c_off, size_t ldc, size_t count);
 
-/* ---- convolution (conv.c, CLBlast im2col / col2im + GEMM) --------------- */
+/* ---- convolution (conv.c, kernels/conv.cl + GEMM) ---------------------- */
 
-/* conv2d forward for N x C x H x W input, weight K x C x kh x kw (PyTorch
- * layout), stride and padding per axis, output N x K x OH x OW, no bias
- * (added with mpt__op_bias_add_channels).  `col` is a workspace of at least
- * mpt__conv_col_floats() floats. */
+/* conv2d for N x C x H x W input, weight K x C x kh x kw (PyTorch layout),
+ * one stride and one padding on both axes, output N x K x OH x OW. */
 typedef struct {
     size_t n, c, h, w;    /* input */
     size_t k, kh, kw;     /* output channels, kernel size */
     size_t stride, pad;   /* same on both axes */
     size_t oh, ow;        /* output size, set by mpt__conv_shape */
+    size_t chunk;         /* images per GEMM; 0 lets mpt__conv_chunk choose */
 } mpt__conv_t;
 
 /* Fills oh, ow; MPT_ERR_INVALID when the kernel does not fit the padded input. */
 int mpt__conv_shape(mpt__conv_t *cv);
-/* Workspace floats needed by forward and backward (one image's columns). */
-size_t mpt__conv_col_floats(const mpt__conv_t *cv);
+/* Images per GEMM: cv->chunk, else as many as a 4 MiB workspace holds
+ * (conv.c says why); at least 1, at most n; 0 for a bad shape or n = 0. */
+size_t mpt__conv_chunk(const mpt__conv_t *cv);
+/* Workspace floats forward and backward need (one chunk's columns, and
+ * its K x chunk*OH*OW output block when the chunk holds several images);
+ * 0 for a bad shape or n = 0. */
+size_t mpt__conv_workspace_floats(const mpt__conv_t *cv);
+/* y = conv(x, weight) + bias (bias may be NULL).  `ws` is a workspace of
+ * mpt__conv_workspace_floats() floats. */
 int mpt__op_conv2d_forward(const mpt__conv_t *cv, const mpt__tensor_t *x,
-                           const mpt__tensor_t *weight, mpt__tensor_t *col, mpt__tensor_t *y);
+                           const mpt__tensor_t *weight, const mpt__tensor_t *bias,
+                           mpt__tensor_t *ws, mpt__tensor_t *y);
 /* dweight = beta_acc * dweight + sum over images of dy_i * col(x_i)^T;
- * dx = col2im(weight^T * dy_i) (dx may be NULL for the first layer). */
+ * dx = col2im(weight^T * dy_i), overwritten (dx may be NULL for the first
+ * layer).  The bias gradient is mpt__op_bias_grad_channels. */
 int mpt__op_conv2d_backward(const mpt__conv_t *cv, const mpt__tensor_t *x,
                             const mpt__tensor_t *weight, const mpt__tensor_t *dy,
-                            float beta_acc, mpt__tensor_t *col, mpt__tensor_t *dweight,
+                            float beta_acc, mpt__tensor_t *ws, mpt__tensor_t *dweight,
                             mpt__tensor_t *dx);
 
 #endif
