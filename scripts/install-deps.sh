@@ -1,6 +1,8 @@
 #!/bin/sh
 # install-deps.sh: installs the Debian 12 packages that mpt builds, tests
-# and runs with.  Run as root (or with sudo available).  Safe to repeat.
+# and runs with, then Intel's OpenCL CPU runtime from PyPI as a second
+# OpenCL vendor (install-intel-opencl.sh; optional: a failure there only
+# warns).  Run as root (or with sudo available).  Safe to repeat.
 set -eu
 
 packages="
@@ -12,6 +14,7 @@ packages="
   check libsubunit-dev
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
+  oclgrind python3-venv
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -20,3 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 # shellcheck disable=SC2086
 $sudo apt-get install -y -q $packages
+
+# The second vendor: optional, so its failure must not stop the build.
+$sudo "$(dirname "$0")/install-intel-opencl.sh" ||
+    echo "install-deps.sh: warning: install-intel-opencl.sh failed; cross-vendor tests will skip" >&2

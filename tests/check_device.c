@@ -60,7 +60,8 @@ START_TEST(selection_by_index_range_and_word)
 {
     ck_assert_uint_eq(count_selected("1", 1), 1);
     ck_assert_uint_eq(count_selected("0", 0), 1);
-    ck_assert_uint_eq(count_selected("1,0", 0), 2); /* enumeration order kept */
+    ck_assert_uint_eq(count_selected("1,0", 1), 2); /* the spec's order, as CUDA_VISIBLE_DEVICES */
+    ck_assert_uint_eq(count_selected("1,pocl,0", 1), 2); /* each device once */
     ck_assert_uint_eq(count_selected("0-1", 0), 2);
     ck_assert_uint_eq(count_selected("cpu", 0), 2);
     ck_assert_uint_eq(count_selected("POCL", 0), 2);

@@ -9,7 +9,8 @@
 static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
     [MPT_ENV_DEVICES] = {"MPT_DEVICES", "",
                          "devices to use: indices (0,2), ranges (0-3) or words "
-                         "(gpu, cpu, nvidia, amd, intel, pocl); empty = all"},
+                         "(gpu, cpu, nvidia, amd, intel, pocl), in the order given; "
+                         "empty = all"},
     [MPT_ENV_KERNEL_DIR] = {"MPT_KERNEL_DIR", "",
                             "read kernels/*.cl from this directory instead of the "
                             "copies embedded in libmpt (development)"},

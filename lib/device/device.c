@@ -91,7 +91,11 @@ static int query_pci(cl_device_id id, char **out)
             found = 1;
         }
     }
-    if (!found)
+    /* hwloc's helper asks for the AMD, then the NVIDIA attribute without
+     * checking either extension: a driver without them answers
+     * CL_INVALID_VALUE, which API checkers (Oclgrind) report as misuse. */
+    if (!found && (has_extension(id, "cl_amd_device_attribute_query") ||
+                   has_extension(id, "cl_nv_device_attribute_query")))
         found = hwloc_opencl_get_device_pci_busid(id, &domain, &bus, &dev, &func) == 0;
     if (!(*out = calloc(16, 1)))
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -283,13 +287,21 @@ out:
     return status;
 }
 
-/* Marks the devices chosen by a spec; each item must match something. */
-static int select_devices(mpt_device_t **all, size_t n, const char *spec, char *chosen)
+/* The devices chosen by a spec, in the spec's order (as
+ * CUDA_VISIBLE_DEVICES orders devices: "3,0" makes enumerated device 3 the
+ * set's first), each once; a word or range adds its matches in
+ * enumeration order.  Each item must match something.  order[] gets the
+ * enumeration indices, *chosen_count how many. */
+static int select_devices(mpt_device_t **all, size_t n, const char *spec, size_t *order,
+                          size_t *chosen_count)
 {
-    char *copy = mpt__strdup(spec), *save = NULL;
+    char *copy = mpt__strdup(spec), *save = NULL, *taken = calloc(n ? n : 1, 1);
     int status = MPT_OK, any_item = 0;
-    if (!copy)
-        return MPT_ERR_NOMEM;
+    size_t k = 0;
+    if (!copy || !taken) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         while (*item == ' ')
             item++;
@@ -302,8 +314,11 @@ static int select_devices(mpt_device_t **all, size_t n, const char *spec, char *
         for (size_t i = 0; i < n; i++) {
             int m = 0;
             MPT_TRY(mpt__device_matches(&all[i]->info, item, &m));
-            if (m)
-                chosen[i] = 1, matched = 1;
+            if (!m)
+                continue;
+            matched = 1;
+            if (!taken[i])
+                taken[i] = 1, order[k++] = i;
         }
         if (!matched) {
             status = mpt__fail(MPT_ERR_NO_DEVICE,
@@ -314,9 +329,12 @@ static int select_devices(mpt_device_t **all, size_t n, const char *spec, char *
         }
     }
     if (!any_item)
-        memset(chosen, 1, n);
+        for (k = 0; k < n; k++)
+            order[k] = k;
 out:
+    *chosen_count = k;
     free(copy);
+    free(taken);
     return status;
 }
 
@@ -325,7 +343,7 @@ int mpt_devices_open(const char *spec, mpt_devices_t **out)
     int status = MPT_OK;
     mpt_device_t **all = NULL;
     size_t n = 0;
-    char *chosen = NULL;
+    size_t *order = NULL, chosen = 0;
     mpt_devices_t *set = NULL;
 
     if (!out)
@@ -335,18 +353,16 @@ int mpt_devices_open(const char *spec, mpt_devices_t **out)
     if (!spec)
         spec = mpt__env(MPT_ENV_DEVICES);
     MPT_TRY(enumerate(&all, &n));
-    if (!(chosen = calloc(n, 1)) || !(set = calloc(1, sizeof *set)) ||
+    if (!(order = calloc(n, sizeof *order)) || !(set = calloc(1, sizeof *set)) ||
         !(set->devices = calloc(n, sizeof *set->devices))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
     set->total = n;
-    MPT_TRY(select_devices(all, n, spec, chosen));
-    for (size_t i = 0; i < n; i++) {
-        if (!chosen[i])
-            continue;
-        set->devices[set->count++] = all[i];
-        all[i] = NULL;
+    MPT_TRY(select_devices(all, n, spec, order, &chosen));
+    for (size_t k = 0; k < chosen; k++) {
+        set->devices[set->count++] = all[order[k]];
+        all[order[k]] = NULL;
         MPT_TRY(device_open(set->devices[set->count - 1]));
     }
     mpt__gemm_set_threads(set->devices, set->count);
@@ -354,7 +370,7 @@ out:
     for (size_t i = 0; i < n; i++)
         device_free(all[i]);
     free(all);
-    free(chosen);
+    free(order);
     if (status < 0) {
         mpt_devices_free(set);
         set = NULL;
