@@ -226,6 +226,7 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
      * minutes and then fails on a path. */
     snprintf(t->data_id, sizeof t->data_id, "%s", mpt_data_identity(data));
     t->allow_other_data = o->allow_other_data;
+    MPT_TRY_RETURN(mpt__trainer_agree_text(t, "data", t->data_id));
     if (o->checkpoint) {
         /* Rank 0 writes it (every rank reads it to resume): a failure there
          * fails every rank here, before any rank waits in a step. */

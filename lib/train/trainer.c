@@ -205,12 +205,68 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
             }
         mpt__engine_ranks_t ranks = {rank, size, rank_of};
         status = trainer_on_engine(model, all, n, plan, config, topo, cluster, &ranks, out);
-        if (status == MPT_OK)
+        if (status == MPT_OK) {
+            /* Ranks started with other options would train wrongly or hang:
+             * compare before the first step. */
+            char *cfg = mpt__train_config_json(config);
             (*out)->world = world;
+            status = cfg ? mpt__trainer_agree_text(*out, "model", model->json)
+                         : mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            if (status == MPT_OK)
+                status = mpt__trainer_agree_text(*out, "training configuration", cfg);
+            free(cfg);
+            if (status < 0) {
+                mpt_trainer_free(*out);
+                *out = NULL;
+            }
+        }
     }
     free(all);
     free(rank_of);
     return status;
+}
+
+/* Rank 0: where rank r's text differs from its own, as a sentence. */
+static void describe_difference(const char *what, int r, const char *mine, const char *theirs,
+                                char *why, size_t size)
+{
+    json_t *a = json_loads(mine, 0, NULL), *b = json_loads(theirs, 0, NULL);
+    const char *key;
+    json_t *v;
+    snprintf(why, size, "rank %d's %s differs from rank 0's", r, what);
+    if (json_is_object(a) && json_is_object(b))
+        json_object_foreach(a, key, v) {
+            json_t *w = json_object_get(b, key);
+            if (w && json_equal(v, w))
+                continue;
+            char *x = json_dumps(v, JSON_ENCODE_ANY), *y = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL;
+            snprintf(why, size, "rank %d's %s differs from rank 0's: %s %s there, %s here", r,
+                     what, key, y ? y : "(none)", x ? x : "?");
+            free(x), free(y);
+            break;
+        }
+    json_decref(a);
+    json_decref(b);
+}
+
+int mpt__trainer_agree_text(mpt_trainer_t *t, const char *what, const char *mine)
+{
+    mpt_world_t *w = t->world;
+    char **texts = NULL, *verdict = NULL, why[512] = "";
+    if (!w || mpt_world_size(w) == 1)
+        return MPT_OK;
+    int status = mpt__world_gather_texts(w, mine, &texts), failed = status;
+    for (int r = 1; failed == MPT_OK && texts && r < mpt_world_size(w); r++)
+        if (strcmp(texts[0], texts[r]) != 0) {
+            describe_difference(what, r, texts[0], texts[r], why, sizeof why);
+            failed = mpt__fail(MPT_ERR_INVALID, "%s: every rank must be started alike", why);
+        }
+    if (mpt_world_rank(w) == 0 && failed == MPT_OK && !(verdict = mpt__strdup("same")))
+        failed = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    status = mpt__world_bcast_text(w, failed, &verdict);
+    free(texts);
+    free(verdict);
+    return failed < 0 ? failed : status;
 }
 
 int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out)

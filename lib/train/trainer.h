@@ -31,6 +31,14 @@ struct mpt_trainer {
     int allow_other_data;
 };
 
+/* The training configuration as compact JSON with every double exact
+ * (checkpoint.c): what a checkpoint records and ranks compare.  NULL when
+ * out of memory; the caller frees it. */
+char *mpt__train_config_json(const mpt_train_config_t *c);
+/* Collective under a job: every rank's `mine` must equal rank 0's, or every
+ * rank's call fails (rank 0's naming the first rank and, for JSON objects,
+ * the first key that differs; "what" says what was compared). */
+int mpt__trainer_agree_text(mpt_trainer_t *t, const char *what, const char *mine);
 /* Collective under a job: the largest of every rank's value (a stop
  * signal, so that every rank stops at the same step); the value itself in
  * one process. */
