@@ -191,9 +191,14 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     }
     mpt__clear_error();
     MPT_TRY(mpt_profile_measure(dev, out));
-    MPT_TRY(mpt_profile_cache_dir(dir, sizeof dir));
-    MPT_TRY(mpt__mkdir_p(dir));
-    MPT_TRY(mpt_profile_save(path, key, out));
+    /* The measurement stands even when the cache cannot keep it (a
+     * read-only home, a full disk): warn, and measure again next time. */
+    if (mpt_profile_cache_dir(dir, sizeof dir) < 0 || mpt__mkdir_p(dir) < 0 ||
+        mpt_profile_save(path, key, out) < 0) {
+        mpt__log(MPT_LOG_WARN, "profile of %s measured but not cached: %s", dev->info.name,
+                 mpt_last_error());
+        mpt__clear_error();
+    }
 out:
     return status;
 }
