@@ -143,6 +143,11 @@ expect 2 "--steps" "$train" $common --steps ' -1'
 expect 2 "--steps" "$train" $common --steps -1
 expect 2 "--lr" "$train" $common --lr nan
 
+# A plan made for another model with as many layers.
+sed 's/"units": 100/"units": 99/' "$model" >"$tmp/other.json"
+"${MPT_PLAN:-./bin/mpt-plan}" --model "$model" --batch 64 --json >"$tmp/plan.json" 2>/dev/null
+expect 1 "was made for another model" "$train" --model "$tmp/other.json" --batch 64 --plan "$tmp/plan.json" --steps 1
+
 # Other data: a tiny language model on two texts.
 printf '{"name": "lm", "input": [16], "layers": [{"kind": "embedding", "vocab": 256, "dim": 16}, {"kind": "layernorm"}, {"kind": "lm_head"}, {"kind": "softmax_cross_entropy"}]}' >"$tmp/lm.json"
 awk 'BEGIN { for (i = 0; i < 400; i++) print "the quick brown fox jumps over the lazy dog " i }' >"$tmp/a.txt"

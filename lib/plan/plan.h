@@ -206,6 +206,8 @@ typedef struct {
 /* The public mpt_plan_t is this struct. */
 typedef struct mpt_plan {
     size_t dp, pp, tp, microbatches, batch;
+    char model_id[12];        /* CRC-32 of the model description (hex) it was made
+                               * for; "" when unknown (hand-written plans) */
     mpt__pipe_schedule_t schedule;
     mpt_allreduce_t allreduce; /* RING or HIERARCHICAL, never AUTO */
     int optimizer_slots;
