@@ -160,7 +160,7 @@ static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t ste
 
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
                    size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
-                   uint64_t steps, double *predicted_step_s)
+                   double step_s, uint64_t steps, double *predicted_step_s)
 {
     mpt_cluster_device_t *eff = NULL;
     size_t n = mpt_cluster_device_count(c), w = 0, *group = NULL, *ring = NULL;
@@ -219,21 +219,32 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
         }
     }
     /* 2. Transfers: fitted to the measured step, since the waits between
-     * stages are transfers and bubbles at once. */
-    for (int round = 0; round < 6; round++) {
+     * stages are transfers and bubbles at once.  3. What is left (the
+     * host's part of a step: waking the workers, summing the loss; other
+     * processes' load) scales every device's compute alike, which keeps
+     * their ratios, and so the planner's choices, as measured. */
+    if (step_s > 0)
+        measured_step = step_s;
+    for (int round = 0; round < 8; round++) {
         MPT_TRY(mpt__plan_predict_calibrated(p, mc, c, batch, &t));
         double gap = measured_step - t.predicted_step_s;
-        if (p->pp < 2 || !(t.p2p_s > 0) || fabs(gap) < 0.01 * measured_step)
+        if (!(t.predicted_step_s > 0) || fabs(gap) < 0.005 * measured_step)
             break;
-        double ratio = (t.p2p_s + gap) / t.p2p_s;
+        int transfers = p->pp > 1 && t.p2p_s > 0 && round < 4;
+        double ratio = transfers ? (t.p2p_s + gap) / t.p2p_s : measured_step / t.predicted_step_s;
         ratio = ratio < 0.05 ? 0.05 : ratio > 20 ? 20 : ratio;
         for (size_t r = 0; r < p->nreplicas; r++)
             for (size_t s = 0; s < p->replicas[r].nstages; s++)
                 for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
                     size_t d = p->replicas[r].stages[s].devices[g].device;
+                    const mpt_profile_t *now = &mpt_cluster_device(c, d)->profile;
                     double f[4] = {0, 0, 0, 0};
-                    f[2] = clampf(mpt__cal_factor(&mpt_cluster_device(c, d)->profile,
-                                                  MPT__CAL_TRANSFER) * ratio);
+                    if (transfers)
+                        f[2] = clampf(mpt__cal_factor(now, MPT__CAL_TRANSFER) * ratio);
+                    else {
+                        f[0] = clampf(mpt__cal_factor(now, MPT__CAL_FORWARD) * ratio);
+                        f[1] = clampf(mpt__cal_factor(now, MPT__CAL_BACKWARD) * ratio);
+                    }
                     MPT_TRY(set_factors(c, d, f, 0));
                 }
     }

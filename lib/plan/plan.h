@@ -313,10 +313,11 @@ typedef struct {
 int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *mc,
                                  const mpt_cluster_t *c, size_t batch, mpt__plan_t *out_times);
 /* New calibration factors for the plan's devices in c from what its
- * nworkers workers measured over `steps` steps (calibrate.c says how
- * each kind is fitted), and the plan's step predicted with them. */
+ * nworkers workers measured over `steps` steps and the step's wall time
+ * step_s as its caller saw it (0: the slowest worker's); calibrate.c says
+ * how each kind is fitted.  The plan's step predicted with them. */
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
                    size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
-                   uint64_t steps, double *predicted_step_s);
+                   double step_s, uint64_t steps, double *predicted_step_s);
 
 #endif

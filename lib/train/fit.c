@@ -190,9 +190,14 @@ static int fit_loop(fit_run *r, uint64_t total)
                                         first_step));
         if (last && o->checkpoint && !saved)
             MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
-        if (o->cluster && o->replan && o->rebalance_after && !last &&
-            st.step - first_step == o->rebalance_after)
-            MPT_TRY_RETURN(fit_rebalance(r, st.step));
+        if (o->cluster && o->replan && o->rebalance_after && !last) {
+            /* The first half of the warm-up compiles kernels and fills
+             * caches: calibrate on the second half only. */
+            if (st.step - first_step == o->rebalance_after / 2)
+                mpt__trainer_reset_calibration(r->t);
+            if (st.step - first_step == o->rebalance_after)
+                MPT_TRY_RETURN(fit_rebalance(r, st.step));
+        }
         if (signal)
             return mpt__fail(MPT_ERR_STOPPED, "stopped by signal %d at step %llu%s", signal,
                              (unsigned long long)st.step,

@@ -13,6 +13,7 @@
  * trace across the move (the new engine's trace starts at the move).
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,28 @@
 double mpt_trainer_predicted_step(const mpt_trainer_t *t)
 {
     return t ? t->predicted_s : NAN;
+}
+
+void mpt__trainer_reset_calibration(mpt_trainer_t *t)
+{
+    t->cal_steps = 0;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of field `off` (a double of mpt__cal_measured_t) of row i
+ * over the k steps kept. */
+static double median_of(const mpt_trainer_t *t, size_t n, size_t k, size_t i, size_t off,
+                        double *scratch)
+{
+    for (size_t j = 0; j < k; j++)
+        scratch[j] = *(const double *)((const char *)&t->cal_sum[j * (n + 1) + i] + off);
+    qsort(scratch, k, sizeof *scratch, by_value);
+    return k % 2 ? scratch[k / 2] : 0.5 * (scratch[k / 2 - 1] + scratch[k / 2]);
 }
 
 int mpt_trainer_calibrate(mpt_trainer_t *t, mpt_cluster_t *cluster)
@@ -38,16 +61,21 @@ int mpt_trainer_calibrate(mpt_trainer_t *t, mpt_cluster_t *cluster)
         return mpt__fail(MPT_ERR_INVALID, "calibration needs at least one step since the "
                          "trainer's creation, last calibration or move");
     size_t n = mpt__engine_worker_count(t->eng);
+    size_t k = t->cal_steps < MPT__CAL_HISTORY ? (size_t)t->cal_steps : MPT__CAL_HISTORY;
+    double scratch[MPT__CAL_HISTORY];
     if (!(mean = malloc((n + 1) * sizeof *mean)))
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    double k = (double)t->cal_steps;
-    for (size_t i = 0; i < n; i++)
-        mean[i] = (mpt__cal_measured_t){t->cal_sum[i].forward_s / k, t->cal_sum[i].backward_s / k,
-                                        t->cal_sum[i].reduce_wait_s / k, t->cal_sum[i].step_s / k};
+    /* Medians, not means: a step slowed by another process's burst on a
+     * shared machine must not become the device's speed. */
+    for (size_t i = 0; i <= n; i++)
+        mean[i] = (mpt__cal_measured_t){
+            median_of(t, n, k, i, offsetof(mpt__cal_measured_t, forward_s), scratch),
+            median_of(t, n, k, i, offsetof(mpt__cal_measured_t, backward_s), scratch),
+            median_of(t, n, k, i, offsetof(mpt__cal_measured_t, reduce_wait_s), scratch),
+            median_of(t, n, k, i, offsetof(mpt__cal_measured_t, step_s), scratch)};
     MPT_TRY(mpt__model_cost(t->model, &mc));
-    MPT_TRY(mpt__calibrate(t->plan, &mc, cluster, t->cfg.batch, mean, n, t->cal_steps,
-                           &t->predicted_s));
-    memset(t->cal_sum, 0, n * sizeof *t->cal_sum);
+    MPT_TRY(mpt__calibrate(t->plan, &mc, cluster, t->cfg.batch, mean, n, mean[n].step_s,
+                           t->cal_steps, &t->predicted_s));
     t->cal_steps = 0;
 out:
     mpt__model_cost_free(&mc);

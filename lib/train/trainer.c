@@ -115,14 +115,14 @@ int mpt__trainer_size_arrays(mpt_trainer_t *t)
     double *busy = realloc(t->busy, (workers + 1) * sizeof *busy);
     if (busy)
         t->busy = busy;
-    mpt__cal_measured_t *sum = realloc(t->cal_sum, (workers + 1) * sizeof *sum);
+    mpt__cal_measured_t *sum =
+        realloc(t->cal_sum, MPT__CAL_HISTORY * (workers + 1) * sizeof *sum);
     if (sum)
         t->cal_sum = sum;
     if (!busy || !sum)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < workers; i++)
         t->busy[i] = NAN;
-    memset(t->cal_sum, 0, workers * sizeof *t->cal_sum);
     t->cal_steps = 0;
     return MPT_OK;
 }
@@ -271,19 +271,24 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
         return mpt__fail(MPT_ERR_ABORTED, "the trainer lost its engine in a failed re-plan: "
                          "free it");
     s.lr = mpt_train_lr_at(&t->cfg, mpt_trainer_steps(t));
+    double t0 = mpt__now();
     int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
                                         &s.grad_norm);
+    double wall = mpt__now() - t0;
     s.step = mpt_trainer_steps(t);
     if (status == MPT_OK) {
         t->window_loss += s.loss, t->window_steps++;
         t->last = s;
-        /* Every worker's phases (every rank has them all): calibration. */
-        for (size_t i = 0; i < mpt__engine_worker_count(t->eng); i++) {
+        /* Every worker's phases (every rank has them all) and the step's
+         * wall time: calibration. */
+        size_t n = mpt__engine_worker_count(t->eng);
+        mpt__cal_measured_t *row = t->cal_sum + (t->cal_steps % MPT__CAL_HISTORY) * (n + 1);
+        for (size_t i = 0; i < n; i++) {
             const mpt_device_step_t *d = mpt__engine_device_stats(t->eng, i);
-            mpt__cal_measured_t *c = &t->cal_sum[i];
-            c->forward_s += d->forward_s, c->backward_s += d->backward_s + d->update_s;
-            c->reduce_wait_s += d->reduce_wait_s, c->step_s += d->step_s;
+            row[i] = (mpt__cal_measured_t){d->forward_s, d->backward_s + d->update_s,
+                                           d->reduce_wait_s, d->step_s};
         }
+        row[n] = (mpt__cal_measured_t){0, 0, 0, wall};
         t->cal_steps++;
     }
     if (stats)

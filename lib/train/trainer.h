@@ -10,6 +10,8 @@
 
 /* Every trainer runs a plan on the engine; one device is the 1x1x1 plan
  * (mpt__plan_single), which the trainer then owns. */
+#define MPT__CAL_HISTORY 64
+
 struct mpt_trainer {
     const mpt__model_t *model;
     mpt_train_config_t cfg;
@@ -27,8 +29,10 @@ struct mpt_trainer {
     const mpt_cluster_t *cluster; /* may be NULL (one device) */
     int tracing;
     double predicted_s;    /* the plan's predicted step (calibrated), NaN: none */
-    /* calibration: per worker the sums of its measured phases since the
-     * last calibration or move (mpt_trainer_calibrate) */
+    /* calibration: the last MPT__CAL_HISTORY steps' measured phases since
+     * the last calibration or move, per step nworkers rows then the step's
+     * wall time in the extra row's step_s (mpt_trainer_calibrate takes
+     * medians: the machine may be busy with other work) */
     mpt__cal_measured_t *cal_sum;
     uint64_t cal_steps;
     /* the report window (mpt_trainer_report) */
@@ -53,6 +57,9 @@ int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out);
 /* The per-worker arrays (busy fractions, calibration sums) sized for the
  * trainer's engine and cleared: after creating it or moving to a plan. */
 int mpt__trainer_size_arrays(mpt_trainer_t *t);
+
+/* Forgets the phases measured so far: calibration starts from the next step. */
+void mpt__trainer_reset_calibration(mpt_trainer_t *t);
 
 /* rebalance.c: a plan in a line ("dp=2 pp=1 tp=1 m=1 gpipe on devices 0,1"). */
 void mpt__plan_summary(const mpt__plan_t *p, char *buf, size_t size);
