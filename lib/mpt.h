@@ -988,7 +988,8 @@ typedef struct {
      * "replan": {...}}) and through on_replan.  The loss curve stays the
      * one plan's within the plan-invariance tolerance. */
     uint64_t rebalance_after;  /* (20); 0: never */
-    double rebalance_margin;   /* (0.10) */
+    double rebalance_margin;   /* (0.10); in (-1, 1): a negative one moves even to a
+                                * plan predicted slower by up to it (tests) */
     mpt_cluster_t *cluster;    /* the trainer's plan's cluster, calibrated in place (NULL) */
     const mpt_plan_request_t *replan; /* NULL: no rebalancing (a plan given by file) */
     int save_calibration;      /* also store the factors with the profiles in the

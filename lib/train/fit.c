@@ -252,8 +252,8 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
         return mpt__fail(MPT_ERR_INVALID, "resuming needs the checkpoint's path");
     if (o->log_every == 0)
         return mpt__fail(MPT_ERR_INVALID, "log_every is 0: at least one step per report");
-    if (!(o->rebalance_margin >= 0 && o->rebalance_margin < 1))
-        return mpt__fail(MPT_ERR_INVALID, "rebalance_margin must be in [0, 1), got %g",
+    if (!(o->rebalance_margin > -1 && o->rebalance_margin < 1))
+        return mpt__fail(MPT_ERR_INVALID, "rebalance_margin must be in (-1, 1), got %g",
                          o->rebalance_margin);
     uint64_t total = mpt_fit_total_steps(o, data);
     if (total == 0)
