@@ -12,6 +12,7 @@ packages="
   check libsubunit-dev
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
+  clang libclang-rt-14-dev
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
