@@ -25,6 +25,11 @@
  * speeds by their sum, which leaves a few ulps of rounding per term, and a
  * person editing a plan writes decimals such as 0.333333. */
 #define SUM_TOLERANCE 1e-6
+/* The most micro-batches a plan may ask for: the simulator holds a few
+ * arrays of stages x micro-batches, so a count read from a file must not
+ * be able to ask for terabytes (found by tests/fuzz/fuzz_plan); 65536 is
+ * far beyond any useful pipeline depth. */
+#define MAX_MICROBATCHES 65536
 
 static const char *const schedule_names[] = {"gpipe", "1f1b"};
 
@@ -368,6 +373,9 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
     MPT_TRY(get_size(r, root, "pp", 1, &p->pp));
     MPT_TRY(get_size(r, root, "tp", 1, &p->tp));
     MPT_TRY(get_size(r, root, "microbatches", 1, &p->microbatches));
+    if (p->microbatches > MAX_MICROBATCHES)
+        return bad(r, "microbatches", "%zu micro-batches, more than the %d a plan may have",
+                   p->microbatches, MAX_MICROBATCHES);
     if (json_object_get(root, "batch")) {
         MPT_TRY(get_size(r, root, "batch", 1, &p->batch));
         if (p->microbatches > p->batch)
