@@ -375,7 +375,7 @@ static const struct {
      "microbatches: 64 micro-batches is more than the batch of 32 samples"},
     /* found by fuzzing: the simulator allocated stages x micro-batches */
     {"\"microbatches\": 4", "\"microbatches\": 1000000000000000",
-     "microbatches: 1000000000000000 micro-batches, more than the 65536 a plan may have"},
+     "microbatches: 1000000000000000 micro-batches, more than the 16384 a plan may have"},
     {"\"batch\": 32", "\"batch\": 0", "batch: must be an integer >= 1"},
     {"\"schedule\": \"1f1b\"", "\"schedule\": \"zb-h1\"",
      "schedule: unknown schedule 'zb-h1' (gpipe or 1f1b)"},

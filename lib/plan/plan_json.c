@@ -25,11 +25,13 @@
  * speeds by their sum, which leaves a few ulps of rounding per term, and a
  * person editing a plan writes decimals such as 0.333333. */
 #define SUM_TOLERANCE 1e-6
-/* The most micro-batches a plan may ask for: the simulator holds a few
- * arrays of stages x micro-batches, so a count read from a file must not
- * be able to ask for terabytes (found by tests/fuzz/fuzz_plan); 65536 is
- * far beyond any useful pipeline depth. */
-#define MAX_MICROBATCHES 65536
+/* The most micro-batches a plan may ask for.  The simulator (and its
+ * trace, ~60 kB per micro-batch of a 2 x 2 plan) grows with stages x
+ * micro-batches, so a count read from a file must not ask for terabytes
+ * (10^15, found by tests/fuzz/fuzz_plan).  16384 (micro-batches of one
+ * sample in a batch of 16k) simulates in seconds and 1 GB; the planner
+ * never goes near it (powers of two up to the batch, 128 by default). */
+#define MAX_MICROBATCHES 16384
 
 static const char *const schedule_names[] = {"gpipe", "1f1b"};
 
