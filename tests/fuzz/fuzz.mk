@@ -79,7 +79,7 @@ $(CONFIG_H): config.h
 $(B)/%.o: %.c $(CONFIG_H)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZCC   $<"
-	@$(FUZZ_CC) $(CFLAGS_FUZZ) -c -o $@ $<
+	@$(FUZZ_CC) $(CFLAGS_FUZZ) -MMD -MP -c -o $@ $<
 
 $(B)/libmpt-fuzz.a: $(LIB_O)
 	@rm -f $@
@@ -104,6 +104,9 @@ run-%: $(B)/fuzz_%
 	  exit $$rc
 
 run: $(patsubst %,run-%,$(FUZZ_TARGETS))
+
+# Headers each object was compiled with (written by -MMD).
+-include $(wildcard $(B)/lib/*/*.d $(B)/lib/*.d $(B)/tests/fuzz/*.d)
 
 .PHONY: all run
 .SECONDARY:
