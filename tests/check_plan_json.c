@@ -365,6 +365,9 @@ static const struct {
     {"\"memory_bytes\": 1004", "\"memory_bytes\": \"1004\"",
      "replicas[1].stages[0].devices[0].memory_bytes: must be a number >= 0"},
     {"\"fwd_s\": 0.011", "\"fwd_s\": true", "replicas[0].stages[0].fwd_s: must be a number >= 0"},
+    /* found by fuzzing: the simulator's sums overflowed to infinity */
+    {"\"fwd_s\": 0.011", "\"fwd_s\": 1e308",
+     "replicas[0].stages[0].fwd_s: 1e+308 is beyond any real plan (at most 1e+18)"},
     {"\"predicted_step_s\": 0.5", "\"predicted_step_s\": -0.5",
      "predicted_step_s: must be a number >= 0"},
     {"\"p2p_s\": 0.03, ", "", "breakdown.p2p_s: missing"},

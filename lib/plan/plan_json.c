@@ -32,6 +32,11 @@
  * sample in a batch of 16k) simulates in seconds and 1 GB; the planner
  * never goes near it (powers of two up to the batch, 128 by default). */
 #define MAX_MICROBATCHES 16384
+/* The largest time (s) or size (bytes) a plan may state: sums of a few
+ * near DBL_MAX overflowed to infinity and the simulator then found its
+ * schedule deadlocked (fwd_s 1e308, found by tests/fuzz/fuzz_plan); 1e18
+ * seconds or bytes is beyond any real plan and far from overflow. */
+#define MAX_REAL 1e18
 
 static const char *const schedule_names[] = {"gpipe", "1f1b"};
 
@@ -221,6 +226,8 @@ static int get_real(const reader *r, const json_t *o, const char *key, int unit,
     double x = json_number_value(v);
     if (!json_is_number(v) || (unit ? !(x > 0 && x <= 1) : !(x >= 0)))
         return bad(r, key, "must be %s", want);
+    if (!unit && x > MAX_REAL)
+        return bad(r, key, "%g is beyond any real plan (at most %g)", x, MAX_REAL);
     *out = x;
     return MPT_OK;
 }
