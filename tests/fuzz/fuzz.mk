@@ -95,7 +95,7 @@ run-%: $(B)/fuzz_%
 	@mkdir -p $(B)/corpus/$* $(B)/seeds/$*
 	@for s in $(SEEDS_$*) $(wildcard $(F)/seeds/$*/*); do cp -f "$$s" $(B)/seeds/$*/; done
 	@echo "fuzz_$*: $(FUZZ_SECONDS) s, log in $(B)/$*.log"
-	@$(B)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(MAXLEN_$*) -timeout=10 \
+	@$(B)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(MAXLEN_$*) -timeout=25 \
 	    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(B)/$*- $(DICT_$*) \
 	    $(FUZZ_FLAGS) $(B)/corpus/$* $(B)/seeds/$* > $(B)/$*.log 2>&1; \
 	  rc=$$?; grep -E '^#[0-9]+.*DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss)' \
