@@ -114,7 +114,7 @@ int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size
     cl_kernel k;
     cl_int err;
     int status = mpt__device_kernel(dev, program, kernel, &k);
-    if (status < 0)
+    if (status < 0 || (status = mpt__device_health(dev, kernel)) < 0)
         return status;
     for (int i = 0; i < nargs; i++) {
         err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].ptr);
