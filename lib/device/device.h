@@ -45,6 +45,7 @@ struct mpt_device {
      * device found lost fails every later operation, and a hung one waits
      * until the engine's watchdog gives it up. */
     unsigned long ops;
+    unsigned long faults; /* injected failures so far (MPT_FAIL_DEVICE, MPT_FAIL_LAUNCH) */
     int lost;
     _Atomic int given_up;
 };
@@ -127,7 +128,8 @@ void mpt__device_blas_event(mpt_device_t *dev, cl_event ev);
  * N-th on, every operation on device index DEVICE fails with
  * MPT_ERR_DEVICE_LOST; hang: that operation blocks, as a driver that never
  * returns would, until mpt__device_give_up (the engine's watchdog), then
- * fails with MPT_ERR_DEVICE_LOST.  MPT_OK when nothing is injected. */
+ * fails with MPT_ERR_DEVICE_LOST.  Several items separated by commas.
+ * MPT_OK when nothing is injected. */
 int mpt__device_health(mpt_device_t *dev, const char *what);
 /* Gives a hung device up: its blocked operation returns (an injected hang
  * only; a real driver hang keeps its thread). */

@@ -66,45 +66,54 @@ void *mpt__eng_worker_main(void *arg)
     return NULL;
 }
 
-/* The watchdog, with e->lock held: past the deadline every local worker
- * that has not finished this job is given up as hung (its device told so),
- * and the transport aborted so that its peers stop waiting for it. */
+/* The watchdog, with e->lock held.  Past the deadline the transport is
+ * aborted first, so that workers waiting on a peer return; those that
+ * still have not finished a grace period later are the hung ones: given
+ * up, their devices told so. */
 static void give_up_hung(mpt__engine_t *e)
 {
-    char why[200] = "";
     for (size_t i = 0; i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
-        if (!w->local || w->done_generation == e->generation)
-            continue;
-        w->timed_out = 1;
-        mpt__device_give_up(w->dev);
-        if (!why[0])
-            snprintf(why, sizeof why, "device %d (%s), replica %d stage %d: its job passed the "
-                     "%.1f s deadline (hung)", w->dev->info.index, w->dev->info.name, w->replica,
-                     w->stage, e->job_deadline_s);
+        if (w->local && w->done_generation != e->generation) {
+            w->timed_out = 1;
+            mpt__device_give_up(w->dev);
+        }
     }
-    if (why[0])
-        mpt__transport_abort(e->t, MPT_ERR_DEVICE_LOST, why);
+}
+
+/* How long workers waiting on a peer get to return after the abort. */
+#define HANG_GRACE_S 0.5
+
+static void deadline_in(struct timespec *until, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, until); /* the condition's clock */
+    double end = (double)until->tv_sec + until->tv_nsec * 1e-9 + seconds;
+    until->tv_sec = (time_t)end;
+    until->tv_nsec = (long)((end - (double)until->tv_sec) * 1e9);
 }
 
 /* Waits for every local worker of the job; after the first training step,
- * for at most the deadline before the watchdog (give_up_hung) steps in. */
+ * for at most the deadline before the watchdog steps in. */
 static void wait_job(mpt__engine_t *e)
 {
-    int watch = e->trained_once && e->job_deadline_s > 0;
+    int phase = e->trained_once && e->job_deadline_s > 0 ? 1 : 0; /* 1: deadline, 2: grace */
     struct timespec until;
-    if (watch) {
-        clock_gettime(CLOCK_REALTIME, &until); /* the condition's clock */
-        double end = (double)until.tv_sec + until.tv_nsec * 1e-9 + e->job_deadline_s;
-        until.tv_sec = (time_t)end;
-        until.tv_nsec = (long)((end - (double)until.tv_sec) * 1e9);
-    }
+    if (phase)
+        deadline_in(&until, e->job_deadline_s);
     while (e->finished < e->nlocal) {
-        if (!watch) {
+        if (!phase) {
             pthread_cond_wait(&e->done, &e->lock);
         } else if (pthread_cond_timedwait(&e->done, &e->lock, &until) == ETIMEDOUT) {
-            give_up_hung(e);
-            watch = 0; /* then waits for the given-up workers to return */
+            if (phase == 1) {
+                char why[160];
+                snprintf(why, sizeof why, "a job passed the %.1f s deadline", e->job_deadline_s);
+                mpt__transport_abort(e->t, MPT_ERR_DEVICE_LOST, why);
+                deadline_in(&until, HANG_GRACE_S);
+                phase = 2;
+            } else {
+                give_up_hung(e);
+                phase = 0; /* then waits for the given-up workers to return */
+            }
         }
     }
 }

@@ -103,6 +103,7 @@ static int injected_failure(mpt_device_t *dev, const char *kernel)
     if (!spec[0] || sscanf(spec, "%d:%lu", &index, &after) != 2 || index != dev->info.index ||
         dev->launches <= after)
         return MPT_OK;
+    dev->faults++; /* device/health.c: elastic training tells who failed */
     return mpt__fail(MPT_ERR_OPENCL, "launching %s on device %d: injected failure "
                      "(MPT_FAIL_LAUNCH=%s, launch %lu)", kernel, dev->info.index, spec,
                      dev->launches);

@@ -75,7 +75,6 @@ int mpt__elastic_begin(mpt__elastic_t *el, mpt_trainer_t *t, const mpt_fit_optio
     }
     /* The survivors cannot keep dimensions pinned for more devices. */
     el->request.dp = el->request.pp = el->request.tp = 0;
-    el->request.all_devices = 0;
     el->on = 1;
     el->every = o->snapshot_every ? o->snapshot_every : 1;
     el->chosen = o->snapshot_every == 0;
@@ -123,13 +122,14 @@ static void count_failure(mpt_trainer_t *t, int d, const char *reason)
         t->excluded[d] = 1;
 }
 
-/* A device that failed while the engine was being rebuilt: its failure
- * left it lost (device/health.c), or the error names none and nothing is
- * dropped.  \return the plan device id, or -1. */
-static int lost_device(const mpt_trainer_t *t)
+/* A device that failed while the engine was being rebuilt: one whose
+ * count of faults (device/health.c) grew since `before`, or one left lost
+ * by a failure outside a step.  \return the plan device id, or -1. */
+static int faulted_device(const mpt_trainer_t *t, const unsigned long *before)
 {
     for (size_t d = 0; d < t->ndevs; d++)
-        if (t->devs[d] && t->devs[d]->lost && !t->excluded[d])
+        if (t->devs[d] && !t->excluded[d] &&
+            (t->devs[d]->lost || (before && t->devs[d]->faults > before[d])))
             return (int)d;
     return -1;
 }
@@ -146,10 +146,13 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
     /* The engine names the device of a failed step; a failure outside a
      * step (a checkpoint's reads) leaves the device marked lost. */
     if (!mpt__engine_failed_device(t->eng, &device, &reason)) {
-        if ((device = lost_device(t)) < 0)
+        if ((device = faulted_device(t, NULL)) < 0)
             return status;
         reason = "lost";
     }
+    unsigned long *faults = malloc((t->ndevs + 1) * sizeof *faults);
+    if (!faults)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     double t0 = mpt__now();
     uint64_t failed_step = mpt__engine_step(t->eng);
     snprintf(first, sizeof first, "%s", mpt_last_error());
@@ -169,12 +172,14 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
             break;
         }
         mpt__plan_summary(plan, out->plan, sizeof out->plan);
+        for (size_t d = 0; d < t->ndevs; d++)
+            faults[d] = t->devs[d] ? t->devs[d]->faults : 0;
         status = mpt__trainer_rebuild(t, plan, t->snap.step, t->snap.state);
         if (status == MPT_OK)
             break;
         /* A second failure while rebuilding: drop that device too and
          * plan again; any other failure ends the run. */
-        int again = lost_device(t);
+        int again = faulted_device(t, faults);
         if (again < 0) {
             status = mpt__fail(status, "device %d failed (%s: %s); rebuilding on %s failed: %s",
                                device, reason, first, out->plan, mpt_last_error());
@@ -185,6 +190,7 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
         count_failure(t, again, "lost");
     }
     mpt__plan_free(plan);
+    free(faults);
     if (status < 0)
         return status;
     out->replayed = failed_step - t->snap.step;
