@@ -92,11 +92,14 @@ static void deadline_in(struct timespec *until, double seconds)
     until->tv_nsec = (long)((end - (double)until->tv_sec) * 1e9);
 }
 
-/* Waits for every local worker of the job; after the first training step,
- * for at most the deadline before the watchdog steps in. */
+/* Waits for every local worker of the job; for a training step after the
+ * first, for at most the deadline before the watchdog steps in. */
 static void wait_job(mpt__engine_t *e)
 {
-    int phase = e->trained_once && e->job_deadline_s > 0 ? 1 : 0; /* 1: deadline, 2: grace */
+    /* Training steps only: an evaluation's job covers the whole set, and
+     * its length is not a step's. */
+    int phase = e->kind == JOB_TRAIN && e->trained_once && e->job_deadline_s > 0 ? 1 : 0;
+    /* phase 1: to the deadline, 2: the grace after the abort, 0: untimed */
     struct timespec until;
     if (phase)
         deadline_in(&until, e->job_deadline_s);
