@@ -55,8 +55,8 @@ int mpt__engine_create_ranks(const mpt__model_t *model, mpt_device_t *const *dev
                              mpt__engine_t **out);
 void mpt__engine_free(mpt__engine_t *e);
 /* The deadline of every wait on another rank (mpt__transport_t.timeout_s):
- * past it the step fails naming the rank.  Also the deadline of each local
- * worker's job after the first training step: a worker past it is given
+ * past it the step fails naming the rank.  In one process, also the deadline
+ * of each worker's training step after the first: a worker past it is given
  * up as hung (its device's injected hang returns; a real driver hang
  * keeps its thread, and freeing the engine then waits for it). */
 void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds);

@@ -97,8 +97,10 @@ static void deadline_in(struct timespec *until, double seconds)
 static void wait_job(mpt__engine_t *e)
 {
     /* Training steps only: an evaluation's job covers the whole set, and
-     * its length is not a step's. */
-    int phase = e->kind == JOB_TRAIN && e->trained_once && e->job_deadline_s > 0 ? 1 : 0;
+     * its length is not a step's.  In one process only: across ranks the
+     * transport's own deadline names the rank that stopped answering. */
+    int phase = e->kind == JOB_TRAIN && e->nranks == 1 && e->trained_once &&
+                e->job_deadline_s > 0 ? 1 : 0;
     /* phase 1: to the deadline, 2: the grace after the abort, 0: untimed */
     struct timespec until;
     if (phase)

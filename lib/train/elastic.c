@@ -106,8 +106,14 @@ int mpt__elastic_snapshot(mpt__elastic_t *el, mpt_trainer_t *t, const mpt_data_p
     if (el->chosen && el->steps > 0) {
         double step_s = el->steps_s / (double)el->steps;
         double every = step_s > 0 ? ceil(el->copy_s / (SNAPSHOT_SHARE * step_s)) : 1;
+        uint64_t was = el->every;
         el->every = every < 1 ? 1 : every > SNAPSHOT_MAX_EVERY ? SNAPSHOT_MAX_EVERY
                                                                : (uint64_t)every;
+        if (el->every != was || el->snapshots == 2)
+            mpt__log(MPT_LOG_INFO, "elastic: a snapshot of %zu floats copied in %.3f ms, a step "
+                     "%.3f ms: a snapshot every %llu step(s) (under %.0f%% of the step time)",
+                     3 * t->model->param_floats, el->copy_s * 1e3, step_s * 1e3,
+                     (unsigned long long)el->every, SNAPSHOT_SHARE * 100);
     }
     el->last = t->snap.step, el->steps_s = 0, el->steps = 0;
     return MPT_OK;
