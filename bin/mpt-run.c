@@ -164,9 +164,15 @@ static int run_job(char **argv, verdict *v)
     close(fds[1]);
     FILE *in = fdopen(fds[0], "r");
     char line[4096];
-    while (in && fgets(line, sizeof line, in)) {
-        fputs(line, stderr);
-        scan_line(line, v);
+    for (;;) {
+        if (in && fgets(line, sizeof line, in)) {
+            fputs(line, stderr);
+            scan_line(line, v);
+        } else if (in && ferror(in) && errno == EINTR) {
+            clearerr(in);
+        } else {
+            break;
+        }
     }
     if (in)
         fclose(in);
@@ -235,6 +241,8 @@ int main(int argc, char **argv)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* the read of mpirun's stderr goes on: mpirun must not get
+                               * SIGPIPE while it stops the ranks */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

@@ -6,6 +6,8 @@
 #   finishes every step, exit 0; the time from the kill to the first
 #   checkpoint written after the restart is printed (not asserted: the
 #   machine is shared);
+# - Ctrl-C (SIGINT to mpt-run) reaches the ranks through mpirun: they stop
+#   at a step with a checkpoint, and nothing is restarted;
 # - without --checkpoint in the program's arguments: usage error (exit 2);
 # - a failure that is no death (mpt-train cannot read its model) is not
 #   restarted: exit 1 and no restart line.
@@ -82,6 +84,28 @@ else
     else
         fail "kill rank 1" "exit $rc; $(grep mpt-run "$out" "$err" | head -n 3)"
     fi
+fi
+
+rm -rf "$tmp/ck" "$tmp/m.jsonl"
+"$supervisor" --np 2 --mpirun-args "$margs" -- "$train" --steps 100000 --batch 64 \
+    --schedule constant --rebalance-after 0 --checkpoint "$tmp/ck" --metrics "$tmp/m.jsonl" \
+    >"$out" 2>"$err" </dev/null &
+job=$!
+for _ in $(seq 1 3000); do
+    [ -f "$tmp/m.jsonl" ] && [ "$(grep -c '"loss"' "$tmp/m.jsonl")" -ge 3 ] && break
+    sleep 0.1
+done
+kill -INT "$job"
+( sleep 300; kill -9 "$job" 2>/dev/null ) &
+watchdog=$!
+wait "$job"
+rc=$?
+kill "$watchdog" 2>/dev/null
+if [ "$rc" -ne 0 ] && grep -q "stopped by signal .* checkpoint written" "$err" &&
+    [ -f "$tmp/ck/checkpoint.safetensors" ] && ! grep -q "restart" "$out"; then
+    ok "SIGINT: the ranks stop with a checkpoint, no restart (exit $rc)"
+else
+    fail "SIGINT" "exit $rc"
 fi
 
 run 60 "$supervisor" --np 2 -- "$train" --steps 2
