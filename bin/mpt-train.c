@@ -103,8 +103,17 @@ static void usage(FILE *f)
             "      --allow-other-data    resume although the checkpoint was written for\n"
             "                            other data (checked by size and a CRC-32)\n"
             "      --comm-timeout S      under mpirun: a rank that does not answer for S\n"
-            "                            seconds (stopped, hung) ends the job, naming it\n"
+            "                            seconds (stopped, hung) ends the job, naming it;\n"
+            "                            a device whose step takes longer is hung (--elastic)\n"
             "                            (default 300, or 100 predicted steps if longer)\n"
+            "      --elastic             when a device fails (an OpenCL error, a lost device,\n"
+            "                            a job past --comm-timeout), drop it, plan again on\n"
+            "                            the others, restore the last snapshot and go on\n"
+            "                            (default with a plan of several devices in one\n"
+            "                            process; docs/elastic.md)\n"
+            "      --no-elastic          end the run at a device failure instead\n"
+            "      --snapshot-every N    elastic: copy the state to host memory every N steps\n"
+            "                            (default: chosen so that it costs under 2%% of a step)\n"
             "      --timing              measure the device's busy time (OpenCL profiling\n"
             "                            events) and report it per epoch and in metrics\n"
             "                            (always on with several devices)\n"
@@ -131,7 +140,7 @@ static void parse(int argc, char **argv, options *o)
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
            O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
-           O_REBALANCE, O_SAVE_CAL };
+           O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -160,6 +169,8 @@ static void parse(int argc, char **argv, options *o)
         {"trace", required_argument, NULL, O_TRACE},
         {"rebalance-after", required_argument, NULL, O_REBALANCE},
         {"save-calibration", no_argument, NULL, O_SAVE_CAL},
+        {"elastic", no_argument, NULL, O_ELASTIC}, {"no-elastic", no_argument, NULL, O_NO_ELASTIC},
+        {"snapshot-every", required_argument, NULL, O_SNAPSHOT},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -245,6 +256,11 @@ static void parse(int argc, char **argv, options *o)
             o->fit.rebalance_after = tool_parse_count("--rebalance-after", optarg, 0);
             break;
         case O_SAVE_CAL: o->fit.save_calibration = 1; break;
+        case O_ELASTIC: o->fit.elastic = 1; break;
+        case O_NO_ELASTIC: o->fit.elastic = -1; break;
+        case O_SNAPSHOT:
+            o->fit.snapshot_every = tool_parse_count("--snapshot-every", optarg, 1);
+            break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); exit(TOOL_EXIT_OK);
         case 'V': printf("mpt-train (mpt) %s\n", mpt_version()); exit(TOOL_EXIT_OK);
@@ -336,6 +352,18 @@ static void on_replan(void *ctx, uint64_t step, const char *old_plan, double old
     printf("step %" PRIu64 ": calibrated %s predicted %.2f ms; re-planned %s predicted %.2f ms: "
            "%s\n", step, old_plan, old_s * 1e3, new_plan, new_s * 1e3,
            moved ? "moved" : "kept the plan");
+    fflush(stdout);
+}
+
+static void on_recover(void *ctx, uint64_t step, int device, const char *reason,
+                       const char *plan, uint64_t replayed, double seconds_lost)
+{
+    printer *p = ctx;
+    if (p->tty)
+        fprintf(stderr, "\r\033[K");
+    printf("device %d failed (%s): recovered on %s from the snapshot of step %" PRIu64
+           ", %" PRIu64 " step(s) to train again, %.2f s lost\n",
+           device, reason, plan, step, replayed, seconds_lost);
     fflush(stdout);
 }
 
@@ -484,7 +512,7 @@ int main(int argc, char **argv)
     }
     printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
-    o.fit.on_replan = on_replan;
+    o.fit.on_replan = on_replan, o.fit.on_recover = on_recover;
     o.fit.stop = &stop_signal;
     catch_stop_signals();
     int status = mpt_trainer_fit(t, data, &o.fit);

@@ -63,7 +63,8 @@ extern "C" {
     X(ERR_DIVERGED, -16, "training diverged: a loss or gradient is not finite") \
     X(ERR_EXISTS, -17, "would replace existing work")                          \
     X(ERR_STOPPED, -18, "stopped by a signal")                                 \
-    X(ERR_TIMEOUT, -19, "a peer did not answer in time")
+    X(ERR_TIMEOUT, -19, "a peer did not answer in time")                       \
+    X(ERR_DEVICE_LOST, -20, "a device was lost or hung")
 
 typedef enum {
 #define MPT__STATUS_ENUM(name, code, text) MPT_##name = code,
@@ -1010,6 +1011,23 @@ typedef struct {
                                 * cache (mpt_profile_save_calibration) (0) */
     void (*on_replan)(void *ctx, uint64_t step, const char *old_plan, double old_step_s,
                       const char *new_plan, double new_step_s, int moved);
+    /* Elastic training in one process (docs/elastic.md): when a step fails
+     * because of a device (an OpenCL error, a lost device, a job past the
+     * deadline config.comm_timeout_s), the trainer drops the device, plans
+     * on the survivors with `replan` (or a default request) over `cluster`,
+     * restores the newest in-memory snapshot, moves the data back to its
+     * step and goes on; a device whose first failure was a plain OpenCL
+     * error is tried once more, a second failure (or a loss or hang) drops
+     * it for the rest of the run.  Logged (WARN), in the metrics ({"step":
+     * N, "recovered": {...}}) and through on_recover.  When no device
+     * survives, or the model fits none of the survivors, the run ends with
+     * the snapshot written to the checkpoint (when set) and the error. */
+    int elastic;               /* 0: on when the plan has more than one device and
+                                * `cluster` is set (default); 1: on; -1: off */
+    uint64_t snapshot_every;   /* host snapshot every N steps; 0: chosen so that the
+                                * copy costs under 2% of the step time (default) */
+    void (*on_recover)(void *ctx, uint64_t step, int device, const char *reason,
+                       const char *new_plan, uint64_t replayed, double seconds_lost);
 } mpt_fit_options_t;
 
 /** Fills the defaults shown above. */
@@ -1057,6 +1075,15 @@ MPT_API double mpt_trainer_predicted_step(const mpt_trainer_t *trainer);
 MPT_API int mpt_metrics_replan(mpt_metrics_t *metrics, uint64_t step, const char *old_plan,
                                double old_step_s, const char *new_plan, double new_step_s,
                                int moved);
+
+/** One line for an elastic recovery (mpt_trainer_fit): {"step": N,
+ *  "recovered": {"device": D, "reason": ..., "plan": ..., "replayed": K,
+ *  "seconds_lost": S}}: N is the step the run went back to, K the steps
+ *  trained again, S the wall time from the failure to the restored state
+ *  plus the time of the steps thrown away. */
+MPT_API int mpt_metrics_recovered(mpt_metrics_t *metrics, uint64_t step, int device,
+                                  const char *reason, const char *plan, uint64_t replayed,
+                                  double seconds_lost);
 
 /** Writes the trainer's trace (mpt_trainer_set_trace) to path on rank 0 of
  *  a job, to path.rankK on rank K (each rank records its own devices).

@@ -27,6 +27,12 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
     [MPT_ENV_FAIL_LAUNCH] = {"MPT_FAIL_LAUNCH", "",
                              "testing: DEVICE:N makes every kernel launch on device index "
                              "DEVICE fail after its first N launches"},
+    [MPT_ENV_FAIL_DEVICE] = {"MPT_FAIL_DEVICE", "",
+                             "testing: DEVICE:N:lost makes every operation (launch, GEMM, "
+                             "buffer read/write/copy, finish) on device index DEVICE fail "
+                             "after its first N as a lost device; DEVICE:N:hang makes the "
+                             "N+1-th block until the engine's deadline gives it up; several "
+                             "items separated by commas"},
     [MPT_ENV_POCL_CACHE_DIR] = {"POCL_CACHE_DIR", "",
                                 "PoCL's kernel cache; under mpirun, when unset, each local rank "
                                 "gets $XDG_CACHE_HOME/mpt/pocl-local-rank-K"},

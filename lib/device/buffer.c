@@ -60,6 +60,8 @@ int mpt_buffer_write(mpt_buffer_t *buf, size_t offset, const void *src, size_t b
     int status = check_range(buf, offset, bytes, "mpt_buffer_write");
     if (status < 0 || bytes == 0)
         return status;
+    if ((status = mpt__device_health(buf->dev, "writing a buffer")) < 0)
+        return status;
     cl_int err =
         clEnqueueWriteBuffer(buf->dev->queue, buf->mem, CL_TRUE, offset, bytes, src, 0, NULL, NULL);
     return err == CL_SUCCESS ? MPT_OK
@@ -71,6 +73,8 @@ int mpt_buffer_read(const mpt_buffer_t *buf, size_t offset, void *dst, size_t by
 {
     int status = check_range(buf, offset, bytes, "mpt_buffer_read");
     if (status < 0 || bytes == 0)
+        return status;
+    if ((status = mpt__device_health(buf->dev, "reading a buffer")) < 0)
         return status;
     cl_int err =
         clEnqueueReadBuffer(buf->dev->queue, buf->mem, CL_TRUE, offset, bytes, dst, 0, NULL, NULL);
@@ -86,6 +90,9 @@ int mpt_buffer_copy(mpt_buffer_t *dst, size_t dst_offset, const mpt_buffer_t *sr
     if ((status = check_range(dst, dst_offset, bytes, "mpt_buffer_copy (destination)")) < 0 ||
         (status = check_range(src, src_offset, bytes, "mpt_buffer_copy (source)")) < 0 ||
         bytes == 0)
+        return status;
+    if ((status = mpt__device_health(src->dev, "copying a buffer")) < 0 ||
+        (dst->dev != src->dev && (status = mpt__device_health(dst->dev, "copying a buffer")) < 0))
         return status;
     if (dst->dev->context == src->dev->context) {
         cl_int err = clEnqueueCopyBuffer(dst->dev->queue, src->mem, dst->mem, src_offset,

@@ -446,6 +446,9 @@ const char *mpt_device_identity(const mpt_device_t *dev)
 
 int mpt_device_finish(mpt_device_t *dev)
 {
+    int status = mpt__device_health(dev, "finishing the queue");
+    if (status < 0)
+        return status;
     cl_int err = clFinish(dev->queue);
     return err == CL_SUCCESS ? MPT_OK
                              : mpt__fail_cl(err, "clFinish on device %d (%s)", dev->info.index,

@@ -41,6 +41,13 @@ struct mpt_device {
     size_t ones_len;
     cl_mem scalar;       /* one float for results read back (nrm2), made on first use */
     double host_seconds; /* host GEMM time, counted like events while timing is on */
+    /* Health (health.c): device operations counted for MPT_FAIL_DEVICE, a
+     * device found lost fails every later operation, and a hung one waits
+     * until the engine's watchdog gives it up. */
+    unsigned long ops;
+    unsigned long faults; /* injected failures so far (MPT_FAIL_DEVICE, MPT_FAIL_LAUNCH) */
+    int lost;
+    _Atomic int given_up;
 };
 
 struct mpt_devices {
@@ -114,6 +121,19 @@ void mpt__device_blas_begin(mpt_device_t *dev);
 /* The routine's event (NULL when it failed): timed from the begin marker
  * when there is one, else alone. */
 void mpt__device_blas_event(mpt_device_t *dev, cl_event ev);
+
+/* health.c: the fault injection of MPT_FAIL_DEVICE=DEVICE:N:KIND, called
+ * by every device operation (kernel launch, GEMM, buffer read, write,
+ * copy, finish) before it runs.  KIND lost: from the operation after the
+ * N-th on, every operation on device index DEVICE fails with
+ * MPT_ERR_DEVICE_LOST; hang: that operation blocks, as a driver that never
+ * returns would, until mpt__device_give_up (the engine's watchdog), then
+ * fails with MPT_ERR_DEVICE_LOST.  Several items separated by commas.
+ * MPT_OK when nothing is injected. */
+int mpt__device_health(mpt_device_t *dev, const char *what);
+/* Gives a hung device up: its blocked operation returns (an injected hang
+ * only; a real driver hang keeps its thread). */
+void mpt__device_give_up(mpt_device_t *dev);
 
 /* Frees the program cache of a device. */
 void mpt__device_programs_free(mpt_device_t *dev);

@@ -79,6 +79,9 @@ int mpt__gemm(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, s
     if (k == 0)
         return mpt__fail(MPT_ERR_INVALID, "GEMM %zux%zux0 on device %d: k must be > 0", m, n,
                          dev->info.index);
+    int health = mpt__device_health(dev, "GEMM");
+    if (health < 0)
+        return health;
     if (dev->gemm_host)
         return mpt__gemm_host(dev, trans_a, trans_b, m, n, k, alpha, a, &a_off, lda, b, &b_off,
                               ldb, beta, c, &c_off, ldc, 1);
@@ -100,6 +103,9 @@ int mpt__gemm_batched(mpt_device_t *dev, int trans_a, int trans_b, size_t m, siz
     if (k == 0)
         return mpt__fail(MPT_ERR_INVALID, "batched GEMM on device %d: k must be > 0",
                          dev->info.index);
+    int health = mpt__device_health(dev, "batched GEMM");
+    if (health < 0)
+        return health;
     if (dev->gemm_host)
         return mpt__gemm_host(dev, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off,
                               ldb, beta, c, c_off, ldc, count);

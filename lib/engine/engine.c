@@ -332,6 +332,8 @@ int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
 int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, size_t count,
                          double *loss_sum, double *correct)
 {
+    if (!e) /* a trainer whose engine is gone (no device left) */
+        return mpt__fail(MPT_ERR_ABORTED, "no engine: its devices failed");
     e->x = x, e->y = y, e->count = count;
     int status = mpt__eng_run_job(e, JOB_EVAL);
     *loss_sum = 0, *correct = 0;
@@ -352,6 +354,8 @@ static const worker_t *logits_worker(const mpt__engine_t *e)
 
 int mpt__engine_logits(mpt__engine_t *e, const float *x, size_t count, float *logits)
 {
+    if (!e)
+        return mpt__fail(MPT_ERR_ABORTED, "no engine: its devices failed");
     e->x = x, e->y = NULL, e->count = count, e->logits = logits;
     int status = mpt__eng_run_job(e, JOB_LOGITS);
     e->logits = NULL;
@@ -411,7 +415,7 @@ int mpt__engine_write_params(mpt__engine_t *e, const float *in) { return state_i
 int mpt__engine_read_slot(mpt__engine_t *e, int slot, float *out) { return state_io(e, slot & 1, out, NULL); }
 int mpt__engine_write_slot(mpt__engine_t *e, int slot, const float *in) { return state_io(e, slot & 1, NULL, in); }
 uint64_t mpt__engine_step(const mpt__engine_t *e) { return e->step; }
-size_t mpt__engine_worker_count(const mpt__engine_t *e) { return e->nworkers; }
+size_t mpt__engine_worker_count(const mpt__engine_t *e) { return e ? e->nworkers : 0; }
 
 void mpt__engine_set_step(mpt__engine_t *e, uint64_t step)
 {
@@ -423,6 +427,8 @@ void mpt__engine_set_step(mpt__engine_t *e, uint64_t step)
 
 void mpt__engine_set_tracing(mpt__engine_t *e, int on)
 {
+    if (!e)
+        return;
     if (on && !e->tracing) { /* a new trace: forget the spans of an earlier one */
         e->trace_t0 = mpt__now();
         for (size_t i = 0; i < e->nworkers; i++) {
@@ -440,6 +446,8 @@ int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
     mpt__trace_t *t = NULL;
     char track[160];
     int status;
+    if (!e)
+        return mpt__fail(MPT_ERR_ABORTED, "no engine: its devices failed");
     MPT_TRY(mpt__trace_new(e->trace_t0, &t));
     for (size_t i = 0; i < e->nworkers; i++) {
         const worker_t *w = &e->w[i];

@@ -55,7 +55,10 @@ int mpt__engine_create_ranks(const mpt__model_t *model, mpt_device_t *const *dev
                              mpt__engine_t **out);
 void mpt__engine_free(mpt__engine_t *e);
 /* The deadline of every wait on another rank (mpt__transport_t.timeout_s):
- * past it the step fails naming the rank.  No effect in one process. */
+ * past it the step fails naming the rank.  In one process, also the deadline
+ * of each worker's training step after the first: a worker past it is given
+ * up as hung (its device's injected hang returns; a real driver hang
+ * keeps its thread, and freeing the engine then waits for it). */
 void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds);
 
 /* One training step: the same contract as mpt__executor_train_step. */
@@ -79,6 +82,12 @@ int mpt__engine_read_slot(mpt__engine_t *e, int slot, float *out);
 int mpt__engine_write_slot(mpt__engine_t *e, int slot, const float *in);
 uint64_t mpt__engine_step(const mpt__engine_t *e);
 void mpt__engine_set_step(mpt__engine_t *e, uint64_t step);
+
+/* After a failed job: 1 and the plan device id and the reason ("lost": the
+ * device is gone, "hang": its job passed the deadline, "error": an OpenCL
+ * or BLAS error) when a device of this process caused it; 0 when nothing
+ * failed or no device is to blame (host memory, another rank). */
+int mpt__engine_failed_device(const mpt__engine_t *e, int *device, const char **reason);
 
 size_t mpt__engine_worker_count(const mpt__engine_t *e);
 /* Worker i's device when this rank runs it, else NULL. */

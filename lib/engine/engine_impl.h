@@ -126,6 +126,8 @@ struct worker {
     mpt__spans_t spans, rspans; /* the worker's and its reducer's (tracing only): "forward",
                                  * "backward", "recv", "tied", "allreduce" */
     /* results of the job */
+    unsigned long done_generation; /* the last job it finished (the watchdog's view) */
+    int timed_out;             /* the watchdog gave it up in this job (a hang) */
     int status;
     char error[512];
     double loss_sum, correct, norm, step_s;
@@ -144,6 +146,13 @@ struct mpt__engine {
     const mpt_topology_t *topo;
     const mpt_cluster_t *cluster;
     int failed;
+    /* health (workers.c): the deadline of a local worker's job once the first
+     * training step is done (kernel builds are not hangs), and what made
+     * the engine fail: the plan device id, or -1 when no device is to blame */
+    double job_deadline_s;
+    int trained_once;
+    int failed_device;
+    const char *failed_reason; /* "hang", "lost" or "error" */
     /* the current job */
     pthread_mutex_t lock;
     pthread_cond_t go, done;

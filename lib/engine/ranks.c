@@ -197,6 +197,8 @@ int mpt__eng_make_transport(mpt__engine_t *e, const mpt__engine_ranks_t *ranks)
 
 void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds)
 {
+    if (e)
+        e->job_deadline_s = seconds;
     if (e && e->t)
         e->t->timeout_s = seconds;
 }

@@ -7,8 +7,11 @@
  * it caused) is the engine's, and an engine that failed refuses further
  * work, since its replicas may be out of step.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "engine/engine_impl.h"
 
@@ -55,6 +58,7 @@ void *mpt__eng_worker_main(void *arg)
             mpt__eng_worker_fail(w, status);
         w->step_s = mpt__now() - t0;
         pthread_mutex_lock(&e->lock);
+        w->done_generation = seen;
         e->finished++;
         pthread_cond_broadcast(&e->done);
         pthread_mutex_unlock(&e->lock);
@@ -62,8 +66,88 @@ void *mpt__eng_worker_main(void *arg)
     return NULL;
 }
 
+/* The watchdog, with e->lock held.  Past the deadline the transport is
+ * aborted first, so that workers waiting on a peer return; those that
+ * still have not finished a grace period later are the hung ones: given
+ * up, their devices told so. */
+static void give_up_hung(mpt__engine_t *e)
+{
+    for (size_t i = 0; i < e->nworkers; i++) {
+        worker_t *w = &e->w[i];
+        if (w->local && w->done_generation != e->generation) {
+            w->timed_out = 1;
+            mpt__device_give_up(w->dev);
+        }
+    }
+}
+
+/* How long workers waiting on a peer get to return after the abort. */
+#define HANG_GRACE_S 0.5
+
+static void deadline_in(struct timespec *until, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, until); /* the condition's clock */
+    double end = (double)until->tv_sec + until->tv_nsec * 1e-9 + seconds;
+    until->tv_sec = (time_t)end;
+    until->tv_nsec = (long)((end - (double)until->tv_sec) * 1e9);
+}
+
+/* Waits for every local worker of the job; for a training step after the
+ * first, for at most the deadline before the watchdog steps in. */
+static void wait_job(mpt__engine_t *e)
+{
+    /* Training steps only: an evaluation's job covers the whole set, and
+     * its length is not a step's.  In one process only: across ranks the
+     * transport's own deadline names the rank that stopped answering. */
+    int phase = e->kind == JOB_TRAIN && e->nranks == 1 && e->trained_once &&
+                e->job_deadline_s > 0 ? 1 : 0;
+    /* phase 1: to the deadline, 2: the grace after the abort, 0: untimed */
+    struct timespec until;
+    if (phase)
+        deadline_in(&until, e->job_deadline_s);
+    while (e->finished < e->nlocal) {
+        if (!phase) {
+            pthread_cond_wait(&e->done, &e->lock);
+        } else if (pthread_cond_timedwait(&e->done, &e->lock, &until) == ETIMEDOUT) {
+            if (phase == 1) {
+                char why[160];
+                snprintf(why, sizeof why, "a job passed the %.1f s deadline", e->job_deadline_s);
+                mpt__transport_abort(e->t, MPT_ERR_DEVICE_LOST, why);
+                deadline_in(&until, HANG_GRACE_S);
+                phase = 2;
+            } else {
+                give_up_hung(e);
+                phase = 0; /* then waits for the given-up workers to return */
+            }
+        }
+    }
+}
+
+/* What failed the job: the device and the kind of fault, or none. */
+static void classify(mpt__engine_t *e, const worker_t *first)
+{
+    e->failed_device = -1, e->failed_reason = NULL;
+    if (first->timed_out)
+        e->failed_reason = "hang";
+    else if (first->status == MPT_ERR_DEVICE_LOST)
+        e->failed_reason = "lost";
+    else if (first->status == MPT_ERR_OPENCL || first->status == MPT_ERR_BLAS ||
+             first->status == MPT_ERR_BUILD)
+        e->failed_reason = "error";
+    if (e->failed_reason)
+        e->failed_device = first->device;
+}
+
+int mpt__engine_failed_device(const mpt__engine_t *e, int *device, const char **reason)
+{
+    if (!e || !e->failed || e->failed_device < 0)
+        return 0;
+    *device = e->failed_device, *reason = e->failed_reason;
+    return 1;
+}
+
 /* Posts a job to every worker and waits; the first real failure (not the
- * aborts it caused) is the engine's. */
+ * aborts it caused; a hung worker first of all) is the engine's. */
 int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
 {
     if (e->failed)
@@ -73,19 +157,23 @@ int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
     e->finished = 0;
     e->generation++;
     pthread_cond_broadcast(&e->go);
-    while (e->finished < e->nlocal)
-        pthread_cond_wait(&e->done, &e->lock);
+    wait_job(e);
     pthread_mutex_unlock(&e->lock);
     const worker_t *first = NULL;
     for (size_t i = 0; i < e->nworkers; i++) {
         const worker_t *w = &e->w[i];
-        if (w->local && w->status < 0 && (!first || (first->status == MPT_ERR_ABORTED &&
-                                                     w->status != MPT_ERR_ABORTED)))
+        if (w->local && (w->status < 0 || w->timed_out) &&
+            (!first || (!first->timed_out && (w->timed_out || (first->status == MPT_ERR_ABORTED &&
+                                                               w->status != MPT_ERR_ABORTED)))))
             first = w;
     }
-    if (!first)
+    if (!first) {
+        if (kind == JOB_TRAIN)
+            e->trained_once = 1;
         return e->nranks > 1 ? mpt__eng_exchange_results(e) : MPT_OK;
+    }
     e->failed = 1;
+    classify(e, first);
     char where[32] = "";
     if (e->nranks > 1) /* the other ranks wait: the caller must end the process (mpt.h) */
         snprintf(where, sizeof where, "rank %d of %d, ", e->rank, e->nranks);

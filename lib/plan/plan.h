@@ -264,6 +264,12 @@ int mpt__plan_from_json(const char *text, const char *where, size_t nlayers, siz
  * configuration. */
 int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
                    mpt__plan_t **out);
+/* The same on the devices of the cluster not flagged in excluded (one
+ * byte per cluster device; NULL: none): re-planning onto the survivors of
+ * a failed device (train/elastic.c).  MPT_ERR_NO_DEVICE when none is left. */
+int mpt__plan_make_excluding(const mpt__model_t *m, const mpt_cluster_t *c,
+                             const mpt_plan_request_t *req, const unsigned char *excluded,
+                             mpt__plan_t **out);
 
 /* The simulated step of the best uniform split (equal layers per stage,
  * equal batch per replica, equal tensor fractions) over the same shapes of

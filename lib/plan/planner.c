@@ -907,6 +907,13 @@ static int device_speeds(const mpt__model_cost_t *mc, const mpt_cluster_t *c, si
 int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan_request_t *req,
                    mpt__plan_t **out)
 {
+    return mpt__plan_make_excluding(m, c, req, NULL, out);
+}
+
+int mpt__plan_make_excluding(const mpt__model_t *m, const mpt_cluster_t *c,
+                             const mpt_plan_request_t *req, const unsigned char *excluded,
+                             mpt__plan_t **out)
+{
     int status = MPT_OK;
     mpt__model_cost_t mc = {0};
     size_t n = mpt_cluster_device_count(c), nalts = 0, nallowed = 0;
@@ -937,7 +944,13 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
     /* 0. Which devices: the request's (all by default), then the subsets
      * worth trying (subsets.c), all of them first. */
     for (size_t i = 0; i < n; i++)
-        allowed[nallowed++] = i;
+        if (!excluded || !excluded[i])
+            allowed[nallowed++] = i;
+    if (nallowed == 0) {
+        status = mpt__fail(MPT_ERR_NO_DEVICE, "no device of the %zu left to plan on (every one "
+                           "excluded)", n);
+        goto out;
+    }
     MPT_TRY(device_speeds(&mc, c, req->batch, speed));
     if (req->all_devices) {
         if (!(S.subsets = calloc(1, sizeof *S.subsets)) ||
@@ -945,8 +958,8 @@ int mpt__plan_make(const mpt__model_t *m, const mpt_cluster_t *c, const mpt_plan
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
             goto out;
         }
-        memcpy(S.subsets[0].devices, allowed, n * sizeof *allowed);
-        S.subsets[0].n = n, S.nsubsets = 1;
+        memcpy(S.subsets[0].devices, allowed, nallowed * sizeof *allowed);
+        S.subsets[0].n = nallowed, S.nsubsets = 1;
         snprintf(S.subsets[0].why, sizeof S.subsets[0].why, "all devices");
     } else
         MPT_TRY(mpt__plan_subsets(c, allowed, nallowed, speed, &S.subsets, &S.nsubsets));

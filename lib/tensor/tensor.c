@@ -103,6 +103,7 @@ static int injected_failure(mpt_device_t *dev, const char *kernel)
     if (!spec[0] || sscanf(spec, "%d:%lu", &index, &after) != 2 || index != dev->info.index ||
         dev->launches <= after)
         return MPT_OK;
+    dev->faults++; /* device/health.c: elastic training tells who failed */
     return mpt__fail(MPT_ERR_OPENCL, "launching %s on device %d: injected failure "
                      "(MPT_FAIL_LAUNCH=%s, launch %lu)", kernel, dev->info.index, spec,
                      dev->launches);
@@ -114,7 +115,7 @@ int mpt__launch(mpt_device_t *dev, const char *program, const char *kernel, size
     cl_kernel k;
     cl_int err;
     int status = mpt__device_kernel(dev, program, kernel, &k);
-    if (status < 0)
+    if (status < 0 || (status = mpt__device_health(dev, kernel)) < 0)
         return status;
     for (int i = 0; i < nargs; i++) {
         err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].ptr);

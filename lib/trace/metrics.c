@@ -191,6 +191,21 @@ int mpt_metrics_replan(mpt_metrics_t *m, uint64_t step, const char *old_plan, do
     return end_line(m);
 }
 
+int mpt_metrics_recovered(mpt_metrics_t *m, uint64_t step, int device, const char *reason,
+                          const char *plan, uint64_t replayed, double seconds_lost)
+{
+    FILE *f = m->f;
+    fprintf(f, "{\"step\": %" PRIu64 ", \"recovered\": {\"device\": %d, \"reason\": ", step,
+            device);
+    put_string(f, reason);
+    fputs(", \"plan\": ", f);
+    put_string(f, plan);
+    fprintf(f, ", \"replayed\": %" PRIu64, replayed);
+    put_number(f, "seconds_lost", "%.3f", seconds_lost);
+    fputc('}', f);
+    return end_line(m);
+}
+
 int mpt_metrics_eval(mpt_metrics_t *m, uint64_t step, uint64_t epoch, const char *name,
                      double loss, double accuracy)
 {

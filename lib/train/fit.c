@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "train/elastic.h"
 #include "train/trainer.h"
 
 void mpt_fit_options_default(mpt_fit_options_t *o)
@@ -27,6 +28,8 @@ void mpt_fit_options_default(mpt_fit_options_t *o)
     o->log_every = 1;
     o->rebalance_after = 20;
     o->rebalance_margin = 0.10;
+    o->elastic = 0;        /* on for a plan of several devices */
+    o->snapshot_every = 0; /* chosen from the measured copy and step times */
 }
 
 uint64_t mpt_fit_total_steps(const mpt_fit_options_t *o, const mpt_data_t *data)
@@ -46,7 +49,24 @@ typedef struct {
     /* the epoch so far */
     double t0, loss_sum, busy_s, blas_s;
     uint64_t steps;
+    /* elastic training (elastic.c) and the epoch's sums at its snapshot */
+    mpt__elastic_t el;
+    double snap_loss_sum;
+    uint64_t snap_steps;
 } fit_run;
+
+/* The per-device figures sized for the trainer's engine (after a move). */
+static int fit_size_devices(fit_run *r)
+{
+    size_t n = mpt_trainer_device_count(r->t);
+    mpt_device_step_t *grown = realloc(r->devices, (n + 1) * sizeof *grown);
+    if (!grown)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    r->devices = grown, r->ndevices = n;
+    for (size_t i = 0; i < n; i++)
+        MPT_TRY_RETURN(mpt_trainer_device_stats(r->t, i, &r->devices[i]));
+    return MPT_OK;
+}
 
 static int fit_report(fit_run *r, uint64_t epoch)
 {
@@ -132,20 +152,49 @@ static int fit_rebalance(fit_run *r, uint64_t step)
     mpt__replan_t rp;
     MPT_TRY_RETURN(mpt__trainer_rebalance(r->t, o->cluster, o->replan, o->rebalance_margin,
                                           o->save_calibration, &rp));
-    if (rp.moved) { /* the new plan's workers */
-        size_t n = mpt_trainer_device_count(r->t);
-        mpt_device_step_t *grown = realloc(r->devices, (n + 1) * sizeof *grown);
-        if (!grown)
-            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        r->devices = grown, r->ndevices = n;
-        for (size_t i = 0; i < n; i++)
-            MPT_TRY_RETURN(mpt_trainer_device_stats(r->t, i, &r->devices[i]));
-    }
+    if (rp.moved) /* the new plan's workers */
+        MPT_TRY_RETURN(fit_size_devices(r));
     if (r->metrics)
         MPT_TRY_RETURN(mpt_metrics_replan(r->metrics, step, rp.old_plan, rp.old_s, rp.new_plan,
                                           rp.new_s, rp.moved));
     if (o->on_replan)
         o->on_replan(o->ctx, step, rp.old_plan, rp.old_s, rp.new_plan, rp.new_s, rp.moved);
+    return MPT_OK;
+}
+
+/* A failed step or checkpoint (status): recovered from the snapshot when
+ * the run is elastic and a device is to blame (elastic.c), the event in
+ * the metrics and the data back at the snapshot's batch; *step is then the
+ * step the loop trains next.  Otherwise the failure, with the snapshot
+ * written to the checkpoint when no engine is left. */
+static int fit_recover(fit_run *r, int status, uint64_t *step)
+{
+    const mpt_fit_options_t *o = r->o;
+    mpt__recovery_t rec;
+    status = mpt__elastic_recover(&r->el, r->t, status, &rec);
+    if (status < 0) {
+        if (!r->t->eng && o->checkpoint) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", mpt_last_error());
+            int saved = mpt_trainer_save(r->t, o->checkpoint, &r->t->snap.next);
+            return mpt__fail(status, "%s; %s", why,
+                             saved == MPT_OK ? "the snapshot is written to the checkpoint: "
+                                               "resume it on other devices"
+                                             : "and writing the snapshot to the checkpoint "
+                                               "failed too");
+        }
+        return status;
+    }
+    MPT_TRY_RETURN(mpt_data_seek(r->data, &r->t->snap.next));
+    MPT_TRY_RETURN(fit_size_devices(r));
+    r->loss_sum = r->snap_loss_sum, r->steps = r->snap_steps;
+    *step = r->t->snap.step;
+    if (r->metrics)
+        MPT_TRY_RETURN(mpt_metrics_recovered(r->metrics, *step, rec.device, rec.reason,
+                                             rec.plan, rec.replayed, rec.seconds_lost));
+    if (o->on_recover)
+        o->on_recover(o->ctx, *step, rec.device, rec.reason, rec.plan, rec.replayed,
+                      rec.seconds_lost);
     return MPT_OK;
 }
 
@@ -161,7 +210,20 @@ static int fit_loop(fit_run *r, uint64_t total)
         mpt_data_position_t at;
         mpt_step_stats_t st;
         MPT_TRY_RETURN(mpt_data_next(r->data, step, &x, &y, &at));
-        MPT_TRY_RETURN(mpt_trainer_step(r->t, x, y, &st));
+        /* Snapshots at their interval and at each epoch's start, so that a
+         * recovery never replays an epoch's summary. */
+        if (mpt__elastic_due(&r->el, step) || (r->el.on && at.batch_index == 0)) {
+            MPT_TRY_RETURN(mpt__elastic_snapshot(&r->el, r->t, &at));
+            r->snap_loss_sum = r->loss_sum, r->snap_steps = r->steps;
+        }
+        r->el.failed_at = mpt__now();
+        int failed = mpt_trainer_step(r->t, x, y, &st);
+        if (failed < 0) {
+            MPT_TRY_RETURN(fit_recover(r, failed, &step));
+            step--; /* the loop's increment brings it back */
+            continue;
+        }
+        mpt__elastic_step_done(&r->el, mpt__now() - r->el.failed_at);
         if (!isfinite(st.loss) || (r->t->cfg.clip_norm > 0 && !isfinite(st.grad_norm)))
             return mpt__fail(MPT_ERR_DIVERGED,
                              "step %llu: the %s is %g: training diverged (a lower learning "
@@ -185,8 +247,14 @@ static int fit_loop(fit_run *r, uint64_t total)
         mpt_data_position_t next = {epoch_end ? at.epoch + 1 : at.epoch,
                                     epoch_end ? 0 : at.batch_index + 1};
         int saved = o->checkpoint && o->checkpoint_every && st.step % o->checkpoint_every == 0;
-        if (saved)
-            MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+        if (saved) {
+            int failed_save = mpt_trainer_save(r->t, o->checkpoint, &next);
+            if (failed_save < 0) { /* the previous checkpoint is intact (atomic writes) */
+                MPT_TRY_RETURN(fit_recover(r, failed_save, &step));
+                step--;
+                continue;
+            }
+        }
         if (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))
             MPT_TRY_RETURN(fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end,
                                         first_step));
@@ -298,6 +366,7 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
      * creation or the checkpoint's load. */
     mpt_step_report_t discard;
     MPT_TRY(mpt_trainer_report(t, &discard));
+    MPT_TRY(mpt__elastic_begin(&r.el, t, o));
     status = fit_loop(&r, total);
 out:;
     int closed = mpt_metrics_close(r.metrics);

@@ -136,6 +136,8 @@ out:
     return status;
 }
 
+static int adopt(mpt_trainer_t *t, mpt__plan_t *copy);
+
 int mpt_trainer_replan(mpt_trainer_t *t, const mpt_plan_t *plan)
 {
     mpt__plan_t *copy = NULL;
@@ -175,9 +177,21 @@ int mpt_trainer_replan(mpt_trainer_t *t, const mpt_plan_t *plan)
         goto out;
     }
     t->eng = e;
+    status = adopt(t, copy);
+    copy = NULL;
+out:
+    mpt__plan_free(copy);
+    for (int k = 0; k < 3; k++)
+        free(state[k]);
+    return status;
+}
+
+/* The trainer's engine runs `copy` now: the trainer owns it and predicts
+ * its step, calibrated when it can. */
+static int adopt(mpt_trainer_t *t, mpt__plan_t *copy)
+{
     mpt__plan_free(t->own_plan); /* after its engine */
     t->own_plan = copy, t->plan = copy;
-    copy = NULL;
     t->predicted_s = t->plan->predicted_step_s > 0 ? t->plan->predicted_step_s : NAN;
     if (t->cluster) { /* with the cluster's calibration, as mpt_trainer_calibrate */
         mpt__model_cost_t mc = {0};
@@ -188,12 +202,22 @@ int mpt_trainer_replan(mpt_trainer_t *t, const mpt_plan_t *plan)
         mpt__model_cost_free(&mc);
         mpt__clear_error();
     }
-    MPT_TRY(mpt__trainer_size_arrays(t));
-out:
-    mpt__plan_free(copy);
-    for (int k = 0; k < 3; k++)
-        free(state[k]);
-    return status;
+    return mpt__trainer_size_arrays(t);
+}
+
+int mpt__trainer_rebuild(mpt_trainer_t *t, const mpt__plan_t *p, uint64_t step,
+                         float *const state[3])
+{
+    mpt__plan_t *copy = NULL;
+    int status;
+    MPT_TRY_RETURN(copy_plan(t, p, &copy));
+    mpt__engine_free(t->eng); /* first: both at once may not fit the devices */
+    t->eng = NULL;
+    if ((status = engine_with_state(t, copy, step, state, &t->eng)) < 0) {
+        mpt__plan_free(copy);
+        return status;
+    }
+    return adopt(t, copy);
 }
 
 void mpt__plan_summary(const mpt__plan_t *p, char *buf, size_t size)
@@ -226,7 +250,7 @@ int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
      * (pinned dimensions stay pinned). */
     out->old_s = t->predicted_s;
     mpt__plan_summary(t->plan, out->old_plan, sizeof out->old_plan);
-    MPT_TRY(mpt__plan_make(t->model, cluster, request, &plan));
+    MPT_TRY(mpt__plan_make_excluding(t->model, cluster, request, t->excluded, &plan));
     out->new_s = plan->predicted_step_s;
     mpt__plan_summary(plan, out->new_plan, sizeof out->new_plan);
     /* 3. Moved only for a clear gain: a move costs a rebuild of every

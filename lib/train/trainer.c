@@ -319,6 +319,10 @@ void mpt_trainer_free(mpt_trainer_t *t)
     free(t->cal_sum);
     free(t->devs);
     free(t->rank_of);
+    free(t->failures);
+    free(t->excluded);
+    for (int k = 0; k < 3; k++)
+        free(t->snap.state[k]);
     free(t);
 }
 
@@ -429,7 +433,7 @@ int mpt_trainer_logits(mpt_trainer_t *t, const float *inputs, size_t count, floa
 
 uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
 {
-    return mpt__engine_step(t->eng);
+    return t->eng ? mpt__engine_step(t->eng) : t->snap.step;
 }
 
 int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
@@ -467,7 +471,7 @@ int mpt_trainer_write_trace(const mpt_trainer_t *t, const char *path)
 
 size_t mpt_trainer_device_count(const mpt_trainer_t *t)
 {
-    return mpt__engine_worker_count(t->eng);
+    return t->eng ? mpt__engine_worker_count(t->eng) : 0;
 }
 
 int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t *out)
@@ -482,9 +486,19 @@ int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t
 
 /* ---- state, for checkpoints --------------------------------------------------- */
 
+/* Without an engine (an elastic run that lost every device) the state is
+ * the newest snapshot's: what the run's last checkpoint writes. */
+static int from_snapshot(const mpt_trainer_t *t, int k, float *out)
+{
+    if (!t->snap.valid)
+        return mpt__fail(MPT_ERR_ABORTED, "the trainer has no engine and no snapshot");
+    memcpy(out, t->snap.state[k], t->model->param_floats * sizeof *out);
+    return MPT_OK;
+}
+
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out)
 {
-    return mpt__engine_read_params(t->eng, out);
+    return t->eng ? mpt__engine_read_params(t->eng, out) : from_snapshot(t, 0, out);
 }
 
 int mpt__trainer_write_params(mpt_trainer_t *t, const float *in)
@@ -494,7 +508,7 @@ int mpt__trainer_write_params(mpt_trainer_t *t, const float *in)
 
 int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out)
 {
-    return mpt__engine_read_slot(t->eng, slot, out);
+    return t->eng ? mpt__engine_read_slot(t->eng, slot, out) : from_snapshot(t, 1 + slot, out);
 }
 
 int mpt__trainer_write_slot(mpt_trainer_t *t, int slot, const float *in)

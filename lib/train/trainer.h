@@ -12,6 +12,16 @@
  * (mpt__plan_single), which the trainer then owns. */
 #define MPT__CAL_HISTORY 64
 
+/* A host copy of the whole model's state (elastic.c): what a rebuilt
+ * engine restores after a device failure, and what the checkpoint holds
+ * when no engine is left. */
+typedef struct {
+    float *state[3];          /* parameters, optimizer slots 0 and 1 (param_floats each) */
+    uint64_t step;            /* the trainer's step when taken */
+    mpt_data_position_t next; /* the batch that step trains on */
+    int valid;
+} mpt__snapshot_t;
+
 struct mpt_trainer {
     const mpt__model_t *model;
     mpt_train_config_t cfg;
@@ -48,6 +58,11 @@ struct mpt_trainer {
      * whether a checkpoint of other data may be loaded */
     char data_id[160];
     int allow_other_data;
+    /* elastic training (elastic.c): per plan device id its failures and
+     * whether it is dropped for good; the newest snapshot */
+    int *failures;
+    unsigned char *excluded;
+    mpt__snapshot_t snap;
 };
 
 /* The training configuration as compact JSON with every double exact
@@ -89,6 +104,13 @@ int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
                            const mpt_plan_request_t *request, double margin, int save,
                            mpt__replan_t *out);
 
+/* rebalance.c: the trainer moved to plan p (copied) with the whole-model
+ * state at step, its engine (failed or not) freed first.  On failure the
+ * trainer has no engine (steps refused) and keeps its plan. */
+int mpt__trainer_rebuild(mpt_trainer_t *t, const mpt__plan_t *p, uint64_t step,
+                         float *const state[3]);
+
+/* State reads come from the snapshot when the trainer has no engine. */
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out);
 int mpt__trainer_write_params(mpt_trainer_t *t, const float *in);
 int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out);
