@@ -15,6 +15,8 @@ packages="
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
   oclgrind python3-venv
+  libmicrohttpd-dev prometheus curl
+  chromium libjs-chart.js help2man
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
