@@ -37,8 +37,14 @@
  * that each span is seen. */
 #define MAX_SPANS 240
 
+/* Traces drawn side by side: a run's and the planner's prediction of it
+ * (mpt-plan --trace), or several ranks'. */
+#define MAX_TRACES 8
+
 typedef struct {
-    const char *metrics, *trace, *plan, *out, *title, *chartjs;
+    const char *metrics, *plan, *out, *title, *chartjs;
+    const char *traces[MAX_TRACES];
+    int ntraces;
 } options;
 
 static void usage(FILE *f)
@@ -52,9 +58,11 @@ static void usage(FILE *f)
             "spans, and the run's configuration.\n"
             "\n"
             "  RUN.jsonl                 the run's metrics (mpt-train --metrics FILE)\n"
-            "      --trace FILE          the run's Chrome trace (mpt-train --trace FILE): the\n"
-            "                            Gantt chart of its last %d spans, one row per track\n"
-            "                            (predicted tracks too, when the trace has them)\n"
+            "      --trace FILE          a Chrome trace: the run's (mpt-train --trace FILE)\n"
+            "                            or the planner's prediction (mpt-plan --trace FILE);\n"
+            "                            repeat it to draw them one above the other. The\n"
+            "                            Gantt chart shows each one's last %d spans, one\n"
+            "                            row per track, each from its own time 0\n"
             "      --plan FILE           the plan it ran (mpt-plan --json), shown in full\n"
             "      --title TEXT          the page's title (default: the metrics file's name)\n"
             "  -o, --output FILE         the HTML file to write (required)\n"
@@ -82,7 +90,11 @@ static void parse(int argc, char **argv, options *o)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:hV", longopts, NULL)) != -1) {
         switch (c) {
-        case O_TRACE: o->trace = optarg; break;
+        case O_TRACE:
+            if (o->ntraces == MAX_TRACES)
+                tool_usage_error("at most %d --trace files", MAX_TRACES);
+            o->traces[o->ntraces++] = optarg;
+            break;
         case O_PLAN: o->plan = optarg; break;
         case O_TITLE: o->title = optarg; break;
         case O_CHARTJS: o->chartjs = optarg; break;
@@ -187,6 +199,17 @@ static json_t *thin(json_t *lines, size_t *steps_in, size_t *steps_kept)
     return out;
 }
 
+/* What a span is drawn as (its colour): its name ("forward", "allreduce"),
+ * unless that is only a letter and a micro-batch ("F0", "B3": the
+ * planner's), when its category ("forward", "p2p") says more. */
+static const char *span_kind(json_t *e)
+{
+    const char *name = json_string_value(json_object_get(e, "name"));
+    const char *cat = json_string_value(json_object_get(e, "cat"));
+    size_t letters = strcspn(name, "0123456789");
+    return letters <= 2 && name[letters] && cat ? cat : name;
+}
+
 static int span_end_cmp(const void *a, const void *b)
 {
     double x = json_number_value(json_object_get(*(json_t *const *)a, "ts")) +
@@ -248,9 +271,9 @@ static json_t *read_trace(const char *path)
         char track[512];
         snprintf(track, sizeof track, "%s%s%s", proc ? proc : "", proc ? " / " : "",
                  thread ? thread : key);
-        json_array_append_new(spans, json_pack("{s:s,s:O,s:f,s:f}", "track", track, "name",
-                                               json_object_get(e, "name"), "start", ts / 1e3,
-                                               "end", (ts + dur) / 1e3));
+        json_array_append_new(spans, json_pack("{s:s,s:s,s:f,s:f}", "track", track, "name",
+                                               span_kind(e), "start", ts / 1e3, "end",
+                                               (ts + dur) / 1e3));
     }
     free(x);
     json_t *out = json_pack("{s:s,s:o,s:I}", "file", path, "spans", spans, "total", (json_int_t)n);
@@ -310,8 +333,10 @@ int main(int argc, char **argv)
                              (json_int_t)steps_in, "steps_drawn", (json_int_t)steps_kept);
     if (!data)
         tool_die("out of memory");
-    if (o.trace)
-        json_object_set_new(data, "trace", read_trace(o.trace));
+    json_t *traces = json_array();
+    for (int i = 0; i < o.ntraces; i++)
+        json_array_append_new(traces, read_trace(o.traces[i]));
+    json_object_set_new(data, "traces", traces);
     if (o.plan) {
         json_error_t err;
         json_t *plan = json_load_file(o.plan, 0, &err);

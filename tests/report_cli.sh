@@ -28,16 +28,22 @@ if ! "$report" --help | grep -q 'chart.min.js\|chartjs'; then
 fi
 
 # ---- a run to report ------------------------------------------------------
-run 300 "$plan" --model "$model" --devices 0-1 --batch 64 --pp 2 --microbatches 4 --json
+run 300 "$plan" --model "$model" --devices 0-1 --batch 64 --pp 2 --microbatches 4 --json \
+    --trace "$tmp/predicted.json"
 cp "$out" "$tmp/plan.json"
 [ "$rc" -eq 0 ] || fail "mpt-plan" "exit $rc"
 run 600 "$train" --model "$model" --devices 0-1 --plan "$tmp/plan.json" --steps 60 --batch 64 \
     --eval-every 20 --metrics "$tmp/run.jsonl" --trace "$tmp/trace.json"
 [ "$rc" -eq 0 ] || fail "mpt-train" "exit $rc"
-run 60 "$report" "$tmp/run.jsonl" --trace "$tmp/trace.json" --plan "$tmp/plan.json" \
-    -o "$tmp/report.html"
+run 60 "$report" "$tmp/run.jsonl" --trace "$tmp/trace.json" --trace "$tmp/predicted.json" \
+    --plan "$tmp/plan.json" -o "$tmp/report.html"
 if [ "$rc" -eq 0 ] && [ -s "$tmp/report.html" ]; then
     ok "mpt-report writes the page"
+    # Both timelines: the measured tracks and the planner's, by file.
+    grep -q '"track":"device 0 ' "$tmp/report.html" &&
+        grep -qF '"track":"replica 0 \/ link 0->1"' "$tmp/report.html" &&
+        ok "the Gantt data holds the measured and the predicted tracks" ||
+        fail "Gantt tracks" "$(grep -o '"track":"[^"]*"' "$tmp/report.html" | sort -u | head -5)"
 else
     fail "mpt-report" "exit $rc"
 fi
