@@ -122,6 +122,16 @@ START_TEST(text_of_a_report)
     ck_assert_double_eq(sample(text, "mpt_device_memory_bytes" DEV0), 4096);
     free(text);
     mpt_prometheus_stop(s);
+
+    /* A report without devices (a program that has none to give). */
+    ck_assert_mpt_ok(mpt_prometheus_create(&s));
+    r = report_at(3);
+    ck_assert_mpt_ok(mpt_prometheus_update(s, &r, 1, NULL, 0));
+    ck_assert_mpt_ok(mpt_prometheus_text(s, &text));
+    ck_assert_double_eq(sample(text, "mpt_steps_total"), 3);
+    ck_assert_ptr_null(strstr(text, "mpt_device_"));
+    free(text);
+    mpt_prometheus_stop(s);
 }
 END_TEST
 

@@ -284,7 +284,7 @@ int mpt_prometheus_update(mpt_prometheus_t *s, const mpt_step_report_t *report, 
     /* Another device set (a re-plan) or a step back (another run through
      * the same server): the totals start again, as a restarted exporter's. */
     int restart = ndevices != s->ndevices || !s->have_report || report->step < s->report.step;
-    if (restart && ndevices != s->ndevices) {
+    if (restart && (ndevices != s->ndevices || !s->totals)) {
         mpt_device_step_t *d = realloc(s->devices, (ndevices ? ndevices : 1) * sizeof *d);
         if (d)
             s->devices = d;
