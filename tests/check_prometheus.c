@@ -36,7 +36,8 @@ static mpt_step_report_t report_at(uint64_t step)
     return (mpt_step_report_t){.step = step, .total_steps = 100, .steps = 4, .seconds = 0.5,
                                .loss = 2.25, .lr = 0.01, .grad_norm = NAN,
                                .samples_per_s = 1024, .tokens_per_s = 0, .device_busy = 0.75,
-                               .blas_busy = 0.5, .eta_s = 12};
+                               .blas_busy = 0.5, .eta_s = 12,
+                               .step_s = 0.125, .predicted_step_s = 0.0625};
 }
 
 #define DEV0 "{device=\"0\",replica=\"0\",stage=\"0\",member=\"0\"}"
@@ -58,9 +59,11 @@ START_TEST(text_of_a_report)
     mpt_device_step_t d[2] = {
         {.device = 0, .replica = 0, .step_s = 0.125, .allreduce_s = 0.01,
          .allreduce_bytes = 1000, .memory_bytes = 4096, .busy = 0.5, .kernels = 7,
-         .blas_calls = 3, .tp_s = 0},
+         .blas_calls = 3, .tp_s = 0, .forward_s = 0.25, .backward_s = 0.5, .p2p_s = 0.0,
+         .reduce_wait_s = 0.03125, .update_s = 0.015625},
         {.device = 1, .replica = 1, .step_s = 0.25, .allreduce_s = 0.02,
-         .allreduce_bytes = 1000, .memory_bytes = 8192, .busy = NAN},
+         .allreduce_bytes = 1000, .memory_bytes = 8192, .busy = NAN, .forward_s = NAN,
+         .backward_s = NAN, .p2p_s = NAN, .reduce_wait_s = NAN, .update_s = NAN},
     };
     mpt_step_report_t r = report_at(4);
     ck_assert_mpt_ok(mpt_prometheus_update(s, &r, 1, d, 2));
@@ -71,13 +74,17 @@ START_TEST(text_of_a_report)
     ck_assert_double_eq(sample(text, "mpt_epoch"), 1);
     ck_assert_double_eq(sample(text, "mpt_loss"), 2.25);
     ck_assert_double_eq(sample(text, "mpt_samples_per_second"), 1024);
-    ck_assert_double_eq(sample(text, "mpt_step_seconds"), 0.125); /* 0.5 s / 4 steps */
+    ck_assert_double_eq(sample(text, "mpt_step_seconds"), 0.125);
+    ck_assert_double_eq(sample(text, "mpt_predicted_step_seconds"), 0.0625);
     ck_assert_double_eq(sample(text, "mpt_busy_ratio"), 0.75);
     ck_assert_double_eq(sample(text, "mpt_device_busy_ratio" DEV0), 0.5);
     ck_assert_double_eq(sample(text, "mpt_device_memory_bytes" DEV1), 8192);
     ck_assert_double_eq(sample(text, "mpt_device_kernel_launches" DEV0), 7);
     ck_assert_double_eq(sample(text, "mpt_device_blas_calls" DEV0), 3);
     ck_assert_double_eq(sample(text, "mpt_device_step_seconds" DEV1), 0.25);
+    ck_assert_double_eq(sample(text, "mpt_device_backward_seconds" DEV0), 0.5);
+    ck_assert_double_eq(sample(text, "mpt_device_reduce_wait_seconds" DEV0), 0.03125);
+    ck_assert(isnan(sample(text, "mpt_device_forward_seconds" DEV1)));
     /* Unknown figures have no sample: no clipping, no tokens, another
      * rank's busy fraction and launch counts. */
     ck_assert_ptr_null(strstr(text, "mpt_grad_norm"));

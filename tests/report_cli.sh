@@ -5,7 +5,7 @@
 # - in headless Chromium (Debian package chromium) logs nothing to the
 #   console and reports every chart drawn with points and painted pixels
 #   (the page's own check, <body data-mpt-status="ok">), loss, accuracy,
-#   throughput, utilisation, memory and the Gantt chart among them;
+#   throughput, step time, utilisation, memory and the Gantt chart among them;
 # and a page whose Chart.js is broken fails that check (the check can fail).
 # Bad input: exit 1 naming the file and line, usage errors exit 2, a torn
 # last line (a killed run) is left out with a warning.
@@ -96,10 +96,10 @@ else
     fail "rendering" "status '$status', console: $(head -c 400 "$tmp/console")"
 fi
 missing=""
-for id in loss accuracy throughput busy memory gantt; do
+for id in loss accuracy throughput step_time busy memory gantt; do
     echo "$charts" | grep -q "\"id\":\"$id\",\"points\":[1-9]" || missing="$missing $id"
 done
-[ -z "$missing" ] && ok "charts drawn: loss, accuracy, throughput, busy, memory, gantt" ||
+[ -z "$missing" ] && ok "charts drawn: loss, accuracy, throughput, step time, busy, memory, gantt" ||
     fail "charts missing:$missing" "$charts"
 
 # The check fails when the charts cannot be drawn: Chart.js replaced by a

@@ -53,14 +53,6 @@ static double value_of(const metric *m, const void *base, const void *totals)
 
 #define REPORT(n, t, field, k, h) {n, t, h, k, offsetof(mpt_step_report_t, field), NULL}
 
-/* The window's mean step: wall time over steps. */
-static double report_step_s(const void *r, const void *unused)
-{
-    const mpt_step_report_t *rep = r;
-    (void)unused;
-    return rep->steps ? rep->seconds / (double)rep->steps : NAN;
-}
-
 /* Zero means "unknown" for these two: no sample rather than a false 0. */
 static double report_total_steps(const void *r, const void *unused)
 {
@@ -87,8 +79,10 @@ static const metric report_metrics[] = {
            "Training samples per second over the last report's window."),
     {"mpt_tokens_per_second", "gauge", "Tokens per second (language models).", F_DOUBLE, 0,
      report_tokens},
-    {"mpt_step_seconds", "gauge", "Mean wall time of a step over the last report's window.",
-     F_DOUBLE, 0, report_step_s},
+    REPORT("mpt_step_seconds", "gauge", step_s, F_DOUBLE,
+           "Mean wall time of a step over the last report's window."),
+    REPORT("mpt_predicted_step_seconds", "gauge", predicted_step_s, F_DOUBLE,
+           "The cost model's step for the plan (calibrated once calibration ran)."),
     REPORT("mpt_busy_ratio", "gauge", device_busy, F_DOUBLE,
            "Mean fraction of the window this rank's devices ran kernels (timing on)."),
     REPORT("mpt_blas_busy_ratio", "gauge", blas_busy, F_DOUBLE,
@@ -139,6 +133,16 @@ static const metric device_metrics[] = {
      F_DOUBLE, 0, device_kernels},
     {"mpt_device_blas_calls", "gauge", "BLAS routines the device ran in the last step.",
      F_DOUBLE, 0, device_blas_calls},
+    DEVICE("mpt_device_forward_seconds", "gauge", forward_s, F_DOUBLE,
+           "Its forward passes in the last step, waits for activations excluded."),
+    DEVICE("mpt_device_backward_seconds", "gauge", backward_s, F_DOUBLE,
+           "Its backward passes in the last step, waits for gradients excluded."),
+    DEVICE("mpt_device_p2p_seconds", "gauge", p2p_s, F_DOUBLE,
+           "Waiting for and sending activations and gradients in the last step."),
+    DEVICE("mpt_device_reduce_wait_seconds", "gauge", reduce_wait_s, F_DOUBLE,
+           "After its backward, waiting for its all-reduces in the last step."),
+    DEVICE("mpt_device_update_seconds", "gauge", update_s, F_DOUBLE,
+           "Clipping, the optimizer update and reading the losses in the last step."),
     DEVICE("mpt_device_allreduce_seconds", "gauge", allreduce_s, F_DOUBLE,
            "Wall time of the device's gradient all-reduces in the last step."),
     TOTAL("mpt_device_allreduce_seconds_total", allreduce_s,
