@@ -468,6 +468,13 @@ int main(int argc, char **argv)
     int rank = mpt_world_rank(world), nranks = mpt_world_size(world);
     if (rank != 0 && !freopen("/dev/null", "w", stdout))
         tool_die("cannot silence rank %d's output: %s", rank, strerror(errno));
+    mpt_prometheus_t *prom = NULL; /* --metrics-port: before the long set-up, to fail early */
+    if (o.metrics_port >= 0 && rank == 0) { /* rank 0 has every rank's figures */
+        tool_check(mpt_prometheus_start(o.metrics_port, o.metrics_address, &prom),
+                   "starting the metrics endpoint");
+        fprintf(stderr, "mpt-train: metrics at http://%s:%d/metrics\n",
+                o.metrics_address ? o.metrics_address : "127.0.0.1", mpt_prometheus_port(prom));
+    }
     tool_check(mpt_model_load(o.model, &model), "loading the model");
     int lm = mpt_model_labels_per_sample(model) > 1;
     if (lm && !o.data_given)
@@ -501,14 +508,7 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%s.rank%d", o.trace, rank);
         check_writable(name, "trace");
     }
-    printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
-    if (o.metrics_port >= 0 && rank == 0) { /* rank 0 has every rank's figures */
-        tool_check(mpt_prometheus_start(o.metrics_port, o.metrics_address, &p.prom),
-                   "starting the metrics endpoint");
-        fprintf(stderr, "mpt-train: metrics at http://%s:%d/metrics\n",
-                o.metrics_address ? o.metrics_address : "127.0.0.1",
-                mpt_prometheus_port(p.prom));
-    }
+    printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing, .prom = prom};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
     o.fit.on_replan = on_replan;
     o.fit.stop = &stop_signal;

@@ -81,6 +81,10 @@ steps1=$(sed -n 's/^mpt_steps_total //p' "$tmp/scrape1")
 poll 60 "[ \"\$(curl -sf '$url' | sed -n 's/^mpt_steps_total //p')\" -gt '$steps1' ]" &&
     ok "mpt_steps_total grows between scrapes (from $steps1)" ||
     fail "mpt_steps_total stays at $steps1" ""
+# A second run on the same port fails at once, naming the address.
+run 120 "$train" --model "$model" --steps 1 --batch 32 --metrics-port "$port"
+[ "$rc" -eq 1 ] && grep -q "127.0.0.1 port $port" "$err" &&
+    ok "a port in use: exit 1 naming the address" || fail "port in use" "exit $rc"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/other")
 [ "$code" = 404 ] && ok "another path is 404" || fail "another path" "HTTP $code"
 
