@@ -31,6 +31,8 @@ typedef struct {
     mpt_plan_request_t pins; /* --dp, --pp, --tp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
     mpt_fit_options_t fit; /* epochs, steps, cadences, metrics, resume */
+    int metrics_port;      /* --metrics-port, -1: no Prometheus endpoint */
+    const char *metrics_address;
 } options;
 
 static void usage(FILE *f)
@@ -90,6 +92,10 @@ static void usage(FILE *f)
             "                            track per device; open it in Perfetto)\n"
             "      --metrics FILE        append JSON Lines: one object per logged step and\n"
             "                            per evaluation\n"
+            "      --metrics-port N      serve Prometheus metrics at http://ADDR:N/metrics\n"
+            "                            while training (0: a free port, printed on stderr)\n"
+            "      --metrics-address ADDR  the address to serve them on (127.0.0.1: this\n"
+            "                            machine only; 0.0.0.0: every interface)\n"
             "      --log-every N         log a metrics line every N steps (1)\n"
             "      --eval-every N        evaluate on the test set every N steps (at the end\n"
             "                            of each epoch in any case)\n"
@@ -140,7 +146,8 @@ static void parse(int argc, char **argv, options *o)
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
            O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
-           O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT };
+           O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT, O_METRICS_PORT,
+           O_METRICS_ADDRESS };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -151,6 +158,8 @@ static void parse(int argc, char **argv, options *o)
         {"schedule", required_argument, NULL, O_SCHED}, {"warmup", required_argument, NULL, O_WARM},
         {"seed", required_argument, NULL, O_SEED}, {"devices", required_argument, NULL, 'd'},
         {"metrics", required_argument, NULL, O_METRICS},
+        {"metrics-port", required_argument, NULL, O_METRICS_PORT},
+        {"metrics-address", required_argument, NULL, O_METRICS_ADDRESS},
         {"log-every", required_argument, NULL, O_LOG},
         {"eval-every", required_argument, NULL, O_EVAL},
         {"checkpoint", required_argument, NULL, O_CKPT},
@@ -183,6 +192,7 @@ static void parse(int argc, char **argv, options *o)
     o->prompt = "\n";
     o->temperature = 1.0;
     mpt_fit_options_default(&o->fit);
+    o->metrics_port = -1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:b:d:vhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -239,6 +249,12 @@ static void parse(int argc, char **argv, options *o)
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
         case 'd': o->devices = optarg; break;
         case O_METRICS: o->fit.metrics = optarg; break;
+        case O_METRICS_PORT:
+            if (tool_parse_count("--metrics-port", optarg, 0) > 65535)
+                tool_usage_error("--metrics-port must be a port, 0 to 65535, got '%s'", optarg);
+            o->metrics_port = (int)tool_parse_count("--metrics-port", optarg, 0);
+            break;
+        case O_METRICS_ADDRESS: o->metrics_address = optarg; break;
         case O_LOG: o->fit.log_every = tool_parse_count("--log-every", optarg, 1); break;
         case O_EVAL: o->fit.eval_every = tool_parse_count("--eval-every", optarg, 1); break;
         case O_CKPT: o->checkpoint_dir = optarg; break;
@@ -327,6 +343,7 @@ static void check_writable(const char *path, const char *what)
 typedef struct {
     int tty, timing;
     double last_draw;
+    mpt_prometheus_t *prom; /* --metrics-port's endpoint, or NULL */
 } printer;
 
 /* The progress line on a terminal, at most ten times a second. */
@@ -335,6 +352,9 @@ static void on_step(void *ctx, const mpt_step_report_t *report, uint64_t epoch,
 {
     printer *p = ctx;
     double t = tool_now();
+    if (p->prom)
+        tool_check(mpt_prometheus_update(p->prom, report, epoch, devices, ndevices),
+                   "updating the metrics endpoint");
     if (!p->tty || (t - p->last_draw <= 0.1 && report->step != report->total_steps))
         return;
     char line[512];
@@ -477,6 +497,13 @@ int main(int argc, char **argv)
     int rank = mpt_world_rank(world), nranks = mpt_world_size(world);
     if (rank != 0 && !freopen("/dev/null", "w", stdout))
         tool_die("cannot silence rank %d's output: %s", rank, strerror(errno));
+    mpt_prometheus_t *prom = NULL; /* --metrics-port: before the long set-up, to fail early */
+    if (o.metrics_port >= 0 && rank == 0) { /* rank 0 has every rank's figures */
+        tool_check(mpt_prometheus_start(o.metrics_port, o.metrics_address, &prom),
+                   "starting the metrics endpoint");
+        fprintf(stderr, "mpt-train: metrics at http://%s:%d/metrics\n",
+                o.metrics_address ? o.metrics_address : "127.0.0.1", mpt_prometheus_port(prom));
+    }
     tool_check(mpt_model_load(o.model, &model), "loading the model");
     int lm = mpt_model_labels_per_sample(model) > 1;
     if (lm && !o.data_given)
@@ -510,7 +537,7 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%s.rank%d", o.trace, rank);
         check_writable(name, "trace");
     }
-    printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
+    printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing, .prom = prom};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
     o.fit.on_replan = on_replan, o.fit.on_recover = on_recover;
     o.fit.stop = &stop_signal;
@@ -527,6 +554,7 @@ int main(int argc, char **argv)
         sample_text(t, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed, stdout);
     if (o.trace) /* each rank's own devices: FILE, then FILE.rank1... */
         tool_check(mpt_trainer_write_trace(t, o.trace), "writing the trace");
+    mpt_prometheus_stop(p.prom);
     mpt_trainer_free(t);
     mpt_plan_free(plan);
     mpt_cluster_free(cluster);

@@ -906,6 +906,39 @@ MPT_API void mpt_progress_line(const mpt_step_report_t *report, uint64_t epoch,
                                size_t size);
 
 /* ------------------------------------------------------------------------ */
+/* Live metrics: a Prometheus endpoint (docs/metrics.md lists the metrics).  */
+/*                                                                          */
+/* Feed it each report (mpt_fit_options_t.on_step) and a Prometheus server  */
+/* scrapes http://ADDRESS:PORT/metrics.  Updates come from the training     */
+/* thread, scrapes from the server's own: the two may run at once.          */
+
+typedef struct mpt_prometheus mpt_prometheus_t;
+
+/** Serves GET /metrics, text format 0.0.4, from a thread of its own
+ *  (libmicrohttpd), on bind_address (a numeric IPv4 or IPv6 address; NULL:
+ *  "127.0.0.1", this machine only) and port (0: a free port, see
+ *  mpt_prometheus_port).  MPT_ERR_IO naming the address when it cannot
+ *  listen; MPT_ERR_UNSUPPORTED when libmpt was built without
+ *  libmicrohttpd. */
+MPT_API int mpt_prometheus_start(int port, const char *bind_address, mpt_prometheus_t **out);
+/** The same figures without a listener: only mpt_prometheus_text (for a
+ *  node_exporter textfile, or a test). */
+MPT_API int mpt_prometheus_create(mpt_prometheus_t **out);
+/** The figures of a step (mpt_fit_options_t.on_step's arguments): gauges
+ *  take them, counters add the devices' last measured step once per step
+ *  since the previous update.  A new device count or a smaller step starts
+ *  the counters again. */
+MPT_API int mpt_prometheus_update(mpt_prometheus_t *server, const mpt_step_report_t *report,
+                                  uint64_t epoch, const mpt_device_step_t *devices,
+                                  size_t ndevices);
+/** The exposition text a scrape gets now (freed by the caller). */
+MPT_API int mpt_prometheus_text(mpt_prometheus_t *server, char **text);
+/** \return the port it listens on, -1 without a listener. */
+MPT_API int mpt_prometheus_port(const mpt_prometheus_t *server);
+/** Stops serving (requests in flight finish first) and frees; NULL: no-op. */
+MPT_API void mpt_prometheus_stop(mpt_prometheus_t *server);
+
+/* ------------------------------------------------------------------------ */
 /* Running: a data source and the training loop mpt-train runs.             */
 
 /** A run's data: each step's batch and the set to evaluate on. */

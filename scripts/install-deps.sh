@@ -16,6 +16,8 @@ packages="
   dataset-fashion-mnist
   oclgrind python3-venv
   clang libclang-rt-14-dev
+  libmicrohttpd-dev prometheus curl
+  chromium libjs-chart.js help2man
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
