@@ -116,6 +116,32 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     return MPT_OK;
 }
 
+/* A plan whose predicted memory on a device passes that device's cap
+ * (mpt_device_set_memory_limit) is refused before anything is allocated,
+ * naming the device and the shortfall; the allocator enforces the cap on
+ * what the prediction misses. */
+static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t ndevices)
+{
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            for (size_t g = 0; g < st->ndevices; g++) {
+                size_t d = st->devices[g].device;
+                uint64_t cap = d < ndevices ? mpt_device_memory_limit(devices[d]) : 0;
+                double need = st->devices[g].memory_bytes;
+                if (cap && need > (double)cap)
+                    return mpt__fail(MPT_ERR_DEVICE_MEMORY,
+                                     "the plan needs %.0f bytes on device %d (%s) for replica "
+                                     "%zu stage %zu (layers %zu..%zu), over its %llu-byte "
+                                     "cap (--device-memory): %.0f bytes short",
+                                     need, devices[d]->info.index, devices[d]->info.name, r, s,
+                                     st->first, st->last, (unsigned long long)cap,
+                                     need - (double)cap);
+            }
+        }
+    return MPT_OK;
+}
+
 int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
                        const mpt__plan_t *plan, size_t batch, uint64_t seed,
                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
@@ -136,6 +162,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     mpt__engine_t *e = NULL;
     *out = NULL;
     MPT_TRY(check_plan(m, plan, ndevices, batch));
+    MPT_TRY(check_caps(plan, devices, ndevices));
     if (ranks && ranks->nranks > 1)
         for (size_t d = 0; d < ndevices; d++)
             if (ranks->device_rank[d] < 0 || ranks->device_rank[d] >= ranks->nranks ||
@@ -177,6 +204,10 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     for (size_t i = 0; i < ndevices; i++)
         if (devices[i])
             MPT_TRY(mpt__device_blas_warmup(devices[i]));
+    /* Peaks count from here: what the engine holds, not what came before. */
+    for (size_t i = 0; i < ndevices; i++)
+        if (devices[i])
+            mpt_device_reset_peak(devices[i]);
     size_t k = 0;
     for (size_t r = 0; r < e->nreplicas; r++) {
         const mpt__plan_replica_t *rep = &plan->replicas[r];

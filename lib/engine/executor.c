@@ -87,9 +87,11 @@ void mpt__executor_free(mpt__executor_t *ex)
     free(ex);
 }
 
-static int zeroed(mpt_device_t *dev, size_t floats, mpt_buffer_t **out)
+/* A buffer of floats set to zero; `what` names it when the device's cap
+ * refuses it. */
+static int zeroed(mpt_device_t *dev, size_t floats, const char *what, mpt_buffer_t **out)
 {
-    int status = mpt_buffer_create(dev, (floats ? floats : 1) * sizeof(float), out);
+    int status = mpt__buffer_create(dev, (floats ? floats : 1) * sizeof(float), what, out);
     if (status == MPT_OK) {
         mpt__tensor_t t = flat(*out, floats);
         status = mpt__op_fill(&t, floats ? floats : 1, 0.0f);
@@ -152,20 +154,22 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     }
     ex->act_stride = act, ex->saved_stride = saved;
     size_t held = ex->np + ex->nt;
-    MPT_TRY(zeroed(dev, held, &ex->params));
-    MPT_TRY(zeroed(dev, held, &ex->grads));
-    MPT_TRY(zeroed(dev, held, &ex->slot[0]));
-    MPT_TRY(zeroed(dev, held, &ex->slot[1]));
+    MPT_TRY(zeroed(dev, held, "parameters", &ex->params));
+    MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
+    MPT_TRY(zeroed(dev, held, "optimizer state", &ex->slot[0]));
+    /* The second slot (Adam's v) is made by the first use that needs it
+     * (second_slot): SGD never pays for it, as the planner assumes. */
     if (accumulates)
-        MPT_TRY(zeroed(dev, held, &ex->gmb));
-    MPT_TRY(zeroed(dev, act * slots, &ex->acts));
-    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[0]));
-    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[1]));
-    MPT_TRY(zeroed(dev, saved * slots, &ex->saved));
-    MPT_TRY(zeroed(dev, scratch, &ex->scratch));
-    MPT_TRY(zeroed(dev, max_batch * lps * slots, &ex->loss_rows));
-    MPT_TRY(zeroed(dev, max_batch * lps, &ex->correct));
-    MPT_TRY(mpt_buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), &ex->labels));
+        MPT_TRY(zeroed(dev, held, "micro-batch gradients", &ex->gmb));
+    MPT_TRY(zeroed(dev, act * slots, "activations", &ex->acts));
+    MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[0]));
+    MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[1]));
+    MPT_TRY(zeroed(dev, saved * slots, "saved layer state", &ex->saved));
+    MPT_TRY(zeroed(dev, scratch, "scratch", &ex->scratch));
+    MPT_TRY(zeroed(dev, max_batch * lps * slots, "loss rows", &ex->loss_rows));
+    MPT_TRY(zeroed(dev, max_batch * lps, "accuracy counts", &ex->correct));
+    MPT_TRY(mpt__buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), "labels",
+                                &ex->labels));
     if (init && ex->np)
         MPT_TRY(mpt__executor_write_params(ex, init + ex->p0));
     if (init && ex->nt)
@@ -514,11 +518,23 @@ int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
     return n ? mpt__op_scale(&g, n, coef) : MPT_OK;
 }
 
+/* The second optimizer slot, made zeroed on first use (AdamW's update,
+ * or state written into it). */
+static int second_slot(mpt__executor_t *ex)
+{
+    return ex->slot[1] ? MPT_OK
+                       : zeroed(ex->dev, ex->np + ex->nt, "optimizer state (second slot)",
+                                &ex->slot[1]);
+}
+
 int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
 {
     size_t n = ex->np + ex->nt;
+    int status;
     if (n == 0)
         return MPT_OK;
+    if (o->kind == MPT_OPTIM_ADAMW && (status = second_slot(ex)) < 0)
+        return status;
     mpt__tensor_t p = flat(ex->params, n), g = flat(ex->grads, n);
     mpt__tensor_t s0 = flat(ex->slot[0], n), s1 = flat(ex->slot[1], n);
     if (o->kind == MPT_OPTIM_ADAMW)
@@ -546,12 +562,17 @@ int mpt__executor_write_grads(mpt__executor_t *ex, const float *in) { return wri
 
 int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 {
+    if (!ex->slot[slot & 1]) { /* never made: all zeros, as it would hold */
+        memset(out, 0, ex->np * sizeof *out);
+        return MPT_OK;
+    }
     return read_flat(ex, ex->slot[slot & 1], out);
 }
 
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
-    return write_flat(ex, ex->slot[slot & 1], in);
+    int status = (slot & 1) ? second_slot(ex) : MPT_OK;
+    return status < 0 ? status : write_flat(ex, ex->slot[slot & 1], in);
 }
 
 /* ---- the tied copy ------------------------------------------------------------- */
@@ -565,6 +586,9 @@ size_t mpt__stage_tied_copy(const mpt__executor_t *ex, size_t *model_first)
 
 int mpt__stage_write_tied(mpt__executor_t *ex, int what, const float *in)
 {
+    int status = what >= 0 && (what & 1) && ex->nt ? second_slot(ex) : MPT_OK;
+    if (status < 0)
+        return status;
     mpt_buffer_t *b = what < 0 ? ex->params : ex->slot[what & 1];
     return ex->nt ? mpt_buffer_write(b, ex->np * sizeof *in, in, ex->nt * sizeof *in) : MPT_OK;
 }
@@ -593,7 +617,8 @@ int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t cou
 int mpt__stage_reserve_addend(mpt__executor_t *ex, size_t count)
 {
     if (!ex->addend)
-        return mpt_buffer_create(ex->dev, count * sizeof(float), &ex->addend);
+        return mpt__buffer_create(ex->dev, count * sizeof(float), "tied gradients",
+                                  &ex->addend);
     if (ex->addend->size < count * sizeof(float))
         return mpt__fail(MPT_ERR_INVALID, "gradients to add: %zu floats, more than reserved",
                          count);

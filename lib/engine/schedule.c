@@ -231,6 +231,9 @@ int mpt__eng_train_job(worker_t *w)
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
     w->stats.update_s += mpt__now() - t0;
+    uint64_t used, peak; /* what the step held on the device, against the plan */
+    mpt_device_memory(w->dev, &used, &peak);
+    w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

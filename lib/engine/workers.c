@@ -117,6 +117,7 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
     pthread_mutex_init(&w->rlock, NULL);
     pthread_cond_init(&w->rcond, NULL);
     w->device = (int)st->devices[g].device;
+    w->stats.predicted_memory_bytes = st->devices[g].memory_bytes;
     w->dev = w->local ? devices[w->device] : NULL; /* rank and local: set by the caller */
     e->all_members[k] = (int)k;
     w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
@@ -187,7 +188,9 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
+    uint64_t used, peak;
+    mpt_device_memory(w->dev, &used, &peak);
+    w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
 out:
     if (status < 0)
         mpt__fail_context(status, "replica %zu stage %zu (device %zu)", r, s,

@@ -104,6 +104,7 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
         for (int q = 0; q < l->nparams; q++)
             c->param_bytes += 4.0 * (double)l->params[q].numel;
         c->out_bytes = 4.0 * o; /* after a view too: the boundary sends its output */
+        c->in_bytes = 4.0 * in;
         c->split_axes = l->kind->split_axes;
         c->tied_owner = l->tied_layer;
         c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
@@ -386,7 +387,8 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
 }
 
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
-                        double samples, size_t in_flight, double share, int optimizer_slots)
+                        double samples, size_t in_flight, double share, int optimizer_slots,
+                        int accumulates)
 {
     double saved = 0, largest = 0;
     if (!mc || first > last || first >= mc->nlayers)
@@ -414,6 +416,9 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     for (size_t i = last + 1; i < mc->nlayers; i++)
         if (mc->layers[i].tied_owner >= (int)first && mc->layers[i].tied_owner <= (int)last)
             addend = fmax(addend, mc->layers[i].tied_bytes);
-    return params * (2.0 + optimizer_slots) + (double)in_flight * samples * saved +
-           samples * largest + addend;
+    /* The working buffers hold the stage's whole input too (the executor
+     * does not split it). */
+    largest = fmax(largest, mc->layers[first].in_bytes);
+    return params * (2.0 + optimizer_slots + (accumulates ? 1 : 0)) +
+           (double)in_flight * samples * saved + 2.0 * samples * largest + addend;
 }

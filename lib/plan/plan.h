@@ -27,6 +27,8 @@ typedef struct {
     double out_bytes;              /* the output activation, what a stage boundary after
                                     * this layer sends forward (and its gradient back) */
     double saved_bytes;            /* kept from forward to backward: input + saved state */
+    double in_bytes;               /* the input activation (a stage's first layer's is
+                                    * what its working buffers must also hold) */
     int launches_fwd, launches_bwd; /* kernel launches per micro-batch (the kind's) */
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
@@ -97,15 +99,21 @@ double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, siz
  * data-parallel replicas. */
 double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t last,
                              double share);
-/* Bytes a device holds for layers [first, last] at tensor share `share`:
- * parameters (and the copy of a tied weight whose owner is before first),
- * gradients and `optimizer_slots` optimizer copies (SGD with
- * momentum 1, AdamW 2), plus the saved activations of `in_flight`
- * micro-batches of `samples` each, plus one micro-batch's largest output
- * (the working buffers), plus, on the owner of a weight a later stage
- * copies, the buffer that copy's gradient arrives in. */
+/* Bytes a device holds for layers [first, last] at tensor share `share`,
+ * as engine/executor.c allocates them: parameters (and the copy of a tied
+ * weight whose owner is before first), gradients and `optimizer_slots`
+ * optimizer copies (SGD with momentum 1, AdamW 2), with `accumulates`
+ * (2+ micro-batches a step) one more gradient copy for each micro-batch's
+ * own; plus the saved activations of `in_flight` micro-batches of
+ * `samples` each; plus the two working buffers activation gradients
+ * ping-pong through, each one micro-batch of the widest of the stage's
+ * input and its layers' outputs; plus, on the owner of a weight a later
+ * stage copies, the buffer that copy's gradient arrives in.  Small
+ * buffers (labels, loss rows, one layer's scratch) are left out: they
+ * were under 2% of the measured peak in tests/check_memory.c. */
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
-                        double samples, size_t in_flight, double share, int optimizer_slots);
+                        double samples, size_t in_flight, double share, int optimizer_slots,
+                        int accumulates);
 
 /* Shared resources (share.c).  Whether devices a and b of the cluster
  * compete for cores: same node, overlapping cpusets, one a CPU device. */

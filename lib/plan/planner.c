@@ -321,13 +321,15 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
             x->mc->layers[x->tied_head].tp_whole == w)
             params += x->tied_bytes;
         double saved = x->saved[o + last + 1] - x->saved[o + first];
-        bytes += part * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved);
+        bytes += part * (params * (2 + x->slots + (x->microbatches > 1)) +
+                         (double)in_flight(x, s) * x->samples * saved);
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
     if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
         x->tied_head > last)
         bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
-    return bytes + x->samples * largest;
+    largest = fmax(largest, x->mc->layers[first].in_bytes); /* the whole stage input */
+    return bytes + 2 * x->samples * largest; /* two ping-pong working buffers */
 }
 
 /* Forward + backward of layers [first, last] on stage s (the slowest group

@@ -68,7 +68,7 @@ int mpt__plan_uniform(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                 const mpt_cluster_device_t *d = &eff[group[g]];
                 double share = 1.0 / (double)tp;
                 double mem = mpt__cost_memory(mc, st->first, st->last, samples, in_flight, share,
-                                              slots);
+                                              slots, mb > 1);
                 if (mem > (double)d->info.global_mem_bytes) {
                     snprintf(why, why_size,
                              "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu",
