@@ -233,7 +233,8 @@ START_TEST(planner_assumes_the_cap)
         ck_assert_mpt_ok(mpt_cluster_set_memory_limit(c, i, 100000));
     ck_assert_uint_eq(mpt_cluster_device(c, 0)->info.global_mem_bytes, 100000);
     ck_assert_mpt_fails(mpt_plan_create(model, c, &req, &p), MPT_ERR_DEVICE_MEMORY);
-    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "device"));
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "device 0 (accelerator0)"));
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "bytes short"));
     ck_assert_mpt_fails(mpt_cluster_set_memory_limit(c, 9, 1), MPT_ERR_RANGE);
     mpt_cluster_free(c);
 }

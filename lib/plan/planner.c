@@ -347,9 +347,11 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
-                         "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu",
+                         "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu: "
+                         "%.0f bytes short",
                          d->info.index, d->info.name, need, first, last,
-                         (unsigned long long)d->info.global_mem_bytes);
+                         (unsigned long long)d->info.global_mem_bytes,
+                         need - (double)d->info.global_mem_bytes);
             return -1;
         }
         const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first];

@@ -71,9 +71,11 @@ int mpt__plan_uniform(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                                               slots, mb > 1);
                 if (mem > (double)d->info.global_mem_bytes) {
                     snprintf(why, why_size,
-                             "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu",
+                             "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu: "
+                             "%.0f bytes short",
                              d->info.index, d->info.name, mem, st->first, st->last,
-                             (unsigned long long)d->info.global_mem_bytes);
+                             (unsigned long long)d->info.global_mem_bytes,
+                             mem - (double)d->info.global_mem_bytes);
                     status = MPT_ERR_DEVICE_MEMORY;
                     break;
                 }
