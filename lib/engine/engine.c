@@ -142,6 +142,38 @@ static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t
     return MPT_OK;
 }
 
+/* ZeRO-1 runs on data-parallel replicas in one process, without
+ * tensor-parallel groups, tied weights across stages or the hierarchical
+ * all-reduce (what it has been built and tested for); elsewhere it is
+ * refused rather than run half-sharded.  One replica has nothing to shard:
+ * the plan runs as ZeRO-0. */
+static int check_zero(mpt__engine_t *e)
+{
+    const mpt__plan_t *p = e->plan;
+    if (p->zero < 0 || p->zero > 1)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0 and 1 are implemented "
+                         "(docs/memory.md)", p->zero);
+    e->zero = p->zero == 1 && e->nreplicas > 1;
+    if (!e->zero)
+        return MPT_OK;
+    const char *why = e->any_tp ? "tensor-parallel stages"
+                      : e->nranks > 1 ? "replicas in several MPI ranks"
+                      : p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
+                                                                    : NULL;
+    for (size_t i = 0; !why && i < e->m->nlayers; i++)
+        if (e->m->layers[i].tied_layer >= 0)
+            for (size_t r = 0; !why && r < p->nreplicas; r++)
+                for (size_t s = 0; !why && s < p->replicas[r].nstages; s++) {
+                    const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+                    if (st->first <= i && i <= st->last &&
+                        (size_t)e->m->layers[i].tied_layer < st->first)
+                        why = "a tied weight copied across pipeline stages";
+                }
+    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-1 with %s is not implemented: plan "
+                           "with zero 0 (docs/memory.md)", why)
+               : MPT_OK;
+}
+
 int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
                        const mpt__plan_t *plan, size_t batch, uint64_t seed,
                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
@@ -196,6 +228,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         goto out;
     }
     MPT_TRY(split_batch(e));
+    MPT_TRY(check_zero(e));
     MPT_TRY(alloc_tags(e));
     MPT_TRY(mpt__eng_make_transport(e, ranks));
     mpt__model_init_params(m, seed, init);
@@ -236,6 +269,8 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         if (!w->local)
             continue;
         MPT_TRY(e->any_tp ? mpt__eng_make_aligned_segment(e, w) : mpt__eng_make_segments(e, w));
+        if (e->zero)
+            MPT_TRY(mpt__eng_zero_setup(e, w));
         w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
         if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -302,6 +337,7 @@ void mpt__engine_free(mpt__engine_t *e)
             for (size_t k = 0; k < w->nsegs; k++) {
                 free(w->segs[k].members);
                 free(w->segs[k].node);
+                free(w->segs[k].bounds);
             }
             free(w->segs);
             free(w->queue);
@@ -404,6 +440,11 @@ int mpt__engine_logits(mpt__engine_t *e, const float *x, size_t count, float *lo
 static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
 {
     int status = MPT_OK;
+    if (e->zero && what >= 0) { /* every replica holds a part of the slots */
+        for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++)
+            status = mpt__eng_zero_slot_io(&e->w[i], what, out, in);
+        return status;
+    }
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {
         worker_t *w = &e->w[i];
         if (!w->local)

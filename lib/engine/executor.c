@@ -43,6 +43,8 @@ struct mpt__executor {
     mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
     mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at) */
+    size_t slot_floats;   /* floats of each optimizer slot: np + nt, or under ZeRO the
+                           * replica's shard (mpt__stage_shard_slots) */
     size_t act_stride, saved_stride; /* floats per slot */
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
@@ -99,9 +101,19 @@ static int zeroed(mpt_device_t *dev, size_t floats, const char *what, mpt_buffer
     return status;
 }
 
-int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
-                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
-                      const float *init, mpt__executor_t **out)
+/* The second optimizer slot, made zeroed on first use (AdamW's update,
+ * or state written into it). */
+static int second_slot(mpt__executor_t *ex)
+{
+    return ex->slot[1] ? MPT_OK
+                       : zeroed(ex->dev, ex->slot_floats, "optimizer state (second slot)",
+                                &ex->slot[1]);
+}
+
+/* zero: the optimizer slots wait for mpt__stage_shard_slots. */
+static int stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                        size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                        const float *init, int zero, mpt__executor_t **out)
 {
     size_t lps = m->labels_per_sample; /* labels and loss rows per sample */
     int status = MPT_OK;
@@ -156,7 +168,10 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
     size_t held = ex->np + ex->nt;
     MPT_TRY(zeroed(dev, held, "parameters", &ex->params));
     MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
-    MPT_TRY(zeroed(dev, held, "optimizer state", &ex->slot[0]));
+    if (!zero) {
+        ex->slot_floats = held;
+        MPT_TRY(zeroed(dev, held, "optimizer state", &ex->slot[0]));
+    }
     /* The second slot (Adam's v) is made by the first use that needs it
      * (second_slot): SGD never pays for it, as the planner assumes. */
     if (accumulates)
@@ -181,6 +196,79 @@ out:
     }
     *out = ex;
     return status;
+}
+
+int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                      const float *init, mpt__executor_t **out)
+{
+    return stage_create(m, dev, first, last, max_batch, slots, accumulates, seed, init, 0, out);
+}
+
+int mpt__stage_create_zero(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                           size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                           const float *init, mpt__executor_t **out)
+{
+    return stage_create(m, dev, first, last, max_batch, slots, accumulates, seed, init, 1, out);
+}
+
+int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats)
+{
+    if (ex->slot[0])
+        return mpt__fail(MPT_ERR_INVALID, "the optimizer state of this stage is already made");
+    if (ex->nt)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO with a tied weight copied across stages");
+    ex->slot_floats = floats;
+    return zeroed(ex->dev, floats, "optimizer state (ZeRO shard)", &ex->slot[0]);
+}
+
+int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr, size_t at,
+                            size_t count, size_t slot_at)
+{
+    int status;
+    if (count == 0)
+        return MPT_OK;
+    if (at + count > ex->np + ex->nt || slot_at + count > ex->slot_floats || !ex->slot[0])
+        return mpt__fail(MPT_ERR_INVALID, "update of elements %zu..%zu (slots from %zu) of a "
+                         "stage of %zu, %zu slot floats", at, at + count, slot_at, ex->np,
+                         ex->slot_floats);
+    if (o->kind == MPT_OPTIM_ADAMW && (status = second_slot(ex)) < 0)
+        return status;
+    mpt__tensor_t p = region(ex->params, at, count), g = region(ex->grads, at, count);
+    mpt__tensor_t s0 = region(ex->slot[0], slot_at, count);
+    if (o->kind == MPT_OPTIM_ADAMW) {
+        mpt__tensor_t s1 = region(ex->slot[1], slot_at, count);
+        return mpt__op_adamw_update(&p, &g, &s0, &s1, count, lr, o->beta1, o->beta2, o->eps,
+                                    o->weight_decay, (int)(ex->step + 1));
+    }
+    return mpt__op_sgd_update(&p, &g, &s0, count, lr, o->momentum, o->weight_decay,
+                              ex->step == 0);
+}
+
+int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t count, float *out,
+                       const float *in)
+{
+    int status = MPT_OK;
+    mpt_buffer_t *b = ex->slot[slot & 1];
+    if (count == 0)
+        return MPT_OK;
+    if (slot_at + count > ex->slot_floats)
+        return mpt__fail(MPT_ERR_INVALID, "optimizer state %zu..%zu of %zu floats", slot_at,
+                         slot_at + count, ex->slot_floats);
+    if (out && !b) { /* never made: zeros, as it would hold */
+        memset(out, 0, count * sizeof *out);
+        return MPT_OK;
+    }
+    if (in && (slot & 1) && (status = second_slot(ex)) < 0)
+        return status;
+    b = ex->slot[slot & 1];
+    return out ? mpt_buffer_read(b, slot_at * sizeof *out, out, count * sizeof *out)
+               : mpt_buffer_write(b, slot_at * sizeof *in, in, count * sizeof *in);
+}
+
+mpt_buffer_t *mpt__executor_params_buffer(mpt__executor_t *ex)
+{
+    return ex->params;
 }
 
 int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_batch,
@@ -520,12 +608,6 @@ int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
 
 /* The second optimizer slot, made zeroed on first use (AdamW's update,
  * or state written into it). */
-static int second_slot(mpt__executor_t *ex)
-{
-    return ex->slot[1] ? MPT_OK
-                       : zeroed(ex->dev, ex->np + ex->nt, "optimizer state (second slot)",
-                                &ex->slot[1]);
-}
 
 int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
 {

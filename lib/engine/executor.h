@@ -52,6 +52,23 @@ void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
 int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first, size_t last,
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out);
+/* ZeRO-1 (engine/data_parallel.c): the same stage made without optimizer
+ * state; mpt__stage_shard_slots then makes it for `floats` elements (the
+ * replica's shards, packed), mpt__stage_update_range updates parameter
+ * elements [at, at + count) of the range with slot elements [slot_at, +
+ * count), and mpt__stage_slot_io reads (out) or writes (in) packed slot
+ * elements. */
+int mpt__stage_create_zero(const mpt__model_t *model, mpt_device_t *dev, size_t first,
+                           size_t last, size_t max_batch, size_t slots, int accumulates,
+                           uint64_t seed, const float *init, mpt__executor_t **out);
+int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats);
+int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *opt, float lr,
+                            size_t at, size_t count, size_t slot_at);
+int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t count, float *out,
+                       const float *in);
+/* The device buffer of the range's parameters (elements from
+ * mpt__stage_param_first). */
+mpt_buffer_t *mpt__executor_params_buffer(mpt__executor_t *ex);
 size_t mpt__stage_param_first(const mpt__executor_t *ex);
 size_t mpt__stage_max_batch(const mpt__executor_t *ex);
 const mpt__model_t *mpt__stage_model(const mpt__executor_t *ex);

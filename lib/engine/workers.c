@@ -144,8 +144,10 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
         goto out;
     } else if (tp == 1) {
-        MPT_TRY(mpt__stage_create(e->m, w->dev, st->first, st->last, max_mb, w->slots,
-                                  e->microbatches > 1, seed, init, &w->ex));
+        /* ZeRO: the optimizer state waits for the shards (data_parallel.c). */
+        MPT_TRY((e->zero ? mpt__stage_create_zero : mpt__stage_create)(
+            e->m, w->dev, st->first, st->last, max_mb, w->slots, e->microbatches > 1, seed, init,
+            &w->ex));
     } else {
         int *members = malloc(tp * sizeof *members);
         if (!members || !(fractions = malloc(tp * sizeof *fractions))) {

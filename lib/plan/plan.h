@@ -231,6 +231,12 @@ typedef struct mpt_plan {
     mpt__pipe_schedule_t schedule;
     mpt_allreduce_t allreduce; /* RING or HIERARCHICAL, never AUTO */
     int optimizer_slots;
+    int zero;                 /* ZeRO stage: 0 every replica holds the whole optimizer
+                               * state; 1 each replica holds the state of its shard of
+                               * every data-parallel segment (shards in proportion to
+                               * the replicas' batch shares), gradients are
+                               * reduce-scattered and parameters all-gathered
+                               * (docs/memory.md) */
     size_t nreplicas;         /* = dp */
     mpt__plan_replica_t *replicas;
     double predicted_step_s;

@@ -113,6 +113,8 @@ int mpt__plan_to_json(const mpt__plan_t *p, char **text)
     put(&w, root, "allreduce",
         json_string(p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "hierarchical" : "ring"));
     put(&w, root, "optimizer_slots", json_integer(p->optimizer_slots));
+    if (p->zero) /* absent: 0, as in plans written before ZeRO */
+        put(&w, root, "zero", json_integer(p->zero));
     put_real(&w, root, "predicted_step_s", p->predicted_step_s);
     snprintf(w.path, sizeof w.path, "breakdown");
     put_real(&w, breakdown, "compute_s", p->compute_s);
@@ -406,6 +408,12 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
         return bad(r, "optimizer_slots", "%zu optimizer slots is not a real optimizer (at most 16)",
                    slots);
     p->optimizer_slots = (int)slots;
+    const json_t *zero = json_object_get(root, "zero");
+    if (zero && (!json_is_integer(zero) || json_integer_value(zero) < 0 ||
+                 json_integer_value(zero) > 1))
+        return bad(r, "zero", "must be 0 or 1 (ZeRO-2, sharded gradients, is not implemented: "
+                   "docs/memory.md)");
+    p->zero = zero ? (int)json_integer_value(zero) : 0;
     MPT_TRY(get_real(r, root, "predicted_step_s", 0, &p->predicted_step_s));
     if (!json_is_object(bd))
         return bad(r, "breakdown", bd ? "must be an object {compute_s, bubble_s, p2p_s, "
