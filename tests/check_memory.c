@@ -19,7 +19,10 @@
  *   buffers exactly (parameters, gradients, optimizer state, activations)
  *   and approximates the small ones (loss rows, labels).
  * - The planner assumes the cap: a cluster device capped below the model's
- *   need makes mpt_plan_create fail with MPT_ERR_DEVICE_MEMORY naming it.
+ *   need makes mpt_plan_create fail with MPT_ERR_DEVICE_MEMORY naming it;
+ *   with DP=2 and a cap between the whole and the half optimizer state it
+ *   chooses ZeRO-1 and predicts the sharded memory (exact: the cost model's
+ *   sums of products of integers).
  *
  * Runs without fork (OpenCL) on two one-core PoCL devices.
  */
@@ -27,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plan/plan.h"
 #include "train/trainer.h"
@@ -240,6 +244,76 @@ START_TEST(planner_assumes_the_cap)
 }
 END_TEST
 
+/* Two equal devices of `mem` bytes on one node, in a cluster file (the
+ * per-device "memory_limit_bytes" caps them to `limit` when > 0). */
+static mpt_cluster_t *two_equal(double mem, double limit)
+{
+    char text[1024], path[] = "/tmp/check_memory_cluster_XXXXXX";
+    size_t len = (size_t)snprintf(text, sizeof text, "{\"mpt_cluster\": 1, \"devices\": [");
+    for (int i = 0; i < 2; i++)
+        len += (size_t)snprintf(text + len, sizeof text - len,
+                                "%s{\"name\": \"dev%d\", \"type\": \"gpu\", "
+                                "\"global_mem_bytes\": %.0f, \"memory_limit_bytes\": %.0f, "
+                                "\"profile\": {\"gemm_gflops\": 1000, \"mem_gbps\": 1000, "
+                                "\"h2d_gbps\": 100, \"d2h_gbps\": 100, \"launch_us\": 1}}",
+                                i ? ", " : "", i, mem, limit);
+    snprintf(text + len, sizeof text - len, "]}");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    mpt_cluster_t *c = NULL;
+    int status = mpt_cluster_load(path, &c);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return c;
+}
+
+/* DP=2 with AdamW: the whole model fits a device only with half of the
+ * optimizer state (ZeRO-1); the planner chooses ZeRO-1 then, predicts
+ * the sharded memory, and not when the whole state fits. */
+START_TEST(planner_chooses_zero_when_memory_calls_for_it)
+{
+    open_world();
+    mpt__model_cost_t mc;
+    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
+    size_t L = model->nlayers;
+    double P = 4.0 * (double)model->param_floats;
+    double whole = mpt__cost_memory(&mc, 0, L - 1, BATCH / 2, 1, 1.0, 2, 0);
+    double sharded = whole - 2 * P * 0.5; /* two slots, each replica half of them */
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = BATCH, req.dp = 2, req.optimizer = MPT_OPTIM_ADAMW;
+    mpt_cluster_t *roomy = two_equal(1e9, 0);
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_ok(mpt_plan_create(model, roomy, &req, &p));
+    ck_assert_int_eq(p->zero, 0);
+    ck_assert_double_eq_tol(p->replicas[0].stages[0].devices[0].memory_bytes, whole, 1);
+    mpt_plan_free(p);
+    mpt_cluster_free(roomy);
+    /* Capped between the two (the cluster file's memory_limit_bytes). */
+    mpt_cluster_t *tight = two_equal(1e9, (whole + sharded) / 2);
+    ck_assert_double_eq_tol((double)mpt_cluster_device(tight, 0)->info.global_mem_bytes,
+                            (whole + sharded) / 2, 1);
+    ck_assert_mpt_ok(mpt_plan_create(model, tight, &req, &p));
+    ck_assert_int_eq(p->zero, 1);
+    for (size_t r = 0; r < 2; r++)
+        ck_assert_double_eq_tol(p->replicas[r].stages[0].devices[0].memory_bytes, sharded, 1);
+    char *json = NULL; /* and the plan file says so */
+    ck_assert_mpt_ok(mpt_plan_to_json(p, &json));
+    ck_assert_ptr_nonnull(strstr(json, "\"zero\": 1"));
+    free(json);
+    mpt_plan_free(p);
+    /* Below the sharded need: refused, naming a device and the shortfall. */
+    mpt_cluster_free(tight);
+    tight = two_equal(1e9, sharded - 4096);
+    ck_assert_mpt_fails(mpt_plan_create(model, tight, &req, &p), MPT_ERR_DEVICE_MEMORY);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "bytes short"));
+    mpt_cluster_free(tight);
+    mpt__model_cost_free(&mc);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("memory");
@@ -250,6 +324,7 @@ static Suite *suite(void)
     tcase_add_test(tc, peak_matches_prediction_pp2_gpipe);
     tcase_add_test(tc, plan_over_the_cap_is_refused);
     tcase_add_test(tc, planner_assumes_the_cap);
+    tcase_add_test(tc, planner_chooses_zero_when_memory_calls_for_it);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -218,6 +218,9 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
                                                          "across nodes)"
                                                        : "ring",
             p->dp);
+    if (p->dp > 1 && p->zero)
+        put(&t, "Optimizer state: ZeRO-1, each replica holds the state of its batch share of "
+                "the parameters (reduce-scatter, update, all-gather)\n");
     size_t bottleneck_r = 0, bottleneck_s = 0;
     double worst = -1;
     for (size_t r = 0; r < p->nreplicas; r++) {

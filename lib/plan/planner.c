@@ -185,6 +185,8 @@ typedef struct {
     double samples;        /* per micro-batch */
     mpt__pipe_schedule_t schedule;
     int slots;
+    double slot_share;     /* of the optimizer state a member holds: 1, or under ZeRO-1
+                            * its replica's batch share (engine/data_parallel.c) */
     rows_cache_t *cache;
     const rows_t **rows;
     double *tpc, *params, *saved, *outmax;
@@ -321,7 +323,7 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
             x->mc->layers[x->tied_head].tp_whole == w)
             params += x->tied_bytes;
         double saved = x->saved[o + last + 1] - x->saved[o + first];
-        bytes += part * (params * (2 + x->slots + (x->microbatches > 1)) +
+        bytes += part * (params * (2 + x->slots * x->slot_share + (x->microbatches > 1)) +
                          (double)in_flight(x, s) * x->samples * saved);
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
@@ -373,7 +375,7 @@ typedef mpt__plan_shape_t shape_t;
 
 /* Builds the plan of one configuration over the ordered devices. */
 static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size_t *order,
-                 rows_cache_t *cache, size_t batch, int slots, const shape_t *sh,
+                 rows_cache_t *cache, size_t batch, int slots, int zero, const shape_t *sh,
                  mpt__plan_t **out, char *why, size_t why_size)
 {
     int status = MPT_OK;
@@ -393,6 +395,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     }
     p->dp = sh->dp, p->pp = sh->pp, p->tp = sh->tp, p->microbatches = sh->microbatches;
     p->batch = batch, p->schedule = sh->schedule, p->optimizer_slots = slots;
+    p->zero = zero;
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
         total_speed += speed(cache, order[i]);
@@ -453,7 +456,8 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
                             .tp = sh->tp, .pp = sh->pp, .microbatches = sh->microbatches,
                             .nlayers = L,
                             .samples = (double)batch * rep->batch_share / (double)sh->microbatches,
-                            .schedule = sh->schedule, .slots = slots, .cache = cache};
+                            .schedule = sh->schedule, .slots = slots,
+                            .slot_share = zero ? rep->batch_share : 1.0, .cache = cache};
             if ((status = stage_ctx_init(&x)) < 0)
                 goto out;
             double bottleneck = 0;
@@ -688,6 +692,16 @@ static void keep_why(search_t *S, const char *why)
         snprintf(S->first_why, sizeof S->first_why, "%s", why);
 }
 
+/* Whether the engine would run shape sh with ZeRO-1 (engine.c, check_zero). */
+static int zero_allowed(const search_t *S, const shape_t *sh)
+{
+    int tied = 0;
+    for (size_t i = 0; i < S->mc->nlayers; i++)
+        tied |= S->mc->layers[i].tied_owner >= 0;
+    return sh->dp > 1 && sh->tp == 1 && mpt_cluster_node_count(S->c) == 1 &&
+           S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
+}
+
 /* Places (or splits uniformly), checks, bounds and simulates candidate k;
  * keeps it when it beats the best so far. */
 static int try_candidate(search_t *S, candidate_t *k, size_t n)
@@ -701,8 +715,25 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
     /* 4-5. Place and partition (or split uniformly). */
     status = k->uniform ? mpt__plan_uniform(S->mc, S->c, S->eff, S->order, &k->sh, S->req->batch,
                                             S->slots, &k->plan, k->why, sizeof k->why)
-                        : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, &k->sh,
-                                &k->plan, k->why, sizeof k->why);
+                        : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 0,
+                                &k->sh, &k->plan, k->why, sizeof k->why);
+    /* 4b. A shape whose replicas do not fit with the whole optimizer state
+     * each may fit with ZeRO-1 (a replica holds its batch share of it),
+     * where the engine runs ZeRO-1: replicas without tensor parallelism, in
+     * one process (one node), without a tied weight across stages, over the
+     * ring.  Its reduce-scatter and all-gather move what the ring
+     * all-reduce moves (that is their sum), so the step is costed alike;
+     * being tried only when memory calls for it, it never displaces a plan
+     * that fits without it. */
+    if (status == MPT_ERR_DEVICE_MEMORY && !k->uniform && zero_allowed(S, &k->sh)) {
+        char why0[sizeof k->why];
+        snprintf(why0, sizeof why0, "%s", k->why);
+        k->why[0] = 0;
+        status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 1, &k->sh,
+                       &k->plan, k->why, sizeof k->why);
+        if (status < 0 && !k->why[0]) /* the shortfall without ZeRO-1 says enough */
+            memcpy(k->why, why0, sizeof why0);
+    }
     if (status == MPT_ERR_NOMEM)
         return status;
     if (status < 0) {
