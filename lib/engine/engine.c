@@ -91,6 +91,11 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++) {
             const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            if (st->recompute && st->ndevices > 1) {
+                free(used);
+                return mpt__fail(MPT_ERR_UNSUPPORTED, "replica %zu stage %zu: recomputation "
+                                 "in a tensor-parallel stage is not implemented", r, s);
+            }
             if (st->ndevices == 0 || st->last >= m->nlayers || st->first > st->last) {
                 free(used);
                 return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: %zu devices, layers "

@@ -46,6 +46,9 @@ struct mpt__executor {
     size_t slot_floats;   /* floats of each optimizer slot: np + nt, or under ZeRO the
                            * replica's shard (mpt__stage_shard_slots) */
     size_t act_stride, saved_stride; /* floats per slot */
+    int recompute;     /* keep only each slot's stage input; the forward runs again
+                        * before each backward, in one shared activation region */
+    size_t in_stride;  /* floats of a slot's stage input (max_batch samples) */
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
     int dx_in;         /* dbuf holding the stage input's gradient after backward */
@@ -110,11 +113,11 @@ static int second_slot(mpt__executor_t *ex)
                                 &ex->slot[1]);
 }
 
-/* zero: the optimizer slots wait for mpt__stage_shard_slots. */
-static int stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
-                        size_t max_batch, size_t slots, int accumulates, uint64_t seed,
-                        const float *init, int zero, mpt__executor_t **out)
+int mpt__stage_create_with(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                           size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                           const float *init, unsigned flags, mpt__executor_t **out)
 {
+    int zero = (flags & MPT__STAGE_ZERO) != 0;
     size_t lps = m->labels_per_sample; /* labels and loss rows per sample */
     int status = MPT_OK;
     mpt__executor_t *ex = NULL;
@@ -165,6 +168,13 @@ static int stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, 
         act += mpt__shape_numel(&l->out) * max_batch;
     }
     ex->act_stride = act, ex->saved_stride = saved;
+    ex->in_stride = mpt__shape_numel(&m->layers[first].in) * max_batch;
+    ex->recompute = (flags & MPT__STAGE_RECOMPUTE) != 0;
+    /* Recomputing: each slot's input, then one region of the layers'
+     * activations and one of their saved state (act_at, saved_at). */
+    size_t acts_floats = ex->recompute ? slots * ex->in_stride + act - ex->in_stride
+                                       : act * slots;
+    size_t saved_floats = ex->recompute ? saved : saved * slots;
     size_t held = ex->np + ex->nt;
     MPT_TRY(zeroed(dev, held, "parameters", &ex->params));
     MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
@@ -176,10 +186,10 @@ static int stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, 
      * (second_slot): SGD never pays for it, as the planner assumes. */
     if (accumulates)
         MPT_TRY(zeroed(dev, held, "micro-batch gradients", &ex->gmb));
-    MPT_TRY(zeroed(dev, act * slots, "activations", &ex->acts));
+    MPT_TRY(zeroed(dev, acts_floats, "activations", &ex->acts));
     MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[0]));
     MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[1]));
-    MPT_TRY(zeroed(dev, saved * slots, "saved layer state", &ex->saved));
+    MPT_TRY(zeroed(dev, saved_floats, "saved layer state", &ex->saved));
     MPT_TRY(zeroed(dev, scratch, "scratch", &ex->scratch));
     MPT_TRY(zeroed(dev, max_batch * lps * slots, "loss rows", &ex->loss_rows));
     MPT_TRY(zeroed(dev, max_batch * lps, "accuracy counts", &ex->correct));
@@ -202,14 +212,8 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out)
 {
-    return stage_create(m, dev, first, last, max_batch, slots, accumulates, seed, init, 0, out);
-}
-
-int mpt__stage_create_zero(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
-                           size_t max_batch, size_t slots, int accumulates, uint64_t seed,
-                           const float *init, mpt__executor_t **out)
-{
-    return stage_create(m, dev, first, last, max_batch, slots, accumulates, seed, init, 1, out);
+    return mpt__stage_create_with(m, dev, first, last, max_batch, slots, accumulates, seed, init,
+                                  0, out);
 }
 
 int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats)
@@ -301,17 +305,33 @@ size_t mpt__stage_out_floats(const mpt__executor_t *ex)
 }
 
 /* The pass of layer i on slot `slot` for `batch` samples. */
+/* Where slot `slot`'s input of the range's k-th layer lies in acts (floats):
+ * its own region per slot, or with recomputation the slot's stage input
+ * (offset 0 of a slot's layout) or the one shared region of the rest. */
+static size_t act_at(const mpt__executor_t *ex, size_t slot, size_t k)
+{
+    if (!ex->recompute)
+        return slot * ex->act_stride + ex->act_off[k];
+    return ex->act_off[k] == 0 ? slot * ex->in_stride
+                               : ex->slots * ex->in_stride + ex->act_off[k] - ex->in_stride;
+}
+
+static size_t saved_at(const mpt__executor_t *ex, size_t slot, size_t k)
+{
+    return (ex->recompute ? 0 : slot * ex->saved_stride) + ex->saved_off[k];
+}
+
 static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t batch,
                            int training)
 {
     size_t lps = ex->m->labels_per_sample;
     const mpt__layer_t *l = &ex->m->layers[i];
-    size_t k = i - ex->first, base = slot * ex->act_stride;
+    size_t k = i - ex->first;
     mpt__pass_t p;
     memset(&p, 0, sizeof p);
     p.batch = batch;
-    p.x = region(ex->acts, base + ex->act_off[k], mpt__shape_numel(&l->in) * batch);
-    p.y = region(ex->acts, base + ex->act_off[k + 1], mpt__shape_numel(&l->out) * batch);
+    p.x = region(ex->acts, act_at(ex, slot, k), mpt__shape_numel(&l->in) * batch);
+    p.y = region(ex->acts, act_at(ex, slot, k + 1), mpt__shape_numel(&l->out) * batch);
     p.params = flat(ex->params, ex->np + ex->nt);
     p.grads = flat(ex->grads, ex->np + ex->nt);
     p.param_base = ex->p0;
@@ -326,12 +346,12 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
      * when that reader is in this range (it is later, so its backward ran). */
     for (size_t j = i + 1; l->nparams && l->params[0].shared && j <= ex->last; j++)
         p.shared_written |= ex->m->layers[j].tied_layer == (int)i;
-    p.saved = region(ex->saved, slot * ex->saved_stride + ex->saved_off[k],
+    p.saved = region(ex->saved, saved_at(ex, slot, k),
                      l->saved_per_sample * batch);
     /* A layer running the activation after it (in this range): that
      * layer's output region is where the activation goes. */
     if ((p.act = mpt__model_fused_act(ex->m, i, ex->last)) > 0)
-        p.a = region(ex->acts, base + ex->act_off[k + 2],
+        p.a = region(ex->acts, act_at(ex, slot, k + 2),
                      mpt__shape_numel(&ex->m->layers[i + 1].out) * batch);
     p.scratch = flat(ex->scratch, 1);
     p.training = training;
@@ -359,7 +379,7 @@ int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_
 {
     int status = check_batch(ex, slot, batch);
     if (status == MPT_OK)
-        status = mpt_buffer_write(ex->acts, slot * ex->act_stride * sizeof(float), x,
+        status = mpt_buffer_write(ex->acts, act_at(ex, slot, 0) * sizeof(float), x,
                                   batch * mpt__stage_in_floats(ex) * sizeof *x);
     return status;
 }
@@ -402,8 +422,7 @@ int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t bat
     if (n == 0)
         return mpt__fail(MPT_ERR_INVALID, "the last stage has no output but the loss");
     return mpt_buffer_read(ex->acts,
-                           (slot * ex->act_stride + ex->act_off[ex->last + 1 - ex->first]) *
-                               sizeof(float),
+                           act_at(ex, slot, ex->last + 1 - ex->first) * sizeof(float),
                            y, batch * n * sizeof *y);
 }
 
@@ -454,8 +473,7 @@ int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_
         status = mpt__fail(MPT_ERR_INVALID, "logits are on the last stage");
     if (status == MPT_OK)
         status = mpt_buffer_read(ex->acts,
-                                 (slot * ex->act_stride + ex->act_off[ex->last - ex->first]) *
-                                     sizeof(float),
+                                 act_at(ex, slot, ex->last - ex->first) * sizeof(float),
                                  logits, batch * row * sizeof *logits);
     return status;
 }
@@ -465,7 +483,7 @@ int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *c
     size_t lps = ex->m->labels_per_sample;
     int status;
     size_t k = ex->last - ex->first;
-    mpt__tensor_t logits = region(ex->acts, slot * ex->act_stride + ex->act_off[k],
+    mpt__tensor_t logits = region(ex->acts, act_at(ex, slot, k),
                                   batch * lps * (size_t)ex->m->classes);
     mpt__tensor_t hits = flat(ex->correct, batch * lps);
     *correct = 0;
@@ -492,6 +510,10 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
         return status;
     if (accumulate && !ex->gmb)
         return mpt__fail(MPT_ERR_INVALID, "this stage cannot add micro-batch gradients (made with accumulates = 0)");
+    /* Recomputation: the slot's activations again, from its input (dropout
+     * draws the same masks: they are keyed by step and sample). */
+    if (ex->recompute && (status = mpt__stage_forward(ex, slot, batch, 1)) < 0)
+        return mpt__fail_context(status, "recomputing the forward of micro-batch slot %zu", slot);
     while (first < ex->last && ex->m->layers[first].kind->is_view)
         first++;
     for (size_t i = ex->last + 1; i-- > ex->first;) {

@@ -145,9 +145,10 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         goto out;
     } else if (tp == 1) {
         /* ZeRO: the optimizer state waits for the shards (data_parallel.c). */
-        MPT_TRY((e->zero ? mpt__stage_create_zero : mpt__stage_create)(
-            e->m, w->dev, st->first, st->last, max_mb, w->slots, e->microbatches > 1, seed, init,
-            &w->ex));
+        unsigned flags = (e->zero ? MPT__STAGE_ZERO : 0u) |
+                         (st->recompute ? MPT__STAGE_RECOMPUTE : 0u);
+        MPT_TRY(mpt__stage_create_with(e->m, w->dev, st->first, st->last, max_mb, w->slots,
+                                       e->microbatches > 1, seed, init, flags, &w->ex));
     } else {
         int *members = malloc(tp * sizeof *members);
         if (!members || !(fractions = malloc(tp * sizeof *fractions))) {

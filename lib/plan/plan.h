@@ -206,7 +206,10 @@ typedef struct {
     size_t first, last;       /* layers, inclusive */
     size_t ndevices;          /* the tensor-parallel group (tp devices) */
     mpt__plan_device_t *devices;
-    double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group */
+    double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group (bwd_s
+                               * with the forward again when recompute is set) */
+    int recompute;            /* keep only the stage's input per micro-batch and run
+                               * its forward again before each backward (docs/memory.md) */
     mpt__tp_roles_t roles;    /* tensor-parallel stages (ndevices > 1) of a plan given
                                * its model (mpt__plan_roles); steps NULL otherwise */
 } mpt__plan_stage_t;

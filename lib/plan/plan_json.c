@@ -78,6 +78,8 @@ static json_t *stage_json(writer *w, const mpt__plan_stage_t *st)
     put(w, o, "layers", json_pack("[I,I]", (json_int_t)st->first, (json_int_t)st->last));
     put_real(w, o, "fwd_s", st->fwd_s);
     put_real(w, o, "bwd_s", st->bwd_s);
+    if (st->recompute) /* absent: false, as in plans written before recomputation */
+        put(w, o, "recompute", json_true());
     for (size_t k = 0; k < st->ndevices; k++) {
         const mpt__plan_device_t *d = &st->devices[k];
         json_t *dj = json_object();
@@ -287,6 +289,10 @@ static int read_stage(reader *r, const json_t *sj, size_t tp, size_t rep, size_t
     *next = st->last + 1;
     MPT_TRY(get_real(r, sj, "fwd_s", 0, &st->fwd_s));
     MPT_TRY(get_real(r, sj, "bwd_s", 0, &st->bwd_s));
+    const json_t *rc = json_object_get(sj, "recompute");
+    if (rc && !json_is_boolean(rc))
+        return bad(r, "recompute", "must be true or false");
+    st->recompute = rc && json_is_true(rc);
     MPT_TRY(get_array(r, sj, "devices", "devices", &devices));
     if (json_array_size(devices) != tp)
         return bad(r, "devices", "has %zu devices, but tp is %zu", json_array_size(devices), tp);
