@@ -386,10 +386,23 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
     return bytes;
 }
 
+/* The activations kept for backward: every micro-batch in flight's (saved
+ * bytes per sample), or recomputing, their stage inputs and one
+ * micro-batch's activations past its input (the executor's one shared
+ * region, which starts after the input). */
+static double kept(const mpt__model_cost_t *mc, size_t first, size_t in_flight, double samples,
+                   double saved, unsigned flags)
+{
+    if (!(flags & MPT__MEM_RECOMPUTE) || in_flight == 0)
+        return (double)in_flight * samples * saved;
+    return (double)(in_flight - 1) * samples * mc->layers[first].in_bytes + samples * saved;
+}
+
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots,
-                        int accumulates)
+                        unsigned flags)
 {
+    int accumulates = (flags & MPT__MEM_ACCUMULATES) != 0;
     double saved = 0, largest = 0;
     if (!mc || first > last || first >= mc->nlayers)
         return 0;
@@ -420,5 +433,5 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
      * does not split it). */
     largest = fmax(largest, mc->layers[first].in_bytes);
     return params * (2.0 + optimizer_slots + (accumulates ? 1 : 0)) +
-           (double)in_flight * samples * saved + 2.0 * samples * largest + addend;
+           kept(mc, first, in_flight, samples, saved, flags) + 2.0 * samples * largest + addend;
 }

@@ -102,18 +102,20 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
 /* Bytes a device holds for layers [first, last] at tensor share `share`,
  * as engine/executor.c allocates them: parameters (and the copy of a tied
  * weight whose owner is before first), gradients and `optimizer_slots`
- * optimizer copies (SGD with momentum 1, AdamW 2), with `accumulates`
- * (2+ micro-batches a step) one more gradient copy for each micro-batch's
- * own; plus the saved activations of `in_flight` micro-batches of
- * `samples` each; plus the two working buffers activation gradients
+ * optimizer copies (SGD with momentum 1, AdamW 2), when micro-batches
+ * accumulate (2+ a step) one more gradient copy for each micro-batch's
+ * own (flags MPT__MEM_ACCUMULATES); plus the saved activations of
+ * `in_flight` micro-batches of `samples` each (with MPT__MEM_RECOMPUTE:
+ * their stage inputs and one micro-batch's activations); plus the two working buffers activation gradients
  * ping-pong through, each one micro-batch of the widest of the stage's
  * input and its layers' outputs; plus, on the owner of a weight a later
  * stage copies, the buffer that copy's gradient arrives in.  Small
  * buffers (labels, loss rows, one layer's scratch) are left out: they
  * were under 2% of the measured peak in tests/check_memory.c. */
+enum { MPT__MEM_ACCUMULATES = 1, MPT__MEM_RECOMPUTE = 2 };
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots,
-                        int accumulates);
+                        unsigned flags);
 
 /* Shared resources (share.c).  Whether devices a and b of the cluster
  * compete for cores: same node, overlapping cpusets, one a CPU device. */

@@ -222,7 +222,8 @@ static double tp_comm(const stage_ctx *x, size_t s, size_t l)
     return mpt__tp_allreduces(x->mc, x->c, x->group + s * x->tp, x->tp, l, x->samples);
 }
 
-static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last);
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                           int recompute);
 
 static int stage_ctx_init(stage_ctx *x)
 {
@@ -288,7 +289,7 @@ static int stage_ctx_init(stage_ctx *x)
                                                        x->mc->layers[l].out_bytes * x->samples)
                               : 0;
     for (size_t g = 0; g < n; g++)
-        x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1) <=
+        x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1, 0) <=
                       (double)mpt_cluster_device(x->c, x->group[g])->info.global_mem_bytes;
     return MPT_OK;
 }
@@ -312,8 +313,12 @@ static size_t in_flight(const stage_ctx *x, size_t s)
 
 /* Bytes member g of stage s holds for layers [first, last]: the same sum
  * as mpt__cost_memory, from the prefix sums. */
-static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last)
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                           int recompute)
 {
+    /* Recomputing keeps one micro-batch's activations, and the inputs of
+     * the others (mpt__cost_memory's `kept`). */
+    double sets = recompute ? 1.0 : (double)in_flight(x, s);
     double share = x->fraction[s * x->tp + g], bytes = 0, largest = 0;
     for (int w = 0; w < 2; w++) {
         size_t o = (size_t)w * (x->nlayers + 1);
@@ -324,14 +329,28 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
             params += x->tied_bytes;
         double saved = x->saved[o + last + 1] - x->saved[o + first];
         bytes += part * (params * (2 + x->slots * x->slot_share + (x->microbatches > 1)) +
-                         (double)in_flight(x, s) * x->samples * saved);
+                         sets * x->samples * saved);
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
     if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
         x->tied_head > last)
         bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
+    if (recompute && in_flight(x, s) > 0)
+        bytes += (double)(in_flight(x, s) - 1) * x->samples * x->mc->layers[first].in_bytes;
     largest = fmax(largest, x->mc->layers[first].in_bytes); /* the whole stage input */
     return bytes + 2 * x->samples * largest; /* two ping-pong working buffers */
+}
+
+/* Whether stage s recomputes layers [first, last]: where the engine can
+ * (no tensor-parallel group) and only when a member would not hold it
+ * otherwise (recomputation costs a second forward). */
+static int stage_recomputes(const stage_ctx *x, size_t s, size_t first, size_t last)
+{
+    if (x->tp > 1)
+        return 0;
+    const mpt_cluster_device_t *d = mpt_cluster_device(x->c, x->group[s * x->tp]);
+    return !x->roomy[s * x->tp] &&
+           stage_memory(x, s, 0, first, last, 0) > (double)d->info.global_mem_bytes;
 }
 
 /* Forward + backward of layers [first, last] on stage s (the slowest group
@@ -345,7 +364,12 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
     double slowest = 0;
     for (size_t g = 0; g < x->tp; g++) {
         const mpt_cluster_device_t *d = mpt_cluster_device(x->c, dev[g]);
-        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last);
+        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last, 0);
+        double extra = 0; /* recomputation's second forward */
+        if (need > (double)d->info.global_mem_bytes && stage_recomputes(x, s, first, last)) {
+            need = stage_memory(x, s, g, first, last, 1);
+            extra = x->rows[s * x->tp + g]->fwd[last + 1] - x->rows[s * x->tp + g]->fwd[first];
+        }
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
@@ -356,7 +380,7 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
                          need - (double)d->info.global_mem_bytes);
             return -1;
         }
-        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first];
+        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first] + extra;
         slowest = here > slowest ? here : slowest; /* the hottest line: no libm call */
     }
     slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];
@@ -486,14 +510,19 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
              * tensor-parallel all-reduces are folded in, half forward and
              * half backward. */
             double comm = x.tpc[s * (L + 1) + st->last + 1] - x.tpc[s * (L + 1) + st->first];
+            st->recompute = stage_recomputes(&x, s, st->first, st->last);
             for (size_t g = 0; g < sh->tp; g++) {
                 size_t dev = group[s * sh->tp + g];
                 const rows_t *rw = x.rows[s * sh->tp + g];
                 double f = fraction[s * sh->tp + g];
                 st->devices[g] =
-                    (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last)};
+                    (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last,
+                                                              st->recompute)};
                 st->fwd_s = fmax(st->fwd_s, rw->fwd[st->last + 1] - rw->fwd[st->first] + comm / 2);
-                st->bwd_s = fmax(st->bwd_s, rw->bwd[st->last + 1] - rw->bwd[st->first] + comm / 2);
+                st->bwd_s = fmax(st->bwd_s, rw->bwd[st->last + 1] - rw->bwd[st->first] + comm / 2 +
+                                                (st->recompute ? rw->fwd[st->last + 1] -
+                                                                     rw->fwd[st->first]
+                                                               : 0));
             }
         }
         if (status < 0)
