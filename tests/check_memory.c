@@ -246,6 +246,60 @@ START_TEST(planner_assumes_the_cap)
 }
 END_TEST
 
+/* gpt-micro (blocks with megabytes of workspace, a tied head) on one
+ * device, batch 4, AdamW: peak within MEM_TOL of the prediction. */
+START_TEST(peak_matches_prediction_gpt)
+{
+    open_world();
+    mpt_model_t *gpt = NULL;
+    mpt__model_cost_t mc;
+    ck_assert_mpt_ok(mpt_model_load(test_path("../models/gpt-micro.json"), &gpt));
+    ck_assert_mpt_ok(mpt__model_cost(gpt, &mc));
+    enum { B = 4 };
+    size_t L = gpt->nlayers, T = mpt_model_input_floats(gpt);
+    double predicted = mpt__cost_memory(&mc, 0, L - 1, B, 1, 1.0, 2, 0);
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"mpt_plan\": 1, \"dp\": 1, \"pp\": 1, \"tp\": 1, \"microbatches\": 1, "
+             "\"batch\": %d, \"schedule\": \"gpipe\", \"optimizer_slots\": 2, "
+             "\"predicted_step_s\": 0.001, \"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, "
+             "\"p2p_s\": 0, \"allreduce_s\": 0}, \"replicas\": [{\"batch_share\": 1, "
+             "\"stages\": [{\"layers\": [0, %zu], \"fwd_s\": 0, \"bwd_s\": 0, \"devices\": "
+             "[{\"device\": 0, \"fraction\": 1.0, \"memory_bytes\": %.0f}]}]}], "
+             "\"alternatives\": []}",
+             B, L - 1, predicted);
+    mpt_plan_t *plan = NULL;
+    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", L, mpt_devices_count(devs), &plan));
+    ck_assert_mpt_ok(mpt__plan_roles(plan, gpt));
+    float *x = malloc(B * T * sizeof *x);
+    int32_t *y = malloc(B * T * sizeof *y);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_ptr_nonnull(y);
+    for (size_t i = 0; i < B * T; i++)
+        x[i] = (float)(i % 50), y[i] = (int32_t)((i + 1) % 50);
+    mpt_train_config_t c;
+    mpt_trainer_t *t = NULL;
+    mpt_train_config_default(&c);
+    mpt_train_config_use_optimizer(&c, MPT_OPTIM_ADAMW);
+    c.batch = B;
+    ck_assert_mpt_ok(mpt_trainer_create_planned(gpt, devs, plan, &c, NULL, NULL, &t));
+    mpt_step_stats_t st;
+    ck_assert_mpt_ok(mpt_trainer_step(t, x, y, &st));
+    mpt_device_step_t d;
+    ck_assert_mpt_ok(mpt_trainer_device_stats(t, 0, &d));
+    double measured = (double)d.peak_memory_bytes;
+    printf("gpt-micro, batch %d, AdamW: predicted %.0f bytes, peak %.0f (%+.1f%%)\n", B,
+           predicted, measured, 100.0 * (predicted - measured) / measured);
+    ck_assert_double_eq_tol(predicted, measured, MEM_TOL * measured);
+    mpt_trainer_free(t);
+    mpt_plan_free(plan);
+    free(x);
+    free(y);
+    mpt__model_cost_free(&mc);
+    mpt_model_free(gpt);
+}
+END_TEST
+
 /* Two equal devices of `mem` bytes on one node, in a cluster file (the
  * per-device "memory_limit_bytes" caps them to `limit` when > 0). */
 static mpt_cluster_t *two_equal(double mem, double limit)
@@ -388,6 +442,7 @@ static Suite *suite(void)
     tcase_add_test(tc, cap_refuses_with_device_what_and_shortfall);
     tcase_add_test(tc, peak_matches_prediction_one_device);
     tcase_add_test(tc, peak_matches_prediction_pp2_gpipe);
+    tcase_add_test(tc, peak_matches_prediction_gpt);
     tcase_add_test(tc, plan_over_the_cap_is_refused);
     tcase_add_test(tc, planner_assumes_the_cap);
     tcase_add_test(tc, planner_chooses_zero_when_memory_calls_for_it);

@@ -105,6 +105,11 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
             c->param_bytes += 4.0 * (double)l->params[q].numel;
         c->out_bytes = 4.0 * o; /* after a view too: the boundary sends its output */
         c->in_bytes = 4.0 * in;
+        if (l->kind->scratch_floats) { /* affine in the samples: from 1 and 2 */
+            double one = (double)l->kind->scratch_floats(l, 1);
+            double two = (double)l->kind->scratch_floats(l, 2);
+            c->scratch_bytes = 4.0 * (two - one), c->scratch_base = 4.0 * (2 * one - two);
+        }
         c->split_axes = l->kind->split_axes;
         c->tied_owner = l->tied_layer;
         c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
@@ -386,6 +391,17 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
     return bytes;
 }
 
+double mpt__cost_scratch(const mpt__model_cost_t *mc, size_t first, size_t last,
+                         double samples, double share)
+{
+    double most = 0;
+    for (size_t i = first; i <= last && i < mc->nlayers; i++) {
+        const mpt__layer_cost_t *l = &mc->layers[i];
+        most = fmax(most, tp_part(l, share) * (l->scratch_base + samples * l->scratch_bytes));
+    }
+    return most;
+}
+
 /* The activations kept for backward: every micro-batch in flight's (saved
  * bytes per sample), or recomputing, their stage inputs and one
  * micro-batch's activations past its input (the executor's one shared
@@ -432,6 +448,8 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     /* The working buffers hold the stage's whole input too (the executor
      * does not split it). */
     largest = fmax(largest, mc->layers[first].in_bytes);
+    double scratch = mpt__cost_scratch(mc, first, last, samples, share);
     return params * (2.0 + optimizer_slots + (accumulates ? 1 : 0)) +
-           kept(mc, first, in_flight, samples, saved, flags) + 2.0 * samples * largest + addend;
+           kept(mc, first, in_flight, samples, saved, flags) + 2.0 * samples * largest + addend +
+           scratch;
 }

@@ -29,6 +29,9 @@ typedef struct {
     double saved_bytes;            /* kept from forward to backward: input + saved state */
     double in_bytes;               /* the input activation (a stage's first layer's is
                                     * what its working buffers must also hold) */
+    double scratch_base, scratch_bytes; /* its workspace (kind->scratch_floats) for n
+                                    * samples: scratch_base + n scratch_bytes; a stage
+                                    * holds its layers' largest, shared */
     int launches_fwd, launches_bwd; /* kernel launches per micro-batch (the kind's) */
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
@@ -109,9 +112,14 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
  * their stage inputs and one micro-batch's activations); plus the two working buffers activation gradients
  * ping-pong through, each one micro-batch of the widest of the stage's
  * input and its layers' outputs; plus, on the owner of a weight a later
- * stage copies, the buffer that copy's gradient arrives in.  Small
- * buffers (labels, loss rows, one layer's scratch) are left out: they
- * were under 2% of the measured peak in tests/check_memory.c. */
+ * stage copies, the buffer that copy's gradient arrives in; plus the
+ * largest workspace of its layers (a GPT block's is megabytes).  Small
+ * buffers (labels, loss rows) are left out: they were under 1% of the
+ * measured peak in tests/check_memory.c. */
+/* The largest workspace of layers [first, last] for `samples` at tensor
+ * share `share` (the executor's one scratch buffer). */
+double mpt__cost_scratch(const mpt__model_cost_t *mc, size_t first, size_t last,
+                         double samples, double share);
 enum { MPT__MEM_ACCUMULATES = 1, MPT__MEM_RECOMPUTE = 2 };
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots,

@@ -338,7 +338,10 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
     if (recompute && in_flight(x, s) > 0)
         bytes += (double)(in_flight(x, s) - 1) * x->samples * x->mc->layers[first].in_bytes;
     largest = fmax(largest, x->mc->layers[first].in_bytes); /* the whole stage input */
-    return bytes + 2 * x->samples * largest; /* two ping-pong working buffers */
+    /* two ping-pong working buffers, and the largest workspace (a loop:
+     * only stages that may not fit get here, see roomy) */
+    return bytes + 2 * x->samples * largest +
+           mpt__cost_scratch(x->mc, first, last, x->samples, x->fraction[s * x->tp + g]);
 }
 
 /* Whether stage s recomputes layers [first, last]: where the engine can
