@@ -64,5 +64,44 @@ rc=$?
 rc=$?
 [ "$rc" -eq 2 ] && ok "--device-memory 12X is a usage error" || fail "--device-memory 12X: exit $rc"
 
+# ---- a GPT that does not fit one device under 4 MiB -------------------------------
+# gpt-micro, batch 16, AdamW needs 19.5 MB on one device: refused under
+# 4M; on two devices under 4M the planner pipelines it (PP=2, 8
+# micro-batches) and the losses are the uncapped one-device run's within
+# 1e-5 relative (the plan-invariance tolerance, tests/check_engine.c).
+text=$tmp/corpus.txt
+if ls /usr/share/common-licenses/* >/dev/null 2>&1; then
+    cat /usr/share/common-licenses/* >"$text"
+else
+    i=0
+    while [ $i -lt 3000 ]; do
+        echo "line $i of a generated text, for the language model test." >>"$text"
+        i=$((i + 1))
+    done
+fi
+gpt="--model ${MPT_TESTS_SRCDIR:-tests}/../models/gpt-micro.json --data $text --steps 8 --batch 16 --optimizer adamw --lr 3e-3 --log-every 2 --seed 3"
+"$train" $gpt --devices 0 --device-memory 4M >"$tmp/g0.out" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] && grep -q 'bytes short' "$tmp/g0.out" && ok "gpt-micro under 4M on one device: refused" ||
+    fail "gpt-micro under 4M on one device: exit $rc, $(tail -n 1 "$tmp/g0.out")"
+"$train" $gpt --devices 0 --metrics "$tmp/g1.jsonl" >"$tmp/g1.out" 2>&1 ||
+    fail "gpt-micro on one device: $(tail -n 1 "$tmp/g1.out")"
+"$train" $gpt --devices 0,1 --device-memory 4M --metrics "$tmp/g2.jsonl" >"$tmp/g2.out" 2>&1 ||
+    fail "gpt-micro under 4M on two devices: $(tail -n 1 "$tmp/g2.out")"
+if python3 - "$tmp/g1.jsonl" "$tmp/g2.jsonl" <<'PY'
+import json, sys
+def rows(f):
+    return [d for d in (json.loads(l) for l in open(f)) if "loss" in d and "step" in d]
+one, two = rows(sys.argv[1]), rows(sys.argv[2])
+assert len(one) == len(two) and one, (len(one), len(two))
+for a, b in zip(one, two):
+    assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(a["loss"])), (a["loss"], b["loss"])
+for x in two[-1]["devices"]:
+    assert x["peak_memory_bytes"] <= 4 * 1024 * 1024, x
+    assert abs(x["peak_memory_bytes"] - x["predicted_memory_bytes"]) <= 0.10 * x["peak_memory_bytes"], x
+PY
+then ok "gpt-micro under 4M on two devices: the one-device losses, peaks under the cap and within 10%"
+else fail "gpt-micro under 4M on two devices: losses or memory"; fi
+
 [ "$failed" -eq 0 ] && echo "memory_cli.sh: all checks passed"
 exit "$failed"
