@@ -6,6 +6,14 @@
  * read to the host in buckets and a reducer thread per worker all-reduces
  * them.  Every reducer reduces its segments from the last to the first, so
  * groups that share a worker never wait on each other in a cycle.
+ *
+ * ZeRO-1 (plan zero = 1): each segment is cut into one shard per replica
+ * in proportion to the replicas' samples; the same buckets are
+ * reduce-scattered instead, each worker updates its shards with optimizer
+ * state for them alone, then all-gathers every segment's parameters (in
+ * increasing segment order, the same for every worker: no cycle either).
+ * The all-gather runs on the worker thread after the update, overlapped
+ * with nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>

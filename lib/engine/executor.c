@@ -14,6 +14,13 @@
  * one scratch (conv columns) serves every layer.  Everything is allocated
  * once, for the largest micro-batch.
  *
+ * Options (mpt__stage_create_with): ZeRO-1 makes the optimizer slots for
+ * the replica's shards only, packed (the engine maps them); recomputation
+ * keeps per slot only the stage input and one shared region for the rest
+ * of the activations and saved state, refilled by a forward at the start
+ * of each backward (act_at, saved_at).  The second optimizer slot (Adam's
+ * v) is made on first use.
+ *
  * Tied copy: a range that runs a tied layer (lm_head) without the layer
  * that owns its weight (the embedding, on an earlier pipeline stage) holds
  * a copy of that weight after its own parameters, at buffer index np, in
