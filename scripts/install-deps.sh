@@ -15,6 +15,7 @@ packages="
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
   oclgrind python3-venv
+  clang libclang-rt-14-dev
 "
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -365,6 +365,9 @@ static const struct {
     {"\"memory_bytes\": 1004", "\"memory_bytes\": \"1004\"",
      "replicas[1].stages[0].devices[0].memory_bytes: must be a number >= 0"},
     {"\"fwd_s\": 0.011", "\"fwd_s\": true", "replicas[0].stages[0].fwd_s: must be a number >= 0"},
+    /* found by fuzzing: the simulator's sums overflowed to infinity */
+    {"\"fwd_s\": 0.011", "\"fwd_s\": 1e308",
+     "replicas[0].stages[0].fwd_s: 1e+308 is beyond any real plan (at most 1e+18)"},
     {"\"predicted_step_s\": 0.5", "\"predicted_step_s\": -0.5",
      "predicted_step_s: must be a number >= 0"},
     {"\"p2p_s\": 0.03, ", "", "breakdown.p2p_s: missing"},
@@ -373,6 +376,9 @@ static const struct {
     {"\"microbatches\": 4", "\"microbatches\": 0", "microbatches: must be an integer >= 1"},
     {"\"microbatches\": 4", "\"microbatches\": 64",
      "microbatches: 64 micro-batches is more than the batch of 32 samples"},
+    /* found by fuzzing: the simulator allocated stages x micro-batches */
+    {"\"microbatches\": 4", "\"microbatches\": 1000000000000000",
+     "microbatches: 1000000000000000 micro-batches, more than the 16384 a plan may have"},
     {"\"batch\": 32", "\"batch\": 0", "batch: must be an integer >= 1"},
     {"\"schedule\": \"1f1b\"", "\"schedule\": \"zb-h1\"",
      "schedule: unknown schedule 'zb-h1' (gpipe or 1f1b)"},

@@ -25,6 +25,18 @@
  * speeds by their sum, which leaves a few ulps of rounding per term, and a
  * person editing a plan writes decimals such as 0.333333. */
 #define SUM_TOLERANCE 1e-6
+/* The most micro-batches a plan may ask for.  The simulator (and its
+ * trace, ~60 kB per micro-batch of a 2 x 2 plan) grows with stages x
+ * micro-batches, so a count read from a file must not ask for terabytes
+ * (10^15, found by tests/fuzz/fuzz_plan).  16384 (micro-batches of one
+ * sample in a batch of 16k) simulates in seconds and 1 GB; the planner
+ * never goes near it (powers of two up to the batch, 128 by default). */
+#define MAX_MICROBATCHES 16384
+/* The largest time (s) or size (bytes) a plan may state: sums of a few
+ * near DBL_MAX overflowed to infinity and the simulator then found its
+ * schedule deadlocked (fwd_s 1e308, found by tests/fuzz/fuzz_plan); 1e18
+ * seconds or bytes is beyond any real plan and far from overflow. */
+#define MAX_REAL 1e18
 
 static const char *const schedule_names[] = {"gpipe", "1f1b"};
 
@@ -220,6 +232,8 @@ static int get_real(const reader *r, const json_t *o, const char *key, int unit,
     double x = json_number_value(v);
     if (!json_is_number(v) || (unit ? !(x > 0 && x <= 1) : !(x >= 0)))
         return bad(r, key, "must be %s", want);
+    if (!unit && x > MAX_REAL)
+        return bad(r, key, "%g is beyond any real plan (at most %g)", x, MAX_REAL);
     *out = x;
     return MPT_OK;
 }
@@ -384,6 +398,9 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
             return bad(r, "model", "must be the model's CRC-32 as a hex string");
         snprintf(p->model_id, sizeof p->model_id, "%s", json_string_value(model));
     }
+    if (p->microbatches > MAX_MICROBATCHES)
+        return bad(r, "microbatches", "%zu micro-batches, more than the %d a plan may have",
+                   p->microbatches, MAX_MICROBATCHES);
     if (json_object_get(root, "batch")) {
         MPT_TRY(get_size(r, root, "batch", 1, &p->batch));
         if (p->microbatches > p->batch)

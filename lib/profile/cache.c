@@ -3,6 +3,7 @@
  * $XDG_CACHE_HOME/mpt (else ~/.cache/mpt), one file per device identity.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,10 +137,11 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
         double g = 0;
         if (json_unpack(json_array_get(gemm, i), "{s:I,s:I,s:I,s:F}", "m", &m, "n", &n, "k", &k,
                         "gflops", &g) != 0 ||
-            m <= 0 || n <= 0 || k <= 0 || g < 0 || g > 1e6)
+            m <= 0 || n <= 0 || k <= 0 || m > UINT_MAX || n > UINT_MAX || k > UINT_MAX ||
+            g < 0 || g > 1e6)
             return mpt__fail(MPT_ERR_PARSE,
-                             "%s.gemm[%zu]: needs positive integers m, n, k and a number gflops "
-                             "in [0, 1e6]",
+                             "%s.gemm[%zu]: needs integers m, n, k in [1, 2^32) and a number "
+                             "gflops in [0, 1e6]",
                              where, i);
         p->gemm[i] = (mpt_gemm_point_t){(unsigned)m, (unsigned)n, (unsigned)k, g};
     }

@@ -8,6 +8,7 @@
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <libgen.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,11 @@
 
 #define DEFAULT_NET_GBPS 12.5     /* 100 Gb/s Ethernet or InfiniBand EDR */
 #define DEFAULT_NET_LATENCY_US 5.0
+/* Physical bounds of what a file may claim: 1 PiB of memory (no device has
+ * it), and 2^24 of anything counted (compute units, MHz, cores, NUMA
+ * nodes), far beyond any machine and within an int. */
+#define MAX_BYTES (1ll << 50)
+#define MAX_COUNT (1ll << 24)
 
 enum { S_VENDOR, S_NAME, S_PLATFORM, S_DEVICE_VERSION, S_DRIVER_VERSION, S_PCI, S_COUNT };
 
@@ -230,15 +236,18 @@ static int get_string(const reader *r, const json_t *o, const char *key, int req
     return MPT_OK;
 }
 
+/* An integer in [min, max]: max keeps it within the field it is stored in
+ * (compute_units is an unsigned, written back as an int) and within
+ * physical sense, so that nothing wraps to a small number. */
 static int get_int(const reader *r, const json_t *o, const char *key, int required,
-                   long long min, long long *out)
+                   long long min, long long max, long long *out)
 {
     json_t *v = json_object_get(o, key);
     if (!v)
         return required ? bad(r, key, "missing (an integer)") : MPT_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < min) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "must be an integer >= %lld", min);
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "must be an integer in [%lld, %lld]", min, max);
         return bad(r, key, msg);
     }
     *out = json_integer_value(v);
@@ -284,27 +293,25 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
             info.type = type_values[t];
     if (!info.type)
         return bad(r, "type", "must be one of cpu, gpu, accelerator, other");
-    MPT_TRY(get_int(r, d, "global_mem_bytes", 1, 1, &global));
-    if (global > (1ll << 50)) /* 1 PiB: no device has it */
-        return bad(r, "global_mem_bytes", "more than 1 PiB is outside the physical bounds");
+    MPT_TRY(get_int(r, d, "global_mem_bytes", 1, 1, MAX_BYTES, &global));
     /* "memory_limit_bytes": what mpt may use of it (--device-memory), when
      * lower than global_mem_bytes: the planner then plans for that. */
     long long limit = 0;
-    MPT_TRY(get_int(r, d, "memory_limit_bytes", 0, 0, &limit));
+    MPT_TRY(get_int(r, d, "memory_limit_bytes", 0, 0, MAX_BYTES, &limit));
     if (limit > 0 && limit < global)
         global = limit;
-    MPT_TRY(get_int(r, d, "max_alloc_bytes", 0, 1, &max_alloc));
-    MPT_TRY(get_int(r, d, "local_mem_bytes", 0, 0, &local));
-    MPT_TRY(get_int(r, d, "compute_units", 0, 1, &cu));
-    MPT_TRY(get_int(r, d, "clock_mhz", 0, 0, &clock));
+    MPT_TRY(get_int(r, d, "max_alloc_bytes", 0, 1, MAX_BYTES, &max_alloc));
+    MPT_TRY(get_int(r, d, "local_mem_bytes", 0, 0, MAX_BYTES, &local));
+    MPT_TRY(get_int(r, d, "compute_units", 0, 1, MAX_COUNT, &cu));
+    MPT_TRY(get_int(r, d, "clock_mhz", 0, 0, MAX_COUNT, &clock));
     MPT_TRY(get_bool(r, d, "unified_memory", &info.unified_memory));
     MPT_TRY(get_bool(r, d, "fp16", &info.fp16));
     MPT_TRY(get_bool(r, d, "fp64", &info.fp64));
-    MPT_TRY(get_int(r, d, "node", 0, 0, &node));
-    MPT_TRY(get_int(r, d, "numa_node", 0, -1, &numa));
-    MPT_TRY(get_int(r, d, "package", 0, -1, &package));
-    MPT_TRY(get_int(r, d, "cores", 0, 0, &cores));
-    MPT_TRY(get_int(r, d, "pus", 0, 0, &pus));
+    MPT_TRY(get_int(r, d, "node", 0, 0, LLONG_MAX, &node));
+    MPT_TRY(get_int(r, d, "numa_node", 0, -1, MAX_COUNT, &numa));
+    MPT_TRY(get_int(r, d, "package", 0, -1, MAX_COUNT, &package));
+    MPT_TRY(get_int(r, d, "cores", 0, 0, MAX_COUNT, &cores));
+    MPT_TRY(get_int(r, d, "pus", 0, 0, MAX_COUNT, &pus));
     MPT_TRY(get_string(r, d, "cpus", 0, &cpus));
     MPT_TRY(get_string(r, d, "osdev", 0, &osdev));
     if ((size_t)node >= c->node_count)
@@ -413,8 +420,8 @@ static int read_links(mpt_cluster_t *c, reader *r, const json_t *links, mpt_topo
         snprintf(r->where, sizeof r->where, "links[%zu]", k);
         if (!json_is_object(l))
             return bad(r, NULL, "must be an object {a, b, class}");
-        MPT_TRY(get_int(r, l, "a", 1, 0, &a));
-        MPT_TRY(get_int(r, l, "b", 1, 0, &b));
+        MPT_TRY(get_int(r, l, "a", 1, 0, LLONG_MAX, &a));
+        MPT_TRY(get_int(r, l, "b", 1, 0, LLONG_MAX, &b));
         MPT_TRY(get_string(r, l, "class", 1, &cls));
         if ((size_t)a >= n || (size_t)b >= n)
             return bad(r, NULL, "a and b must be device indices of this cluster");
