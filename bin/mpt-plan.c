@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "  -d, --devices SPEC      this machine's devices to plan for (MPT_DEVICES)\n"
             "  -b, --batch N           global batch size (128)\n"
             "      --optimizer NAME    sgd (default) or adamw: optimizer state memory\n"
+            "      --device-memory SIZE  plan for at most SIZE bytes (64M, 1G) of each\n"
+            "                          device (docs/memory.md)\n"
             "      --dp N              pin the data-parallel degree\n"
             "      --pp N              pin the number of pipeline stages\n"
             "      --tp N              pin the tensor-parallel group size\n"
@@ -84,10 +86,11 @@ static mpt_cluster_t *local_cluster(const char *spec)
 int main(int argc, char **argv)
 {
     enum { O_OPT = 256, O_DP, O_PP, O_TP, O_MB, O_SCHED, O_JSON, O_EXPLAIN, O_TRACE, O_UNIFORM,
-           O_ALLREDUCE, O_ALL };
+           O_ALLREDUCE, O_ALL, O_DEVMEM };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"cluster", required_argument, NULL, 'c'},
         {"devices", required_argument, NULL, 'd'}, {"batch", required_argument, NULL, 'b'},
+        {"device-memory", required_argument, NULL, O_DEVMEM},
         {"optimizer", required_argument, NULL, O_OPT}, {"dp", required_argument, NULL, O_DP},
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
         {"microbatches", required_argument, NULL, O_MB},
@@ -98,6 +101,7 @@ int main(int argc, char **argv)
         {"allreduce", required_argument, NULL, O_ALLREDUCE},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+    uint64_t device_memory = 0; /* --device-memory: plan for at most this per device */
     const char *model_path = NULL, *cluster_path = NULL, *spec = NULL, *trace = NULL;
     int json = 0, explain = 0, verbose = 0, uniform = 0, c;
     mpt_plan_request_t req;
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
                 tool_usage_error("--optimizer must be sgd or adamw, got '%s'", optarg);
             break;
         case O_DP: req.dp = (size_t)tool_parse_count("--dp", optarg, 1); break;
+        case O_DEVMEM: device_memory = tool_parse_size("--device-memory", optarg); break;
         case O_PP: req.pp = (size_t)tool_parse_count("--pp", optarg, 1); break;
         case O_TP: req.tp = (size_t)tool_parse_count("--tp", optarg, 1); break;
         case O_MB: req.microbatches = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
@@ -162,6 +167,9 @@ int main(int argc, char **argv)
         tool_check(mpt_cluster_load(cluster_path, &cluster), "loading the cluster description");
     else
         cluster = local_cluster(spec);
+    for (size_t i = 0; device_memory && i < mpt_cluster_device_count(cluster); i++)
+        tool_check(mpt_cluster_set_memory_limit(cluster, i, device_memory),
+                   "capping device memory");
     tool_check(mpt_plan_create(model, cluster, &req, &plan), "planning");
     if (json) {
         tool_check(mpt_plan_to_json(plan, &text), "writing the plan");

@@ -28,6 +28,7 @@ typedef struct {
     uint64_t sample, top_k; /* --sample N tokens after training, from the top k (0: all) */
     const char *prompt;
     double temperature;
+    uint64_t device_memory; /* --device-memory: cap per device, 0: none */
     mpt_plan_request_t pins; /* --dp, --pp, --tp, --microbatches, pipeline --schedule */
     mpt_train_config_t cfg;
     mpt_fit_options_t fit; /* epochs, steps, cadences, metrics, resume */
@@ -83,6 +84,9 @@ static void usage(FILE *f)
             "      --allreduce NAME      how replicas sum gradients: ring, hierarchical\n"
             "                            (inside each process, then across processes) or\n"
             "                            auto (default: the faster by the cost model)\n"
+            "      --device-memory SIZE  use at most SIZE bytes (64M, 1G) of each device:\n"
+            "                            the planner plans for it and the allocator refuses\n"
+            "                            past it (docs/memory.md)\n"
             "      --rebalance-after N   with --plan auto: after N steps, calibrate the cost\n"
             "                            model on them, plan again and move to the new plan\n"
             "                            when it is predicted 10%% faster (20; 0: never)\n"
@@ -147,7 +151,7 @@ static void parse(int argc, char **argv, options *o)
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
            O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
            O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT, O_METRICS_PORT,
-           O_METRICS_ADDRESS };
+           O_METRICS_ADDRESS, O_DEVMEM };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -172,6 +176,7 @@ static void parse(int argc, char **argv, options *o)
         {"pp", required_argument, NULL, O_PP}, {"tp", required_argument, NULL, O_TP},
         {"microbatches", required_argument, NULL, O_MB},
         {"allreduce", required_argument, NULL, O_ALLREDUCE},
+        {"device-memory", required_argument, NULL, O_DEVMEM},
         {"sample", required_argument, NULL, O_SAMPLE}, {"prompt", required_argument, NULL, O_PROMPT},
         {"temperature", required_argument, NULL, O_TEMP}, {"top-k", required_argument, NULL, O_TOPK},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
@@ -244,6 +249,7 @@ static void parse(int argc, char **argv, options *o)
         case O_PP: o->pins.pp = tool_parse_count("--pp", optarg, 1); break;
         case O_TP: o->pins.tp = tool_parse_count("--tp", optarg, 1); break;
         case O_ALLREDUCE: o->pins.allreduce = tool_parse_allreduce(optarg); break;
+        case O_DEVMEM: o->device_memory = tool_parse_size("--device-memory", optarg); break;
         case O_MB: o->pins.microbatches = tool_parse_count("--microbatches", optarg, 1); break;
         case O_WARM: o->cfg.warmup_steps = tool_parse_count("--warmup", optarg, 0); break;
         case O_SEED: o->cfg.seed = tool_parse_count("--seed", optarg, 0); break;
@@ -428,6 +434,9 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
         return t;
     }
     mpt_cluster_t *local = tool_local_cluster(devs, topo);
+    for (size_t i = 0; o->device_memory && i < mpt_cluster_device_count(local); i++)
+        tool_check(mpt_cluster_set_memory_limit(local, i, o->device_memory),
+                   "capping device memory");
     tool_check(mpt_world_cluster(world, local, cluster), "gathering the job's devices");
     mpt_cluster_free(local);
     o->pins.batch = o->cfg.batch;
@@ -514,6 +523,9 @@ int main(int argc, char **argv)
                  o.model);
     tool_check(mpt_data_open(o.data, model, o.cfg.batch, o.cfg.seed, &data), "loading the data");
     tool_check(mpt_devices_open(o.devices, &devs), "opening devices");
+    for (size_t i = 0; o.device_memory && i < mpt_devices_count(devs); i++)
+        tool_check(mpt_device_set_memory_limit(mpt_devices_get(devs, i), o.device_memory),
+                   "capping device memory");
     uint64_t total = mpt_fit_total_steps(&o.fit, data);
     o.cfg.total_steps = total;
     mpt_trainer_t *t = create_trainer(&o, model, devs, world, &cluster, &topo, &plan);

@@ -100,6 +100,29 @@ uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min)
     return v;
 }
 
+uint64_t tool_parse_size(const char *opt, const char *s)
+{
+    static const char units[] = "KMGT";
+    char *end;
+    errno = 0;
+    unsigned long long v = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : 0;
+    int shift = 0;
+    if (s[0] >= '0' && s[0] <= '9' && !errno && *end) {
+        const char *u = strchr(units, toupper((unsigned char)*end));
+        if (u && *u) {
+            shift = 10 * (int)(u - units + 1);
+            end++;
+            if (*end == 'i')
+                end++;
+        }
+        if (*end == 'B' || *end == 'b')
+            end++;
+    }
+    if (s[0] < '0' || s[0] > '9' || errno || *end || v == 0 || (shift && v > (~0ull >> shift)))
+        tool_usage_error("%s needs a size in bytes such as 65536, 64M or 1G, got '%s'", opt, s);
+    return (uint64_t)v << shift;
+}
+
 double tool_parse_real(const char *opt, const char *s)
 {
     char *end;

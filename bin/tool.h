@@ -27,6 +27,10 @@ void tool_init(const char *name, int verbose);
 void tool_print_env(FILE *f);
 /* An option's integer value, at least `min`, else a usage error (exit 2). */
 uint64_t tool_parse_count(const char *opt, const char *s, uint64_t min);
+/* A size in bytes, at least 1: digits with an optional K, M, G or T
+ * (powers of 1024, "64M", "1G"; a trailing B or iB is allowed), else a
+ * usage error (exit 2). */
+uint64_t tool_parse_size(const char *opt, const char *s);
 /* --allreduce's value: ring, hierarchical or auto, else a usage error. */
 mpt_allreduce_t tool_parse_allreduce(const char *s);
 /* An option's number, else a usage error. */

@@ -182,6 +182,23 @@ MPT_API int mpt_device_set_timing(mpt_device_t *dev, int on);
  *  may be NULL). */
 MPT_API int mpt_device_busy_seconds(mpt_device_t *dev, double *seconds, double *blas_seconds);
 
+/** Caps the bytes of mpt buffers alive on the device (0: no cap, the
+ *  default): a buffer past it is refused with MPT_ERR_DEVICE_MEMORY naming
+ *  the device, what the buffer was for and the shortfall.  What it counts:
+ *  every mpt_buffer_t (parameters, gradients, optimizer state,
+ *  activations, workspaces); not what OpenCL or CLBlast allocate inside
+ *  (their temporaries, the driver's own).  Lowering it below what is in
+ *  use frees nothing; the next allocation fails. */
+MPT_API int mpt_device_set_memory_limit(mpt_device_t *dev, uint64_t bytes);
+/** \return the cap (0: none). */
+MPT_API uint64_t mpt_device_memory_limit(const mpt_device_t *dev);
+/** The bytes of mpt buffers alive on the device now, and the most alive at
+ *  once since it was opened or since mpt_device_reset_peak (either pointer
+ *  may be NULL). */
+MPT_API void mpt_device_memory(const mpt_device_t *dev, uint64_t *used, uint64_t *peak);
+/** Restarts the peak from what is in use now. */
+MPT_API void mpt_device_reset_peak(mpt_device_t *dev);
+
 /* Device buffers.  Transfers are blocking; offsets and sizes in bytes. */
 typedef struct mpt_buffer mpt_buffer_t;
 
@@ -352,6 +369,11 @@ MPT_API void mpt_cluster_free(mpt_cluster_t *cluster);
  *  caller releases with free().  Devices never profiled get "profile": null;
  *  mpt_cluster_load accepts the text back once every device has a profile. */
 MPT_API int mpt_cluster_to_json(const mpt_cluster_t *cluster, char **text);
+/** Caps what the planner may use of device i (its global_mem_bytes and
+ *  largest allocation become at most bytes; 0 changes nothing): the
+ *  planner's side of --device-memory, and of a cluster file's per-device
+ *  "memory_limit_bytes".  MPT_ERR_RANGE when i is out of range. */
+MPT_API int mpt_cluster_set_memory_limit(mpt_cluster_t *cluster, size_t i, uint64_t bytes);
 /** \return the cluster's name ("" when none). */
 MPT_API const char *mpt_cluster_name(const mpt_cluster_t *cluster);
 /** \return the number of nodes (hosts) and of devices. */
@@ -800,7 +822,8 @@ typedef struct {
     double step_s;          /* wall time of its part of the step */
     double allreduce_s;     /* wall time of its gradient all-reduces */
     size_t allreduce_bytes; /* bytes it all-reduced */
-    size_t memory_bytes;    /* device memory its stage holds */
+    size_t memory_bytes;    /* device memory in mpt buffers on its device at the end
+                             * of the last step (mpt_device_memory) */
     int member;             /* its position in the stage's tensor-parallel group */
     double tp_s;            /* wall time of its tensor-parallel collectives */
     size_t tp_bytes;        /* bytes they moved */
@@ -820,6 +843,9 @@ typedef struct {
     double p2p_s;           /* waiting for and sending activations and gradients */
     double reduce_wait_s;   /* after its backward, waiting for its all-reduces */
     double update_s;        /* clipping, the optimizer update, reading the losses */
+    size_t peak_memory_bytes; /* the most device memory in mpt buffers at once on its
+                             * device since the trainer was made (mpt_device_memory) */
+    double predicted_memory_bytes; /* what the plan predicted for it (0: unknown) */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and

@@ -313,7 +313,7 @@ START_TEST(memory_binds_the_split)
     mpt_plan_request_default(&req);
     req.pp = 2, req.microbatches = 1, req.schedule = MPT_PIPE_GPIPE;
     /* One micro-batch of the whole batch in flight, SGD's one slot. */
-    double fits = ceil(mpt__cost_memory(&mc, 0, 11, (double)req.batch, 1, 1.0, 1));
+    double fits = ceil(mpt__cost_memory(&mc, 0, 11, (double)req.batch, 1, 1.0, 1, 0));
     mpt_cluster_t *c = two_devices(fits, HUGE);
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
@@ -566,11 +566,11 @@ START_TEST(tied_head_cut_from_its_embedding_holds_a_copy)
         size_t mb = p->microbatches, in_flight = p->schedule == MPT__PIPE_GPIPE ? mb : 1;
         double samples = (double)p->batch * p->replicas[r].batch_share / (double)mb;
         double want = mpt__cost_memory(&mc, st->first, st->last, samples, in_flight, 1.0,
-                                       p->optimizer_slots);
+                                       p->optimizer_slots, mb > 1);
         ck_assert_double_eq_tol(st->devices[0].memory_bytes, want, 1e-6 * want);
         mc.layers[head].tied_bytes = 0;
         double without = mpt__cost_memory(&mc, st->first, st->last, samples, in_flight, 1.0,
-                                          p->optimizer_slots);
+                                          p->optimizer_slots, mb > 1);
         mc.layers[head].tied_bytes = copy;
         ck_assert_double_eq_tol(want - without, copy * (2 + p->optimizer_slots), 1e-3);
         /* The embedding's stage receives the copy's gradient in a device
@@ -579,10 +579,10 @@ START_TEST(tied_head_cut_from_its_embedding_holds_a_copy)
         /* in flight on stage 0: GPipe all, 1F1B the stages after it plus one */
         size_t owner_flight = p->schedule == MPT__PIPE_GPIPE ? mb : (mb < p->pp ? mb : p->pp);
         double own = mpt__cost_memory(&mc, owner->first, owner->last, samples, owner_flight,
-                                      1.0, p->optimizer_slots);
+                                      1.0, p->optimizer_slots, mb > 1);
         mc.layers[head].tied_bytes = 0;
         double own_without = mpt__cost_memory(&mc, owner->first, owner->last, samples,
-                                              owner_flight, 1.0, p->optimizer_slots);
+                                              owner_flight, 1.0, p->optimizer_slots, mb > 1);
         mc.layers[head].tied_bytes = copy;
         ck_assert_double_eq_tol(own - own_without, copy, 1e-3);
         ck_assert_double_eq_tol(owner->devices[0].memory_bytes, own, 1e-6 * own);

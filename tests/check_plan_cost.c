@@ -34,7 +34,9 @@
  * - mpt__cost_allreduce: 0 for n <= 1, 2 (n-1)/n S/B + 2 (n-1) lat on equal
  *   devices, the slowest hop when one crosses nodes;
  * - mpt__cost_memory: AdamW holds parameters x 4 plus activations, SGD
- *   momentum one copy less, more micro-batches in flight more.
+ *   momentum one copy less, more micro-batches in flight more, accumulating
+ *   micro-batches one gradient copy more, two working buffers of the widest
+ *   activation.
  *
  * Tolerances: the model's figures are products of small integers, exact in
  * double: compared exactly.  Times are compared with the formula at
@@ -673,27 +675,30 @@ START_TEST(cost_memory_optimizer_and_flight)
     ck_assert_mpt_ok(mpt__model_cost(m, &mc));
     const double P = 4.0 * (double)m->param_floats;
     const double saved = 4.0 * (784 + 256 + 256 + 128 + 128 + 100 + 100 + 10);
-    const double largest = 4.0 * 256;
+    /* the two working buffers: the widest of the input (784) and outputs */
+    const double widest = 4.0 * 784;
     /* AdamW: parameters, gradients, two moments; one micro-batch of 32 */
-    double adamw = mpt__cost_memory(&mc, 0, 7, 32, 1, 1, 2);
-    ck_assert_double_eq(adamw, P * (1 + 1 + 2) + 32 * saved + 32 * largest);
+    double adamw = mpt__cost_memory(&mc, 0, 7, 32, 1, 1, 2, 0);
+    ck_assert_double_eq(adamw, P * (1 + 1 + 2) + 32 * saved + 2 * 32 * widest);
     /* SGD with momentum holds one copy less */
-    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 1, 1, 1), adamw - P);
+    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 1, 1, 1, 0), adamw - P);
+    /* micro-batches add into the gradients from a copy of their own */
+    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 1, 1, 2, 1), adamw + P);
     /* four micro-batches in flight hold three more sets of activations */
-    double four = mpt__cost_memory(&mc, 0, 7, 32, 4, 1, 2);
+    double four = mpt__cost_memory(&mc, 0, 7, 32, 4, 1, 2, 0);
     ck_assert_double_gt(four, adamw);
     ck_assert_double_eq(four - adamw, 3 * 32 * saved);
     /* half of each split layer: half of everything but the activations
      * of the two layers that run whole (ReLU 3 on 128, the loss on 10),
-     * whose 128 outputs are now the largest */
-    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 4, 0.5, 2),
+     * and the working buffers, which hold the whole input */
+    ck_assert_double_eq(mpt__cost_memory(&mc, 0, 7, 32, 4, 0.5, 2, 0),
                         0.5 * P * 4 + 4 * 32 * (0.5 * saved + 0.5 * 4.0 * (128 + 10)) +
-                            32 * 4.0 * 128);
-    /* a range: layers 2..3 (linear 256 -> 128, relu) */
-    ck_assert_double_eq(mpt__cost_memory(&mc, 2, 3, 8, 2, 1, 0),
+                            2 * 32 * widest);
+    /* a range: layers 2..3 (linear 256 -> 128, relu), its input the widest */
+    ck_assert_double_eq(mpt__cost_memory(&mc, 2, 3, 8, 2, 1, 0, 0),
                         4.0 * (256 * 128 + 128) * 2 + 2 * 8 * 4.0 * (256 + 128) +
-                            8 * 4.0 * 128);
-    ck_assert_double_eq(mpt__cost_memory(&mc, 3, 2, 8, 2, 1, 0), 0);
+                            2 * 8 * 4.0 * 256);
+    ck_assert_double_eq(mpt__cost_memory(&mc, 3, 2, 8, 2, 1, 0, 0), 0);
     mpt__model_cost_free(&mc);
     mpt__model_free(m);
 }

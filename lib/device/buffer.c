@@ -1,7 +1,10 @@
 /*
- * device/buffer.c: device buffers and blocking transfers.  Asynchronous,
- * event-chained transfers belong to the engine; this is the plain layer.
+ * device/buffer.c: device buffers and blocking transfers, and the memory
+ * accounting of each device (bytes in use, their peak, the cap that
+ * --device-memory sets).  Asynchronous, event-chained transfers belong to
+ * the engine; this is the plain layer.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,26 +18,57 @@ static int check_range(const mpt_buffer_t *buf, size_t offset, size_t bytes, con
     return MPT_OK;
 }
 
-int mpt_buffer_create(mpt_device_t *dev, size_t bytes, mpt_buffer_t **out)
+/* Reserves bytes against the device's cap: the sum in use grows by bytes
+ * unless that passes the cap; the peak follows.  Atomics, not the device
+ * lock: the lock guards the program cache and may be held across builds. */
+static int reserve(mpt_device_t *dev, size_t bytes, const char *what)
+{
+    size_t used = __atomic_load_n(&dev->mem_used, __ATOMIC_RELAXED), cap;
+    do {
+        cap = __atomic_load_n(&dev->mem_cap, __ATOMIC_RELAXED);
+        if (cap && (used > cap || bytes > cap - used))
+            return mpt__fail(MPT_ERR_DEVICE_MEMORY,
+                             "device %d (%s): %s need %zu bytes, %zu are in use of the %zu "
+                             "allowed (--device-memory): %zu bytes short",
+                             dev->info.index, dev->info.name, what, bytes, used, cap,
+                             used + bytes - cap);
+    } while (!__atomic_compare_exchange_n(&dev->mem_used, &used, used + bytes, 0,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    size_t now = used + bytes, peak = __atomic_load_n(&dev->mem_peak, __ATOMIC_RELAXED);
+    while (now > peak && !__atomic_compare_exchange_n(&dev->mem_peak, &peak, now, 0,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    return MPT_OK;
+}
+
+int mpt__buffer_create(mpt_device_t *dev, size_t bytes, const char *what, mpt_buffer_t **out)
 {
     cl_int err;
+    int status;
     if (!dev || !out || bytes == 0)
         return mpt__fail(MPT_ERR_INVALID, "mpt_buffer_create: need a device and bytes > 0");
     *out = NULL;
+    if (!what)
+        what = "a buffer";
     if (bytes > dev->info.max_alloc_bytes)
         return mpt__fail(MPT_ERR_DEVICE_MEMORY,
-                         "buffer of %zu bytes exceeds the largest allocation of device %d (%s): "
+                         "%s: %zu bytes exceed the largest allocation of device %d (%s): "
                          "%llu bytes",
-                         bytes, dev->info.index, dev->info.name,
+                         what, bytes, dev->info.index, dev->info.name,
                          (unsigned long long)dev->info.max_alloc_bytes);
+    if ((status = reserve(dev, bytes, what)) < 0)
+        return status;
     mpt_buffer_t *b = calloc(1, sizeof *b);
-    if (!b)
+    if (!b) {
+        __atomic_sub_fetch(&dev->mem_used, bytes, __ATOMIC_RELAXED);
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
     b->mem = clCreateBuffer(dev->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (!b->mem) {
         free(b);
-        return mpt__fail_cl(err, "allocating %zu bytes on device %d (%s)", bytes, dev->info.index,
-                            dev->info.name);
+        __atomic_sub_fetch(&dev->mem_used, bytes, __ATOMIC_RELAXED);
+        return mpt__fail_cl(err, "allocating %zu bytes for %s on device %d (%s)", bytes, what,
+                            dev->info.index, dev->info.name);
     }
     b->dev = dev;
     b->size = bytes;
@@ -42,12 +76,48 @@ int mpt_buffer_create(mpt_device_t *dev, size_t bytes, mpt_buffer_t **out)
     return MPT_OK;
 }
 
+int mpt_buffer_create(mpt_device_t *dev, size_t bytes, mpt_buffer_t **out)
+{
+    return mpt__buffer_create(dev, bytes, NULL, out);
+}
+
 void mpt_buffer_free(mpt_buffer_t *buf)
 {
     if (!buf)
         return;
     clReleaseMemObject(buf->mem);
+    __atomic_sub_fetch(&buf->dev->mem_used, buf->size, __ATOMIC_RELAXED);
     free(buf);
+}
+
+int mpt_device_set_memory_limit(mpt_device_t *dev, uint64_t bytes)
+{
+    if (!dev)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_device_set_memory_limit: no device");
+    if (bytes > SIZE_MAX)
+        bytes = SIZE_MAX;
+    __atomic_store_n(&dev->mem_cap, (size_t)bytes, __ATOMIC_RELAXED);
+    return MPT_OK;
+}
+
+uint64_t mpt_device_memory_limit(const mpt_device_t *dev)
+{
+    return dev ? __atomic_load_n(&dev->mem_cap, __ATOMIC_RELAXED) : 0;
+}
+
+void mpt_device_memory(const mpt_device_t *dev, uint64_t *used, uint64_t *peak)
+{
+    if (used)
+        *used = dev ? __atomic_load_n(&dev->mem_used, __ATOMIC_RELAXED) : 0;
+    if (peak)
+        *peak = dev ? __atomic_load_n(&dev->mem_peak, __ATOMIC_RELAXED) : 0;
+}
+
+void mpt_device_reset_peak(mpt_device_t *dev)
+{
+    if (dev)
+        __atomic_store_n(&dev->mem_peak, __atomic_load_n(&dev->mem_used, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
 }
 
 size_t mpt_buffer_size(const mpt_buffer_t *buf)

@@ -48,6 +48,13 @@ struct mpt_device {
     unsigned long faults; /* injected failures so far (MPT_FAIL_DEVICE, MPT_FAIL_LAUNCH) */
     int lost;
     _Atomic int given_up;
+    /* Memory accounting (buffer.c): bytes of mpt_buffer_t alive on the
+     * device, their high-water mark since the last reset, and the cap
+     * (--device-memory; 0: none) that mpt__buffer_create refuses past.
+     * Updated with atomics: buffers are made and freed by the engine's
+     * threads and by the caller's.  OpenCL's own allocations (CLBlast
+     * temporaries, the driver's) are not counted: mpt cannot see them. */
+    size_t mem_used, mem_peak, mem_cap;
 };
 
 struct mpt_devices {
@@ -61,6 +68,12 @@ struct mpt_buffer {
     cl_mem mem;
     size_t size;
 };
+
+/* mpt_buffer_create with a name for what the buffer holds ("parameters",
+ * "activations"...): an allocation past the device's cap (mem_cap) fails
+ * with MPT_ERR_DEVICE_MEMORY naming the device, `what`, the bytes asked,
+ * in use and allowed, and the shortfall. */
+int mpt__buffer_create(mpt_device_t *dev, size_t bytes, const char *what, mpt_buffer_t **out);
 
 /* A kernel source: embedded at build time (kernels_embedded.c). */
 typedef struct {

@@ -6,11 +6,137 @@
  * read to the host in buckets and a reducer thread per worker all-reduces
  * them.  Every reducer reduces its segments from the last to the first, so
  * groups that share a worker never wait on each other in a cycle.
+ *
+ * ZeRO-1 (plan zero = 1): each segment is cut into one shard per replica
+ * in proportion to the replicas' samples; the same buckets are
+ * reduce-scattered instead, each worker updates its shards with optimizer
+ * state for them alone, then all-gathers every segment's parameters (in
+ * increasing segment order, the same for every worker: no cycle either).
+ * The all-gather runs on the worker thread after the update, overlapped
+ * with nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "engine/engine_impl.h"
+
+/* ---- ZeRO-1 ---------------------------------------------------------------------- */
+
+/* Member r's part of [first, first + count): its shard of the segment cut
+ * to the range (shards partition the segment in member order, so the parts
+ * lie one after the other as mpt__reduce_scatter and mpt__allgather want). */
+static void shard_counts(const segment_t *s, size_t members, size_t first, size_t count,
+                         size_t *counts)
+{
+    for (size_t r = 0; r < members; r++) {
+        size_t a = s->bounds[r] > first ? s->bounds[r] : first;
+        size_t z = s->bounds[r + 1] < first + count ? s->bounds[r + 1] : first + count;
+        counts[r] = z > a ? z - a : 0;
+    }
+}
+
+static int zero_reduce_scatter(worker_t *w, const mpt__group_t *g, const bucket_t *b,
+                               mpt__coll_stats_t *cs)
+{
+    size_t *counts = malloc(w->e->nreplicas * sizeof *counts);
+    if (!counts)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    shard_counts(b->seg, w->e->nreplicas, b->first, b->count, counts);
+    int status = mpt__reduce_scatter(g, w->gbuf + (b->first - w->p0), counts, cs);
+    free(counts);
+    return status;
+}
+
+/* Shards in proportion to the replicas' samples (their batch shares, so a
+ * faster replica, given more of the batch, also updates more), and the
+ * packed optimizer state of this worker's shards. */
+int mpt__eng_zero_setup(mpt__engine_t *e, worker_t *w)
+{
+    size_t floats = 0, n = e->nreplicas;
+    for (size_t k = 0; k < w->nsegs; k++) {
+        segment_t *s = &w->segs[k];
+        if (!(s->bounds = malloc((n + 1) * sizeof *s->bounds)))
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        size_t before = 0; /* samples of the replicas before r */
+        for (size_t r = 0; r <= n; r++) {
+            /* exact in integers: count * before / batch, floor */
+            s->bounds[r] = s->first + (size_t)((unsigned long long)s->count * before / e->batch);
+            if (r < n)
+                before += e->rep_samples[r];
+        }
+        s->slot_at = floats;
+        floats += s->bounds[s->self + 1] - s->bounds[s->self];
+    }
+    return mpt__stage_shard_slots(w->ex, floats);
+}
+
+/* The reducer left the sum of this worker's shards in gbuf: they go to the
+ * device's gradients (the rest of that buffer holds this replica's own
+ * gradients, which nothing reads), and *sumsq gets their squares. */
+int mpt__eng_zero_grads(worker_t *w, double *sumsq)
+{
+    mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
+    int status = MPT_OK;
+    *sumsq = 0;
+    for (size_t k = 0; k < w->nsegs && status == MPT_OK; k++) {
+        const segment_t *s = &w->segs[k];
+        size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
+        for (size_t i = a; i < z; i++)
+            *sumsq += (double)w->gbuf[i - w->p0] * (double)w->gbuf[i - w->p0];
+        if (z > a)
+            status = mpt_buffer_write(g, (a - w->p0) * sizeof(float), w->gbuf + (a - w->p0),
+                                      (z - a) * sizeof(float));
+    }
+    return status;
+}
+
+/* The optimizer on this worker's shards, then every segment's parameters
+ * all-gathered from their owners (through gbuf) and written back whole. */
+int mpt__eng_zero_update(worker_t *w)
+{
+    mpt__engine_t *e = w->e;
+    mpt_buffer_t *pb = mpt__executor_params_buffer(w->ex);
+    size_t *counts = malloc(e->nreplicas * sizeof *counts);
+    int status = counts ? MPT_OK : mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < w->nsegs && status == MPT_OK; k++) {
+        const segment_t *s = &w->segs[k];
+        size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
+        status = mpt__stage_update_range(w->ex, e->opt, e->lr, a - w->p0, z - a, s->slot_at);
+        if (status == MPT_OK && z > a)
+            status = mpt_buffer_read(pb, (a - w->p0) * sizeof(float), w->gbuf + (a - w->p0),
+                                     (z - a) * sizeof(float));
+        if (status < 0)
+            break;
+        mpt__group_t g = {e->t, s->members, (int)e->nreplicas, s->self, s->tag, NULL};
+        mpt__coll_stats_t cs = {0};
+        double t0 = mpt__now();
+        shard_counts(s, e->nreplicas, s->first, s->count, counts);
+        status = mpt__allgather(&g, w->gbuf + (s->first - w->p0), counts, &cs);
+        w->stats.allreduce_s += mpt__now() - t0;
+        w->stats.allreduce_bytes += s->count * sizeof(float);
+        span_add(e, &w->spans, "all-gather", -1, t0);
+        if (status == MPT_OK)
+            status = mpt_buffer_write(pb, (s->first - w->p0) * sizeof(float),
+                                      w->gbuf + (s->first - w->p0), s->count * sizeof(float));
+    }
+    free(counts);
+    return status;
+}
+
+/* Checkpoint I/O of the sharded optimizer state: each worker reads (out)
+ * or writes (in) its shards at their places in the whole model's layout;
+ * together the replicas cover every element once. */
+int mpt__eng_zero_slot_io(worker_t *w, int slot, float *out, const float *in)
+{
+    int status = MPT_OK;
+    for (size_t k = 0; w->local && k < w->nsegs && status == MPT_OK; k++) {
+        const segment_t *s = &w->segs[k];
+        size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
+        status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? out + a : NULL,
+                                    in ? in + a : NULL);
+    }
+    return status;
+}
 
 /* ---- the reducer thread ------------------------------------------------------- */
 
@@ -39,9 +165,12 @@ void *mpt__eng_reducer_main(void *arg)
                               b.seg->tag, b.seg->node};
             mpt__coll_stats_t cs = {0};
             double t0 = mpt__now();
-            status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
+            if (w->e->zero) /* each member keeps the sum of its shard only */
+                status = zero_reduce_scatter(w, &g, &b, &cs);
+            else
+                status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
             w->stats.allreduce_s += mpt__now() - t0;
-            span_add(w->e, &w->rspans, "allreduce", -1, t0);
+            span_add(w->e, &w->rspans, w->e->zero ? "reduce-scatter" : "allreduce", -1, t0);
             w->stats.allreduce_bytes += b.count * sizeof(float);
         }
         if (status < 0 && status != MPT_ERR_ABORTED) {

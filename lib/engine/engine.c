@@ -91,6 +91,11 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++) {
             const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            if (st->recompute && st->ndevices > 1) {
+                free(used);
+                return mpt__fail(MPT_ERR_UNSUPPORTED, "replica %zu stage %zu: recomputation "
+                                 "in a tensor-parallel stage is not implemented", r, s);
+            }
             if (st->ndevices == 0 || st->last >= m->nlayers || st->first > st->last) {
                 free(used);
                 return mpt__fail(MPT_ERR_INVALID, "replica %zu stage %zu: %zu devices, layers "
@@ -116,6 +121,64 @@ static int check_plan(const mpt__model_t *m, const mpt__plan_t *p, size_t ndevic
     return MPT_OK;
 }
 
+/* A plan whose predicted memory on a device passes that device's cap
+ * (mpt_device_set_memory_limit) is refused before anything is allocated,
+ * naming the device and the shortfall; the allocator enforces the cap on
+ * what the prediction misses. */
+static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t ndevices)
+{
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            for (size_t g = 0; g < st->ndevices; g++) {
+                size_t d = st->devices[g].device;
+                uint64_t cap = d < ndevices ? mpt_device_memory_limit(devices[d]) : 0;
+                double need = st->devices[g].memory_bytes;
+                if (cap && need > (double)cap)
+                    return mpt__fail(MPT_ERR_DEVICE_MEMORY,
+                                     "the plan needs %.0f bytes on device %d (%s) for replica "
+                                     "%zu stage %zu (layers %zu..%zu), over its %llu-byte "
+                                     "cap (--device-memory): %.0f bytes short",
+                                     need, devices[d]->info.index, devices[d]->info.name, r, s,
+                                     st->first, st->last, (unsigned long long)cap,
+                                     need - (double)cap);
+            }
+        }
+    return MPT_OK;
+}
+
+/* ZeRO-1 runs on data-parallel replicas in one process, without
+ * tensor-parallel groups, tied weights across stages or the hierarchical
+ * all-reduce (what it has been built and tested for); elsewhere it is
+ * refused rather than run half-sharded.  One replica has nothing to shard:
+ * the plan runs as ZeRO-0. */
+static int check_zero(mpt__engine_t *e)
+{
+    const mpt__plan_t *p = e->plan;
+    if (p->zero < 0 || p->zero > 1)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0 and 1 are implemented "
+                         "(docs/memory.md)", p->zero);
+    e->zero = p->zero == 1 && e->nreplicas > 1;
+    if (!e->zero)
+        return MPT_OK;
+    const char *why = e->any_tp ? "tensor-parallel stages"
+                      : e->nranks > 1 ? "replicas in several MPI ranks"
+                      : p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
+                                                                    : NULL;
+    for (size_t i = 0; !why && i < e->m->nlayers; i++)
+        if (e->m->layers[i].tied_layer >= 0)
+            for (size_t r = 0; !why && r < p->nreplicas; r++)
+                for (size_t s = 0; !why && s < p->replicas[r].nstages; s++) {
+                    const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+                    if (st->first <= i && i <= st->last &&
+                        (size_t)e->m->layers[i].tied_layer < st->first)
+                        why = "a tied weight copied across pipeline stages";
+                }
+    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-1 with %s is not implemented: plan "
+                           "with zero 0 (docs/memory.md)", why)
+               : MPT_OK;
+}
+
 int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size_t ndevices,
                        const mpt__plan_t *plan, size_t batch, uint64_t seed,
                        const mpt_topology_t *topo, const mpt_cluster_t *cluster,
@@ -136,6 +199,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     mpt__engine_t *e = NULL;
     *out = NULL;
     MPT_TRY(check_plan(m, plan, ndevices, batch));
+    MPT_TRY(check_caps(plan, devices, ndevices));
     if (ranks && ranks->nranks > 1)
         for (size_t d = 0; d < ndevices; d++)
             if (ranks->device_rank[d] < 0 || ranks->device_rank[d] >= ranks->nranks ||
@@ -169,6 +233,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         goto out;
     }
     MPT_TRY(split_batch(e));
+    MPT_TRY(check_zero(e));
     MPT_TRY(alloc_tags(e));
     MPT_TRY(mpt__eng_make_transport(e, ranks));
     mpt__model_init_params(m, seed, init);
@@ -177,6 +242,10 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     for (size_t i = 0; i < ndevices; i++)
         if (devices[i])
             MPT_TRY(mpt__device_blas_warmup(devices[i]));
+    /* Peaks count from here: what the engine holds, not what came before. */
+    for (size_t i = 0; i < ndevices; i++)
+        if (devices[i])
+            mpt_device_reset_peak(devices[i]);
     size_t k = 0;
     for (size_t r = 0; r < e->nreplicas; r++) {
         const mpt__plan_replica_t *rep = &plan->replicas[r];
@@ -205,6 +274,8 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         if (!w->local)
             continue;
         MPT_TRY(e->any_tp ? mpt__eng_make_aligned_segment(e, w) : mpt__eng_make_segments(e, w));
+        if (e->zero)
+            MPT_TRY(mpt__eng_zero_setup(e, w));
         w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
         if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -271,6 +342,7 @@ void mpt__engine_free(mpt__engine_t *e)
             for (size_t k = 0; k < w->nsegs; k++) {
                 free(w->segs[k].members);
                 free(w->segs[k].node);
+                free(w->segs[k].bounds);
             }
             free(w->segs);
             free(w->queue);
@@ -377,6 +449,11 @@ int mpt__engine_logits(mpt__engine_t *e, const float *x, size_t count, float *lo
 static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
 {
     int status = MPT_OK;
+    if (e->zero && what >= 0) { /* every replica holds a part of the slots */
+        for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++)
+            status = mpt__eng_zero_slot_io(&e->w[i], what, out, in);
+        return status;
+    }
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {
         worker_t *w = &e->w[i];
         if (!w->local)

@@ -50,7 +50,7 @@ typedef struct {
 /* Per-worker results that ranks exchange after each job (doubles). */
 enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_MEMORY,
        R_TP_S, R_TP_BYTES, R_FORWARD_S, R_BACKWARD_S, R_P2P_S, R_REDUCE_WAIT_S, R_UPDATE_S,
-       R_COUNT };
+       R_PEAK_MEMORY, R_COUNT };
 
 /* Gradient buckets are handed to the reducer once this many bytes of
  * finished layers have gathered (or at a segment's end): large enough
@@ -66,6 +66,11 @@ typedef struct {
     int self, tag;
     int *node;           /* per member its rank, when the plan's all-reduce is
                           * hierarchical (comm.h); else NULL */
+    /* ZeRO-1: member r's shard is model elements [bounds[r], bounds[r + 1]),
+     * in proportion to the replicas' batch shares; this worker's optimizer
+     * state for its own shard starts at slot_at in its packed slots. */
+    size_t *bounds;
+    size_t slot_at;
 } segment_t;
 
 typedef struct bucket {
@@ -167,6 +172,7 @@ struct mpt__engine {
     float lr;
     int *all_members;
     int any_tp;               /* some stage has a tensor-parallel group */
+    int zero;                 /* ZeRO-1 in force: the plan asks and there are replicas */
     engine_tags_t tags;
     int tracing;
     double trace_t0;
@@ -219,6 +225,15 @@ void mpt__eng_layer_done(void *arg, size_t layer);
 int mpt__eng_make_segments(mpt__engine_t *e, worker_t *w);
 int mpt__eng_make_aligned_segment(mpt__engine_t *e, worker_t *w);
 int mpt__eng_check_alike(const mpt__engine_t *e);
+/* ZeRO-1 (data_parallel.c): shard bounds of worker w's segments and its
+ * packed optimizer state; after the reducer drained, the step's end: the
+ * reduced shards to the device, their part of the gradient norm, the
+ * update of the shards, the all-gather of the parameters; checkpoint I/O
+ * of the sharded optimizer state (whole-model layout, like state_io). */
+int mpt__eng_zero_setup(mpt__engine_t *e, worker_t *w);
+int mpt__eng_zero_grads(worker_t *w, double *sumsq);
+int mpt__eng_zero_update(worker_t *w);
+int mpt__eng_zero_slot_io(worker_t *w, int slot, float *out, const float *in);
 
 /* ---- tied.c ---- */
 int mpt__eng_tied_send_copy(worker_t *w);

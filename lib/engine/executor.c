@@ -14,6 +14,13 @@
  * one scratch (conv columns) serves every layer.  Everything is allocated
  * once, for the largest micro-batch.
  *
+ * Options (mpt__stage_create_with): ZeRO-1 makes the optimizer slots for
+ * the replica's shards only, packed (the engine maps them); recomputation
+ * keeps per slot only the stage input and one shared region for the rest
+ * of the activations and saved state, refilled by a forward at the start
+ * of each backward (act_at, saved_at).  The second optimizer slot (Adam's
+ * v) is made on first use.
+ *
  * Tied copy: a range that runs a tied layer (lm_head) without the layer
  * that owns its weight (the embedding, on an earlier pipeline stage) holds
  * a copy of that weight after its own parameters, at buffer index np, in
@@ -43,7 +50,12 @@ struct mpt__executor {
     mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
     mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at) */
+    size_t slot_floats;   /* floats of each optimizer slot: np + nt, or under ZeRO the
+                           * replica's shard (mpt__stage_shard_slots) */
     size_t act_stride, saved_stride; /* floats per slot */
+    int recompute;     /* keep only each slot's stage input; the forward runs again
+                        * before each backward, in one shared activation region */
+    size_t in_stride;  /* floats of a slot's stage input (max_batch samples) */
     size_t *act_off;   /* layer i's input at act_off[i - first], i in first..last + 1 */
     size_t *saved_off; /* layer i's saved state at saved_off[i - first] */
     int dx_in;         /* dbuf holding the stage input's gradient after backward */
@@ -87,9 +99,11 @@ void mpt__executor_free(mpt__executor_t *ex)
     free(ex);
 }
 
-static int zeroed(mpt_device_t *dev, size_t floats, mpt_buffer_t **out)
+/* A buffer of floats set to zero; `what` names it when the device's cap
+ * refuses it. */
+static int zeroed(mpt_device_t *dev, size_t floats, const char *what, mpt_buffer_t **out)
 {
-    int status = mpt_buffer_create(dev, (floats ? floats : 1) * sizeof(float), out);
+    int status = mpt__buffer_create(dev, (floats ? floats : 1) * sizeof(float), what, out);
     if (status == MPT_OK) {
         mpt__tensor_t t = flat(*out, floats);
         status = mpt__op_fill(&t, floats ? floats : 1, 0.0f);
@@ -97,10 +111,20 @@ static int zeroed(mpt_device_t *dev, size_t floats, mpt_buffer_t **out)
     return status;
 }
 
-int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
-                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
-                      const float *init, mpt__executor_t **out)
+/* The second optimizer slot, made zeroed on first use (AdamW's update,
+ * or state written into it). */
+static int second_slot(mpt__executor_t *ex)
 {
+    return ex->slot[1] ? MPT_OK
+                       : zeroed(ex->dev, ex->slot_floats, "optimizer state (second slot)",
+                                &ex->slot[1]);
+}
+
+int mpt__stage_create_with(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                           size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                           const float *init, unsigned flags, mpt__executor_t **out)
+{
+    int zero = (flags & MPT__STAGE_ZERO) != 0;
     size_t lps = m->labels_per_sample; /* labels and loss rows per sample */
     int status = MPT_OK;
     mpt__executor_t *ex = NULL;
@@ -151,21 +175,33 @@ int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, si
         act += mpt__shape_numel(&l->out) * max_batch;
     }
     ex->act_stride = act, ex->saved_stride = saved;
+    ex->in_stride = mpt__shape_numel(&m->layers[first].in) * max_batch;
+    ex->recompute = (flags & MPT__STAGE_RECOMPUTE) != 0;
+    /* Recomputing: each slot's input, then one region of the layers'
+     * activations and one of their saved state (act_at, saved_at). */
+    size_t acts_floats = ex->recompute ? slots * ex->in_stride + act - ex->in_stride
+                                       : act * slots;
+    size_t saved_floats = ex->recompute ? saved : saved * slots;
     size_t held = ex->np + ex->nt;
-    MPT_TRY(zeroed(dev, held, &ex->params));
-    MPT_TRY(zeroed(dev, held, &ex->grads));
-    MPT_TRY(zeroed(dev, held, &ex->slot[0]));
-    MPT_TRY(zeroed(dev, held, &ex->slot[1]));
+    MPT_TRY(zeroed(dev, held, "parameters", &ex->params));
+    MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
+    if (!zero) {
+        ex->slot_floats = held;
+        MPT_TRY(zeroed(dev, held, "optimizer state", &ex->slot[0]));
+    }
+    /* The second slot (Adam's v) is made by the first use that needs it
+     * (second_slot): SGD never pays for it, as the planner assumes. */
     if (accumulates)
-        MPT_TRY(zeroed(dev, held, &ex->gmb));
-    MPT_TRY(zeroed(dev, act * slots, &ex->acts));
-    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[0]));
-    MPT_TRY(zeroed(dev, widest * max_batch, &ex->dbuf[1]));
-    MPT_TRY(zeroed(dev, saved * slots, &ex->saved));
-    MPT_TRY(zeroed(dev, scratch, &ex->scratch));
-    MPT_TRY(zeroed(dev, max_batch * lps * slots, &ex->loss_rows));
-    MPT_TRY(zeroed(dev, max_batch * lps, &ex->correct));
-    MPT_TRY(mpt_buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), &ex->labels));
+        MPT_TRY(zeroed(dev, held, "micro-batch gradients", &ex->gmb));
+    MPT_TRY(zeroed(dev, acts_floats, "activations", &ex->acts));
+    MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[0]));
+    MPT_TRY(zeroed(dev, widest * max_batch, "activation gradients", &ex->dbuf[1]));
+    MPT_TRY(zeroed(dev, saved_floats, "saved layer state", &ex->saved));
+    MPT_TRY(zeroed(dev, scratch, "scratch", &ex->scratch));
+    MPT_TRY(zeroed(dev, max_batch * lps * slots, "loss rows", &ex->loss_rows));
+    MPT_TRY(zeroed(dev, max_batch * lps, "accuracy counts", &ex->correct));
+    MPT_TRY(mpt__buffer_create(dev, max_batch * lps * slots * sizeof(int32_t), "labels",
+                                &ex->labels));
     if (init && ex->np)
         MPT_TRY(mpt__executor_write_params(ex, init + ex->p0));
     if (init && ex->nt)
@@ -177,6 +213,73 @@ out:
     }
     *out = ex;
     return status;
+}
+
+int mpt__stage_create(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
+                      size_t max_batch, size_t slots, int accumulates, uint64_t seed,
+                      const float *init, mpt__executor_t **out)
+{
+    return mpt__stage_create_with(m, dev, first, last, max_batch, slots, accumulates, seed, init,
+                                  0, out);
+}
+
+int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats)
+{
+    if (ex->slot[0])
+        return mpt__fail(MPT_ERR_INVALID, "the optimizer state of this stage is already made");
+    if (ex->nt)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO with a tied weight copied across stages");
+    ex->slot_floats = floats;
+    return zeroed(ex->dev, floats, "optimizer state (ZeRO shard)", &ex->slot[0]);
+}
+
+int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr, size_t at,
+                            size_t count, size_t slot_at)
+{
+    int status;
+    if (count == 0)
+        return MPT_OK;
+    if (at + count > ex->np + ex->nt || slot_at + count > ex->slot_floats || !ex->slot[0])
+        return mpt__fail(MPT_ERR_INVALID, "update of elements %zu..%zu (slots from %zu) of a "
+                         "stage of %zu, %zu slot floats", at, at + count, slot_at, ex->np,
+                         ex->slot_floats);
+    if (o->kind == MPT_OPTIM_ADAMW && (status = second_slot(ex)) < 0)
+        return status;
+    mpt__tensor_t p = region(ex->params, at, count), g = region(ex->grads, at, count);
+    mpt__tensor_t s0 = region(ex->slot[0], slot_at, count);
+    if (o->kind == MPT_OPTIM_ADAMW) {
+        mpt__tensor_t s1 = region(ex->slot[1], slot_at, count);
+        return mpt__op_adamw_update(&p, &g, &s0, &s1, count, lr, o->beta1, o->beta2, o->eps,
+                                    o->weight_decay, (int)(ex->step + 1));
+    }
+    return mpt__op_sgd_update(&p, &g, &s0, count, lr, o->momentum, o->weight_decay,
+                              ex->step == 0);
+}
+
+int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t count, float *out,
+                       const float *in)
+{
+    int status = MPT_OK;
+    mpt_buffer_t *b = ex->slot[slot & 1];
+    if (count == 0)
+        return MPT_OK;
+    if (slot_at + count > ex->slot_floats)
+        return mpt__fail(MPT_ERR_INVALID, "optimizer state %zu..%zu of %zu floats", slot_at,
+                         slot_at + count, ex->slot_floats);
+    if (out && !b) { /* never made: zeros, as it would hold */
+        memset(out, 0, count * sizeof *out);
+        return MPT_OK;
+    }
+    if (in && (slot & 1) && (status = second_slot(ex)) < 0)
+        return status;
+    b = ex->slot[slot & 1];
+    return out ? mpt_buffer_read(b, slot_at * sizeof *out, out, count * sizeof *out)
+               : mpt_buffer_write(b, slot_at * sizeof *in, in, count * sizeof *in);
+}
+
+mpt_buffer_t *mpt__executor_params_buffer(mpt__executor_t *ex)
+{
+    return ex->params;
 }
 
 int mpt__executor_create(const mpt__model_t *m, mpt_device_t *dev, size_t max_batch,
@@ -209,17 +312,33 @@ size_t mpt__stage_out_floats(const mpt__executor_t *ex)
 }
 
 /* The pass of layer i on slot `slot` for `batch` samples. */
+/* Where slot `slot`'s input of the range's k-th layer lies in acts (floats):
+ * its own region per slot, or with recomputation the slot's stage input
+ * (offset 0 of a slot's layout) or the one shared region of the rest. */
+static size_t act_at(const mpt__executor_t *ex, size_t slot, size_t k)
+{
+    if (!ex->recompute)
+        return slot * ex->act_stride + ex->act_off[k];
+    return ex->act_off[k] == 0 ? slot * ex->in_stride
+                               : ex->slots * ex->in_stride + ex->act_off[k] - ex->in_stride;
+}
+
+static size_t saved_at(const mpt__executor_t *ex, size_t slot, size_t k)
+{
+    return (ex->recompute ? 0 : slot * ex->saved_stride) + ex->saved_off[k];
+}
+
 static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t batch,
                            int training)
 {
     size_t lps = ex->m->labels_per_sample;
     const mpt__layer_t *l = &ex->m->layers[i];
-    size_t k = i - ex->first, base = slot * ex->act_stride;
+    size_t k = i - ex->first;
     mpt__pass_t p;
     memset(&p, 0, sizeof p);
     p.batch = batch;
-    p.x = region(ex->acts, base + ex->act_off[k], mpt__shape_numel(&l->in) * batch);
-    p.y = region(ex->acts, base + ex->act_off[k + 1], mpt__shape_numel(&l->out) * batch);
+    p.x = region(ex->acts, act_at(ex, slot, k), mpt__shape_numel(&l->in) * batch);
+    p.y = region(ex->acts, act_at(ex, slot, k + 1), mpt__shape_numel(&l->out) * batch);
     p.params = flat(ex->params, ex->np + ex->nt);
     p.grads = flat(ex->grads, ex->np + ex->nt);
     p.param_base = ex->p0;
@@ -234,12 +353,12 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
      * when that reader is in this range (it is later, so its backward ran). */
     for (size_t j = i + 1; l->nparams && l->params[0].shared && j <= ex->last; j++)
         p.shared_written |= ex->m->layers[j].tied_layer == (int)i;
-    p.saved = region(ex->saved, slot * ex->saved_stride + ex->saved_off[k],
+    p.saved = region(ex->saved, saved_at(ex, slot, k),
                      l->saved_per_sample * batch);
     /* A layer running the activation after it (in this range): that
      * layer's output region is where the activation goes. */
     if ((p.act = mpt__model_fused_act(ex->m, i, ex->last)) > 0)
-        p.a = region(ex->acts, base + ex->act_off[k + 2],
+        p.a = region(ex->acts, act_at(ex, slot, k + 2),
                      mpt__shape_numel(&ex->m->layers[i + 1].out) * batch);
     p.scratch = flat(ex->scratch, 1);
     p.training = training;
@@ -267,7 +386,7 @@ int mpt__stage_put_input(mpt__executor_t *ex, size_t slot, const float *x, size_
 {
     int status = check_batch(ex, slot, batch);
     if (status == MPT_OK)
-        status = mpt_buffer_write(ex->acts, slot * ex->act_stride * sizeof(float), x,
+        status = mpt_buffer_write(ex->acts, act_at(ex, slot, 0) * sizeof(float), x,
                                   batch * mpt__stage_in_floats(ex) * sizeof *x);
     return status;
 }
@@ -310,8 +429,7 @@ int mpt__stage_get_output(mpt__executor_t *ex, size_t slot, float *y, size_t bat
     if (n == 0)
         return mpt__fail(MPT_ERR_INVALID, "the last stage has no output but the loss");
     return mpt_buffer_read(ex->acts,
-                           (slot * ex->act_stride + ex->act_off[ex->last + 1 - ex->first]) *
-                               sizeof(float),
+                           act_at(ex, slot, ex->last + 1 - ex->first) * sizeof(float),
                            y, batch * n * sizeof *y);
 }
 
@@ -362,8 +480,7 @@ int mpt__stage_get_logits(mpt__executor_t *ex, size_t slot, float *logits, size_
         status = mpt__fail(MPT_ERR_INVALID, "logits are on the last stage");
     if (status == MPT_OK)
         status = mpt_buffer_read(ex->acts,
-                                 (slot * ex->act_stride + ex->act_off[ex->last - ex->first]) *
-                                     sizeof(float),
+                                 act_at(ex, slot, ex->last - ex->first) * sizeof(float),
                                  logits, batch * row * sizeof *logits);
     return status;
 }
@@ -373,7 +490,7 @@ int mpt__stage_correct(mpt__executor_t *ex, size_t slot, size_t batch, double *c
     size_t lps = ex->m->labels_per_sample;
     int status;
     size_t k = ex->last - ex->first;
-    mpt__tensor_t logits = region(ex->acts, slot * ex->act_stride + ex->act_off[k],
+    mpt__tensor_t logits = region(ex->acts, act_at(ex, slot, k),
                                   batch * lps * (size_t)ex->m->classes);
     mpt__tensor_t hits = flat(ex->correct, batch * lps);
     *correct = 0;
@@ -400,6 +517,10 @@ int mpt__stage_backward(mpt__executor_t *ex, size_t slot, size_t batch, float lo
         return status;
     if (accumulate && !ex->gmb)
         return mpt__fail(MPT_ERR_INVALID, "this stage cannot add micro-batch gradients (made with accumulates = 0)");
+    /* Recomputation: the slot's activations again, from its input (dropout
+     * draws the same masks: they are keyed by step and sample). */
+    if (ex->recompute && (status = mpt__stage_forward(ex, slot, batch, 1)) < 0)
+        return mpt__fail_context(status, "recomputing the forward of micro-batch slot %zu", slot);
     while (first < ex->last && ex->m->layers[first].kind->is_view)
         first++;
     for (size_t i = ex->last + 1; i-- > ex->first;) {
@@ -514,11 +635,17 @@ int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
     return n ? mpt__op_scale(&g, n, coef) : MPT_OK;
 }
 
+/* The second optimizer slot, made zeroed on first use (AdamW's update,
+ * or state written into it). */
+
 int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
 {
     size_t n = ex->np + ex->nt;
+    int status;
     if (n == 0)
         return MPT_OK;
+    if (o->kind == MPT_OPTIM_ADAMW && (status = second_slot(ex)) < 0)
+        return status;
     mpt__tensor_t p = flat(ex->params, n), g = flat(ex->grads, n);
     mpt__tensor_t s0 = flat(ex->slot[0], n), s1 = flat(ex->slot[1], n);
     if (o->kind == MPT_OPTIM_ADAMW)
@@ -546,12 +673,17 @@ int mpt__executor_write_grads(mpt__executor_t *ex, const float *in) { return wri
 
 int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 {
+    if (!ex->slot[slot & 1]) { /* never made: all zeros, as it would hold */
+        memset(out, 0, ex->np * sizeof *out);
+        return MPT_OK;
+    }
     return read_flat(ex, ex->slot[slot & 1], out);
 }
 
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
-    return write_flat(ex, ex->slot[slot & 1], in);
+    int status = (slot & 1) ? second_slot(ex) : MPT_OK;
+    return status < 0 ? status : write_flat(ex, ex->slot[slot & 1], in);
 }
 
 /* ---- the tied copy ------------------------------------------------------------- */
@@ -565,6 +697,9 @@ size_t mpt__stage_tied_copy(const mpt__executor_t *ex, size_t *model_first)
 
 int mpt__stage_write_tied(mpt__executor_t *ex, int what, const float *in)
 {
+    int status = what >= 0 && (what & 1) && ex->nt ? second_slot(ex) : MPT_OK;
+    if (status < 0)
+        return status;
     mpt_buffer_t *b = what < 0 ? ex->params : ex->slot[what & 1];
     return ex->nt ? mpt_buffer_write(b, ex->np * sizeof *in, in, ex->nt * sizeof *in) : MPT_OK;
 }
@@ -593,7 +728,8 @@ int mpt__stage_read_grads_at(mpt__executor_t *ex, size_t model_first, size_t cou
 int mpt__stage_reserve_addend(mpt__executor_t *ex, size_t count)
 {
     if (!ex->addend)
-        return mpt_buffer_create(ex->dev, count * sizeof(float), &ex->addend);
+        return mpt__buffer_create(ex->dev, count * sizeof(float), "tied gradients",
+                                  &ex->addend);
     if (ex->addend->size < count * sizeof(float))
         return mpt__fail(MPT_ERR_INVALID, "gradients to add: %zu floats, more than reserved",
                          count);

@@ -52,6 +52,29 @@ void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
 int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first, size_t last,
                       size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                       const float *init, mpt__executor_t **out);
+/* The same with options: MPT__STAGE_ZERO (ZeRO-1, engine/data_parallel.c)
+ * makes no optimizer state: mpt__stage_shard_slots then makes it for
+ * `floats` elements (the replica's shards, packed), mpt__stage_update_range
+ * updates parameter elements [at, at + count) of the range with slot
+ * elements [slot_at, + count), and mpt__stage_slot_io reads (out) or
+ * writes (in) packed slot elements.  MPT__STAGE_RECOMPUTE keeps of each
+ * micro-batch slot only its stage input and runs the forward again at the
+ * start of its backward, in one activation region shared by the slots: an
+ * output, logits or correct count of a slot can then be read only before
+ * another slot's forward or backward. */
+enum { MPT__STAGE_ZERO = 1, MPT__STAGE_RECOMPUTE = 2 };
+int mpt__stage_create_with(const mpt__model_t *model, mpt_device_t *dev, size_t first,
+                           size_t last, size_t max_batch, size_t slots, int accumulates,
+                           uint64_t seed, const float *init, unsigned flags,
+                           mpt__executor_t **out);
+int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats);
+int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *opt, float lr,
+                            size_t at, size_t count, size_t slot_at);
+int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t count, float *out,
+                       const float *in);
+/* The device buffer of the range's parameters (elements from
+ * mpt__stage_param_first). */
+mpt_buffer_t *mpt__executor_params_buffer(mpt__executor_t *ex);
 size_t mpt__stage_param_first(const mpt__executor_t *ex);
 size_t mpt__stage_max_batch(const mpt__executor_t *ex);
 const mpt__model_t *mpt__stage_model(const mpt__executor_t *ex);

@@ -50,6 +50,7 @@ static void results_put(const worker_t *w, double *row)
     row[R_FORWARD_S] = st->forward_s, row[R_BACKWARD_S] = st->backward_s;
     row[R_P2P_S] = st->p2p_s, row[R_REDUCE_WAIT_S] = st->reduce_wait_s;
     row[R_UPDATE_S] = st->update_s;
+    row[R_PEAK_MEMORY] = (double)st->peak_memory_bytes;
 }
 
 static void results_get(worker_t *w, const double *row)
@@ -63,6 +64,7 @@ static void results_get(worker_t *w, const double *row)
     st->forward_s = row[R_FORWARD_S], st->backward_s = row[R_BACKWARD_S];
     st->p2p_s = row[R_P2P_S], st->reduce_wait_s = row[R_REDUCE_WAIT_S];
     st->update_s = row[R_UPDATE_S];
+    st->peak_memory_bytes = (size_t)row[R_PEAK_MEMORY];
 }
 
 /* Rank 0 receives rank r's rows (its workers, in index order) into the table. */

@@ -147,14 +147,17 @@ out:
     return status;
 }
 
-/* Global gradient norm: replica 0's stages hold every element once. */
-static int grad_norm(worker_t *w, double *norm)
+/* Global gradient norm: replica 0's stages hold every element once; under
+ * ZeRO each worker's shards do (*shard_sumsq, summed on the host). */
+static int grad_norm(worker_t *w, const double *shard_sumsq, double *norm)
 {
     mpt__engine_t *e = w->e;
     double sumsq = 0;
     float v;
-    int status;
-    if (w->replica == 0)
+    int status = MPT_OK;
+    if (shard_sumsq)
+        sumsq = *shard_sumsq;
+    else if (w->replica == 0)
         MPT_TRY(mpt__stage_grad_sumsq(w->ex, &sumsq));
     if (e->nworkers == 1) { /* exactly the one-device executor's norm */
         *norm = (float)sqrt(sumsq);
@@ -173,6 +176,7 @@ int mpt__eng_train_job(worker_t *w)
     mpt__engine_t *e = w->e;
     size_t share = e->rep_samples[w->replica], share_first = e->rep_first[w->replica];
     bucket_ctx_t bucket = {w, 0, 0, MPT_OK};
+    double zero_sumsq = 0; /* ZeRO: this worker's shards' part of the squared norm */
     unsigned long kernels0 = w->dev->launches, blas0 = w->dev->blas_calls;
     int status;
     w->loss_sum = 0;
@@ -198,7 +202,10 @@ int mpt__eng_train_job(worker_t *w)
         if (bucket.pending_end > 0)
             MPT_TRY(mpt__eng_flush_grads(w, bucket.pending_first, bucket.pending_end));
         MPT_TRY(mpt__eng_reducer_drain(w));
-        MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
+        if (e->zero)
+            MPT_TRY(mpt__eng_zero_grads(w, &zero_sumsq));
+        else
+            MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
     w->stats.reduce_wait_s += mpt__now() - t0;
     t0 = mpt__now();
@@ -211,7 +218,7 @@ int mpt__eng_train_job(worker_t *w)
     t0 = mpt__now();
     if (e->opt->clip_norm > 0) {
         double norm = 0;
-        MPT_TRY(grad_norm(w, &norm));
+        MPT_TRY(grad_norm(w, e->zero ? &zero_sumsq : NULL, &norm));
         double coef = (double)e->opt->clip_norm / (norm + 1e-6);
         if (coef < 1.0)
             MPT_TRY(mpt__stage_scale_grads(w->ex, (float)coef));
@@ -222,7 +229,10 @@ int mpt__eng_train_job(worker_t *w)
      * launch over the stage's flat buffers) runs while the step returns. */
     for (size_t j = 0; w->late_loss && j < e->microbatches; j++)
         MPT_TRY(mpt__stage_loss_start(w->ex, j, mb_size(share, e->microbatches, j, NULL)));
-    MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
+    if (e->zero)
+        MPT_TRY(mpt__eng_zero_update(w));
+    else
+        MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
     for (size_t j = 0; w->late_loss && j < e->microbatches; j++) {
         double sum = 0;
         MPT_TRY(mpt__stage_loss_sum(w->ex, j, mb_size(share, e->microbatches, j, NULL), &sum));
@@ -231,6 +241,9 @@ int mpt__eng_train_job(worker_t *w)
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
     w->stats.update_s += mpt__now() - t0;
+    uint64_t used, peak; /* what the step held on the device, against the plan */
+    mpt_device_memory(w->dev, &used, &peak);
+    w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

@@ -205,6 +205,7 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
     pthread_mutex_init(&w->rlock, NULL);
     pthread_cond_init(&w->rcond, NULL);
     w->device = (int)st->devices[g].device;
+    w->stats.predicted_memory_bytes = st->devices[g].memory_bytes;
     w->dev = w->local ? devices[w->device] : NULL; /* rank and local: set by the caller */
     e->all_members[k] = (int)k;
     w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
@@ -231,8 +232,11 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
         goto out;
     } else if (tp == 1) {
-        MPT_TRY(mpt__stage_create(e->m, w->dev, st->first, st->last, max_mb, w->slots,
-                                  e->microbatches > 1, seed, init, &w->ex));
+        /* ZeRO: the optimizer state waits for the shards (data_parallel.c). */
+        unsigned flags = (e->zero ? MPT__STAGE_ZERO : 0u) |
+                         (st->recompute ? MPT__STAGE_RECOMPUTE : 0u);
+        MPT_TRY(mpt__stage_create_with(e->m, w->dev, st->first, st->last, max_mb, w->slots,
+                                       e->microbatches > 1, seed, init, flags, &w->ex));
     } else {
         int *members = malloc(tp * sizeof *members);
         if (!members || !(fractions = malloc(tp * sizeof *fractions))) {
@@ -275,7 +279,9 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    w->stats.memory_bytes = mpt__executor_device_bytes(w->ex);
+    uint64_t used, peak;
+    mpt_device_memory(w->dev, &used, &peak);
+    w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
 out:
     if (status < 0)
         mpt__fail_context(status, "replica %zu stage %zu (device %zu)", r, s,

@@ -104,6 +104,12 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
         for (int q = 0; q < l->nparams; q++)
             c->param_bytes += 4.0 * (double)l->params[q].numel;
         c->out_bytes = 4.0 * o; /* after a view too: the boundary sends its output */
+        c->in_bytes = 4.0 * in;
+        if (l->kind->scratch_floats) { /* affine in the samples: from 1 and 2 */
+            double one = (double)l->kind->scratch_floats(l, 1);
+            double two = (double)l->kind->scratch_floats(l, 2);
+            c->scratch_bytes = 4.0 * (two - one), c->scratch_base = 4.0 * (2 * one - two);
+        }
         c->split_axes = l->kind->split_axes;
         c->tied_owner = l->tied_layer;
         c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
@@ -385,9 +391,34 @@ double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t l
     return bytes;
 }
 
-double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
-                        double samples, size_t in_flight, double share, int optimizer_slots)
+double mpt__cost_scratch(const mpt__model_cost_t *mc, size_t first, size_t last,
+                         double samples, double share)
 {
+    double most = 0;
+    for (size_t i = first; i <= last && i < mc->nlayers; i++) {
+        const mpt__layer_cost_t *l = &mc->layers[i];
+        most = fmax(most, tp_part(l, share) * (l->scratch_base + samples * l->scratch_bytes));
+    }
+    return most;
+}
+
+/* The activations kept for backward: every micro-batch in flight's (saved
+ * bytes per sample), or recomputing, their stage inputs and one
+ * micro-batch's activations past its input (the executor's one shared
+ * region, which starts after the input). */
+static double kept(const mpt__model_cost_t *mc, size_t first, size_t in_flight, double samples,
+                   double saved, unsigned flags)
+{
+    if (!(flags & MPT__MEM_RECOMPUTE) || in_flight == 0)
+        return (double)in_flight * samples * saved;
+    return (double)(in_flight - 1) * samples * mc->layers[first].in_bytes + samples * saved;
+}
+
+double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
+                        double samples, size_t in_flight, double share, int optimizer_slots,
+                        unsigned flags)
+{
+    int accumulates = (flags & MPT__MEM_ACCUMULATES) != 0;
     double saved = 0, largest = 0;
     if (!mc || first > last || first >= mc->nlayers)
         return 0;
@@ -414,6 +445,11 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     for (size_t i = last + 1; i < mc->nlayers; i++)
         if (mc->layers[i].tied_owner >= (int)first && mc->layers[i].tied_owner <= (int)last)
             addend = fmax(addend, mc->layers[i].tied_bytes);
-    return params * (2.0 + optimizer_slots) + (double)in_flight * samples * saved +
-           samples * largest + addend;
+    /* The working buffers hold the stage's whole input too (the executor
+     * does not split it). */
+    largest = fmax(largest, mc->layers[first].in_bytes);
+    double scratch = mpt__cost_scratch(mc, first, last, samples, share);
+    return params * (2.0 + optimizer_slots + (accumulates ? 1 : 0)) +
+           kept(mc, first, in_flight, samples, saved, flags) + 2.0 * samples * largest + addend +
+           scratch;
 }

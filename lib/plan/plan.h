@@ -27,6 +27,11 @@ typedef struct {
     double out_bytes;              /* the output activation, what a stage boundary after
                                     * this layer sends forward (and its gradient back) */
     double saved_bytes;            /* kept from forward to backward: input + saved state */
+    double in_bytes;               /* the input activation (a stage's first layer's is
+                                    * what its working buffers must also hold) */
+    double scratch_base, scratch_bytes; /* its workspace (kind->scratch_floats) for n
+                                    * samples: scratch_base + n scratch_bytes; a stage
+                                    * holds its layers' largest, shared */
     int launches_fwd, launches_bwd; /* kernel launches per micro-batch (the kind's) */
     unsigned split_axes;           /* MPT_SPLIT_* of its kind */
     double tp_allreduce_bytes;     /* per sample, forward and backward, when tensor-parallel:
@@ -97,15 +102,28 @@ double mpt__cost_allreduce_by(const mpt_cluster_t *c, const size_t *devices, siz
  * data-parallel replicas. */
 double mpt__cost_param_bytes(const mpt__model_cost_t *mc, size_t first, size_t last,
                              double share);
-/* Bytes a device holds for layers [first, last] at tensor share `share`:
- * parameters (and the copy of a tied weight whose owner is before first),
- * gradients and `optimizer_slots` optimizer copies (SGD with
- * momentum 1, AdamW 2), plus the saved activations of `in_flight`
- * micro-batches of `samples` each, plus one micro-batch's largest output
- * (the working buffers), plus, on the owner of a weight a later stage
- * copies, the buffer that copy's gradient arrives in. */
+/* Bytes a device holds for layers [first, last] at tensor share `share`,
+ * as engine/executor.c allocates them: parameters (and the copy of a tied
+ * weight whose owner is before first), gradients and `optimizer_slots`
+ * optimizer copies (SGD with momentum 1, AdamW 2), when micro-batches
+ * accumulate (2+ a step) one more gradient copy for each micro-batch's
+ * own (flags MPT__MEM_ACCUMULATES); plus the saved activations of
+ * `in_flight` micro-batches of `samples` each (with MPT__MEM_RECOMPUTE:
+ * their stage inputs and one micro-batch's activations); plus the two working buffers activation gradients
+ * ping-pong through, each one micro-batch of the widest of the stage's
+ * input and its layers' outputs; plus, on the owner of a weight a later
+ * stage copies, the buffer that copy's gradient arrives in; plus the
+ * largest workspace of its layers (a GPT block's is megabytes).  Small
+ * buffers (labels, loss rows) are left out: they were under 1% of the
+ * measured peak in tests/check_memory.c. */
+/* The largest workspace of layers [first, last] for `samples` at tensor
+ * share `share` (the executor's one scratch buffer). */
+double mpt__cost_scratch(const mpt__model_cost_t *mc, size_t first, size_t last,
+                         double samples, double share);
+enum { MPT__MEM_ACCUMULATES = 1, MPT__MEM_RECOMPUTE = 2 };
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
-                        double samples, size_t in_flight, double share, int optimizer_slots);
+                        double samples, size_t in_flight, double share, int optimizer_slots,
+                        unsigned flags);
 
 /* Shared resources (share.c).  Whether devices a and b of the cluster
  * compete for cores: same node, overlapping cpusets, one a CPU device. */
@@ -198,7 +216,10 @@ typedef struct {
     size_t first, last;       /* layers, inclusive */
     size_t ndevices;          /* the tensor-parallel group (tp devices) */
     mpt__plan_device_t *devices;
-    double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group */
+    double fwd_s, bwd_s;      /* per micro-batch, slowest device of the group (bwd_s
+                               * with the forward again when recompute is set) */
+    int recompute;            /* keep only the stage's input per micro-batch and run
+                               * its forward again before each backward (docs/memory.md) */
     mpt__tp_roles_t roles;    /* tensor-parallel stages (ndevices > 1) of a plan given
                                * its model (mpt__plan_roles); steps NULL otherwise */
 } mpt__plan_stage_t;
@@ -223,6 +244,12 @@ typedef struct mpt_plan {
     mpt__pipe_schedule_t schedule;
     mpt_allreduce_t allreduce; /* RING or HIERARCHICAL, never AUTO */
     int optimizer_slots;
+    int zero;                 /* ZeRO stage: 0 every replica holds the whole optimizer
+                               * state; 1 each replica holds the state of its shard of
+                               * every data-parallel segment (shards in proportion to
+                               * the replicas' batch shares), gradients are
+                               * reduce-scattered and parameters all-gathered
+                               * (docs/memory.md) */
     size_t nreplicas;         /* = dp */
     mpt__plan_replica_t *replicas;
     double predicted_step_s;

@@ -90,6 +90,8 @@ static json_t *stage_json(writer *w, const mpt__plan_stage_t *st)
     put(w, o, "layers", json_pack("[I,I]", (json_int_t)st->first, (json_int_t)st->last));
     put_real(w, o, "fwd_s", st->fwd_s);
     put_real(w, o, "bwd_s", st->bwd_s);
+    if (st->recompute) /* absent: false, as in plans written before recomputation */
+        put(w, o, "recompute", json_true());
     for (size_t k = 0; k < st->ndevices; k++) {
         const mpt__plan_device_t *d = &st->devices[k];
         json_t *dj = json_object();
@@ -125,6 +127,8 @@ int mpt__plan_to_json(const mpt__plan_t *p, char **text)
     put(&w, root, "allreduce",
         json_string(p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "hierarchical" : "ring"));
     put(&w, root, "optimizer_slots", json_integer(p->optimizer_slots));
+    if (p->zero) /* absent: 0, as in plans written before ZeRO */
+        put(&w, root, "zero", json_integer(p->zero));
     put_real(&w, root, "predicted_step_s", p->predicted_step_s);
     snprintf(w.path, sizeof w.path, "breakdown");
     put_real(&w, breakdown, "compute_s", p->compute_s);
@@ -299,6 +303,10 @@ static int read_stage(reader *r, const json_t *sj, size_t tp, size_t rep, size_t
     *next = st->last + 1;
     MPT_TRY(get_real(r, sj, "fwd_s", 0, &st->fwd_s));
     MPT_TRY(get_real(r, sj, "bwd_s", 0, &st->bwd_s));
+    const json_t *rc = json_object_get(sj, "recompute");
+    if (rc && !json_is_boolean(rc))
+        return bad(r, "recompute", "must be true or false");
+    st->recompute = rc && json_is_true(rc);
     MPT_TRY(get_array(r, sj, "devices", "devices", &devices));
     if (json_array_size(devices) != tp)
         return bad(r, "devices", "has %zu devices, but tp is %zu", json_array_size(devices), tp);
@@ -423,6 +431,12 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
         return bad(r, "optimizer_slots", "%zu optimizer slots is not a real optimizer (at most 16)",
                    slots);
     p->optimizer_slots = (int)slots;
+    const json_t *zero = json_object_get(root, "zero");
+    if (zero && (!json_is_integer(zero) || json_integer_value(zero) < 0 ||
+                 json_integer_value(zero) > 1))
+        return bad(r, "zero", "must be 0 or 1 (ZeRO-2, sharded gradients, is not implemented: "
+                   "docs/memory.md)");
+    p->zero = zero ? (int)json_integer_value(zero) : 0;
     MPT_TRY(get_real(r, root, "predicted_step_s", 0, &p->predicted_step_s));
     if (!json_is_object(bd))
         return bad(r, "breakdown", bd ? "must be an object {compute_s, bubble_s, p2p_s, "

@@ -185,6 +185,8 @@ typedef struct {
     double samples;        /* per micro-batch */
     mpt__pipe_schedule_t schedule;
     int slots;
+    double slot_share;     /* of the optimizer state a member holds: 1, or under ZeRO-1
+                            * its replica's batch share (engine/data_parallel.c) */
     rows_cache_t *cache;
     const rows_t **rows;
     double *tpc, *params, *saved, *outmax;
@@ -220,7 +222,8 @@ static double tp_comm(const stage_ctx *x, size_t s, size_t l)
     return mpt__tp_allreduces(x->mc, x->c, x->group + s * x->tp, x->tp, l, x->samples);
 }
 
-static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last);
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                           int recompute);
 
 static int stage_ctx_init(stage_ctx *x)
 {
@@ -286,7 +289,7 @@ static int stage_ctx_init(stage_ctx *x)
                                                        x->mc->layers[l].out_bytes * x->samples)
                               : 0;
     for (size_t g = 0; g < n; g++)
-        x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1) <=
+        x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1, 0) <=
                       (double)mpt_cluster_device(x->c, x->group[g])->info.global_mem_bytes;
     return MPT_OK;
 }
@@ -310,8 +313,12 @@ static size_t in_flight(const stage_ctx *x, size_t s)
 
 /* Bytes member g of stage s holds for layers [first, last]: the same sum
  * as mpt__cost_memory, from the prefix sums. */
-static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last)
+static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                           int recompute)
 {
+    /* Recomputing keeps one micro-batch's activations, and the inputs of
+     * the others (mpt__cost_memory's `kept`). */
+    double sets = recompute ? 1.0 : (double)in_flight(x, s);
     double share = x->fraction[s * x->tp + g], bytes = 0, largest = 0;
     for (int w = 0; w < 2; w++) {
         size_t o = (size_t)w * (x->nlayers + 1);
@@ -321,13 +328,32 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
             x->mc->layers[x->tied_head].tp_whole == w)
             params += x->tied_bytes;
         double saved = x->saved[o + last + 1] - x->saved[o + first];
-        bytes += part * (params * (2 + x->slots) + (double)in_flight(x, s) * x->samples * saved);
+        bytes += part * (params * (2 + x->slots * x->slot_share + (x->microbatches > 1)) +
+                         sets * x->samples * saved);
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
     if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
         x->tied_head > last)
         bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
-    return bytes + x->samples * largest;
+    if (recompute && in_flight(x, s) > 0)
+        bytes += (double)(in_flight(x, s) - 1) * x->samples * x->mc->layers[first].in_bytes;
+    largest = fmax(largest, x->mc->layers[first].in_bytes); /* the whole stage input */
+    /* two ping-pong working buffers, and the largest workspace (a loop:
+     * only stages that may not fit get here, see roomy) */
+    return bytes + 2 * x->samples * largest +
+           mpt__cost_scratch(x->mc, first, last, x->samples, x->fraction[s * x->tp + g]);
+}
+
+/* Whether stage s recomputes layers [first, last]: where the engine can
+ * (no tensor-parallel group) and only when a member would not hold it
+ * otherwise (recomputation costs a second forward). */
+static int stage_recomputes(const stage_ctx *x, size_t s, size_t first, size_t last)
+{
+    if (x->tp > 1)
+        return 0;
+    const mpt_cluster_device_t *d = mpt_cluster_device(x->c, x->group[s * x->tp]);
+    return !x->roomy[s * x->tp] &&
+           stage_memory(x, s, 0, first, last, 0) > (double)d->info.global_mem_bytes;
 }
 
 /* Forward + backward of layers [first, last] on stage s (the slowest group
@@ -341,16 +367,23 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
     double slowest = 0;
     for (size_t g = 0; g < x->tp; g++) {
         const mpt_cluster_device_t *d = mpt_cluster_device(x->c, dev[g]);
-        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last);
+        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last, 0);
+        double extra = 0; /* recomputation's second forward */
+        if (need > (double)d->info.global_mem_bytes && stage_recomputes(x, s, first, last)) {
+            need = stage_memory(x, s, g, first, last, 1);
+            extra = x->rows[s * x->tp + g]->fwd[last + 1] - x->rows[s * x->tp + g]->fwd[first];
+        }
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
-                         "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu",
+                         "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu: "
+                         "%.0f bytes short",
                          d->info.index, d->info.name, need, first, last,
-                         (unsigned long long)d->info.global_mem_bytes);
+                         (unsigned long long)d->info.global_mem_bytes,
+                         need - (double)d->info.global_mem_bytes);
             return -1;
         }
-        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first];
+        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first] + extra;
         slowest = here > slowest ? here : slowest; /* the hottest line: no libm call */
     }
     slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];
@@ -369,7 +402,7 @@ typedef mpt__plan_shape_t shape_t;
 
 /* Builds the plan of one configuration over the ordered devices. */
 static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size_t *order,
-                 rows_cache_t *cache, size_t batch, int slots, const shape_t *sh,
+                 rows_cache_t *cache, size_t batch, int slots, int zero, const shape_t *sh,
                  mpt__plan_t **out, char *why, size_t why_size)
 {
     int status = MPT_OK;
@@ -389,6 +422,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     }
     p->dp = sh->dp, p->pp = sh->pp, p->tp = sh->tp, p->microbatches = sh->microbatches;
     p->batch = batch, p->schedule = sh->schedule, p->optimizer_slots = slots;
+    p->zero = zero;
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
         total_speed += speed(cache, order[i]);
@@ -449,7 +483,8 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
                             .tp = sh->tp, .pp = sh->pp, .microbatches = sh->microbatches,
                             .nlayers = L,
                             .samples = (double)batch * rep->batch_share / (double)sh->microbatches,
-                            .schedule = sh->schedule, .slots = slots, .cache = cache};
+                            .schedule = sh->schedule, .slots = slots,
+                            .slot_share = zero ? rep->batch_share : 1.0, .cache = cache};
             if ((status = stage_ctx_init(&x)) < 0)
                 goto out;
             double bottleneck = 0;
@@ -478,14 +513,19 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
              * tensor-parallel all-reduces are folded in, half forward and
              * half backward. */
             double comm = x.tpc[s * (L + 1) + st->last + 1] - x.tpc[s * (L + 1) + st->first];
+            st->recompute = stage_recomputes(&x, s, st->first, st->last);
             for (size_t g = 0; g < sh->tp; g++) {
                 size_t dev = group[s * sh->tp + g];
                 const rows_t *rw = x.rows[s * sh->tp + g];
                 double f = fraction[s * sh->tp + g];
                 st->devices[g] =
-                    (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last)};
+                    (mpt__plan_device_t){dev, f, stage_memory(&x, s, g, st->first, st->last,
+                                                              st->recompute)};
                 st->fwd_s = fmax(st->fwd_s, rw->fwd[st->last + 1] - rw->fwd[st->first] + comm / 2);
-                st->bwd_s = fmax(st->bwd_s, rw->bwd[st->last + 1] - rw->bwd[st->first] + comm / 2);
+                st->bwd_s = fmax(st->bwd_s, rw->bwd[st->last + 1] - rw->bwd[st->first] + comm / 2 +
+                                                (st->recompute ? rw->fwd[st->last + 1] -
+                                                                     rw->fwd[st->first]
+                                                               : 0));
             }
         }
         if (status < 0)
@@ -684,6 +724,16 @@ static void keep_why(search_t *S, const char *why)
         snprintf(S->first_why, sizeof S->first_why, "%s", why);
 }
 
+/* Whether the engine would run shape sh with ZeRO-1 (engine.c, check_zero). */
+static int zero_allowed(const search_t *S, const shape_t *sh)
+{
+    int tied = 0;
+    for (size_t i = 0; i < S->mc->nlayers; i++)
+        tied |= S->mc->layers[i].tied_owner >= 0;
+    return sh->dp > 1 && sh->tp == 1 && mpt_cluster_node_count(S->c) == 1 &&
+           S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
+}
+
 /* Places (or splits uniformly), checks, bounds and simulates candidate k;
  * keeps it when it beats the best so far. */
 static int try_candidate(search_t *S, candidate_t *k, size_t n)
@@ -697,8 +747,25 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
     /* 4-5. Place and partition (or split uniformly). */
     status = k->uniform ? mpt__plan_uniform(S->mc, S->c, S->eff, S->order, &k->sh, S->req->batch,
                                             S->slots, &k->plan, k->why, sizeof k->why)
-                        : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, &k->sh,
-                                &k->plan, k->why, sizeof k->why);
+                        : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 0,
+                                &k->sh, &k->plan, k->why, sizeof k->why);
+    /* 4b. A shape whose replicas do not fit with the whole optimizer state
+     * each may fit with ZeRO-1 (a replica holds its batch share of it),
+     * where the engine runs ZeRO-1: replicas without tensor parallelism, in
+     * one process (one node), without a tied weight across stages, over the
+     * ring.  Its reduce-scatter and all-gather move what the ring
+     * all-reduce moves (that is their sum), so the step is costed alike;
+     * being tried only when memory calls for it, it never displaces a plan
+     * that fits without it. */
+    if (status == MPT_ERR_DEVICE_MEMORY && !k->uniform && zero_allowed(S, &k->sh)) {
+        char why0[sizeof k->why];
+        snprintf(why0, sizeof why0, "%s", k->why);
+        k->why[0] = 0;
+        status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 1, &k->sh,
+                       &k->plan, k->why, sizeof k->why);
+        if (status < 0 && !k->why[0]) /* the shortfall without ZeRO-1 says enough */
+            memcpy(k->why, why0, sizeof why0);
+    }
     if (status == MPT_ERR_NOMEM)
         return status;
     if (status < 0) {

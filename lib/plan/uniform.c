@@ -68,12 +68,14 @@ int mpt__plan_uniform(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                 const mpt_cluster_device_t *d = &eff[group[g]];
                 double share = 1.0 / (double)tp;
                 double mem = mpt__cost_memory(mc, st->first, st->last, samples, in_flight, share,
-                                              slots);
+                                              slots, mb > 1);
                 if (mem > (double)d->info.global_mem_bytes) {
                     snprintf(why, why_size,
-                             "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu",
+                             "device %d (%s) would need %.0f bytes for layers %zu-%zu, has %llu: "
+                             "%.0f bytes short",
                              d->info.index, d->info.name, mem, st->first, st->last,
-                             (unsigned long long)d->info.global_mem_bytes);
+                             (unsigned long long)d->info.global_mem_bytes,
+                             mem - (double)d->info.global_mem_bytes);
                     status = MPT_ERR_DEVICE_MEMORY;
                     break;
                 }

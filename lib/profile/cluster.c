@@ -196,6 +196,21 @@ int mpt_cluster_set_calibration(mpt_cluster_t *c, size_t i, const mpt_calibratio
     return MPT_OK;
 }
 
+int mpt_cluster_set_memory_limit(mpt_cluster_t *c, size_t i, uint64_t bytes)
+{
+    if (!c)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_cluster_set_memory_limit: no cluster");
+    if (i >= c->count)
+        return mpt__fail(MPT_ERR_RANGE, "device %zu of a cluster of %zu", i, c->count);
+    /* The planner reads global_mem_bytes: the cap is that, when lower. */
+    mpt_device_info_t *info = &c->devices[i].info;
+    if (bytes && bytes < info->global_mem_bytes)
+        info->global_mem_bytes = bytes;
+    if (bytes && bytes < info->max_alloc_bytes)
+        info->max_alloc_bytes = bytes;
+    return MPT_OK;
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 typedef struct {
@@ -279,6 +294,12 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     if (!info.type)
         return bad(r, "type", "must be one of cpu, gpu, accelerator, other");
     MPT_TRY(get_int(r, d, "global_mem_bytes", 1, 1, MAX_BYTES, &global));
+    /* "memory_limit_bytes": what mpt may use of it (--device-memory), when
+     * lower than global_mem_bytes: the planner then plans for that. */
+    long long limit = 0;
+    MPT_TRY(get_int(r, d, "memory_limit_bytes", 0, 0, MAX_BYTES, &limit));
+    if (limit > 0 && limit < global)
+        global = limit;
     MPT_TRY(get_int(r, d, "max_alloc_bytes", 0, 1, MAX_BYTES, &max_alloc));
     MPT_TRY(get_int(r, d, "local_mem_bytes", 0, 0, MAX_BYTES, &local));
     MPT_TRY(get_int(r, d, "compute_units", 0, 1, MAX_COUNT, &cu));

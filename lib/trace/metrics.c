@@ -120,6 +120,8 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
         if (!isnan(d->busy)) /* this rank's device: its launches of the last step */
             fprintf(f, ", \"kernels\": %lu, \"blas_calls\": %lu", d->kernels, d->blas_calls);
         fprintf(f, ", \"memory_bytes\": %zu", d->memory_bytes);
+        fprintf(f, ", \"peak_memory_bytes\": %zu", d->peak_memory_bytes);
+        put_number(f, "predicted_memory_bytes", "%.0f", d->predicted_memory_bytes);
         put_number(f, "allreduce_s", "%.6f", d->allreduce_s);
         double busbw = d->allreduce_s > 0 ? (double)d->allreduce_bytes / d->allreduce_s * 2.0 *
                                                 (double)(replicas - 1) / (double)replicas * 1e-9
