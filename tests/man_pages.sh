@@ -63,7 +63,7 @@ fi
 if ${MAKE:-make} -s -C "$builddir" install-man DESTDIR="$tmp/inst" >"$out" 2>"$err"; then
     n1=$(find "$tmp/inst" -path '*/man1/mpt-*.1' | wc -l)
     n3=$(find "$tmp/inst" -path '*/man3/mpt.3' | wc -l)
-    [ "$n1" -eq 5 ] && [ "$n3" -eq 1 ] && ok "make install-man installs 5 pages in man1 and mpt.3" ||
+    [ "$n1" -eq 6 ] && [ "$n3" -eq 1 ] && ok "make install-man installs 6 pages in man1 and mpt.3" ||
         fail "installed pages" "$n1 in man1, $n3 mpt.3"
 else
     fail "make install-man" "failed"
