@@ -180,8 +180,12 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     /* Quick profiles are rough: they never stand in for full ones.  The
      * GEMM provider is part of the key (and so recorded in the file): the
      * same device measures 10-20x apart under CLBlast and the host BLAS. */
-    MPT_TRY(mpt__snprintf(key, sizeof key, "%s|gemm=%s%s", dev->identity,
+    /* So are CLBlast's tuned kernels (mpt-topo --tune): a tuned device is
+     * measured anew, and its profile names the tuned routines. */
+    const char *tuned = dev->info.clblast_tuning;
+    MPT_TRY(mpt__snprintf(key, sizeof key, "%s|gemm=%s%s%s%s", dev->identity,
                           dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
+                          tuned && *tuned ? "|clblast_tuned=" : "", tuned ? tuned : "",
                           mpt__profile_quick() ? "|quick" : ""));
     MPT_TRY(cache_path(key, path, sizeof path));
     if (mode == MPT_PROFILE_USE_CACHE && mpt_profile_load(path, key, out) == MPT_OK) {
