@@ -190,7 +190,7 @@ int mpt__tuning_run_tuner(mpt_device_t *dev, const char *routine, const mpt__tun
                           mpt__clblast_params_t *out, size_t max, size_t *count)
 {
     int direct = !strcmp(routine, "XgemmDirect"), code = 0, status;
-    unsigned plat, devi;
+    unsigned plat = 0, devi = 0;
     char args[8][32], log[4096], path[4096];
     /* Tuner shapes: the indirect kernel at a square 1024 (128 for tests;
      * its tuner wants m and n multiples of 128), the direct one at the
@@ -222,6 +222,12 @@ int mpt__tuning_run_tuner(mpt_device_t *dev, const char *routine, const mpt__tun
         snprintf(line, sizeof line, "device %d: %s -m %zu -n %zu -k %zu -fraction %g "
                  "(%d variation(s))", dev->info.index, tuner, m, n, k, fraction, o->variants);
         o->progress(o->progress_ctx, line);
+    }
+    for (size_t i = 0; i < 4; i++) { /* results of an earlier run must not pass for ours */
+        static const int all_v[] = {1, 2, 11, 12};
+        MPT_TRY(mpt__snprintf(path, sizeof path, "%s/clblast_xgemm%s_%d_32.json", o->workdir,
+                              direct ? "_direct" : "", all_v[i]));
+        unlink(path);
     }
     MPT_TRY(run_process(argv, o->workdir, log, NULL, "Completed tuning process",
                         o->variants, &code));
