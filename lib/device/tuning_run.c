@@ -76,6 +76,7 @@ static int run_process(char *const argv[], const char *dir, const char *log,
                 envp[k++] = environ[i];
         }
     }
+    unlink(log); /* an earlier run's log must not count as this one's */
     pid_t pid = fork();
     if (pid < 0) {
         free(envp);
@@ -135,6 +136,15 @@ static int cl_indices(const mpt_device_t *dev, unsigned *plat, unsigned *devi)
                      dev->info.index, dev->info.name);
 }
 
+/* The direct tuner names its kernel by layout ("XgemmDirectTN"); the
+ * parameters are the routine's all the same. */
+static int same_kernel(const char *kernel, const char *routine)
+{
+    size_t n = strlen(routine);
+    return !strncmp(kernel, routine, n) &&
+           (kernel[n] == 0 || !strcmp(routine, "XgemmDirect"));
+}
+
 int mpt__tuning_read_tuner_json(const char *path, const char *routine,
                                 mpt__clblast_params_t *out)
 {
@@ -144,7 +154,7 @@ int mpt__tuning_read_tuner_json(const char *path, const char *routine,
     memset(out, 0, sizeof *out);
     MPT_TRY(mpt__json_load_file(path, &root));
     if (json_unpack(root, "{s:s,s:s,s:s}", "best_kernel", &kernel, "best_parameters", &best,
-                    "best_time", &time) != 0 || strcmp(kernel, routine) != 0) {
+                    "best_time", &time) != 0 || !same_kernel(kernel, routine)) {
         status = mpt__fail(MPT_ERR_PARSE, "%s: not a CLBlast %s tuner result (needs "
                            "best_kernel, best_parameters, best_time)", path, routine);
         goto out;
