@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <clblast_c.h>
 
@@ -203,11 +204,11 @@ int mpt__tuning_apply_stored(mpt_device_t *dev)
         return mpt__fail(MPT_ERR_PARSE, "MPT_CLBLAST_TUNING='%s': expected auto or off",
                          mpt__env(MPT_ENV_CLBLAST_TUNING));
     MPT_TRY(mpt__tuning_path(dev, path, sizeof path));
-    if (mpt__json_load_file(path, &root) != MPT_OK) {
-        mpt__clear_error(); /* never tuned: CLBlast's database decides */
+    if (access(path, F_OK) != 0) { /* never tuned: CLBlast's database decides */
         dev->info.clblast_tuning = "";
         return MPT_OK;
     }
+    MPT_TRY(mpt__json_load_file(path, &root));
     if (json_unpack(root, "{s:I,s:s,s:o}", "mpt_clblast_tuning", &format, "identity", &ident,
                     "routines", &routines) != 0 || format != TUNING_FORMAT ||
         !json_is_object(routines)) {

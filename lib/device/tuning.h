@@ -19,7 +19,9 @@
  * 4. stores the result beside the profiles ($XDG_CACHE_HOME/mpt/
  *    clblast-<hash of the device identity>.json), and every later open of
  *    the device applies the kept parameters with CLBlastOverrideParameters
- *    before its first GEMM (blas.c).  MPT_CLBLAST_TUNING=off skips that.
+ *    before its first GEMM (blas.c).  MPT_CLBLAST_TUNING=off skips that;
+ *    parameters once applied stay for the rest of the process, as CLBlast
+ *    keeps them per device and cannot restore its own.
  */
 #ifndef MPT_DEVICE_TUNING_H
 #define MPT_DEVICE_TUNING_H
