@@ -28,29 +28,15 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Occurrences of `needle` in the file (the tuner's log). */
-static int count_in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int n = 0;
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* Runs argv in `dir` with stdout and stderr to `log`, and with env_set
- * ("NAME=value" pairs, NULL-terminated) added.  When stop_after > 0 the
- * process is ended once the log holds stop_after lines containing
- * stop_line (a tuner's finished variations: it has no option to run only
- * some).  *code: its exit status, -1 when ended by us or by a signal. */
+ * ("NAME=value" pairs, NULL-terminated) added.  When `done` is given, the
+ * process is ended as soon as done(ctx) says its work is complete (a
+ * tuner's wanted variations: it has no option to run only some).
+ * *code: its exit status, -1 when ended by us or by a signal. */
 extern char **environ;
 
 static int run_process(char *const argv[], const char *dir, const char *log,
-                       const char *const *env_set, const char *stop_line, int stop_after,
+                       const char *const *env_set, int (*done)(void *ctx), void *ctx,
                        int *code)
 {
     /* The child's environment is built here: between fork and exec only
@@ -101,7 +87,7 @@ static int run_process(char *const argv[], const char *dir, const char *log,
             break;
         if (w < 0 && errno != EINTR)
             return mpt__fail(MPT_ERR_IO, "waiting for %s: %s", argv[0], strerror(errno));
-        if (!stopped && stop_after > 0 && count_in_file(log, stop_line) >= stop_after) {
+        if (!stopped && done && done(ctx)) {
             kill(pid, SIGKILL); /* its finished variations are on disk already */
             stopped = 1;
         }
@@ -112,6 +98,41 @@ static int run_process(char *const argv[], const char *dir, const char *log,
 }
 
 /* ---- the tuners ---------------------------------------------------------- */
+
+/* A tuner's result files, in the order it writes them: clblast_xgemm_1_32,
+ * _2_, _11_, _12_; clblast_xgemm_direct_1_32, _2_. */
+static const int xgemm_v[] = {1, 2, 11, 12}, direct_v[] = {1, 2};
+
+static int result_path(const char *workdir, int direct, size_t i, char *buf, size_t size)
+{
+    return mpt__snprintf(buf, size, "%s/clblast_xgemm%s_%d_32.json", workdir,
+                         direct ? "_direct" : "", direct ? direct_v[i] : xgemm_v[i]);
+}
+
+typedef struct {
+    const char *workdir;
+    int direct, variants;
+} tuner_watch_t;
+
+/* Whether the tuner has written `variants` complete result files: the
+ * tuner closes each before going on, so a file that parses is whole (its
+ * log says as much, but its stdout is block-buffered into the file). */
+static int tuner_done(void *ctx)
+{
+    const tuner_watch_t *w = ctx;
+    char path[4096];
+    int whole = 0;
+    for (size_t i = 0; i < (w->direct ? 2u : 4u); i++) {
+        json_t *j;
+        if (result_path(w->workdir, w->direct, i, path, sizeof path) < 0)
+            return 0;
+        if ((j = json_load_file(path, 0, NULL)) != NULL)
+            whole++;
+        json_decref(j);
+    }
+    mpt__clear_error();
+    return whole >= w->variants;
+}
 
 /* The tuner's -platform and -device: dev's position in OpenCL's lists. */
 static int cl_indices(const mpt_device_t *dev, unsigned *plat, unsigned *devi)
@@ -233,26 +254,19 @@ int mpt__tuning_run_tuner(mpt_device_t *dev, const char *routine, const mpt__tun
                  "(%d variation(s))", dev->info.index, tuner, m, n, k, fraction, o->variants);
         o->progress(o->progress_ctx, line);
     }
-    for (size_t i = 0; i < 4; i++) { /* results of an earlier run must not pass for ours */
-        static const int all_v[] = {1, 2, 11, 12};
-        MPT_TRY(mpt__snprintf(path, sizeof path, "%s/clblast_xgemm%s_%d_32.json", o->workdir,
-                              direct ? "_direct" : "", all_v[i]));
+    size_t nv = direct ? 2 : 4;
+    for (size_t i = 0; i < nv; i++) { /* results of an earlier run must not pass for ours */
+        MPT_TRY(result_path(o->workdir, direct, i, path, sizeof path));
         unlink(path);
     }
-    MPT_TRY(run_process(argv, o->workdir, log, NULL, "Completed tuning process",
-                        o->variants, &code));
+    tuner_watch_t watch = {o->workdir, direct, o->variants};
+    MPT_TRY(run_process(argv, o->workdir, log, NULL, tuner_done, &watch, &code));
     if (code == 127)
         return mpt__fail(MPT_ERR_NOT_FOUND, "%s not found: CLBlast's tuners are in Debian's "
                          "clblast-utils (scripts/install-deps.sh)", tuner);
-    /* Result files: clblast_xgemm_1_32.json, _2_, _11_, _12_;
-     * clblast_xgemm_direct_1_32.json, _2_. */
-    static const int xgemm_v[] = {1, 2, 11, 12}, direct_v[] = {1, 2};
-    const int *v = direct ? direct_v : xgemm_v;
-    size_t nv = direct ? 2 : 4;
     for (size_t i = 0; i < nv && *count < max; i++) {
         struct stat sb;
-        MPT_TRY(mpt__snprintf(path, sizeof path, "%s/clblast_xgemm%s_%d_32.json", o->workdir,
-                              direct ? "_direct" : "", v[i]));
+        MPT_TRY(result_path(o->workdir, direct, i, path, sizeof path));
         if (stat(path, &sb) != 0)
             continue;
         json_t *root = NULL;
@@ -355,7 +369,7 @@ static int sample_arm(mpt_device_t *dev, const mpt__tuning_opts_t *o, const char
     MPT_TRY(mpt__snprintf(log, sizeof log, "%s.log", arm));
     unlink(out);
     char *argv[] = {(char *)o->self, "--tune-measure", (char *)arm, "--devices", index, NULL};
-    MPT_TRY(run_process(argv, o->workdir, log, env, NULL, 0, &code));
+    MPT_TRY(run_process(argv, o->workdir, log, env, NULL, NULL, &code));
     if (code != 0) {
         status = mpt__fail(MPT_ERR_BLAS, "timing %s failed (exit %d): see %s", arm, code, log);
         goto out;
