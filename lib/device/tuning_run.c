@@ -399,9 +399,25 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* An arm's noise: the spread of its per-round totals over their median,
+ * (max - min) / median; 0 with one round. */
+static double noise(const double *t, size_t rounds, size_t narms, size_t arm, size_t nshapes)
+{
+    double tot[64], lo = 0, hi = 0;
+    for (size_t r = 0; r < rounds && r < 64; r++) {
+        tot[r] = 0;
+        for (size_t s = 0; s < nshapes; s++)
+            tot[r] += t[(r * narms + arm) * nshapes + s];
+        lo = r == 0 || tot[r] < lo ? tot[r] : lo;
+        hi = r == 0 || tot[r] > hi ? tot[r] : hi;
+    }
+    double m = median(tot, rounds < 64 ? rounds : 64);
+    return m > 0 ? (hi - lo) / m : 0;
+}
+
 /* The per-routine record of the tuning file. */
-static json_t *routine_json(const mpt__clblast_params_t *p, int kept, const double *d,
-                            const double *c, size_t nshapes, int quick)
+static json_t *routine_json(const mpt__clblast_params_t *p, int kept, double margin,
+                            const double *d, const double *c, size_t nshapes, int quick)
 {
     const mpt__gemm_shape_t *sh = mpt__tuning_shapes(quick, &nshapes);
     json_t *shapes = json_array();
@@ -414,9 +430,10 @@ static json_t *routine_json(const mpt__clblast_params_t *p, int kept, const doub
                                                 "count", (json_int_t)sh[i].count, "default_ms",
                                                 d[i] * 1e3, "tuned_ms", c[i] * 1e3));
     }
-    return json_pack("{s:b,s:o*,s:s,s:f,s:f,s:f,s:o*}", "kept", kept, "parameters",
-                     params_json(p), "tuner_result", p->source, "tuner_ms", p->tuner_ms,
-                     "default_ms", td * 1e3, "tuned_ms", tc * 1e3, "shapes", shapes);
+    return json_pack("{s:b,s:f,s:o*,s:s,s:f,s:f,s:f,s:o*}", "kept", kept, "margin", margin,
+                     "parameters", params_json(p), "tuner_result", p->source, "tuner_ms",
+                     p->tuner_ms, "default_ms", td * 1e3, "tuned_ms", tc * 1e3, "shapes",
+                     shapes);
 }
 
 int mpt__tuning_tune(mpt_device_t *dev, const mpt__tuning_opts_t *o, json_t **result)
@@ -495,10 +512,17 @@ int mpt__tuning_tune(mpt_device_t *dev, const mpt__tuning_opts_t *o, json_t **re
             if (a == first || total < best_total)
                 best = a, best_total = total;
         }
-        int kept = mpt__tuning_decide(med, med + best * nshapes, nshapes, o->margin);
+        /* A win inside the rounds' own spread is no win: the margin is
+         * the larger of the asked one and the noise of either arm (a
+         * loaded machine keeps the defaults rather than a lucky draw). */
+        double margin = o->margin, nd = noise(t, (size_t)o->rounds, narms, 0, nshapes),
+               nc = noise(t, (size_t)o->rounds, narms, best, nshapes);
+        margin = nd > margin ? nd : margin;
+        margin = nc > margin ? nc : margin;
+        int kept = mpt__tuning_decide(med, med + best * nshapes, nshapes, margin);
         json_object_set_new(rj, routines[r],
-                            routine_json(&cand[best - 1], kept, med, med + best * nshapes,
-                                         nshapes, o->quick));
+                            routine_json(&cand[best - 1], kept, margin, med,
+                                         med + best * nshapes, nshapes, o->quick));
     }
     /* 4. stored beside the profiles */
     root = json_pack("{s:i,s:s,s:s,s:f,s:b,s:i,s:f,s:o}", "mpt_clblast_tuning", TUNING_FORMAT,
