@@ -272,11 +272,12 @@ static void tune_devices(const char *spec, mpt__tuning_opts_t *o, FILE *out)
         json_object_foreach(json_object_get(res, "routines"), name, r) {
             double d = json_number_value(json_object_get(r, "default_ms")),
                    t = json_number_value(json_object_get(r, "tuned_ms"));
-            fprintf(out, "  %-12s %s: %.2f ms with CLBlast's defaults, %.2f ms tuned (%.2fx) over "
-                   "%zu shape(s), best of %s\n", name,
-                   json_is_true(json_object_get(r, "kept")) ? "kept     " : "not kept ", d, t,
-                   t > 0 ? d / t : 0, json_array_size(json_object_get(r, "shapes")),
-                   json_string_value(json_object_get(r, "tuner_result")));
+            fprintf(out, "  %-12s %s: %.2f ms with CLBlast's defaults, %.2f ms tuned (%.2fx, "
+                    "margin %.0f%%) over %zu shape(s), best of %s\n", name,
+                    json_is_true(json_object_get(r, "kept")) ? "kept     " : "not kept ", d, t,
+                    t > 0 ? d / t : 0, 100 * json_number_value(json_object_get(r, "margin")),
+                    json_array_size(json_object_get(r, "shapes")),
+                    json_string_value(json_object_get(r, "tuner_result")));
         }
         json_decref(res);
     }
