@@ -54,7 +54,7 @@ typedef struct {
 static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t warmup,
                          size_t steps)
 {
-    double *dt = calloc(steps, sizeof *dt);
+    double *dt = calloc(steps + 1, sizeof *dt);
     if (!dt)
         tool_die("out of memory");
     size_t per_epoch = d->count / batch;
@@ -71,9 +71,35 @@ static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t
     }
     if (tool_stderr_is_tty())
         fprintf(stderr, "\r\033[K");
-    double m = bench_median(dt, steps);
+    double m = steps ? bench_median(dt, steps) : 0;
     free(dt);
     return m;
+}
+
+/* Back to the profiles as measured: each row starts uncalibrated. */
+static void clear_calibration(mpt_cluster_t *c)
+{
+    const mpt_calibration_t none = {0, 0, 0, 0, 0};
+    for (size_t i = 0; i < mpt_cluster_device_count(c); i++)
+        tool_check(mpt_cluster_set_calibration(c, i, &none), "clearing the calibration");
+}
+
+/* "dp=2 pp=1 tp=1 m=1 gpipe" from the plan's JSON. */
+static const char *plan_summary(const char *json)
+{
+    static char buf[64];
+    const char *keys[] = {"\"dp\": ", "\"pp\": ", "\"tp\": ", "\"microbatches\": "};
+    const char *names[] = {"dp", "pp", "tp", "m"};
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < 4; i++) {
+        const char *k = strstr(json, keys[i]);
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s=%d", i ? " " : "", names[i],
+                               k ? atoi(k + strlen(keys[i])) : 0);
+    }
+    const char *sc = strstr(json, "\"schedule\": \"");
+    snprintf(buf + at, sizeof buf - at, " %s", sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
+    return buf;
 }
 
 int bench_train_main(int argc, char **argv)
@@ -153,57 +179,58 @@ int bench_train_main(int argc, char **argv)
     printf("mpt-bench train: %s, batch %zu, %zu devices (%s), median of %zu steps after %zu\n",
            mpt_model_name(model), batch, n, mpt_device_info(mpt_devices_get(devs, 0))->name,
            steps, warmup);
-    printf("%-28s %12s %10s %9s %12s %8s\n", "configuration", "samples/s", "step ms",
-           "scaling", "predicted ms", "error");
+    printf("predicted: the cost model before calibration, measured: the median step, then\n"
+           "calibrated on those steps (mpt_trainer_calibrate) and measured again\n");
+    printf("%-38s %10s %8s %9s %9s %7s %9s %9s %7s\n", "configuration", "samples/s", "scaling",
+           "predicted", "measured", "ratio", "calib.", "measured", "ratio");
 
-    /* 1. One device, as mpt-train runs it alone. */
-    mpt_trainer_t *t = NULL;
-    tool_check(mpt_trainer_create(model, mpt_devices_get(devs, 0), &cfg, &t), "one device");
-    double one = time_steps(t, &d, batch, warmup, steps);
-    mpt_trainer_free(t);
-    printf("%-28s %12.0f %10.2f %8.2fx %12s %8s\n", "1 device", (double)batch / one, one * 1e3,
-           1.0, "-", "-");
-    fflush(stdout);
-
-    /* 2. Data parallel, 3. pipeline and 4. tensor parallel over every
-     * device. */
-    static const char *kinds[] = {"DP", "PP", "TP"};
-    for (int kind = 0; kind < 3; kind++) {
+    /* 1. The fastest single device, 2. data parallel, 3. pipeline and
+     * 4. tensor parallel over every device, 5. the planner's own choice. */
+    static const char *kinds[] = {"1 device", "DP", "PP", "TP", "auto"};
+    double one = 0;
+    for (int kind = 0; kind < 5; kind++) {
         mpt_plan_request_t req;
         mpt_plan_t *plan = NULL;
+        mpt_trainer_t *t = NULL;
         mpt_plan_request_default(&req);
         req.batch = batch;
-        req.dp = kind == 0 ? n : 1;
-        req.pp = kind == 1 ? n : 1;
-        req.tp = kind == 2 ? n : 1;
-        if (kind == 1 && mb)
+        if (kind < 4) {
+            req.dp = kind == 1 ? n : 1;
+            req.pp = kind == 2 ? n : 1;
+            req.tp = kind == 3 ? n : 1;
+            req.all_devices = kind != 0;
+        }
+        if (kind == 2 && mb)
             req.microbatches = mb;
-        if (kind == 2 && mpt_plan_create(model, cluster, &req, &plan) < 0) {
+        clear_calibration(cluster);
+        if (mpt_plan_create(model, cluster, &req, &plan) < 0) {
             /* Not every model splits (layer norm, dropout on a slice): say
              * why and keep the rows measured so far. */
-            printf("%s=%zu: not runnable: %s\n", kinds[kind], n, mpt_last_error());
+            printf("%s: not runnable: %s\n", kinds[kind], mpt_last_error());
             continue;
         }
-        if (!plan)
-            tool_check(mpt_plan_create(model, cluster, &req, &plan), "planning");
-        double predicted = 0;
+        double predicted = 0, calibrated = 0;
         tool_check(mpt_plan_simulate(plan, model, cluster, &predicted, NULL, NULL),
                    "simulating the plan");
         tool_check(mpt_trainer_create_planned(model, devs, plan, &cfg, topo, cluster, &t),
                    "creating the trainer");
-        double step = time_steps(t, &d, batch, warmup, steps);
+        time_steps(t, &d, batch, warmup, 0);
+        /* Forget the warm-up's steps (kernel builds): calibrate on the timed ones. */
+        tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
+        clear_calibration(cluster);
+        double step = time_steps(t, &d, batch, 0, steps);
+        tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
+        calibrated = mpt_trainer_predicted_step(t);
+        double again = time_steps(t, &d, batch, 0, steps);
         mpt_trainer_free(t);
-        char name[64], *json = NULL;
+        if (kind == 0)
+            one = step;
+        char name[96], *json = NULL;
         tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
-        const char *m = strstr(json, "\"microbatches\": ");
-        const char *sc = strstr(json, "\"schedule\": \"");
-        if (kind == 1)
-            snprintf(name, sizeof name, "PP=%zu (m=%d %s)", n, m ? atoi(m + 16) : 0,
-                     sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
-        else
-            snprintf(name, sizeof name, "%s=%zu", kinds[kind], n);
-        printf("%-28s %12.0f %10.2f %8.2fx %12.2f %+7.1f%%\n", name, (double)batch / step,
-               step * 1e3, one / step, predicted * 1e3, 100.0 * (predicted - step) / step);
+        snprintf(name, sizeof name, "%s (%s)", kinds[kind], plan_summary(json));
+        printf("%-38s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", name,
+               (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
+               calibrated * 1e3, again * 1e3, calibrated / again);
         fflush(stdout);
         free(json);
         mpt_plan_free(plan);

@@ -81,6 +81,11 @@ static void usage(FILE *f)
             "      --allreduce NAME      how replicas sum gradients: ring, hierarchical\n"
             "                            (inside each process, then across processes) or\n"
             "                            auto (default: the faster by the cost model)\n"
+            "      --rebalance-after N   with --plan auto: after N steps, calibrate the cost\n"
+            "                            model on them, plan again and move to the new plan\n"
+            "                            when it is predicted 10%% faster (20; 0: never)\n"
+            "      --save-calibration    store that calibration with the devices' profiles,\n"
+            "                            for later plans (docs/planning.md)\n"
             "      --trace FILE          write the run's timeline as a Chrome trace (one\n"
             "                            track per device; open it in Perfetto)\n"
             "      --metrics FILE        append JSON Lines: one object per logged step and\n"
@@ -125,7 +130,8 @@ static void parse(int argc, char **argv, options *o)
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
-           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT };
+           O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
+           O_REBALANCE, O_SAVE_CAL };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -152,6 +158,8 @@ static void parse(int argc, char **argv, options *o)
         {"temperature", required_argument, NULL, O_TEMP}, {"top-k", required_argument, NULL, O_TOPK},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
         {"trace", required_argument, NULL, O_TRACE},
+        {"rebalance-after", required_argument, NULL, O_REBALANCE},
+        {"save-calibration", no_argument, NULL, O_SAVE_CAL},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -233,6 +241,10 @@ static void parse(int argc, char **argv, options *o)
             break;
         case O_OTHER_DATA: o->fit.allow_other_data = 1; break;
         case O_TIMING: o->timing = 1; break;
+        case O_REBALANCE:
+            o->fit.rebalance_after = tool_parse_count("--rebalance-after", optarg, 0);
+            break;
+        case O_SAVE_CAL: o->fit.save_calibration = 1; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); exit(TOOL_EXIT_OK);
         case 'V': printf("mpt-train (mpt) %s\n", mpt_version()); exit(TOOL_EXIT_OK);
@@ -315,6 +327,18 @@ static void on_step(void *ctx, const mpt_step_report_t *report, uint64_t epoch,
     p->last_draw = t;
 }
 
+static void on_replan(void *ctx, uint64_t step, const char *old_plan, double old_s,
+                      const char *new_plan, double new_s, int moved)
+{
+    printer *p = ctx;
+    if (p->tty)
+        fprintf(stderr, "\r\033[K");
+    printf("step %" PRIu64 ": calibrated %s predicted %.2f ms; re-planned %s predicted %.2f ms: "
+           "%s\n", step, old_plan, old_s * 1e3, new_plan, new_s * 1e3,
+           moved ? "moved" : "kept the plan");
+    fflush(stdout);
+}
+
 static void on_epoch(void *ctx, const mpt_epoch_summary_t *s)
 {
     printer *p = ctx;
@@ -362,6 +386,8 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
     o->pins.optimizer = o->cfg.optimizer;
     const char *file = o->plan && strcmp(o->plan, "auto") != 0 ? o->plan : NULL;
     tool_check(mpt_world_plan(world, model, *cluster, file, &o->pins, plan), "planning");
+    if (!file) /* an automatic plan may be rebalanced (--rebalance-after) */
+        o->fit.cluster = *cluster, o->fit.replan = &o->pins;
     /* The plan is printed once the trainer accepted it: never a plan that
      * does not run. */
     tool_check(mpt_trainer_create_world(model, devs, *plan, &o->cfg, *topo, *cluster, world, &t),
@@ -458,6 +484,7 @@ int main(int argc, char **argv)
     }
     printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
+    o.fit.on_replan = on_replan;
     o.fit.stop = &stop_signal;
     catch_stop_signals();
     int status = mpt_trainer_fit(t, data, &o.fit);

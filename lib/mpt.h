@@ -281,6 +281,18 @@ typedef struct {
     double gflops;
 } mpt_gemm_point_t;
 
+/* Calibration (docs/planning.md): per kind of work, the device's measured
+ * time over the cost model's prediction for the same work, from training
+ * steps (mpt_trainer_calibrate).  The cost model multiplies its figures by
+ * them.  A factor of 0 (or steps 0) means "not calibrated": 1 is used. */
+typedef struct {
+    double forward;   /* forward passes of its layers */
+    double backward;  /* backward passes, with the optimizer update (not modelled apart) */
+    double transfer;  /* activations and gradients between pipeline stages */
+    double allreduce; /* the data-parallel all-reduce the step waits for */
+    uint64_t steps;   /* training steps they were measured over; 0: none */
+} mpt_calibration_t;
+
 typedef struct {
     mpt_gemm_point_t gemm[MPT_PROFILE_GEMM_SHAPES]; /* 256^3, 1024^3, 2048^3, tall-skinny */
     double gemm_gflops; /* best of the points: the rate large GEMMs reach */
@@ -294,6 +306,7 @@ typedef struct {
     double shared_gemm_gflops; /* GEMM rate while every device sharing its cores
                                 * ran at once (mpt_cluster_local), 0: not measured */
     double shared_mem_gbps;    /* memory bandwidth likewise, 0: not measured */
+    mpt_calibration_t calibration; /* what training measured against the cost model */
 } mpt_profile_t;
 
 typedef enum {
@@ -314,6 +327,10 @@ MPT_API int mpt_profile_cache_dir(char *buf, size_t size);
  *  loading fails with MPT_ERR_NOT_FOUND when the file holds another key. */
 MPT_API int mpt_profile_save(const char *path, const char *identity, const mpt_profile_t *p);
 MPT_API int mpt_profile_load(const char *path, const char *identity, mpt_profile_t *p);
+/** Stores a calibration with the device's cached profile (measuring the
+ *  profile first when none is cached), so that mpt_cluster_local, and so
+ *  every later plan, prices the device with it. */
+MPT_API int mpt_profile_save_calibration(mpt_device_t *dev, const mpt_calibration_t *cal);
 
 /* ------------------------------------------------------------------------ */
 /* Clusters: the devices a plan is made for, here (mpt_cluster_local) or   */
@@ -350,6 +367,11 @@ MPT_API const mpt_cluster_device_t *mpt_cluster_device(const mpt_cluster_t *clus
 MPT_API mpt_link_class_t mpt_cluster_link(const mpt_cluster_t *cluster, size_t i, size_t j);
 /** Network between nodes: bandwidth in GB/s and latency in microseconds. */
 MPT_API void mpt_cluster_network(const mpt_cluster_t *cluster, double *gbps, double *latency_us);
+/** Sets device i's calibration (mpt_profile_t.calibration): later plans
+ *  and simulations on the cluster use it.  MPT_ERR_RANGE when i is out of
+ *  range, MPT_ERR_INVALID for a negative or non-finite factor. */
+MPT_API int mpt_cluster_set_calibration(mpt_cluster_t *cluster, size_t i,
+                                        const mpt_calibration_t *cal);
 
 /* ------------------------------------------------------------------------ */
 /* Models (docs/model.md): a sequence of layers read from JSON (a file or  */
@@ -794,6 +816,14 @@ typedef struct {
                              * calls, or host-BLAS calls on mapped buffers (one
                              * per map: a linear layer's GEMMs, bias and
                              * activation make one); 0 for another rank's */
+    /* The last step's phases on its worker, host wall-clock (on a device
+     * that runs asynchronously the time shows where the host waits for
+     * it): what mpt_trainer_calibrate compares with the cost model. */
+    double forward_s;       /* its forward passes, waits for activations excluded */
+    double backward_s;      /* its backward passes, waits for gradients excluded */
+    double p2p_s;           /* waiting for and sending activations and gradients */
+    double reduce_wait_s;   /* after its backward, waiting for its all-reduces */
+    double update_s;        /* clipping, the optimizer update, reading the losses */
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and
@@ -829,6 +859,10 @@ typedef struct {
                              * window, NaN when timing is off */
     double blas_busy;       /* of which in BLAS routines (GEMMs) */
     double eta_s;           /* to total_steps at the window's rate; NaN: unknown */
+    double step_s;          /* measured: the window's mean wall time per step */
+    double predicted_step_s; /* the cost model's step for the trainer's plan (after
+                              * calibration, the calibrated one); NaN without a
+                              * prediction (a one-device trainer) */
 } mpt_step_report_t;
 
 /** Turns on (or off) kernel timing on the trainer's devices of this rank,
@@ -964,6 +998,23 @@ typedef struct {
                     const mpt_device_step_t *devices, size_t ndevices);
     void (*on_epoch)(void *ctx, const mpt_epoch_summary_t *summary);
     void *ctx;
+    /* Rebalancing (docs/planning.md): with `cluster` and `replan` set, after
+     * rebalance_after steps of this run the trainer calibrates the cost
+     * model on the cluster's devices (mpt_trainer_calibrate), plans again
+     * with replan, and moves to the new plan (mpt_trainer_replan) when it is
+     * predicted faster than the current one, calibrated, by more than
+     * rebalance_margin; logged (INFO), in the metrics ({"step": N,
+     * "replan": {...}}) and through on_replan.  The loss curve stays the
+     * one plan's within the plan-invariance tolerance. */
+    uint64_t rebalance_after;  /* (20); 0: never */
+    double rebalance_margin;   /* (0.10); in (-1, 1): a negative one moves even to a
+                                * plan predicted slower by up to it (tests) */
+    mpt_cluster_t *cluster;    /* the trainer's plan's cluster, calibrated in place (NULL) */
+    const mpt_plan_request_t *replan; /* NULL: no rebalancing (a plan given by file) */
+    int save_calibration;      /* also store the factors with the profiles in the
+                                * cache (mpt_profile_save_calibration) (0) */
+    void (*on_replan)(void *ctx, uint64_t step, const char *old_plan, double old_step_s,
+                      const char *new_plan, double new_step_s, int moved);
 } mpt_fit_options_t;
 
 /** Fills the defaults shown above. */
@@ -980,6 +1031,38 @@ MPT_API uint64_t mpt_fit_total_steps(const mpt_fit_options_t *options, const mpt
  *  batch must be the trainer's. */
 MPT_API int mpt_trainer_fit(mpt_trainer_t *trainer, mpt_data_t *data,
                             const mpt_fit_options_t *options);
+/** Calibrates the cost model on the trainer's steps since its creation,
+ *  its last calibration or its last move to a plan (at least one): per
+ *  device of the plan, each kind of work's measured time over the
+ *  prediction (forward; backward with the update; the all-reduce the step
+ *  waits for; transfers fitted so that the simulated step is the measured
+ *  one) times the factor the cluster had, set into `cluster` (the one the
+ *  plan was made for).  The plan's prediction is then recomputed with
+ *  them (mpt_step_report_t.predicted_step_s).  Collective under a job:
+ *  every rank computes the same factors from the gathered statistics.
+ *  MPT_ERR_INVALID without steps or for a one-device trainer. */
+MPT_API int mpt_trainer_calibrate(mpt_trainer_t *trainer, mpt_cluster_t *cluster);
+/** Stores the calibration of this rank's devices of the trainer, as
+ *  `cluster` holds it, with their cached profiles. */
+MPT_API int mpt_trainer_save_calibration(const mpt_trainer_t *trainer,
+                                         const mpt_cluster_t *cluster);
+/** Moves the trainer to `plan` (made for the same devices, batch and
+ *  model) in memory, at its current step: parameters and optimizer state
+ *  are read out, the engine is rebuilt on the new plan and they are
+ *  written in.  The trainer keeps its own copy of the plan.  If the new
+ *  plan cannot be built the trainer stays on the old one and the error is
+ *  returned.  Collective under a job. */
+MPT_API int mpt_trainer_replan(mpt_trainer_t *trainer, const mpt_plan_t *plan);
+/** \return the predicted step of the trainer's plan (calibrated once
+ *  mpt_trainer_calibrate ran), NaN without a prediction. */
+MPT_API double mpt_trainer_predicted_step(const mpt_trainer_t *trainer);
+/** One line for a re-plan (mpt_trainer_fit's rebalancing): {"step": N,
+ *  "replan": {"old": ..., "new": ..., "old_predicted_step_s": ...,
+ *  "new_predicted_step_s": ..., "moved": true|false}}. */
+MPT_API int mpt_metrics_replan(mpt_metrics_t *metrics, uint64_t step, const char *old_plan,
+                               double old_step_s, const char *new_plan, double new_step_s,
+                               int moved);
+
 /** Writes the trainer's trace (mpt_trainer_set_trace) to path on rank 0 of
  *  a job, to path.rankK on rank K (each rank records its own devices).
  *  MPT_ERR_IO naming the file. */

@@ -319,6 +319,7 @@ static mpt_plan_t *make_plan(const net_t *n, size_t dp, size_t pp, size_t tp, si
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", n->model->nlayers,
                                          mpt_devices_count(W.devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, n->model)); /* as mpt_plan_load */
     return p;
 }
 

@@ -163,6 +163,7 @@ static mpt_plan_t *make_plan(size_t dp, size_t pp, size_t m, const char *schedul
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", W.model->nlayers,
                                          mpt_devices_count(W.devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, W.model)); /* as mpt_plan_load */
     return p;
 }
 
@@ -275,6 +276,7 @@ START_TEST(dp2_different_stage_cuts)
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", W.model->nlayers,
                                          mpt_devices_count(W.devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, W.model)); /* as mpt_plan_load */
     expect_invariant("DP=2, replicas cut differently", p);
 }
 END_TEST
@@ -344,6 +346,7 @@ START_TEST(replicas_split_unlike_are_refused)
     config(&c);
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", W.model->nlayers,
                                          mpt_devices_count(W.devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, W.model)); /* as mpt_plan_load */
     ck_assert_mpt_fails(mpt_trainer_create_planned(W.model, W.devs, p, &c, NULL, NULL, &t),
                         MPT_ERR_UNSUPPORTED);
     ck_assert_ptr_null(t);

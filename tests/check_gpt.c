@@ -144,6 +144,7 @@ static mpt_plan_t *make_tp_plan(size_t dp, size_t pp, size_t tp, const double *f
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", model->nlayers,
                                          mpt_devices_count(devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, model)); /* as mpt_plan_load */
     return p;
 }
 

@@ -52,6 +52,8 @@
 #include <unistd.h>
 
 #include "plan/plan.h"
+#include <jansson.h>
+
 #include "testutil.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
@@ -745,10 +747,22 @@ START_TEST(tp_roles_are_kept_in_the_plan)
                      "{\"kind\": \"linear\", \"units\": 10}, "
                      "{\"kind\": \"softmax_cross_entropy\"}]}");
     char path2[] = "/tmp/check_plan_roles_XXXXXX";
-    write_temp(path2, text); /* the MLP's plan: same layer count */
-    free(text);
-    ck_assert_mpt_ok(mpt_plan_load(path2, m, even, &back));
+    write_temp(path2, text); /* the MLP's plan: same layer count, but another model */
+    ck_assert_mpt_fails(mpt_plan_load(path2, m, even, &back), MPT_ERR_INVALID);
+    ck_assert_msg(strstr(mpt_last_error(), "was made for another model"), "%s", mpt_last_error());
     unlink(path2);
+    /* Without the model's identity (a plan written by hand) it loads. */
+    json_t *root = json_loads(text, 0, NULL);
+    ck_assert_ptr_nonnull(root);
+    ck_assert_int_eq(json_object_del(root, "model"), 0);
+    free(text);
+    text = json_dumps(root, 0);
+    json_decref(root);
+    char path3[] = "/tmp/check_plan_roles_XXXXXX";
+    write_temp(path3, text);
+    free(text);
+    ck_assert_mpt_ok(mpt_plan_load(path3, m, even, &back));
+    unlink(path3);
     expect_roles(back, m);
     mpt_plan_free(back);
     mpt_model_free(m);

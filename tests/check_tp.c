@@ -201,6 +201,7 @@ static mpt_plan_t *make_plan(const net_t *n, size_t dp, size_t pp, size_t tp, si
     mpt_plan_t *p = NULL;
     ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", n->model->nlayers,
                                          mpt_devices_count(W.devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, n->model)); /* as mpt_plan_load */
     return p;
 }
 
@@ -289,6 +290,21 @@ START_TEST(split_arithmetic)
 }
 END_TEST
 
+/* A shard for layers first..last by the roles the plan would record
+ * (mpt__tp_walk, as mpt__plan_roles): the shard reads roles, never derives
+ * them. */
+static int shard_walked(const mpt__model_t *m, size_t first, size_t last, const double *f,
+                        size_t tp, size_t rank, const mpt__group_t *grp, mpt__shard_t **s)
+{
+    mpt__tp_roles_t roles = {calloc(last - first + 1, sizeof *roles.steps), 0};
+    ck_assert_ptr_nonnull(roles.steps);
+    int status = mpt__tp_walk(m, first, last, roles.steps, &roles.gather_after);
+    if (status == MPT_OK)
+        status = mpt__shard_create(m, first, last, &roles, f, tp, rank, grp, 8, s);
+    free(roles.steps);
+    return status;
+}
+
 /* Every parameter element of the MLP is owned by exactly one member. */
 START_TEST(shards_own_every_element_once)
 {
@@ -304,7 +320,12 @@ START_TEST(shards_own_every_element_once)
     for (size_t g = 0; g < 3; g++) {
         mpt__group_t grp = {t, members, 3, (int)g, 1, NULL};
         mpt__shard_t *s = NULL;
-        ck_assert_mpt_ok(mpt__shard_create(m, 0, m->nlayers - 1, NULL, f, 3, g, &grp, 8, &s));
+        /* Without the plan's roles: refused, never derived here. */
+        ck_assert_mpt_fails(mpt__shard_create(m, 0, m->nlayers - 1, NULL, f, 3, g, &grp, 8, &s),
+                            MPT_ERR_INVALID);
+        ck_assert_msg(strstr(mpt_last_error(), "without its layers' roles"), "%s",
+                      mpt_last_error());
+        ck_assert_mpt_ok(shard_walked(m, 0, m->nlayers - 1, f, 3, g, &grp, &s));
         size_t np = 0;
         const mpt__piece_t *pc = mpt__shard_pieces(s, &np);
         /* The roles a plan stage keeps (mpt__plan_roles) cut it alike. */
@@ -363,7 +384,7 @@ START_TEST(replicated_and_unsplittable_layers)
     for (int g = 0; g < 2; g++) {
         mpt__group_t grp = {t, members, 2, g, 1, NULL};
         mpt__shard_t *s = NULL;
-        ck_assert_mpt_ok(mpt__shard_create(m, 0, 2, NULL, even, 2, (size_t)g, &grp, 8, &s));
+        ck_assert_mpt_ok(shard_walked(m, 0, 2, even, 2, (size_t)g, &grp, &s));
         const mpt__model_t *local = mpt__shard_model(s);
         held += local->param_floats;
         /* linear (column), all-gather, layernorm, loss */
@@ -378,8 +399,7 @@ START_TEST(replicated_and_unsplittable_layers)
     mpt__group_t grp = {t, members, 2, 1, 1, NULL};
     mpt__shard_t *s = NULL;
     /* The 8 units of layer 0 at 0.95 / 0.05: member 1 gets none. */
-    ck_assert_mpt_fails(mpt__shard_create(m, 0, 0, NULL, skewed, 2, 1, &grp, 8, &s),
-                        MPT_ERR_INVALID);
+    ck_assert_mpt_fails(shard_walked(m, 0, 0, skewed, 2, 1, &grp, &s), MPT_ERR_INVALID);
     ck_assert_msg(strstr(mpt_last_error(), "layer 0 (linear)"), "%s", mpt_last_error());
     mpt_model_free(m);
     const char *drop = "{\"name\": \"drop\", \"input\": [16], \"layers\": [{\"kind\": "
@@ -393,7 +413,7 @@ START_TEST(replicated_and_unsplittable_layers)
     ck_assert_mpt_ok(mpt_model_load(drop_path, &m));
     unlink(drop_path);
     /* linear (column), dropout on the slice, linear (row), loss */
-    ck_assert_mpt_ok(mpt__shard_create(m, 0, 3, NULL, even, 2, 1, &grp, 8, &s));
+    ck_assert_mpt_ok(shard_walked(m, 0, 3, even, 2, 1, &grp, &s));
     ck_assert_uint_eq(mpt__shard_model(s)->nlayers, 4);
     ck_assert_str_eq(mpt__shard_model(s)->layers[1].kind->name, "sliced");
     ck_assert_str_eq(mpt__shard_model(s)->layers[2].kind->name, "row-parallel");

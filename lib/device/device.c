@@ -216,6 +216,32 @@ static int device_open(mpt_device_t *d)
 }
 
 /* Every device of every platform, described, in enumeration order. */
+/* PoCL reports no device at all when it cannot create its kernel cache
+ * ($POCL_CACHE_DIR, else $XDG_CACHE_HOME/pocl/kcache, else
+ * ~/.cache/pocl/kcache): say so instead of leaving "no device" alone. */
+static void pocl_cache_problem(char *why, size_t size)
+{
+    char dir[4096];
+    const char *pocl = getenv("POCL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"),
+               *home = getenv("HOME");
+    why[0] = '\0';
+    if (pocl && *pocl)
+        snprintf(dir, sizeof dir, "%s", pocl);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/pocl/kcache", xdg);
+    else if (home && *home)
+        snprintf(dir, sizeof dir, "%s/.cache/pocl/kcache", home);
+    else
+        return;
+    if (mpt__mkdir_p(dir) < 0) {
+        snprintf(why, size,
+                 " (PoCL's kernel cache %.4000s cannot be created: %.1000s; PoCL then shows no device: "
+                 "point POCL_CACHE_DIR or XDG_CACHE_HOME at a writable directory)",
+                 dir, mpt_last_error());
+        mpt__clear_error();
+    }
+}
+
 static int enumerate(mpt_device_t ***out, size_t *count)
 {
     int status = MPT_OK;
@@ -272,8 +298,12 @@ static int enumerate(mpt_device_t ***out, size_t *count)
         if (status < 0)
             goto out;
     }
-    if (n == 0)
-        status = mpt__fail(MPT_ERR_NO_DEVICE, "OpenCL platforms exist but report no device");
+    if (n == 0) {
+        char why[8192];
+        pocl_cache_problem(why, sizeof why);
+        status = mpt__fail(MPT_ERR_NO_DEVICE, "OpenCL platforms exist but report no device%s",
+                           why);
+    }
 out:
     free(platforms);
     if (status < 0) {

@@ -47,6 +47,9 @@ static void results_put(const worker_t *w, double *row)
     row[R_ALLREDUCE_BYTES] = (double)st->allreduce_bytes;
     row[R_MEMORY] = (double)st->memory_bytes, row[R_TP_S] = st->tp_s;
     row[R_TP_BYTES] = (double)st->tp_bytes;
+    row[R_FORWARD_S] = st->forward_s, row[R_BACKWARD_S] = st->backward_s;
+    row[R_P2P_S] = st->p2p_s, row[R_REDUCE_WAIT_S] = st->reduce_wait_s;
+    row[R_UPDATE_S] = st->update_s;
 }
 
 static void results_get(worker_t *w, const double *row)
@@ -57,6 +60,9 @@ static void results_get(worker_t *w, const double *row)
     st->allreduce_bytes = (size_t)row[R_ALLREDUCE_BYTES];
     st->memory_bytes = (size_t)row[R_MEMORY], st->tp_s = row[R_TP_S];
     st->tp_bytes = (size_t)row[R_TP_BYTES];
+    st->forward_s = row[R_FORWARD_S], st->backward_s = row[R_BACKWARD_S];
+    st->p2p_s = row[R_P2P_S], st->reduce_wait_s = row[R_REDUCE_WAIT_S];
+    st->update_s = row[R_UPDATE_S];
 }
 
 /* Rank 0 receives rank r's rows (its workers, in index order) into the table. */

@@ -54,6 +54,7 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
         float *r = w->recv_stage;
         MPT_TRY(mpt__recv(e->t, w->index, w->prev, e->tags.act, r, n * in * sizeof *r));
         span_add(e, &w->spans, "recv", (int)j, t0);
+        w->stats.p2p_s += mpt__now() - t0;
         t0 = mpt__now();
         MPT_TRY(mpt__stage_put_input(w->ex, slot, r, n));
     }
@@ -70,6 +71,7 @@ static int forward_mb(worker_t *w, size_t j, size_t share, size_t share_first)
             MPT_TRY(mpt__eng_send_async(w, w->fwd_to[k], e->tags.act, s, n * out));
     }
     span_add(e, &w->spans, "forward", (int)j, t0);
+    w->stats.forward_s += mpt__now() - t0;
 out:
     return status;
 }
@@ -85,6 +87,7 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
         float *r = w->recv_stage;
         MPT_TRY(mpt__recv(e->t, w->index, w->next, e->tags.grad, r, n * out * sizeof *r));
         span_add(e, &w->spans, "recv", (int)j, t0);
+        w->stats.p2p_s += mpt__now() - t0;
         t0 = mpt__now();
         MPT_TRY(mpt__stage_put_dy(w->ex, r, n));
     }
@@ -114,6 +117,7 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
             MPT_TRY(mpt__eng_send_async(w, w->bwd_to[k], e->tags.grad, s, n * in));
     }
     span_add(e, &w->spans, "backward", (int)j, t0);
+    w->stats.backward_s += mpt__now() - t0;
 out:
     return status;
 }
@@ -173,14 +177,22 @@ int mpt__eng_train_job(worker_t *w)
     int status;
     w->loss_sum = 0;
     w->stats.allreduce_s = 0, w->stats.allreduce_bytes = 0;
+    /* The phases of this step (calibration): each span below is timed
+     * where the host waits, so together they make the step. */
+    w->stats.forward_s = w->stats.backward_s = w->stats.p2p_s = 0;
+    w->stats.reduce_wait_s = w->stats.update_s = 0;
+    double t0;
     if (w->shard) /* forget what evaluations moved */
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
     mpt__executor_set_step(w->ex, e->step);
     w->tied_added = 0;
     MPT_TRY(run_schedule(w, share, share_first, w->nsegs ? &bucket : NULL));
+    t0 = mpt__now();
     if (w->tied_peer >= 0 && w->tied_copy)
         MPT_TRY(mpt__eng_tied_send_copy(w));
     MPT_TRY(mpt__eng_tied_take_copy(w)); /* an owner the hook did not call (no replicas) */
+    w->stats.p2p_s += mpt__now() - t0;
+    t0 = mpt__now();
     if (w->nsegs) {
         /* What the hook did not flush yet (the stage's first layers). */
         if (bucket.pending_end > 0)
@@ -188,11 +200,15 @@ int mpt__eng_train_job(worker_t *w)
         MPT_TRY(mpt__eng_reducer_drain(w));
         MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
+    w->stats.reduce_wait_s += mpt__now() - t0;
+    t0 = mpt__now();
     if (w->tied_peer >= 0 && !w->tied_copy)
         MPT_TRY(mpt__eng_tied_send_sum(w));
     MPT_TRY(mpt__eng_wait_sends(w));
     if (w->tied_peer >= 0 && w->tied_copy)
         MPT_TRY(mpt__eng_tied_take_sum(w));
+    w->stats.p2p_s += mpt__now() - t0;
+    t0 = mpt__now();
     if (e->opt->clip_norm > 0) {
         double norm = 0;
         MPT_TRY(grad_norm(w, &norm));
@@ -214,6 +230,7 @@ int mpt__eng_train_job(worker_t *w)
     }
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
+    w->stats.update_s += mpt__now() - t0;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

@@ -469,7 +469,6 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
     size_t nl = last - first + 1, cap = 2 * nl + 2;
     walk_t st = {0, NULL};
     const mpt__tp_step_t *steps = NULL;
-    mpt__tp_step_t *own_steps = NULL;
     int *local_of = NULL; /* model layer first + k is local layer local_of[k] */
     int gather_after = 0;
     mpt__shard_t *s = NULL;
@@ -496,17 +495,16 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (roles && roles->steps) { /* the plan's, as the planner checked them */
-        steps = roles->steps;
-        gather_after = roles->gather_after;
-    } else { /* a plan never given its model: the same walk, here */
-        if (!(own_steps = calloc(nl, sizeof *own_steps))) {
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        MPT_TRY(mpt__tp_walk(m, first, last, own_steps, &gather_after));
-        steps = own_steps;
+    /* The plan's roles, recorded once (mpt__plan_roles) and checked there:
+     * the shard reads them, never recomputes them. */
+    if (!roles || !roles->steps) {
+        status = mpt__fail(MPT_ERR_INVALID, "layers %zu..%zu: a tensor-parallel stage without "
+                           "its layers' roles (the plan was not given its model: "
+                           "mpt__plan_roles)", first, last);
+        goto out;
     }
+    steps = roles->steps;
+    gather_after = roles->gather_after;
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_t *L = &m->layers[i];
         const mpt__tp_step_t *step = &steps[i - first];
@@ -554,7 +552,6 @@ int mpt__shard_create(const mpt__model_t *m, size_t first, size_t last,
     }
 out:
     free(st.cut);
-    free(own_steps);
     free(local_of);
     if (status < 0) {
         mpt__shard_free(s);

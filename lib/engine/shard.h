@@ -62,7 +62,8 @@ typedef struct mpt__shard mpt__shard_t;
 
 /* Member `rank` of a group of tp devices running layers [first, last] of
  * m with `fractions` (tp of them) and the layers' `roles` (the plan
- * stage's; NULL or without steps: mpt__tp_walk derives them).  `group`
+ * stage's, recorded by mpt__plan_roles; required: the shard never
+ * derives them itself).  `group`
  * (copied; its transport must outlive the shard) is the group's collective context, the member's
  * position its self; `max_batch` sizes the host buffers of the
  * all-gathers.  Errors name the layer and the reason a split is

@@ -137,6 +137,18 @@ void mpt__model_cost_free(mpt__model_cost_t *mc)
     memset(mc, 0, sizeof *mc);
 }
 
+/* ---- calibration ------------------------------------------------------- */
+
+double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind)
+{
+    const mpt_calibration_t *c = &p->calibration;
+    double f = kind == MPT__CAL_FORWARD    ? c->forward
+               : kind == MPT__CAL_BACKWARD ? c->backward
+               : kind == MPT__CAL_TRANSFER ? c->transfer
+                                           : c->allreduce;
+    return c->steps > 0 && f > 0 && isfinite(f) ? f : 1.0;
+}
+
 /* ---- device rates ------------------------------------------------------- */
 
 /* The GEMM rate (FLOP/s) a device reaches on GEMMs of `flops` FLOPs each.
@@ -219,12 +231,14 @@ double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
         int launches = backward ? l->launches_bwd : l->launches_fwd;
         t += (compute > memory ? compute : memory) + launches * p->launch_us * 1e-6;
     }
-    return t;
+    /* What training measured on this device against the model (mpt.h). */
+    return t * mpt__cal_factor(p, backward ? MPT__CAL_BACKWARD : MPT__CAL_FORWARD);
 }
 
 /* ---- transfers ---------------------------------------------------------- */
 
-double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double bytes)
+/* A transfer as the profiles predict it, before calibration. */
+static double raw_transfer(const mpt_cluster_t *c, size_t a, size_t b, double bytes)
 {
     const mpt_cluster_device_t *da, *db;
     if (a == b || !(bytes > 0))
@@ -253,6 +267,17 @@ double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double byt
     return t;
 }
 
+double mpt__cost_transfer(const mpt_cluster_t *c, size_t a, size_t b, double bytes)
+{
+    double t = raw_transfer(c, a, b, bytes);
+    if (t <= 0 || !isfinite(t))
+        return t;
+    /* Both ends take part in a transfer: the mean of their factors. */
+    const mpt_cluster_device_t *da = mpt_cluster_device(c, a), *db = mpt_cluster_device(c, b);
+    return t * 0.5 * (mpt__cal_factor(&da->profile, MPT__CAL_TRANSFER) +
+                      mpt__cal_factor(&db->profile, MPT__CAL_TRANSFER));
+}
+
 double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t n, double bytes)
 {
     double worst = 0;
@@ -261,11 +286,15 @@ double mpt__cost_allreduce(const mpt_cluster_t *c, const size_t *devices, size_t
     /* Ring: reduce-scatter then all-gather, 2 (n - 1) steps, each moving a
      * chunk of bytes / n from every device to the next at once; a step
      * lasts as long as the slowest hop of the ring. */
+    double factor = 0;
     for (size_t k = 0; k < n; k++) {
-        double t = mpt__cost_transfer(c, devices[k], devices[(k + 1) % n], bytes / (double)n);
+        double t = raw_transfer(c, devices[k], devices[(k + 1) % n], bytes / (double)n);
         worst = t > worst ? t : worst;
+        const mpt_cluster_device_t *d = mpt_cluster_device(c, devices[k]);
+        if (d) /* the ring runs at its slowest member's pace */
+            factor = fmax(factor, mpt__cal_factor(&d->profile, MPT__CAL_ALLREDUCE));
     }
-    return 2.0 * (double)(n - 1) * worst;
+    return 2.0 * (double)(n - 1) * worst * (factor > 0 ? factor : 1.0);
 }
 
 static int node_of(const mpt_cluster_t *c, size_t d)

@@ -48,6 +48,18 @@ typedef struct {
 int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out);
 void mpt__model_cost_free(mpt__model_cost_t *mc);
 
+/* Calibration factors (mpt_calibration_t): what a device measured over
+ * what this model predicted, per kind of work; 1 when not calibrated.
+ * mpt__cost_layers, mpt__cost_transfer (the mean of both ends') and
+ * mpt__cost_allreduce (the largest of the ring's) apply them. */
+typedef enum {
+    MPT__CAL_FORWARD,
+    MPT__CAL_BACKWARD,
+    MPT__CAL_TRANSFER,
+    MPT__CAL_ALLREDUCE
+} mpt__cal_kind_t;
+double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind);
+
 /* Forward (backward = 0) or backward time of layers [first, last] on device
  * d for a micro-batch of `samples`: per layer, the roofline
  * max(flops / GEMM rate, bytes / memory bandwidth) plus its launches times
@@ -206,6 +218,8 @@ typedef struct {
 /* The public mpt_plan_t is this struct. */
 typedef struct mpt_plan {
     size_t dp, pp, tp, microbatches, batch;
+    char model_id[12];        /* CRC-32 of the model description (hex) it was made
+                               * for; "" when unknown (hand-written plans) */
     mpt__pipe_schedule_t schedule;
     mpt_allreduce_t allreduce; /* RING or HIERARCHICAL, never AUTO */
     int optimizer_slots;
@@ -281,5 +295,31 @@ typedef struct {
 int mpt__simulate(const mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                   mpt__sim_result_t *out, char **trace_json);
 void mpt__sim_result_free(mpt__sim_result_t *r);
+
+/* ---- calibration (calibrate.c) --------------------------------------------- */
+
+/* What a worker of a plan measured, mean per step (engine order: replica,
+ * stage, member). */
+typedef struct {
+    double forward_s;     /* forward passes */
+    double backward_s;    /* backward passes and the optimizer update */
+    double reduce_wait_s; /* the all-reduce the step waited for */
+    double step_s;        /* its whole step */
+} mpt__cal_measured_t;
+
+/* The plan's step predicted with the cluster's current calibration: its
+ * stage times recomputed on c (as the planner prices them, each device in
+ * the plan's company) and simulated on steps of `batch`.  p is not
+ * changed; out_times (may be NULL) receives predicted_step_s and the
+ * breakdown. */
+int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *mc,
+                                 const mpt_cluster_t *c, size_t batch, mpt__plan_t *out_times);
+/* New calibration factors for the plan's devices in c from what its
+ * nworkers workers measured over `steps` steps and the step's wall time
+ * step_s as its caller saw it (0: the slowest worker's); calibrate.c says
+ * how each kind is fitted.  The plan's step predicted with them. */
+int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
+                   size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
+                   double step_s, uint64_t steps, double *predicted_step_s);
 
 #endif

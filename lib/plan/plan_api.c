@@ -3,10 +3,13 @@
  * (from files and strings) and the simulator, and the human summary of a
  * plan that mpt-plan prints.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "plan/plan.h"
 
@@ -19,12 +22,36 @@ void mpt_plan_request_default(mpt_plan_request_t *r)
     r->allreduce = MPT_ALLREDUCE_AUTO;
 }
 
+/* The identity a plan records of its model: CRC-32 of its description. */
+static void model_id(const mpt_model_t *model, char *buf, size_t size)
+{
+    uLong crc = crc32(0L, (const Bytef *)model->json, (uInt)strlen(model->json));
+    snprintf(buf, size, "%08lx", (unsigned long)crc);
+}
+
+/* A plan that records another model is refused: the same layer count is
+ * not the same model (shapes, kinds and costs differ). */
+static int check_model(const mpt_plan_t *p, const mpt_model_t *model, const char *where)
+{
+    char id[12];
+    model_id(model, id, sizeof id);
+    if (p->model_id[0] && strcmp(p->model_id, id) != 0)
+        return mpt__fail(MPT_ERR_INVALID,
+                         "%s was made for another model (its model CRC-32 %s, this model's %s "
+                         "(%s)): plan again for this model",
+                         where, p->model_id, id, model->name);
+    return MPT_OK;
+}
+
 int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
                     const mpt_plan_request_t *request, mpt_plan_t **out)
 {
     if (!model || !cluster || !request || !out)
         return mpt__fail(MPT_ERR_INVALID, "mpt_plan_create: NULL argument");
-    return mpt__plan_make(model, cluster, request, out);
+    int status = mpt__plan_make(model, cluster, request, out);
+    if (status == MPT_OK)
+        model_id(model, (*out)->model_id, sizeof (*out)->model_id);
+    return status;
 }
 
 int mpt_plan_uniform_step(const mpt_model_t *model, const mpt_cluster_t *cluster,
@@ -43,7 +70,8 @@ int mpt_plan_from_json(const char *text, const mpt_model_t *model, const mpt_clu
     *out = NULL;
     int status = mpt__plan_from_json(text, "plan text", model->nlayers,
                                      mpt_cluster_device_count(cluster), out);
-    if (status == MPT_OK && (status = mpt__plan_roles(*out, model)) < 0) {
+    if (status == MPT_OK && ((status = check_model(*out, model, "plan text")) < 0 ||
+                             (status = mpt__plan_roles(*out, model)) < 0)) {
         mpt__plan_free(*out);
         *out = NULL;
     }
@@ -57,21 +85,43 @@ int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_
         return mpt__fail(MPT_ERR_INVALID, "mpt_plan_load: NULL argument");
     FILE *f = fopen(path, "rb");
     char *text = NULL;
-    long n;
+    size_t n = 0, cap = 0;
     int status;
     *out = NULL;
     if (!f)
-        return mpt__fail(MPT_ERR_NOT_FOUND, "plan %s: cannot open it", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
-        !(text = calloc((size_t)n + 1, 1)) || fread(text, 1, (size_t)n, f) != (size_t)n) {
+        return mpt__fail(MPT_ERR_NOT_FOUND, "plan %s: %s", path, strerror(errno));
+    /* Read to the end, whatever the file is (a pipe: --plan /dev/stdin). */
+    for (;;) {
+        if (cap - n < 4096) {
+            char *grown = realloc(text, cap = 2 * cap + 65536);
+            if (!grown) {
+                fclose(f);
+                free(text);
+                return mpt__fail(MPT_ERR_NOMEM, "plan %s: out of memory", path);
+            }
+            text = grown;
+        }
+        size_t got = fread(text + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        int err = errno;
         fclose(f);
         free(text);
-        return mpt__fail(MPT_ERR_IO, "plan %s: cannot read it", path);
+        return mpt__fail(MPT_ERR_IO, "plan %s: %s", path, strerror(err));
     }
     fclose(f);
+    text[n] = '\0';
     status = mpt__plan_from_json(text, path, model->nlayers, mpt_cluster_device_count(cluster),
                                  out);
     free(text);
+    if (status == MPT_OK && (status = check_model(*out, model, path)) < 0) {
+        mpt__plan_free(*out);
+        *out = NULL;
+        return mpt__fail(MPT_ERR_INVALID, "plan %s", mpt_last_error());
+    }
     /* The layers' tensor-parallel roles, once, for the engine to read. */
     if (status == MPT_OK && (status = mpt__plan_roles(*out, model)) < 0) {
         status = mpt__fail_context(status, "plan %s", path);

@@ -107,6 +107,8 @@ int mpt__plan_to_json(const mpt__plan_t *p, char **text)
     put(&w, root, "microbatches", json_integer((json_int_t)p->microbatches));
     if (p->batch > 0)
         put(&w, root, "batch", json_integer((json_int_t)p->batch));
+    if (p->model_id[0])
+        put(&w, root, "model", json_string(p->model_id));
     put(&w, root, "schedule", json_string(schedule_names[p->schedule]));
     put(&w, root, "allreduce",
         json_string(p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "hierarchical" : "ring"));
@@ -368,6 +370,12 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
     MPT_TRY(get_size(r, root, "pp", 1, &p->pp));
     MPT_TRY(get_size(r, root, "tp", 1, &p->tp));
     MPT_TRY(get_size(r, root, "microbatches", 1, &p->microbatches));
+    const json_t *model = json_object_get(root, "model");
+    if (model) {
+        if (!json_is_string(model) || json_string_length(model) >= sizeof p->model_id)
+            return bad(r, "model", "must be the model's CRC-32 as a hex string");
+        snprintf(p->model_id, sizeof p->model_id, "%s", json_string_value(model));
+    }
     if (json_object_get(root, "batch")) {
         MPT_TRY(get_size(r, root, "batch", 1, &p->batch));
         if (p->microbatches > p->batch)

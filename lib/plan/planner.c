@@ -93,6 +93,8 @@ static int same_kind(const mpt_cluster_t *c, const mpt_cluster_device_t *eff, si
            x->profile.mem_gbps == y->profile.mem_gbps && x->profile.h2d_gbps == y->profile.h2d_gbps &&
            x->profile.d2h_gbps == y->profile.d2h_gbps && x->profile.launch_us == y->profile.launch_us &&
            memcmp(x->profile.gemm, y->profile.gemm, sizeof x->profile.gemm) == 0 &&
+           memcmp(&x->profile.calibration, &y->profile.calibration,
+                  sizeof x->profile.calibration) == 0 &&
            mpt_cluster_link(c, a, a) == mpt_cluster_link(c, b, b);
 }
 

@@ -31,6 +31,12 @@ json_t *mpt__profile_to_json(const mpt_profile_t *p)
         json_object_set_new(o, "shared_gemm_gflops", json_real(p->shared_gemm_gflops));
     if (o && p->shared_mem_gbps > 0)
         json_object_set_new(o, "shared_mem_gbps", json_real(p->shared_mem_gbps));
+    const mpt_calibration_t *c = &p->calibration;
+    if (o && c->steps > 0)
+        json_object_set_new(o, "calibration",
+                            json_pack("{s:f,s:f,s:f,s:f,s:I}", "forward", c->forward, "backward",
+                                      c->backward, "transfer", c->transfer, "allreduce",
+                                      c->allreduce, "steps", (json_int_t)c->steps));
     return o;
 }
 
@@ -46,6 +52,10 @@ static const struct {
     {"gemm_gflops", 1e-2, 1e6}, {"mem_gbps", 1e-2, 1e5}, {"h2d_gbps", 1e-3, 1e12},
     {"d2h_gbps", 1e-3, 1e12},    {"launch_us", 0, 1e6},   {"noise", 0, 1e3},
     {"shared_gemm_gflops", 0, 1e6}, {"shared_mem_gbps", 0, 1e5},
+    /* calibration factors: measured / predicted (plan/calibrate.c clamps
+     * what it writes to [0.01, 100]) */
+    {"forward", 1e-3, 1e3}, {"backward", 1e-3, 1e3}, {"transfer", 1e-3, 1e3},
+    {"allreduce", 1e-3, 1e3},
 };
 
 static int in_bounds(const char *key, double v, const char *where)
@@ -78,6 +88,28 @@ static int number(const json_t *obj, const char *key, const char *where, int req
     return MPT_OK;
 }
 
+/* The optional "calibration" object: four factors and the steps. */
+static int calibration_from_json(const json_t *obj, const char *where, mpt_calibration_t *c)
+{
+    char here[512];
+    int status = MPT_OK;
+    memset(c, 0, sizeof *c);
+    if (!obj)
+        return MPT_OK;
+    snprintf(here, sizeof here, "%s.calibration", where);
+    json_t *steps = json_object_get(obj, "steps");
+    if (!json_is_object(obj) || !json_is_integer(steps) || json_integer_value(steps) < 1)
+        return mpt__fail(MPT_ERR_PARSE, "%s: must be an object with factors forward, "
+                         "backward, transfer, allreduce and an integer steps >= 1", here);
+    MPT_TRY(number(obj, "forward", here, 1, &c->forward));
+    MPT_TRY(number(obj, "backward", here, 1, &c->backward));
+    MPT_TRY(number(obj, "transfer", here, 1, &c->transfer));
+    MPT_TRY(number(obj, "allreduce", here, 1, &c->allreduce));
+    c->steps = (uint64_t)json_integer_value(steps);
+out:
+    return status;
+}
+
 int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *p)
 {
     int status;
@@ -93,6 +125,8 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
     MPT_TRY(number(obj, "noise", where, 0, &p->noise));
     MPT_TRY(number(obj, "shared_gemm_gflops", where, 0, &p->shared_gemm_gflops));
     MPT_TRY(number(obj, "shared_mem_gbps", where, 0, &p->shared_mem_gbps));
+    MPT_TRY(calibration_from_json(json_object_get(obj, "calibration"), where,
+                                  &p->calibration));
     json_t *gemm = json_object_get(obj, "gemm");
     if (gemm && (!json_is_array(gemm) || json_array_size(gemm) > MPT_PROFILE_GEMM_SHAPES))
         return mpt__fail(MPT_ERR_PARSE, "%s.gemm: must be an array of at most %d points", where,
@@ -170,6 +204,40 @@ static int cache_path(const char *key, char *buf, size_t size)
     return mpt__snprintf(buf, size, "%s/profile-%016llx.json", dir, (unsigned long long)h);
 }
 
+/* The cache key and file of a device's profile. */
+static int cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char *path,
+                       size_t path_size)
+{
+    /* Quick profiles are rough: they never stand in for full ones.  The
+     * GEMM provider is part of the key (and so recorded in the file): the
+     * same device measures 10-20x apart under CLBlast and the host BLAS. */
+    /* So are CLBlast's tuned kernels (mpt-topo --tune): a tuned device is
+     * measured anew, and its profile names the tuned routines. */
+    const char *tuned = dev->info.clblast_tuning;
+    int status = mpt__snprintf(key, key_size, "%s|gemm=%s%s%s%s", dev->identity,
+                               dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
+                               tuned && *tuned ? "|clblast_tuned=" : "", tuned ? tuned : "",
+                               mpt__profile_quick() ? "|quick" : "");
+    return status < 0 ? status : cache_path(key, path, path_size);
+}
+
+int mpt_profile_save_calibration(mpt_device_t *dev, const mpt_calibration_t *cal)
+{
+    char path[4096], key[2048];
+    mpt_profile_t p;
+    int status;
+    if (!dev || !cal)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_profile_save_calibration: NULL argument");
+    /* The profile the calibration corrects: the cached one (measured now
+     * when there is none, as mpt_cluster_local would). */
+    MPT_TRY(mpt_profile_get(dev, MPT_PROFILE_USE_CACHE, &p, NULL));
+    MPT_TRY(cache_entry(dev, key, sizeof key, path, sizeof path));
+    p.calibration = *cal;
+    MPT_TRY(mpt_profile_save(path, key, &p));
+out:
+    return status;
+}
+
 int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *out,
                     int *from_cache)
 {
@@ -177,17 +245,7 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     int status;
     if (from_cache)
         *from_cache = 0;
-    /* Quick profiles are rough: they never stand in for full ones.  The
-     * GEMM provider is part of the key (and so recorded in the file): the
-     * same device measures 10-20x apart under CLBlast and the host BLAS. */
-    /* So are CLBlast's tuned kernels (mpt-topo --tune): a tuned device is
-     * measured anew, and its profile names the tuned routines. */
-    const char *tuned = dev->info.clblast_tuning;
-    MPT_TRY(mpt__snprintf(key, sizeof key, "%s|gemm=%s%s%s%s", dev->identity,
-                          dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
-                          tuned && *tuned ? "|clblast_tuned=" : "", tuned ? tuned : "",
-                          mpt__profile_quick() ? "|quick" : ""));
-    MPT_TRY(cache_path(key, path, sizeof path));
+    MPT_TRY(cache_entry(dev, key, sizeof key, path, sizeof path));
     if (mode == MPT_PROFILE_USE_CACHE && mpt_profile_load(path, key, out) == MPT_OK) {
         if (from_cache)
             *from_cache = 1;
@@ -195,9 +253,14 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     }
     mpt__clear_error();
     MPT_TRY(mpt_profile_measure(dev, out));
-    MPT_TRY(mpt_profile_cache_dir(dir, sizeof dir));
-    MPT_TRY(mpt__mkdir_p(dir));
-    MPT_TRY(mpt_profile_save(path, key, out));
+    /* The measurement stands even when the cache cannot keep it (a
+     * read-only home, a full disk): warn, and measure again next time. */
+    if (mpt_profile_cache_dir(dir, sizeof dir) < 0 || mpt__mkdir_p(dir) < 0 ||
+        mpt_profile_save(path, key, out) < 0) {
+        mpt__log(MPT_LOG_WARN, "profile of %s measured but not cached: %s", dev->info.name,
+                 mpt_last_error());
+        mpt__clear_error();
+    }
 out:
     return status;
 }

@@ -7,6 +7,7 @@
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,21 @@ out:
     mpt_topology_free(own);
     free(profiles);
     return status;
+}
+
+int mpt_cluster_set_calibration(mpt_cluster_t *c, size_t i, const mpt_calibration_t *cal)
+{
+    if (!c || !cal)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_cluster_set_calibration: NULL argument");
+    if (i >= c->count)
+        return mpt__fail(MPT_ERR_RANGE, "device %zu of a cluster of %zu", i, c->count);
+    const double f[4] = {cal->forward, cal->backward, cal->transfer, cal->allreduce};
+    for (int k = 0; k < 4; k++)
+        if (!(f[k] >= 0) || !isfinite(f[k]))
+            return mpt__fail(MPT_ERR_INVALID, "device %zu: calibration factor %g is not a "
+                             "finite number >= 0", i, f[k]);
+    c->devices[i].profile.calibration = *cal;
+    return MPT_OK;
 }
 
 /* ---- reading ------------------------------------------------------------ */

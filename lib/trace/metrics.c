@@ -126,7 +126,15 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
                                           : 0;
         put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
         put_number(f, "tp_comm_s", "%.6f", d->tp_s);
-        fprintf(f, ", \"tp_comm_bytes\": %zu}", d->tp_bytes);
+        fprintf(f, ", \"tp_comm_bytes\": %zu", d->tp_bytes);
+        /* the last step's phases (what calibration compares) */
+        put_number(f, "step_s", "%.6f", d->step_s);
+        put_number(f, "forward_s", "%.6f", d->forward_s);
+        put_number(f, "backward_s", "%.6f", d->backward_s);
+        put_number(f, "p2p_s", "%.6f", d->p2p_s);
+        put_number(f, "reduce_wait_s", "%.6f", d->reduce_wait_s);
+        put_number(f, "update_s", "%.6f", d->update_s);
+        fputs("}", f);
     }
     fputs("]", f);
 }
@@ -139,6 +147,9 @@ int mpt_metrics_step(mpt_metrics_t *m, const mpt_step_report_t *r, uint64_t epoc
     put_number(f, "loss", "%.9g", r->loss);
     put_number(f, "lr", "%.9g", r->lr);
     put_number(f, "samples_per_s", "%.1f", r->samples_per_s);
+    /* measured and predicted step, every line (null: no prediction) */
+    put_number(f, "step_s", "%.6f", r->step_s);
+    put_number(f, "predicted_step_s", "%.6f", r->predicted_step_s);
     if (r->tokens_per_s > 0)
         put_number(f, "tokens_per_s", "%.1f", r->tokens_per_s);
     if (!isnan(r->grad_norm))
@@ -149,6 +160,34 @@ int mpt_metrics_step(mpt_metrics_t *m, const mpt_step_report_t *r, uint64_t epoc
     }
     if (ndevices)
         put_devices(f, devices, ndevices);
+    return end_line(m);
+}
+
+/* A JSON string of s (plan summaries hold no quote or backslash, but
+ * the line must stay JSON whatever they hold). */
+static void put_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+int mpt_metrics_replan(mpt_metrics_t *m, uint64_t step, const char *old_plan, double old_step_s,
+                       const char *new_plan, double new_step_s, int moved)
+{
+    FILE *f = m->f;
+    fprintf(f, "{\"step\": %" PRIu64 ", \"replan\": {\"old\": ", step);
+    put_string(f, old_plan);
+    fputs(", \"new\": ", f);
+    put_string(f, new_plan);
+    put_number(f, "old_predicted_step_s", "%.6f", old_step_s);
+    put_number(f, "new_predicted_step_s", "%.6f", new_step_s);
+    fprintf(f, ", \"moved\": %s}", moved ? "true" : "false");
     return end_line(m);
 }
 

@@ -114,7 +114,7 @@ static int meta_u64(mpt__st_file_t *f, const char *key, uint64_t v)
 /* The configuration as compact JSON with every double exact.  The cosine
  * schedule's length belongs to it (the rate depends on it); a constant
  * schedule has none, so such a run may be resumed for more steps. */
-static char *config_json(const mpt_train_config_t *c)
+char *mpt__train_config_json(const mpt_train_config_t *c)
 {
     json_t *o = json_pack("{s:I,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:s}", "batch",
                           (json_int_t)c->batch, "seed", (json_int_t)c->seed, "optimizer",
@@ -208,7 +208,7 @@ static int check_crc(const mpt__st_file_t *f, const char *path)
 int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position_t *pos)
 {
     ckpt_ctx c = {0};
-    char crc[16], *config = config_json(&t->cfg);
+    char crc[16], *config = mpt__train_config_json(&t->cfg);
     int status;
     if (!config)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -267,7 +267,7 @@ static int check_compatible(const mpt_trainer_t *t, const mpt__st_file_t *f, con
                          path, format ? format : "");
     if (!model || strcmp(model, t->model->json) != 0)
         return mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written for another model", path);
-    char *mine = config_json(&t->cfg);
+    char *mine = mpt__train_config_json(&t->cfg);
     json_t *a = saved ? json_loads(saved, 0, NULL) : NULL, *b = mine ? json_loads(mine, 0, NULL) : NULL;
     if (!a || !b) {
         status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: metadata \"config\" is missing or "

@@ -25,6 +25,8 @@ void mpt_fit_options_default(mpt_fit_options_t *o)
     memset(o, 0, sizeof *o);
     o->epochs = 10;
     o->log_every = 1;
+    o->rebalance_after = 20;
+    o->rebalance_margin = 0.10;
 }
 
 uint64_t mpt_fit_total_steps(const mpt_fit_options_t *o, const mpt_data_t *data)
@@ -122,6 +124,31 @@ static int fit_resume(mpt_trainer_t *t, mpt_data_t *data, const char *path)
     return mpt_data_seek(data, &pos);
 }
 
+/* After the warm-up steps: calibrate, plan again, maybe move (rebalance.c);
+ * the decision goes to the metrics and the caller. */
+static int fit_rebalance(fit_run *r, uint64_t step)
+{
+    const mpt_fit_options_t *o = r->o;
+    mpt__replan_t rp;
+    MPT_TRY_RETURN(mpt__trainer_rebalance(r->t, o->cluster, o->replan, o->rebalance_margin,
+                                          o->save_calibration, &rp));
+    if (rp.moved) { /* the new plan's workers */
+        size_t n = mpt_trainer_device_count(r->t);
+        mpt_device_step_t *grown = realloc(r->devices, (n + 1) * sizeof *grown);
+        if (!grown)
+            return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        r->devices = grown, r->ndevices = n;
+        for (size_t i = 0; i < n; i++)
+            MPT_TRY_RETURN(mpt_trainer_device_stats(r->t, i, &r->devices[i]));
+    }
+    if (r->metrics)
+        MPT_TRY_RETURN(mpt_metrics_replan(r->metrics, step, rp.old_plan, rp.old_s, rp.new_plan,
+                                          rp.new_s, rp.moved));
+    if (o->on_replan)
+        o->on_replan(o->ctx, step, rp.old_plan, rp.old_s, rp.new_plan, rp.new_s, rp.moved);
+    return MPT_OK;
+}
+
 static int fit_loop(fit_run *r, uint64_t total)
 {
     const mpt_fit_options_t *o = r->o;
@@ -165,6 +192,14 @@ static int fit_loop(fit_run *r, uint64_t total)
                                         first_step));
         if (last && o->checkpoint && !saved)
             MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+        if (o->cluster && o->replan && o->rebalance_after && !last) {
+            /* The first half of the warm-up compiles kernels and fills
+             * caches: calibrate on the second half only. */
+            if (st.step - first_step == o->rebalance_after / 2)
+                mpt__trainer_reset_calibration(r->t);
+            if (st.step - first_step == o->rebalance_after)
+                MPT_TRY_RETURN(fit_rebalance(r, st.step));
+        }
         if (signal)
             return mpt__fail(MPT_ERR_STOPPED, "stopped by signal %d at step %llu%s", signal,
                              (unsigned long long)st.step,
@@ -219,6 +254,9 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
         return mpt__fail(MPT_ERR_INVALID, "resuming needs the checkpoint's path");
     if (o->log_every == 0)
         return mpt__fail(MPT_ERR_INVALID, "log_every is 0: at least one step per report");
+    if (!(o->rebalance_margin > -1 && o->rebalance_margin < 1))
+        return mpt__fail(MPT_ERR_INVALID, "rebalance_margin must be in (-1, 1), got %g",
+                         o->rebalance_margin);
     uint64_t total = mpt_fit_total_steps(o, data);
     if (total == 0)
         return mpt__fail(MPT_ERR_INVALID, "a run of 0 steps (epochs and steps both 0)");
@@ -226,6 +264,7 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
      * minutes and then fails on a path. */
     snprintf(t->data_id, sizeof t->data_id, "%s", mpt_data_identity(data));
     t->allow_other_data = o->allow_other_data;
+    MPT_TRY_RETURN(mpt__trainer_agree_text(t, "data", t->data_id));
     if (o->checkpoint) {
         /* Rank 0 writes it (every rank reads it to resume): a failure there
          * fails every rank here, before any rank waits in a step. */

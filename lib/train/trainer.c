@@ -107,6 +107,39 @@ static int trainer_new(const mpt_model_t *model, const mpt_train_config_t *confi
     return MPT_OK;
 }
 
+/* The per-worker arrays of the trainer's engine (busy fractions, the
+ * calibration's sums), sized anew for its workers and cleared. */
+int mpt__trainer_size_arrays(mpt_trainer_t *t)
+{
+    size_t workers = mpt__engine_worker_count(t->eng);
+    double *busy = realloc(t->busy, (workers + 1) * sizeof *busy);
+    if (busy)
+        t->busy = busy;
+    mpt__cal_measured_t *sum =
+        realloc(t->cal_sum, MPT__CAL_HISTORY * (workers + 1) * sizeof *sum);
+    if (sum)
+        t->cal_sum = sum;
+    if (!busy || !sum)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < workers; i++)
+        t->busy[i] = NAN;
+    t->cal_steps = 0;
+    return MPT_OK;
+}
+
+/* The deadline of waits on other ranks: the configuration's, else a few
+ * minutes, or a hundred predicted steps when that is longer (a slow first
+ * step, kernel builds, must not look like a dead peer). */
+static void apply_comm_timeout(mpt_trainer_t *t, const mpt_train_config_t *config)
+{
+    t->comm_timeout_s = config->comm_timeout_s;
+    if (t->comm_timeout_s <= 0) {
+        double step = t->plan->predicted_step_s;
+        t->comm_timeout_s = step > 0 && 100 * step > 300 ? 100 * step : 300;
+    }
+    mpt__engine_set_comm_timeout(t->eng, t->comm_timeout_s);
+}
+
 /* A trainer over the engine: devices[plan device id] (NULL for another
  * rank's), ranks NULL within one process. */
 static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devices, size_t n,
@@ -119,25 +152,27 @@ static int trainer_on_engine(const mpt_model_t *model, mpt_device_t *const *devi
     if (status < 0)
         return status;
     t->rank = ranks ? ranks->rank : 0;
+    t->plan = plan, t->topo = topo, t->cluster = cluster, t->ndevs = n;
+    t->predicted_s = plan->predicted_step_s > 0 ? plan->predicted_step_s : NAN;
+    t->nranks = ranks && ranks->nranks > 1 ? ranks->nranks : 1;
+    /* Kept for a move to another plan (mpt_trainer_replan). */
+    if (!(t->devs = malloc((n + 1) * sizeof *t->devs)) ||
+        (t->nranks > 1 && !(t->rank_of = malloc((n + 1) * sizeof *t->rank_of)))) {
+        mpt_trainer_free(t);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    memcpy(t->devs, devices, n * sizeof *t->devs);
+    if (t->rank_of)
+        memcpy(t->rank_of, ranks->device_rank, n * sizeof *t->rank_of);
     status = mpt__engine_create_ranks(model, devices, n, plan, config->batch, config->seed, topo,
                                       cluster, ranks, &t->eng);
-    size_t workers = status == MPT_OK ? mpt__engine_worker_count(t->eng) : 0;
-    if (status == MPT_OK && !(t->busy = malloc(workers * sizeof *t->busy)))
-        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    if (status == MPT_OK)
+        status = mpt__trainer_size_arrays(t);
     if (status < 0) {
         mpt_trainer_free(t);
         return status;
     }
-    for (size_t i = 0; i < workers; i++)
-        t->busy[i] = NAN;
-    /* A few minutes, or a hundred predicted steps when that is longer: a
-     * slow first step (kernel builds) must not look like a dead peer. */
-    t->comm_timeout_s = config->comm_timeout_s;
-    if (t->comm_timeout_s <= 0) {
-        double step = plan->predicted_step_s;
-        t->comm_timeout_s = step > 0 && 100 * step > 300 ? 100 * step : 300;
-    }
-    mpt__engine_set_comm_timeout(t->eng, t->comm_timeout_s);
+    apply_comm_timeout(t, config);
     t->window_t0 = mpt__now();
     *out = t;
     return MPT_OK;
@@ -205,12 +240,68 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
             }
         mpt__engine_ranks_t ranks = {rank, size, rank_of};
         status = trainer_on_engine(model, all, n, plan, config, topo, cluster, &ranks, out);
-        if (status == MPT_OK)
+        if (status == MPT_OK) {
+            /* Ranks started with other options would train wrongly or hang:
+             * compare before the first step. */
+            char *cfg = mpt__train_config_json(config);
             (*out)->world = world;
+            status = cfg ? mpt__trainer_agree_text(*out, "model", model->json)
+                         : mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            if (status == MPT_OK)
+                status = mpt__trainer_agree_text(*out, "training configuration", cfg);
+            free(cfg);
+            if (status < 0) {
+                mpt_trainer_free(*out);
+                *out = NULL;
+            }
+        }
     }
     free(all);
     free(rank_of);
     return status;
+}
+
+/* Rank 0: where rank r's text differs from its own, as a sentence. */
+static void describe_difference(const char *what, int r, const char *mine, const char *theirs,
+                                char *why, size_t size)
+{
+    json_t *a = json_loads(mine, 0, NULL), *b = json_loads(theirs, 0, NULL);
+    const char *key;
+    json_t *v;
+    snprintf(why, size, "rank %d's %s differs from rank 0's", r, what);
+    if (json_is_object(a) && json_is_object(b))
+        json_object_foreach(a, key, v) {
+            json_t *w = json_object_get(b, key);
+            if (w && json_equal(v, w))
+                continue;
+            char *x = json_dumps(v, JSON_ENCODE_ANY), *y = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL;
+            snprintf(why, size, "rank %d's %s differs from rank 0's: %s %s there, %s here", r,
+                     what, key, y ? y : "(none)", x ? x : "?");
+            free(x), free(y);
+            break;
+        }
+    json_decref(a);
+    json_decref(b);
+}
+
+int mpt__trainer_agree_text(mpt_trainer_t *t, const char *what, const char *mine)
+{
+    mpt_world_t *w = t->world;
+    char **texts = NULL, *verdict = NULL, why[512] = "";
+    if (!w || mpt_world_size(w) == 1)
+        return MPT_OK;
+    int status = mpt__world_gather_texts(w, mine, &texts), failed = status;
+    for (int r = 1; failed == MPT_OK && texts && r < mpt_world_size(w); r++)
+        if (strcmp(texts[0], texts[r]) != 0) {
+            describe_difference(what, r, texts[0], texts[r], why, sizeof why);
+            failed = mpt__fail(MPT_ERR_INVALID, "%s: every rank must be started alike", why);
+        }
+    if (mpt_world_rank(w) == 0 && failed == MPT_OK && !(verdict = mpt__strdup("same")))
+        failed = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    status = mpt__world_bcast_text(w, failed, &verdict);
+    free(texts);
+    free(verdict);
+    return failed < 0 ? failed : status;
 }
 
 int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out)
@@ -225,6 +316,9 @@ void mpt_trainer_free(mpt_trainer_t *t)
     mpt__engine_free(t->eng);
     mpt__plan_free(t->own_plan); /* after the engine, which reads it */
     free(t->busy);
+    free(t->cal_sum);
+    free(t->devs);
+    free(t->rank_of);
     free(t);
 }
 
@@ -232,13 +326,29 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
                      mpt_step_stats_t *stats)
 {
     mpt_step_stats_t s = {0};
+    if (!t->eng) /* a move to another plan failed both ways (mpt_trainer_replan) */
+        return mpt__fail(MPT_ERR_ABORTED, "the trainer lost its engine in a failed re-plan: "
+                         "free it");
     s.lr = mpt_train_lr_at(&t->cfg, mpt_trainer_steps(t));
+    double t0 = mpt__now();
     int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
                                         &s.grad_norm);
+    double wall = mpt__now() - t0;
     s.step = mpt_trainer_steps(t);
     if (status == MPT_OK) {
         t->window_loss += s.loss, t->window_steps++;
         t->last = s;
+        /* Every worker's phases (every rank has them all) and the step's
+         * wall time: calibration. */
+        size_t n = mpt__engine_worker_count(t->eng);
+        mpt__cal_measured_t *row = t->cal_sum + (t->cal_steps % MPT__CAL_HISTORY) * (n + 1);
+        for (size_t i = 0; i < n; i++) {
+            const mpt_device_step_t *d = mpt__engine_device_stats(t->eng, i);
+            row[i] = (mpt__cal_measured_t){d->forward_s, d->backward_s + d->update_s,
+                                           d->reduce_wait_s, d->step_s};
+        }
+        row[n] = (mpt__cal_measured_t){0, 0, 0, wall};
+        t->cal_steps++;
     }
     if (stats)
         *stats = s;
@@ -291,6 +401,8 @@ int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
     r->eta_s = r->total_steps && rate > 0 && r->step <= r->total_steps
                    ? (double)(r->total_steps - r->step) / rate
                    : NAN;
+    r->step_s = r->steps ? r->seconds / (double)r->steps : NAN;
+    r->predicted_step_s = t->predicted_s;
     t->window_t0 = now, t->window_loss = 0, t->window_steps = 0;
     return status;
 }
@@ -323,6 +435,7 @@ uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
 int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
 {
     mpt__engine_set_tracing(t->eng, on);
+    t->tracing = on;
     return MPT_OK;
 }
 

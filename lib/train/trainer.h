@@ -10,12 +10,31 @@
 
 /* Every trainer runs a plan on the engine; one device is the 1x1x1 plan
  * (mpt__plan_single), which the trainer then owns. */
+#define MPT__CAL_HISTORY 64
+
 struct mpt_trainer {
     const mpt__model_t *model;
     mpt_train_config_t cfg;
     mpt__optim_cfg_t opt;
     mpt__engine_t *eng;
-    mpt__plan_t *own_plan; /* mpt_trainer_create's one-device plan */
+    mpt__plan_t *own_plan; /* mpt_trainer_create's one-device plan, or the copy of
+                            * the plan mpt_trainer_replan moved to */
+    const mpt__plan_t *plan; /* the plan the engine runs */
+    /* what a new engine is made of (mpt_trainer_replan) */
+    mpt_device_t **devs;   /* per plan device id, NULL for another rank's */
+    size_t ndevs;
+    int *rank_of;          /* per plan device id its rank; NULL in one process */
+    int nranks;
+    const mpt_topology_t *topo;
+    const mpt_cluster_t *cluster; /* may be NULL (one device) */
+    int tracing;
+    double predicted_s;    /* the plan's predicted step (calibrated), NaN: none */
+    /* calibration: the last MPT__CAL_HISTORY steps' measured phases since
+     * the last calibration or move, per step nworkers rows then the step's
+     * wall time in the extra row's step_s (mpt_trainer_calibrate takes
+     * medians: the machine may be busy with other work) */
+    mpt__cal_measured_t *cal_sum;
+    uint64_t cal_steps;
     /* the report window (mpt_trainer_report) */
     double window_t0, window_loss;
     uint64_t window_steps;
@@ -31,10 +50,44 @@ struct mpt_trainer {
     int allow_other_data;
 };
 
+/* The training configuration as compact JSON with every double exact
+ * (checkpoint.c): what a checkpoint records and ranks compare.  NULL when
+ * out of memory; the caller frees it. */
+char *mpt__train_config_json(const mpt_train_config_t *c);
+/* Collective under a job: every rank's `mine` must equal rank 0's, or every
+ * rank's call fails (rank 0's naming the first rank and, for JSON objects,
+ * the first key that differs; "what" says what was compared). */
+int mpt__trainer_agree_text(mpt_trainer_t *t, const char *what, const char *mine);
 /* Collective under a job: the largest of every rank's value (a stop
  * signal, so that every rank stops at the same step); the value itself in
  * one process. */
 int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out);
+
+/* The per-worker arrays (busy fractions, calibration sums) sized for the
+ * trainer's engine and cleared: after creating it or moving to a plan. */
+int mpt__trainer_size_arrays(mpt_trainer_t *t);
+
+/* Forgets the phases measured so far: calibration starts from the next step. */
+void mpt__trainer_reset_calibration(mpt_trainer_t *t);
+
+/* rebalance.c: a plan in a line ("dp=2 pp=1 tp=1 m=1 gpipe on devices 0,1"). */
+void mpt__plan_summary(const mpt__plan_t *p, char *buf, size_t size);
+
+/* What a rebalance decided (mpt__trainer_rebalance). */
+typedef struct {
+    char old_plan[256], new_plan[256];
+    double old_s, new_s; /* predicted steps, both calibrated */
+    int moved;
+} mpt__replan_t;
+
+/* Calibrates on the steps so far (and stores the factors with the
+ * profiles when save), plans again by request on the calibrated cluster,
+ * and moves the trainer to the new plan when it is predicted faster than
+ * the current one by more than margin (a fraction); logs the decision.
+ * Collective under a job. */
+int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
+                           const mpt_plan_request_t *request, double margin, int save,
+                           mpt__replan_t *out);
 
 int mpt__trainer_read_params(mpt_trainer_t *t, float *out);
 int mpt__trainer_write_params(mpt_trainer_t *t, const float *in);

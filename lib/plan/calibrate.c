@@ -1,0 +1,259 @@
+/*
+ * plan/calibrate.c: the cost model corrected by measurement.  A plan's
+ * step as the cost model predicts it with the cluster's current
+ * calibration (mpt__plan_predict_calibrated), and new calibration factors
+ * from the times a training run measured under that plan
+ * (mpt__calibrate).
+ *
+ * The factors, per device and kind of work (mpt_calibration_t):
+ *   forward   measured forward wall time / predicted forward time;
+ *   backward  measured backward + optimizer update / predicted backward
+ *             (the model has no update term: the factor carries it);
+ *   allreduce the all-reduce time the step waited for after its backward /
+ *             the predicted ring (the simulator does not overlap the
+ *             all-reduce with the backward pass; the engine does, so the
+ *             factor is what remains exposed);
+ *   transfer  the wait for neighbouring stages mixes transfers with the
+ *             pipeline's bubbles, which the simulator already models, so
+ *             it is not divided directly: the transfer factor of the plan's
+ *             devices is fitted so that the simulated step equals the
+ *             measured one (a few fixed-point rounds).
+ * Each new factor is the old one times measured / predicted-with-the-old,
+ * clamped to a sane range, so calibrating twice converges rather than
+ * compounds.  Predictions price every device as it works in the plan's
+ * company (share.c), as the planner does, so a factor measured under
+ * shared cores corrects the shared figure.
+ *
+ * Left out: per-layer factors (one per kind of work and device), and the
+ * tensor-parallel collectives, which the measured forward and backward
+ * include and the factors absorb.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "plan/search.h"
+
+/* Factors outside this range are a broken measurement, not a device. */
+#define FACTOR_MIN 0.01
+#define FACTOR_MAX 100.0
+
+static double clampf(double f)
+{
+    return !(f > FACTOR_MIN) ? FACTOR_MIN : f > FACTOR_MAX ? FACTOR_MAX : f;
+}
+
+/* Every device the plan uses, once, and the cluster as they work together. */
+static int plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
+{
+    size_t n = mpt_cluster_device_count(c), k = 0;
+    size_t *used = malloc((n ? n : 1) * sizeof *used);
+    unsigned char *seen = calloc(n ? n : 1, 1);
+    *eff = malloc((n ? n : 1) * sizeof **eff);
+    if (!used || !seen || !*eff) {
+        free(used), free(seen), free(*eff);
+        *eff = NULL;
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++)
+            for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
+                size_t d = p->replicas[r].stages[s].devices[g].device;
+                if (d < n && !seen[d])
+                    seen[d] = 1, used[k++] = d;
+            }
+    mpt__cost_shared(c, used, k, *eff);
+    free(used);
+    free(seen);
+    return MPT_OK;
+}
+
+/* Samples per micro-batch of replica r. */
+static double mb_samples(const mpt__plan_t *p, size_t batch, size_t r)
+{
+    return (double)batch * p->replicas[r].batch_share / (double)p->microbatches;
+}
+
+/* The tensor-parallel collectives of stage st per micro-batch (0 for one device). */
+static double tp_comm(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
+                      const mpt__plan_stage_t *st, double samples, size_t *group)
+{
+    double comm = 0;
+    if (st->ndevices < 2)
+        return 0;
+    for (size_t g = 0; g < st->ndevices; g++)
+        group[g] = st->devices[g].device;
+    for (size_t l = st->first; l <= st->last; l++)
+        comm += mpt__tp_allreduces(mc, c, group, st->ndevices, l, samples);
+    return comm;
+}
+
+int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *mc,
+                                 const mpt_cluster_t *c, size_t batch, mpt__plan_t *out_times)
+{
+    mpt_cluster_device_t *eff = NULL;
+    mpt__plan_t q = *p; /* the same plan with its own stage times */
+    size_t *group = NULL, made = 0;
+    int status;
+    MPT_TRY(plan_company(p, c, &eff));
+    q.replicas = calloc(p->nreplicas, sizeof *q.replicas);
+    group = malloc((mpt_cluster_device_count(c) + 1) * sizeof *group);
+    if (!q.replicas || !group) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t r = 0; r < p->nreplicas; r++, made++) {
+        mpt__plan_replica_t *rep = &q.replicas[r];
+        *rep = p->replicas[r];
+        if (!(rep->stages = malloc(rep->nstages * sizeof *rep->stages))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(rep->stages, p->replicas[r].stages, rep->nstages * sizeof *rep->stages);
+        double samples = mb_samples(p, batch, r);
+        for (size_t s = 0; s < rep->nstages; s++) {
+            mpt__plan_stage_t *st = &rep->stages[s];
+            /* As the planner times a stage: the slowest member, with the
+             * group's collectives half forward, half backward. */
+            double comm = tp_comm(mc, c, st, samples, group);
+            st->fwd_s = st->bwd_s = 0;
+            for (size_t g = 0; g < st->ndevices; g++) {
+                const mpt_cluster_device_t *d = &eff[st->devices[g].device];
+                double f = st->devices[g].fraction;
+                st->fwd_s = fmax(st->fwd_s, comm / 2 + mpt__cost_layers(mc, st->first, st->last,
+                                                                          d, samples, f, 0));
+                st->bwd_s = fmax(st->bwd_s, comm / 2 + mpt__cost_layers(mc, st->first, st->last,
+                                                                          d, samples, f, 1));
+            }
+        }
+    }
+    MPT_TRY(mpt__plan_predict(&q, mc, c, p->allreduce));
+    if (out_times) {
+        out_times->predicted_step_s = q.predicted_step_s;
+        out_times->compute_s = q.compute_s, out_times->p2p_s = q.p2p_s;
+        out_times->allreduce_s = q.allreduce_s, out_times->bubble_s = q.bubble_s;
+    }
+out:
+    for (size_t r = 0; q.replicas && r < made; r++)
+        free(q.replicas[r].stages);
+    free(q.replicas);
+    free(group);
+    free(eff);
+    return status;
+}
+
+/* Sets one device's factors, keeping the others it had. */
+static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t steps)
+{
+    mpt_calibration_t cal = mpt_cluster_device(c, d)->profile.calibration;
+    double *slot[4] = {&cal.forward, &cal.backward, &cal.transfer, &cal.allreduce};
+    for (int k = 0; k < 4; k++) {
+        if (*slot[k] <= 0)
+            *slot[k] = 1.0; /* the others' "not calibrated" */
+        if (f[k] > 0)
+            *slot[k] = f[k];
+    }
+    cal.steps += steps;
+    return mpt_cluster_set_calibration(c, d, &cal);
+}
+
+int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
+                   size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
+                   double step_s, uint64_t steps, double *predicted_step_s)
+{
+    mpt_cluster_device_t *eff = NULL;
+    size_t n = mpt_cluster_device_count(c), w = 0, *group = NULL, *ring = NULL;
+    double measured_step = 0;
+    mpt__plan_t t = {0};
+    int status;
+    if (steps == 0)
+        return mpt__fail(MPT_ERR_INVALID, "calibration needs at least one measured step");
+    MPT_TRY(plan_company(p, c, &eff));
+    group = malloc((n + 1) * sizeof *group);
+    ring = malloc((p->nreplicas + 1) * sizeof *ring);
+    if (!group || !ring) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* 1. Compute and the all-reduce, worker by worker (engine order:
+     * replica, stage, member). */
+    for (size_t r = 0; r < p->nreplicas; r++) {
+        double samples = mb_samples(p, batch, r), m = (double)p->microbatches;
+        for (size_t s = 0; s < p->replicas[r].nstages; s++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[s];
+            double comm = tp_comm(mc, c, st, samples, group);
+            for (size_t g = 0; g < st->ndevices; g++, w++) {
+                if (w >= nworkers) {
+                    status = mpt__fail(MPT_ERR_INVALID, "calibration: %zu measured workers for "
+                                       "a plan of more", nworkers);
+                    goto out;
+                }
+                size_t d = st->devices[g].device;
+                const mpt_cluster_device_t *e = &eff[d];
+                const mpt_profile_t *old = &mpt_cluster_device(c, d)->profile;
+                double fr = st->devices[g].fraction, f[4] = {0, 0, 0, 0};
+                double pf = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 0);
+                double pb = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 1);
+                /* The collectives are in the measured passes, and priced
+                 * apart (comm / 2 each way): the factors correct the rest. */
+                double mf = fmax(meas[w].forward_s - m * comm / 2, 0.1 * meas[w].forward_s);
+                double mb = fmax(meas[w].backward_s - m * comm / 2, 0.1 * meas[w].backward_s);
+                if (pf > 0 && mf > 0)
+                    f[0] = clampf(mpt__cal_factor(old, MPT__CAL_FORWARD) * mf / pf);
+                if (pb > 0 && mb > 0)
+                    f[1] = clampf(mpt__cal_factor(old, MPT__CAL_BACKWARD) * mb / pb);
+                if (p->nreplicas > 1) {
+                    for (size_t q = 0; q < p->nreplicas; q++)
+                        ring[q] = p->replicas[q].stages[s].devices[g].device;
+                    double pa = mpt__cost_allreduce_by(
+                        c, ring, p->nreplicas, mpt__cost_param_bytes(mc, st->first, st->last, fr),
+                        p->allreduce);
+                    if (pa > 0)
+                        f[3] = clampf(mpt__cal_factor(old, MPT__CAL_ALLREDUCE) *
+                                      meas[w].reduce_wait_s / pa);
+                }
+                measured_step = fmax(measured_step, meas[w].step_s);
+                MPT_TRY(set_factors(c, d, f, steps)); /* each device is one worker */
+            }
+        }
+    }
+    /* 2. Transfers: fitted to the measured step, since the waits between
+     * stages are transfers and bubbles at once.  3. What is left (the
+     * host's part of a step: waking the workers, summing the loss; other
+     * processes' load) scales every device's compute alike, which keeps
+     * their ratios, and so the planner's choices, as measured. */
+    if (step_s > 0)
+        measured_step = step_s;
+    for (int round = 0; round < 8; round++) {
+        MPT_TRY(mpt__plan_predict_calibrated(p, mc, c, batch, &t));
+        double gap = measured_step - t.predicted_step_s;
+        if (!(t.predicted_step_s > 0) || fabs(gap) < 0.005 * measured_step)
+            break;
+        int transfers = p->pp > 1 && t.p2p_s > 0 && round < 4;
+        double ratio = transfers ? (t.p2p_s + gap) / t.p2p_s : measured_step / t.predicted_step_s;
+        ratio = ratio < 0.05 ? 0.05 : ratio > 20 ? 20 : ratio;
+        for (size_t r = 0; r < p->nreplicas; r++)
+            for (size_t s = 0; s < p->replicas[r].nstages; s++)
+                for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
+                    size_t d = p->replicas[r].stages[s].devices[g].device;
+                    const mpt_profile_t *now = &mpt_cluster_device(c, d)->profile;
+                    double f[4] = {0, 0, 0, 0};
+                    if (transfers)
+                        f[2] = clampf(mpt__cal_factor(now, MPT__CAL_TRANSFER) * ratio);
+                    else {
+                        f[0] = clampf(mpt__cal_factor(now, MPT__CAL_FORWARD) * ratio);
+                        f[1] = clampf(mpt__cal_factor(now, MPT__CAL_BACKWARD) * ratio);
+                    }
+                    MPT_TRY(set_factors(c, d, f, 0));
+                }
+    }
+    MPT_TRY(mpt__plan_predict_calibrated(p, mc, c, batch, &t));
+    if (predicted_step_s)
+        *predicted_step_s = t.predicted_step_s;
+out:
+    free(eff);
+    free(group);
+    free(ring);
+    return status;
+}

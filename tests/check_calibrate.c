@@ -1,0 +1,333 @@
+/*
+ * tests/check_calibrate.c: calibration and rebalancing (docs/planning.md).
+ * Calibration on a fake engine report against the cost model's own
+ * figures; the factors in profile JSON, out of bounds refused; a cluster
+ * whose device is calibrated slow is planned without it; a trainer moved
+ * to another plan at step k equals one that never moved; mpt_trainer_fit
+ * rebalancing mid-run (forced by a negative margin) equals an
+ * uninterrupted run, with the re-plan in the metrics.
+ * Runs without fork (OpenCL).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+#include "plan/plan.h"
+#include "profile/profile.h"
+#include "testutil.h"
+
+/* Plan invariance (tests/check_engine.c): fp32 sums in another order. */
+#define LOSS_RTOL 1e-5
+
+static const char *mlp =
+    "{\"name\": \"cal\", \"input\": [6], \"layers\": [{\"kind\": \"linear\", \"units\": 16}, "
+    "{\"kind\": \"relu\"}, {\"kind\": \"linear\", \"units\": 8}, {\"kind\": \"relu\"}, "
+    "{\"kind\": \"linear\", \"units\": 3}, {\"kind\": \"softmax_cross_entropy\"}]}";
+
+enum { COUNT = 96, IN = 6, CLASSES = 3, BATCH = 16 };
+
+/* The forward, backward and their sum of a one-device plan, measured 3x
+ * and 2x slower than predicted: the factors are 3 and 2 (exact up to
+ * rounding), and the calibrated prediction is the measured step. */
+START_TEST(calibration_from_fake_report)
+{
+    mpt_model_t *m = NULL;
+    mpt_cluster_t *c = NULL;
+    mpt_plan_t *p = NULL;
+    mpt__model_cost_t mc = {0};
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &c));
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = 64, req.dp = req.pp = req.tp = 1;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    ck_assert_mpt_ok(mpt__model_cost(m, &mc));
+    const mpt__plan_stage_t *st = &p->replicas[0].stages[0];
+    size_t d = st->devices[0].device;
+    const mpt_cluster_device_t *dev = mpt_cluster_device(c, d);
+    double pf = mpt__cost_layers(&mc, st->first, st->last, dev, 64, 1.0, 0);
+    double pb = mpt__cost_layers(&mc, st->first, st->last, dev, 64, 1.0, 1);
+    mpt__cal_measured_t meas = {3 * pf, 2 * pb, 0, 3 * pf + 2 * pb};
+    double predicted = 0;
+    ck_assert_mpt_ok(mpt__calibrate(p, &mc, c, 64, &meas, 1, 0, 7, &predicted));
+    const mpt_calibration_t *cal = &mpt_cluster_device(c, d)->profile.calibration;
+    ck_assert_double_eq_tol(cal->forward, 3.0, 1e-9);
+    ck_assert_double_eq_tol(cal->backward, 2.0, 1e-9);
+    ck_assert_uint_eq(cal->steps, 7);
+    /* The simulator adds nothing to one device's compute: the same sum. */
+    ck_assert_double_eq_tol(predicted / (3 * pf + 2 * pb), 1.0, 1e-9);
+    double again = 0;
+    ck_assert_mpt_ok(mpt_plan_simulate(p, m, c, &again, NULL, NULL)); /* the plan's own times */
+    ck_assert_double_eq_tol(again / (pf + pb), 1.0, 1e-9);
+    /* A host's share of the step (wall 10% above the workers'): spread
+     * over the compute, so the prediction meets the wall time. */
+    mpt_calibration_t none = {0, 0, 0, 0, 0};
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(c, d, &none));
+    ck_assert_mpt_ok(mpt__calibrate(p, &mc, c, 64, &meas, 1, 1.1 * (3 * pf + 2 * pb), 7,
+                                    &predicted));
+    ck_assert_double_eq_tol(predicted / (1.1 * (3 * pf + 2 * pb)), 1.0, 0.005);
+    mpt__model_cost_free(&mc);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+END_TEST
+
+/* The factors travel in profile JSON; out of bounds, refused by name. */
+START_TEST(calibration_in_profile_json)
+{
+    mpt_profile_t p = {0}, q;
+    p.gemm_gflops = 100, p.mem_gbps = 10, p.h2d_gbps = 5, p.d2h_gbps = 5;
+    p.calibration = (mpt_calibration_t){1.5, 2.5, 0.5, 3.0, 42};
+    json_t *o = mpt__profile_to_json(&p);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_mpt_ok(mpt__profile_from_json(o, "test", &q));
+    ck_assert_double_eq(q.calibration.forward, 1.5);
+    ck_assert_double_eq(q.calibration.backward, 2.5);
+    ck_assert_double_eq(q.calibration.transfer, 0.5);
+    ck_assert_double_eq(q.calibration.allreduce, 3.0);
+    ck_assert_uint_eq(q.calibration.steps, 42);
+    json_object_set_new(json_object_get(o, "calibration"), "forward", json_real(1e9));
+    ck_assert_mpt_fails(mpt__profile_from_json(o, "test", &q), MPT_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.forward"));
+    json_decref(o);
+    mpt_calibration_t bad = {NAN, 1, 1, 1, 1};
+    mpt_cluster_t *c = NULL;
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &c));
+    ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &bad), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 99, &p.calibration), MPT_ERR_RANGE);
+    mpt_cluster_free(c);
+}
+END_TEST
+
+static int uses(const mpt_plan_t *p, size_t d)
+{
+    for (size_t r = 0; r < p->nreplicas; r++)
+        for (size_t s = 0; s < p->replicas[r].nstages; s++)
+            for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++)
+                if (p->replicas[r].stages[s].devices[g].device == d)
+                    return 1;
+    return 0;
+}
+
+/* The decision: a device calibrated 50x slow than its profile says is
+ * left out of the next plan, which was using it before. */
+START_TEST(calibrated_slow_device_left_out)
+{
+    mpt_model_t *m = NULL;
+    mpt_cluster_t *c = NULL;
+    mpt_plan_t *before = NULL, *after = NULL;
+    ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &m));
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &c));
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = 512;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &before));
+    size_t slow = before->replicas[0].stages[0].devices[0].device;
+    ck_assert(uses(before, slow));
+    mpt_calibration_t cal = {50, 50, 1, 1, 20};
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(c, slow, &cal));
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &after));
+    ck_assert(!uses(after, slow));
+    mpt_plan_free(before);
+    mpt_plan_free(after);
+    mpt_cluster_free(c);
+    mpt_model_free(m);
+}
+END_TEST
+
+static float xs[COUNT * IN];
+static int32_t ys[COUNT];
+
+static void make_data(mpt_model_t *m, mpt_data_t **out)
+{
+    mpt_dataset_t *train = NULL, *eval = NULL;
+    mpt__rng_uniform(3, 0, -1.0f, 1.0f, xs, COUNT * IN);
+    for (int i = 0; i < COUNT; i++)
+        ys[i] = (xs[i * IN] > 0.3f) + (xs[i * IN] > -0.3f);
+    ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, &train));
+    ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, &eval));
+    ck_assert_mpt_ok(mpt_data_from_datasets(train, eval, m, BATCH, 9, out));
+}
+
+typedef struct {
+    double loss[64];
+    uint64_t steps;
+    int replans, moved;
+    char new_plan[256];
+} record_t;
+
+static void on_step(void *ctx, const mpt_step_report_t *r, uint64_t epoch,
+                    const mpt_device_step_t *d, size_t n)
+{
+    record_t *rec = ctx;
+    (void)epoch, (void)d, (void)n;
+    if (r->step >= 1 && r->step <= 64)
+        rec->loss[r->step - 1] = r->loss, rec->steps = r->step;
+}
+
+static void on_replan(void *ctx, uint64_t step, const char *old_plan, double old_s,
+                      const char *new_plan, double new_s, int moved)
+{
+    record_t *rec = ctx;
+    (void)step, (void)old_plan, (void)old_s, (void)new_s;
+    rec->replans++, rec->moved += moved;
+    snprintf(rec->new_plan, sizeof rec->new_plan, "%s", new_plan);
+}
+
+static mpt_plan_t *plan_of(const mpt_model_t *m, const mpt_cluster_t *c, size_t dp, size_t pp)
+{
+    mpt_plan_request_t req;
+    mpt_plan_t *p = NULL;
+    mpt_plan_request_default(&req);
+    req.batch = BATCH, req.dp = dp, req.pp = pp, req.tp = 1, req.all_devices = 1;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    return p;
+}
+
+/* The mechanism: 3 steps under DP=2 (AdamW: two optimizer slots to
+ * carry), a move to a PP=2 pipeline, 3 more: every loss equals the
+ * unmoved run's within the plan-invariance tolerance. */
+START_TEST(replan_at_step_equals_unmoved)
+{
+    mpt_model_t *m = NULL;
+    mpt_devices_t *devs = NULL;
+    mpt_cluster_t *c = NULL;
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
+    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
+    if (mpt_devices_count(devs) < 2) {
+        mpt_devices_free(devs);
+        mpt_model_free(m);
+        return; /* the suite runs under two PoCL devices (Makefile.am) */
+    }
+    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &c));
+    mpt_plan_t *dp2 = plan_of(m, c, 2, 1), *pp2 = plan_of(m, c, 1, 2);
+    mpt_train_config_t cfg;
+    mpt_train_config_default(&cfg);
+    cfg.batch = BATCH, cfg.schedule = MPT_SCHEDULE_CONSTANT;
+    mpt_train_config_use_optimizer(&cfg, MPT_OPTIM_ADAMW); /* two optimizer slots to carry */
+    mpt_trainer_t *a = NULL, *b = NULL;
+    ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, dp2, &cfg, NULL, c, &a));
+    ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, dp2, &cfg, NULL, c, &b));
+    for (int step = 0; step < 6; step++) {
+        mpt_step_stats_t sa, sb;
+        const float *x = xs + (size_t)(step % (COUNT / BATCH)) * BATCH * IN;
+        const int32_t *y = ys + (size_t)(step % (COUNT / BATCH)) * BATCH;
+        if (step == 3) {
+            ck_assert_mpt_ok(mpt_trainer_calibrate(b, c)); /* on 3 measured steps */
+            ck_assert(mpt_trainer_predicted_step(b) > 0);
+            ck_assert_mpt_ok(mpt_trainer_replan(b, pp2));
+            ck_assert_uint_eq(mpt_trainer_steps(b), 3);
+        }
+        ck_assert_mpt_ok(mpt_trainer_step(a, x, y, &sa));
+        ck_assert_mpt_ok(mpt_trainer_step(b, x, y, &sb));
+        ck_assert_msg(fabs(sa.loss - sb.loss) <= LOSS_RTOL * fabs(sa.loss),
+                      "step %d: unmoved %.9g, moved %.9g", step + 1, sa.loss, sb.loss);
+    }
+    mpt_device_step_t st;
+    ck_assert_mpt_ok(mpt_trainer_device_stats(b, 1, &st));
+    ck_assert_int_eq(st.stage, 1); /* it runs the pipeline now */
+    ck_assert(st.forward_s > 0 && st.backward_s > 0);
+    mpt_trainer_free(a);
+    mpt_trainer_free(b);
+    mpt_plan_free(dp2);
+    mpt_plan_free(pp2);
+    mpt_cluster_free(c);
+    mpt_devices_free(devs);
+    mpt_model_free(m);
+}
+END_TEST
+
+/* The loop: mpt_trainer_fit rebalancing at step 4 of 10 (forced to move
+ * by a negative margin, onto a pinned pipeline) equals the run without
+ * rebalancing; the metrics carry the re-plan and both step figures. */
+START_TEST(fit_rebalances_mid_run)
+{
+    mpt_model_t *m = NULL;
+    mpt_devices_t *devs = NULL;
+    mpt_cluster_t *c = NULL;
+    char metrics[] = "/tmp/check_calibrate_XXXXXX";
+    int fd = mkstemp(metrics);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
+    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
+    if (mpt_devices_count(devs) < 2) {
+        mpt_devices_free(devs);
+        mpt_model_free(m);
+        unlink(metrics);
+        return;
+    }
+    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &c));
+    mpt_plan_t *dp2 = plan_of(m, c, 2, 1);
+    mpt_plan_request_t to_pp;
+    mpt_plan_request_default(&to_pp);
+    to_pp.batch = BATCH, to_pp.dp = 1, to_pp.pp = 2, to_pp.tp = 1, to_pp.all_devices = 1;
+    record_t rec[2];
+    memset(rec, 0, sizeof rec);
+    for (int run = 0; run < 2; run++) {
+        mpt_train_config_t cfg;
+        mpt_train_config_default(&cfg);
+        cfg.batch = BATCH, cfg.schedule = MPT_SCHEDULE_CONSTANT;
+        mpt_trainer_t *t = NULL;
+        mpt_data_t *data = NULL;
+        make_data(m, &data);
+        ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, dp2, &cfg, NULL, c, &t));
+        mpt_fit_options_t o;
+        mpt_fit_options_default(&o);
+        o.steps = 10, o.on_step = on_step, o.on_replan = on_replan, o.ctx = &rec[run];
+        o.rebalance_after = run ? 4 : 0;
+        o.cluster = c, o.replan = &to_pp, o.rebalance_margin = -0.99;
+        o.metrics = run ? metrics : NULL;
+        ck_assert_mpt_ok(mpt_trainer_fit(t, data, &o));
+        mpt_trainer_free(t);
+        mpt_data_free(data);
+    }
+    ck_assert_int_eq(rec[0].replans, 0);
+    ck_assert_int_eq(rec[1].replans, 1);
+    ck_assert_int_eq(rec[1].moved, 1);
+    ck_assert_ptr_nonnull(strstr(rec[1].new_plan, "pp=2"));
+    ck_assert_uint_eq(rec[1].steps, 10);
+    for (int s = 0; s < 10; s++)
+        ck_assert_msg(fabs(rec[0].loss[s] - rec[1].loss[s]) <= LOSS_RTOL * fabs(rec[0].loss[s]),
+                      "step %d: uninterrupted %.9g, rebalanced %.9g", s + 1, rec[0].loss[s],
+                      rec[1].loss[s]);
+    /* The calibration the move was decided with is on the cluster. */
+    ck_assert_uint_gt(mpt_cluster_device(c, 0)->profile.calibration.steps, 0);
+    FILE *f = fopen(metrics, "r");
+    char line[8192];
+    int replan_lines = 0, predicted_lines = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        replan_lines += strstr(line, "{\"step\": 4, \"replan\": {\"old\": \"dp=2") != NULL &&
+                        strstr(line, "\"moved\": true") != NULL;
+        predicted_lines += strstr(line, "\"step_s\": 0.") && strstr(line, "\"predicted_step_s\": 0.");
+    }
+    if (f)
+        fclose(f);
+    unlink(metrics);
+    ck_assert_int_eq(replan_lines, 1);
+    ck_assert_int_eq(predicted_lines, 10); /* every step's report */
+    mpt_plan_free(dp2);
+    mpt_cluster_free(c);
+    mpt_devices_free(devs);
+    mpt_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("calibrate");
+    TCase *tc = tcase_create("calibrate");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, calibration_from_fake_report);
+    tcase_add_test(tc, calibration_in_profile_json);
+    tcase_add_test(tc, calibrated_slow_device_left_out);
+    tcase_add_test(tc, replan_at_step_equals_unmoved);
+    tcase_add_test(tc, fit_rebalances_mid_run);
+    suite_add_tcase(s, tc);
+    return test_run(s, 0);
+}
