@@ -273,9 +273,11 @@ static void tune_devices(const char *spec, mpt__tuning_opts_t *o, FILE *out)
             double d = json_number_value(json_object_get(r, "default_ms")),
                    t = json_number_value(json_object_get(r, "tuned_ms"));
             fprintf(out, "  %-12s %s: %.2f ms with CLBlast's defaults, %.2f ms tuned (%.2fx, "
-                    "margin %.0f%%) over %zu shape(s), best of %s\n", name,
+                    "won %lld of %lld rounds) over %zu shape(s), best of %s\n", name,
                     json_is_true(json_object_get(r, "kept")) ? "kept     " : "not kept ", d, t,
-                    t > 0 ? d / t : 0, 100 * json_number_value(json_object_get(r, "margin")),
+                    t > 0 ? d / t : 0,
+                    (long long)json_integer_value(json_object_get(r, "rounds_won")),
+                    (long long)json_integer_value(json_object_get(r, "rounds")),
                     json_array_size(json_object_get(r, "shapes")),
                     json_string_value(json_object_get(r, "tuner_result")));
         }

@@ -14,9 +14,9 @@
  *    never restore its defaults inside one process, and has no C call to
  *    read them back);
  * 3. keeps a routine's best candidate only when it beats the defaults on
- *    the measured shapes (mpt__tuning_decide) by more than the margin and
- *    more than the rounds' own spread, Xgemm and XgemmDirect decided
- *    separately;
+ *    the measured shapes (mpt__tuning_decide: medians' totals, by more
+ *    than the margin) and won most rounds against the defaults timed
+ *    beside it, Xgemm and XgemmDirect decided separately;
  * 4. stores the result beside the profiles ($XDG_CACHE_HOME/mpt/
  *    clblast-<hash of the device identity>.json), and every later open of
  *    the device applies the kept parameters with CLBlastOverrideParameters

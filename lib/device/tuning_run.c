@@ -399,25 +399,27 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* An arm's noise: the spread of its per-round totals over their median,
- * (max - min) / median; 0 with one round. */
-static double noise(const double *t, size_t rounds, size_t narms, size_t arm, size_t nshapes)
+/* Rounds in which the candidate's total beat the defaults' total.  The
+ * two arms of a round run back to back, so they share the machine's load
+ * of that moment: counting paired wins is robust to a load that swings
+ * between rounds, where a spread or a mean is not. */
+static size_t paired_wins(const double *t, size_t rounds, size_t narms, size_t arm,
+                          size_t nshapes)
 {
-    double tot[64], lo = 0, hi = 0;
-    for (size_t r = 0; r < rounds && r < 64; r++) {
-        tot[r] = 0;
+    size_t wins = 0;
+    for (size_t r = 0; r < rounds; r++) {
+        double d = 0, c = 0;
         for (size_t s = 0; s < nshapes; s++)
-            tot[r] += t[(r * narms + arm) * nshapes + s];
-        lo = r == 0 || tot[r] < lo ? tot[r] : lo;
-        hi = r == 0 || tot[r] > hi ? tot[r] : hi;
+            d += t[(r * narms) * nshapes + s], c += t[(r * narms + arm) * nshapes + s];
+        wins += c < d;
     }
-    double m = median(tot, rounds < 64 ? rounds : 64);
-    return m > 0 ? (hi - lo) / m : 0;
+    return wins;
 }
 
 /* The per-routine record of the tuning file. */
-static json_t *routine_json(const mpt__clblast_params_t *p, int kept, double margin,
-                            const double *d, const double *c, size_t nshapes, int quick)
+static json_t *routine_json(const mpt__clblast_params_t *p, int kept, size_t wins,
+                            size_t rounds, const double *d, const double *c, size_t nshapes,
+                            int quick)
 {
     const mpt__gemm_shape_t *sh = mpt__tuning_shapes(quick, &nshapes);
     json_t *shapes = json_array();
@@ -430,7 +432,8 @@ static json_t *routine_json(const mpt__clblast_params_t *p, int kept, double mar
                                                 "count", (json_int_t)sh[i].count, "default_ms",
                                                 d[i] * 1e3, "tuned_ms", c[i] * 1e3));
     }
-    return json_pack("{s:b,s:f,s:o*,s:s,s:f,s:f,s:f,s:o*}", "kept", kept, "margin", margin,
+    return json_pack("{s:b,s:I,s:I,s:o*,s:s,s:f,s:f,s:f,s:o*}", "kept", kept, "rounds_won",
+                     (json_int_t)wins, "rounds", (json_int_t)rounds,
                      "parameters", params_json(p), "tuner_result", p->source, "tuner_ms",
                      p->tuner_ms, "default_ms", td * 1e3, "tuned_ms", tc * 1e3, "shapes",
                      shapes);
@@ -512,16 +515,14 @@ int mpt__tuning_tune(mpt_device_t *dev, const mpt__tuning_opts_t *o, json_t **re
             if (a == first || total < best_total)
                 best = a, best_total = total;
         }
-        /* A win inside the rounds' own spread is no win: the margin is
-         * the larger of the asked one and the noise of either arm (a
-         * loaded machine keeps the defaults rather than a lucky draw). */
-        double margin = o->margin, nd = noise(t, (size_t)o->rounds, narms, 0, nshapes),
-               nc = noise(t, (size_t)o->rounds, narms, best, nshapes);
-        margin = nd > margin ? nd : margin;
-        margin = nc > margin ? nc : margin;
-        int kept = mpt__tuning_decide(med, med + best * nshapes, nshapes, margin);
+        /* Kept when the medians' totals win by the margin and the
+         * candidate won most rounds against the defaults run beside it: a
+         * lucky round on a loaded machine is not enough. */
+        size_t wins = paired_wins(t, (size_t)o->rounds, narms, best, nshapes);
+        int kept = mpt__tuning_decide(med, med + best * nshapes, nshapes, o->margin) &&
+                   2 * wins > (size_t)o->rounds;
         json_object_set_new(rj, routines[r],
-                            routine_json(&cand[best - 1], kept, margin, med,
+                            routine_json(&cand[best - 1], kept, wins, (size_t)o->rounds, med,
                                          med + best * nshapes, nshapes, o->quick));
     }
     /* 4. stored beside the profiles */
