@@ -30,32 +30,12 @@
 #include "bench.h"
 #include "config.h"
 #include "device/gemm.h"
+#include "device/tuning.h"
 #include "tensor/tensor.h"
 
-typedef struct {
-    const char *what; /* where the shape comes from */
-    int ta, tb;
-    size_t m, n, k;
-    size_t count; /* > 1: a batched GEMM of `count` independent products */
-} shape_t;
-
-/* The models' GEMMs: linear layers compute y = x W^T (0,1), dW = dy^T x
- * (1,0) and dx = dy W (0,0) (lib/nn/layers.c); gpt-mini at batch 8 x 256
- * tokens has 2048 rows, C = 384, 6 heads of 64 (lib/nn/layers_gpt.c). */
-static const shape_t shapes[] = {
-    {"mlp b128 fc1 forward", 0, 1, 128, 256, 784, 1},
-    {"mlp b128 fc1 weight grad", 1, 0, 256, 784, 128, 1},
-    {"mlp b128 fc2 forward", 0, 1, 128, 128, 256, 1},
-    {"mlp b128 fc2 input grad", 0, 0, 128, 256, 128, 1},
-    {"mlp b1024 fc1 forward", 0, 1, 1024, 256, 784, 1},
-    {"square 1024", 0, 0, 1024, 1024, 1024, 1},
-    {"gpt-mini qkv forward", 0, 1, 2048, 1152, 384, 1},
-    {"gpt-mini mlp fc forward", 0, 1, 2048, 1536, 384, 1},
-    {"gpt-mini mlp proj weight grad", 1, 0, 384, 1536, 2048, 1},
-    {"gpt-mini lm head forward", 0, 1, 2048, 256, 384, 1},
-    {"gpt-mini attention q k^T x48", 0, 1, 256, 256, 64, 48},
-    {"gpt-mini attention p v x48", 0, 0, 256, 64, 256, 48},
-};
+/* The models' shapes are the library's list (lib/device/tuning.c), the
+ * same that mpt-topo --tune times. */
+typedef mpt__gemm_shape_t shape_t;
 
 static void usage(FILE *f)
 {
@@ -191,14 +171,15 @@ int bench_gemm_main(int argc, char **argv)
         {"min-ms", required_argument, NULL, O_MIN_MS}, {"quick", no_argument, NULL, O_QUICK},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *spec = "0";
-    size_t repeats = 5, min_ms = 50, nshapes = sizeof shapes / sizeof *shapes;
+    size_t repeats = 5, min_ms = 50, nshapes;
+    const shape_t *shapes = mpt__tuning_shapes(0, &nshapes);
     int opt;
     while ((opt = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'd': spec = optarg; break;
         case O_REPEATS: repeats = (size_t)tool_parse_count("--repeats", optarg, 1); break;
         case O_MIN_MS: min_ms = (size_t)tool_parse_count("--min-ms", optarg, 1); break;
-        case O_QUICK: nshapes = 4; break;
+        case O_QUICK: shapes = mpt__tuning_shapes(1, &nshapes); break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         default: tool_usage_error("see --help");
         }
@@ -218,6 +199,10 @@ int bench_gemm_main(int argc, char **argv)
            "median of %zu samples of >= %zu ms, alternating\n",
            info->index, info->name, info->compute_units, mpt__gemm_host_name(), threads, repeats,
            min_ms);
+    /* CLBlast's parameters: tuned ones apply in every process unless
+     * MPT_CLBLAST_TUNING=off (mpt-topo --tune; docs/performance.md). */
+    const char *tuned = mpt_device_info(sides[0].dev)->clblast_tuning;
+    printf("CLBlast parameters: %s\n", tuned && *tuned ? tuned : "CLBlast's built-in ones");
     printf("%-30s %-4s %16s %9s %9s %9s %8s %8s\n", "shape", "op", "m x n x k", "clblast",
            "host", "BLAS", "host/", "clblast/");
     printf("%-30s %-4s %16s %9s %9s %9s %8s %8s\n", "", "", "", "GFLOP/s", "GFLOP/s", "GFLOP/s",

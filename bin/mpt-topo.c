@@ -4,6 +4,9 @@
  * (NUMA node, cores, PCI address), the link class between each pair, and
  * the measured profile.  Also shows another machine's hwloc XML (--xml) or
  * a cluster description (--cluster).  Thin: parses arguments, calls libmpt.
+ * --tune tunes CLBlast's GEMM kernels for the devices (lib/device/tuning.h):
+ * the library times each candidate in a fresh process of this program
+ * (--tune-measure, internal).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -12,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "device/tuning.h"
 #include "tool.h"
 
 static void usage(FILE *f)
@@ -31,6 +35,21 @@ static void usage(FILE *f)
             "      --xml FILE       show the machine of an hwloc XML file (from lstopo\n"
             "                       --of xml on that machine) and its GPUs; opens no device\n"
             "      --cluster FILE   show a cluster description file; opens no device\n"
+            "      --tune           tune CLBlast's GEMM kernels (Xgemm, XgemmDirect) for the\n"
+            "                       devices with CLBlast's tuners (clblast-utils), time the\n"
+            "                       candidates against CLBlast's defaults on mpt's GEMMs at\n"
+            "                       the models' shapes, keep a routine's parameters only if\n"
+            "                       they win, store them beside the profile; every later\n"
+            "                       run applies them (MPT_CLBLAST_TUNING=off does not).\n"
+            "                       Long (minutes to an hour): run it under nice -n 19\n"
+            "      --tune-quick     --tune on small sizes and the four small MLP shapes\n"
+            "      --tune-fraction F  the tuners explore one configuration in F (default\n"
+            "                       4 for Xgemm, 1 for XgemmDirect; quick 100 and 20)\n"
+            "      --tune-variants N  tuner variations to finish: 1 = CLBlast's fixed set\n"
+            "                       (default), up to 4 adds random searches of larger sets\n"
+            "      --tune-rounds N  samples of each candidate and the defaults, alternating\n"
+            "                       (default 5, quick 3)\n"
+            "      --tune-measure ARM  internal: time one candidate (used by --tune)\n"
             "  -v, --verbose        log what the library does\n"
             "  -h, --help           show this help and exit\n"
             "  -V, --version        show the version and exit\n"
@@ -63,17 +82,24 @@ static void int_or_dash(char *buf, size_t size, int v)
         snprintf(buf, size, "-");
 }
 
+/* "default" for CLBlast's built-in parameters, the tuned routines, or "-"
+ * where CLBlast runs no GEMM (host provider, cluster file). */
+static const char *tuning_word(const mpt_device_info_t *d)
+{
+    return !d->clblast_tuning ? "-" : *d->clblast_tuning ? d->clblast_tuning : "default";
+}
+
 static void print_cluster(const mpt_cluster_t *c, int profiled)
 {
     size_t n = mpt_cluster_device_count(c);
-    printf("\nDevices\n  %-3s %-6s %-6s %-34s %9s %9s %5s %6s  %-7s %s\n", "#", "driver", "type",
-           "name", "memory", "max-alloc", "CUs", "MHz", "GEMM", "PCI");
+    printf("\nDevices\n  %-3s %-6s %-6s %-34s %9s %9s %5s %6s  %-7s %-17s %s\n", "#", "driver",
+           "type", "name", "memory", "max-alloc", "CUs", "MHz", "GEMM", "CLBlast tuning", "PCI");
     for (size_t i = 0; i < n; i++) {
         const mpt_device_info_t *d = &mpt_cluster_device(c, i)->info;
-        printf("  %-3d %-6s %-6s %-34.34s %5.1f GiB %5.1f GiB %5u %6u  %-7s %s\n", d->index,
-               d->vendor_word, type_word(d->type), d->name, gib(d->global_mem_bytes),
+        printf("  %-3d %-6s %-6s %-34.34s %5.1f GiB %5.1f GiB %5u %6u  %-7s %-17s %s\n",
+               d->index, d->vendor_word, type_word(d->type), d->name, gib(d->global_mem_bytes),
                gib(d->max_alloc_bytes), d->compute_units, d->clock_mhz,
-               d->gemm_provider ? d->gemm_provider : "-",
+               d->gemm_provider ? d->gemm_provider : "-", tuning_word(d),
                *d->pci_address ? d->pci_address : "-");
     }
     printf("\nLocality\n  %-3s %-5s %-6s %-8s %5s %5s  %-16s %s\n", "#", "node", "NUMA", "package",
@@ -213,6 +239,67 @@ static int show_cluster(const char *path, int json)
     return TOOL_EXIT_OK;
 }
 
+static void tune_progress(void *ctx, const char *line)
+{
+    (void)ctx;
+    if (tool_stderr_is_tty())
+        fprintf(stderr, "\r\033[K%s", line);
+}
+
+/* --tune: every selected device in turn (tuners and timings use the whole
+ * machine: one device at a time).  Scratch files (tuner JSON and logs, one
+ * file per timed candidate) stay in the cache directory for inspection. */
+static void tune_devices(const char *spec, mpt__tuning_opts_t *o, FILE *out)
+{
+    mpt_devices_t *set = NULL;
+    char dir[4096], work[4200];
+    tool_check(mpt_devices_open(spec, &set), "opening devices");
+    tool_check(mpt_profile_cache_dir(dir, sizeof dir), "finding the cache directory");
+    for (size_t i = 0; i < mpt_devices_count(set); i++) {
+        mpt_device_t *dev = mpt_devices_get(set, i);
+        const mpt_device_info_t *info = mpt_device_info(dev);
+        json_t *res = NULL, *r;
+        const char *name;
+        snprintf(work, sizeof work, "%s/tune-%d", dir, info->index);
+        tool_check(mpt__mkdir_p(work), "creating the tuning directory");
+        o->workdir = work;
+        tool_check(mpt__tuning_tune(dev, o, &res), "tuning CLBlast");
+        if (tool_stderr_is_tty())
+            fprintf(stderr, "\r\033[K");
+        fprintf(out, "CLBlast tuning of device %d (%s)%s, %d round(s), scratch in %s\n",
+                info->index,
+               info->name, o->quick ? ", quick" : "", o->rounds, work);
+        json_object_foreach(json_object_get(res, "routines"), name, r) {
+            double d = json_number_value(json_object_get(r, "default_ms")),
+                   t = json_number_value(json_object_get(r, "tuned_ms"));
+            fprintf(out, "  %-12s %s: %.2f ms with CLBlast's defaults, %.2f ms tuned (%.2fx, "
+                    "won %lld of %lld rounds) over %zu shape(s), best of %s\n", name,
+                    json_is_true(json_object_get(r, "kept")) ? "kept     " : "not kept ", d, t,
+                    t > 0 ? d / t : 0,
+                    (long long)json_integer_value(json_object_get(r, "rounds_won")),
+                    (long long)json_integer_value(json_object_get(r, "rounds")),
+                    json_array_size(json_object_get(r, "shapes")),
+                    json_string_value(json_object_get(r, "tuner_result")));
+        }
+        json_decref(res);
+    }
+    mpt_devices_free(set);
+}
+
+/* --tune-measure ARM: one sample for tune_devices' library call. */
+static int tune_measure(const char *spec, const char *arm)
+{
+    mpt_devices_t *set = NULL;
+    char out[4200];
+    snprintf(out, sizeof out, "%s.out", arm);
+    tool_check(mpt_devices_open(spec, &set), "opening the device");
+    if (mpt_devices_count(set) != 1)
+        tool_die("--tune-measure needs exactly one device");
+    tool_check(mpt__tuning_measure_arm(mpt_devices_get(set, 0), arm, out), "timing a candidate");
+    mpt_devices_free(set);
+    return TOOL_EXIT_OK;
+}
+
 static int show_live(const char *spec, int json, int profile, int reprofile)
 {
     mpt_devices_t *set = NULL;
@@ -264,7 +351,9 @@ static int show_live(const char *spec, int json, int profile, int reprofile)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_NO_PROFILE, OPT_REPROFILE, OPT_XML, OPT_CLUSTER };
+    enum { OPT_JSON = 256, OPT_NO_PROFILE, OPT_REPROFILE, OPT_XML, OPT_CLUSTER, OPT_TUNE,
+           OPT_TUNE_QUICK, OPT_TUNE_FRACTION, OPT_TUNE_VARIANTS, OPT_TUNE_ROUNDS,
+           OPT_TUNE_MEASURE };
     static const struct option options[] = {
         {"devices", required_argument, NULL, 'd'},
         {"json", no_argument, NULL, OPT_JSON},
@@ -272,12 +361,20 @@ int main(int argc, char **argv)
         {"reprofile", no_argument, NULL, OPT_REPROFILE},
         {"xml", required_argument, NULL, OPT_XML},
         {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"tune", no_argument, NULL, OPT_TUNE},
+        {"tune-quick", no_argument, NULL, OPT_TUNE_QUICK},
+        {"tune-fraction", required_argument, NULL, OPT_TUNE_FRACTION},
+        {"tune-variants", required_argument, NULL, OPT_TUNE_VARIANTS},
+        {"tune-rounds", required_argument, NULL, OPT_TUNE_ROUNDS},
+        {"tune-measure", required_argument, NULL, OPT_TUNE_MEASURE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
-    const char *spec = NULL, *xml = NULL, *cluster = NULL;
-    int json = 0, profile = 1, reprofile = 0, verbose = 0, c;
+    const char *spec = NULL, *xml = NULL, *cluster = NULL, *measure = NULL;
+    int json = 0, profile = 1, reprofile = 0, verbose = 0, tune = 0, rounds = 0, c;
+    mpt__tuning_opts_t topts = {.fraction = 0, .variants = 1, .min_ms = 20, .margin = 0.02,
+                                .self = "/proc/self/exe", .progress = tune_progress};
 
     tool_init("mpt-topo", 0); /* names the tool in usage errors */
     opterr = 0;               /* one message of ours, not getopt's too */
@@ -289,6 +386,24 @@ int main(int argc, char **argv)
         case OPT_REPROFILE: reprofile = 1; break;
         case OPT_XML: xml = optarg; break;
         case OPT_CLUSTER: cluster = optarg; break;
+        case OPT_TUNE: tune = 1; break;
+        case OPT_TUNE_QUICK: tune = 1, topts.quick = 1; break;
+        case OPT_TUNE_FRACTION:
+            tune = 1, topts.fraction = tool_parse_real("--tune-fraction", optarg);
+            if (!(topts.fraction >= 1))
+                tool_usage_error("--tune-fraction must be at least 1");
+            break;
+        case OPT_TUNE_VARIANTS:
+            tune = 1, topts.variants = (int)tool_parse_count("--tune-variants", optarg, 1);
+            if (topts.variants > 4)
+                tool_usage_error("--tune-variants is at most 4");
+            break;
+        case OPT_TUNE_ROUNDS:
+            tune = 1, rounds = (int)tool_parse_count("--tune-rounds", optarg, 1);
+            if (rounds > 64)
+                tool_usage_error("--tune-rounds is at most 64");
+            break;
+        case OPT_TUNE_MEASURE: measure = optarg; break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         case 'V': printf("mpt-topo (mpt) %s\n", mpt_version()); return TOOL_EXIT_OK;
@@ -303,6 +418,19 @@ int main(int argc, char **argv)
         tool_usage_error("--xml and --cluster exclude each other");
     if (!profile && reprofile)
         tool_usage_error("--no-profile and --reprofile exclude each other");
+    if (measure)
+        return tune_measure(spec, measure);
+    if (tune && (xml || cluster))
+        tool_usage_error("--tune needs live devices, not --xml or --cluster");
+    if (tune) {
+        topts.rounds = rounds ? rounds : topts.quick ? 3 : 5;
+        /* the summary goes to stderr under --json: stdout stays one document */
+        tune_devices(spec, &topts, json ? stderr : stdout);
+        if (!profile && !json)
+            return TOOL_EXIT_OK;
+        if (!json)
+            printf("\n");
+    }
     if (xml)
         return show_xml(xml, json);
     if (cluster)

@@ -144,6 +144,11 @@ typedef struct {
      * host's BLAS on mapped buffers, CPU devices); MPT_BLAS overrides.  NULL
      * for a device described by a cluster file. */
     const char *gemm_provider;
+    /* CLBlast kernels running parameters tuned for this device (mpt-topo
+     * --tune): "Xgemm", "XgemmDirect", "Xgemm,XgemmDirect", or "" for
+     * CLBlast's built-in ones; NULL when CLBlast runs no GEMM here (host
+     * provider) or for a device described by a cluster file. */
+    const char *clblast_tuning;
 } mpt_device_info_t;
 
 typedef struct mpt_device mpt_device_t;   /* one device: context, queue, programs */

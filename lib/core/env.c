@@ -39,6 +39,9 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
     [MPT_ENV_BLAS] = {"MPT_BLAS", "auto",
                       "GEMM provider of every device: auto (the host BLAS on CPU devices "
                       "whose memory is host memory, CLBlast elsewhere), clblast or host"},
+    [MPT_ENV_CLBLAST_TUNING] = {"MPT_CLBLAST_TUNING", "auto",
+                                "auto = apply the CLBlast parameters mpt-topo --tune stored for "
+                                "the device; off = CLBlast's built-in ones"},
 };
 
 size_t mpt_env_count(void)

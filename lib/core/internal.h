@@ -61,6 +61,7 @@ typedef enum {
     MPT_ENV_FAIL_DEVICE,
     MPT_ENV_POCL_CACHE_DIR,
     MPT_ENV_BLAS,
+    MPT_ENV_CLBLAST_TUNING,
     MPT_ENV__COUNT
 } mpt__env_id_t;
 

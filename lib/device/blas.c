@@ -11,6 +11,7 @@
 #include <clblast_c.h>
 
 #include "device/device.h"
+#include "device/tuning.h"
 
 int mpt__device_blas_warmup(mpt_device_t *dev)
 {
@@ -46,4 +47,12 @@ int mpt__device_blas_warmup(mpt_device_t *dev)
     }
 out:
     return status;
+}
+
+/* CLBlast keeps the parameters in a process-wide cache keyed by device, so
+ * applying them once, here at open and from the opening thread, covers
+ * every later GEMM of the process (and comes before the warm-up's). */
+int mpt__device_blas_tuning(mpt_device_t *dev)
+{
+    return mpt__tuning_apply_stored(dev);
 }

@@ -211,7 +211,8 @@ static int device_open(mpt_device_t *d)
     if (!d->queue)
         return mpt__fail_cl(err, "creating a queue on device %d (%s)", d->info.index,
                             d->info.name);
-    return mpt__gemm_choose(d);
+    MPT_TRY_RETURN(mpt__gemm_choose(d));
+    return mpt__device_blas_tuning(d);
 }
 
 /* Every device of every platform, described, in enumeration order. */

@@ -123,6 +123,10 @@ int mpt__device_kernel(mpt_device_t *dev, const char *program, const char *kerne
  * Call it for every device, from one thread, before starting workers. */
 int mpt__device_blas_warmup(mpt_device_t *dev);
 
+/* Applies the CLBlast parameters tuned for the device, if any (blas.c,
+ * device/tuning.h); called when the device is opened, before any GEMM. */
+int mpt__device_blas_tuning(mpt_device_t *dev);
+
 /* Takes an op's event (blas: from a CLBlast routine): kept for timing when
  * it is on, else released. */
 void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas);

@@ -213,8 +213,12 @@ static int cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char
     /* Quick profiles are rough: they never stand in for full ones.  The
      * GEMM provider is part of the key (and so recorded in the file): the
      * same device measures 10-20x apart under CLBlast and the host BLAS. */
-    int status = mpt__snprintf(key, key_size, "%s|gemm=%s%s", dev->identity,
+    /* So are CLBlast's tuned kernels (mpt-topo --tune): a tuned device is
+     * measured anew, and its profile names the tuned routines. */
+    const char *tuned = dev->info.clblast_tuning;
+    int status = mpt__snprintf(key, key_size, "%s|gemm=%s%s%s%s", dev->identity,
                                dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
+                               tuned && *tuned ? "|clblast_tuned=" : "", tuned ? tuned : "",
                                mpt__profile_quick() ? "|quick" : "");
     return status < 0 ? status : cache_path(key, path, path_size);
 }

@@ -551,6 +551,8 @@ int mpt_cluster_to_json(const mpt_cluster_t *c, char **text)
             json_object_set_new(o, "osdev", json_string(l->osdev));
             if (d->gemm_provider)
                 json_object_set_new(o, "gemm_provider", json_string(d->gemm_provider));
+            if (d->clblast_tuning) /* "" = CLBlast's built-in parameters */
+                json_object_set_new(o, "clblast_tuning", json_string(d->clblast_tuning));
             /* A device never profiled (mpt-topo --no-profile) has no
              * figures, not figures of zero. */
             const mpt_profile_t *p = &c->devices[i].profile;
