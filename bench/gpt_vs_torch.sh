@@ -9,7 +9,7 @@
 #        /usr/share/common-licenses, 20 steps, batch 8, 2 rounds)
 #
 # The peer is current PyTorch from PyPI in a venv (bench/peer_python.sh),
-# never Debian's python3-torch; its version and BLAS are printed beside it.
+# with MKL or OpenBLAS; its version and BLAS are printed beside it.
 # mpt's figure is the mean tokens/s of its logged steps after the first 3
 # (which include kernel compilation).
 set -eu

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Prints the path of a Python that has current PyTorch from PyPI: the speed
 # peer of the bench scripts (bench/train_vs_torch.sh, bench/gpt_vs_torch.sh).
-# Not Debian's python3-torch, which is linked to the reference BLAS here
-# (SGEMM 3-5 GFLOP/s) and would flatter mpt.
+# The wheel brings its own optimised BLAS (MKL), so the peer runs at its
+# best on these cores; check the "blas" each bench script prints.
 #
 # The venv lives in $MPT_PEER_VENV (default $XDG_CACHE_HOME/mpt/peer-venv,
 # or ~/.cache/mpt/peer-venv) and is made on first use: `pip install torch

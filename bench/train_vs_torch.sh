@@ -8,7 +8,7 @@
 #       (run from a built tree; defaults 400 steps, batch 128, 2 rounds)
 #
 # The peer is current PyTorch from PyPI in a venv (bench/peer_python.sh),
-# never Debian's python3-torch; its version and BLAS are printed beside it.
+# with MKL or OpenBLAS; its version and BLAS are printed beside it.
 # mpt's figure is the mean samples/s of its logged steps after the first 20
 # (which include kernel compilation); its device busy fraction comes from
 # OpenCL profiling events (--timing), and of it the share of the BLAS

@@ -4,7 +4,7 @@
  * again before each backward trains the same model as one device, and
  * holds less.
  *
- * Plan invariance: STEPS steps of the Fashion-MNIST MLP at batch 60 on
+ * Plan invariance: 10 steps of the Fashion-MNIST MLP at batch 60 on
  * random images (seed 7) under PP=2 with 4 micro-batches, GPipe and 1F1B,
  * recomputing on both stages or on one, and DP=2 recomputing; each step's
  * loss against one device's within 1e-5 * max(1, loss), the tolerance of
@@ -27,43 +27,8 @@
 #include "core/rng.h"
 #include "plan/plan.h"
 #include "train/trainer.h"
+#include "mlp_runs.h"
 #include "testutil.h"
-
-enum { STEPS = 10, BATCH = 60, CLASSES = 10 };
-#define LOSS_TOL 1e-5
-
-static mpt_devices_t *devs;
-static mpt_model_t *model;
-static float *X;
-static int32_t *Y;
-static size_t in;
-
-static void open_world(void)
-{
-    if (devs)
-        return;
-    ck_assert_mpt_ok(mpt_devices_open(NULL, &devs));
-    ck_assert_uint_ge(mpt_devices_count(devs), 4);
-    ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &model));
-    in = mpt_model_input_floats(model);
-    size_t n = (size_t)STEPS * BATCH;
-    X = malloc(n * in * sizeof *X);
-    Y = malloc(n * sizeof *Y);
-    ck_assert_ptr_nonnull(X);
-    ck_assert_ptr_nonnull(Y);
-    for (size_t i = 0; i < n * in; i++)
-        X[i] = (float)mpt__u01(mpt__rng_u32(7, 1, i));
-    for (size_t i = 0; i < n; i++)
-        Y[i] = (int32_t)(mpt__rng_u32(7, 2, i) % CLASSES);
-}
-
-static void config(mpt_train_config_t *c, mpt_optimizer_t opt)
-{
-    mpt_train_config_default(c);
-    mpt_train_config_use_optimizer(c, opt);
-    c->batch = BATCH;
-    c->seed = 5;
-}
 
 /* dp replicas of 2 stages cut at layer 4, m micro-batches, schedule,
  * stage s recomputing when recompute[s]; replica r stage s on device
@@ -71,14 +36,14 @@ static void config(mpt_train_config_t *c, mpt_optimizer_t opt)
 static mpt_plan_t *make_plan(size_t dp, size_t m, const char *schedule, const int *recompute)
 {
     char text[4096];
-    size_t len = 0, cuts[3] = {0, 4, model->nlayers};
+    size_t len = 0, cuts[3] = {0, 4, mlp_model->nlayers};
     len += (size_t)snprintf(text + len, sizeof text - len,
                             "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": 2, \"tp\": 1, "
                             "\"microbatches\": %zu, \"batch\": %d, \"schedule\": \"%s\", "
                             "\"optimizer_slots\": 1, \"predicted_step_s\": 0.001, "
                             "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
                             "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, m, BATCH, schedule);
+                            dp, m, MLP_BATCH, schedule);
     for (size_t r = 0; r < dp; r++) {
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
@@ -94,67 +59,26 @@ static mpt_plan_t *make_plan(size_t dp, size_t m, const char *schedule, const in
     }
     snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
     mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", model->nlayers,
-                                         mpt_devices_count(devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, model));
+    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", mlp_model->nlayers,
+                                         mpt_devices_count(mlp_devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, mlp_model));
     for (size_t s = 0; s < 2; s++)
         ck_assert_int_eq(p->replicas[0].stages[s].recompute, recompute[s]);
     return p;
 }
 
-static mpt_trainer_t *trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
-{
-    mpt_train_config_t c;
-    mpt_trainer_t *t = NULL;
-    config(&c, opt);
-    if (plan)
-        ck_assert_mpt_ok(mpt_trainer_create_planned(model, devs, plan, &c, NULL, NULL, &t));
-    else
-        ck_assert_mpt_ok(mpt_trainer_create(model, mpt_devices_get(devs, 0), &c, &t));
-    return t;
-}
-
-/* Steps [from, to) of the data; their losses into losses[from..]. */
-static void train(mpt_trainer_t *t, size_t from, size_t to, double *losses)
-{
-    for (size_t s = from; s < to; s++) {
-        mpt_step_stats_t st;
-        ck_assert_mpt_ok(mpt_trainer_step(t, X + s * BATCH * in, Y + s * BATCH, &st));
-        losses[s] = st.loss;
-    }
-}
-
-static void reference(mpt_optimizer_t opt, double *losses)
-{
-    mpt_trainer_t *t = trainer(NULL, opt);
-    train(t, 0, STEPS, losses);
-    mpt_trainer_free(t);
-}
-
-static void expect_same(const char *name, const double *ref, const double *got)
-{
-    for (size_t s = 0; s < STEPS; s++) {
-        double tol = LOSS_TOL * fmax(1.0, fabs(ref[s]));
-        if (fabs(got[s] - ref[s]) > tol)
-            ck_abort_msg("%s, step %zu: loss %.9g, one device %.9g (tolerance %.1e)", name, s,
-                         got[s], ref[s], tol);
-    }
-    printf("%s: %d steps equal one device, last loss %.7f vs %.7f\n", name, STEPS,
-           got[STEPS - 1], ref[STEPS - 1]);
-}
-
 static void expect_invariant(const char *name, size_t dp, size_t m, const char *schedule,
                              const int *recompute)
 {
-    double ref[STEPS], got[STEPS];
-    open_world();
-    reference(MPT_OPTIM_SGD, ref);
+    double ref[MLP_STEPS], got[MLP_STEPS];
+    mlp_open();
+    mlp_reference(MPT_OPTIM_SGD, ref);
     mpt_plan_t *plan = make_plan(dp, m, schedule, recompute);
-    mpt_trainer_t *t = trainer(plan, MPT_OPTIM_SGD);
-    train(t, 0, STEPS, got);
+    mpt_trainer_t *t = mlp_trainer(plan, MPT_OPTIM_SGD);
+    mlp_train(t, 0, MLP_STEPS, got);
     mpt_trainer_free(t);
     mpt_plan_free(plan);
-    expect_same(name, ref, got);
+    mlp_expect_same(name, ref, got);
 }
 
 START_TEST(recompute_pp2_gpipe)
@@ -181,10 +105,10 @@ END_TEST
 /* The peak of stage 0 (device 0) after one step. */
 static uint64_t stage0_peak(const int *recompute)
 {
-    double loss[STEPS];
+    double loss[MLP_STEPS];
     mpt_plan_t *plan = make_plan(1, 4, "gpipe", recompute);
-    mpt_trainer_t *t = trainer(plan, MPT_OPTIM_SGD);
-    train(t, 0, 1, loss);
+    mpt_trainer_t *t = mlp_trainer(plan, MPT_OPTIM_SGD);
+    mlp_train(t, 0, 1, loss);
     mpt_device_step_t d;
     ck_assert_mpt_ok(mpt_trainer_device_stats(t, 0, &d));
     ck_assert_int_eq(d.stage, 0);
@@ -196,7 +120,7 @@ static uint64_t stage0_peak(const int *recompute)
 START_TEST(recompute_holds_less)
 {
     const int none[2] = {0, 0}, first[2] = {1, 0};
-    open_world();
+    mlp_open();
     uint64_t whole = stage0_peak(none), less = stage0_peak(first);
     /* Layers 0..3: linear 784->256, relu, linear 256->128, relu; a
      * micro-batch of 15: past its input it keeps the outputs 256, 256,
@@ -226,8 +150,8 @@ int main(void)
     setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
     setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
     int failed = test_run(suite(), 0);
-    mpt_devices_free(devs);
-    mpt_model_free(model);
+    mpt_devices_free(mlp_devs);
+    mpt_model_free(mlp_model);
     free(X);
     free(Y);
     return failed;

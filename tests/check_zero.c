@@ -4,7 +4,7 @@
  * device, checkpoints across ZeRO and non-ZeRO plans, and holds only the
  * shard's optimizer state.
  *
- * Plan invariance: STEPS steps of the Fashion-MNIST MLP at batch 60 on
+ * Plan invariance: 10 steps of the Fashion-MNIST MLP at batch 60 on
  * random images (counter-based, seed 7) under ZeRO-1 with DP=2 (shares
  * 2/3, 1/3), DP=3 (1/2, 1/3, 1/6), both with SGD + momentum and DP=2 with
  * AdamW, and PP=2 x DP=2 on four devices; each step's loss against one
@@ -35,57 +35,22 @@
 #include "core/rng.h"
 #include "plan/plan.h"
 #include "train/trainer.h"
+#include "mlp_runs.h"
 #include "testutil.h"
-
-enum { STEPS = 10, BATCH = 60, CLASSES = 10 };
-#define LOSS_TOL 1e-5
-
-static mpt_devices_t *devs;
-static mpt_model_t *model;
-static float *X;
-static int32_t *Y;
-static size_t in;
-
-static void open_world(void)
-{
-    if (devs)
-        return;
-    ck_assert_mpt_ok(mpt_devices_open(NULL, &devs));
-    ck_assert_uint_ge(mpt_devices_count(devs), 4);
-    ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &model));
-    in = mpt_model_input_floats(model);
-    size_t n = (size_t)STEPS * BATCH;
-    X = malloc(n * in * sizeof *X);
-    Y = malloc(n * sizeof *Y);
-    ck_assert_ptr_nonnull(X);
-    ck_assert_ptr_nonnull(Y);
-    for (size_t i = 0; i < n * in; i++)
-        X[i] = (float)mpt__u01(mpt__rng_u32(7, 1, i));
-    for (size_t i = 0; i < n; i++)
-        Y[i] = (int32_t)(mpt__rng_u32(7, 2, i) % CLASSES);
-}
-
-static void config(mpt_train_config_t *c, mpt_optimizer_t opt)
-{
-    mpt_train_config_default(c);
-    mpt_train_config_use_optimizer(c, opt);
-    c->batch = BATCH;
-    c->seed = 5;
-}
 
 /* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
  * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
 static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
 {
     char text[4096];
-    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : model->nlayers, model->nlayers};
+    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : mlp_model->nlayers, mlp_model->nlayers};
     len += (size_t)snprintf(text + len, sizeof text - len,
                             "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
                             "\"microbatches\": 1, \"batch\": %d, \"schedule\": \"gpipe\", "
                             "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
                             "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
                             "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, BATCH, zero);
+                            dp, pp, MLP_BATCH, zero);
     for (size_t r = 0; r < dp; r++) {
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
@@ -100,66 +65,25 @@ static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zer
     }
     snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
     mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", model->nlayers,
-                                         mpt_devices_count(devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, model));
+    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", mlp_model->nlayers,
+                                         mpt_devices_count(mlp_devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, mlp_model));
     ck_assert_int_eq(p->zero, zero);
     return p;
-}
-
-static mpt_trainer_t *trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
-{
-    mpt_train_config_t c;
-    mpt_trainer_t *t = NULL;
-    config(&c, opt);
-    if (plan)
-        ck_assert_mpt_ok(mpt_trainer_create_planned(model, devs, plan, &c, NULL, NULL, &t));
-    else
-        ck_assert_mpt_ok(mpt_trainer_create(model, mpt_devices_get(devs, 0), &c, &t));
-    return t;
-}
-
-/* Steps [from, to) of the data; their losses into losses[from..]. */
-static void train(mpt_trainer_t *t, size_t from, size_t to, double *losses)
-{
-    for (size_t s = from; s < to; s++) {
-        mpt_step_stats_t st;
-        ck_assert_mpt_ok(mpt_trainer_step(t, X + s * BATCH * in, Y + s * BATCH, &st));
-        losses[s] = st.loss;
-    }
-}
-
-static void reference(mpt_optimizer_t opt, double *losses)
-{
-    mpt_trainer_t *t = trainer(NULL, opt);
-    train(t, 0, STEPS, losses);
-    mpt_trainer_free(t);
-}
-
-static void expect_same(const char *name, const double *ref, const double *got)
-{
-    for (size_t s = 0; s < STEPS; s++) {
-        double tol = LOSS_TOL * fmax(1.0, fabs(ref[s]));
-        if (fabs(got[s] - ref[s]) > tol)
-            ck_abort_msg("%s, step %zu: loss %.9g, one device %.9g (tolerance %.1e)", name, s,
-                         got[s], ref[s], tol);
-    }
-    printf("%s: %d steps equal one device, last loss %.7f vs %.7f\n", name, STEPS,
-           got[STEPS - 1], ref[STEPS - 1]);
 }
 
 static void expect_invariant(const char *name, size_t dp, size_t pp, const double *shares,
                              mpt_optimizer_t opt)
 {
-    double ref[STEPS], got[STEPS];
-    open_world();
-    reference(opt, ref);
+    double ref[MLP_STEPS], got[MLP_STEPS];
+    mlp_open();
+    mlp_reference(opt, ref);
     mpt_plan_t *plan = make_plan(dp, pp, shares, 1);
-    mpt_trainer_t *t = trainer(plan, opt);
-    train(t, 0, STEPS, got);
+    mpt_trainer_t *t = mlp_trainer(plan, opt);
+    mlp_train(t, 0, MLP_STEPS, got);
     mpt_trainer_free(t);
     mpt_plan_free(plan);
-    expect_same(name, ref, got);
+    mlp_expect_same(name, ref, got);
 }
 
 START_TEST(zero1_dp2_uneven_sgd)
@@ -194,28 +118,28 @@ END_TEST
  * device): the one-device losses of 10 steps. */
 static void expect_resume(const char *name, const mpt_plan_t *first, const mpt_plan_t *second)
 {
-    double ref[STEPS], got[STEPS];
+    double ref[MLP_STEPS], got[MLP_STEPS];
     char path[] = "/tmp/check_zero_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     close(fd);
-    reference(MPT_OPTIM_SGD, ref);
-    mpt_trainer_t *t = trainer(first, MPT_OPTIM_SGD);
-    train(t, 0, STEPS / 2, got);
+    mlp_reference(MPT_OPTIM_SGD, ref);
+    mpt_trainer_t *t = mlp_trainer(first, MPT_OPTIM_SGD);
+    mlp_train(t, 0, MLP_STEPS / 2, got);
     ck_assert_mpt_ok(mpt_trainer_save(t, path, NULL));
     mpt_trainer_free(t);
-    t = trainer(second, MPT_OPTIM_SGD);
+    t = mlp_trainer(second, MPT_OPTIM_SGD);
     ck_assert_mpt_ok(mpt_trainer_load(t, path, NULL));
-    train(t, STEPS / 2, STEPS, got);
+    mlp_train(t, MLP_STEPS / 2, MLP_STEPS, got);
     mpt_trainer_free(t);
     unlink(path);
-    expect_same(name, ref, got);
+    mlp_expect_same(name, ref, got);
 }
 
 START_TEST(checkpoint_zero_to_one_device)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
-    open_world();
+    mlp_open();
     mpt_plan_t *plan = make_plan(2, 1, shares, 1);
     expect_resume("saved under ZeRO-1 DP=2, resumed on one device", plan, NULL);
     mpt_plan_free(plan);
@@ -225,7 +149,7 @@ END_TEST
 START_TEST(checkpoint_one_device_to_zero)
 {
     const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
-    open_world();
+    mlp_open();
     mpt_plan_t *plan = make_plan(3, 1, shares, 1);
     expect_resume("saved on one device, resumed under ZeRO-1 DP=3", NULL, plan);
     mpt_plan_free(plan);
@@ -235,9 +159,9 @@ END_TEST
 /* The peak of each replica's device after one step under a plan. */
 static void peaks(const mpt_plan_t *plan, size_t dp, uint64_t *peak)
 {
-    double loss[STEPS];
-    mpt_trainer_t *t = trainer(plan, MPT_OPTIM_SGD);
-    train(t, 0, 1, loss);
+    double loss[MLP_STEPS];
+    mpt_trainer_t *t = mlp_trainer(plan, MPT_OPTIM_SGD);
+    mlp_train(t, 0, 1, loss);
     for (size_t r = 0; r < dp; r++) {
         mpt_device_step_t d;
         ck_assert_mpt_ok(mpt_trainer_device_stats(t, r, &d));
@@ -251,12 +175,12 @@ START_TEST(zero1_holds_the_shard_of_the_state)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
     uint64_t whole[2], sharded[2];
-    open_world();
+    mlp_open();
     mpt_plan_t *p0 = make_plan(2, 1, shares, 0), *p1 = make_plan(2, 1, shares, 1);
     peaks(p0, 2, whole);
     peaks(p1, 2, sharded);
     /* One segment (one stage), cut at params * 40 / 60 (data_parallel.c). */
-    size_t n = model->param_floats, cut = n * 40 / 60;
+    size_t n = mlp_model->param_floats, cut = n * 40 / 60;
     size_t shard[2] = {cut, n - cut};
     for (size_t r = 0; r < 2; r++) {
         printf("replica %zu: peak %llu bytes without ZeRO, %llu with ZeRO-1\n", r,
@@ -270,7 +194,7 @@ END_TEST
 
 START_TEST(zero2_is_refused_in_plan_json)
 {
-    open_world();
+    mlp_open();
     char text[] = "{\"mpt_plan\": 1, \"dp\": 1, \"pp\": 1, \"tp\": 1, \"microbatches\": 1, "
                   "\"batch\": 60, \"schedule\": \"gpipe\", \"optimizer_slots\": 1, \"zero\": 2, "
                   "\"predicted_step_s\": 0.001, \"breakdown\": {\"compute_s\": 0, "
@@ -279,8 +203,8 @@ START_TEST(zero2_is_refused_in_plan_json)
                   "\"bwd_s\": 0, \"devices\": [{\"device\": 0, \"fraction\": 1.0, "
                   "\"memory_bytes\": 0}]}]}], \"alternatives\": []}";
     mpt_plan_t *p = NULL;
-    ck_assert_mpt_fails(mpt__plan_from_json(text, "test plan", model->nlayers,
-                                            mpt_devices_count(devs), &p),
+    ck_assert_mpt_fails(mpt__plan_from_json(text, "test plan", mlp_model->nlayers,
+                                            mpt_devices_count(mlp_devs), &p),
                         MPT_ERR_PARSE);
     ck_assert_ptr_nonnull(strstr(mpt_last_error(), "zero"));
 }
@@ -308,8 +232,8 @@ int main(void)
     setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
     setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
     int failed = test_run(suite(), 0);
-    mpt_devices_free(devs);
-    mpt_model_free(model);
+    mpt_devices_free(mlp_devs);
+    mpt_model_free(mlp_model);
     free(X);
     free(Y);
     return failed;
