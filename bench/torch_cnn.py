@@ -15,29 +15,9 @@ that both see the same machine.  The loss is read back every step, as
 mpt-train does; mpt-train's cosine learning-rate decay is left out (one
 scalar per step: no cost either way).
 """
-import argparse
-import gzip
-import json
-import re
-import time
-
-import numpy as np
 import torch
 
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def blas():
-    """The BLAS this torch was built with (BLAS_INFO of its build
-    configuration): the figure means nothing without it."""
-    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
-    return found.group(1) if found else "unknown"
+from torch_mlp import run  # the same data, optimizer, timing and output
 
 
 def model():
@@ -50,48 +30,5 @@ def model():
         nn.Linear(128, 10))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(1)
-
-    images = load_idx(f"{args.data}/train-images-idx3-ubyte.gz").reshape(-1, 1, 28, 28)
-    labels = load_idx(f"{args.data}/train-labels-idx1-ubyte.gz").astype(np.int64)
-    x_all = torch.from_numpy((images.astype(np.float32) / 255.0 - 0.2860) / 0.3530)
-    y_all = torch.from_numpy(labels)
-
-    net = model()
-    net.train()  # dropout on, as in mpt-train's training steps
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    order = torch.randperm(len(y_all))
-    per_epoch = len(y_all) // args.batch
-
-    def step(i):
-        idx = order[(i % per_epoch) * args.batch:(i % per_epoch + 1) * args.batch]
-        x, y = x_all[idx], y_all[idx]
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss.item()  # as mpt-train, read the loss back every step
-
-    for i in range(args.warmup):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    secs = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(),
-                      "threads": args.threads, "steps": args.steps, "batch": args.batch,
-                      "samples_per_s": round(args.steps * args.batch / secs, 1)}))
-
-
 if __name__ == "__main__":
-    main()
+    run(model, (1, 28, 28), steps=40, warmup=5)

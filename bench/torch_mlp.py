@@ -35,26 +35,28 @@ def blas():
     return found.group(1) if found else "unknown"
 
 
-def main():
+def run(make_net, shape, steps, warmup):
+    """Times SGD steps of make_net() on Fashion-MNIST's training images reshaped to
+    `shape` per sample and prints the JSON line; the classifier peers
+    (torch_mlp.py, torch_cnn.py) differ only in the model."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
 
-    images = load_idx(f"{args.data}/train-images-idx3-ubyte.gz").reshape(-1, 784)
+    images = load_idx(f"{args.data}/train-images-idx3-ubyte.gz").reshape(-1, *shape)
     labels = load_idx(f"{args.data}/train-labels-idx1-ubyte.gz").astype(np.int64)
     x_all = torch.from_numpy((images.astype(np.float32) / 255.0 - 0.2860) / 0.3530)
     y_all = torch.from_numpy(labels)
 
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    net = make_net()
+    net.train()  # dropout on, as in mpt-train's training steps
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     order = torch.randperm(len(y_all))
     per_epoch = len(y_all) // args.batch
@@ -63,7 +65,7 @@ def main():
         idx = order[(i % per_epoch) * args.batch:(i % per_epoch + 1) * args.batch]
         x, y = x_all[idx], y_all[idx]
         opt.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
         return loss.item()  # as mpt-train, read the loss back every step
@@ -74,10 +76,17 @@ def main():
     for i in range(args.steps):
         step(args.warmup + i)
     secs = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(), "threads": args.threads,
-                      "steps": args.steps, "batch": args.batch,
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(),
+                      "threads": args.threads, "steps": args.steps, "batch": args.batch,
                       "samples_per_s": round(args.steps * args.batch / secs, 1)}))
 
 
+def model():
+    """models/mlp-fashion.json, layer for layer."""
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Linear(128, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
 if __name__ == "__main__":
-    main()
+    run(model, (784,), steps=400, warmup=20)
