@@ -150,9 +150,6 @@ int main(void)
     setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
     setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
     int failed = test_run(suite(), 0);
-    mpt_devices_free(mlp_devs);
-    mpt_model_free(mlp_model);
-    free(X);
-    free(Y);
+    mlp_close();
     return failed;
 }

@@ -34,6 +34,15 @@ void mlp_open(void)
         Y[i] = (int32_t)(mpt__rng_u32(7, 2, i) % MLP_CLASSES);
 }
 
+void mlp_close(void)
+{
+    mpt_devices_free(mlp_devs);
+    mpt_model_free(mlp_model);
+    free(X);
+    free(Y);
+    mlp_devs = NULL, mlp_model = NULL, X = NULL, Y = NULL;
+}
+
 void mlp_config(mpt_train_config_t *c, mpt_optimizer_t opt)
 {
     mpt_train_config_default(c);

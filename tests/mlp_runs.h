@@ -21,6 +21,8 @@ extern mpt_model_t *mlp_model;
 
 /* Opens the devices, the model and the data once per process. */
 void mlp_open(void);
+/* Frees what mlp_open opened. */
+void mlp_close(void);
 /* The configuration every run shares: the optimizer's defaults, seed 5. */
 void mlp_config(mpt_train_config_t *c, mpt_optimizer_t opt);
 /* A trainer under plan, or on device 0 alone when plan is NULL. */

@@ -82,6 +82,12 @@ int mpt__snprintf(char *buf, size_t size, const char *fmt, ...) MPT__PRINTF(3, 4
 int mpt__json_load_file(const char *path, json_t **out);
 /* Writes JSON to `path` atomically: temporary file, flush, fsync, rename. */
 int mpt__json_save_file(const char *path, const json_t *value);
+/* The first key of object `want` whose value differs in `got` (or is
+ * missing there), with both values as compact JSON ("(none)" when missing;
+ * the caller frees both).  0 when every key of want matches, 1 otherwise;
+ * for messages that name the setting that differs. */
+int mpt__json_first_difference(const json_t *want, const json_t *got, const char **key,
+                               char **want_text, char **got_text);
 /* Creates a directory and its parents (mkdir -p). */
 int mpt__mkdir_p(const char *path);
 

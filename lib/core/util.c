@@ -108,3 +108,21 @@ int mpt__json_save_file(const char *path, const json_t *value)
     }
     return MPT_OK;
 }
+
+int mpt__json_first_difference(const json_t *want, const json_t *got, const char **key,
+                               char **want_text, char **got_text)
+{
+    const char *k;
+    json_t *v;
+    *key = NULL, *want_text = NULL, *got_text = NULL;
+    json_object_foreach((json_t *)want, k, v) {
+        json_t *w = json_object_get(got, k);
+        if (w && json_equal(v, w))
+            continue;
+        *key = k;
+        *want_text = json_dumps(v, JSON_ENCODE_ANY);
+        *got_text = w ? json_dumps(w, JSON_ENCODE_ANY) : mpt__strdup("(none)");
+        return 1;
+    }
+    return 0;
+}

@@ -275,19 +275,14 @@ static int check_compatible(const mpt_trainer_t *t, const mpt__st_file_t *f, con
     } else if (!json_equal(a, b)) {
         /* Name the first setting that differs, with both values. */
         const char *key;
-        json_t *v;
-        json_object_foreach(b, key, v) {
-            json_t *w = json_object_get(a, key);
-            if (w && json_equal(v, w))
-                continue;
-            char *was = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL, *now = json_dumps(v, JSON_ENCODE_ANY);
-            status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with %s %s, this run has "
-                               "%s; resume with the same settings", path, key,
-                               was ? was : "(none)", now ? now : "?");
-            free(was);
-            free(now);
-            break;
-        }
+        char *now = NULL, *was = NULL;
+        if (!mpt__json_first_difference(b, a, &key, &now, &was)) /* a key this run lacks */
+            mpt__json_first_difference(a, b, &key, &was, &now);
+        status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: written with %s %s, this run has "
+                           "%s; resume with the same settings", path, key, was ? was : "?",
+                           now ? now : "?");
+        free(was);
+        free(now);
     }
     json_decref(a);
     json_decref(b);

@@ -267,19 +267,13 @@ static void describe_difference(const char *what, int r, const char *mine, const
 {
     json_t *a = json_loads(mine, 0, NULL), *b = json_loads(theirs, 0, NULL);
     const char *key;
-    json_t *v;
-    snprintf(why, size, "rank %d's %s differs from rank 0's", r, what);
-    if (json_is_object(a) && json_is_object(b))
-        json_object_foreach(a, key, v) {
-            json_t *w = json_object_get(b, key);
-            if (w && json_equal(v, w))
-                continue;
-            char *x = json_dumps(v, JSON_ENCODE_ANY), *y = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL;
-            snprintf(why, size, "rank %d's %s differs from rank 0's: %s %s there, %s here", r,
-                     what, key, y ? y : "(none)", x ? x : "?");
-            free(x), free(y);
-            break;
-        }
+    char *x = NULL, *y = NULL;
+    if (json_is_object(a) && json_is_object(b) && mpt__json_first_difference(a, b, &key, &x, &y))
+        snprintf(why, size, "rank %d's %s differs from rank 0's: %s %s there, %s here", r, what,
+                 key, y ? y : "?", x ? x : "?");
+    else
+        snprintf(why, size, "rank %d's %s differs from rank 0's", r, what);
+    free(x), free(y);
     json_decref(a);
     json_decref(b);
 }
