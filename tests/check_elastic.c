@@ -20,7 +20,18 @@
  *   - both devices lost in one step: the recovery finds the survivor lost
  *     too while rebuilding, no device is left, and the run ends with the
  *     snapshot written to the checkpoint (it loads at the snapshot's step)
- *     and an error that says so.
+ *     and an error that says so;
+ *   - the device holding replica 0 (evaluations run there) lost in the
+ *     evaluation after step FAIL_AT (eval_every 3), or hung in the final
+ *     evaluation: the run goes back to the snapshot, trains again and
+ *     evaluates again; the hang is given up past the evaluation's deadline,
+ *     the step's scaled by the evaluation set's size in batches (2 here).
+ *
+ * The metrics file of a recovered run holds every step once, in order, and
+ * one recovered line right after the line of the step the run went back
+ * to (the replay's lines replace those written before the failure); each
+ * evaluation once too, and the evaluations redone on the survivor equal
+ * the reference's within the same tolerance as the losses.
  *
  * Reference: an uninterrupted run that trains the same plan to the
  * snapshot's step and then moves to the one-device plan of the survivor
@@ -41,12 +52,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "core/rng.h"
 #include "plan/plan.h"
 #include "testutil.h"
 
-enum { COUNT = 256, IN = 6, CLASSES = 3, BATCH = 16, SEED = 5, TOTAL = 14, EVERY = 4,
-       FAIL_AT = 6 };
+/* EVAL_COUNT: two batches, so an evaluation's deadline is twice a step's. */
+enum { COUNT = 256, EVAL_COUNT = 32, IN = 6, CLASSES = 3, BATCH = 16, SEED = 5, TOTAL = 14,
+       EVERY = 4, FAIL_AT = 6, EVAL_EVERY = 3 };
 
 static const char *mlp =
     "{\"name\": \"elastic\", \"input\": [6], \"layers\": [{\"kind\": \"linear\", \"units\": 16}, "
@@ -118,7 +132,7 @@ static mpt_data_t *new_data(const world *w)
     for (int i = 0; i < COUNT; i++)
         ys[i] = (xs[i * IN] > 0.3f) + (xs[i * IN] > -0.3f);
     ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, &train));
-    ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, &eval));
+    ck_assert_mpt_ok(mpt_dataset_from_memory(EVAL_COUNT, IN, CLASSES, xs, ys, &eval));
     ck_assert_mpt_ok(mpt_data_from_datasets(train, eval, w->m, BATCH, SEED, &d));
     return d;
 }
@@ -128,6 +142,7 @@ typedef struct {
     double loss[TOTAL + 1]; /* per step, the last time it was trained */
     const char *env, *spec; /* the injection, set after step fail_at */
     uint64_t fail_at;
+    uint64_t eval_every;    /* mpt_fit_options_t.eval_every */
     int armed, recoveries;
     uint64_t step[4], replayed[4];
     int device[4];
@@ -166,15 +181,18 @@ static void options(mpt_fit_options_t *o, run *s)
     o->steps = TOTAL;
     o->rebalance_after = 0; /* only the failure moves the plan */
     o->snapshot_every = EVERY;
+    o->eval_every = s->eval_every;
     o->on_step = on_step, o->on_recover = on_recover, o->ctx = s;
 }
 
 /* The uninterrupted reference: the two-device plan to step switch_at, then
- * the one-device plan of `survivor`. */
-static void reference(int survivor, uint64_t switch_at, double *loss)
+ * the one-device plan of `survivor`, evaluating every eval_every steps;
+ * the second part's metrics go to `metrics` (NULL: none). */
+static void reference(int survivor, uint64_t switch_at, uint64_t eval_every,
+                      const char *metrics, double *loss)
 {
     world w;
-    run s = {0};
+    run s = {.eval_every = eval_every};
     mpt_fit_options_t o;
     open_world(&w);
     mpt_trainer_t *t = new_trainer(&w, 0);
@@ -186,6 +204,7 @@ static void reference(int survivor, uint64_t switch_at, double *loss)
     ck_assert_mpt_ok(mpt_trainer_fit(t, d, &o));
     ck_assert_mpt_ok(mpt_trainer_replan(t, one));
     o.steps = TOTAL;
+    o.metrics = metrics;
     ck_assert_mpt_ok(mpt_trainer_fit(t, d, &o));
     ck_assert_uint_eq(mpt_trainer_steps(t), TOTAL);
     memcpy(loss, s.loss, sizeof s.loss);
@@ -207,6 +226,72 @@ static void assert_losses(const run *s, const double *ref)
     for (int i = 1; i <= TOTAL; i++)
         ck_assert_msg(fabs(s->loss[i] - ref[i]) <= 1e-5 * fmax(1.0, fabs(ref[i])),
                       "step %d: loss %.9g, the reference's %.9g", i, s->loss[i], ref[i]);
+}
+
+/* A metrics file, line by line: the steps of the step lines and the
+ * evaluations in their order, and where the recovered lines stand. */
+typedef struct {
+    int nsteps, nevals, nrecovered;
+    uint64_t steps[2 * TOTAL], evals[2 * TOTAL], recovered[4];
+    double eval_loss[2 * TOTAL];
+    int recovered_after[4]; /* the number of step lines before it */
+} metrics_log;
+
+static void read_metrics(const char *path, metrics_log *log)
+{
+    char line[8192];
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    memset(log, 0, sizeof *log);
+    while (fgets(line, sizeof line, f)) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        ck_assert_msg(j != NULL, "%s: not JSON (%s): %s", path, err.text, line);
+        uint64_t step = (uint64_t)json_integer_value(json_object_get(j, "step"));
+        json_t *eval = json_object_get(j, "test_loss");
+        if (json_object_get(j, "recovered")) {
+            ck_assert_int_lt(log->nrecovered, 4);
+            log->recovered_after[log->nrecovered] = log->nsteps;
+            log->recovered[log->nrecovered++] = step;
+        } else if (json_object_get(j, "lr")) {
+            ck_assert_int_lt(log->nsteps, 2 * TOTAL);
+            log->steps[log->nsteps++] = step;
+        } else if (eval) {
+            ck_assert_int_lt(log->nevals, 2 * TOTAL);
+            log->eval_loss[log->nevals] = json_real_value(eval);
+            log->evals[log->nevals++] = step;
+        }
+        json_decref(j);
+    }
+    fclose(f);
+}
+
+/* Every step once, in order, and one recovered line, right after the
+ * line of the step `back` the run went back to. */
+static void assert_steps_once(const metrics_log *log, uint64_t back)
+{
+    ck_assert_int_eq(log->nsteps, TOTAL);
+    for (int i = 0; i < TOTAL; i++)
+        ck_assert_msg(log->steps[i] == (uint64_t)i + 1, "line %d of the steps is step %llu", i,
+                      (unsigned long long)log->steps[i]);
+    ck_assert_int_eq(log->nrecovered, 1);
+    ck_assert_uint_eq(log->recovered[0], back);
+    ck_assert_int_eq(log->recovered_after[0], (int)back);
+}
+
+/* The device that holds replica 0 of the two-device plan (checkpoints
+ * read it, evaluations run on it). */
+static int replica0_device(void)
+{
+    world w;
+    mpt_device_step_t first;
+    open_world(&w);
+    mpt_trainer_t *t = new_trainer(&w, 0);
+    ck_assert_mpt_ok(mpt_trainer_device_stats(t, 0, &first));
+    ck_assert_int_eq(first.replica, 0);
+    mpt_trainer_free(t);
+    close_world(&w);
+    return first.device;
 }
 
 /* A fitted run of the elastic trainer with the injection; the status. */
@@ -272,8 +357,13 @@ START_TEST(lost_device_is_dropped)
     ck_assert_msg(s.lost[0] > 0, "seconds lost %g", s.lost[0]);
     ck_assert_int_eq(count_lines(metrics, "\"recovered\": {\"device\": 1, \"reason\": \"lost\""),
                      1);
+    metrics_log log;
+    read_metrics(metrics, &log);
+    assert_steps_once(&log, EVERY); /* the replayed steps' first lines are gone */
+    ck_assert_int_eq(log.nevals, 1); /* the final evaluation */
+    ck_assert_uint_eq(log.evals[0], TOTAL);
     double ref[TOTAL + 1];
-    reference(0, EVERY, ref);
+    reference(0, EVERY, 0, NULL, ref);
     assert_losses(&s, ref);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     ck_assert_int_eq(system(cmd), 0);
@@ -300,7 +390,7 @@ START_TEST(error_twice_is_not_reused)
                       strstr(warnings, "recovered: device 1 dropped (error)"),
                   "warnings:\n%s", warnings);
     double ref[TOTAL + 1];
-    reference(0, EVERY, ref);
+    reference(0, EVERY, 0, NULL, ref);
     assert_losses(&s, ref);
 }
 END_TEST
@@ -316,7 +406,7 @@ START_TEST(hang_is_given_up)
     ck_assert_msg(s.lost[0] >= deadline, "seconds lost %g, under the %g s deadline", s.lost[0],
                   deadline);
     double ref[TOTAL + 1];
-    reference(0, EVERY, ref);
+    reference(0, EVERY, 0, NULL, ref);
     assert_losses(&s, ref);
 }
 END_TEST
@@ -327,30 +417,24 @@ START_TEST(failure_while_checkpointing)
     ck_assert_ptr_nonnull(mkdtemp(tmp));
     snprintf(ckpt, sizeof ckpt, "%s/c.safetensors", tmp);
     /* The checkpoint reads replica 0's stages: lose that device. */
-    world w;
-    open_world(&w);
-    mpt_trainer_t *t = new_trainer(&w, 0);
-    mpt_device_step_t first;
-    ck_assert_mpt_ok(mpt_trainer_device_stats(t, 0, &first));
-    ck_assert_int_eq(first.replica, 0);
-    mpt_trainer_free(t);
-    close_world(&w);
-    snprintf(spec, sizeof spec, "%d:0:lost", first.device);
+    int first = replica0_device();
+    snprintf(spec, sizeof spec, "%d:0:lost", first);
     run s = {.env = "MPT_FAIL_DEVICE", .spec = spec, .fail_at = FAIL_AT};
     ck_assert_mpt_ok(elastic_run(&s, 0, ckpt, NULL, FAIL_AT));
     ck_assert_int_eq(s.recoveries, 1);
-    ck_assert_int_eq(s.device[0], first.device);
+    ck_assert_int_eq(s.device[0], first);
     ck_assert_uint_eq(s.step[0], EVERY);
     /* The final checkpoint is whole and at the last step. */
+    world w;
     open_world(&w);
-    t = new_trainer(&w, 0);
+    mpt_trainer_t *t = new_trainer(&w, 0);
     mpt_data_position_t pos;
     ck_assert_mpt_ok(mpt_trainer_load(t, ckpt, &pos));
     ck_assert_uint_eq(mpt_trainer_steps(t), TOTAL);
     mpt_trainer_free(t);
     close_world(&w);
     double ref[TOTAL + 1];
-    reference(1 - first.device, EVERY, ref);
+    reference(1 - first, EVERY, 0, NULL, ref);
     assert_losses(&s, ref);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     ck_assert_int_eq(system(cmd), 0);
@@ -383,6 +467,79 @@ START_TEST(no_survivor_ends_with_checkpoint)
 }
 END_TEST
 
+/* A run whose evaluation after step fail_at finds the device of replica 0
+ * failing (kind "lost" or "hang", deadline_s for the steps): it recovers
+ * from the snapshot of step `back`, evaluates again on the survivor, and
+ * its losses, metrics and evaluations are the reference's. */
+static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back,
+                               double deadline_s)
+{
+    char tmp[] = "/tmp/mpt-elastic-XXXXXX", metrics[128], refm[128], cmd[160], spec[32],
+         failed[80];
+    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", tmp);
+    snprintf(refm, sizeof refm, "%s/ref.jsonl", tmp);
+    int first = replica0_device();
+    snprintf(spec, sizeof spec, "%d:0:%s", first, kind);
+    run s = {.env = "MPT_FAIL_DEVICE", .spec = spec, .fail_at = fail_at,
+             .eval_every = EVAL_EVERY};
+    warnings[0] = '\0';
+    mpt_set_log_callback(on_log, MPT_LOG_WARN, NULL);
+    int status = elastic_run(&s, deadline_s, NULL, metrics, 0);
+    mpt_set_log_callback(NULL, MPT_LOG_WARN, NULL);
+    ck_assert_mpt_ok(status);
+    ck_assert_int_eq(s.recoveries, 1);
+    ck_assert_int_eq(s.device[0], first);
+    ck_assert_str_eq(s.reason[0], kind);
+    ck_assert_uint_eq(s.step[0], back);
+    ck_assert_uint_eq(s.replayed[0], fail_at - back);
+    snprintf(failed, sizeof failed, "the evaluation after step %llu failed",
+             (unsigned long long)fail_at);
+    ck_assert_msg(strstr(warnings, failed), "warnings:\n%s", warnings);
+    if (deadline_s > 0) /* the evaluation's deadline: the step's, scaled by its 2 batches */
+        ck_assert_msg(s.lost[0] >= 2 * deadline_s, "seconds lost %g, under the %g s deadline",
+                      s.lost[0], 2 * deadline_s);
+    double ref[TOTAL + 1];
+    reference(1 - first, back, EVAL_EVERY, refm, ref);
+    assert_losses(&s, ref);
+    metrics_log log, rlog;
+    read_metrics(metrics, &log);
+    read_metrics(refm, &rlog); /* the reference's steps after `back` */
+    assert_steps_once(&log, back);
+    /* Every evaluation once (3, 6, 9, 12 and the final one), the failed
+     * one included; those on the survivor equal the reference's. */
+    ck_assert_int_eq(log.nevals, TOTAL / EVAL_EVERY + 1);
+    int matched = 0;
+    for (int i = 0; i < log.nevals; i++) {
+        ck_assert_uint_eq(log.evals[i], i + 1 < log.nevals ? (uint64_t)(i + 1) * EVAL_EVERY
+                                                           : (uint64_t)TOTAL);
+        for (int k = 0; k < rlog.nevals; k++)
+            if (rlog.evals[k] == log.evals[i] && log.evals[i] > back) {
+                double a = log.eval_loss[i], b = rlog.eval_loss[k];
+                ck_assert_msg(fabs(a - b) <= 1e-5 * fmax(1.0, fabs(b)),
+                              "evaluation at step %llu: %.9g, the reference's %.9g",
+                              (unsigned long long)log.evals[i], a, b);
+                matched++;
+            }
+    }
+    ck_assert_int_ge(matched, 1); /* the redone one at least */
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(lost_in_evaluation)
+{
+    evaluation_failure("lost", FAIL_AT, EVERY, 0);
+}
+END_TEST
+
+START_TEST(hang_in_final_evaluation)
+{
+    /* The evaluations at steps 3 to 12 ran: the final one is timed. */
+    evaluation_failure("hang", TOTAL, TOTAL - TOTAL % EVERY, 3.0);
+}
+END_TEST
+
 int main(void)
 {
     setenv("MPT_PROFILE_QUICK", "1", 0);
@@ -394,6 +551,8 @@ int main(void)
     tcase_add_test(tc, hang_is_given_up);
     tcase_add_test(tc, failure_while_checkpointing);
     tcase_add_test(tc, no_survivor_ends_with_checkpoint);
+    tcase_add_test(tc, lost_in_evaluation);
+    tcase_add_test(tc, hang_in_final_evaluation);
     suite_add_tcase(s, tc);
     return test_run(s, 0);
 }

@@ -151,11 +151,12 @@ struct mpt__engine {
     const mpt_topology_t *topo;
     const mpt_cluster_t *cluster;
     int failed;
-    /* health (workers.c): the deadline of a local worker's job once the first
-     * training step is done (kernel builds are not hangs), and what made
-     * the engine fail: the plan device id, or -1 when no device is to blame */
+    /* health (workers.c): the deadline of a local worker's training step
+     * (an evaluation's scales with its set) once the engine finished a job
+     * of the kind (kernel builds are not hangs), and what made the engine
+     * fail: the plan device id, or -1 when no device is to blame */
     double job_deadline_s;
-    int trained_once;
+    int trained_once, evaluated_once;
     int failed_device;
     const char *failed_reason; /* "hang", "lost" or "error" */
     /* the current job */

@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -92,26 +93,43 @@ static void deadline_in(struct timespec *until, double seconds)
     until->tv_nsec = (long)((end - (double)until->tv_sec) * 1e9);
 }
 
-/* Waits for every local worker of the job; for a training step after the
- * first, for at most the deadline before the watchdog steps in. */
+/* The deadline of the current job, 0 for none.  A training step's is the
+ * engine's; an evaluation (or logits) job runs its whole set through
+ * replica 0, a forward per chunk, so its deadline is the step's scaled by
+ * the set's size in batches (a batch's forward is about a third of a
+ * step's work: the margin) and a long set is not taken for a hang.  Only
+ * after the engine finished one job of the kind (kernel builds are not
+ * hangs), and in one process only: across ranks the transport's own
+ * deadline names the rank that stopped answering. */
+static double job_deadline(const mpt__engine_t *e)
+{
+    int once = e->kind == JOB_TRAIN ? e->trained_once : e->evaluated_once;
+    if (e->nranks != 1 || !once || e->job_deadline_s <= 0)
+        return 0;
+    if (e->kind == JOB_TRAIN)
+        return e->job_deadline_s;
+    double batches = ceil((double)e->count / (double)(e->batch ? e->batch : 1));
+    return e->job_deadline_s * (batches > 1 ? batches : 1);
+}
+
+/* Waits for every local worker of the job, for at most its deadline
+ * (job_deadline) before the watchdog steps in. */
 static void wait_job(mpt__engine_t *e)
 {
-    /* Training steps only: an evaluation's job covers the whole set, and
-     * its length is not a step's.  In one process only: across ranks the
-     * transport's own deadline names the rank that stopped answering. */
-    int phase = e->kind == JOB_TRAIN && e->nranks == 1 && e->trained_once &&
-                e->job_deadline_s > 0 ? 1 : 0;
+    double deadline = job_deadline(e);
+    int phase = deadline > 0;
     /* phase 1: to the deadline, 2: the grace after the abort, 0: untimed */
     struct timespec until;
     if (phase)
-        deadline_in(&until, e->job_deadline_s);
+        deadline_in(&until, deadline);
     while (e->finished < e->nlocal) {
         if (!phase) {
             pthread_cond_wait(&e->done, &e->lock);
         } else if (pthread_cond_timedwait(&e->done, &e->lock, &until) == ETIMEDOUT) {
             if (phase == 1) {
                 char why[160];
-                snprintf(why, sizeof why, "a job passed the %.1f s deadline", e->job_deadline_s);
+                snprintf(why, sizeof why, "a%s job passed the %.1f s deadline",
+                         e->kind == JOB_TRAIN ? " training" : "n evaluation", deadline);
                 mpt__transport_abort(e->t, MPT_ERR_DEVICE_LOST, why);
                 deadline_in(&until, HANG_GRACE_S);
                 phase = 2;
@@ -170,6 +188,8 @@ int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
     if (!first) {
         if (kind == JOB_TRAIN)
             e->trained_once = 1;
+        else
+            e->evaluated_once = 1;
         return e->nranks > 1 ? mpt__eng_exchange_results(e) : MPT_OK;
     }
     e->failed = 1;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "trace/metrics.h"
 
 struct mpt_metrics {
     FILE *f;
@@ -21,7 +22,7 @@ struct mpt_metrics {
 };
 
 /* Keeps the lines of steps up to `step` (temporary file, rename): the
- * resumed run logs the later ones again.  Lines of any length (getline);
+ * resumed (or recovered) run logs the later ones again.  Lines of any length (getline);
  * a last line without its newline is what a killed writer left half
  * written, and goes too. */
 static int drop_after(const char *path, uint64_t step)
@@ -80,6 +81,21 @@ int mpt_metrics_open(const char *path, int resume, uint64_t resume_step, mpt_met
         return status;
     }
     *out = m;
+    return MPT_OK;
+}
+
+int mpt__metrics_drop_after(mpt_metrics_t *m, uint64_t step)
+{
+    if (fflush(m->f) != 0)
+        return mpt__fail(MPT_ERR_IO, "writing metrics file %s: %s", m->path, strerror(errno));
+    MPT_TRY_RETURN(drop_after(m->path, step));
+    /* The rename left m->f on the old file: append to the new one. */
+    FILE *f = fopen(m->path, "a");
+    if (!f)
+        return mpt__fail(MPT_ERR_IO, "cannot write metrics file %s: %s", m->path,
+                         strerror(errno));
+    fclose(m->f);
+    m->f = f;
     return MPT_OK;
 }
 

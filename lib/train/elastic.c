@@ -1,14 +1,16 @@
 /*
  * train/elastic.c: a device failure costs seconds, not the run.  The
  * training loop (fit.c) takes a host snapshot of the whole model's state
- * every few steps; when a step fails because of a device of this process
- * (the engine names it: engine/workers.c), the device is dropped, the same
+ * every few steps; when a step, or the checkpoint or evaluation after it,
+ * fails because of a device of this process (the engine names it:
+ * engine/workers.c), the device is dropped, the same
  * planner plans again on the survivors of the same (calibrated) cluster,
  * the engine is rebuilt with the snapshot's state (rebalance.c's
  * mpt__trainer_rebuild, the path of every move between plans) and the
- * loop goes back to the snapshot's step and batch.  Plan invariance makes
- * the rest of the run the one an uninterrupted run would train on the new
- * plan from that step.
+ * loop goes back to the snapshot's step and batch (and trains again to the
+ * checkpoint or evaluation that failed).  Plan invariance makes the rest
+ * of the run the one an uninterrupted run would train on the new plan
+ * from that step.
  *
  * Device health: a device that is lost or hung is dropped at once; one
  * whose failure was a plain OpenCL or BLAS error gets one more chance (a
@@ -162,8 +164,13 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
     double t0 = mpt__now();
     uint64_t failed_step = mpt__engine_step(t->eng);
     snprintf(first, sizeof first, "%s", mpt_last_error());
-    mpt__log(MPT_LOG_WARN, "step %llu failed: %s; recovering from the snapshot of step %llu",
-             (unsigned long long)failed_step + 1, first, (unsigned long long)t->snap.step);
+    if (el->after_step) /* the step counted: it is trained again */
+        mpt__log(MPT_LOG_WARN, "the %s after step %llu failed: %s; recovering from the "
+                 "snapshot of step %llu", el->after_step, (unsigned long long)failed_step,
+                 first, (unsigned long long)t->snap.step);
+    else
+        mpt__log(MPT_LOG_WARN, "step %llu failed: %s; recovering from the snapshot of step %llu",
+                 (unsigned long long)failed_step + 1, first, (unsigned long long)t->snap.step);
     out->device = device, out->reason = reason;
     count_failure(t, device, reason);
     for (;;) {

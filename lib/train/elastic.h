@@ -18,7 +18,10 @@ typedef struct {
     uint64_t steps;             /* and their number */
     double snapshot_s_total;    /* every snapshot's copy time, for the log */
     uint64_t snapshots;
-    double failed_at;           /* mpt__now() when the failing step started */
+    double failed_at;           /* mpt__now() when the failing step started, or ended
+                                 * for what follows it */
+    const char *after_step;     /* NULL: a training step failed; else what failed after
+                                 * it ("checkpoint", "evaluation") */
 } mpt__elastic_t;
 
 /* What a recovery did (metrics, on_recover). */
@@ -42,7 +45,8 @@ int mpt__elastic_due(const mpt__elastic_t *el, uint64_t step);
 int mpt__elastic_snapshot(mpt__elastic_t *el, mpt_trainer_t *t, const mpt_data_position_t *next);
 /* A step of wall time `seconds` finished. */
 void mpt__elastic_step_done(mpt__elastic_t *el, double seconds);
-/* After a failed step (its status): when a device of this process caused
+/* After a failed step, or a failed checkpoint or evaluation after it
+ * (el->after_step; its status): when a device of this process caused
  * it and the run is elastic, drops the device (or, after a first plain
  * OpenCL error, keeps it once more), plans on the survivors, rebuilds the
  * engine from the snapshot and returns MPT_OK with the trainer at

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "trace/metrics.h"
 #include "train/elastic.h"
 #include "train/trainer.h"
 
@@ -162,11 +163,13 @@ static int fit_rebalance(fit_run *r, uint64_t step)
     return MPT_OK;
 }
 
-/* A failed step or checkpoint (status): recovered from the snapshot when
- * the run is elastic and a device is to blame (elastic.c), the event in
- * the metrics and the data back at the snapshot's batch; *step is then the
- * step the loop trains next.  Otherwise the failure, with the snapshot
- * written to the checkpoint when no engine is left. */
+/* A failed step, checkpoint or evaluation (status): recovered from the
+ * snapshot when the run is elastic and a device is to blame (elastic.c),
+ * the metrics cut back to the snapshot's step (the replay logs the later
+ * steps again) and the event recorded, the data back at the snapshot's
+ * batch; *step is then the step the loop trains next.  Otherwise the
+ * failure, with the snapshot written to the checkpoint when no engine is
+ * left. */
 static int fit_recover(fit_run *r, int status, uint64_t *step)
 {
     const mpt_fit_options_t *o = r->o;
@@ -189,9 +192,11 @@ static int fit_recover(fit_run *r, int status, uint64_t *step)
     MPT_TRY_RETURN(fit_size_devices(r));
     r->loss_sum = r->snap_loss_sum, r->steps = r->snap_steps;
     *step = r->t->snap.step;
-    if (r->metrics)
+    if (r->metrics) {
+        MPT_TRY_RETURN(mpt__metrics_drop_after(r->metrics, *step));
         MPT_TRY_RETURN(mpt_metrics_recovered(r->metrics, *step, rec.device, rec.reason,
                                              rec.plan, rec.replayed, rec.seconds_lost));
+    }
     if (o->on_recover)
         o->on_recover(o->ctx, *step, rec.device, rec.reason, rec.plan, rec.replayed,
                       rec.seconds_lost);
@@ -216,14 +221,16 @@ static int fit_loop(fit_run *r, uint64_t total)
             MPT_TRY_RETURN(mpt__elastic_snapshot(&r->el, r->t, &at));
             r->snap_loss_sum = r->loss_sum, r->snap_steps = r->steps;
         }
-        r->el.failed_at = mpt__now();
+        r->el.failed_at = mpt__now(), r->el.after_step = NULL;
         int failed = mpt_trainer_step(r->t, x, y, &st);
         if (failed < 0) {
             MPT_TRY_RETURN(fit_recover(r, failed, &step));
             step--; /* the loop's increment brings it back */
             continue;
         }
-        mpt__elastic_step_done(&r->el, mpt__now() - r->el.failed_at);
+        double done = mpt__now();
+        mpt__elastic_step_done(&r->el, done - r->el.failed_at);
+        r->el.failed_at = done; /* what fails after the step is lost from here */
         if (!isfinite(st.loss) || (r->t->cfg.clip_norm > 0 && !isfinite(st.grad_norm)))
             return mpt__fail(MPT_ERR_DIVERGED,
                              "step %llu: the %s is %g: training diverged (a lower learning "
@@ -246,20 +253,28 @@ static int fit_loop(fit_run *r, uint64_t total)
         int epoch_end = at.batch_index + 1 == per_epoch;
         mpt_data_position_t next = {epoch_end ? at.epoch + 1 : at.epoch,
                                     epoch_end ? 0 : at.batch_index + 1};
+        /* A device failing in a checkpoint (the previous one is intact:
+         * atomic writes) or an evaluation is recovered like one failing in
+         * a step: the replay comes back here and does it again. */
         int saved = o->checkpoint && o->checkpoint_every && st.step % o->checkpoint_every == 0;
         if (saved) {
-            int failed_save = mpt_trainer_save(r->t, o->checkpoint, &next);
-            if (failed_save < 0) { /* the previous checkpoint is intact (atomic writes) */
-                MPT_TRY_RETURN(fit_recover(r, failed_save, &step));
-                step--;
-                continue;
-            }
+            r->el.after_step = "checkpoint";
+            failed = mpt_trainer_save(r->t, o->checkpoint, &next);
         }
-        if (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))
-            MPT_TRY_RETURN(fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end,
-                                        first_step));
-        if (last && o->checkpoint && !saved)
-            MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
+        if (failed == MPT_OK &&
+            (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))) {
+            r->el.after_step = "evaluation";
+            failed = fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end, first_step);
+        }
+        if (failed == MPT_OK && last && o->checkpoint && !saved) {
+            r->el.after_step = "checkpoint";
+            failed = mpt_trainer_save(r->t, o->checkpoint, &next);
+        }
+        if (failed < 0) {
+            MPT_TRY_RETURN(fit_recover(r, failed, &step));
+            step--;
+            continue;
+        }
         if (o->cluster && o->replan && o->rebalance_after && !last) {
             /* The first half of the warm-up compiles kernels and fills
              * caches: calibrate on the second half only. */
