@@ -21,6 +21,10 @@
  *     too while rebuilding, no device is left, and the run ends with the
  *     snapshot written to the checkpoint (it loads at the snapshot's step)
  *     and an error that says so;
+ *   - a model that fits two devices only (tensor-parallel under a 12 MiB
+ *     cap of each in the cluster the planner reads) loses one: no plan
+ *     fits the survivor, and the run ends with the snapshot written to
+ *     the checkpoint and an error naming the shortfall;
  *   - the device holding replica 0 (evaluations run there) lost in the
  *     evaluation after step FAIL_AT (eval_every 3), or hung in the final
  *     evaluation: the run goes back to the snapshot, trains again and
@@ -467,6 +471,67 @@ START_TEST(no_survivor_ends_with_checkpoint)
 }
 END_TEST
 
+START_TEST(model_no_longer_fits)
+{
+    /* About 1.06M parameters: with AdamW 17 MB on one device, 8.4 MB on
+     * each of a tensor-parallel pair (mpt-plan --device-memory 12M). */
+    static const char *wide =
+        "{\"name\": \"wide\", \"input\": [6], \"layers\": [{\"kind\": \"linear\", \"units\": "
+        "1024}, {\"kind\": \"relu\"}, {\"kind\": \"linear\", \"units\": 1024}, {\"kind\": "
+        "\"relu\"}, {\"kind\": \"linear\", \"units\": 3}, {\"kind\": \"softmax_cross_entropy\"}]}";
+    const uint64_t cap = 12u << 20;
+    char tmp[] = "/tmp/mpt-elastic-XXXXXX", ckpt[128], cmd[160];
+    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    snprintf(ckpt, sizeof ckpt, "%s/c.safetensors", tmp);
+    world w;
+    memset(&w, 0, sizeof w);
+    ck_assert_mpt_ok(mpt_model_from_json(wide, &w.m));
+    ck_assert_mpt_ok(mpt_devices_open("0,1", &w.set));
+    ck_assert_mpt_ok(mpt_cluster_local(w.set, NULL, &w.cluster));
+    for (size_t i = 0; i < 2; i++)
+        ck_assert_mpt_ok(mpt_cluster_set_memory_limit(w.cluster, i, cap));
+    mpt_plan_request_default(&w.req);
+    w.req.batch = BATCH, w.req.optimizer = MPT_OPTIM_ADAMW, w.req.all_devices = 1;
+    ck_assert_mpt_ok(mpt_plan_create(w.m, w.cluster, &w.req, &w.plan));
+    mpt_trainer_t *t = new_trainer(&w, 0);
+    mpt_data_t *d = new_data(&w);
+    ck_assert_uint_eq(mpt_trainer_device_count(t), 2); /* both devices hold the model */
+    run s = {.env = "MPT_FAIL_DEVICE", .spec = "1:0:lost", .fail_at = FAIL_AT};
+    mpt_fit_options_t o;
+    options(&o, &s);
+    o.cluster = w.cluster, o.replan = &w.req, o.checkpoint = ckpt, o.overwrite = 1;
+    ck_assert_mpt_fails(mpt_trainer_fit(t, d, &o), MPT_ERR_DEVICE_MEMORY);
+    unsetenv(s.env);
+    ck_assert_msg(strstr(mpt_last_error(), "no plan is left") &&
+                      strstr(mpt_last_error(), "bytes short") &&
+                      strstr(mpt_last_error(), "snapshot is written to the checkpoint"),
+                  "%s", mpt_last_error());
+    ck_assert_int_eq(s.recoveries, 0);
+    mpt_trainer_free(t);
+    mpt_data_free(d);
+    close_world(&w);
+    /* The checkpoint holds the snapshot: it loads on device 0 alone,
+     * without the cap. */
+    mpt_model_t *m;
+    mpt_devices_t *one;
+    mpt_train_config_t cfg;
+    mpt_data_position_t pos;
+    ck_assert_mpt_ok(mpt_model_from_json(wide, &m));
+    ck_assert_mpt_ok(mpt_devices_open("0", &one));
+    mpt_train_config_default(&cfg);
+    mpt_train_config_use_optimizer(&cfg, MPT_OPTIM_ADAMW);
+    cfg.batch = BATCH, cfg.seed = SEED, cfg.lr = 3e-3, cfg.total_steps = TOTAL;
+    ck_assert_mpt_ok(mpt_trainer_create(m, mpt_devices_get(one, 0), &cfg, &t));
+    ck_assert_mpt_ok(mpt_trainer_load(t, ckpt, &pos));
+    ck_assert_uint_eq(mpt_trainer_steps(t), EVERY);
+    mpt_trainer_free(t);
+    mpt_devices_free(one);
+    mpt_model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* A run whose evaluation after step fail_at finds the device of replica 0
  * failing (kind "lost" or "hang", deadline_s for the steps): it recovers
  * from the snapshot of step `back`, evaluates again on the survivor, and
@@ -551,6 +616,7 @@ int main(void)
     tcase_add_test(tc, hang_is_given_up);
     tcase_add_test(tc, failure_while_checkpointing);
     tcase_add_test(tc, no_survivor_ends_with_checkpoint);
+    tcase_add_test(tc, model_no_longer_fits);
     tcase_add_test(tc, lost_in_evaluation);
     tcase_add_test(tc, hang_in_final_evaluation);
     suite_add_tcase(s, tc);

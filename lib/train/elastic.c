@@ -180,8 +180,10 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
         if (status < 0) {
             mpt__engine_free(t->eng); /* the checkpoint now reads the snapshot */
             t->eng = NULL;
-            status = mpt__fail(status, "device %d failed (%s: %s) and no plan is left on the "
-                               "other devices: %s", device, reason, first, mpt_last_error());
+            /* The planner's reason stays (passing mpt_last_error() to
+             * mpt__fail would read the buffer it writes). */
+            status = mpt__fail_context(status, "device %d failed (%s: %s) and no plan is left "
+                                       "on the other devices", device, reason, first);
             break;
         }
         mpt__plan_summary(plan, out->plan, sizeof out->plan);
@@ -194,8 +196,8 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
          * plan again; any other failure ends the run. */
         int again = faulted_device(t, faults);
         if (again < 0) {
-            status = mpt__fail(status, "device %d failed (%s: %s); rebuilding on %s failed: %s",
-                               device, reason, first, out->plan, mpt_last_error());
+            status = mpt__fail_context(status, "device %d failed (%s: %s); rebuilding on %s "
+                                       "failed", device, reason, first, out->plan);
             break;
         }
         mpt__log(MPT_LOG_WARN, "rebuilding on %s: device %d failed too (%s): dropped",
