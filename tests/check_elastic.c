@@ -152,6 +152,9 @@ typedef struct {
     int device[4];
     char reason[4][16], plan[4][256];
     double lost[4];
+    int summaries; /* on_epoch calls, and the last one's figures */
+    uint64_t summary_step, summary_steps;
+    double summary_loss;
 } run;
 
 static void on_step(void *ctx, const mpt_step_report_t *r, uint64_t epoch,
@@ -179,6 +182,13 @@ static void on_recover(void *ctx, uint64_t step, int device, const char *reason,
     snprintf(s->plan[k], sizeof s->plan[k], "%s", plan);
 }
 
+static void on_epoch(void *ctx, const mpt_epoch_summary_t *e)
+{
+    run *s = ctx;
+    s->summaries++;
+    s->summary_step = e->step, s->summary_steps = e->steps, s->summary_loss = e->train_loss;
+}
+
 static void options(mpt_fit_options_t *o, run *s)
 {
     mpt_fit_options_default(o);
@@ -186,7 +196,7 @@ static void options(mpt_fit_options_t *o, run *s)
     o->rebalance_after = 0; /* only the failure moves the plan */
     o->snapshot_every = EVERY;
     o->eval_every = s->eval_every;
-    o->on_step = on_step, o->on_recover = on_recover, o->ctx = s;
+    o->on_step = on_step, o->on_recover = on_recover, o->on_epoch = on_epoch, o->ctx = s;
 }
 
 /* The uninterrupted reference: the two-device plan to step switch_at, then
@@ -424,7 +434,14 @@ START_TEST(failure_while_checkpointing)
     int first = replica0_device();
     snprintf(spec, sizeof spec, "%d:0:lost", first);
     run s = {.env = "MPT_FAIL_DEVICE", .spec = spec, .fail_at = FAIL_AT};
-    ck_assert_mpt_ok(elastic_run(&s, 0, ckpt, NULL, FAIL_AT));
+    warnings[0] = '\0';
+    mpt_set_log_callback(on_log, MPT_LOG_WARN, NULL);
+    int status = elastic_run(&s, 0, ckpt, NULL, FAIL_AT);
+    mpt_set_log_callback(NULL, MPT_LOG_WARN, NULL);
+    ck_assert_mpt_ok(status);
+    char failed[64];
+    snprintf(failed, sizeof failed, "the checkpoint after step %d failed", FAIL_AT);
+    ck_assert_msg(strstr(warnings, failed), "warnings:\n%s", warnings);
     ck_assert_int_eq(s.recoveries, 1);
     ck_assert_int_eq(s.device[0], first);
     ck_assert_uint_eq(s.step[0], EVERY);
@@ -564,6 +581,16 @@ static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back
     if (deadline_s > 0) /* the evaluation's deadline: the step's, scaled by its 2 batches */
         ck_assert_msg(s.lost[0] >= 2 * deadline_s, "seconds lost %g, under the %g s deadline",
                       s.lost[0], 2 * deadline_s);
+    /* One summary, at the end, of every step once: the epoch's sums went
+     * back to the snapshot's with the model. */
+    double mean = 0;
+    for (int i = 1; i <= TOTAL; i++)
+        mean += s.loss[i] / TOTAL;
+    ck_assert_int_eq(s.summaries, 1);
+    ck_assert_uint_eq(s.summary_step, TOTAL);
+    ck_assert_uint_eq(s.summary_steps, TOTAL);
+    ck_assert_msg(fabs(s.summary_loss - mean) <= 1e-12 * fabs(mean), /* the same sums */
+                  "the summary's train loss %.12g, the steps' mean %.12g", s.summary_loss, mean);
     double ref[TOTAL + 1];
     reference(1 - first, back, EVAL_EVERY, refm, ref);
     assert_losses(&s, ref);
