@@ -28,8 +28,8 @@
  *   - the device holding replica 0 (evaluations run there) lost in the
  *     evaluation after step FAIL_AT (eval_every 3), or hung in the final
  *     evaluation: the run goes back to the snapshot, trains again and
- *     evaluates again; the hang is given up past the evaluation's deadline,
- *     the step's scaled by the evaluation set's size in batches (2 here).
+ *     evaluates again; the hang is given up past the evaluation's deadline
+ *     (at least the step's: engine/workers.c).
  *
  * The metrics file of a recovered run holds every step once, in order, and
  * one recovered line right after the line of the step the run went back
@@ -62,7 +62,7 @@
 #include "plan/plan.h"
 #include "testutil.h"
 
-/* EVAL_COUNT: two batches, so an evaluation's deadline is twice a step's. */
+/* EVAL_COUNT: a small evaluation set (two batches): evaluations are quick. */
 enum { COUNT = 256, EVAL_COUNT = 32, IN = 6, CLASSES = 3, BATCH = 16, SEED = 5, TOTAL = 14,
        EVERY = 4, FAIL_AT = 6, EVAL_EVERY = 3 };
 
@@ -578,9 +578,9 @@ static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back
     snprintf(failed, sizeof failed, "the evaluation after step %llu failed",
              (unsigned long long)fail_at);
     ck_assert_msg(strstr(warnings, failed), "warnings:\n%s", warnings);
-    if (deadline_s > 0) /* the evaluation's deadline: the step's, scaled by its 2 batches */
-        ck_assert_msg(s.lost[0] >= 2 * deadline_s, "seconds lost %g, under the %g s deadline",
-                      s.lost[0], 2 * deadline_s);
+    if (deadline_s > 0) /* the evaluation's deadline is at least the step's */
+        ck_assert_msg(s.lost[0] >= deadline_s, "seconds lost %g, under the %g s deadline",
+                      s.lost[0], deadline_s);
     /* One summary, at the end, of every step once: the epoch's sums went
      * back to the snapshot's with the model. */
     double mean = 0;

@@ -56,10 +56,11 @@ int mpt__engine_create_ranks(const mpt__model_t *model, mpt_device_t *const *dev
 void mpt__engine_free(mpt__engine_t *e);
 /* The deadline of every wait on another rank (mpt__transport_t.timeout_s):
  * past it the step fails naming the rank.  In one process, also the deadline
- * of each worker's training step after the first, and (scaled by the set's
- * size in batches) of its evaluations after the first: a worker past it is
- * given up as hung (its device's injected hang returns; a real driver hang
- * keeps its thread, and freeing the engine then waits for it). */
+ * of each worker's training step after the first, and of its evaluations
+ * after the first (or 100 measured steps per batch of the set, when longer:
+ * workers.c): a worker past it is given up as hung (its device's injected
+ * hang returns; a real driver hang keeps its thread, and freeing the engine
+ * then waits for it). */
 void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds);
 
 /* One training step: the same contract as mpt__executor_train_step. */

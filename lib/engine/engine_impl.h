@@ -152,10 +152,11 @@ struct mpt__engine {
     const mpt_cluster_t *cluster;
     int failed;
     /* health (workers.c): the deadline of a local worker's training step
-     * (an evaluation's scales with its set) once the engine finished a job
-     * of the kind (kernel builds are not hangs), and what made the engine
-     * fail: the plan device id, or -1 when no device is to blame */
-    double job_deadline_s;
+     * (an evaluation's scales with its set and the last step's time) once
+     * the engine finished a job of the kind (kernel builds are not hangs),
+     * and what made the engine fail: the plan device id, or -1 when no
+     * device is to blame */
+    double job_deadline_s, train_job_s;
     int trained_once, evaluated_once;
     int failed_device;
     const char *failed_reason; /* "hang", "lost" or "error" */

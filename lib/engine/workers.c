@@ -93,12 +93,18 @@ static void deadline_in(struct timespec *until, double seconds)
     until->tv_nsec = (long)((end - (double)until->tv_sec) * 1e9);
 }
 
+/* An evaluation's deadline per batch of its set, in training steps: the
+ * margin of the default step deadline (100 predicted steps, train/
+ * trainer.c), over work that is at most a step's per batch (a forward). */
+#define EVAL_STEPS_PER_BATCH 100.0
+
 /* The deadline of the current job, 0 for none.  A training step's is the
- * engine's; an evaluation (or logits) job runs its whole set through
- * replica 0, a forward per chunk, so its deadline is the step's scaled by
- * the set's size in batches (a batch's forward is about a third of a
- * step's work: the margin) and a long set is not taken for a hang.  Only
- * after the engine finished one job of the kind (kernel builds are not
+ * engine's.  An evaluation (or logits) job runs its whole set through
+ * replica 0, so its deadline scales with the set: the step's, or
+ * EVAL_STEPS_PER_BATCH times the last measured step per batch of the set
+ * when that is longer (the step's deadline times the batches would make a
+ * 300 s floor hours), and a long evaluation is not taken for a hang.
+ * Only after the engine finished a job of the kind (kernel builds are not
  * hangs), and in one process only: across ranks the transport's own
  * deadline names the rank that stopped answering. */
 static double job_deadline(const mpt__engine_t *e)
@@ -109,7 +115,8 @@ static double job_deadline(const mpt__engine_t *e)
     if (e->kind == JOB_TRAIN)
         return e->job_deadline_s;
     double batches = ceil((double)e->count / (double)(e->batch ? e->batch : 1));
-    return e->job_deadline_s * (batches > 1 ? batches : 1);
+    double scaled = EVAL_STEPS_PER_BATCH * e->train_job_s * batches;
+    return scaled > e->job_deadline_s ? scaled : e->job_deadline_s;
 }
 
 /* Waits for every local worker of the job, for at most its deadline
@@ -186,10 +193,14 @@ int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
             first = w;
     }
     if (!first) {
-        if (kind == JOB_TRAIN)
-            e->trained_once = 1;
-        else
+        if (kind == JOB_TRAIN) { /* its slowest worker: the evaluations' deadline */
+            e->trained_once = 1, e->train_job_s = 0;
+            for (size_t i = 0; i < e->nworkers; i++)
+                if (e->w[i].local && e->w[i].step_s > e->train_job_s)
+                    e->train_job_s = e->w[i].step_s;
+        } else {
             e->evaluated_once = 1;
+        }
         return e->nranks > 1 ? mpt__eng_exchange_results(e) : MPT_OK;
     }
     e->failed = 1;
