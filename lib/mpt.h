@@ -1075,15 +1075,18 @@ typedef struct {
                                 * cache (mpt_profile_save_calibration) (0) */
     void (*on_replan)(void *ctx, uint64_t step, const char *old_plan, double old_step_s,
                       const char *new_plan, double new_step_s, int moved);
-    /* Elastic training in one process (docs/elastic.md): when a step fails
-     * because of a device (an OpenCL error, a lost device, a job past the
-     * deadline config.comm_timeout_s), the trainer drops the device, plans
-     * on the survivors with `replan` (or a default request) over `cluster`,
-     * restores the newest in-memory snapshot, moves the data back to its
-     * step and goes on; a device whose first failure was a plain OpenCL
-     * error is tried once more, a second failure (or a loss or hang) drops
-     * it for the rest of the run.  Logged (WARN), in the metrics ({"step":
-     * N, "recovered": {...}}) and through on_recover.  When no device
+    /* Elastic training in one process (docs/elastic.md): when a step, or
+     * the checkpoint or evaluation after it, fails because of a device (an
+     * OpenCL error, a lost device, a job past the deadline
+     * config.comm_timeout_s, scaled for evaluations), the trainer drops the
+     * device, plans on the survivors with `replan` (or a default request)
+     * over `cluster`, restores the newest in-memory snapshot, moves the
+     * data back to its step (the metrics drop their lines of later steps,
+     * which the replay logs again) and goes on; a device whose first
+     * failure was a plain OpenCL error is tried once more, a second failure
+     * (or a loss or hang) drops it for the rest of the run.  Logged (WARN),
+     * in the metrics ({"step": N, "recovered": {...}}) and through
+     * on_recover.  When no device
      * survives, or the model fits none of the survivors, the run ends with
      * the snapshot written to the checkpoint (when set) and the error. */
     int elastic;               /* 0: on when the plan has more than one device and
