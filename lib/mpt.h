@@ -1086,9 +1086,9 @@ typedef struct {
      * failure was a plain OpenCL error is tried once more, a second failure
      * (or a loss or hang) drops it for the rest of the run.  Logged (WARN),
      * in the metrics ({"step": N, "recovered": {...}}) and through
-     * on_recover.  When no device
-     * survives, or the model fits none of the survivors, the run ends with
-     * the snapshot written to the checkpoint (when set) and the error. */
+     * on_recover.  When no device survives, or the model fits none of the
+     * survivors, the run ends with the snapshot written to the checkpoint
+     * (when set) and the error. */
     int elastic;               /* 0: on when the plan has more than one device and
                                 * `cluster` is set (default); 1: on; -1: off */
     uint64_t snapshot_every;   /* host snapshot every N steps; 0: chosen so that the

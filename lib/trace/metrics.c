@@ -22,9 +22,9 @@ struct mpt_metrics {
 };
 
 /* Keeps the lines of steps up to `step` (temporary file, rename): the
- * resumed (or recovered) run logs the later ones again.  Lines of any length (getline);
- * a last line without its newline is what a killed writer left half
- * written, and goes too. */
+ * resumed (or recovered) run logs the later ones again.  Lines of any
+ * length (getline); a last line without its newline is what a killed
+ * writer left half written, and goes too. */
 static int drop_after(const char *path, uint64_t step)
 {
     char tmp[4096], *line = NULL;

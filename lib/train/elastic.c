@@ -3,14 +3,13 @@
  * training loop (fit.c) takes a host snapshot of the whole model's state
  * every few steps; when a step, or the checkpoint or evaluation after it,
  * fails because of a device of this process (the engine names it:
- * engine/workers.c), the device is dropped, the same
- * planner plans again on the survivors of the same (calibrated) cluster,
- * the engine is rebuilt with the snapshot's state (rebalance.c's
- * mpt__trainer_rebuild, the path of every move between plans) and the
- * loop goes back to the snapshot's step and batch (and trains again to the
- * checkpoint or evaluation that failed).  Plan invariance makes the rest
- * of the run the one an uninterrupted run would train on the new plan
- * from that step.
+ * engine/workers.c), the device is dropped, the same planner plans again
+ * on the survivors of the same (calibrated) cluster, the engine is rebuilt
+ * with the snapshot's state (rebalance.c's mpt__trainer_rebuild, the path
+ * of every move between plans) and the loop goes back to the snapshot's
+ * step and batch (and trains again to the checkpoint or evaluation that
+ * failed).  Plan invariance makes the rest of the run the one an
+ * uninterrupted run would train on the new plan from that step.
  *
  * Device health: a device that is lost or hung is dropped at once; one
  * whose failure was a plain OpenCL or BLAS error gets one more chance (a
