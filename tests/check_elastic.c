@@ -26,10 +26,11 @@
  *     fits the survivor, and the run ends with the snapshot written to
  *     the checkpoint and an error naming the shortfall;
  *   - the device holding replica 0 (evaluations run there) lost in the
- *     evaluation after step FAIL_AT (eval_every 3), or hung in the final
- *     evaluation: the run goes back to the snapshot, trains again and
- *     evaluates again; the hang is given up past the evaluation's deadline
- *     (at least the step's: engine/workers.c).
+ *     evaluation after step FAIL_AT (eval_every 3) or at the first epoch's
+ *     end, or hung in the final evaluation: the run goes back to the
+ *     snapshot, trains again and evaluates again, and each epoch summary
+ *     counts its steps once; the hang is given up past the evaluation's
+ *     deadline (at least the step's: engine/workers.c).
  *
  * The metrics file of a recovered run holds every step once, in order, and
  * one recovered line right after the line of the step the run went back
@@ -62,9 +63,10 @@
 #include "plan/plan.h"
 #include "testutil.h"
 
-/* EVAL_COUNT: a small evaluation set (two batches): evaluations are quick. */
-enum { COUNT = 256, EVAL_COUNT = 32, IN = 6, CLASSES = 3, BATCH = 16, SEED = 5, TOTAL = 14,
-       EVERY = 4, FAIL_AT = 6, EVAL_EVERY = 3 };
+/* Epochs of PER_EPOCH = 12 batches: the runs cross an epoch's end.
+ * EVAL_COUNT: a small evaluation set (two batches): evaluations are quick. */
+enum { COUNT = 192, EVAL_COUNT = 32, IN = 6, CLASSES = 3, BATCH = 16, SEED = 5, TOTAL = 14,
+       EVERY = 4, FAIL_AT = 6, EVAL_EVERY = 3, PER_EPOCH = COUNT / BATCH };
 
 static const char *mlp =
     "{\"name\": \"elastic\", \"input\": [6], \"layers\": [{\"kind\": \"linear\", \"units\": 16}, "
@@ -152,9 +154,9 @@ typedef struct {
     int device[4];
     char reason[4][16], plan[4][256];
     double lost[4];
-    int summaries; /* on_epoch calls, and the last one's figures */
-    uint64_t summary_step, summary_steps;
-    double summary_loss;
+    int summaries; /* on_epoch calls, and their figures */
+    uint64_t summary_step[4], summary_steps[4];
+    double summary_loss[4];
 } run;
 
 static void on_step(void *ctx, const mpt_step_report_t *r, uint64_t epoch,
@@ -185,8 +187,10 @@ static void on_recover(void *ctx, uint64_t step, int device, const char *reason,
 static void on_epoch(void *ctx, const mpt_epoch_summary_t *e)
 {
     run *s = ctx;
-    s->summaries++;
-    s->summary_step = e->step, s->summary_steps = e->steps, s->summary_loss = e->train_loss;
+    ck_assert_int_lt(s->summaries, 4);
+    int k = s->summaries++;
+    s->summary_step[k] = e->step, s->summary_steps[k] = e->steps;
+    s->summary_loss[k] = e->train_loss;
 }
 
 static void options(mpt_fit_options_t *o, run *s)
@@ -374,8 +378,9 @@ START_TEST(lost_device_is_dropped)
     metrics_log log;
     read_metrics(metrics, &log);
     assert_steps_once(&log, EVERY); /* the replayed steps' first lines are gone */
-    ck_assert_int_eq(log.nevals, 1); /* the final evaluation */
-    ck_assert_uint_eq(log.evals[0], TOTAL);
+    ck_assert_int_eq(log.nevals, 2); /* the first epoch's end and the final one */
+    ck_assert_uint_eq(log.evals[0], PER_EPOCH);
+    ck_assert_uint_eq(log.evals[1], TOTAL);
     double ref[TOTAL + 1];
     reference(0, EVERY, 0, NULL, ref);
     assert_losses(&s, ref);
@@ -480,7 +485,7 @@ START_TEST(no_survivor_ends_with_checkpoint)
     mpt_data_position_t pos;
     ck_assert_mpt_ok(mpt_trainer_load(t, ckpt, &pos));
     ck_assert_uint_eq(mpt_trainer_steps(t), EVERY);
-    ck_assert_uint_eq(pos.epoch * (COUNT / BATCH) + pos.batch_index, EVERY);
+    ck_assert_uint_eq(pos.epoch * PER_EPOCH + pos.batch_index, EVERY);
     mpt_trainer_free(t);
     close_world(&w);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
@@ -551,11 +556,12 @@ END_TEST
 
 /* A run whose evaluation after step fail_at finds the device of replica 0
  * failing (kind "lost" or "hang", deadline_s for the steps): it recovers
- * from the snapshot of step `back`, evaluates again on the survivor, and
- * its losses, metrics and evaluations are the reference's. */
-static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back,
-                               double deadline_s)
+ * from the newest snapshot before that step, evaluates again on the
+ * survivor, and its losses, metrics, evaluations and epoch summaries are
+ * the reference's. */
+static void evaluation_failure(const char *kind, uint64_t fail_at, double deadline_s)
 {
+    const uint64_t back = (fail_at - 1) / EVERY * EVERY;
     char tmp[] = "/tmp/mpt-elastic-XXXXXX", metrics[128], refm[128], cmd[160], spec[32],
          failed[80];
     ck_assert_ptr_nonnull(mkdtemp(tmp));
@@ -581,16 +587,22 @@ static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back
     if (deadline_s > 0) /* the evaluation's deadline is at least the step's */
         ck_assert_msg(s.lost[0] >= deadline_s, "seconds lost %g, under the %g s deadline",
                       s.lost[0], deadline_s);
-    /* One summary, at the end, of every step once: the epoch's sums went
-     * back to the snapshot's with the model. */
-    double mean = 0;
-    for (int i = 1; i <= TOTAL; i++)
-        mean += s.loss[i] / TOTAL;
-    ck_assert_int_eq(s.summaries, 1);
-    ck_assert_uint_eq(s.summary_step, TOTAL);
-    ck_assert_uint_eq(s.summary_steps, TOTAL);
-    ck_assert_msg(fabs(s.summary_loss - mean) <= 1e-12 * fabs(mean), /* the same sums */
-                  "the summary's train loss %.12g, the steps' mean %.12g", s.summary_loss, mean);
+    /* Two summaries, the first epoch's and the last steps', each of its
+     * steps once: the epoch's sums went back to the snapshot's with the
+     * model. */
+    ck_assert_int_eq(s.summaries, 2);
+    for (int k = 0; k < 2; k++) {
+        uint64_t from = k ? PER_EPOCH : 0, to = k ? TOTAL : PER_EPOCH;
+        double sum = 0;
+        for (uint64_t i = from + 1; i <= to; i++)
+            sum += s.loss[i];
+        ck_assert_uint_eq(s.summary_step[k], to);
+        ck_assert_uint_eq(s.summary_steps[k], to - from);
+        ck_assert_msg(fabs(s.summary_loss[k] - sum / (double)(to - from)) <=
+                          1e-12 * fabs(sum), /* the same sums, in the same order */
+                      "summary %d: train loss %.12g, the steps' mean %.12g", k,
+                      s.summary_loss[k], sum / (double)(to - from));
+    }
     double ref[TOTAL + 1];
     reference(1 - first, back, EVAL_EVERY, refm, ref);
     assert_losses(&s, ref);
@@ -621,14 +633,20 @@ static void evaluation_failure(const char *kind, uint64_t fail_at, uint64_t back
 
 START_TEST(lost_in_evaluation)
 {
-    evaluation_failure("lost", FAIL_AT, EVERY, 0);
+    evaluation_failure("lost", FAIL_AT, 0); /* an eval_every one */
+}
+END_TEST
+
+START_TEST(lost_in_epoch_end_evaluation)
+{
+    evaluation_failure("lost", PER_EPOCH, 0);
 }
 END_TEST
 
 START_TEST(hang_in_final_evaluation)
 {
     /* The evaluations at steps 3 to 12 ran: the final one is timed. */
-    evaluation_failure("hang", TOTAL, TOTAL - TOTAL % EVERY, 3.0);
+    evaluation_failure("hang", TOTAL, 3.0);
 }
 END_TEST
 
@@ -645,6 +663,7 @@ int main(void)
     tcase_add_test(tc, no_survivor_ends_with_checkpoint);
     tcase_add_test(tc, model_no_longer_fits);
     tcase_add_test(tc, lost_in_evaluation);
+    tcase_add_test(tc, lost_in_epoch_end_evaluation);
     tcase_add_test(tc, hang_in_final_evaluation);
     suite_add_tcase(s, tc);
     return test_run(s, 0);
