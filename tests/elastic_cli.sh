@@ -47,9 +47,9 @@ same() {
 # The uninterrupted reference: DP=2 to step $1, then device $2 alone
 # ($3: the name of its files, $4...: more options), metrics in $tmp/$3.jsonl.
 reference() {
-    back=$1 survivor=$2 name=$3
+    ref_to=$1 survivor=$2 name=$3
     shift 3
-    MPT_DEVICES=0,1 "$train" --model "$model" --steps "$back" --batch 64 --optimizer adamw \
+    MPT_DEVICES=0,1 "$train" --model "$model" --steps "$ref_to" --batch 64 --optimizer adamw \
         --schedule constant --dp 2 --rebalance-after 0 --checkpoint "$tmp/$name.ck" "$@" \
         >"$tmp/$name.1.out" 2>&1 || fail "$name, first part: $(tail -n 1 "$tmp/$name.1.out")"
     MPT_DEVICES=$survivor "$train" --model "$model" --steps $steps --batch 64 --optimizer adamw \
