@@ -39,18 +39,19 @@
 #include "testutil.h"
 
 /* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
- * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
-static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
+ * s on device r * pp + s, shares[r] of the batch, mb micro-batches (GPipe),
+ * ZeRO stage `zero`. */
+static mpt_plan_t *make_plan_mb(size_t dp, size_t pp, const double *shares, size_t mb, int zero)
 {
     char text[4096];
     size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : mlp_model->nlayers, mlp_model->nlayers};
     len += (size_t)snprintf(text + len, sizeof text - len,
                             "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
-                            "\"microbatches\": 1, \"batch\": %d, \"schedule\": \"gpipe\", "
+                            "\"microbatches\": %zu, \"batch\": %d, \"schedule\": \"gpipe\", "
                             "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
                             "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
                             "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, MLP_BATCH, zero);
+                            dp, pp, mb, MLP_BATCH, zero);
     for (size_t r = 0; r < dp; r++) {
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
@@ -72,18 +73,29 @@ static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zer
     return p;
 }
 
-static void expect_invariant(const char *name, size_t dp, size_t pp, const double *shares,
-                             mpt_optimizer_t opt)
+static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
+{
+    return make_plan_mb(dp, pp, shares, 1, zero);
+}
+
+static void expect_invariant_of(const char *name, size_t dp, size_t pp, const double *shares,
+                                size_t mb, int zero, mpt_optimizer_t opt)
 {
     double ref[MLP_STEPS], got[MLP_STEPS];
     mlp_open();
     mlp_reference(opt, ref);
-    mpt_plan_t *plan = make_plan(dp, pp, shares, 1);
+    mpt_plan_t *plan = make_plan_mb(dp, pp, shares, mb, zero);
     mpt_trainer_t *t = mlp_trainer(plan, opt);
     mlp_train(t, 0, MLP_STEPS, got);
     mpt_trainer_free(t);
     mpt_plan_free(plan);
     mlp_expect_same(name, ref, got);
+}
+
+static void expect_invariant(const char *name, size_t dp, size_t pp, const double *shares,
+                             mpt_optimizer_t opt)
+{
+    expect_invariant_of(name, dp, pp, shares, 1, 1, opt);
 }
 
 START_TEST(zero1_dp2_uneven_sgd)
@@ -111,6 +123,42 @@ START_TEST(zero1_pp2_dp2)
 {
     const double shares[] = {0.5, 0.5};
     expect_invariant("ZeRO-1 PP=2 x DP=2", 2, 2, shares, MPT_OPTIM_SGD);
+}
+END_TEST
+
+/* ZeRO-2: one micro-batch, and three (each reduce-scattered, the shards
+ * summed on the host in micro-batch order instead of on the device). */
+START_TEST(zero2_dp2_uneven_sgd)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    expect_invariant_of("ZeRO-2 DP=2 (2:1) SGD", 2, 1, shares, 1, 2, MPT_OPTIM_SGD);
+    expect_invariant_of("ZeRO-2 DP=2 (2:1) SGD, 3 micro-batches", 2, 1, shares, 3, 2,
+                        MPT_OPTIM_SGD);
+}
+END_TEST
+
+START_TEST(zero2_dp3_uneven_sgd)
+{
+    const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
+    expect_invariant_of("ZeRO-2 DP=3 (3:2:1) SGD", 3, 1, shares, 1, 2, MPT_OPTIM_SGD);
+    expect_invariant_of("ZeRO-2 DP=3 (3:2:1) SGD, 2 micro-batches", 3, 1, shares, 2, 2,
+                        MPT_OPTIM_SGD);
+}
+END_TEST
+
+START_TEST(zero2_dp2_uneven_adamw)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    expect_invariant_of("ZeRO-2 DP=2 (2:1) AdamW, 2 micro-batches", 2, 1, shares, 2, 2,
+                        MPT_OPTIM_ADAMW);
+}
+END_TEST
+
+START_TEST(zero2_pp2_dp2)
+{
+    const double shares[] = {0.5, 0.5};
+    expect_invariant_of("ZeRO-2 PP=2 x DP=2, 2 micro-batches", 2, 2, shares, 2, 2,
+                        MPT_OPTIM_SGD);
 }
 END_TEST
 
@@ -192,11 +240,11 @@ START_TEST(zero1_holds_the_shard_of_the_state)
 }
 END_TEST
 
-START_TEST(zero2_is_refused_in_plan_json)
+START_TEST(zero3_is_refused_in_plan_json)
 {
     mlp_open();
     char text[] = "{\"mpt_plan\": 1, \"dp\": 1, \"pp\": 1, \"tp\": 1, \"microbatches\": 1, "
-                  "\"batch\": 60, \"schedule\": \"gpipe\", \"optimizer_slots\": 1, \"zero\": 2, "
+                  "\"batch\": 60, \"schedule\": \"gpipe\", \"optimizer_slots\": 1, \"zero\": 3, "
                   "\"predicted_step_s\": 0.001, \"breakdown\": {\"compute_s\": 0, "
                   "\"bubble_s\": 0, \"p2p_s\": 0, \"allreduce_s\": 0}, \"replicas\": "
                   "[{\"batch_share\": 1, \"stages\": [{\"layers\": [0, 7], \"fwd_s\": 0, "
@@ -219,10 +267,14 @@ static Suite *suite(void)
     tcase_add_test(tc, zero1_dp3_uneven_sgd);
     tcase_add_test(tc, zero1_dp2_uneven_adamw);
     tcase_add_test(tc, zero1_pp2_dp2);
+    tcase_add_test(tc, zero2_dp2_uneven_sgd);
+    tcase_add_test(tc, zero2_dp3_uneven_sgd);
+    tcase_add_test(tc, zero2_dp2_uneven_adamw);
+    tcase_add_test(tc, zero2_pp2_dp2);
     tcase_add_test(tc, checkpoint_zero_to_one_device);
     tcase_add_test(tc, checkpoint_one_device_to_zero);
     tcase_add_test(tc, zero1_holds_the_shard_of_the_state);
-    tcase_add_test(tc, zero2_is_refused_in_plan_json);
+    tcase_add_test(tc, zero3_is_refused_in_plan_json);
     suite_add_tcase(s, tc);
     return s;
 }

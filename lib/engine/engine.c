@@ -147,18 +147,18 @@ static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t
     return MPT_OK;
 }
 
-/* ZeRO-1 runs on data-parallel replicas in one process, without
+/* ZeRO-1 and 2 run on data-parallel replicas in one process, without
  * tensor-parallel groups, tied weights across stages or the hierarchical
- * all-reduce (what it has been built and tested for); elsewhere it is
- * refused rather than run half-sharded.  One replica has nothing to shard:
- * the plan runs as ZeRO-0. */
+ * all-reduce (what they have been built and tested for); elsewhere they
+ * are refused rather than run half-sharded.  One replica has nothing to
+ * shard: the plan runs as ZeRO-0. */
 static int check_zero(mpt__engine_t *e)
 {
     const mpt__plan_t *p = e->plan;
-    if (p->zero < 0 || p->zero > 1)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0 and 1 are implemented "
+    if (p->zero < 0 || p->zero > 2)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0, 1 and 2 are implemented "
                          "(docs/memory.md)", p->zero);
-    e->zero = p->zero == 1 && e->nreplicas > 1;
+    e->zero = e->nreplicas > 1 ? p->zero : 0;
     if (!e->zero)
         return MPT_OK;
     const char *why = e->any_tp ? "tensor-parallel stages"
@@ -174,8 +174,8 @@ static int check_zero(mpt__engine_t *e)
                         (size_t)e->m->layers[i].tied_layer < st->first)
                         why = "a tied weight copied across pipeline stages";
                 }
-    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-1 with %s is not implemented: plan "
-                           "with zero 0 (docs/memory.md)", why)
+    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-%d with %s is not implemented: plan "
+                           "with zero 0 (docs/memory.md)", e->zero, why)
                : MPT_OK;
 }
 
@@ -347,6 +347,7 @@ void mpt__engine_free(mpt__engine_t *e)
             free(w->segs);
             free(w->queue);
             free(w->gbuf);
+            free(w->zgrad);
             free(w->tied_buf);
             free(w->fwd_stage);
             free(w->bwd_stage);

@@ -232,11 +232,14 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
         goto out;
     } else if (tp == 1) {
-        /* ZeRO: the optimizer state waits for the shards (data_parallel.c). */
+        /* ZeRO: the optimizer state (ZeRO-2: and the gradients) waits for
+         * the shards (data_parallel.c); ZeRO-2 sums micro-batches on the host. */
         unsigned flags = (e->zero ? MPT__STAGE_ZERO : 0u) |
+                         (e->zero == 2 ? MPT__STAGE_ZERO2 : 0u) |
                          (st->recompute ? MPT__STAGE_RECOMPUTE : 0u);
         MPT_TRY(mpt__stage_create_with(e->m, w->dev, st->first, st->last, max_mb, w->slots,
-                                       e->microbatches > 1, seed, init, flags, &w->ex));
+                                       e->microbatches > 1 && e->zero != 2, seed, init, flags,
+                                       &w->ex));
     } else {
         int *members = malloc(tp * sizeof *members);
         if (!members || !(fractions = malloc(tp * sizeof *fractions))) {

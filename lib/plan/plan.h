@@ -248,8 +248,10 @@ typedef struct mpt_plan {
                                * state; 1 each replica holds the state of its shard of
                                * every data-parallel segment (shards in proportion to
                                * the replicas' batch shares), gradients are
-                               * reduce-scattered and parameters all-gathered
-                               * (docs/memory.md) */
+                               * reduce-scattered and parameters all-gathered;
+                               * 2 the same, and each replica keeps the gradients
+                               * of its shard only, reduce-scattered per
+                               * micro-batch (docs/memory.md) */
     size_t nreplicas;         /* = dp */
     mpt__plan_replica_t *replicas;
     double predicted_step_s;
