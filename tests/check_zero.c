@@ -204,6 +204,37 @@ START_TEST(checkpoint_one_device_to_zero)
 }
 END_TEST
 
+START_TEST(checkpoint_zero2_to_one_device)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    mlp_open();
+    mpt_plan_t *plan = make_plan_mb(2, 1, shares, 2, 2);
+    expect_resume("saved under ZeRO-2 DP=2, resumed on one device", plan, NULL);
+    mpt_plan_free(plan);
+}
+END_TEST
+
+START_TEST(checkpoint_one_device_to_zero2)
+{
+    const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
+    mlp_open();
+    mpt_plan_t *plan = make_plan(3, 1, shares, 2);
+    expect_resume("saved on one device, resumed under ZeRO-2 DP=3", NULL, plan);
+    mpt_plan_free(plan);
+}
+END_TEST
+
+START_TEST(checkpoint_zero1_to_zero2)
+{
+    const double three[] = {0.5, 1.0 / 3, 1.0 / 6}, two[] = {2.0 / 3, 1.0 / 3};
+    mlp_open();
+    mpt_plan_t *a = make_plan(3, 1, three, 1), *b = make_plan(2, 1, two, 2);
+    expect_resume("saved under ZeRO-1 DP=3, resumed under ZeRO-2 DP=2", a, b);
+    mpt_plan_free(a);
+    mpt_plan_free(b);
+}
+END_TEST
+
 /* The peak of each replica's device after one step under a plan. */
 static void peaks(const mpt_plan_t *plan, size_t dp, uint64_t *peak)
 {
@@ -237,6 +268,33 @@ START_TEST(zero1_holds_the_shard_of_the_state)
     }
     mpt_plan_free(p0);
     mpt_plan_free(p1);
+}
+END_TEST
+
+/* ZeRO-2 holds, instead of the whole gradients (and with micro-batches
+ * their copy), one buffer of the larger of its shard and the window (the
+ * largest layer: 784 x 256 + 256 floats); exactly that much less than
+ * ZeRO-1, by the allocator's peak. */
+START_TEST(zero2_holds_the_shard_of_the_gradients)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    size_t window = 784 * 256 + 256;
+    mlp_open();
+    size_t n = mlp_model->param_floats, cut = n * 40 / 60, shard[2] = {cut, n - cut};
+    for (size_t mb = 1; mb <= 2; mb++) {
+        uint64_t one[2], two[2];
+        mpt_plan_t *p1 = make_plan_mb(2, 1, shares, mb, 1), *p2 = make_plan_mb(2, 1, shares, mb, 2);
+        peaks(p1, 2, one);
+        peaks(p2, 2, two);
+        for (size_t r = 0; r < 2; r++) {
+            size_t held = shard[r] > window ? shard[r] : window;
+            printf("%zu micro-batch(es), replica %zu: peak %llu bytes with ZeRO-1, %llu with "
+                   "ZeRO-2\n", mb, r, (unsigned long long)one[r], (unsigned long long)two[r]);
+            ck_assert_uint_eq(one[r] - two[r], (mb * n - held) * sizeof(float));
+        }
+        mpt_plan_free(p1);
+        mpt_plan_free(p2);
+    }
 }
 END_TEST
 
@@ -274,6 +332,10 @@ static Suite *suite(void)
     tcase_add_test(tc, checkpoint_zero_to_one_device);
     tcase_add_test(tc, checkpoint_one_device_to_zero);
     tcase_add_test(tc, zero1_holds_the_shard_of_the_state);
+    tcase_add_test(tc, checkpoint_zero2_to_one_device);
+    tcase_add_test(tc, checkpoint_one_device_to_zero2);
+    tcase_add_test(tc, checkpoint_zero1_to_zero2);
+    tcase_add_test(tc, zero2_holds_the_shard_of_the_gradients);
     tcase_add_test(tc, zero3_is_refused_in_plan_json);
     suite_add_tcase(s, tc);
     return s;
