@@ -147,11 +147,13 @@ static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t
     return MPT_OK;
 }
 
-/* ZeRO-1 and 2 run on data-parallel replicas in one process, without
- * tensor-parallel groups, tied weights across stages or the hierarchical
- * all-reduce (what they have been built and tested for); elsewhere they
- * are refused rather than run half-sharded.  One replica has nothing to
- * shard: the plan runs as ZeRO-0. */
+/* ZeRO-1 and 2 run on data-parallel replicas, in one process or across
+ * ranks, without tensor-parallel groups, tied weights across stages or the
+ * hierarchical all-reduce (what they have been built and tested for:
+ * a tensor-parallel member's compact buffer and a tied copy are not laid
+ * out for shards, and the hierarchical all-reduce has no reduce-scatter of
+ * its own); elsewhere they are refused rather than run half-sharded.  One
+ * replica has nothing to shard: the plan runs as ZeRO-0. */
 static int check_zero(mpt__engine_t *e)
 {
     const mpt__plan_t *p = e->plan;
@@ -162,7 +164,6 @@ static int check_zero(mpt__engine_t *e)
     if (!e->zero)
         return MPT_OK;
     const char *why = e->any_tp ? "tensor-parallel stages"
-                      : e->nranks > 1 ? "replicas in several MPI ranks"
                       : p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
                                                                     : NULL;
     for (size_t i = 0; !why && i < e->m->nlayers; i++)
@@ -451,8 +452,16 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
 {
     int status = MPT_OK;
     if (e->zero && what >= 0) { /* every replica holds a part of the slots */
+        if (out && e->nranks > 1)
+            memset(out, 0, e->m->param_floats * sizeof *out);
         for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++)
             status = mpt__eng_zero_slot_io(&e->w[i], what, out, in);
+        /* Across ranks each element is one worker's, the other ranks add
+         * zeros: the sum is exact. */
+        if (status == MPT_OK && out && e->nranks > 1) {
+            mpt__group_t g = mpt__eng_ctl_group(e);
+            status = mpt__allreduce(&g, out, e->m->param_floats, NULL);
+        }
         return status;
     }
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {

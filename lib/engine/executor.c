@@ -196,6 +196,20 @@ static int second_slot(mpt__executor_t *ex)
                                 &ex->slot[1]);
 }
 
+/* Whether writing n floats into slot `slot` changes nothing: zeros into a
+ * second slot not made yet, which holds zeros as it is (an SGD
+ * checkpoint's second slot: loading it must not make the slot that SGD
+ * never pays for, and that a memory cap may have no room for). */
+static int writes_nothing(const mpt__executor_t *ex, int slot, const float *in, size_t n)
+{
+    if (!(slot & 1) || ex->slot[1])
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (in[i] != 0.0f)
+            return 0;
+    return 1;
+}
+
 int mpt__stage_create_with(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
                            size_t max_batch, size_t slots, int accumulates, uint64_t seed,
                            const float *init, unsigned flags, mpt__executor_t **out)
@@ -366,6 +380,8 @@ int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t cou
         memset(out, 0, count * sizeof *out);
         return MPT_OK;
     }
+    if (in && writes_nothing(ex, slot, in, count))
+        return MPT_OK;
     if (in && (slot & 1) && (status = second_slot(ex)) < 0)
         return status;
     b = ex->slot[slot & 1];
@@ -779,6 +795,8 @@ int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
+    if (writes_nothing(ex, slot, in, ex->np))
+        return MPT_OK;
     int status = (slot & 1) ? second_slot(ex) : MPT_OK;
     return status < 0 ? status : write_flat(ex, ex->slot[slot & 1], in);
 }

@@ -656,14 +656,15 @@ static int predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluste
 
 /* The requested all-reduce, or (AUTO) the faster of the two in the
  * simulation: hierarchical only when it is strictly faster, so that one
- * node, where the two are the same ring, keeps the flat one. */
+ * node, where the two are the same ring, keeps the flat one, and never
+ * under ZeRO (the engine shards over the ring only). */
 int mpt__plan_predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                       mpt_allreduce_t algo)
 {
     int status;
     p->allreduce = algo == MPT_ALLREDUCE_HIERARCHICAL ? algo : MPT_ALLREDUCE_RING;
     MPT_TRY(predict(p, mc, c));
-    if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4)
+    if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4 || p->zero)
         return MPT_OK;
     mpt__plan_t ring = *p; /* its predictions, to restore */
     p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
@@ -739,8 +740,8 @@ static int zero_allowed(const search_t *S, const shape_t *sh)
     int tied = 0;
     for (size_t i = 0; i < S->mc->nlayers; i++)
         tied |= S->mc->layers[i].tied_owner >= 0;
-    return sh->dp > 1 && sh->tp == 1 && mpt_cluster_node_count(S->c) == 1 &&
-           S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
+    return sh->dp > 1 && sh->tp == 1 && S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL &&
+           !(tied && sh->pp > 1);
 }
 
 /* Places (or splits uniformly), checks, bounds and simulates candidate k;
@@ -762,8 +763,7 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
      * each may fit with ZeRO-1 (a replica holds its batch share of it),
      * and failing that with ZeRO-2 (and of the gradients, but for one
      * layer's window), where the engine runs ZeRO: replicas without tensor
-     * parallelism, in one process (one node), without a tied weight across
-     * stages, over the ring.  ZeRO-1's reduce-scatter and all-gather move
+     * parallelism, without a tied weight across stages, over the ring.  ZeRO-1's reduce-scatter and all-gather move
      * what the ring all-reduce moves (that is their sum), so its step is
      * costed alike; ZeRO-2 reduce-scatters every micro-batch (the
      * simulator's allreduce node grows to match).  Tried only when memory
