@@ -38,31 +38,38 @@
 #include "mlp_runs.h"
 #include "testutil.h"
 
-/* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
- * s on device r * pp + s, shares[r] of the batch, mb micro-batches (GPipe),
+/* dp replicas of pp stages (cut at layer 4 when pp = 2) of tp devices
+ * each (equal fractions), replica r stage s member g on device
+ * (r * pp + s) * tp + g, shares[r] of the batch, mb micro-batches (GPipe),
  * ZeRO stage `zero`. */
 static mpt_plan_t *make_plan_for(const mpt_model_t *m, size_t batch, size_t dp, size_t pp,
-                                 const double *shares, size_t mb, int zero)
+                                 size_t tp, const double *shares, size_t mb, int zero)
 {
     char text[4096];
     size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : m->nlayers, m->nlayers};
     len += (size_t)snprintf(text + len, sizeof text - len,
-                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
+                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
                             "\"microbatches\": %zu, \"batch\": %zu, \"schedule\": \"gpipe\", "
                             "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
                             "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
                             "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, mb, batch, zero);
+                            dp, pp, tp, mb, batch, zero);
     for (size_t r = 0; r < dp; r++) {
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
                                 shares[r]);
-        for (size_t s = 0; s < pp; s++)
+        for (size_t s = 0; s < pp; s++) {
             len += (size_t)snprintf(text + len, sizeof text - len,
                                     "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [{\"device\": %zu, \"fraction\": 1.0, "
-                                    "\"memory_bytes\": 0}]}",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1, r * pp + s);
+                                    "\"devices\": [",
+                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
+            for (size_t g = 0; g < tp; g++)
+                len += (size_t)snprintf(text + len, sizeof text - len,
+                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
+                                        "\"memory_bytes\": 0}",
+                                        g ? ", " : "", (r * pp + s) * tp + g, 1.0 / (double)tp);
+            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
+        }
         len += (size_t)snprintf(text + len, sizeof text - len, "]}");
     }
     snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
@@ -76,7 +83,7 @@ static mpt_plan_t *make_plan_for(const mpt_model_t *m, size_t batch, size_t dp, 
 
 static mpt_plan_t *make_plan_mb(size_t dp, size_t pp, const double *shares, size_t mb, int zero)
 {
-    return make_plan_for(mlp_model, MLP_BATCH, dp, pp, shares, mb, zero);
+    return make_plan_for(mlp_model, MLP_BATCH, dp, pp, 1, shares, mb, zero);
 }
 
 static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
@@ -168,6 +175,49 @@ START_TEST(zero2_pp2_dp2)
 }
 END_TEST
 
+/* TP=2 x DP=2 on four devices: each member's compact buffer (its slice's
+ * layout, the replicated last layer in both members') is sharded across
+ * the replicas; with clipping, so that the gradient norm must count the
+ * replicated layer's elements once; then a checkpoint of that plan
+ * resumed on one device. */
+static void expect_tp(int zero, mpt_optimizer_t opt, size_t mb)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    double ref[MLP_STEPS], got[MLP_STEPS];
+    char name[96];
+    mlp_open();
+    mpt_plan_t *plan = make_plan_for(mlp_model, MLP_BATCH, 2, 1, 2, shares, mb, zero);
+    mpt_train_config_t c;
+    mpt_trainer_t *t = NULL;
+    for (int run = 0; run < 2; run++) {
+        mlp_config(&c, opt);
+        c.clip_norm = 0.01f; /* far below the gradients. norms: every step clips */
+        if (run)
+            ck_assert_mpt_ok(mpt_trainer_create_planned(mlp_model, mlp_devs, plan, &c, NULL, NULL,
+                                                        &t));
+        else
+            ck_assert_mpt_ok(mpt_trainer_create(mlp_model, mpt_devices_get(mlp_devs, 0), &c, &t));
+        mlp_train(t, 0, MLP_STEPS, run ? got : ref);
+        mpt_trainer_free(t);
+    }
+    snprintf(name, sizeof name, "ZeRO-%d TP=2 x DP=2 (2:1), %zu micro-batch(es), clipped", zero,
+             mb);
+    mlp_expect_same(name, ref, got);
+    mpt_plan_free(plan);
+}
+
+START_TEST(zero1_tp2_dp2)
+{
+    expect_tp(1, MPT_OPTIM_SGD, 1);
+}
+END_TEST
+
+START_TEST(zero2_tp2_dp2)
+{
+    expect_tp(2, MPT_OPTIM_SGD, 2);
+}
+END_TEST
+
 /* 5 steps under `first`, a checkpoint, 5 steps under `second` (NULL: one
  * device): the one-device losses of 10 steps. */
 static void expect_resume(const char *name, const mpt_plan_t *first, const mpt_plan_t *second)
@@ -226,6 +276,16 @@ START_TEST(checkpoint_one_device_to_zero2)
     mlp_open();
     mpt_plan_t *plan = make_plan(3, 1, shares, 2);
     expect_resume("saved on one device, resumed under ZeRO-2 DP=3", NULL, plan);
+    mpt_plan_free(plan);
+}
+END_TEST
+
+START_TEST(checkpoint_zero2_tp_to_one_device)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    mlp_open();
+    mpt_plan_t *plan = make_plan_for(mlp_model, MLP_BATCH, 2, 1, 2, shares, 1, 2);
+    expect_resume("saved under ZeRO-2 TP=2 x DP=2, resumed on one device", plan, NULL);
     mpt_plan_free(plan);
 }
 END_TEST
@@ -299,7 +359,7 @@ START_TEST(zero2_gpt_tied_embedding)
         x[i] = (float)(mpt__rng_u32(9, 1, i) % 256);
         y[i] = (int32_t)(mpt__rng_u32(9, 2, i) % 256);
     }
-    mpt_plan_t *plan = make_plan_for(gpt, B, 2, 1, shares, 2, 2);
+    mpt_plan_t *plan = make_plan_for(gpt, B, 2, 1, 1, shares, 2, 2);
     double loss[2][STEPS];
     uint64_t peak[2] = {0, 0};
     for (int run = 0; run < 2; run++) {
@@ -406,12 +466,15 @@ static Suite *suite(void)
     tcase_add_test(tc, zero2_dp3_uneven_sgd);
     tcase_add_test(tc, zero2_dp2_uneven_adamw);
     tcase_add_test(tc, zero2_pp2_dp2);
+    tcase_add_test(tc, zero1_tp2_dp2);
+    tcase_add_test(tc, zero2_tp2_dp2);
     tcase_add_test(tc, checkpoint_zero_to_one_device);
     tcase_add_test(tc, checkpoint_one_device_to_zero);
     tcase_add_test(tc, zero1_holds_the_shard_of_the_state);
     tcase_add_test(tc, checkpoint_zero2_to_one_device);
     tcase_add_test(tc, checkpoint_one_device_to_zero2);
     tcase_add_test(tc, checkpoint_zero1_to_zero2);
+    tcase_add_test(tc, checkpoint_zero2_tp_to_one_device);
     tcase_add_test(tc, zero2_holds_the_shard_of_the_gradients);
     tcase_add_test(tc, zero2_gpt_tied_embedding);
     tcase_add_test(tc, zero3_is_refused_in_plan_json);

@@ -99,14 +99,23 @@ int mpt__eng_zero_grads(worker_t *w, double *sumsq)
 {
     mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
     const float *sum = w->e->zero == 2 ? w->zgrad : w->gbuf;
+    const mpt__model_t *m = w->model;
     int status = MPT_OK;
     *sumsq = 0;
     for (size_t k = 0; k < w->nsegs && status == MPT_OK; k++) {
         const segment_t *s = &w->segs[k];
         size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
         size_t at = w->e->zero == 2 ? s->slot_at : a - w->p0;
-        for (size_t i = a; i < z; i++)
-            *sumsq += (double)sum[i - w->p0] * (double)sum[i - w->p0];
+        /* A tensor-parallel member's replica of a parameter that member 0
+         * also holds does not count again. */
+        for (size_t i = 0; i < m->nlayers; i++)
+            for (int q = 0; q < m->layers[i].nparams; q++) {
+                const mpt__param_t *pr = &m->layers[i].params[q];
+                size_t lo = pr->offset > a ? pr->offset : a;
+                size_t hi = pr->offset + pr->numel < z ? pr->offset + pr->numel : z;
+                for (size_t j = lo; !pr->counted_elsewhere && j < hi; j++)
+                    *sumsq += (double)sum[j - w->p0] * (double)sum[j - w->p0];
+            }
         if (z > a)
             status = mpt_buffer_write(g, at * sizeof(float), sum + (a - w->p0),
                                       (z - a) * sizeof(float));
@@ -147,17 +156,61 @@ int mpt__eng_zero_update(worker_t *w)
     return status;
 }
 
+/* A tensor-parallel member's elements [a, z) of its compact buffer
+ * (buf, from a) from their places in the whole model's layout (in), or to
+ * them (out) through its slice's pieces; towards the model only those
+ * that count here: member 0 writes the replicated layers, so that every
+ * element has one writer (engine.c sums the ranks' arrays). */
+static void slice_copy(const worker_t *w, size_t a, size_t z, float *buf, const float *in,
+                       float *out)
+{
+    size_t np = 0;
+    const mpt__piece_t *pc = mpt__shard_pieces(w->shard, &np);
+    const mpt__model_t *m = w->model;
+    for (size_t i = 0; i < m->nlayers; i++)
+        for (int q = 0; q < m->layers[i].nparams; q++) {
+            const mpt__param_t *pr = &m->layers[i].params[q];
+            size_t lo = pr->offset > a ? pr->offset : a;
+            size_t hi = pr->offset + pr->numel < z ? pr->offset + pr->numel : z;
+            if (out && pr->counted_elsewhere)
+                continue;
+            for (size_t k = 0; k < np && lo < hi; k++) {
+                size_t b = pc[k].local > lo ? pc[k].local : lo;
+                size_t e = pc[k].local + pc[k].count < hi ? pc[k].local + pc[k].count : hi;
+                for (size_t j = b; j < e; j++) {
+                    size_t whole = pc[k].model + (j - pc[k].local);
+                    if (out)
+                        out[whole] = buf[j - a];
+                    else
+                        buf[j - a] = in[whole];
+                }
+            }
+        }
+}
+
 /* Checkpoint I/O of the sharded optimizer state: each worker reads (out)
- * or writes (in) its shards at their places in the whole model's layout;
- * together the replicas cover every element once. */
+ * or writes (in) its shards at their places in the whole model's layout
+ * (a tensor-parallel member's through its slice's pieces, by way of gbuf:
+ * the workers are idle between jobs); together the replicas cover every
+ * element once. */
 int mpt__eng_zero_slot_io(worker_t *w, int slot, float *out, const float *in)
 {
     int status = MPT_OK;
     for (size_t k = 0; w->local && k < w->nsegs && status == MPT_OK; k++) {
         const segment_t *s = &w->segs[k];
         size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
-        status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? out + a : NULL,
-                                    in ? in + a : NULL);
+        if (!w->shard) {
+            status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? out + a : NULL,
+                                        in ? in + a : NULL);
+            continue;
+        }
+        float *buf = w->gbuf + (a - w->p0);
+        if (in)
+            slice_copy(w, a, z, buf, in, NULL);
+        status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? buf : NULL,
+                                    in ? buf : NULL);
+        if (status == MPT_OK && out)
+            slice_copy(w, a, z, buf, NULL, out);
     }
     return status;
 }

@@ -148,12 +148,12 @@ static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t
 }
 
 /* ZeRO-1 and 2 run on data-parallel replicas, in one process or across
- * ranks, without tensor-parallel groups, tied weights across stages or the
- * hierarchical all-reduce (what they have been built and tested for:
- * a tensor-parallel member's compact buffer and a tied copy are not laid
- * out for shards, and the hierarchical all-reduce has no reduce-scatter of
- * its own); elsewhere they are refused rather than run half-sharded.  One
- * replica has nothing to shard: the plan runs as ZeRO-0. */
+ * ranks, with or without tensor-parallel groups, but not with a tied
+ * weight copied across stages (the copy's gradient is summed with the
+ * owner's whole before the update) or the hierarchical all-reduce (it has
+ * no reduce-scatter of its own); there they are refused rather than run
+ * half-sharded.  One replica has nothing to shard: the plan runs as
+ * ZeRO-0. */
 static int check_zero(mpt__engine_t *e)
 {
     const mpt__plan_t *p = e->plan;
@@ -163,9 +163,8 @@ static int check_zero(mpt__engine_t *e)
     e->zero = e->nreplicas > 1 ? p->zero : 0;
     if (!e->zero)
         return MPT_OK;
-    const char *why = e->any_tp ? "tensor-parallel stages"
-                      : p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
-                                                                    : NULL;
+    const char *why = p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
+                                                                  : NULL;
     for (size_t i = 0; !why && i < e->m->nlayers; i++)
         if (e->m->layers[i].tied_layer >= 0)
             for (size_t r = 0; !why && r < p->nreplicas; r++)
