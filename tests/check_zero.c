@@ -297,12 +297,12 @@ END_TEST
 
 /* gpt-micro runs: GPT_STEPS steps of GPT_BATCH random tokens (counter-
  * based, seed 9) under plan (NULL: device 0 alone) with optimizer opt and
- * clipping at clip (0: none); losses[], and each replica's peak when
- * peak is not NULL. */
+ * clipping at clip (0: none); losses[], and when not NULL the gradient
+ * norms[] and each replica's peak[]. */
 enum { GPT_BATCH = 6, GPT_STEPS = 4 };
 
 static void gpt_run(const mpt_model_t *gpt, const mpt_plan_t *plan, mpt_optimizer_t opt,
-                    float clip, double *losses, uint64_t *peak)
+                    float clip, double *losses, double *norms, uint64_t *peak)
 {
     size_t T = mpt_model_input_floats(gpt), n = GPT_STEPS * GPT_BATCH * T;
     float *x = malloc(n * sizeof *x);
@@ -325,6 +325,8 @@ static void gpt_run(const mpt_model_t *gpt, const mpt_plan_t *plan, mpt_optimize
         mpt_step_stats_t st;
         ck_assert_mpt_ok(mpt_trainer_step(t, x + s * GPT_BATCH * T, y + s * GPT_BATCH * T, &st));
         losses[s] = st.loss;
+        if (norms)
+            norms[s] = st.grad_norm;
     }
     for (size_t r = 0; peak && r < plan->nreplicas; r++) {
         mpt_device_step_t d;
@@ -361,8 +363,8 @@ START_TEST(zero2_gpt_tied_embedding)
     mpt_model_t *gpt = NULL;
     ck_assert_mpt_ok(mpt_model_load(test_path("../models/gpt-micro.json"), &gpt));
     mpt_plan_t *plan = make_plan_for(gpt, GPT_BATCH, 2, 1, 1, shares, 2, 2);
-    gpt_run(gpt, NULL, MPT_OPTIM_ADAMW, 0, ref, NULL);
-    gpt_run(gpt, plan, MPT_OPTIM_ADAMW, 0, got, peak);
+    gpt_run(gpt, NULL, MPT_OPTIM_ADAMW, 0, ref, NULL, NULL);
+    gpt_run(gpt, plan, MPT_OPTIM_ADAMW, 0, got, NULL, peak);
     gpt_expect_same("gpt-micro ZeRO-2 DP=2 (2:1), 2 micro-batches, AdamW", ref, got);
     mpt__model_cost_t mc;
     ck_assert_mpt_ok(mpt__model_cost(gpt, &mc));
@@ -381,21 +383,25 @@ END_TEST
 
 /* TP=2 x DP=2 on four devices: each member's compact buffer (its slice's
  * layout; the embedding, its tied head and the layer norms replicated in
- * both members, a large part of the gradient norm) sharded across the
- * replicas, clipped far below the norm with SGD so that every update
- * scales by 1 / norm: counting the replicated elements twice moves the
- * losses past the tolerance. */
+ * both members) sharded across the replicas, clipped at every step: the
+ * losses and the gradient norms equal one device's (MLP_LOSS_TOL relative;
+ * the norm sums the same squares in another order, ~1e-7).  Counting the
+ * replicated elements twice gives norms 28% larger. */
 static void expect_tp(int zero, size_t mb)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
-    double ref[GPT_STEPS], got[GPT_STEPS];
+    double ref[GPT_STEPS], got[GPT_STEPS], ref_norm[GPT_STEPS], norm[GPT_STEPS];
     char name[96];
     mlp_open();
     mpt_model_t *gpt = NULL;
     ck_assert_mpt_ok(mpt_model_load(test_path("../models/gpt-micro.json"), &gpt));
     mpt_plan_t *plan = make_plan_for(gpt, GPT_BATCH, 2, 1, 2, shares, mb, zero);
-    gpt_run(gpt, NULL, MPT_OPTIM_SGD, 0.01f, ref, NULL);
-    gpt_run(gpt, plan, MPT_OPTIM_SGD, 0.01f, got, NULL);
+    gpt_run(gpt, NULL, MPT_OPTIM_SGD, 0.01f, ref, ref_norm, NULL);
+    gpt_run(gpt, plan, MPT_OPTIM_SGD, 0.01f, got, norm, NULL);
+    for (size_t s = 0; s < GPT_STEPS; s++)
+        ck_assert_msg(fabs(norm[s] - ref_norm[s]) <= MLP_LOSS_TOL * ref_norm[s],
+                      "ZeRO-%d TP=2 x DP=2, step %zu: gradient norm %.9g, one device %.9g", zero,
+                      s, norm[s], ref_norm[s]);
     snprintf(name, sizeof name, "gpt-micro ZeRO-%d TP=2 x DP=2 (2:1), %zu micro-batch(es), "
              "clipped", zero, mb);
     gpt_expect_same(name, ref, got);
