@@ -386,12 +386,12 @@ START_TEST(planner_chooses_zero2_and_peaks_match)
     size_t L = model->nlayers;
     double samples = BATCH / 4.0; /* half the batch in two micro-batches */
     unsigned acc = MPT__MEM_ACCUMULATES;
-    double z1 = mpt__cost_memory_zero(&mc, 0, L - 1, samples, 2, 2, acc, 1, 0.5);
-    double z2 = mpt__cost_memory_zero(&mc, 0, L - 1, samples, 2, 2, acc, 2, 0.5);
+    double z1 = mpt__cost_memory_zero(&mc, 0, L - 1, samples, 2, 1.0, 2, acc, 1, 0.5);
+    double z2 = mpt__cost_memory_zero(&mc, 0, L - 1, samples, 2, 1.0, 2, acc, 2, 0.5);
     /* the whole gradients and the micro-batch copy, for the window (the
      * first layer's 784 x 256 + 256 floats, more than half the model) */
     double P = 4.0 * (double)model->param_floats, window = 4.0 * (784 * 256 + 256);
-    ck_assert_double_eq_tol(mpt__cost_grad_window(&mc, 0, L - 1), window, 0.5);
+    ck_assert_double_eq_tol(mpt__cost_grad_window(&mc, 0, L - 1, 1.0), window, 0.5);
     ck_assert_double_eq_tol(z1 - z2, 2 * P - window, 0.5);
     mpt_plan_request_t req;
     mpt_plan_request_default(&req);

@@ -370,7 +370,7 @@ START_TEST(zero2_gpt_tied_embedding)
     ck_assert_mpt_ok(mpt__model_cost(gpt, &mc));
     for (size_t r = 0; r < 2; r++) {
         double want = mpt__cost_memory_zero(&mc, 0, gpt->nlayers - 1, GPT_BATCH * shares[r] / 2,
-                                            2, 2, MPT__MEM_ACCUMULATES, 2, shares[r]);
+                                            2, 1.0, 2, MPT__MEM_ACCUMULATES, 2, shares[r]);
         printf("gpt-micro ZeRO-2 DP=2, replica %zu: peak %llu bytes, predicted %.0f\n", r,
                (unsigned long long)peak[r], want);
         ck_assert_double_eq_tol(want, (double)peak[r], 0.10 * (double)peak[r]);

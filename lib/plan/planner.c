@@ -339,7 +339,7 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
     if (x->zero == 2)
-        bytes += fmax(x->slot_share * held, mpt__cost_grad_window(x->mc, first, last));
+        bytes += fmax(x->slot_share * held, mpt__cost_grad_window(x->mc, first, last, share));
     if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
         x->tied_head > last)
         bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
@@ -740,8 +740,7 @@ static int zero_allowed(const search_t *S, const shape_t *sh)
     int tied = 0;
     for (size_t i = 0; i < S->mc->nlayers; i++)
         tied |= S->mc->layers[i].tied_owner >= 0;
-    return sh->dp > 1 && sh->tp == 1 && S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL &&
-           !(tied && sh->pp > 1);
+    return sh->dp > 1 && S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
 }
 
 /* Places (or splits uniformly), checks, bounds and simulates candidate k;
@@ -762,8 +761,8 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
     /* 4b. A shape whose replicas do not fit with the whole optimizer state
      * each may fit with ZeRO-1 (a replica holds its batch share of it),
      * and failing that with ZeRO-2 (and of the gradients, but for one
-     * layer's window), where the engine runs ZeRO: replicas without tensor
-     * parallelism, without a tied weight across stages, over the ring.  ZeRO-1's reduce-scatter and all-gather move
+     * layer's window), where the engine runs ZeRO: replicas without a tied
+     * weight across stages, over the ring.  ZeRO-1's reduce-scatter and all-gather move
      * what the ring all-reduce moves (that is their sum), so its step is
      * costed alike; ZeRO-2 reduce-scatters every micro-batch (the
      * simulator's allreduce node grows to match).  Tried only when memory
