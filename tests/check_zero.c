@@ -1,27 +1,31 @@
 /*
  * tests/check_zero.c: ZeRO-1 (optimizer state sharded across
- * data-parallel replicas; issue 24, part 2) trains the same model as one
- * device, checkpoints across ZeRO and non-ZeRO plans, and holds only the
- * shard's optimizer state.
+ * data-parallel replicas) and ZeRO-2 (the gradients too; issue 24, part 2)
+ * train the same model as one device, checkpoints move across ZeRO and
+ * non-ZeRO plans, and a replica holds only its shards.
  *
  * Plan invariance: 10 steps of the Fashion-MNIST MLP at batch 60 on
- * random images (counter-based, seed 7) under ZeRO-1 with DP=2 (shares
- * 2/3, 1/3), DP=3 (1/2, 1/3, 1/6), both with SGD + momentum and DP=2 with
- * AdamW, and PP=2 x DP=2 on four devices; each step's loss against one
- * device's.  Tolerance: |loss - loss_1device| <= 1e-5 * max(1, loss), as
- * tests/check_engine.c argues: the replicas' gradients are summed in
- * another order (a ring reduce-scatter instead of one GEMM over the whole
- * batch), a few fp32 ulps per element, which 10 steps do not amplify past
- * ~1e-7; a wrong shard, a lost update or a stale all-gather moves the loss
- * by 1e-3 or more.
+ * random images (tests/mlp_runs.c) under ZeRO-1 with DP=2 (shares 2/3,
+ * 1/3), DP=3 (1/2, 1/3, 1/6), both with SGD + momentum and DP=2 with
+ * AdamW, and PP=2 x DP=2 on four devices; under ZeRO-2 the same with 1 to
+ * 3 micro-batches (each reduce-scattered, summed on the host); gpt-micro
+ * (tied embedding: the window's pinned start) under ZeRO-2 DP=2, and under
+ * ZeRO-1 and 2 with TP=2 x DP=2, clipped, its gradient norms compared too.
+ * Tolerance: |loss - loss_1device| <= 1e-5 * max(1, loss)
+ * (MLP_LOSS_TOL, tests/mlp_runs.h): the replicas' gradients are summed in
+ * another order, a few fp32 ulps per element, which 10 steps do not
+ * amplify past ~1e-7; a wrong shard, a lost update or a stale all-gather
+ * moves the loss by 1e-3 or more.
  *
- * Checkpoints: 5 steps under ZeRO DP=2, saved, resumed on one device for 5
- * more; and 5 steps on one device, saved, resumed under ZeRO DP=3 for 5
- * more: both equal the one-device run of 10 steps (same tolerance).
+ * Checkpoints: 5 steps under one plan, saved, 5 more under another (ZeRO-1
+ * or 2, DP=2 or 3, TP=2 x DP=2, one device): the one-device run of 10
+ * steps (same tolerance).
  *
- * Memory: with SGD (one slot), a replica under ZeRO-1 holds exactly
- * (params - its shard) * 4 bytes less than without, measured by the
- * allocator's peak.
+ * Memory (the allocator's peak): with SGD a replica under ZeRO-1 holds
+ * exactly (params - its shard) * 4 bytes less than without; under ZeRO-2
+ * exactly (m * params - max(shard, window)) * 4 bytes less than under
+ * ZeRO-1 (m micro-batches: the accumulation copy goes too); gpt-micro's
+ * peaks within 10% of mpt__cost_memory_zero.
  *
  * Runs without fork (OpenCL) on four one-core PoCL devices.
  */
