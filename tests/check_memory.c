@@ -24,7 +24,8 @@
  *   chooses ZeRO-1 and predicts the sharded memory (exact: the cost model's
  *   sums of products of integers); with a cap between the ZeRO-1 and the
  *   ZeRO-2 needs it chooses ZeRO-2 (mpt__cost_memory_zero), and running
- *   that plan here the peak of both replicas agrees within 10%; with one stage of 4 micro-batches and a
+ *   that plan here the peak of both replicas agrees within 10%, and so it
+ *   does for TP=2 x DP=2 at a member's tensor share; with one stage of 4 micro-batches and a
  *   cap between the need with and without recomputation it recomputes,
  *   and the engine's peak running that plan agrees within 10%.
  *
@@ -302,13 +303,13 @@ START_TEST(peak_matches_prediction_gpt)
 }
 END_TEST
 
-/* Two equal devices of `mem` bytes on one node, in a cluster file (the
+/* n equal devices of `mem` bytes on one node, in a cluster file (the
  * per-device "memory_limit_bytes" caps them to `limit` when > 0). */
-static mpt_cluster_t *two_equal(double mem, double limit)
+static mpt_cluster_t *equal_devices(int n, double mem, double limit)
 {
-    char text[1024], path[] = "/tmp/check_memory_cluster_XXXXXX";
+    char text[2048], path[] = "/tmp/check_memory_cluster_XXXXXX";
     size_t len = (size_t)snprintf(text, sizeof text, "{\"mpt_cluster\": 1, \"devices\": [");
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < n; i++)
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"name\": \"dev%d\", \"type\": \"gpu\", "
                                 "\"global_mem_bytes\": %.0f, \"memory_limit_bytes\": %.0f, "
@@ -325,6 +326,11 @@ static mpt_cluster_t *two_equal(double mem, double limit)
     unlink(path);
     ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
     return c;
+}
+
+static mpt_cluster_t *two_equal(double mem, double limit)
+{
+    return equal_devices(2, mem, limit);
 }
 
 /* DP=2 with AdamW: the whole model fits a device only with half of the
@@ -454,6 +460,36 @@ START_TEST(planner_chooses_zero2_and_peaks_match)
 }
 END_TEST
 
+/* TP=2 x DP=2 on four devices, AdamW: capped between a member's ZeRO-1
+ * and ZeRO-2 needs (mpt__cost_memory_zero at tensor share 1/2) the planner
+ * chooses ZeRO-2 and predicts exactly that need. */
+START_TEST(planner_chooses_zero2_with_tensor_parallelism)
+{
+    open_world();
+    mpt__model_cost_t mc;
+    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
+    size_t L = model->nlayers;
+    double z1 = mpt__cost_memory_zero(&mc, 0, L - 1, BATCH / 2, 1, 0.5, 2, 0, 1, 0.5);
+    double z2 = mpt__cost_memory_zero(&mc, 0, L - 1, BATCH / 2, 1, 0.5, 2, 0, 2, 0.5);
+    ck_assert_double_lt(z2, z1);
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = BATCH, req.dp = 2, req.pp = 1, req.tp = 2, req.microbatches = 1;
+    req.optimizer = MPT_OPTIM_ADAMW;
+    mpt_cluster_t *c = equal_devices(4, 1e9, (z1 + z2) / 2);
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_ok(mpt_plan_create(model, c, &req, &p));
+    ck_assert_int_eq(p->zero, 2);
+    ck_assert_uint_eq(p->tp, 2);
+    for (size_t r = 0; r < 2; r++)
+        for (size_t g = 0; g < 2; g++)
+            ck_assert_double_eq_tol(p->replicas[r].stages[0].devices[g].memory_bytes, z2, 1);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    mpt__model_cost_free(&mc);
+}
+END_TEST
+
 /* One stage of 4 micro-batches (GPipe keeps all 4 in flight): under a
  * cap between the need with and without recomputation the planner
  * recomputes, predicts it, and the engine's measured peak on this
@@ -531,6 +567,7 @@ static Suite *suite(void)
     tcase_add_test(tc, planner_assumes_the_cap);
     tcase_add_test(tc, planner_chooses_zero_when_memory_calls_for_it);
     tcase_add_test(tc, planner_chooses_zero2_and_peaks_match);
+    tcase_add_test(tc, planner_chooses_zero2_with_tensor_parallelism);
     tcase_add_test(tc, planner_recomputes_when_memory_calls_for_it);
     suite_add_tcase(s, tc);
     return s;
