@@ -85,9 +85,13 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     int status, last_mb = j + 1 == e->microbatches, zero2 = e->zero == 2;
     double t0 = mpt__now();
     /* ZeRO-2: the previous micro-batch's reduce-scatters still read the
-     * host copy this backward's gradients go to. */
-    if (zero2 && bucket && j > 0)
+     * host copy this backward's gradients go to (a wait for the reducer,
+     * counted as such). */
+    if (zero2 && bucket && j > 0) {
         MPT_TRY(mpt__eng_reducer_drain(w));
+        w->stats.reduce_wait_s += mpt__now() - t0;
+        t0 = mpt__now();
+    }
     if (w->next >= 0) {
         float *r = w->recv_stage;
         MPT_TRY(mpt__recv(e->t, w->index, w->next, e->tags.grad, r, n * out * sizeof *r));
