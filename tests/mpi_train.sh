@@ -7,7 +7,13 @@
 #   then across the two) give the
 #   one-process, one-device losses of 5 steps within 1e-5 relative
 #   (the same tolerance as tests/check_engine.c: plans only change the
-#   order of float sums, ~1e-7 relative on these losses);
+#   order of float sums, ~1e-7 relative on these losses), and so do DP=2
+#   over 2 ranks capped so that the planner shards: ZeRO-1 under 3000K,
+#   ZeRO-2 under 2800K (each replica would need 3.4 MB whole, 2.9 MB with
+#   ZeRO-1, 2.7 MB with ZeRO-2: docs/memory.md);
+# - checkpoints across ranks and ZeRO: saved by ZeRO-2 over 2 ranks and
+#   resumed on one device, and saved on one device and resumed by ZeRO-2
+#   over 2 ranks, steps 6..10 equal the one-device run of 10;
 # - rank 0 alone writes the metrics and prints the summaries;
 # - a device error on one rank (MPT_FAIL_LAUNCH on rank 1 only) ends the
 #   job with exit 1 and one line naming the rank, the device and the cause;
@@ -65,6 +71,8 @@ while read -r name np devs opts; do
         fail "$name over $np ranks" "expected one summary, from rank 0 only"
     elif [ "$name" = dp4hier ] && ! grep -q '^Gradients: hierarchical' "$out"; then
         fail "$name over $np ranks" "the plan does not use the hierarchical all-reduce"
+    elif [ "${name%?}" = zero ] && ! grep -q "ZeRO-${name#zero}," "$out"; then
+        fail "$name over $np ranks" "the plan is not ZeRO-${name#zero}"
     else
         ok "$name over $np ranks: the one-device losses within 1e-5 ($(tr '\n' ' ' <"$tmp/b"))"
     fi
@@ -75,8 +83,34 @@ pp3 3 pthread --pp 3 --microbatches 4 --schedule 1f1b
 tp2 2 pthread --tp 2
 pp2xdp2 2 pthread_pthread --pp 2 --dp 2 --microbatches 2
 dp4hier 2 pthread_pthread --dp 4 --allreduce hierarchical
+zero1 2 pthread --dp 2 --device-memory 3000K
+zero2 2 pthread --dp 2 --device-memory 2800K
 EOF
 unset POCL_DEVICES
+
+# ---- checkpoints across ranks and ZeRO ---------------------------------------------
+zero2="--dp 2 --device-memory 2800K"
+POCL_DEVICES=pthread run 300 "$train" --steps 10 --batch 64 --schedule constant \
+    --metrics "$tmp/ten.jsonl"
+[ "$rc" -eq 0 ] || fail "one-device run of 10 steps" "exit $rc"
+# $1: the case; the first 5 steps on $2 ranks with options $3, a
+# checkpoint, the last 5 resumed on $4 ranks with options $5.
+resume_across() {
+    rm -rf "$tmp/zck"
+    POCL_DEVICES=pthread run 300 $mpi -np "$2" "$train" $common $3 --checkpoint "$tmp/zck"
+    [ "$rc" -eq 0 ] || fail "$1: the first 5 steps" "exit $rc"
+    POCL_DEVICES=pthread run 300 $mpi -np "$4" "$train" --steps 10 --batch 64 \
+        --schedule constant $5 --checkpoint "$tmp/zck" --resume --metrics "$tmp/resumed-$2-$4.jsonl"
+    if [ "$rc" -ne 0 ]; then
+        fail "$1" "resuming: exit $rc"
+    elif ! same_losses "$tmp/ten.jsonl" "$tmp/resumed-$2-$4.jsonl" 5; then
+        fail "$1" "steps 6..10 differ from one device's: $(tr '\n' ' ' <"$tmp/b")"
+    else
+        ok "$1: steps 6..10 equal one device's within 1e-5"
+    fi
+}
+resume_across "saved by ZeRO-2 over 2 ranks, resumed on one device" 2 "$zero2" 1 ""
+resume_across "saved on one device, resumed by ZeRO-2 over 2 ranks" 1 "" 2 "$zero2"
 
 # ---- a device fails on one rank -------------------------------------------------
 # Rank 1's device fails its 31st kernel launch (a few steps in); the

@@ -14,6 +14,18 @@
  * increasing segment order, the same for every worker: no cycle either).
  * The all-gather runs on the worker thread after the update, overlapped
  * with nothing.
+ *
+ * ZeRO-2 (plan zero = 2) shards the gradients too.  The stage's device
+ * buffer holds one layer's gradients at a time (executor.c, the window):
+ * after each layer's backward they are read to the host at once, and the
+ * queue's order keeps the next layer from overwriting them first.  Every
+ * micro-batch's buckets are reduce-scattered (as DeepSpeed's stage 2 does:
+ * there is no whole buffer left to accumulate in), and the reducer adds
+ * each member's shard to its sum so far (zgrad, host); before the next
+ * micro-batch's backward writes into the host copy again, the worker waits
+ * for the reducer.  At the step's end the sums go into the same device
+ * buffer, packed, for the update.  Communication: one reduce-scatter per
+ * micro-batch instead of one per step.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +55,12 @@ static int zero_reduce_scatter(worker_t *w, const mpt__group_t *g, const bucket_
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     shard_counts(b->seg, w->e->nreplicas, b->first, b->count, counts);
     int status = mpt__reduce_scatter(g, w->gbuf + (b->first - w->p0), counts, cs);
+    if (status == MPT_OK && w->e->zero == 2) { /* this micro-batch's part of the sum */
+        size_t a = b->seg->bounds[b->seg->self] > b->first ? b->seg->bounds[b->seg->self]
+                                                          : b->first;
+        for (size_t i = a - w->p0, z = i + counts[b->seg->self]; i < z; i++)
+            w->zgrad[i] += w->gbuf[i];
+    }
     free(counts);
     return status;
 }
@@ -67,24 +85,39 @@ int mpt__eng_zero_setup(mpt__engine_t *e, worker_t *w)
         s->slot_at = floats;
         floats += s->bounds[s->self + 1] - s->bounds[s->self];
     }
+    if (e->zero == 2 && !(w->zgrad = calloc(w->np ? w->np : 1, sizeof *w->zgrad)))
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     return mpt__stage_shard_slots(w->ex, floats);
 }
 
-/* The reducer left the sum of this worker's shards in gbuf: they go to the
- * device's gradients (the rest of that buffer holds this replica's own
- * gradients, which nothing reads), and *sumsq gets their squares. */
+/* The reducer left the sum of this worker's shards in gbuf (ZeRO-2: in
+ * zgrad, over the micro-batches too): they go to the device's gradients
+ * (ZeRO-1: at their places, the rest of that buffer holding this replica's
+ * own gradients, which nothing reads; ZeRO-2: packed), and *sumsq gets
+ * their squares. */
 int mpt__eng_zero_grads(worker_t *w, double *sumsq)
 {
     mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
+    const float *sum = w->e->zero == 2 ? w->zgrad : w->gbuf;
+    const mpt__model_t *m = w->model;
     int status = MPT_OK;
     *sumsq = 0;
     for (size_t k = 0; k < w->nsegs && status == MPT_OK; k++) {
         const segment_t *s = &w->segs[k];
         size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
-        for (size_t i = a; i < z; i++)
-            *sumsq += (double)w->gbuf[i - w->p0] * (double)w->gbuf[i - w->p0];
+        size_t at = w->e->zero == 2 ? s->slot_at : a - w->p0;
+        /* A tensor-parallel member's replica of a parameter that member 0
+         * also holds does not count again. */
+        for (size_t i = 0; i < m->nlayers; i++)
+            for (int q = 0; q < m->layers[i].nparams; q++) {
+                const mpt__param_t *pr = &m->layers[i].params[q];
+                size_t lo = pr->offset > a ? pr->offset : a;
+                size_t hi = pr->offset + pr->numel < z ? pr->offset + pr->numel : z;
+                for (size_t j = lo; !pr->counted_elsewhere && j < hi; j++)
+                    *sumsq += (double)sum[j - w->p0] * (double)sum[j - w->p0];
+            }
         if (z > a)
-            status = mpt_buffer_write(g, (a - w->p0) * sizeof(float), w->gbuf + (a - w->p0),
+            status = mpt_buffer_write(g, at * sizeof(float), sum + (a - w->p0),
                                       (z - a) * sizeof(float));
     }
     return status;
@@ -123,17 +156,61 @@ int mpt__eng_zero_update(worker_t *w)
     return status;
 }
 
+/* A tensor-parallel member's elements [a, z) of its compact buffer
+ * (buf, from a) from their places in the whole model's layout (in), or to
+ * them (out) through its slice's pieces; towards the model only those
+ * that count here: member 0 writes the replicated layers, so that every
+ * element has one writer (engine.c sums the ranks' arrays). */
+static void slice_copy(const worker_t *w, size_t a, size_t z, float *buf, const float *in,
+                       float *out)
+{
+    size_t np = 0;
+    const mpt__piece_t *pc = mpt__shard_pieces(w->shard, &np);
+    const mpt__model_t *m = w->model;
+    for (size_t i = 0; i < m->nlayers; i++)
+        for (int q = 0; q < m->layers[i].nparams; q++) {
+            const mpt__param_t *pr = &m->layers[i].params[q];
+            size_t lo = pr->offset > a ? pr->offset : a;
+            size_t hi = pr->offset + pr->numel < z ? pr->offset + pr->numel : z;
+            if (out && pr->counted_elsewhere)
+                continue;
+            for (size_t k = 0; k < np && lo < hi; k++) {
+                size_t b = pc[k].local > lo ? pc[k].local : lo;
+                size_t e = pc[k].local + pc[k].count < hi ? pc[k].local + pc[k].count : hi;
+                for (size_t j = b; j < e; j++) {
+                    size_t whole = pc[k].model + (j - pc[k].local);
+                    if (out)
+                        out[whole] = buf[j - a];
+                    else
+                        buf[j - a] = in[whole];
+                }
+            }
+        }
+}
+
 /* Checkpoint I/O of the sharded optimizer state: each worker reads (out)
- * or writes (in) its shards at their places in the whole model's layout;
- * together the replicas cover every element once. */
+ * or writes (in) its shards at their places in the whole model's layout
+ * (a tensor-parallel member's through its slice's pieces, by way of gbuf:
+ * the workers are idle between jobs); together the replicas cover every
+ * element once. */
 int mpt__eng_zero_slot_io(worker_t *w, int slot, float *out, const float *in)
 {
     int status = MPT_OK;
     for (size_t k = 0; w->local && k < w->nsegs && status == MPT_OK; k++) {
         const segment_t *s = &w->segs[k];
         size_t a = s->bounds[s->self], z = s->bounds[s->self + 1];
-        status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? out + a : NULL,
-                                    in ? in + a : NULL);
+        if (!w->shard) {
+            status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? out + a : NULL,
+                                        in ? in + a : NULL);
+            continue;
+        }
+        float *buf = w->gbuf + (a - w->p0);
+        if (in)
+            slice_copy(w, a, z, buf, in, NULL);
+        status = mpt__stage_slot_io(w->ex, slot, s->slot_at, z - a, out ? buf : NULL,
+                                    in ? buf : NULL);
+        if (status == MPT_OK && out)
+            slice_copy(w, a, z, buf, NULL, out);
     }
     return status;
 }
@@ -220,23 +297,38 @@ int mpt__eng_reducer_drain(worker_t *w)
 
 /* ---- gradients to the reducer ----------------------------------------------------- */
 
-/* Hands the finished gradients [first, end) (model elements) to the
- * reducer, cut at segment boundaries.  The read into host memory is
- * enqueued without waiting: the in-order queue runs it after the backward
- * kernels that wrote them, the worker goes on enqueuing the earlier layers
- * at once, and the reducer waits for the read's event. */
-int mpt__eng_flush_grads(worker_t *w, size_t first, size_t end)
+/* Reads gradients [first, first + count) (model elements) from the device
+ * buffer's element `at` into their place in gbuf, without waiting: the
+ * in-order queue runs the read after the backward kernels that wrote them,
+ * and the worker goes on enqueuing the earlier layers at once. */
+static int read_grads(worker_t *w, size_t at, size_t first, size_t count, cl_event *ev)
 {
     mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
-    cl_event ev = NULL;
-    if (end <= first)
-        return MPT_OK;
-    cl_int err = clEnqueueReadBuffer(w->dev->queue, g->mem, CL_FALSE,
-                                     (first - w->p0) * sizeof(float),
-                                     (end - first) * sizeof(float), w->gbuf + (first - w->p0),
-                                     0, NULL, &ev);
+    cl_int err = clEnqueueReadBuffer(w->dev->queue, g->mem, CL_FALSE, at * sizeof(float),
+                                     count * sizeof(float), w->gbuf + (first - w->p0), 0, NULL,
+                                     ev);
     if (err != CL_SUCCESS)
         return mpt__fail_cl(err, "reading gradients of device %d", w->dev->info.index);
+    return MPT_OK;
+}
+
+/* Hands b's finished gradients [pending_first, pending_end) to the
+ * reducer, cut at segment boundaries, with the event of their read (made
+ * here, or under ZeRO-2 the last layer's: the queue ran the others
+ * before it); the reducer waits for it. */
+int mpt__eng_flush_grads(worker_t *w, bucket_ctx_t *bc)
+{
+    size_t first = bc->pending_first, end = bc->pending_end;
+    cl_event ev = bc->read;
+    int status = MPT_OK;
+    bc->pending_end = 0, bc->read = NULL;
+    if (end <= first) {
+        if (ev)
+            clReleaseEvent(ev);
+        return MPT_OK;
+    }
+    if (!ev && (status = read_grads(w, first - w->p0, first, end - first, &ev)) < 0)
+        return status;
     clFlush(w->dev->queue);
     /* Segments are in increasing order; buckets go out last first, each
      * holding its own reference to the read. */
@@ -271,6 +363,14 @@ void mpt__eng_layer_done(void *arg, size_t layer)
         lo = a < lo ? a : lo;
         hi = z > hi ? z : hi;
     }
+    if (w->e->zero == 2) { /* out of the window before the next layer writes there */
+        cl_event ev = NULL;
+        if ((b->status = read_grads(w, mpt__stage_grads_at(w->ex, layer), lo, hi - lo, &ev)) < 0)
+            return;
+        if (b->read)
+            clReleaseEvent(b->read);
+        b->read = ev;
+    }
     if (b->pending_end == 0)
         b->pending_end = hi;
     b->pending_first = lo;
@@ -279,10 +379,8 @@ void mpt__eng_layer_done(void *arg, size_t layer)
     int boundary = 0;
     for (size_t k = 0; k < w->nsegs; k++)
         boundary |= w->segs[k].first == lo;
-    if ((b->pending_end - b->pending_first) * sizeof(float) >= BUCKET_BYTES || boundary) {
-        b->status = mpt__eng_flush_grads(w, b->pending_first, b->pending_end);
-        b->pending_end = 0;
-    }
+    if ((b->pending_end - b->pending_first) * sizeof(float) >= BUCKET_BYTES || boundary)
+        b->status = mpt__eng_flush_grads(w, b);
 }
 
 /* ---- segments ------------------------------------------------------------------ */

@@ -147,24 +147,24 @@ static int check_caps(const mpt__plan_t *p, mpt_device_t *const *devices, size_t
     return MPT_OK;
 }
 
-/* ZeRO-1 runs on data-parallel replicas in one process, without
- * tensor-parallel groups, tied weights across stages or the hierarchical
- * all-reduce (what it has been built and tested for); elsewhere it is
- * refused rather than run half-sharded.  One replica has nothing to shard:
- * the plan runs as ZeRO-0. */
+/* ZeRO-1 and 2 run on data-parallel replicas, in one process or across
+ * ranks, with or without tensor-parallel groups, but not with a tied
+ * weight copied across stages (the copy's gradient is summed with the
+ * owner's whole before the update) or the hierarchical all-reduce (it has
+ * no reduce-scatter of its own); there they are refused rather than run
+ * half-sharded.  One replica has nothing to shard: the plan runs as
+ * ZeRO-0. */
 static int check_zero(mpt__engine_t *e)
 {
     const mpt__plan_t *p = e->plan;
-    if (p->zero < 0 || p->zero > 1)
-        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0 and 1 are implemented "
+    if (p->zero < 0 || p->zero > 2)
+        return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO stage %d: only 0, 1 and 2 are implemented "
                          "(docs/memory.md)", p->zero);
-    e->zero = p->zero == 1 && e->nreplicas > 1;
+    e->zero = e->nreplicas > 1 ? p->zero : 0;
     if (!e->zero)
         return MPT_OK;
-    const char *why = e->any_tp ? "tensor-parallel stages"
-                      : e->nranks > 1 ? "replicas in several MPI ranks"
-                      : p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
-                                                                    : NULL;
+    const char *why = p->allreduce == MPT_ALLREDUCE_HIERARCHICAL ? "the hierarchical all-reduce"
+                                                                  : NULL;
     for (size_t i = 0; !why && i < e->m->nlayers; i++)
         if (e->m->layers[i].tied_layer >= 0)
             for (size_t r = 0; !why && r < p->nreplicas; r++)
@@ -174,8 +174,8 @@ static int check_zero(mpt__engine_t *e)
                         (size_t)e->m->layers[i].tied_layer < st->first)
                         why = "a tied weight copied across pipeline stages";
                 }
-    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-1 with %s is not implemented: plan "
-                           "with zero 0 (docs/memory.md)", why)
+    return why ? mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO-%d with %s is not implemented: plan "
+                           "with zero 0 (docs/memory.md)", e->zero, why)
                : MPT_OK;
 }
 
@@ -347,6 +347,7 @@ void mpt__engine_free(mpt__engine_t *e)
             free(w->segs);
             free(w->queue);
             free(w->gbuf);
+            free(w->zgrad);
             free(w->tied_buf);
             free(w->fwd_stage);
             free(w->bwd_stage);
@@ -450,8 +451,16 @@ static int state_io(mpt__engine_t *e, int what, float *out, const float *in)
 {
     int status = MPT_OK;
     if (e->zero && what >= 0) { /* every replica holds a part of the slots */
+        if (out && e->nranks > 1)
+            memset(out, 0, e->m->param_floats * sizeof *out);
         for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++)
             status = mpt__eng_zero_slot_io(&e->w[i], what, out, in);
+        /* Across ranks each element is one worker's, the other ranks add
+         * zeros: the sum is exact. */
+        if (status == MPT_OK && out && e->nranks > 1) {
+            mpt__group_t g = mpt__eng_ctl_group(e);
+            status = mpt__allreduce(&g, out, e->m->param_floats, NULL);
+        }
         return status;
     }
     for (size_t i = 0; i < e->nworkers && status == MPT_OK; i++) {

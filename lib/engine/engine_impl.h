@@ -66,9 +66,10 @@ typedef struct {
     int self, tag;
     int *node;           /* per member its rank, when the plan's all-reduce is
                           * hierarchical (comm.h); else NULL */
-    /* ZeRO-1: member r's shard is model elements [bounds[r], bounds[r + 1]),
+    /* ZeRO-1/2: member r's shard is model elements [bounds[r], bounds[r + 1]),
      * in proportion to the replicas' batch shares; this worker's optimizer
-     * state for its own shard starts at slot_at in its packed slots. */
+     * state (and under ZeRO-2 its gradients) for its own shard start at
+     * slot_at in its packed slots. */
     size_t *bounds;
     size_t slot_at;
 } segment_t;
@@ -110,6 +111,9 @@ struct worker {
     float *tied_buf;           /* their gradient, on the host */
     int tied_added;            /* the owner: the copy's gradient is in, this step */
     float *gbuf;               /* host copy of its gradients (np) */
+    float *zgrad;              /* ZeRO-2: the sum over replicas and over the step's
+                                * micro-batches so far of its shards' gradients
+                                * (host, np; only the shards' places are used) */
     float *fwd_stage;          /* outgoing activations: one region per micro-batch */
     float *bwd_stage;          /* outgoing gradients: one region per micro-batch, apart
                                 * from the activations, since 1F1B interleaves both and
@@ -174,7 +178,8 @@ struct mpt__engine {
     float lr;
     int *all_members;
     int any_tp;               /* some stage has a tensor-parallel group */
-    int zero;                 /* ZeRO-1 in force: the plan asks and there are replicas */
+    int zero;                 /* the ZeRO stage in force (0, 1, 2): the plan's, when
+                               * there are replicas */
     engine_tags_t tags;
     int tracing;
     double trace_t0;
@@ -189,10 +194,13 @@ struct mpt__engine {
 };
 
 /* Called by the executor after each layer's backward of the last
- * micro-batch: once enough finished gradients have gathered, send them. */
+ * micro-batch (under ZeRO-2, of every micro-batch): once enough finished
+ * gradients have gathered, send them. */
 typedef struct {
     worker_t *w;
     size_t pending_first, pending_end; /* finished, not yet handed over */
+    cl_event read;                     /* ZeRO-2: the last of their reads (each layer's
+                                        * leaves the window at once), or NULL */
     int status;
 } bucket_ctx_t;
 
@@ -222,16 +230,18 @@ int mpt__eng_wait_sends(worker_t *w);
 /* ---- data_parallel.c ---- */
 void *mpt__eng_reducer_main(void *arg);
 int mpt__eng_reducer_drain(worker_t *w);
-int mpt__eng_flush_grads(worker_t *w, size_t first, size_t end);
+/* Hands b's pending gradients to the reducer (none: nothing). */
+int mpt__eng_flush_grads(worker_t *w, bucket_ctx_t *b);
 void mpt__eng_layer_done(void *arg, size_t layer);
 int mpt__eng_make_segments(mpt__engine_t *e, worker_t *w);
 int mpt__eng_make_aligned_segment(mpt__engine_t *e, worker_t *w);
 int mpt__eng_check_alike(const mpt__engine_t *e);
-/* ZeRO-1 (data_parallel.c): shard bounds of worker w's segments and its
- * packed optimizer state; after the reducer drained, the step's end: the
- * reduced shards to the device, their part of the gradient norm, the
- * update of the shards, the all-gather of the parameters; checkpoint I/O
- * of the sharded optimizer state (whole-model layout, like state_io). */
+/* ZeRO-1/2 (data_parallel.c): shard bounds of worker w's segments and its
+ * packed optimizer state (ZeRO-2: and gradients); after the reducer
+ * drained, the step's end: the reduced shards to the device, their part of
+ * the gradient norm, the update of the shards, the all-gather of the
+ * parameters; checkpoint I/O of the sharded optimizer state (whole-model
+ * layout, like state_io). */
 int mpt__eng_zero_setup(mpt__engine_t *e, worker_t *w);
 int mpt__eng_zero_grads(worker_t *w, double *sumsq);
 int mpt__eng_zero_update(worker_t *w);

@@ -15,7 +15,16 @@
  * once, for the largest micro-batch.
  *
  * Options (mpt__stage_create_with): ZeRO-1 makes the optimizer slots for
- * the replica's shards only, packed (the engine maps them); recomputation
+ * the replica's shards only, packed (the engine maps them).  ZeRO-2 also
+ * holds no whole gradient buffer: one buffer serves first as the backward's
+ * window, where each layer writes its gradients (a tied embedding's at the
+ * window's start, since its head writes there early in the backward; every
+ * other layer's after it) and whence the engine reads them to the host
+ * before the in-order queue lets the next layer overwrite them, then, once
+ * the replicas' sums are back, as the replica's packed shard of the
+ * gradients that the update reads.  Its size is the larger of the two
+ * uses, and nothing accumulates micro-batches on the device (the engine
+ * sums them on the host).  Recomputation
  * keeps per slot only the stage input and one shared region for the rest
  * of the activations and saved state, refilled by a forward at the start
  * of each backward (act_at, saved_at).  The second optimizer slot (Adam's
@@ -52,6 +61,12 @@ struct mpt__executor {
     mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at) */
     size_t slot_floats;   /* floats of each optimizer slot: np + nt, or under ZeRO the
                            * replica's shard (mpt__stage_shard_slots) */
+    size_t grad_floats;   /* floats of grads: np + nt, or under ZeRO-2 the larger of
+                           * the window and the shard */
+    int zero2;            /* ZeRO-2: grads is the window, then the packed shard */
+    size_t pin_lo, pin_n; /* ZeRO-2: the tied embedding's elements (model offset,
+                           * count) at the window's start; pin_n 0: none */
+    size_t window;        /* ZeRO-2: floats of the window (pin_n + largest other layer) */
     size_t act_stride, saved_stride; /* floats per slot */
     int recompute;     /* keep only each slot's stage input; the forward runs again
                         * before each backward, in one shared activation region */
@@ -76,6 +91,67 @@ static mpt__tensor_t region(mpt_buffer_t *b, size_t off, size_t n)
 {
     size_t dims[1] = {n};
     return mpt__tensor(b, off, 1, dims);
+}
+
+/* Layer l's parameter elements: the first (model offset) and how many
+ * (they are contiguous); 0 for none. */
+static size_t layer_span(const mpt__layer_t *l, size_t *lo)
+{
+    size_t hi = 0;
+    *lo = l->nparams ? l->params[0].offset : 0;
+    for (int q = 0; q < l->nparams; q++) {
+        size_t a = l->params[q].offset, z = a + l->params[q].numel;
+        *lo = a < *lo ? a : *lo;
+        hi = z > hi ? z : hi;
+    }
+    return l->nparams ? hi - *lo : 0;
+}
+
+/* Whether layer i owns a weight that a later layer of the range reads
+ * (the embedding and its head): its head writes that gradient first. */
+static int pinned(const mpt__executor_t *ex, size_t i)
+{
+    for (size_t j = i + 1; ex->m->layers[i].nparams && ex->m->layers[i].params[0].shared &&
+                           j <= ex->last;
+         j++)
+        if (ex->m->layers[j].tied_layer == (int)i)
+            return 1;
+    return 0;
+}
+
+/* ZeRO-2's window: the pinned embedding at its start, every other
+ * layer's gradients after it (one at a time: the engine reads them away
+ * before the next layer's backward, in queue order). */
+static void lay_out_window(mpt__executor_t *ex)
+{
+    size_t widest = 0;
+    for (size_t i = ex->first; i <= ex->last; i++) {
+        size_t lo, n = layer_span(&ex->m->layers[i], &lo);
+        if (pinned(ex, i))
+            ex->pin_lo = lo, ex->pin_n = n;
+        else
+            widest = n > widest ? n : widest;
+    }
+    ex->window = ex->pin_n + widest;
+}
+
+/* Model parameter offset of grads[0] for layer i's backward. */
+static size_t grad_base(const mpt__executor_t *ex, size_t i)
+{
+    const mpt__layer_t *l = &ex->m->layers[i];
+    size_t lo;
+    if (!ex->zero2)
+        return ex->p0;
+    if (l->tied_layer >= 0 || pinned(ex, i)) /* the head writes where its owner adds */
+        return ex->pin_lo;
+    return layer_span(l, &lo) ? lo - ex->pin_n : ex->p0;
+}
+
+size_t mpt__stage_grads_at(const mpt__executor_t *ex, size_t layer)
+{
+    size_t lo;
+    layer_span(&ex->m->layers[layer], &lo);
+    return lo - grad_base(ex, layer);
 }
 
 void mpt__executor_free(mpt__executor_t *ex)
@@ -118,6 +194,20 @@ static int second_slot(mpt__executor_t *ex)
     return ex->slot[1] ? MPT_OK
                        : zeroed(ex->dev, ex->slot_floats, "optimizer state (second slot)",
                                 &ex->slot[1]);
+}
+
+/* Whether writing n floats into slot `slot` changes nothing: zeros into a
+ * second slot not made yet, which holds zeros as it is (an SGD
+ * checkpoint's second slot: loading it must not make the slot that SGD
+ * never pays for, and that a memory cap may have no room for). */
+static int writes_nothing(const mpt__executor_t *ex, int slot, const float *in, size_t n)
+{
+    if (!(slot & 1) || ex->slot[1])
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (in[i] != 0.0f)
+            return 0;
+    return 1;
 }
 
 int mpt__stage_create_with(const mpt__model_t *m, mpt_device_t *dev, size_t first, size_t last,
@@ -184,7 +274,18 @@ int mpt__stage_create_with(const mpt__model_t *m, mpt_device_t *dev, size_t firs
     size_t saved_floats = ex->recompute ? saved : saved * slots;
     size_t held = ex->np + ex->nt;
     MPT_TRY(zeroed(dev, held, "parameters", &ex->params));
-    MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
+    /* ZeRO-2: the gradients wait for the shard's size (mpt__stage_shard_slots). */
+    if ((ex->zero2 = (flags & MPT__STAGE_ZERO2) != 0)) {
+        if (accumulates) {
+            status = mpt__fail(MPT_ERR_INVALID, "ZeRO-2 sums micro-batches on the host: a "
+                               "stage under it does not accumulate");
+            goto out;
+        }
+        lay_out_window(ex);
+    } else {
+        ex->grad_floats = held;
+        MPT_TRY(zeroed(dev, held, "gradients", &ex->grads));
+    }
     if (!zero) {
         ex->slot_floats = held;
         MPT_TRY(zeroed(dev, held, "optimizer state", &ex->slot[0]));
@@ -230,6 +331,13 @@ int mpt__stage_shard_slots(mpt__executor_t *ex, size_t floats)
     if (ex->nt)
         return mpt__fail(MPT_ERR_UNSUPPORTED, "ZeRO with a tied weight copied across stages");
     ex->slot_floats = floats;
+    if (ex->zero2) {
+        ex->grad_floats = floats > ex->window ? floats : ex->window;
+        int status = zeroed(ex->dev, ex->grad_floats, "gradients (ZeRO-2 window and shard)",
+                            &ex->grads);
+        if (status < 0)
+            return status;
+    }
     return zeroed(ex->dev, floats, "optimizer state (ZeRO shard)", &ex->slot[0]);
 }
 
@@ -245,7 +353,9 @@ int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *o, floa
                          ex->slot_floats);
     if (o->kind == MPT_OPTIM_ADAMW && (status = second_slot(ex)) < 0)
         return status;
-    mpt__tensor_t p = region(ex->params, at, count), g = region(ex->grads, at, count);
+    /* ZeRO-2's gradients are packed like the slots */
+    mpt__tensor_t p = region(ex->params, at, count);
+    mpt__tensor_t g = region(ex->grads, ex->zero2 ? slot_at : at, count);
     mpt__tensor_t s0 = region(ex->slot[0], slot_at, count);
     if (o->kind == MPT_OPTIM_ADAMW) {
         mpt__tensor_t s1 = region(ex->slot[1], slot_at, count);
@@ -270,6 +380,8 @@ int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t cou
         memset(out, 0, count * sizeof *out);
         return MPT_OK;
     }
+    if (in && writes_nothing(ex, slot, in, count))
+        return MPT_OK;
     if (in && (slot & 1) && (status = second_slot(ex)) < 0)
         return status;
     b = ex->slot[slot & 1];
@@ -340,8 +452,9 @@ static mpt__pass_t pass_of(mpt__executor_t *ex, size_t i, size_t slot, size_t ba
     p.x = region(ex->acts, act_at(ex, slot, k), mpt__shape_numel(&l->in) * batch);
     p.y = region(ex->acts, act_at(ex, slot, k + 1), mpt__shape_numel(&l->out) * batch);
     p.params = flat(ex->params, ex->np + ex->nt);
-    p.grads = flat(ex->grads, ex->np + ex->nt);
+    p.grads = flat(ex->grads, ex->grad_floats);
     p.param_base = ex->p0;
+    p.grad_base = grad_base(ex, i);
     p.tied_at = SIZE_MAX;
     if (l->tied_layer >= 0) {
         if ((int)i == ex->tied_head)
@@ -630,7 +743,7 @@ int mpt__stage_grad_sumsq(mpt__executor_t *ex, double *sumsq)
 
 int mpt__stage_scale_grads(mpt__executor_t *ex, float coef)
 {
-    size_t n = ex->np + ex->nt;
+    size_t n = ex->zero2 ? ex->slot_floats : ex->np + ex->nt;
     mpt__tensor_t g = flat(ex->grads, n);
     return n ? mpt__op_scale(&g, n, coef) : MPT_OK;
 }
@@ -682,6 +795,8 @@ int mpt__executor_read_slot(mpt__executor_t *ex, int slot, float *out)
 
 int mpt__executor_write_slot(mpt__executor_t *ex, int slot, const float *in)
 {
+    if (writes_nothing(ex, slot, in, ex->np))
+        return MPT_OK;
     int status = (slot & 1) ? second_slot(ex) : MPT_OK;
     return status < 0 ? status : write_flat(ex, ex->slot[slot & 1], in);
 }

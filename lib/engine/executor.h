@@ -61,8 +61,15 @@ int mpt__stage_create(const mpt__model_t *model, mpt_device_t *dev, size_t first
  * micro-batch slot only its stage input and runs the forward again at the
  * start of its backward, in one activation region shared by the slots: an
  * output, logits or correct count of a slot can then be read only before
- * another slot's forward or backward. */
-enum { MPT__STAGE_ZERO = 1, MPT__STAGE_RECOMPUTE = 2 };
+ * another slot's forward or backward.
+ * MPT__STAGE_ZERO2 (with MPT__STAGE_ZERO; a stage that does not accumulate)
+ * makes no whole gradient buffer either: mpt__stage_shard_slots makes one
+ * that holds, during a backward, each layer's gradients at
+ * mpt__stage_grads_at (valid until the next layer's backward: read them
+ * in queue order), and after it the packed shard of the gradients, which
+ * mpt__stage_update_range reads from slot_at like the slots.
+ */
+enum { MPT__STAGE_ZERO = 1, MPT__STAGE_RECOMPUTE = 2, MPT__STAGE_ZERO2 = 4 };
 int mpt__stage_create_with(const mpt__model_t *model, mpt_device_t *dev, size_t first,
                            size_t last, size_t max_batch, size_t slots, int accumulates,
                            uint64_t seed, const float *init, unsigned flags,
@@ -125,6 +132,10 @@ void mpt__stage_set_layer_hook(mpt__executor_t *ex, mpt__layer_hook_fn fn, void 
 /* The device buffer of the range's gradients (elements from
  * mpt__stage_param_first), and the device bytes the executor allocated. */
 mpt_buffer_t *mpt__executor_grads_buffer(mpt__executor_t *ex);
+/* Where in that buffer (floats) layer `layer`'s first gradient element
+ * lies after its backward: its place in the range, or under ZeRO-2 in the
+ * window. */
+size_t mpt__stage_grads_at(const mpt__executor_t *ex, size_t layer);
 size_t mpt__executor_device_bytes(const mpt__executor_t *ex);
 /* Sum of squares of the stage's gradients, their scaling (clipping), the
  * optimizer update with learning rate lr at the current step. */

@@ -8,6 +8,7 @@
  * through replica 0's pipeline.
  */
 #include <math.h>
+#include <string.h>
 
 #include "engine/engine_impl.h"
 
@@ -81,8 +82,16 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
     mpt__engine_t *e = w->e;
     size_t n = mb_size(share, e->microbatches, j, NULL), slot = j % w->slots;
     size_t in = mpt__stage_in_floats(w->ex), out = mpt__stage_out_floats(w->ex);
-    int status, last_mb = j + 1 == e->microbatches;
+    int status, last_mb = j + 1 == e->microbatches, zero2 = e->zero == 2;
     double t0 = mpt__now();
+    /* ZeRO-2: the previous micro-batch's reduce-scatters still read the
+     * host copy this backward's gradients go to (a wait for the reducer,
+     * counted as such). */
+    if (zero2 && bucket && j > 0) {
+        MPT_TRY(mpt__eng_reducer_drain(w));
+        w->stats.reduce_wait_s += mpt__now() - t0;
+        t0 = mpt__now();
+    }
     if (w->next >= 0) {
         float *r = w->recv_stage;
         MPT_TRY(mpt__recv(e->t, w->index, w->next, e->tags.grad, r, n * out * sizeof *r));
@@ -92,10 +101,12 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
         MPT_TRY(mpt__stage_put_dy(w->ex, r, n));
     }
     /* The last micro-batch's backward finishes each layer's gradients:
-     * with replicas, buckets leave for the reducer as it goes. */
-    mpt__stage_set_layer_hook(w->ex, last_mb && bucket ? mpt__eng_layer_done : NULL, bucket);
+     * with replicas, buckets leave for the reducer as it goes (ZeRO-2:
+     * every micro-batch's, summed on the host instead of the device). */
+    mpt__stage_set_layer_hook(w->ex, (last_mb || zero2) && bucket ? mpt__eng_layer_done : NULL,
+                              bucket);
     float scale = 1.0f / (float)(e->batch * e->m->labels_per_sample); /* the mean over labels */
-    status = mpt__stage_backward(w->ex, slot, n, scale, j > 0, w->prev >= 0);
+    status = mpt__stage_backward(w->ex, slot, n, scale, j > 0 && !zero2, w->prev >= 0);
     mpt__stage_set_layer_hook(w->ex, NULL, NULL);
     if (status < 0)
         goto out;
@@ -103,6 +114,8 @@ static int backward_mb(worker_t *w, size_t j, size_t share, bucket_ctx_t *bucket
         status = bucket->status;
         goto out;
     }
+    if (zero2 && bucket) /* what the hook did not flush yet (the first layers) */
+        MPT_TRY(mpt__eng_flush_grads(w, bucket));
     /* A training forward leaves the loss rows to the backward (the loss
      * layer computes them with the gradient). */
     if (w->next < 0 && !w->late_loss) {
@@ -175,7 +188,7 @@ int mpt__eng_train_job(worker_t *w)
 {
     mpt__engine_t *e = w->e;
     size_t share = e->rep_samples[w->replica], share_first = e->rep_first[w->replica];
-    bucket_ctx_t bucket = {w, 0, 0, MPT_OK};
+    bucket_ctx_t bucket = {w, 0, 0, NULL, MPT_OK};
     double zero_sumsq = 0; /* ZeRO: this worker's shards' part of the squared norm */
     unsigned long kernels0 = w->dev->launches, blas0 = w->dev->blas_calls;
     int status;
@@ -190,6 +203,8 @@ int mpt__eng_train_job(worker_t *w)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
     mpt__executor_set_step(w->ex, e->step);
     w->tied_added = 0;
+    if (w->zgrad) /* ZeRO-2: the sums over this step's micro-batches start afresh */
+        memset(w->zgrad, 0, w->np * sizeof *w->zgrad);
     MPT_TRY(run_schedule(w, share, share_first, w->nsegs ? &bucket : NULL));
     t0 = mpt__now();
     if (w->tied_peer >= 0 && w->tied_copy)
@@ -199,8 +214,7 @@ int mpt__eng_train_job(worker_t *w)
     t0 = mpt__now();
     if (w->nsegs) {
         /* What the hook did not flush yet (the stage's first layers). */
-        if (bucket.pending_end > 0)
-            MPT_TRY(mpt__eng_flush_grads(w, bucket.pending_first, bucket.pending_end));
+        MPT_TRY(mpt__eng_flush_grads(w, &bucket));
         MPT_TRY(mpt__eng_reducer_drain(w));
         if (e->zero)
             MPT_TRY(mpt__eng_zero_grads(w, &zero_sumsq));
@@ -247,6 +261,8 @@ int mpt__eng_train_job(worker_t *w)
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:
+    if (bucket.read) /* ZeRO-2: a read not handed over */
+        clReleaseEvent(bucket.read);
     if (status < 0) {
         /* Abort first: pending sends and the reducer's rings then return
          * at once instead of waiting for peers that will never come. */

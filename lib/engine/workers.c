@@ -215,6 +215,15 @@ int mpt__eng_run_job(mpt__engine_t *e, job_kind_t kind)
 
 /* ---- making a worker ------------------------------------------------------------ */
 
+/* The executor's options: ZeRO's optimizer state (ZeRO-2: and gradients)
+ * waits for the shards (data_parallel.c), and ZeRO-2 sums micro-batches
+ * on the host instead of the device; the plan's recomputation. */
+static unsigned stage_flags(const mpt__engine_t *e, const mpt__plan_stage_t *st)
+{
+    return (e->zero ? MPT__STAGE_ZERO : 0u) | (e->zero == 2 ? MPT__STAGE_ZERO2 : 0u) |
+           (st->recompute ? MPT__STAGE_RECOMPUTE : 0u);
+}
+
 /* Worker `w`: member g of the tp devices of replica r's stage s, whose
  * group's workers start at `base`.  Activations come from member
  * g % tp_prev of the previous group and go to every member j of the next
@@ -263,11 +272,9 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
         mpt__model_param_range(e->m, st->first, st->last, &w->p0, &w->np);
         goto out;
     } else if (tp == 1) {
-        /* ZeRO: the optimizer state waits for the shards (data_parallel.c). */
-        unsigned flags = (e->zero ? MPT__STAGE_ZERO : 0u) |
-                         (st->recompute ? MPT__STAGE_RECOMPUTE : 0u);
         MPT_TRY(mpt__stage_create_with(e->m, w->dev, st->first, st->last, max_mb, w->slots,
-                                       e->microbatches > 1, seed, init, flags, &w->ex));
+                                       e->microbatches > 1 && e->zero != 2, seed, init,
+                                       stage_flags(e, st), &w->ex));
     } else {
         int *members = malloc(tp * sizeof *members);
         if (!members || !(fractions = malloc(tp * sizeof *fractions))) {
@@ -295,8 +302,9 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
             goto out;
         }
         mpt__shard_gather(w->shard, init, local);
-        MPT_TRY(mpt__stage_create(w->model, w->dev, 0, w->model->nlayers - 1, max_mb, w->slots,
-                                  e->microbatches > 1, seed, local, &w->ex));
+        MPT_TRY(mpt__stage_create_with(w->model, w->dev, 0, w->model->nlayers - 1, max_mb,
+                                       w->slots, e->microbatches > 1 && e->zero != 2, seed,
+                                       local, stage_flags(e, st), &w->ex));
     }
     w->p0 = mpt__stage_param_first(w->ex), w->np = mpt__stage_param_count(w->ex);
     size_t width_in = mpt__stage_in_floats(w->ex), width_out = mpt__stage_out_floats(w->ex);

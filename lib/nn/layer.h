@@ -22,6 +22,9 @@ struct mpt__pass {
     mpt__tensor_t grads;   /* the flat gradient buffer (offset 0) */
     size_t param_base;     /* model parameter offset of params[0]: a pipeline
                             * stage holds only its layers' parameters */
+    size_t grad_base;      /* model parameter offset of grads[0]: param_base, or under
+                            * ZeRO-2 where the layer's gradients go in the window
+                            * (engine/executor.c) */
     mpt__tensor_t saved;   /* this layer's saved_floats (forward -> backward) */
     mpt__tensor_t scratch; /* scratch_floats, shared by all layers */
     int training;

@@ -39,8 +39,8 @@ const char *mpt__shape_str(const mpt__shape_t *s, char *buf, size_t size)
 mpt__tensor_t mpt__param_view(const mpt__pass_t *p, const mpt__param_t *param, int grad)
 {
     const mpt__tensor_t *flat = grad ? &p->grads : &p->params;
-    return mpt__tensor(flat->buf, flat->off + param->offset - p->param_base, param->ndim,
-                       param->dims);
+    size_t base = grad ? p->grad_base : p->param_base;
+    return mpt__tensor(flat->buf, flat->off + param->offset - base, param->ndim, param->dims);
 }
 
 /* A positive integer attribute; `def` when absent and def > 0. */

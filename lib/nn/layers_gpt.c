@@ -460,11 +460,14 @@ static double head_flops(const mpt__layer_t *l, size_t batch, int backward)
 static int head_weight(const mpt__layer_t *l, const mpt__pass_t *p, int grad, mpt__tensor_t *out)
 {
     const mpt__tensor_t *flat = grad ? &p->grads : &p->params;
-    if (p->tied_at == SIZE_MAX || p->tied_at + l->tied.numel > mpt__tensor_numel(flat))
+    /* tied_at counts from params[0]; grads[0] may be another element */
+    size_t at = p->tied_at == SIZE_MAX || !grad ? p->tied_at
+                                                : p->tied_at + p->param_base - p->grad_base;
+    if (at == SIZE_MAX || at + l->tied.numel > mpt__tensor_numel(flat))
         return mpt__fail(MPT_ERR_UNSUPPORTED, "lm_head (layer %d): this device holds neither "
                          "the embedding it is tied to (layer %d) nor a copy", l->index,
                          l->tied_layer);
-    *out = mpt__tensor(flat->buf, flat->off + p->tied_at, l->tied.ndim, l->tied.dims);
+    *out = mpt__tensor(flat->buf, flat->off + at, l->tied.ndim, l->tied.dims);
     return MPT_OK;
 }
 

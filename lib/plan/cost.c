@@ -402,6 +402,39 @@ double mpt__cost_scratch(const mpt__model_cost_t *mc, size_t first, size_t last,
     return most;
 }
 
+double mpt__cost_grad_window(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double share)
+{
+    double pin = 0, widest = 0;
+    for (size_t i = first; mc && i <= last && i < mc->nlayers; i++) {
+        int read_later = 0; /* a tied head of this range reads its weight */
+        for (size_t j = i + 1; j <= last && j < mc->nlayers; j++)
+            read_later |= mc->layers[j].tied_owner == (int)i;
+        double bytes = tp_part(&mc->layers[i], share) * mc->layers[i].param_bytes;
+        if (read_later)
+            pin = bytes;
+        else
+            widest = fmax(widest, bytes);
+    }
+    return pin + widest;
+}
+
+double mpt__cost_memory_zero(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double samples, size_t in_flight, double share,
+                             int optimizer_slots, unsigned flags, int zero, double shard)
+{
+    if (zero == 2) /* the micro-batches are summed on the host */
+        flags &= ~(unsigned)MPT__MEM_ACCUMULATES;
+    double bytes = mpt__cost_memory(mc, first, last, samples, in_flight, share,
+                                    optimizer_slots, flags);
+    double params = mpt__cost_param_bytes(mc, first, last, share);
+    if (zero >= 1)
+        bytes -= params * (optimizer_slots > 0 ? optimizer_slots : 0) * (1.0 - shard);
+    if (zero == 2)
+        bytes += fmax(shard * params, mpt__cost_grad_window(mc, first, last, share)) - params;
+    return bytes;
+}
+
 /* The activations kept for backward: every micro-batch in flight's (saved
  * bytes per sample), or recomputing, their stage inputs and one
  * micro-batch's activations past its input (the executor's one shared

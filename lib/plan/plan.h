@@ -124,6 +124,20 @@ enum { MPT__MEM_ACCUMULATES = 1, MPT__MEM_RECOMPUTE = 2 };
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots,
                         unsigned flags);
+/* ZeRO-2's gradient window for layers [first, last] at tensor share
+ * `share` (engine/executor.c): the largest layer's parameter bytes, plus a
+ * tied embedding's when its head is in the range (its gradient stays from
+ * the head's backward to its own). */
+double mpt__cost_grad_window(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double share);
+/* mpt__cost_memory of a data-parallel replica's stage under ZeRO stage
+ * `zero` holding fraction `shard` of its parameters' shards: ZeRO-1 keeps
+ * `shard` of the optimizer slots; ZeRO-2 too, and instead of the whole
+ * gradients (and the micro-batch copy) one buffer of the larger of its
+ * shard of them and the window. */
+double mpt__cost_memory_zero(const mpt__model_cost_t *mc, size_t first, size_t last,
+                             double samples, size_t in_flight, double share,
+                             int optimizer_slots, unsigned flags, int zero, double shard);
 
 /* Shared resources (share.c).  Whether devices a and b of the cluster
  * compete for cores: same node, overlapping cpusets, one a CPU device. */
@@ -248,8 +262,10 @@ typedef struct mpt_plan {
                                * state; 1 each replica holds the state of its shard of
                                * every data-parallel segment (shards in proportion to
                                * the replicas' batch shares), gradients are
-                               * reduce-scattered and parameters all-gathered
-                               * (docs/memory.md) */
+                               * reduce-scattered and parameters all-gathered;
+                               * 2 the same, and each replica keeps the gradients
+                               * of its shard only, reduce-scattered per
+                               * micro-batch (docs/memory.md) */
     size_t nreplicas;         /* = dp */
     mpt__plan_replica_t *replicas;
     double predicted_step_s;

@@ -223,9 +223,13 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
             if (p->replicas[r].stages[s].recompute)
                 put(&t, "Recomputation: replica %zu stage %zu keeps only its input per "
                         "micro-batch and runs its forward again before each backward\n", r, s);
-    if (p->dp > 1 && p->zero)
+    if (p->dp > 1 && p->zero == 1)
         put(&t, "Optimizer state: ZeRO-1, each replica holds the state of its batch share of "
                 "the parameters (reduce-scatter, update, all-gather)\n");
+    else if (p->dp > 1 && p->zero == 2)
+        put(&t, "Optimizer state and gradients: ZeRO-2, each replica holds the state and the "
+                "gradients of its batch share of the parameters (reduce-scatter per "
+                "micro-batch, update, all-gather)\n");
     size_t bottleneck_r = 0, bottleneck_s = 0;
     double worst = -1;
     for (size_t r = 0; r < p->nreplicas; r++) {

@@ -433,9 +433,9 @@ static int read_header(reader *r, const json_t *root, mpt__plan_t *p)
     p->optimizer_slots = (int)slots;
     const json_t *zero = json_object_get(root, "zero");
     if (zero && (!json_is_integer(zero) || json_integer_value(zero) < 0 ||
-                 json_integer_value(zero) > 1))
-        return bad(r, "zero", "must be 0 or 1 (ZeRO-2, sharded gradients, is not implemented: "
-                   "docs/memory.md)");
+                 json_integer_value(zero) > 2))
+        return bad(r, "zero", "must be 0, 1 (sharded optimizer state) or 2 (and gradients); "
+                   "ZeRO-3 (sharded parameters) is not implemented: docs/memory.md");
     p->zero = zero ? (int)json_integer_value(zero) : 0;
     MPT_TRY(get_real(r, root, "predicted_step_s", 0, &p->predicted_step_s));
     if (!json_is_object(bd))

@@ -186,7 +186,9 @@ typedef struct {
     mpt__pipe_schedule_t schedule;
     int slots;
     double slot_share;     /* of the optimizer state a member holds: 1, or under ZeRO-1
-                            * its replica's batch share (engine/data_parallel.c) */
+                            * and 2 its replica's batch share (engine/data_parallel.c),
+                            * under ZeRO-2 of the gradients too */
+    int zero;              /* the ZeRO stage */
     rows_cache_t *cache;
     const rows_t **rows;
     double *tpc, *params, *saved, *outmax;
@@ -319,7 +321,10 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
     /* Recomputing keeps one micro-batch's activations, and the inputs of
      * the others (mpt__cost_memory's `kept`). */
     double sets = recompute ? 1.0 : (double)in_flight(x, s);
-    double share = x->fraction[s * x->tp + g], bytes = 0, largest = 0;
+    double share = x->fraction[s * x->tp + g], bytes = 0, largest = 0, held = 0;
+    /* Whole gradients, and a micro-batch's copy when they accumulate;
+     * ZeRO-2 has neither but one buffer for its shard or its window. */
+    double grads = x->zero == 2 ? 0 : 1 + (x->microbatches > 1);
     for (int w = 0; w < 2; w++) {
         size_t o = (size_t)w * (x->nlayers + 1);
         double part = w ? 1.0 : share;
@@ -328,10 +333,13 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
             x->mc->layers[x->tied_head].tp_whole == w)
             params += x->tied_bytes;
         double saved = x->saved[o + last + 1] - x->saved[o + first];
-        bytes += part * (params * (2 + x->slots * x->slot_share + (x->microbatches > 1)) +
+        bytes += part * (params * (1 + grads + x->slots * x->slot_share) +
                          sets * x->samples * saved);
+        held += part * params;
         largest = fmax(largest, part * range_outmax(x, w, first, last));
     }
+    if (x->zero == 2)
+        bytes += fmax(x->slot_share * held, mpt__cost_grad_window(x->mc, first, last, share));
     if (x->tied_head < x->nlayers && first <= x->tied_owner && x->tied_owner <= last &&
         x->tied_head > last)
         bytes += x->tied_bytes; /* the owner's buffer for the copy's gradient */
@@ -484,7 +492,8 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
                             .nlayers = L,
                             .samples = (double)batch * rep->batch_share / (double)sh->microbatches,
                             .schedule = sh->schedule, .slots = slots,
-                            .slot_share = zero ? rep->batch_share : 1.0, .cache = cache};
+                            .slot_share = zero ? rep->batch_share : 1.0, .zero = zero,
+                            .cache = cache};
             if ((status = stage_ctx_init(&x)) < 0)
                 goto out;
             double bottleneck = 0;
@@ -647,14 +656,15 @@ static int predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluste
 
 /* The requested all-reduce, or (AUTO) the faster of the two in the
  * simulation: hierarchical only when it is strictly faster, so that one
- * node, where the two are the same ring, keeps the flat one. */
+ * node, where the two are the same ring, keeps the flat one, and never
+ * under ZeRO (the engine shards over the ring only). */
 int mpt__plan_predict(mpt__plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                       mpt_allreduce_t algo)
 {
     int status;
     p->allreduce = algo == MPT_ALLREDUCE_HIERARCHICAL ? algo : MPT_ALLREDUCE_RING;
     MPT_TRY(predict(p, mc, c));
-    if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4)
+    if (algo != MPT_ALLREDUCE_AUTO || p->nreplicas < 4 || p->zero)
         return MPT_OK;
     mpt__plan_t ring = *p; /* its predictions, to restore */
     p->allreduce = MPT_ALLREDUCE_HIERARCHICAL;
@@ -724,14 +734,13 @@ static void keep_why(search_t *S, const char *why)
         snprintf(S->first_why, sizeof S->first_why, "%s", why);
 }
 
-/* Whether the engine would run shape sh with ZeRO-1 (engine.c, check_zero). */
+/* Whether the engine would run shape sh with ZeRO (engine.c, check_zero). */
 static int zero_allowed(const search_t *S, const shape_t *sh)
 {
     int tied = 0;
     for (size_t i = 0; i < S->mc->nlayers; i++)
         tied |= S->mc->layers[i].tied_owner >= 0;
-    return sh->dp > 1 && sh->tp == 1 && mpt_cluster_node_count(S->c) == 1 &&
-           S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
+    return sh->dp > 1 && S->req->allreduce != MPT_ALLREDUCE_HIERARCHICAL && !(tied && sh->pp > 1);
 }
 
 /* Places (or splits uniformly), checks, bounds and simulates candidate k;
@@ -751,19 +760,22 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
                                 &k->sh, &k->plan, k->why, sizeof k->why);
     /* 4b. A shape whose replicas do not fit with the whole optimizer state
      * each may fit with ZeRO-1 (a replica holds its batch share of it),
-     * where the engine runs ZeRO-1: replicas without tensor parallelism, in
-     * one process (one node), without a tied weight across stages, over the
-     * ring.  Its reduce-scatter and all-gather move what the ring
-     * all-reduce moves (that is their sum), so the step is costed alike;
-     * being tried only when memory calls for it, it never displaces a plan
-     * that fits without it. */
-    if (status == MPT_ERR_DEVICE_MEMORY && !k->uniform && zero_allowed(S, &k->sh)) {
+     * and failing that with ZeRO-2 (and of the gradients, but for one
+     * layer's window), where the engine runs ZeRO: replicas without a tied
+     * weight across stages, over the ring.  ZeRO-1's reduce-scatter and all-gather move
+     * what the ring all-reduce moves (that is their sum), so its step is
+     * costed alike; ZeRO-2 reduce-scatters every micro-batch (the
+     * simulator's allreduce node grows to match).  Tried only when memory
+     * calls for it, neither displaces a plan that fits without it. */
+    for (int zero = 1; zero <= 2 && status == MPT_ERR_DEVICE_MEMORY && !k->uniform &&
+                       zero_allowed(S, &k->sh);
+         zero++) {
         char why0[sizeof k->why];
         snprintf(why0, sizeof why0, "%s", k->why);
         k->why[0] = 0;
-        status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 1, &k->sh,
+        status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, zero, &k->sh,
                        &k->plan, k->why, sizeof k->why);
-        if (status < 0 && !k->why[0]) /* the shortfall without ZeRO-1 says enough */
+        if (status < 0 && !k->why[0]) /* the shortfall before says enough */
             memcpy(k->why, why0, sizeof why0);
     }
     if (status == MPT_ERR_NOMEM)

@@ -29,6 +29,10 @@
  *     (mpt__cost_param_bytes: its fraction of the split layers, all of the
  *     replicated ones; replica 0's stage gives the bytes).  It occupies
  *     those devices, and overlaps with other stages still computing.
+ *     Under ZeRO-2 every micro-batch's gradients are reduce-scattered (half
+ *     an all-reduce each) before the one all-gather: (m + 1) / 2
+ *     all-reduces, all counted after the last backward (the earlier
+ *     micro-batches' in fact overlap the backward passes after them);
  *
  * When several workers could start an op, the one that can start first goes
  * first (ties: lower replica, then lower stage), so that a plan placing two
@@ -402,7 +406,9 @@ static int run_allreduces(sim_t *S, const long *stage_end)
             for (size_t i = 0; i < n; i++)
                 if (S->dev_free[devs[i]] > a.start)
                     a.start = S->dev_free[devs[i]], a.pred = S->dev_last[devs[i]];
-            a.end = a.start + mpt__cost_allreduce_by(S->c, devs, n, a.bytes, S->p->allreduce);
+            double rounds = S->p->zero == 2 ? ((double)S->p->microbatches + 1) / 2 : 1;
+            a.end = a.start + rounds * mpt__cost_allreduce_by(S->c, devs, n, a.bytes,
+                                                              S->p->allreduce);
             long id = add_node(S, a);
             if (id < 0) {
                 free(devs);
