@@ -38,47 +38,13 @@
 #include "mlp_runs.h"
 #include "testutil.h"
 
-/* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
- * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
-static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
-{
-    char text[4096];
-    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : mlp_model->nlayers, mlp_model->nlayers};
-    len += (size_t)snprintf(text + len, sizeof text - len,
-                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
-                            "\"microbatches\": 1, \"batch\": %d, \"schedule\": \"gpipe\", "
-                            "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
-                            "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
-                            "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, MLP_BATCH, zero);
-    for (size_t r = 0; r < dp; r++) {
-        len += (size_t)snprintf(text + len, sizeof text - len,
-                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
-                                shares[r]);
-        for (size_t s = 0; s < pp; s++)
-            len += (size_t)snprintf(text + len, sizeof text - len,
-                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [{\"device\": %zu, \"fraction\": 1.0, "
-                                    "\"memory_bytes\": 0}]}",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1, r * pp + s);
-        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-    }
-    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
-    mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", mlp_model->nlayers,
-                                         mpt_devices_count(mlp_devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, mlp_model));
-    ck_assert_int_eq(p->zero, zero);
-    return p;
-}
-
 static void expect_invariant(const char *name, size_t dp, size_t pp, const double *shares,
                              mpt_optimizer_t opt)
 {
     double ref[MLP_STEPS], got[MLP_STEPS];
     mlp_open();
     mlp_reference(opt, ref);
-    mpt_plan_t *plan = make_plan(dp, pp, shares, 1);
+    mpt_plan_t *plan = mlp_plan(dp, pp, shares, 1);
     mpt_trainer_t *t = mlp_trainer(plan, opt);
     mlp_train(t, 0, MLP_STEPS, got);
     mpt_trainer_free(t);
@@ -140,7 +106,7 @@ START_TEST(checkpoint_zero_to_one_device)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
     mlp_open();
-    mpt_plan_t *plan = make_plan(2, 1, shares, 1);
+    mpt_plan_t *plan = mlp_plan(2, 1, shares, 1);
     expect_resume("saved under ZeRO-1 DP=2, resumed on one device", plan, NULL);
     mpt_plan_free(plan);
 }
@@ -150,7 +116,7 @@ START_TEST(checkpoint_one_device_to_zero)
 {
     const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
     mlp_open();
-    mpt_plan_t *plan = make_plan(3, 1, shares, 1);
+    mpt_plan_t *plan = mlp_plan(3, 1, shares, 1);
     expect_resume("saved on one device, resumed under ZeRO-1 DP=3", NULL, plan);
     mpt_plan_free(plan);
 }
@@ -176,7 +142,7 @@ START_TEST(zero1_holds_the_shard_of_the_state)
     const double shares[] = {2.0 / 3, 1.0 / 3};
     uint64_t whole[2], sharded[2];
     mlp_open();
-    mpt_plan_t *p0 = make_plan(2, 1, shares, 0), *p1 = make_plan(2, 1, shares, 1);
+    mpt_plan_t *p0 = mlp_plan(2, 1, shares, 0), *p1 = mlp_plan(2, 1, shares, 1);
     peaks(p0, 2, whole);
     peaks(p1, 2, sharded);
     /* One segment (one stage), cut at params * 40 / 60 (data_parallel.c). */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "core/rng.h"
+#include "plan/plan.h"
 #include "mlp_runs.h"
 #include "testutil.h"
 
@@ -63,11 +64,50 @@ mpt_trainer_t *mlp_trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
     return t;
 }
 
+/* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
+ * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
+mpt_plan_t *mlp_plan(size_t dp, size_t pp, const double *shares, int zero)
+{
+    char text[4096];
+    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : mlp_model->nlayers, mlp_model->nlayers};
+    len += (size_t)snprintf(text + len, sizeof text - len,
+                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": 1, "
+                            "\"microbatches\": 1, \"batch\": %d, \"schedule\": \"gpipe\", "
+                            "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
+                            "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
+                            "\"allreduce_s\": 0}, \"replicas\": [",
+                            dp, pp, MLP_BATCH, zero);
+    for (size_t r = 0; r < dp; r++) {
+        len += (size_t)snprintf(text + len, sizeof text - len,
+                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
+                                shares[r]);
+        for (size_t s = 0; s < pp; s++)
+            len += (size_t)snprintf(text + len, sizeof text - len,
+                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
+                                    "\"devices\": [{\"device\": %zu, \"fraction\": 1.0, "
+                                    "\"memory_bytes\": 0}]}",
+                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1, r * pp + s);
+        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
+    }
+    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", mlp_model->nlayers,
+                                         mpt_devices_count(mlp_devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, mlp_model));
+    ck_assert_int_eq(p->zero, zero);
+    return p;
+}
+
+int mlp_step(mpt_trainer_t *t, size_t s, mpt_step_stats_t *st)
+{
+    return mpt_trainer_step(t, X + s * MLP_BATCH * in, Y + s * MLP_BATCH, st);
+}
+
 void mlp_train(mpt_trainer_t *t, size_t from, size_t to, double *losses)
 {
     for (size_t s = from; s < to; s++) {
         mpt_step_stats_t st;
-        ck_assert_mpt_ok(mpt_trainer_step(t, X + s * MLP_BATCH * in, Y + s * MLP_BATCH, &st));
+        ck_assert_mpt_ok(mlp_step(t, s, &st));
         losses[s] = st.loss;
     }
 }

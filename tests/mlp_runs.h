@@ -27,6 +27,11 @@ void mlp_close(void);
 void mlp_config(mpt_train_config_t *c, mpt_optimizer_t opt);
 /* A trainer under plan, or on device 0 alone when plan is NULL. */
 mpt_trainer_t *mlp_trainer(const mpt_plan_t *plan, mpt_optimizer_t opt);
+/* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
+ * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
+mpt_plan_t *mlp_plan(size_t dp, size_t pp, const double *shares, int zero);
+/* One step on batch s of the data: the trainer's status. */
+int mlp_step(mpt_trainer_t *t, size_t s, mpt_step_stats_t *st);
 /* Steps [from, to) of the data; their losses into losses[from..]. */
 void mlp_train(mpt_trainer_t *t, size_t from, size_t to, double *losses);
 /* The one-device losses of all MLP_STEPS steps. */
