@@ -339,7 +339,8 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     MPT_TRY(alloc_state(t, &c));
     MPT_TRY(visit(t->model, take_tensor, &c));
     MPT_TRY(check_finite(t, c.state, path,
-                         "not loaded (allow non-finite checkpoints to inspect it anyway)",
+                         "not loaded (--allow-nonfinite-checkpoint, or "
+                         "mpt_trainer_allow_nonfinite_checkpoint, loads it to inspect it)",
                          t->allow_nonfinite));
     /* Only now, with everything checked, does the trainer change.  A device
      * failure past this point leaves it part restored (see mpt.h). */
