@@ -7,6 +7,7 @@
 #   device and on two data-parallel replicas;
 # - the default (stop) still ends the run, exit 1, naming the step;
 # - skip ends the run past --max-skips bad steps in a row, naming them;
+# - a finite loss 100 times the first step's is warned of (--lr 10);
 # - a checkpoint holding NaN (tests/nan_checkpoint.py) is refused on
 #   resume, and loaded with a warning under --allow-nonfinite-checkpoint;
 # - usage errors: an unknown policy, --max-skips without skip,
@@ -74,6 +75,15 @@ if [ "$rc" -eq 1 ] && grep -q "step 4: .*3 steps in a row were not finite (at mo
     ok "--max-skips 2: the third bad step in a row ends the run, exit 1"
 else
     fail "--max-skips 2: exit $rc: $(tail -n 1 "$tmp/many.err")"
+fi
+
+# ---- a finite loss far above the first: said --------------------------------------
+"$train" $common --lr 10 --steps 4 >/dev/null 2>"$tmp/huge.err"
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q "warning: step [0-9]*: the loss .* is over 100 times the first step's" "$tmp/huge.err"; then
+    ok "--lr 10: $(sed -n 's/.*warning: \(step [0-9]*: the loss [^ ]*\) .*/\1/p' "$tmp/huge.err") is warned of"
+else
+    fail "--lr 10: exit $rc, no warning: $(cat "$tmp/huge.err")"
 fi
 
 # ---- a checkpoint holding NaN -----------------------------------------------------

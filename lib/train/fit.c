@@ -53,6 +53,8 @@ typedef struct {
     mpt__elastic_t el;
     double snap_loss_sum;
     uint64_t snap_steps, snap_updates;
+    double first_loss; /* of this run's first step that updated; 0: none yet */
+    int warned;        /* the loss was far above it: said once */
 } fit_run;
 
 /* The per-device figures sized for the trainer's engine (after a move). */
@@ -237,6 +239,17 @@ static int fit_loop(fit_run *r, uint64_t total)
                              (unsigned long long)st.step,
                              isfinite(st.loss) ? "gradient norm" : "loss",
                              isfinite(st.loss) ? st.grad_norm : st.loss);
+        /* A finite loss far above the first is divergence on its way
+         * (--lr 10: 3316 at step 3, 1e22 at step 5, then NaN). */
+        if (!st.skipped && !r->warned && r->first_loss > 0 && st.loss > 100 * r->first_loss &&
+            r->t->rank == 0) {
+            mpt__log(MPT_LOG_WARN, "step %llu: the loss %g is over 100 times the first step's "
+                     "(%g): training is diverging (a lower learning rate, a warm-up or "
+                     "--clip-norm may help)", (unsigned long long)st.step, st.loss, r->first_loss);
+            r->warned = 1;
+        }
+        if (!st.skipped && r->first_loss == 0)
+            r->first_loss = st.loss;
         if (!st.skipped)
             r->loss_sum += st.loss, r->updates++;
         r->steps++;
