@@ -18,7 +18,9 @@
  *   5. Partition layers over each replica's stages by dynamic programming
  *                on the bottleneck (partition.c), each stage's cost its
  *                forward + backward time plus its outgoing transfer, ranges
- *                that do not fit a device's memory excluded.
+ *                that do not fit a device's memory, or whose largest buffer
+ *                does not fit its largest allocation (max_alloc_bytes),
+ *                excluded.
  *                Tensor-parallel plans the engine cannot run (a member left
  *                no unit, replicas split unlike, a tied weight across a
  *                tensor-parallel stage) are rejected with the reason.
