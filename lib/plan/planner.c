@@ -390,11 +390,12 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
     double slowest = 0;
     for (size_t g = 0; g < x->tp; g++) {
         const mpt_cluster_device_t *d = mpt_cluster_device(x->c, dev[g]);
-        int roomy = x->roomy[s * x->tp + g], recompute = !roomy && stage_recomputes(x, s, first, last);
+        const rows_t *rw = x->rows[s * x->tp + g];
+        int roomy = x->roomy[s * x->tp + g];
+        int recompute = !roomy && stage_recomputes(x, s, first, last);
         double need = roomy ? 0 : stage_memory(x, s, g, first, last, recompute);
-        double extra = recompute ? /* recomputation's second forward */
-                           x->rows[s * x->tp + g]->fwd[last + 1] - x->rows[s * x->tp + g]->fwd[first]
-                                 : 0;
+        /* recomputation's second forward */
+        double extra = recompute ? rw->fwd[last + 1] - rw->fwd[first] : 0;
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
@@ -411,7 +412,7 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
                 snprintf(x->why, sizeof x->why, "%s", why);
             return -1;
         }
-        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first] + extra;
+        const double *t = rw->time, here = t[last + 1] - t[first] + extra;
         slowest = here > slowest ? here : slowest; /* the hottest line: no libm call */
     }
     slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];
