@@ -27,7 +27,8 @@
  * ones; MPT_NONFINITE_STOP (the default) leaves the step to the caller
  * (the NaN update is applied, the next loss is NaN: mpt_trainer_fit
  * stops there, tests/reliability.sh); a checkpoint records the skipped
- * count, so a resumed AdamW run equals the uninterrupted one.
+ * count, so a resumed AdamW run equals the uninterrupted one; the
+ * progress line shows the count.
  *
  * Runs without fork (OpenCL) on four one-core PoCL devices.
  */
@@ -247,6 +248,20 @@ START_TEST(checkpoint_keeps_the_skipped_count)
 }
 END_TEST
 
+/* The progress line counts the run's skipped steps once there are any. */
+START_TEST(progress_line_counts_skips)
+{
+    mpt_step_report_t r = {.step = 7, .total_steps = 10, .loss = 2.5, .samples_per_s = 100,
+                           .eta_s = NAN, .skipped_steps = 0};
+    char line[256];
+    mpt_progress_line(&r, 1, NULL, 0, line, sizeof line);
+    ck_assert_msg(!strstr(line, "skipped"), "%s", line);
+    r.skipped_steps = 3;
+    mpt_progress_line(&r, 1, NULL, 0, line, sizeof line);
+    ck_assert_msg(strstr(line, "  skipped 3  "), "%s", line);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nonfinite");
@@ -259,6 +274,7 @@ static Suite *suite(void)
     tcase_add_test(tc, too_many_skips_in_a_row_stop);
     tcase_add_test(tc, stop_policy_leaves_the_step_to_the_caller);
     tcase_add_test(tc, checkpoint_keeps_the_skipped_count);
+    tcase_add_test(tc, progress_line_counts_skips);
     suite_add_tcase(s, tc);
     return s;
 }
