@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""tests/nan_checkpoint.py IN OUT: OUT is the mpt checkpoint IN with its
-first parameter float set to NaN and its CRC-32 recomputed, as
+"""tests/nan_checkpoint.py IN OUT: OUT is the mpt checkpoint IN with every
+float of its first parameter tensor (layer 0's first: the MLP's 0.weight, a
+language model's token embedding 0.wte, so that every logit turns NaN) set
+to NaN and its CRC-32 recomputed, as
 lib/train/checkpoint.c documents it.  This is the file a diverged run
 would leave if the writer did not refuse non-finite values: the reader's
 refusal and --allow-nonfinite-checkpoint are tested on it
@@ -25,8 +27,10 @@ def main(src, dst):
     header = json.loads(raw[8:8 + n])
     meta = header.pop("__metadata__")
     base = 8 + n
-    first = header["0.weight"]["data_offsets"][0]
-    raw[base + first:base + first + 4] = struct.pack("<f", math.nan)
+    params = [t["data_offsets"] for name, t in header.items()
+              if not name.startswith("optimizer.")]
+    begin, end = min(params)
+    raw[base + begin:base + end] = struct.pack("<f", math.nan) * ((end - begin) // 4)
     crc = 0
     for key in LATER:
         if key in meta:

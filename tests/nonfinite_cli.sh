@@ -9,7 +9,9 @@
 # - skip ends the run past --max-skips bad steps in a row, naming them;
 # - a finite loss 100 times the first step's is warned of (--lr 10);
 # - a checkpoint holding NaN (tests/nan_checkpoint.py) is refused on
-#   resume, and loaded with a warning under --allow-nonfinite-checkpoint;
+#   resume, and loaded with a warning under --allow-nonfinite-checkpoint,
+#   after which training diverges at once and --sample refuses the NaN
+#   logits of a language model;
 # - usage errors: an unknown policy, --max-skips without skip or of 0,
 #   --allow-nonfinite-checkpoint without --resume.
 # (That a skipped step equals a run without it, number for number, is
@@ -83,7 +85,7 @@ python3 "$srcdir/nan_checkpoint.py" "$tmp/good/checkpoint.safetensors" \
     "$tmp/nan/checkpoint.safetensors" || fail "tests/nan_checkpoint.py" "failed"
 run 300 "$train" $common --steps 4 --checkpoint "$tmp/nan" --resume
 if [ "$rc" -eq 1 ] &&
-    grep -q "1 of the .* parameters are not finite (the first: float 0 is nan).*not loaded" "$err"; then
+    grep -q "200704 of the 247766 parameters are not finite (the first: float 0 is nan).*not loaded" "$err"; then
     ok "a NaN checkpoint is refused on resume, exit 1"
 else
     fail "a NaN checkpoint" "exit $rc"
@@ -94,6 +96,27 @@ if [ "$rc" -eq 1 ] && grep -q "warning: .*not finite .*loaded anyway" "$err" &&
     ok "--allow-nonfinite-checkpoint loads it with a warning (its next step then diverges)"
 else
     fail "--allow-nonfinite-checkpoint" "exit $rc"
+fi
+
+# A language model's: --sample from it alone refuses the NaN logits.
+text=$tmp/text.txt
+i=0
+while [ $i -lt 300 ]; do
+    echo "line $i of a generated text, for the language model." >>"$text"
+    i=$((i + 1))
+done
+lm="--model $srcdir/../models/gpt-micro.json --data $text --batch 4 --devices 0"
+run 300 "$train" $lm --steps 2 --checkpoint "$tmp/lm"
+[ "$rc" -eq 0 ] || fail "writing gpt-micro's checkpoint" "exit $rc"
+mkdir "$tmp/lmnan"
+python3 "$srcdir/nan_checkpoint.py" "$tmp/lm/checkpoint.safetensors" \
+    "$tmp/lmnan/checkpoint.safetensors" || fail "tests/nan_checkpoint.py on gpt-micro" "failed"
+run 300 "$train" $lm --steps 2 --checkpoint "$tmp/lmnan" --resume --allow-nonfinite-checkpoint \
+    --sample 5
+if [ "$rc" -eq 1 ] && grep -q "loaded anyway" "$err" && grep -q "logit [0-9]* of token 0 is nan" "$err"; then
+    ok "--allow-nonfinite-checkpoint --sample: $(grep -o "logit [0-9]* of token 0 is nan[^;]*" "$err")"
+else
+    fail "sampling from a NaN checkpoint" "exit $rc"
 fi
 
 # ---- usage errors ------------------------------------------------------------------
