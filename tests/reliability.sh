@@ -11,7 +11,8 @@
 # - another run's checkpoint is not replaced without --overwrite; other
 #   data is not resumed on without --allow-other-data; --steps not beyond
 #   the checkpoint is an error; temporaries of dead writers are removed;
-# - counts refuse signs and spaces, reals refuse NaN;
+# - counts refuse signs and spaces, reals refuse NaN; an unwritable
+#   profile cache keeps the measurement with a warning;
 # - under MPI (skipped without it): ranks started with other options are
 #   refused naming the rank and the option (--on-nonfinite too), a
 #   non-finite step is skipped by every rank alike, and a stopped rank ends
@@ -143,6 +144,13 @@ expect 1 "cannot write trace" "$train" $common --steps 3 --trace /nonexistent/di
 expect 2 "--steps" "$train" $common --steps ' -1'
 expect 2 "--steps" "$train" $common --steps -1
 expect 2 "--lr" "$train" $common --lr nan
+
+# An unwritable profile cache ($XDG_CACHE_HOME a file; PoCL's cache kept
+# where it is): the finished measurement is used, with a warning, exit 0.
+: >"$tmp/not-a-dir"
+expect 0 "measured but not cached" env XDG_CACHE_HOME="$tmp/not-a-dir" \
+    POCL_CACHE_DIR="${POCL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocl}" MPT_PROFILE_QUICK=1 \
+    "${MPT_PLAN:-./bin/mpt-plan}" --model "$model" --devices 0
 
 # A plan made for another model with as many layers.
 sed 's/"units": 100/"units": 99/' "$model" >"$tmp/other.json"
