@@ -240,7 +240,7 @@ static int fit_loop(fit_run *r, uint64_t total)
                              isfinite(st.loss) ? "gradient norm" : "loss",
                              isfinite(st.loss) ? st.grad_norm : st.loss);
         /* A finite loss far above the first is divergence on its way
-         * (--lr 10: 3316 at step 3, 1e22 at step 5, then NaN). */
+         * (--lr 10: 3351 at step 3, 2e22 at step 5, NaN at step 6). */
         if (!st.skipped && !r->warned && r->first_loss > 0 && st.loss > 100 * r->first_loss &&
             r->t->rank == 0) {
             mpt__log(MPT_LOG_WARN, "step %llu: the loss %g is over 100 times the first step's "
