@@ -64,8 +64,6 @@ mpt_trainer_t *mlp_trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
     return t;
 }
 
-/* dp replicas of pp stages (cut at layer 4 when pp = 2), replica r stage
- * s on device r * pp + s, shares[r] of the batch, ZeRO stage `zero`. */
 mpt_plan_t *mlp_plan(size_t dp, size_t pp, const double *shares, int zero)
 {
     char text[4096];

@@ -2,7 +2,7 @@
  * tests/mlp_runs.h: the Fashion-MNIST MLP trained for MLP_STEPS steps of
  * MLP_BATCH random images (counter-based, seed 7) on one device or under a
  * plan, for the suites that compare a plan's losses with one device's
- * (check_zero, check_recompute).  Tolerance: |loss - loss_1device| <=
+ * (check_zero, check_recompute, check_nonfinite).  Tolerance: |loss - loss_1device| <=
  * MLP_LOSS_TOL * max(1, loss), as tests/check_engine.c argues: a plan sums
  * the same gradients in another order, a few fp32 ulps per element that 10
  * steps do not amplify past ~1e-7, while a lost or wrong update moves the
