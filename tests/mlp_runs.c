@@ -1,6 +1,7 @@
 /*
  * tests/mlp_runs.c: the shared MLP runs of mlp_runs.h.
  */
+#define _POSIX_C_SOURCE 200809L /* testutil.h's setenv */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
