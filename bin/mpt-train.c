@@ -65,6 +65,12 @@ static void usage(FILE *f)
             "      --momentum X          SGD momentum (0.9)\n"
             "      --weight-decay X      weight decay (0)\n"
             "      --clip-norm X         clip the global gradient norm to X (off)\n"
+            "      --on-nonfinite WHAT   a step whose loss or gradient norm is NaN or\n"
+            "                            infinite: stop (default: the run ends there, exit\n"
+            "                            1) or skip (no device updates; the metrics mark\n"
+            "                            and count it; a norm is computed every step)\n"
+            "      --max-skips N         skip: at most N skipped steps in a row; the next\n"
+            "                            bad one ends the run (10)\n"
             "      --lr-schedule NAME    cosine (default: decays from --lr towards 0 over\n"
             "                            the run) or constant\n"
             "      --schedule NAME       cosine or constant as --lr-schedule; gpipe or 1f1b\n"
@@ -112,6 +118,9 @@ static void usage(FILE *f)
             "                            otherwise: it is another run's work)\n"
             "      --allow-other-data    resume although the checkpoint was written for\n"
             "                            other data (checked by size and a CRC-32)\n"
+            "      --allow-nonfinite-checkpoint  resume from a checkpoint holding NaN or\n"
+            "                            infinite values (refused otherwise), with a\n"
+            "                            warning: to inspect a diverged run\n"
             "      --comm-timeout S      under mpirun: a rank that does not answer for S\n"
             "                            seconds (stopped, hung) ends the job, naming it;\n"
             "                            a device whose step takes longer is hung (--elastic)\n"
@@ -151,7 +160,7 @@ static void parse(int argc, char **argv, options *o)
            O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
            O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
            O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT, O_METRICS_PORT,
-           O_METRICS_ADDRESS, O_DEVMEM };
+           O_METRICS_ADDRESS, O_DEVMEM, O_NONFINITE, O_MAX_SKIPS, O_ALLOW_NONFINITE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"epochs", required_argument, NULL, O_EPOCHS}, {"steps", required_argument, NULL, O_STEPS},
@@ -159,6 +168,9 @@ static void parse(int argc, char **argv, options *o)
         {"lr", required_argument, NULL, O_LR}, {"momentum", required_argument, NULL, O_MOM},
         {"weight-decay", required_argument, NULL, O_WD},
         {"clip-norm", required_argument, NULL, O_CLIP},
+        {"on-nonfinite", required_argument, NULL, O_NONFINITE},
+        {"max-skips", required_argument, NULL, O_MAX_SKIPS},
+        {"allow-nonfinite-checkpoint", no_argument, NULL, O_ALLOW_NONFINITE},
         {"schedule", required_argument, NULL, O_SCHED}, {"warmup", required_argument, NULL, O_WARM},
         {"seed", required_argument, NULL, O_SEED}, {"devices", required_argument, NULL, 'd'},
         {"metrics", required_argument, NULL, O_METRICS},
@@ -188,7 +200,7 @@ static void parse(int argc, char **argv, options *o)
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
-    int c, lr_given = 0, verbose = 0;
+    int c, lr_given = 0, verbose = 0, max_skips_given = 0;
 
     memset(o, 0, sizeof *o);
     mpt_train_config_default(&o->cfg);
@@ -226,6 +238,19 @@ static void parse(int argc, char **argv, options *o)
         case O_MOM: o->cfg.momentum = tool_parse_real("--momentum", optarg); break;
         case O_WD: o->cfg.weight_decay = tool_parse_real("--weight-decay", optarg); break;
         case O_CLIP: o->cfg.clip_norm = tool_parse_real("--clip-norm", optarg); break;
+        case O_NONFINITE:
+            if (strcmp(optarg, "stop") == 0)
+                o->cfg.on_nonfinite = MPT_NONFINITE_STOP;
+            else if (strcmp(optarg, "skip") == 0)
+                o->cfg.on_nonfinite = MPT_NONFINITE_SKIP;
+            else
+                tool_usage_error("--on-nonfinite must be stop or skip, got '%s'", optarg);
+            break;
+        case O_MAX_SKIPS:
+            o->cfg.max_skips = tool_parse_count("--max-skips", optarg, 1);
+            max_skips_given = 1;
+            break;
+        case O_ALLOW_NONFINITE: o->fit.allow_nonfinite_checkpoint = 1; break;
         case O_SCHED:
         case O_LR_SCHED:
             /* --schedule takes either kind: the names do not overlap. */
@@ -300,6 +325,10 @@ static void parse(int argc, char **argv, options *o)
                          "--allreduce pin an automatic plan: edit the plan file instead");
     if ((o->fit.resume || o->fit.checkpoint_every || o->fit.overwrite) && !o->checkpoint_dir)
         tool_usage_error("--resume, --overwrite and --checkpoint-every need --checkpoint DIR");
+    if (o->fit.allow_nonfinite_checkpoint && !o->fit.resume)
+        tool_usage_error("--allow-nonfinite-checkpoint applies to the checkpoint --resume loads");
+    if (max_skips_given && o->cfg.on_nonfinite != MPT_NONFINITE_SKIP)
+        tool_usage_error("--max-skips bounds --on-nonfinite skip");
     if (o->fit.resume && o->fit.overwrite)
         tool_usage_error("--resume continues the checkpoint, --overwrite replaces it: not both");
     o->fit.allow_no_steps = o->sample > 0; /* --sample from a checkpoint alone */

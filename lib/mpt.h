@@ -517,6 +517,12 @@ MPT_API int mpt_loader_next(mpt_loader_t *loader, const float **images, const in
 
 typedef enum { MPT_OPTIM_SGD = 0, MPT_OPTIM_ADAMW = 1 } mpt_optimizer_t;
 typedef enum { MPT_SCHEDULE_CONSTANT = 0, MPT_SCHEDULE_COSINE = 1 } mpt_schedule_t;
+/* What a step whose loss or global gradient norm is NaN or infinite does. */
+typedef enum {
+    MPT_NONFINITE_STOP = 0, /* nothing in the step: mpt_trainer_fit ends the run there
+                             * (MPT_ERR_DIVERGED) */
+    MPT_NONFINITE_SKIP = 1  /* the step applies no update (see on_nonfinite) */
+} mpt_nonfinite_t;
 
 typedef struct {
     size_t batch;        /* samples per step (128); a planned trainer's must be
@@ -541,6 +547,17 @@ typedef struct {
                             * process); 0, the default: 300 s, or 100 predicted
                             * steps when longer.  Not part of a checkpoint's
                             * configuration. */
+    /* MPT_NONFINITE_SKIP: every step reduces its global gradient norm and
+     * loss before the optimizer runs; when either is not finite, no device
+     * updates (parameters and optimizer state stay as they were, the
+     * optimizer's update count too: AdamW's bias correction and SGD's first
+     * step count updates), mpt_step_stats_t.skipped says so, and the step
+     * still counts (data, schedule and dropout move on).  The step after
+     * max_skips skipped steps in a row fails with MPT_ERR_DIVERGED.  Costs
+     * a norm every step and the loss read before the update.  Neither is
+     * part of a checkpoint's configuration; the ranks of a job must agree. */
+    mpt_nonfinite_t on_nonfinite; /* (MPT_NONFINITE_STOP) */
+    uint64_t max_skips;           /* (10); at least 1 with MPT_NONFINITE_SKIP */
 } mpt_train_config_t;
 
 /** Fills the defaults shown above: SGD, and the cosine schedule, whose
@@ -553,7 +570,10 @@ typedef struct {
     uint64_t step;    /* steps done, this one included */
     double loss;      /* mean loss of the batch */
     double lr;        /* learning rate used */
-    double grad_norm; /* global gradient norm before clipping (0 unless clipping) */
+    double grad_norm; /* global gradient norm before clipping (0 unless clipping
+                       * or MPT_NONFINITE_SKIP) */
+    int skipped;      /* MPT_NONFINITE_SKIP: the loss or the norm was not finite,
+                       * no update was applied */
 } mpt_step_stats_t;
 
 /* Where the data stood when a checkpoint was written. */
@@ -600,10 +620,16 @@ MPT_API int mpt_trainer_save(mpt_trainer_t *trainer, const char *path,
  *  same model and configuration; MPT_ERR_PARSE naming the file and reason
  *  (the differing setting, the failed checksum...) when it is truncated,
  *  corrupted, edited, of another model or configuration, and then the
- *  trainer is unchanged.  A device error while restoring leaves it part
- *  restored: free it. */
+ *  trainer is unchanged; MPT_ERR_INVALID naming the first non-finite float
+ *  when it holds NaN or infinite values, unless they are allowed
+ *  (mpt_trainer_allow_nonfinite_checkpoint).  A device error while
+ *  restoring leaves it part restored: free it. */
 MPT_API int mpt_trainer_load(mpt_trainer_t *trainer, const char *path,
                              mpt_data_position_t *position);
+/** Lets mpt_trainer_load take a checkpoint holding NaN or infinite values
+ *  (allow not 0), logging a warning that names how many: to inspect a
+ *  diverged run's state.  Such a state is still never written. */
+MPT_API void mpt_trainer_allow_nonfinite_checkpoint(mpt_trainer_t *trainer, int allow);
 
 /* ------------------------------------------------------------------------ */
 /* Plans (docs/plan.md): which device runs which layers, decided from the   */
@@ -877,9 +903,11 @@ typedef struct {
     uint64_t total_steps;   /* of the run (the configuration's), 0: unknown */
     uint64_t steps;         /* in the window */
     double seconds;         /* the window's wall time */
-    double loss;            /* mean loss of the window's steps */
+    double loss;            /* mean loss of the window's steps that updated (NaN:
+                             * none did) */
     double lr;              /* of the last step */
-    double grad_norm;       /* of the last step; NaN without clipping */
+    double grad_norm;       /* of the last step; NaN without clipping or
+                             * MPT_NONFINITE_SKIP */
     double samples_per_s;
     double tokens_per_s;    /* a language model's (samples x context); 0 for a classifier */
     double device_busy;     /* mean busy fraction of this rank's devices over the
@@ -890,6 +918,8 @@ typedef struct {
     double predicted_step_s; /* the cost model's step for the trainer's plan (after
                               * calibration, the calibrated one); NaN without a
                               * prediction (a one-device trainer) */
+    int skipped;            /* the last step applied no update (MPT_NONFINITE_SKIP) */
+    uint64_t skipped_steps; /* steps skipped so far in the run, resumes included */
 } mpt_step_report_t;
 
 /** Turns on (or off) kernel timing on the trainer's devices of this rank,
@@ -913,7 +943,9 @@ MPT_API int mpt_metrics_open(const char *path, int resume, uint64_t resume_step,
                              mpt_metrics_t **out);
 /** One line for a report, `epoch` (1-based) and the trainer's devices
  *  (devices may be NULL when ndevices is 0): step, epoch, loss, lr,
- *  samples/s, tokens/s (a language model), grad_norm (clipping),
+ *  samples/s, tokens/s (a language model), grad_norm (clipping or
+ *  skipping), "skipped": "nonfinite" when the last step applied no update
+ *  and skipped_steps (the run's count) once any was,
  *  device_busy and blas_busy (timing), and per device its replica, stage,
  *  member, busy, memory, all-reduce time and bus bandwidth (nccl-tests:
  *  bytes / time x 2(n-1)/n over n replicas) and tensor-parallel traffic.
@@ -930,8 +962,8 @@ MPT_API int mpt_metrics_eval(mpt_metrics_t *metrics, uint64_t step, uint64_t epo
 MPT_API int mpt_metrics_close(mpt_metrics_t *metrics);
 
 /** The progress line of a report (no newline): "epoch E step S/T  loss L
- *  N samples/s  busy a% b%  ETA 1m05s", busy per device when known.
- *  Truncated to size. */
+ *  N samples/s  skipped K  busy a% b%  ETA 1m05s", skipped once a step was
+ *  (MPT_NONFINITE_SKIP), busy per device when known.  Truncated to size. */
 MPT_API void mpt_progress_line(const mpt_step_report_t *report, uint64_t epoch,
                                const mpt_device_step_t *devices, size_t ndevices, char *buf,
                                size_t size);
@@ -1046,6 +1078,9 @@ typedef struct {
     int overwrite;             /* a new run may replace an existing checkpoint (0: refused) */
     int allow_other_data;      /* resume although the checkpoint names other data (0) */
     int allow_no_steps;        /* resume at or past the last step is not an error (0) */
+    int allow_nonfinite_checkpoint; /* resume from a checkpoint holding NaN or infinite
+                               * values (refused otherwise), with a warning: to
+                               * inspect a diverged run's state (0) */
     /* Checked after every step: when it holds a signal number the run
      * stops there (every rank at the same step), writes the checkpoint
      * and mpt_trainer_fit returns MPT_ERR_STOPPED ("stopped by signal N

@@ -271,6 +271,8 @@ static const struct {
     {"cluster-bad-type.json", MPT_ERR_PARSE, "devices[0].type"},
     {"cluster-bad-zero-mem.json", MPT_ERR_PARSE, "devices[0].global_mem_bytes"},
     {"cluster-bad-negative-mem.json", MPT_ERR_PARSE, "devices[1].global_mem_bytes"},
+    {"cluster-bad-max-alloc.json", MPT_ERR_PARSE, "devices[1].max_alloc_bytes"},
+    {"cluster-bad-max-alloc.json", MPT_ERR_PARSE, "above global_mem_bytes"},
     /* found by fuzzing: 2^32 wrapped to 0 in the unsigned field (tests/fuzz) */
     {"cluster-bad-compute-units.json", MPT_ERR_PARSE, "devices[0].compute_units"},
     {"cluster-bad-gemm-shape.json", MPT_ERR_PARSE, "devices[0].profile.gemm[0]"},

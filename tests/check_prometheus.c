@@ -37,7 +37,8 @@ static mpt_step_report_t report_at(uint64_t step)
                                .loss = 2.25, .lr = 0.01, .grad_norm = NAN,
                                .samples_per_s = 1024, .tokens_per_s = 0, .device_busy = 0.75,
                                .blas_busy = 0.5, .eta_s = 12,
-                               .step_s = 0.125, .predicted_step_s = 0.0625};
+                               .step_s = 0.125, .predicted_step_s = 0.0625,
+                               .skipped_steps = 2};
 }
 
 #define DEV0 "{device=\"0\",replica=\"0\",stage=\"0\",member=\"0\"}"
@@ -70,6 +71,7 @@ START_TEST(text_of_a_report)
     ck_assert_mpt_ok(mpt_prometheus_text(s, &text));
     /* Exact values: every figure is a binary fraction, printed with %.17g. */
     ck_assert_double_eq(sample(text, "mpt_steps_total"), 4);
+    ck_assert_double_eq(sample(text, "mpt_skipped_steps_total"), 2);
     ck_assert_double_eq(sample(text, "mpt_total_steps"), 100);
     ck_assert_double_eq(sample(text, "mpt_epoch"), 1);
     ck_assert_double_eq(sample(text, "mpt_loss"), 2.25);

@@ -623,6 +623,27 @@ START_TEST(write_to_missing_directory_fails_cleanly)
 }
 END_TEST
 
+/* What the writer writes its reader must read: a header past the reader's
+ * 100,000,000-byte limit (a 200 MB model comment in a checkpoint's
+ * metadata, issue 21) is refused before anything is written. */
+START_TEST(writer_refuses_a_header_its_reader_refuses)
+{
+    mpt__st_file_t *w = one_value(1.0f);
+    size_t n = 100000000;
+    char *comment = malloc(n + 1);
+    ck_assert_ptr_nonnull(comment);
+    memset(comment, 'x', n);
+    comment[n] = '\0';
+    ck_assert_mpt_ok(mpt__st_set_meta(w, "comment", comment));
+    free(comment);
+    const char *path = in_dir("big.safetensors");
+    ck_assert_mpt_fails(mpt__st_write(w, path), MPT_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "above the 100000000 a reader accepts"));
+    ck_assert_int_eq(other_entries(NULL), 0); /* no file, no temporary */
+    mpt__st_free(w);
+}
+END_TEST
+
 START_TEST(crash_before_rename_keeps_old_file)
 {
     mpt__st_file_t *v1 = one_value(1.0f), *v2 = one_value(2.0f);
@@ -670,6 +691,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, missing_or_unreadable_file);
     tcase_add_test(tc, write_to_missing_directory_fails_cleanly);
     tcase_add_test(tc, crash_before_rename_keeps_old_file);
+    tcase_add_test(tc, writer_refuses_a_header_its_reader_refuses);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -42,57 +42,9 @@
 #include "mlp_runs.h"
 #include "testutil.h"
 
-/* dp replicas of pp stages (cut at layer 4 when pp = 2) of tp devices
- * each (equal fractions), replica r stage s member g on device
- * (r * pp + s) * tp + g, shares[r] of the batch, mb micro-batches (GPipe),
- * ZeRO stage `zero`. */
-static mpt_plan_t *make_plan_for(const mpt_model_t *m, size_t batch, size_t dp, size_t pp,
-                                 size_t tp, const double *shares, size_t mb, int zero)
-{
-    char text[4096];
-    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : m->nlayers, m->nlayers};
-    len += (size_t)snprintf(text + len, sizeof text - len,
-                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
-                            "\"microbatches\": %zu, \"batch\": %zu, \"schedule\": \"gpipe\", "
-                            "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
-                            "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
-                            "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, tp, mb, batch, zero);
-    for (size_t r = 0; r < dp; r++) {
-        len += (size_t)snprintf(text + len, sizeof text - len,
-                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
-                                shares[r]);
-        for (size_t s = 0; s < pp; s++) {
-            len += (size_t)snprintf(text + len, sizeof text - len,
-                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
-            for (size_t g = 0; g < tp; g++)
-                len += (size_t)snprintf(text + len, sizeof text - len,
-                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
-                                        "\"memory_bytes\": 0}",
-                                        g ? ", " : "", (r * pp + s) * tp + g, 1.0 / (double)tp);
-            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-        }
-        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-    }
-    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
-    mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", m->nlayers,
-                                         mpt_devices_count(mlp_devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, m));
-    ck_assert_int_eq(p->zero, zero);
-    return p;
-}
-
 static mpt_plan_t *make_plan_mb(size_t dp, size_t pp, const double *shares, size_t mb, int zero)
 {
-    return make_plan_for(mlp_model, MLP_BATCH, dp, pp, 1, shares, mb, zero);
-}
-
-static mpt_plan_t *make_plan(size_t dp, size_t pp, const double *shares, int zero)
-{
-    return make_plan_mb(dp, pp, shares, 1, zero);
+    return mlp_plan_for(mlp_model, MLP_BATCH, dp, pp, 1, shares, mb, zero);
 }
 
 static void expect_invariant_of(const char *name, size_t dp, size_t pp, const double *shares,
@@ -206,7 +158,7 @@ START_TEST(checkpoint_zero_to_one_device)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
     mlp_open();
-    mpt_plan_t *plan = make_plan(2, 1, shares, 1);
+    mpt_plan_t *plan = mlp_plan(2, 1, shares, 1);
     expect_resume("saved under ZeRO-1 DP=2, resumed on one device", plan, NULL);
     mpt_plan_free(plan);
 }
@@ -216,7 +168,7 @@ START_TEST(checkpoint_one_device_to_zero)
 {
     const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
     mlp_open();
-    mpt_plan_t *plan = make_plan(3, 1, shares, 1);
+    mpt_plan_t *plan = mlp_plan(3, 1, shares, 1);
     expect_resume("saved on one device, resumed under ZeRO-1 DP=3", NULL, plan);
     mpt_plan_free(plan);
 }
@@ -236,7 +188,7 @@ START_TEST(checkpoint_one_device_to_zero2)
 {
     const double shares[] = {0.5, 1.0 / 3, 1.0 / 6};
     mlp_open();
-    mpt_plan_t *plan = make_plan(3, 1, shares, 2);
+    mpt_plan_t *plan = mlp_plan(3, 1, shares, 2);
     expect_resume("saved on one device, resumed under ZeRO-2 DP=3", NULL, plan);
     mpt_plan_free(plan);
 }
@@ -246,7 +198,7 @@ START_TEST(checkpoint_zero2_tp_to_one_device)
 {
     const double shares[] = {2.0 / 3, 1.0 / 3};
     mlp_open();
-    mpt_plan_t *plan = make_plan_for(mlp_model, MLP_BATCH, 2, 1, 2, shares, 1, 2);
+    mpt_plan_t *plan = mlp_plan_for(mlp_model, MLP_BATCH, 2, 1, 2, shares, 1, 2);
     expect_resume("saved under ZeRO-2 TP=2 x DP=2, resumed on one device", plan, NULL);
     mpt_plan_free(plan);
 }
@@ -256,7 +208,7 @@ START_TEST(checkpoint_zero1_to_zero2)
 {
     const double three[] = {0.5, 1.0 / 3, 1.0 / 6}, two[] = {2.0 / 3, 1.0 / 3};
     mlp_open();
-    mpt_plan_t *a = make_plan(3, 1, three, 1), *b = make_plan(2, 1, two, 2);
+    mpt_plan_t *a = mlp_plan(3, 1, three, 1), *b = mlp_plan(2, 1, two, 2);
     expect_resume("saved under ZeRO-1 DP=3, resumed under ZeRO-2 DP=2", a, b);
     mpt_plan_free(a);
     mpt_plan_free(b);
@@ -283,7 +235,7 @@ START_TEST(zero1_holds_the_shard_of_the_state)
     const double shares[] = {2.0 / 3, 1.0 / 3};
     uint64_t whole[2], sharded[2];
     mlp_open();
-    mpt_plan_t *p0 = make_plan(2, 1, shares, 0), *p1 = make_plan(2, 1, shares, 1);
+    mpt_plan_t *p0 = mlp_plan(2, 1, shares, 0), *p1 = mlp_plan(2, 1, shares, 1);
     peaks(p0, 2, whole);
     peaks(p1, 2, sharded);
     /* One segment (one stage), cut at params * 40 / 60 (data_parallel.c). */
@@ -366,7 +318,7 @@ START_TEST(zero2_gpt_tied_embedding)
     mlp_open();
     mpt_model_t *gpt = NULL;
     ck_assert_mpt_ok(mpt_model_load(test_path("../models/gpt-micro.json"), &gpt));
-    mpt_plan_t *plan = make_plan_for(gpt, GPT_BATCH, 2, 1, 1, shares, 2, 2);
+    mpt_plan_t *plan = mlp_plan_for(gpt, GPT_BATCH, 2, 1, 1, shares, 2, 2);
     gpt_run(gpt, NULL, MPT_OPTIM_ADAMW, 0, ref, NULL, NULL);
     gpt_run(gpt, plan, MPT_OPTIM_ADAMW, 0, got, NULL, peak);
     gpt_expect_same("gpt-micro ZeRO-2 DP=2 (2:1), 2 micro-batches, AdamW", ref, got);
@@ -399,7 +351,7 @@ static void expect_tp(int zero, size_t mb)
     mlp_open();
     mpt_model_t *gpt = NULL;
     ck_assert_mpt_ok(mpt_model_load(test_path("../models/gpt-micro.json"), &gpt));
-    mpt_plan_t *plan = make_plan_for(gpt, GPT_BATCH, 2, 1, 2, shares, mb, zero);
+    mpt_plan_t *plan = mlp_plan_for(gpt, GPT_BATCH, 2, 1, 2, shares, mb, zero);
     gpt_run(gpt, NULL, MPT_OPTIM_SGD, 0.01f, ref, ref_norm, NULL);
     gpt_run(gpt, plan, MPT_OPTIM_SGD, 0.01f, got, norm, NULL);
     for (size_t s = 0; s < GPT_STEPS; s++)

@@ -1,11 +1,13 @@
 /*
  * tests/mlp_runs.c: the shared MLP runs of mlp_runs.h.
  */
+#define _POSIX_C_SOURCE 200809L /* testutil.h's setenv */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/rng.h"
+#include "plan/plan.h"
 #include "mlp_runs.h"
 #include "testutil.h"
 
@@ -63,11 +65,64 @@ mpt_trainer_t *mlp_trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
     return t;
 }
 
+/* dp replicas of pp stages (cut at layer 4 when pp = 2) of tp devices
+ * each (equal fractions), replica r stage s member g on device
+ * (r * pp + s) * tp + g, shares[r] of the batch, mb micro-batches (GPipe),
+ * ZeRO stage `zero`. */
+mpt_plan_t *mlp_plan_for(const mpt_model_t *m, size_t batch, size_t dp, size_t pp, size_t tp,
+                         const double *shares, size_t mb, int zero)
+{
+    char text[4096];
+    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : m->nlayers, m->nlayers};
+    len += (size_t)snprintf(text + len, sizeof text - len,
+                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
+                            "\"microbatches\": %zu, \"batch\": %zu, \"schedule\": \"gpipe\", "
+                            "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
+                            "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
+                            "\"allreduce_s\": 0}, \"replicas\": [",
+                            dp, pp, tp, mb, batch, zero);
+    for (size_t r = 0; r < dp; r++) {
+        len += (size_t)snprintf(text + len, sizeof text - len,
+                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
+                                shares[r]);
+        for (size_t s = 0; s < pp; s++) {
+            len += (size_t)snprintf(text + len, sizeof text - len,
+                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
+                                    "\"devices\": [",
+                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
+            for (size_t g = 0; g < tp; g++)
+                len += (size_t)snprintf(text + len, sizeof text - len,
+                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
+                                        "\"memory_bytes\": 0}",
+                                        g ? ", " : "", (r * pp + s) * tp + g, 1.0 / (double)tp);
+            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
+        }
+        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
+    }
+    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", m->nlayers,
+                                         mpt_devices_count(mlp_devs), &p));
+    ck_assert_mpt_ok(mpt__plan_roles(p, m));
+    ck_assert_int_eq(p->zero, zero);
+    return p;
+}
+
+mpt_plan_t *mlp_plan(size_t dp, size_t pp, const double *shares, int zero)
+{
+    return mlp_plan_for(mlp_model, MLP_BATCH, dp, pp, 1, shares, 1, zero);
+}
+
+int mlp_step(mpt_trainer_t *t, size_t s, mpt_step_stats_t *st)
+{
+    return mpt_trainer_step(t, X + s * MLP_BATCH * in, Y + s * MLP_BATCH, st);
+}
+
 void mlp_train(mpt_trainer_t *t, size_t from, size_t to, double *losses)
 {
     for (size_t s = from; s < to; s++) {
         mpt_step_stats_t st;
-        ck_assert_mpt_ok(mpt_trainer_step(t, X + s * MLP_BATCH * in, Y + s * MLP_BATCH, &st));
+        ck_assert_mpt_ok(mlp_step(t, s, &st));
         losses[s] = st.loss;
     }
 }

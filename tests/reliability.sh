@@ -11,10 +11,12 @@
 # - another run's checkpoint is not replaced without --overwrite; other
 #   data is not resumed on without --allow-other-data; --steps not beyond
 #   the checkpoint is an error; temporaries of dead writers are removed;
-# - counts refuse signs and spaces, reals refuse NaN;
+# - counts refuse signs and spaces, reals refuse NaN; an unwritable
+#   profile cache keeps the measurement with a warning;
 # - under MPI (skipped without it): ranks started with other options are
-#   refused naming the rank and the option, and a stopped rank ends the
-#   job within --comm-timeout, naming the rank.
+#   refused naming the rank and the option (--on-nonfinite too), a
+#   non-finite step is skipped by every rank alike, and a stopped rank ends
+#   the job within --comm-timeout, naming the rank.
 set -u
 train=${MPT_TRAIN:-./bin/mpt-train}
 srcdir=${MPT_TESTS_SRCDIR:-tests}
@@ -143,6 +145,13 @@ expect 2 "--steps" "$train" $common --steps ' -1'
 expect 2 "--steps" "$train" $common --steps -1
 expect 2 "--lr" "$train" $common --lr nan
 
+# An unwritable profile cache ($XDG_CACHE_HOME a file; PoCL's cache kept
+# where it is): the finished measurement is used, with a warning, exit 0.
+: >"$tmp/not-a-dir"
+expect 0 "measured but not cached" env XDG_CACHE_HOME="$tmp/not-a-dir" \
+    POCL_CACHE_DIR="${POCL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocl}" MPT_PROFILE_QUICK=1 \
+    "${MPT_PLAN:-./bin/mpt-plan}" --model "$model" --devices 0
+
 # A plan made for another model with as many layers.
 sed 's/"units": 100/"units": 99/' "$model" >"$tmp/other.json"
 "${MPT_PLAN:-./bin/mpt-plan}" --model "$model" --batch 64 --json >"$tmp/plan.json" 2>/dev/null
@@ -167,6 +176,17 @@ if [ -x "${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm" ] && command -v mpirun >/dev/nul
     mpi="mpirun --oversubscribe --mca btl self,vader"
     expect 1 "rank 1's training configuration differs from rank 0's: seed 2 there, 1 here" \
         $mpi -np 1 "$train" $common --steps 3 : -np 1 "$train" $common --seed 2 --steps 3
+    expect 1 "rank 1's non-finite policy differs from rank 0's: on_nonfinite \"skip\" there" \
+        $mpi -np 1 "$train" $common --steps 3 : -np 1 "$train" $common --on-nonfinite skip --steps 3
+    # A non-finite step is skipped by both ranks alike: the run goes on.
+    if MPT_FAIL_NONFINITE=2 $mpi -np 2 "$train" $common --steps 4 --on-nonfinite skip \
+        --metrics "$tmp/mpiskip.jsonl" >/dev/null 2>"$tmp/mpiskip.err" &&
+        grep -q '"step": 2,.*"skipped": "nonfinite"' "$tmp/mpiskip.jsonl" &&
+        grep -q '"step": 4,.*"skipped_steps": 1' "$tmp/mpiskip.jsonl"; then
+        ok "2 ranks, --on-nonfinite skip: step 2 skipped on both, the run finishes"
+    else
+        fail "2 ranks, --on-nonfinite skip: $(tail -n 1 "$tmp/mpiskip.err")"
+    fi
     # A stopped rank: the other one gives up after --comm-timeout.
     $mpi -np 2 "$train" $common --steps 100000 --comm-timeout 5 --metrics "$tmp/mpi.jsonl" \
         >"$tmp/mpi.out" 2>"$tmp/mpi.err" &

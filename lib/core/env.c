@@ -33,6 +33,10 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
                              "after its first N as a lost device; DEVICE:N:hang makes the "
                              "N+1-th block until the engine's deadline gives it up; several "
                              "items separated by commas"},
+    [MPT_ENV_FAIL_NONFINITE] = {"MPT_FAIL_NONFINITE", "",
+                                "testing: STEP[,STEP...] makes every gradient of these "
+                                "training steps (1-based) NaN before the update, as a "
+                                "diverging step would (mpt-train --on-nonfinite)"},
     [MPT_ENV_POCL_CACHE_DIR] = {"POCL_CACHE_DIR", "",
                                 "PoCL's kernel cache; under mpirun, when unset, each local rank "
                                 "gets $XDG_CACHE_HOME/mpt/pocl-local-rank-K"},

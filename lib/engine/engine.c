@@ -380,20 +380,40 @@ void mpt__engine_free(mpt__engine_t *e)
 
 /* ---- jobs ------------------------------------------------------------------------ */
 
-int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
-                           const mpt__optim_cfg_t *opt, float lr, double *loss,
-                           double *grad_norm)
+/* MPT_FAIL_NONFINITE=STEP[,STEP...]: whether training step `step`
+ * (1-based) is one whose gradients the test hook makes NaN. */
+static int nonfinite_injected(uint64_t step)
 {
-    e->x = x, e->y = y, e->opt = opt, e->lr = lr;
+    const char *p = mpt__env(MPT_ENV_FAIL_NONFINITE);
+    while (*p) {
+        char *end = NULL;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p)
+            return 0;
+        if (v == step)
+            return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
+int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
+                           const mpt__optim_cfg_t *opt, float lr, uint64_t updates,
+                           double *loss, double *grad_norm, int *skipped)
+{
+    e->x = x, e->y = y, e->opt = opt, e->lr = lr, e->updates = updates;
+    e->inject_nonfinite = nonfinite_injected(e->step + 1);
     int status = mpt__eng_run_job(e, JOB_TRAIN);
     double sum = 0;
-    *grad_norm = 0;
+    *grad_norm = 0, *skipped = 0;
     for (size_t i = 0; i < e->nworkers; i++) {
         worker_t *w = &e->w[i];
         if (w->next < 0 && w->member == 0) /* the loss is replicated in a group */
             sum += w->loss_sum;
-        if (opt->clip_norm > 0 && i == 0)
+        if ((opt->clip_norm > 0 || opt->skip_nonfinite) && i == 0)
             *grad_norm = w->norm;
+        if (w->local) /* every worker decided alike, from the same reduced values */
+            *skipped |= w->skipped;
         w->stats.step_s = w->step_s;
     }
     *loss = sum / (double)(e->batch * e->m->labels_per_sample);

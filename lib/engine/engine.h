@@ -63,10 +63,14 @@ void mpt__engine_free(mpt__engine_t *e);
  * then waits for it). */
 void mpt__engine_set_comm_timeout(mpt__engine_t *e, double seconds);
 
-/* One training step: the same contract as mpt__executor_train_step. */
+/* One training step: the same contract as mpt__executor_train_step, the
+ * optimizer having applied `updates` updates before it.  *grad_norm: the
+ * global norm with clipping or opt->skip_nonfinite, else 0.  *skipped: 1
+ * when opt->skip_nonfinite found the norm or the loss not finite and no
+ * device updated (the step still counts: data, schedule, dropout move on). */
 int mpt__engine_train_step(mpt__engine_t *e, const float *x, const int32_t *y,
-                           const mpt__optim_cfg_t *opt, float lr, double *loss,
-                           double *grad_norm);
+                           const mpt__optim_cfg_t *opt, float lr, uint64_t updates,
+                           double *loss, double *grad_norm, int *skipped);
 /* Forward only through replica 0's pipeline, in chunks. */
 int mpt__engine_evaluate(mpt__engine_t *e, const float *x, const int32_t *y, size_t count,
                          double *loss_sum, double *correct);

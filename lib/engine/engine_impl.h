@@ -140,6 +140,8 @@ struct worker {
     int status;
     char error[512];
     double loss_sum, correct, norm, step_s;
+    int skipped;               /* the step applied no update: its norm or loss was not
+                                * finite (opt->skip_nonfinite); alike on every worker */
     mpt__engine_device_stats_t stats;
 };
 
@@ -176,6 +178,8 @@ struct mpt__engine {
     float *logits;            /* JOB_LOGITS: count x labels_per_sample x classes */
     const mpt__optim_cfg_t *opt;
     float lr;
+    uint64_t updates;         /* optimizer updates before this step (skipped steps apply none) */
+    int inject_nonfinite;     /* testing (MPT_FAIL_NONFINITE): this step's gradients are NaN */
     int *all_members;
     int any_tp;               /* some stage has a tensor-parallel group */
     int zero;                 /* the ZeRO stage in force (0, 1, 2): the plan's, when

@@ -56,6 +56,9 @@ struct mpt__executor {
     int tied_head;        /* the layer reading the copy, -1 when nt is 0 */
     size_t max_batch, slots;
     uint64_t seed, step;
+    uint64_t updates;     /* optimizer updates applied before this step: the step,
+                           * less the steps skipped as non-finite (AdamW's bias
+                           * correction and SGD's first step count updates) */
     mpt_buffer_t *params, *grads, *gmb, *slot[2];
     mpt_buffer_t *acts, *dbuf[2], *saved, *scratch, *labels, *loss_rows, *correct;
     mpt_buffer_t *addend; /* host gradients to add (mpt__stage_add_grads_at) */
@@ -360,10 +363,10 @@ int mpt__stage_update_range(mpt__executor_t *ex, const mpt__optim_cfg_t *o, floa
     if (o->kind == MPT_OPTIM_ADAMW) {
         mpt__tensor_t s1 = region(ex->slot[1], slot_at, count);
         return mpt__op_adamw_update(&p, &g, &s0, &s1, count, lr, o->beta1, o->beta2, o->eps,
-                                    o->weight_decay, (int)(ex->step + 1));
+                                    o->weight_decay, (int)(ex->updates + 1));
     }
     return mpt__op_sgd_update(&p, &g, &s0, count, lr, o->momentum, o->weight_decay,
-                              ex->step == 0);
+                              ex->updates == 0);
 }
 
 int mpt__stage_slot_io(mpt__executor_t *ex, int slot, size_t slot_at, size_t count, float *out,
@@ -763,8 +766,8 @@ int mpt__stage_update(mpt__executor_t *ex, const mpt__optim_cfg_t *o, float lr)
     mpt__tensor_t s0 = flat(ex->slot[0], n), s1 = flat(ex->slot[1], n);
     if (o->kind == MPT_OPTIM_ADAMW)
         return mpt__op_adamw_update(&p, &g, &s0, &s1, n, lr, o->beta1, o->beta2, o->eps,
-                                    o->weight_decay, (int)(ex->step + 1));
-    return mpt__op_sgd_update(&p, &g, &s0, n, lr, o->momentum, o->weight_decay, ex->step == 0);
+                                    o->weight_decay, (int)(ex->updates + 1));
+    return mpt__op_sgd_update(&p, &g, &s0, n, lr, o->momentum, o->weight_decay, ex->updates == 0);
 }
 
 /* Host copies of a flat state buffer of the range (nothing for a range
@@ -873,5 +876,10 @@ uint64_t mpt__executor_step(const mpt__executor_t *ex)
 
 void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step)
 {
-    ex->step = step;
+    ex->step = step, ex->updates = step;
+}
+
+void mpt__executor_set_updates(mpt__executor_t *ex, uint64_t updates)
+{
+    ex->updates = updates;
 }

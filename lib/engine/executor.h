@@ -16,6 +16,8 @@ typedef struct {
     mpt_optimizer_t kind;
     float momentum, weight_decay, beta1, beta2, eps;
     float clip_norm; /* 0: no clipping */
+    int skip_nonfinite; /* a step whose global gradient norm or loss is not finite
+                         * applies no update (engine/schedule.c) */
 } mpt__optim_cfg_t;
 
 typedef struct mpt__executor mpt__executor_t;
@@ -40,6 +42,10 @@ int mpt__executor_read_grads(mpt__executor_t *ex, float *out);
 int mpt__executor_write_grads(mpt__executor_t *ex, const float *in);
 uint64_t mpt__executor_step(const mpt__executor_t *ex);
 void mpt__executor_set_step(mpt__executor_t *ex, uint64_t step);
+/* The optimizer updates applied so far, when steps were skipped (a
+ * non-finite step, mpt_train_config_t.on_nonfinite): set after
+ * mpt__executor_set_step, which sets them to the step. */
+void mpt__executor_set_updates(mpt__executor_t *ex, uint64_t updates);
 
 /* ---- a pipeline stage ------------------------------------------------------ */
 

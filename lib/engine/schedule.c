@@ -161,25 +161,47 @@ out:
 }
 
 /* Global gradient norm: replica 0's stages hold every element once; under
- * ZeRO each worker's shards do (*shard_sumsq, summed on the host). */
-static int grad_norm(worker_t *w, const double *shard_sumsq, double *norm)
+ * ZeRO each worker's shards do (*shard_sumsq, summed on the host).  With
+ * `with_loss`, the same reduction says whether any last stage's loss is
+ * not finite (*bad_loss): one message decides the non-finite guard. */
+static int grad_norm(worker_t *w, const double *shard_sumsq, int with_loss, double *norm,
+                     int *bad_loss)
 {
     mpt__engine_t *e = w->e;
     double sumsq = 0;
-    float v;
     int status = MPT_OK;
     if (shard_sumsq)
         sumsq = *shard_sumsq;
     else if (w->replica == 0)
         MPT_TRY(mpt__stage_grad_sumsq(w->ex, &sumsq));
+    float v[2] = {(float)sumsq, w->next < 0 && !isfinite(w->loss_sum) ? 1.0f : 0.0f};
     if (e->nworkers == 1) { /* exactly the one-device executor's norm */
         *norm = (float)sqrt(sumsq);
+        *bad_loss = with_loss && v[1] > 0;
         return MPT_OK;
     }
-    v = (float)sumsq;
     mpt__group_t g = {e->t, e->all_members, (int)e->nworkers, w->index, e->tags.norm, NULL};
-    MPT_TRY(mpt__allreduce(&g, &v, 1, NULL));
-    *norm = (float)sqrt((double)v);
+    MPT_TRY(mpt__allreduce(&g, v, with_loss ? 2 : 1, NULL));
+    *norm = (float)sqrt((double)v[0]);
+    *bad_loss = with_loss && v[1] > 0;
+out:
+    return status;
+}
+
+/* The last stage's loss rows of every micro-batch, read back late
+ * (worker_t.late_loss): `start` queues the reads, `finish` waits for them
+ * and adds them up. */
+static int late_losses(worker_t *w, size_t share, int start, int finish)
+{
+    mpt__engine_t *e = w->e;
+    int status = MPT_OK;
+    for (size_t j = 0; w->late_loss && start && j < e->microbatches; j++)
+        MPT_TRY(mpt__stage_loss_start(w->ex, j, mb_size(share, e->microbatches, j, NULL)));
+    for (size_t j = 0; w->late_loss && finish && j < e->microbatches; j++) {
+        double sum = 0;
+        MPT_TRY(mpt__stage_loss_sum(w->ex, j, mb_size(share, e->microbatches, j, NULL), &sum));
+        w->loss_sum += sum;
+    }
 out:
     return status;
 }
@@ -230,28 +252,39 @@ int mpt__eng_train_job(worker_t *w)
         MPT_TRY(mpt__eng_tied_take_sum(w));
     w->stats.p2p_s += mpt__now() - t0;
     t0 = mpt__now();
-    if (e->opt->clip_norm > 0) {
+    if (e->inject_nonfinite) { /* MPT_FAIL_NONFINITE: as a diverging step's gradients */
+        MPT_TRY(mpt__stage_scale_grads(w->ex, NAN));
+        zero_sumsq = NAN;
+    }
+    /* The non-finite guard decides before any device updates, from the
+     * reduced norm and loss, so every worker decides alike; it needs the
+     * loss first.  Otherwise the loss rows leave before the update is
+     * queued and are waited for after: the host then waits for those
+     * reads only, and the update (one launch over the stage's flat
+     * buffers) runs while the step returns. */
+    int guard = e->opt->skip_nonfinite;
+    w->skipped = 0;
+    if (guard)
+        MPT_TRY(late_losses(w, share, 1, 1));
+    if (e->opt->clip_norm > 0 || guard) {
         double norm = 0;
-        MPT_TRY(grad_norm(w, e->zero ? &zero_sumsq : NULL, &norm));
+        int bad_loss = 0;
+        MPT_TRY(grad_norm(w, e->zero ? &zero_sumsq : NULL, guard, &norm, &bad_loss));
+        w->skipped = guard && (!isfinite(norm) || bad_loss);
         double coef = (double)e->opt->clip_norm / (norm + 1e-6);
-        if (coef < 1.0)
+        if (!w->skipped && e->opt->clip_norm > 0 && coef < 1.0)
             MPT_TRY(mpt__stage_scale_grads(w->ex, (float)coef));
         w->norm = norm;
     }
-    /* The loss rows leave before the update is queued and are waited for
-     * after: the host then waits for those reads only, and the update (one
-     * launch over the stage's flat buffers) runs while the step returns. */
-    for (size_t j = 0; w->late_loss && j < e->microbatches; j++)
-        MPT_TRY(mpt__stage_loss_start(w->ex, j, mb_size(share, e->microbatches, j, NULL)));
-    if (e->zero)
+    if (!guard)
+        MPT_TRY(late_losses(w, share, 1, 0));
+    mpt__executor_set_updates(w->ex, e->updates);
+    if (!w->skipped && e->zero)
         MPT_TRY(mpt__eng_zero_update(w));
-    else
+    else if (!w->skipped)
         MPT_TRY(mpt__stage_update(w->ex, e->opt, e->lr));
-    for (size_t j = 0; w->late_loss && j < e->microbatches; j++) {
-        double sum = 0;
-        MPT_TRY(mpt__stage_loss_sum(w->ex, j, mb_size(share, e->microbatches, j, NULL), &sum));
-        w->loss_sum += sum;
-    }
+    if (!guard)
+        MPT_TRY(late_losses(w, share, 0, 1));
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
     w->stats.update_s += mpt__now() - t0;

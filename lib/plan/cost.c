@@ -19,6 +19,7 @@
  * touches a device.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,7 @@ int mpt__model_cost(const mpt__model_t *m, mpt__model_cost_t *out)
         c->tied_owner = l->tied_layer;
         c->tied_bytes = l->tied_layer >= 0 ? 4.0 * (double)l->tied.numel : 0;
         launches_of(m, i, &c->launches_fwd, &c->launches_bwd);
+        c->act_bytes = l->kind->is_view || l->kind->is_loss ? 0 : c->out_bytes;
         if (l->kind->is_view)
             continue; /* no kernel: no FLOPs, no traffic; its input is the next layer's */
         c->fwd_flops = l->kind->flops(l, 1, 0);
@@ -447,6 +449,17 @@ static double kept(const mpt__model_cost_t *mc, size_t first, size_t in_flight, 
     return (double)(in_flight - 1) * samples * mc->layers[first].in_bytes + samples * saved;
 }
 
+/* The tied weight a later stage copies from this range's owner: the
+ * buffer its gradient arrives in (mpt__stage_reserve_addend). */
+static double tied_addend(const mpt__model_cost_t *mc, size_t first, size_t last)
+{
+    double addend = 0;
+    for (size_t i = last + 1; i < mc->nlayers; i++)
+        if (mc->layers[i].tied_owner >= (int)first && mc->layers[i].tied_owner <= (int)last)
+            addend = fmax(addend, mc->layers[i].tied_bytes);
+    return addend;
+}
+
 double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
                         double samples, size_t in_flight, double share, int optimizer_slots,
                         unsigned flags)
@@ -474,10 +487,7 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     }
     /* The owner of a weight a later stage copies receives that copy's
      * gradient through a device buffer of its size. */
-    double addend = 0;
-    for (size_t i = last + 1; i < mc->nlayers; i++)
-        if (mc->layers[i].tied_owner >= (int)first && mc->layers[i].tied_owner <= (int)last)
-            addend = fmax(addend, mc->layers[i].tied_bytes);
+    double addend = tied_addend(mc, first, last);
     /* The working buffers hold the stage's whole input too (the executor
      * does not split it). */
     largest = fmax(largest, mc->layers[first].in_bytes);
@@ -485,4 +495,65 @@ double mpt__cost_memory(const mpt__model_cost_t *mc, size_t first, size_t last,
     return params * (2.0 + optimizer_slots + (accumulates ? 1 : 0)) +
            kept(mc, first, in_flight, samples, saved, flags) + 2.0 * samples * largest + addend +
            scratch;
+}
+
+double mpt__cost_largest_buffer(const mpt__model_cost_t *mc, size_t first, size_t last,
+                                double samples, size_t in_flight, double share, unsigned flags,
+                                const char **what)
+{
+    const char *name = "parameters"; /* gradients and each optimizer slot as large */
+    if (!mc || first > last || first >= mc->nlayers) {
+        *what = name;
+        return 0;
+    }
+    if (last >= mc->nlayers)
+        last = mc->nlayers - 1;
+    double params = mpt__cost_param_bytes(mc, first, last, share);
+    double input = mc->layers[first].in_bytes, outs = 0, state = 0, widest = input;
+    for (size_t i = first; i <= last; i++) {
+        const mpt__layer_cost_t *l = &mc->layers[i];
+        double part = tp_part(l, share);
+        if (l->tied_owner >= 0 && (size_t)l->tied_owner < first)
+            params += part * l->tied_bytes;
+        outs += part * l->act_bytes;
+        state += part * (l->saved_bytes - l->in_bytes);
+        widest = fmax(widest, part * l->act_bytes);
+    }
+    int recompute = (flags & MPT__MEM_RECOMPUTE) != 0;
+    double sets = recompute ? 1.0 : (double)in_flight;
+    double acts = recompute ? (double)in_flight * samples * input + samples * outs
+                            : sets * samples * (input + outs);
+    const struct {
+        double bytes;
+        const char *what;
+    } buffers[] = {
+        {params, name},
+        {acts, "activations"},
+        {sets * samples * state, "saved layer state"},
+        {samples * widest, "activation gradients"},
+        {mpt__cost_scratch(mc, first, last, samples, share), "workspace"},
+        {tied_addend(mc, first, last), "tied weight's gradient"},
+    };
+    size_t top = 0;
+    for (size_t k = 1; k < sizeof buffers / sizeof buffers[0]; k++)
+        if (buffers[k].bytes > buffers[top].bytes)
+            top = k;
+    *what = buffers[top].what;
+    return buffers[top].bytes;
+}
+
+int mpt__cost_fits_alloc(const mpt__model_cost_t *mc, size_t first, size_t last, double samples,
+                         size_t in_flight, double share, unsigned flags,
+                         const mpt_device_info_t *d, char *why, size_t why_size)
+{
+    const char *what;
+    double bytes = mpt__cost_largest_buffer(mc, first, last, samples, in_flight, share, flags,
+                                            &what);
+    if (bytes <= (double)d->max_alloc_bytes)
+        return 1;
+    snprintf(why, why_size,
+             "device %d (%s) would need a buffer of %.0f bytes (%s of layers %zu-%zu), over its "
+             "largest allocation of %llu bytes",
+             d->index, d->name, bytes, what, first, last, (unsigned long long)d->max_alloc_bytes);
+    return 0;
 }

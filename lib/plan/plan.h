@@ -29,6 +29,9 @@ typedef struct {
     double saved_bytes;            /* kept from forward to backward: input + saved state */
     double in_bytes;               /* the input activation (a stage's first layer's is
                                     * what its working buffers must also hold) */
+    double act_bytes;              /* what it writes into the stage's activation buffer:
+                                    * its output, 0 for a view or the loss (the
+                                    * executor gives those no region) */
     double scratch_base, scratch_bytes; /* its workspace (kind->scratch_floats) for n
                                     * samples: scratch_base + n scratch_bytes; a stage
                                     * holds its layers' largest, shared */
@@ -138,6 +141,26 @@ double mpt__cost_grad_window(const mpt__model_cost_t *mc, size_t first, size_t l
 double mpt__cost_memory_zero(const mpt__model_cost_t *mc, size_t first, size_t last,
                              double samples, size_t in_flight, double share,
                              int optimizer_slots, unsigned flags, int zero, double shard);
+
+/* The largest single buffer of those, which must fit the device's largest
+ * allocation (max_alloc_bytes) as well as the sum fits its memory: the
+ * flat parameters (gradients and each optimizer slot are as large, a
+ * ZeRO shard smaller), the activations of the micro-batches in flight
+ * (the layers' outputs after the stage input, as the executor lays them
+ * out; recomputing, every input and one micro-batch's outputs), the
+ * layers' saved state, an activation-gradient buffer, the workspace, a
+ * tied copy's gradient buffer.  `samples`: the largest micro-batch (the
+ * executor's max_batch).  *what names the buffer. */
+double mpt__cost_largest_buffer(const mpt__model_cost_t *mc, size_t first, size_t last,
+                                double samples, size_t in_flight, double share, unsigned flags,
+                                const char **what);
+/* Whether that buffer fits device d's largest allocation: 1, or 0 with
+ * the sentence that says which device, buffer, layers and sizes in why
+ * ("device 1 (gpu1) would need a buffer of N bytes (...), over its
+ * largest allocation of M bytes"). */
+int mpt__cost_fits_alloc(const mpt__model_cost_t *mc, size_t first, size_t last, double samples,
+                         size_t in_flight, double share, unsigned flags,
+                         const mpt_device_info_t *d, char *why, size_t why_size);
 
 /* Shared resources (share.c).  Whether devices a and b of the cluster
  * compete for cores: same node, overlapping cpusets, one a CPU device. */

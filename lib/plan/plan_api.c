@@ -4,6 +4,7 @@
  * plan that mpt-plan prints.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,40 @@ static int check_model(const mpt_plan_t *p, const mpt_model_t *model, const char
     return MPT_OK;
 }
 
+/* A plan whose buffers would not fit a device's largest allocation
+ * (max_alloc_bytes) is refused naming the device, the buffer and both
+ * sizes: the planner never makes one (planner.c), a hand-edited or
+ * foreign plan may hold one.  The engine's allocator checks again. */
+static int check_allocations(const mpt_plan_t *p, const mpt_model_t *model,
+                             const mpt_cluster_t *cluster, const char *where)
+{
+    mpt__model_cost_t mc;
+    int status = mpt__model_cost(model, &mc);
+    for (size_t r = 0; status == MPT_OK && r < p->nreplicas; r++) {
+        const mpt__plan_replica_t *rep = &p->replicas[r];
+        double samples = ceil((double)p->batch * rep->batch_share / (double)p->microbatches);
+        for (size_t s = 0; status == MPT_OK && s < rep->nstages; s++) {
+            const mpt__plan_stage_t *st = &rep->stages[s];
+            size_t in_flight = p->schedule == MPT__PIPE_1F1B && rep->nstages - s < p->microbatches
+                                   ? rep->nstages - s
+                                   : p->microbatches;
+            for (size_t g = 0; status == MPT_OK && g < st->ndevices; g++) {
+                char why[512];
+                if (!mpt__cost_fits_alloc(&mc, st->first, st->last, samples, in_flight,
+                                          st->devices[g].fraction,
+                                          st->recompute ? MPT__MEM_RECOMPUTE : 0,
+                                          &mpt_cluster_device(cluster, st->devices[g].device)->info,
+                                          why, sizeof why))
+                    status = mpt__fail(MPT_ERR_DEVICE_MEMORY,
+                                       "%s: replica %zu stage %zu: %s: plan again for these "
+                                       "devices", where, r, s, why);
+            }
+        }
+    }
+    mpt__model_cost_free(&mc);
+    return status;
+}
+
 int mpt_plan_create(const mpt_model_t *model, const mpt_cluster_t *cluster,
                     const mpt_plan_request_t *request, mpt_plan_t **out)
 {
@@ -71,6 +106,7 @@ int mpt_plan_from_json(const char *text, const mpt_model_t *model, const mpt_clu
     int status = mpt__plan_from_json(text, "plan text", model->nlayers,
                                      mpt_cluster_device_count(cluster), out);
     if (status == MPT_OK && ((status = check_model(*out, model, "plan text")) < 0 ||
+                             (status = check_allocations(*out, model, cluster, "plan text")) < 0 ||
                              (status = mpt__plan_roles(*out, model)) < 0)) {
         mpt__plan_free(*out);
         *out = NULL;
@@ -121,6 +157,11 @@ int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_
         mpt__plan_free(*out);
         *out = NULL;
         return mpt__fail(MPT_ERR_INVALID, "plan %s", mpt_last_error());
+    }
+    if (status == MPT_OK && (status = check_allocations(*out, model, cluster, path)) < 0) {
+        mpt__plan_free(*out);
+        *out = NULL;
+        return status;
     }
     /* The layers' tensor-parallel roles, once, for the engine to read. */
     if (status == MPT_OK && (status = mpt__plan_roles(*out, model)) < 0) {

@@ -18,7 +18,9 @@
  *   5. Partition layers over each replica's stages by dynamic programming
  *                on the bottleneck (partition.c), each stage's cost its
  *                forward + backward time plus its outgoing transfer, ranges
- *                that do not fit a device's memory excluded.
+ *                that do not fit a device's memory, or whose largest buffer
+ *                does not fit its largest allocation (max_alloc_bytes),
+ *                excluded.
  *                Tensor-parallel plans the engine cannot run (a member left
  *                no unit, replicas split unlike, a tied weight across a
  *                tensor-parallel stage) are rejected with the reason.
@@ -226,6 +228,8 @@ static double tp_comm(const stage_ctx *x, size_t s, size_t l)
 
 static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
                            int recompute);
+static int stage_fits_alloc(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                            int recompute, char *why, size_t why_size);
 
 static int stage_ctx_init(stage_ctx *x)
 {
@@ -290,9 +294,12 @@ static int stage_ctx_init(stage_ctx *x)
                                                        x->group[(s + 1) * x->tp],
                                                        x->mc->layers[l].out_bytes * x->samples)
                               : 0;
-    for (size_t g = 0; g < n; g++)
+    for (size_t g = 0; g < n; g++) {
+        char why[8];
         x->roomy[g] = stage_memory(x, g / x->tp, g % x->tp, 0, L - 1, 0) <=
-                      (double)mpt_cluster_device(x->c, x->group[g])->info.global_mem_bytes;
+                          (double)mpt_cluster_device(x->c, x->group[g])->info.global_mem_bytes &&
+                      stage_fits_alloc(x, g / x->tp, g % x->tp, 0, L - 1, 0, why, sizeof why);
+    }
     return MPT_OK;
 }
 
@@ -352,16 +359,32 @@ static double stage_memory(const stage_ctx *x, size_t s, size_t g, size_t first,
            mpt__cost_scratch(x->mc, first, last, x->samples, x->fraction[s * x->tp + g]);
 }
 
+/* Whether every buffer member g of stage s makes for layers [first, last]
+ * fits its device's largest allocation (mpt__cost_fits_alloc; else why
+ * says which does not).  The engine's micro-batches are whole samples, the
+ * largest rounded up. */
+static int stage_fits_alloc(const stage_ctx *x, size_t s, size_t g, size_t first, size_t last,
+                            int recompute, char *why, size_t why_size)
+{
+    return mpt__cost_fits_alloc(x->mc, first, last, ceil(x->samples), in_flight(x, s),
+                                x->fraction[s * x->tp + g], recompute ? MPT__MEM_RECOMPUTE : 0,
+                                &mpt_cluster_device(x->c, x->group[s * x->tp + g])->info, why,
+                                why_size);
+}
+
 /* Whether stage s recomputes layers [first, last]: where the engine can
  * (no tensor-parallel group) and only when a member would not hold it
- * otherwise (recomputation costs a second forward). */
+ * otherwise, in its memory or its largest allocation (recomputation costs
+ * a second forward). */
 static int stage_recomputes(const stage_ctx *x, size_t s, size_t first, size_t last)
 {
     if (x->tp > 1)
         return 0;
     const mpt_cluster_device_t *d = mpt_cluster_device(x->c, x->group[s * x->tp]);
+    char why[8];
     return !x->roomy[s * x->tp] &&
-           stage_memory(x, s, 0, first, last, 0) > (double)d->info.global_mem_bytes;
+           (stage_memory(x, s, 0, first, last, 0) > (double)d->info.global_mem_bytes ||
+            !stage_fits_alloc(x, s, 0, first, last, 0, why, sizeof why));
 }
 
 /* Forward + backward of layers [first, last] on stage s (the slowest group
@@ -375,12 +398,12 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
     double slowest = 0;
     for (size_t g = 0; g < x->tp; g++) {
         const mpt_cluster_device_t *d = mpt_cluster_device(x->c, dev[g]);
-        double need = x->roomy[s * x->tp + g] ? 0 : stage_memory(x, s, g, first, last, 0);
-        double extra = 0; /* recomputation's second forward */
-        if (need > (double)d->info.global_mem_bytes && stage_recomputes(x, s, first, last)) {
-            need = stage_memory(x, s, g, first, last, 1);
-            extra = x->rows[s * x->tp + g]->fwd[last + 1] - x->rows[s * x->tp + g]->fwd[first];
-        }
+        const rows_t *rw = x->rows[s * x->tp + g];
+        int roomy = x->roomy[s * x->tp + g];
+        int recompute = !roomy && stage_recomputes(x, s, first, last);
+        double need = roomy ? 0 : stage_memory(x, s, g, first, last, recompute);
+        /* recomputation's second forward */
+        double extra = recompute ? rw->fwd[last + 1] - rw->fwd[first] : 0;
         if (need > (double)d->info.global_mem_bytes) {
             if (!x->why[0])
                 snprintf(x->why, sizeof x->why,
@@ -391,7 +414,13 @@ static double stage_cost(void *ctx, size_t s, size_t first, size_t last)
                          need - (double)d->info.global_mem_bytes);
             return -1;
         }
-        const double *t = x->rows[s * x->tp + g]->time, here = t[last + 1] - t[first] + extra;
+        char why[sizeof x->why];
+        if (!roomy && !stage_fits_alloc(x, s, g, first, last, recompute, why, sizeof why)) {
+            if (!x->why[0])
+                snprintf(x->why, sizeof x->why, "%s", why);
+            return -1;
+        }
+        const double *t = rw->time, here = t[last + 1] - t[first] + extra;
         slowest = here > slowest ? here : slowest; /* the hottest line: no libm call */
     }
     slowest += x->tpc[s * (L + 1) + last + 1] - x->tpc[s * (L + 1) + first];

@@ -4,8 +4,9 @@
  * go, equal tensor fractions.  The planner tries it for every shape next
  * to its own placement (so it never predicts a plan slower than the
  * uniform one), and mpt-bench plan reports the best of it as the baseline.
- * Plans that do not fit a device's memory are rejected, as the planner's
- * own are: a baseline nobody can run is no baseline.
+ * Plans that do not fit a device's memory or its largest allocation are
+ * rejected, as the planner's own are: a baseline nobody can run is no
+ * baseline.
  */
 #include <math.h>
 #include <stdio.h>
@@ -76,6 +77,11 @@ int mpt__plan_uniform(const mpt__model_cost_t *mc, const mpt_cluster_t *c,
                              d->info.index, d->info.name, mem, st->first, st->last,
                              (unsigned long long)d->info.global_mem_bytes,
                              mem - (double)d->info.global_mem_bytes);
+                    status = MPT_ERR_DEVICE_MEMORY;
+                    break;
+                }
+                if (!mpt__cost_fits_alloc(mc, st->first, st->last, ceil(samples), in_flight,
+                                          share, 0, &d->info, why, why_size)) {
                     status = MPT_ERR_DEVICE_MEMORY;
                     break;
                 }

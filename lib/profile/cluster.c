@@ -296,11 +296,14 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     MPT_TRY(get_int(r, d, "global_mem_bytes", 1, 1, MAX_BYTES, &global));
     /* "memory_limit_bytes": what mpt may use of it (--device-memory), when
      * lower than global_mem_bytes: the planner then plans for that. */
-    long long limit = 0;
+    long long limit = 0, whole = global;
     MPT_TRY(get_int(r, d, "memory_limit_bytes", 0, 0, MAX_BYTES, &limit));
     if (limit > 0 && limit < global)
         global = limit;
     MPT_TRY(get_int(r, d, "max_alloc_bytes", 0, 1, MAX_BYTES, &max_alloc));
+    if (max_alloc > whole) /* the planner would trust a buffer the device cannot hold */
+        return bad(r, "max_alloc_bytes", "is above global_mem_bytes: no buffer is larger than "
+                   "the device's memory");
     MPT_TRY(get_int(r, d, "local_mem_bytes", 0, 0, MAX_BYTES, &local));
     MPT_TRY(get_int(r, d, "compute_units", 0, 1, MAX_COUNT, &cu));
     MPT_TRY(get_int(r, d, "clock_mhz", 0, 0, MAX_COUNT, &clock));
@@ -317,7 +320,8 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     if ((size_t)node >= c->node_count)
         return bad(r, "node", "names a node that the \"nodes\" list does not have");
     info.global_mem_bytes = (uint64_t)global;
-    info.max_alloc_bytes = (uint64_t)(max_alloc > 0 ? max_alloc : global);
+    /* Under a cap, as mpt_cluster_set_memory_limit: no buffer past it. */
+    info.max_alloc_bytes = (uint64_t)(max_alloc > 0 && max_alloc < global ? max_alloc : global);
     info.local_mem_bytes = (uint64_t)local;
     info.compute_units = (unsigned)cu;
     info.clock_mhz = (unsigned)clock;

@@ -172,6 +172,10 @@ int mpt_metrics_step(mpt_metrics_t *m, const mpt_step_report_t *r, uint64_t epoc
         put_number(f, "tokens_per_s", "%.1f", r->tokens_per_s);
     if (!isnan(r->grad_norm))
         put_number(f, "grad_norm", "%.6g", r->grad_norm);
+    if (r->skipped) /* the last step applied no update (a non-finite loss or norm) */
+        fputs(", \"skipped\": \"nonfinite\"", f);
+    if (r->skipped_steps)
+        fprintf(f, ", \"skipped_steps\": %" PRIu64, r->skipped_steps);
     if (!isnan(r->device_busy)) {
         put_number(f, "device_busy", "%.4f", r->device_busy);
         put_number(f, "blas_busy", "%.4f", r->blas_busy);

@@ -31,6 +31,10 @@ void mpt_progress_line(const mpt_step_report_t *r, uint64_t epoch,
     int n = snprintf(buf, size, "epoch %" PRIu64 " step %" PRIu64 "%s  loss %.4f  %.0f samples/s",
                      epoch, r->step, total, r->loss, r->samples_per_s);
     len = n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    if (r->skipped_steps && len + 32 < size) { /* non-finite steps that updated nothing */
+        n = snprintf(buf + len, size - len, "  skipped %" PRIu64, r->skipped_steps);
+        len += n > 0 ? (size_t)n : 0;
+    }
     for (size_t i = 0, shown = 0; i < ndevices && len + 16 < size; i++) {
         if (isnan(devices[i].busy))
             continue;

@@ -6,7 +6,9 @@
  * "optimizer.<slot>.<layer>.<name>" (slot 0: SGD momentum or Adam m; slot
  * 1: Adam v).  Metadata (strings): format, model (its JSON), config (the
  * whole training configuration as JSON: optimizer, seed, batch, schedule
- * and every hyper-parameter), step, epoch, batch_index and crc32: a CRC-32
+ * and every hyper-parameter), step, epoch, batch_index, data (its
+ * identity), skipped_steps (non-finite steps that applied no update: the
+ * optimizer's update count is step less these) and crc32: a CRC-32
  * of the other metadata and of all tensor data in file order, which
  * catches corruption the format itself cannot.  The RNG state is the seed
  * and the step: every random number mpt draws is a function of them.
@@ -139,11 +141,17 @@ static const char *const covered[] = {"format", "model", "optimizer", "config",
 static uLong crc_meta(const mpt__st_file_t *f)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
-    /* "data", the data's identity, came later: covered when present, so
-     * that checkpoints written before it still check. */
-    if (mpt__st_meta(f, "data")) {
-        crc = crc32(crc, (const Bytef *)"data=", 5);
-        crc = crc32(crc, (const Bytef *)mpt__st_meta(f, "data"), (uInt)strlen(mpt__st_meta(f, "data")));
+    /* "data", the data's identity, and "skipped_steps" came later:
+     * covered when present, so that checkpoints written before them still
+     * check. */
+    static const char *const later[] = {"data", "skipped_steps"};
+    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++) {
+        const char *v = mpt__st_meta(f, later[i]);
+        if (!v)
+            continue;
+        crc = crc32(crc, (const Bytef *)later[i], (uInt)strlen(later[i]));
+        crc = crc32(crc, (const Bytef *)"=", 1);
+        crc = crc32(crc, (const Bytef *)v, (uInt)strlen(v));
     }
     for (size_t i = 0; i < sizeof covered / sizeof covered[0]; i++) {
         const char *v = mpt__st_meta(f, covered[i]);
@@ -170,12 +178,17 @@ static size_t count_nonfinite(const float *v, size_t n, size_t *first)
  * is never written, and never read back: it would replace or continue
  * from the last good one. */
 static int check_finite(const mpt_trainer_t *t, float *const state[3], const char *path,
-                        const char *what)
+                        const char *what, int allow)
 {
     static const char *const names[3] = {"parameters", "optimizer slot 0", "optimizer slot 1"};
     for (int s = 0; s < 3; s++) {
         size_t first = 0, bad = count_nonfinite(state[s], t->model->param_floats, &first);
-        if (bad)
+        if (bad && allow) /* to inspect a diverged state: said, not hidden */
+            mpt__log(MPT_LOG_WARN,
+                     "checkpoint %s: %zu of the %zu %s are not finite (the first: float %zu "
+                     "is %g): loaded anyway, as allowed", path, bad, t->model->param_floats,
+                     names[s], first, (double)state[s][first]);
+        else if (bad)
             return mpt__fail(MPT_ERR_INVALID,
                              "checkpoint %s: %zu of the %zu %s are not finite (the first: "
                              "float %zu is %g): training diverged; %s",
@@ -218,7 +231,7 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     MPT_TRY(mpt__trainer_read_slot(t, 1, c.state[2]));
     if (t->rank != 0) /* the reads were collective; rank 0 alone writes the file */
         goto out;
-    MPT_TRY(check_finite(t, c.state, path, "not written, the previous checkpoint is kept"));
+    MPT_TRY(check_finite(t, c.state, path, "not written, the previous checkpoint is kept", 0));
     MPT_TRY(mpt__st_create(&c.file));
     MPT_TRY(mpt__st_set_meta(c.file, "format", CHECKPOINT_FORMAT));
     MPT_TRY(mpt__st_set_meta(c.file, "model", t->model->json));
@@ -229,6 +242,11 @@ int mpt_trainer_save(mpt_trainer_t *t, const char *path, const mpt_data_position
     MPT_TRY(meta_u64(c.file, "batch_index", pos ? pos->batch_index : 0));
     if (t->data_id[0])
         MPT_TRY(mpt__st_set_meta(c.file, "data", t->data_id));
+    /* Only when some were: files stay as older readers check them.
+     * Without an engine the state is the snapshot's, and so is the count. */
+    uint64_t skipped = t->eng ? t->skipped : t->snap.skipped;
+    if (skipped)
+        MPT_TRY(meta_u64(c.file, "skipped_steps", skipped));
     c.crc = crc_meta(c.file);
     MPT_TRY(visit(t->model, add_tensor, &c));
     snprintf(crc, sizeof crc, "%08lx", (unsigned long)c.crc);
@@ -294,7 +312,7 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
 {
     ckpt_ctx c = {0};
     mpt__st_file_t *f = NULL;
-    uint64_t step = 0, epoch = 0, batch_index = 0;
+    uint64_t step = 0, epoch = 0, batch_index = 0, skipped = 0;
     int status;
     MPT_TRY(mpt__st_read(path, &f));
     c.in = f, c.path = path;
@@ -311,15 +329,26 @@ int mpt_trainer_load(mpt_trainer_t *t, const char *path, mpt_data_position_t *po
     MPT_TRY(meta_number(f, path, "step", &step));
     MPT_TRY(meta_number(f, path, "epoch", &epoch));
     MPT_TRY(meta_number(f, path, "batch_index", &batch_index));
+    if (mpt__st_meta(f, "skipped_steps"))
+        MPT_TRY(meta_number(f, path, "skipped_steps", &skipped));
+    if (skipped > step) {
+        status = mpt__fail(MPT_ERR_PARSE, "checkpoint %s: %llu skipped steps of %llu", path,
+                           (unsigned long long)skipped, (unsigned long long)step);
+        goto out;
+    }
     MPT_TRY(alloc_state(t, &c));
     MPT_TRY(visit(t->model, take_tensor, &c));
-    MPT_TRY(check_finite(t, c.state, path, "not loaded"));
+    MPT_TRY(check_finite(t, c.state, path,
+                         "not loaded (--allow-nonfinite-checkpoint, or "
+                         "mpt_trainer_allow_nonfinite_checkpoint, loads it to inspect it)",
+                         t->allow_nonfinite));
     /* Only now, with everything checked, does the trainer change.  A device
      * failure past this point leaves it part restored (see mpt.h). */
     MPT_TRY(mpt__trainer_write_params(t, c.state[0]));
     MPT_TRY(mpt__trainer_write_slot(t, 0, c.state[1]));
     MPT_TRY(mpt__trainer_write_slot(t, 1, c.state[2]));
     mpt__trainer_set_step(t, step);
+    t->skipped = skipped, t->skipped_in_row = 0;
     if (pos)
         *pos = (mpt_data_position_t){epoch, batch_index};
 out:

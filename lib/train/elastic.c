@@ -100,6 +100,7 @@ int mpt__elastic_snapshot(mpt__elastic_t *el, mpt_trainer_t *t, const mpt_data_p
     MPT_TRY_RETURN(mpt__engine_read_slot(t->eng, 0, t->snap.state[1]));
     MPT_TRY_RETURN(mpt__engine_read_slot(t->eng, 1, t->snap.state[2]));
     t->snap.step = mpt__engine_step(t->eng), t->snap.next = *next, t->snap.valid = 1;
+    t->snap.skipped = t->skipped, t->snap.skipped_in_row = t->skipped_in_row;
     el->copy_s = mpt__now() - t0;
     el->snapshot_s_total += el->copy_s, el->snapshots++;
     /* Chosen: the copy over the interval's steps stays under the share of
@@ -207,6 +208,7 @@ int mpt__elastic_recover(mpt__elastic_t *el, mpt_trainer_t *t, int status, mpt__
     free(faults);
     if (status < 0)
         return status;
+    t->skipped = t->snap.skipped, t->skipped_in_row = t->snap.skipped_in_row;
     out->replayed = failed_step - t->snap.step;
     out->seconds_lost = (mpt__now() - t0) + (el->failed_at > 0 ? t0 - el->failed_at : 0) +
                         el->steps_s;

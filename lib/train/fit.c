@@ -49,11 +49,13 @@ typedef struct {
     mpt_step_report_t report; /* the last one */
     /* the epoch so far */
     double t0, loss_sum, busy_s, blas_s;
-    uint64_t steps;
+    uint64_t steps, updates; /* updates: the steps not skipped (the loss's) */
     /* elastic training (elastic.c) and the epoch's sums at its snapshot */
     mpt__elastic_t el;
     double snap_loss_sum;
-    uint64_t snap_steps;
+    uint64_t snap_steps, snap_updates;
+    double first_loss; /* of this run's first step that updated; 0: none yet */
+    int warned;        /* the loss was far above it: said once */
 } fit_run;
 
 /* The per-device figures sized for the trainer's engine (after a move). */
@@ -109,7 +111,7 @@ static int fit_evaluate(fit_run *r, uint64_t step, uint64_t epoch, int summary, 
         .steps = r->steps,
         .partial = !epoch_end,
         .resumed = step - r->steps == first_step && first_step > 0 && first_step % per_epoch != 0,
-        .train_loss = r->steps ? r->loss_sum / (double)r->steps : NAN,
+        .train_loss = r->updates ? r->loss_sum / (double)r->updates : NAN,
         .eval_loss = loss,
         .eval_accuracy = acc,
         .eval_name = name,
@@ -123,7 +125,8 @@ static int fit_evaluate(fit_run *r, uint64_t step, uint64_t epoch, int summary, 
     s.tokens_per_s = context > 1 ? s.samples_per_s * (double)context : 0;
     if (r->o->on_epoch)
         r->o->on_epoch(r->o->ctx, &s);
-    r->t0 = mpt__now(), r->loss_sum = 0, r->steps = 0, r->busy_s = 0, r->blas_s = 0;
+    r->t0 = mpt__now(), r->loss_sum = 0, r->steps = 0, r->updates = 0, r->busy_s = 0;
+    r->blas_s = 0;
     return MPT_OK;
 }
 
@@ -190,7 +193,7 @@ static int fit_recover(fit_run *r, int status, uint64_t *step)
     }
     MPT_TRY_RETURN(mpt_data_seek(r->data, &r->t->snap.next));
     MPT_TRY_RETURN(fit_size_devices(r));
-    r->loss_sum = r->snap_loss_sum, r->steps = r->snap_steps;
+    r->loss_sum = r->snap_loss_sum, r->steps = r->snap_steps, r->updates = r->snap_updates;
     *step = r->t->snap.step;
     if (r->metrics) {
         MPT_TRY_RETURN(mpt__metrics_drop_after(r->metrics, *step));
@@ -220,6 +223,7 @@ static int fit_loop(fit_run *r, uint64_t total)
         if (mpt__elastic_due(&r->el, step) || (r->el.on && at.batch_index == 0)) {
             MPT_TRY_RETURN(mpt__elastic_snapshot(&r->el, r->t, &at));
             r->snap_loss_sum = r->loss_sum, r->snap_steps = r->steps;
+            r->snap_updates = r->updates;
         }
         r->el.failed_at = mpt__now(), r->el.after_step = NULL;
         int failed = mpt_trainer_step(r->t, x, y, &st);
@@ -231,7 +235,10 @@ static int fit_loop(fit_run *r, uint64_t total)
         double done = mpt__now();
         mpt__elastic_step_done(&r->el, done - r->el.failed_at);
         r->el.failed_at = done; /* what fails after the step is lost from here */
-        if (!isfinite(st.loss) || (r->t->cfg.clip_norm > 0 && !isfinite(st.grad_norm)))
+        /* A skipped step (config.on_nonfinite) updated nothing: the
+         * trainer bounds how many in a row. */
+        if (!st.skipped &&
+            (!isfinite(st.loss) || (r->t->cfg.clip_norm > 0 && !isfinite(st.grad_norm))))
             return mpt__fail(MPT_ERR_DIVERGED,
                              "step %llu: the %s is %g: training diverged (a lower learning "
                              "rate, a warm-up or --clip-norm may help); no checkpoint written "
@@ -239,7 +246,20 @@ static int fit_loop(fit_run *r, uint64_t total)
                              (unsigned long long)st.step,
                              isfinite(st.loss) ? "gradient norm" : "loss",
                              isfinite(st.loss) ? st.grad_norm : st.loss);
-        r->loss_sum += st.loss, r->steps++;
+        /* A finite loss far above the first is divergence on its way
+         * (--lr 10: 3351 at step 3, 2e22 at step 5, NaN at step 6). */
+        if (!st.skipped && !r->warned && r->first_loss > 0 && st.loss > 100 * r->first_loss &&
+            r->t->rank == 0) {
+            mpt__log(MPT_LOG_WARN, "step %llu: the loss %g is over 100 times the first step's "
+                     "(%g): training is diverging (a lower learning rate, a warm-up or "
+                     "--clip-norm may help)", (unsigned long long)st.step, st.loss, r->first_loss);
+            r->warned = 1;
+        }
+        if (!st.skipped && r->first_loss == 0)
+            r->first_loss = st.loss;
+        if (!st.skipped)
+            r->loss_sum += st.loss, r->updates++;
+        r->steps++;
         int signal = 0; /* every rank stops at the same step, or none does */
         MPT_TRY_RETURN(mpt__trainer_agree_max(r->t, o->stop ? (int)*o->stop : 0, &signal));
         int last = st.step == total || signal;
@@ -347,6 +367,7 @@ int mpt_trainer_fit(mpt_trainer_t *t, mpt_data_t *data, const mpt_fit_options_t 
      * minutes and then fails on a path. */
     snprintf(t->data_id, sizeof t->data_id, "%s", mpt_data_identity(data));
     t->allow_other_data = o->allow_other_data;
+    mpt_trainer_allow_nonfinite_checkpoint(t, o->allow_nonfinite_checkpoint);
     MPT_TRY_RETURN(mpt__trainer_agree_text(t, "data", t->data_id));
     if (o->checkpoint) {
         /* Rank 0 writes it (every rank reads it to resume): a failure there

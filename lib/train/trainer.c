@@ -31,6 +31,7 @@ void mpt_train_config_default(mpt_train_config_t *c)
     /* mpt-train's schedule: cosine over the run, which only the caller
      * knows (total_steps); until it is set the rate stays at lr. */
     c->schedule = MPT_SCHEDULE_COSINE;
+    c->max_skips = 10;
 }
 
 void mpt_train_config_use_optimizer(mpt_train_config_t *c, mpt_optimizer_t optimizer)
@@ -81,6 +82,11 @@ static int check_config(const mpt_train_config_t *c)
         return mpt__fail(MPT_ERR_INVALID, "warm-up steps need the cosine schedule");
     if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
         return mpt__fail(MPT_ERR_INVALID, "min_lr must be in [0, lr], got %g", c->min_lr);
+    if (c->on_nonfinite != MPT_NONFINITE_STOP && c->on_nonfinite != MPT_NONFINITE_SKIP)
+        return mpt__fail(MPT_ERR_INVALID, "unknown non-finite policy %d", (int)c->on_nonfinite);
+    if (c->on_nonfinite == MPT_NONFINITE_SKIP && c->max_skips == 0)
+        return mpt__fail(MPT_ERR_INVALID, "skipping non-finite steps needs max_skips >= 1 (the "
+                         "steps in a row skipped before the run stops)");
     return MPT_OK;
 }
 
@@ -102,7 +108,8 @@ static int trainer_new(const mpt_model_t *model, const mpt_train_config_t *confi
     t->opt = (mpt__optim_cfg_t){config->optimizer, (float)config->momentum,
                                 (float)config->weight_decay, (float)config->beta1,
                                 (float)config->beta2, (float)config->eps,
-                                (float)config->clip_norm};
+                                (float)config->clip_norm,
+                                config->on_nonfinite == MPT_NONFINITE_SKIP};
     *out = t;
     return MPT_OK;
 }
@@ -249,6 +256,14 @@ int mpt_trainer_create_world(const mpt_model_t *model, mpt_devices_t *devices,
                          : mpt__fail(MPT_ERR_NOMEM, "out of memory");
             if (status == MPT_OK)
                 status = mpt__trainer_agree_text(*out, "training configuration", cfg);
+            /* Not in the checkpoint's configuration (a resume may change
+             * it), but a rank that skips where another updates diverges. */
+            char policy[64];
+            snprintf(policy, sizeof policy, "{\"on_nonfinite\": \"%s\", \"max_skips\": %llu}",
+                     config->on_nonfinite == MPT_NONFINITE_SKIP ? "skip" : "stop",
+                     (unsigned long long)config->max_skips);
+            if (status == MPT_OK)
+                status = mpt__trainer_agree_text(*out, "non-finite policy", policy);
             free(cfg);
             if (status < 0) {
                 mpt_trainer_free(*out);
@@ -329,12 +344,20 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
                          "free it");
     s.lr = mpt_train_lr_at(&t->cfg, mpt_trainer_steps(t));
     double t0 = mpt__now();
-    int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, &s.loss,
-                                        &s.grad_norm);
+    /* Skipped steps applied no update: the optimizer counts the others. */
+    uint64_t updates = mpt_trainer_steps(t) - t->skipped;
+    int status = mpt__engine_train_step(t->eng, images, labels, &t->opt, (float)s.lr, updates,
+                                        &s.loss, &s.grad_norm, &s.skipped);
     double wall = mpt__now() - t0;
     s.step = mpt_trainer_steps(t);
     if (status == MPT_OK) {
-        t->window_loss += s.loss, t->window_steps++;
+        if (s.skipped) {
+            t->skipped++, t->skipped_in_row++;
+        } else {
+            t->skipped_in_row = 0;
+            t->window_loss += s.loss, t->window_updates++;
+        }
+        t->window_steps++;
         t->last = s;
         /* Every worker's phases (every rank has them all) and the step's
          * wall time: calibration. */
@@ -350,6 +373,16 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
     }
     if (stats)
         *stats = s;
+    if (status == MPT_OK && s.skipped && t->skipped_in_row > t->cfg.max_skips)
+        return mpt__fail(MPT_ERR_DIVERGED,
+                         "step %llu: the %s is %g, %llu steps in a row were not finite (at "
+                         "most %llu are skipped): training diverged (a lower learning rate, a "
+                         "warm-up or --clip-norm may help); no checkpoint written from it",
+                         (unsigned long long)s.step,
+                         isfinite(s.loss) ? "gradient norm" : "loss",
+                         isfinite(s.loss) ? s.grad_norm : s.loss,
+                         (unsigned long long)t->skipped_in_row,
+                         (unsigned long long)t->cfg.max_skips);
     return status;
 }
 
@@ -387,9 +420,11 @@ int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
     r->step = mpt_trainer_steps(t);
     r->total_steps = t->cfg.total_steps;
     r->steps = t->window_steps;
-    r->loss = t->window_steps ? t->window_loss / (double)t->window_steps : NAN;
+    r->loss = t->window_updates ? t->window_loss / (double)t->window_updates : NAN;
     r->lr = t->last.lr;
-    r->grad_norm = t->cfg.clip_norm > 0 ? t->last.grad_norm : NAN;
+    r->grad_norm = t->cfg.clip_norm > 0 || t->opt.skip_nonfinite ? t->last.grad_norm : NAN;
+    r->skipped = t->window_steps ? t->last.skipped : 0;
+    r->skipped_steps = t->skipped;
     r->samples_per_s = r->seconds > 0 ? (double)(r->steps * t->cfg.batch) / r->seconds : 0;
     size_t context = t->model->labels_per_sample;
     r->tokens_per_s = context > 1 ? r->samples_per_s * (double)context : 0;
@@ -401,7 +436,7 @@ int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
                    : NAN;
     r->step_s = r->steps ? r->seconds / (double)r->steps : NAN;
     r->predicted_step_s = t->predicted_s;
-    t->window_t0 = now, t->window_loss = 0, t->window_steps = 0;
+    t->window_t0 = now, t->window_loss = 0, t->window_steps = 0, t->window_updates = 0;
     return status;
 }
 
@@ -508,6 +543,11 @@ int mpt__trainer_read_slot(mpt_trainer_t *t, int slot, float *out)
 int mpt__trainer_write_slot(mpt_trainer_t *t, int slot, const float *in)
 {
     return mpt__engine_write_slot(t->eng, slot, in);
+}
+
+void mpt_trainer_allow_nonfinite_checkpoint(mpt_trainer_t *t, int allow)
+{
+    t->allow_nonfinite = allow != 0;
 }
 
 void mpt__trainer_set_step(mpt_trainer_t *t, uint64_t step)

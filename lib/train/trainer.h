@@ -18,6 +18,7 @@
 typedef struct {
     float *state[3];          /* parameters, optimizer slots 0 and 1 (param_floats each) */
     uint64_t step;            /* the trainer's step when taken */
+    uint64_t skipped, skipped_in_row; /* and its counts of skipped steps */
     mpt_data_position_t next; /* the batch that step trains on */
     int valid;
 } mpt__snapshot_t;
@@ -47,7 +48,7 @@ struct mpt_trainer {
     uint64_t cal_steps;
     /* the report window (mpt_trainer_report) */
     double window_t0, window_loss;
-    uint64_t window_steps;
+    uint64_t window_steps, window_updates; /* steps, and those not skipped (the loss's) */
     mpt_step_stats_t last;
     int timing;
     double *busy;          /* per worker: busy fraction of the last window */
@@ -58,6 +59,11 @@ struct mpt_trainer {
      * whether a checkpoint of other data may be loaded */
     char data_id[160];
     int allow_other_data;
+    int allow_nonfinite;   /* a checkpoint with non-finite values loads, with a warning */
+    /* non-finite steps (config.on_nonfinite skip): skipped so far in the run
+     * (a checkpoint records it: the optimizer's update count is the step
+     * less these), and how many of the last steps in a row */
+    uint64_t skipped, skipped_in_row;
     /* elastic training (elastic.c): per plan device id its failures and
      * whether it is dropped for good; the newest snapshot */
     int *failures;
