@@ -171,6 +171,20 @@ START_TEST(skip_under_zero1)
 }
 END_TEST
 
+/* ZeRO-2 with two micro-batches: the shards are summed per micro-batch
+ * while the backward runs, and the skip is still decided before any
+ * replica updates its shard. */
+START_TEST(skip_under_zero2)
+{
+    const double shares[] = {2.0 / 3, 1.0 / 3};
+    mlp_open();
+    mpt_plan_t *plan = mlp_plan_for(mlp_model, MLP_BATCH, 2, 1, 1, shares, 2, 2);
+    expect_skip_equals_reference("ZeRO-2 DP=2 m=2, AdamW", plan, MPT_OPTIM_ADAMW, MLP_LOSS_TOL,
+                                 1e-5);
+    mpt_plan_free(plan);
+}
+END_TEST
+
 /* max_skips 2: steps 2 and 3 are skipped, step 4 is the third in a row and
  * fails naming itself; the parameters are still those after step 1. */
 START_TEST(too_many_skips_in_a_row_stop)
@@ -271,6 +285,7 @@ static Suite *suite(void)
     tcase_add_test(tc, skip_equals_never_seeing_the_batch_sgd);
     tcase_add_test(tc, skip_on_every_replica_and_stage);
     tcase_add_test(tc, skip_under_zero1);
+    tcase_add_test(tc, skip_under_zero2);
     tcase_add_test(tc, too_many_skips_in_a_row_stop);
     tcase_add_test(tc, stop_policy_leaves_the_step_to_the_caller);
     tcase_add_test(tc, checkpoint_keeps_the_skipped_count);
