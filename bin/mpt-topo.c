@@ -12,11 +12,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "device/tuning.h"
 #include "tool.h"
+
+/* Whether profiles can be cached in path (a plain file passes access()
+ * for root, hence the directory check). */
+static int writable_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) && access(path, W_OK) == 0;
+}
 
 static void usage(FILE *f)
 {
@@ -338,9 +348,14 @@ static int show_live(const char *spec, int json, int profile, int reprofile)
         printf("%zu of %zu OpenCL device(s) selected (MPT_DEVICES or --devices)\n", n,
                mpt_devices_total(set));
         print_cluster(c, profile);
+        /* An unwritable cache was warned about while profiling; the
+         * summary must not claim the opposite. */
         if (profile && mpt_profile_cache_dir(dir, sizeof dir) == MPT_OK)
             printf("  %s %s; --reprofile measures again\n",
-                   cached_all ? "read from the cache in" : "measured now, cached in", dir);
+                   cached_all                 ? "read from the cache in"
+                   : writable_dir(dir)         ? "measured now, cached in"
+                                              : "measured now, not cached (not writable):",
+                   dir);
     }
     mpt_cluster_free(c);
     free(profiles);

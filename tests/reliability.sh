@@ -151,6 +151,11 @@ expect 2 "--lr" "$train" $common --lr nan
 expect 0 "measured but not cached" env XDG_CACHE_HOME="$tmp/not-a-dir" \
     POCL_CACHE_DIR="${POCL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocl}" MPT_PROFILE_QUICK=1 \
     "${MPT_PLAN:-./bin/mpt-plan}" --model "$model" --devices 0
+expect 0 "measured but not cached" env XDG_CACHE_HOME="$tmp/not-a-dir" \
+    POCL_CACHE_DIR="${POCL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocl}" MPT_PROFILE_QUICK=1 \
+    "${MPT_TOPO:-./bin/mpt-topo}" --devices 0
+grep -q "measured now, not cached" "$tmp/out" && ok "mpt-topo's summary says the profile was not cached" ||
+    fail "mpt-topo's summary claims a cache it could not write: $(tail -n 1 "$tmp/out")"
 
 # A plan made for another model with as many layers.
 sed 's/"units": 100/"units": 99/' "$model" >"$tmp/other.json"
