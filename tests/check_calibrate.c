@@ -5,7 +5,9 @@
  * whose device is calibrated slow is planned without it; a trainer moved
  * to another plan at step k equals one that never moved; mpt_trainer_fit
  * rebalancing mid-run (forced by a negative margin) equals an
- * uninterrupted run, with the re-plan in the metrics.
+ * uninterrupted run, with the re-plan in the metrics; devices that share
+ * cores (two PoCL devices of one process) profiled together by
+ * mpt_cluster_local, the figures cached and read back.
  * Runs without fork (OpenCL).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -318,6 +320,53 @@ START_TEST(fit_rebalances_mid_run)
 }
 END_TEST
 
+/* Two PoCL devices of one process share the machine's cores: the local
+ * cluster measures them together (profile/shared.c).  Each gets concurrent
+ * figures in (0, 2x its rate alone] (no timed bound: the machine's load
+ * decides the value), one group file is cached, and a second cluster
+ * reads the same figures back exactly instead of measuring again. */
+START_TEST(shared_cores_measured_together)
+{
+    mpt_devices_t *devs = NULL;
+    mpt_cluster_t *a = NULL, *b = NULL;
+    char dir[] = "/tmp/check_cal_cache_XXXXXX", old[4096] = "", cmd[4200];
+    const char *was = getenv("XDG_CACHE_HOME");
+    snprintf(old, sizeof old, "%s", was ? was : "");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    setenv("XDG_CACHE_HOME", dir, 1);
+    setenv("MPT_PROFILE_QUICK", "1", 1);
+    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
+    if (mpt_devices_count(devs) >= 2) { /* the suite runs under two (Makefile.am) */
+        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &a));
+        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &b));
+        for (size_t i = 0; i < mpt_cluster_device_count(a); i++) {
+            const mpt_profile_t *p = &mpt_cluster_device(a, i)->profile;
+            const mpt_profile_t *q = &mpt_cluster_device(b, i)->profile;
+            ck_assert_msg(p->shared_gemm_gflops > 0 && p->shared_gemm_gflops <= 2 * p->gemm_gflops,
+                          "device %zu: %g GFLOP/s together, %g alone", i, p->shared_gemm_gflops,
+                          p->gemm_gflops);
+            ck_assert_msg(p->shared_mem_gbps > 0 && p->shared_mem_gbps <= 2 * p->mem_gbps,
+                          "device %zu: %g GB/s together, %g alone", i, p->shared_mem_gbps,
+                          p->mem_gbps);
+            ck_assert_double_eq(p->shared_gemm_gflops, q->shared_gemm_gflops);
+            ck_assert_double_eq(p->shared_mem_gbps, q->shared_mem_gbps);
+        }
+        snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
+        ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    if (*old)
+        setenv("XDG_CACHE_HOME", old, 1);
+    else
+        unsetenv("XDG_CACHE_HOME");
+    unsetenv("MPT_PROFILE_QUICK");
+    mpt_cluster_free(a);
+    mpt_cluster_free(b);
+    mpt_devices_free(devs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("calibrate");
@@ -328,6 +377,7 @@ int main(void)
     tcase_add_test(tc, calibrated_slow_device_left_out);
     tcase_add_test(tc, replan_at_step_equals_unmoved);
     tcase_add_test(tc, fit_rebalances_mid_run);
+    tcase_add_test(tc, shared_cores_measured_together);
     suite_add_tcase(s, tc);
     return test_run(s, 0);
 }

@@ -228,6 +228,11 @@ START_TEST(shared_cores_are_priced)
                   "measured %g, apart %g, alone %g", best_measured, both_apart, alone);
     /* And the planner, free to choose, never does worse than one alone. */
     ck_assert_msg(best_same <= alone * (1 + 1e-9), "best %g, alone %g", best_same, alone);
+    /* The groups the local cluster measures together (profile/shared.c):
+     * the pair on the same cores, not the pair on disjoint ones. */
+    ck_assert_int_eq(mpt__cost_share_cores(same, 0, 1), 1);
+    ck_assert_int_eq(mpt__cost_share_cores(apart, 0, 1), 0);
+    ck_assert_int_eq(mpt__cost_share_cores(same, 0, 0), 0);
     mpt_cluster_free(same);
     mpt_cluster_free(apart);
     mpt_cluster_free(measured);
