@@ -354,5 +354,10 @@ int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
                    size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
                    double step_s, uint64_t steps, double *predicted_step_s);
+/* A copy of c (freed by the caller) in which every device without a
+ * calibration borrows one from the calibrated devices (calibrate.c says
+ * which), so that re-planning never prefers a device for having never
+ * been measured.  Unchanged when no device is calibrated. */
+int mpt__calibration_borrowed(const mpt_cluster_t *c, mpt_cluster_t **out);
 
 #endif

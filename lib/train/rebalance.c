@@ -203,6 +203,18 @@ static int adopt(mpt_trainer_t *t, mpt__plan_t *copy)
         mpt__model_cost_free(&mc);
         mpt__clear_error();
     }
+    /* Kernel timing as before the move, on devices that were idle then
+     * too, their counters read empty: otherwise a device new to the plan
+     * reports no busy time (a move to an idle device once showed 3%). */
+    for (size_t i = 0; t->timing && i < mpt__engine_worker_count(t->eng); i++) {
+        mpt_device_t *dev = mpt__engine_worker_device(t->eng, i);
+        double busy = 0;
+        int status = dev ? mpt_device_set_timing(dev, 1) : MPT_OK;
+        if (status == MPT_OK && dev)
+            status = mpt_device_busy_seconds(dev, &busy, NULL);
+        if (status < 0)
+            return mpt__fail_context(status, "timing the new plan's devices");
+    }
     return mpt__trainer_size_arrays(t);
 }
 
@@ -343,7 +355,12 @@ int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
     if (status == MPT_OK && (!job || mpt_world_rank(t->world) == 0)) {
         out->old_s = t->predicted_s;
         mpt__plan_summary(t->plan, out->old_plan, sizeof out->old_plan);
-        status = mpt__plan_make_excluding(t->model, cluster, request, t->excluded, &plan);
+        /* Devices idle so far priced like the measured ones (calibrate.c). */
+        mpt_cluster_t *priced = NULL;
+        status = mpt__calibration_borrowed(cluster, &priced);
+        if (status == MPT_OK)
+            status = mpt__plan_make_excluding(t->model, priced, request, t->excluded, &plan);
+        mpt_cluster_free(priced);
         if (status == MPT_OK) {
             out->new_s = plan->predicted_step_s;
             mpt__plan_summary(plan, out->new_plan, sizeof out->new_plan);
@@ -356,8 +373,10 @@ int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
         goto out;
     if (save)
         MPT_TRY(mpt_trainer_save_calibration(t, cluster));
-    if (out->moved)
+    if (out->moved) {
         MPT_TRY(mpt_trainer_replan(t, plan));
+        t->predicted_s = out->new_s; /* with the borrowed factors, as decided */
+    }
     mpt__log(MPT_LOG_INFO, "rebalance at step %llu: %s, predicted %.3f ms (calibrated); "
              "re-planned %s, predicted %.3f ms: %s",
              (unsigned long long)mpt__engine_step(t->eng), out->old_plan, out->old_s * 1e3,
