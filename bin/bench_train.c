@@ -36,7 +36,8 @@ static void usage(FILE *f)
             "                       else random images)\n"
             "  -b, --batch N        samples per step (512)\n"
             "      --steps N        timed steps per configuration (20)\n"
-            "      --warmup N       untimed steps first (3)\n"
+            "      --warmup N       untimed steps first (10: kernel builds are no steady\n"
+            "                       state, and calibrating on them overstates the step)\n"
             "  -d, --devices SPEC   devices (MPT_DEVICES; default all); for two one-core\n"
             "                       devices on a CPU: POCL_DEVICES=\"pthread pthread\"\n"
             "                       POCL_MAX_PTHREAD_COUNT=1\n"
@@ -74,6 +75,21 @@ static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t
     double m = steps ? bench_median(dt, steps) : 0;
     free(dt);
     return m;
+}
+
+/* The machine's 1-minute load average ("?" where /proc has none): the
+ * figures of a shared machine mean little without it. */
+static const char *load_average(void)
+{
+    static char buf[32];
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, sizeof buf, f))
+        snprintf(buf, sizeof buf, "?");
+    else
+        buf[strcspn(buf, " ")] = '\0';
+    if (f)
+        fclose(f);
+    return buf;
 }
 
 /* Back to the profiles as measured: each row starts uncalibrated. */
@@ -114,7 +130,7 @@ int bench_train_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *data_dir = "/usr/share/datasets/fashion-mnist",
                *spec = NULL;
-    size_t batch = 512, steps = 20, warmup = 3, mb = 0;
+    size_t batch = 512, steps = 20, warmup = 10, mb = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "m:b:d:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -180,14 +196,16 @@ int bench_train_main(int argc, char **argv)
            mpt_model_name(model), batch, n, mpt_device_info(mpt_devices_get(devs, 0))->name,
            steps, warmup);
     printf("predicted: the cost model before calibration, measured: the median step, then\n"
-           "calibrated on those steps (mpt_trainer_calibrate) and measured again\n");
+           "calibrated on those steps (mpt_trainer_calibrate) and measured again; ratio:\n"
+           "predicted / measured; load average %s at the start\n", load_average());
     printf("%-38s %10s %8s %9s %9s %7s %9s %9s %7s\n", "configuration", "samples/s", "scaling",
            "predicted", "measured", "ratio", "calib.", "measured", "ratio");
 
     /* 1. The fastest single device, 2. data parallel, 3. pipeline and
      * 4. tensor parallel over every device, 5. the planner's own choice. */
     static const char *kinds[] = {"1 device", "DP", "PP", "TP", "auto"};
-    double one = 0;
+    double one = 0, worst = 1;
+    int rows = 0, within = 0;
     for (int kind = 0; kind < 5; kind++) {
         mpt_plan_request_t req;
         mpt_plan_t *plan = NULL;
@@ -232,9 +250,14 @@ int bench_train_main(int argc, char **argv)
                (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
                calibrated * 1e3, again * 1e3, calibrated / again);
         fflush(stdout);
+        double ratio = calibrated / again;
+        rows++, within += fabs(ratio - 1) <= 0.15;
+        worst = fabs(ratio - 1) > fabs(worst - 1) ? ratio : worst;
         free(json);
         mpt_plan_free(plan);
     }
+    printf("after calibration: %d of %d rows within 15%% of the measured step (worst ratio "
+           "%.2f); load average %s at the end\n", within, rows, worst, load_average());
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);
     mpt_devices_free(devs);
