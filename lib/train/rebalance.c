@@ -6,8 +6,11 @@
  * plan in memory, at its step, through the whole-model state arrays that
  * checkpoints use (so any plan can follow any other, as a checkpoint of
  * one plan resumes under another); mpt__trainer_rebalance is what
- * mpt_trainer_fit does after its warm-up steps: calibrate, plan again,
- * move when the new plan is predicted faster by the margin.
+ * mpt_trainer_fit does after its warm-up steps: calibrate, plan again
+ * (devices idle so far priced with the measured ones' factors:
+ * mpt__calibration_borrowed), move when the new plan is predicted faster
+ * by the margin.  Under a job rank 0 decides and every rank follows, with
+ * rank 0's calibration.
  *
  * Left out: moving more than once a run (fit.c calls it once), and a
  * trace across the move (the new engine's trace starts at the move).
