@@ -342,6 +342,21 @@ static mpt_plan_t *plan_of(const mpt_model_t *m, const mpt_cluster_t *c, size_t 
     return p;
 }
 
+/* The test model, the PoCL devices and their local cluster; 0 (nothing
+ * left open) when fewer than two devices are there. */
+static int open_pair(mpt_model_t **m, mpt_devices_t **devs, mpt_cluster_t **c)
+{
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, m));
+    ck_assert_mpt_ok(mpt_devices_open("pocl", devs));
+    if (mpt_devices_count(*devs) < 2) {
+        mpt_devices_free(*devs);
+        mpt_model_free(*m);
+        return 0;
+    }
+    ck_assert_mpt_ok(mpt_cluster_local(*devs, NULL, c));
+    return 1;
+}
+
 /* The mechanism: 3 steps under DP=2 (AdamW: two optimizer slots to
  * carry), a move to a PP=2 pipeline, 3 more: every loss equals the
  * unmoved run's within the plan-invariance tolerance. */
@@ -350,14 +365,8 @@ START_TEST(replan_at_step_equals_unmoved)
     mpt_model_t *m = NULL;
     mpt_devices_t *devs = NULL;
     mpt_cluster_t *c = NULL;
-    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
-    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
-    if (mpt_devices_count(devs) < 2) {
-        mpt_devices_free(devs);
-        mpt_model_free(m);
+    if (!open_pair(&m, &devs, &c))
         return; /* the suite runs under two PoCL devices (Makefile.am) */
-    }
-    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &c));
     mpt_plan_t *dp2 = plan_of(m, c, 2, 1), *pp2 = plan_of(m, c, 1, 2);
     mpt_train_config_t cfg;
     mpt_train_config_default(&cfg);
@@ -404,14 +413,8 @@ START_TEST(busy_after_move_to_idle_device)
     mpt_devices_t *devs = NULL;
     mpt_cluster_t *c = NULL;
     mpt_plan_t *one = NULL;
-    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
-    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
-    if (mpt_devices_count(devs) < 2) {
-        mpt_devices_free(devs);
-        mpt_model_free(m);
+    if (!open_pair(&m, &devs, &c))
         return; /* the suite runs under two PoCL devices (Makefile.am) */
-    }
-    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &c));
     mpt_plan_request_t req;
     mpt_plan_request_default(&req);
     req.batch = BATCH, req.dp = req.pp = req.tp = 1;

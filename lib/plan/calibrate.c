@@ -61,8 +61,7 @@ static double clampf(double f)
     return !(f > FACTOR_MIN) ? FACTOR_MIN : f > FACTOR_MAX ? FACTOR_MAX : f;
 }
 
-/* Every device the plan uses, once, and the cluster as they work together. */
-static int plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
+int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
 {
     size_t n = mpt_cluster_device_count(c), k = 0;
     size_t *used = malloc((n ? n : 1) * sizeof *used);
@@ -113,7 +112,7 @@ int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *
     mpt__plan_t q = *p; /* the same plan with its own stage times */
     size_t *group = NULL, made = 0;
     int status;
-    MPT_TRY(plan_company(p, c, &eff));
+    MPT_TRY(mpt__plan_company(p, c, &eff));
     q.replicas = calloc(p->nreplicas, sizeof *q.replicas);
     group = malloc((mpt_cluster_device_count(c) + 1) * sizeof *group);
     if (!q.replicas || !group) {
@@ -209,7 +208,7 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
     int status;
     if (steps == 0)
         return mpt__fail(MPT_ERR_INVALID, "calibration needs at least one measured step");
-    MPT_TRY(plan_company(p, c, &eff));
+    MPT_TRY(mpt__plan_company(p, c, &eff));
     group = malloc((n + 1) * sizeof *group);
     ring = malloc((p->nreplicas + 1) * sizeof *ring);
     dev = malloc((nworkers + 1) * sizeof *dev);

@@ -340,6 +340,10 @@ typedef struct {
     double step_s;        /* its whole step */
 } mpt__cal_measured_t;
 
+/* Every cluster device as it works in the plan's company (*eff, one per
+ * cluster device, freed by the caller): mpt__cost_shared on the devices
+ * the plan uses. */
+int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff);
 /* The plan's step predicted with the cluster's current calibration: its
  * stage times recomputed on c (as the planner prices them, each device in
  * the plan's company) and simulated on steps of `batch`.  p is not

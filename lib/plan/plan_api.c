@@ -206,39 +206,24 @@ static const char *layer_name(const mpt_model_t *m, size_t i)
  * measured together (the profile's concurrent figure) or estimated. */
 static void put_shared(text_t *t, const mpt_plan_t *p, const mpt_cluster_t *c)
 {
-    size_t n = mpt_cluster_device_count(c), k = 0;
-    size_t *used = malloc((n ? n : 1) * sizeof *used);
-    unsigned char *seen = calloc(n ? n : 1, 1);
-    mpt_cluster_device_t *eff = malloc((n ? n : 1) * sizeof *eff);
-    if (!used || !seen || !eff) {
+    mpt_cluster_device_t *eff = NULL;
+    if (mpt__plan_company(p, c, &eff) < 0) {
         t->failed = 1;
-        goto out;
+        return;
     }
-    for (size_t r = 0; r < p->nreplicas; r++)
-        for (size_t s = 0; s < p->replicas[r].nstages; s++)
-            for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
-                size_t d = p->replicas[r].stages[s].devices[g].device;
-                if (d < n && !seen[d])
-                    seen[d] = 1, used[k++] = d;
-            }
-    mpt__cost_shared(c, used, k, eff);
     int any = 0;
-    for (size_t i = 0; i < k; i++) {
-        const mpt_profile_t *alone = &mpt_cluster_device(c, used[i])->profile;
-        double share = alone->gemm_gflops > 0 ? eff[used[i]].profile.gemm_gflops / alone->gemm_gflops
-                                              : 1;
-        if (share > 1 - 1e-9)
+    for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
+        const mpt_profile_t *alone = &mpt_cluster_device(c, d)->profile;
+        double share = alone->gemm_gflops > 0 ? eff[d].profile.gemm_gflops / alone->gemm_gflops : 1;
+        if (share > 1 - 1e-9) /* not in the plan, or alone on its cores */
             continue;
         put(t, "%s device %zu %.0f%% (%s)",
-            any ? "," : "Shared cores, the GEMM rate of each device over its rate alone:",
-            used[i], 100 * share, alone->shared_gemm_gflops > 0 ? "measured together" : "estimated");
+            any ? "," : "Shared cores, the GEMM rate of each device over its rate alone:", d,
+            100 * share, alone->shared_gemm_gflops > 0 ? "measured together" : "estimated");
         any = 1;
     }
     if (any)
         put(t, "\n");
-out:
-    free(used);
-    free(seen);
     free(eff);
 }
 
