@@ -234,6 +234,8 @@ int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
 
 #define SHARED_ROUNDS 5        /* alone, together, alone, together... */
 #define SHARED_PHASE_S 0.04    /* each device's share of a phase, seconds */
+#define SHARED_MAX_REPS 4096   /* a profile that overstates the device ten-thousandfold
+                                * must not make a phase last minutes */
 
 typedef struct {
     gemm_ctx g;
@@ -326,8 +328,10 @@ static int shared_prepare(mpt_device_t *dev, double gemm_gflops, double mem_gbps
     clSetKernelArg(d->c.kernel, 1, sizeof d->c.src, &d->c.src);
     clSetKernelArg(d->c.kernel, 2, sizeof n4, &n4);
     double gemm_s = 2.0 * s * s * s / (gemm_gflops * 1e9), copy_s = 2.0 * bytes / (mem_gbps * 1e9);
-    d->reps[0] = gemm_s > 0 && gemm_s < SHARED_PHASE_S ? (int)(SHARED_PHASE_S / gemm_s) : 1;
-    d->reps[1] = copy_s > 0 && copy_s < SHARED_PHASE_S ? (int)(SHARED_PHASE_S / copy_s) : 1;
+    double want[2] = {gemm_s > 0 ? SHARED_PHASE_S / gemm_s : 1,
+                      copy_s > 0 ? SHARED_PHASE_S / copy_s : 1};
+    for (int k = 0; k < 2; k++)
+        d->reps[k] = want[k] < 1 ? 1 : want[k] > SHARED_MAX_REPS ? SHARED_MAX_REPS : (int)want[k];
     /* The first calls build the kernels: one at a time (CLBlast 1.5.3
      * races on concurrent first calls, ENVIRONMENT.md). */
     MPT_TRY(run_gemm(&d->g));
