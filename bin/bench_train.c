@@ -7,7 +7,8 @@
  * parallelism over every selected device, a pipeline over every selected
  * device (the planner picks the micro-batches and schedule unless pinned),
  * and every layer split over every selected device (tensor parallelism),
- * each planned for this machine's profiled devices.  Prints
+ * each planned for this machine's profiled devices, the planner's own
+ * choice, and its choice on the costs those rows calibrated.  Prints
  * samples/s, the scaling against one device, the predicted and measured
  * step and the prediction's error.  Data: Fashion-MNIST's training set
  * when installed, else random images (the speed does not depend on them).
@@ -36,7 +37,8 @@ static void usage(FILE *f)
             "                       else random images)\n"
             "  -b, --batch N        samples per step (512)\n"
             "      --steps N        timed steps per configuration (20)\n"
-            "      --warmup N       untimed steps first (3)\n"
+            "      --warmup N       untimed steps first (10: kernel builds are no steady\n"
+            "                       state, and calibrating on them overstates the step)\n"
             "  -d, --devices SPEC   devices (MPT_DEVICES; default all); for two one-core\n"
             "                       devices on a CPU: POCL_DEVICES=\"pthread pthread\"\n"
             "                       POCL_MAX_PTHREAD_COUNT=1\n"
@@ -74,6 +76,21 @@ static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t
     double m = steps ? bench_median(dt, steps) : 0;
     free(dt);
     return m;
+}
+
+/* The machine's 1-minute load average ("?" where /proc has none): the
+ * figures of a shared machine mean little without it. */
+static const char *load_average(void)
+{
+    static char buf[32];
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, sizeof buf, f))
+        snprintf(buf, sizeof buf, "?");
+    else
+        buf[strcspn(buf, " ")] = '\0';
+    if (f)
+        fclose(f);
+    return buf;
 }
 
 /* Back to the profiles as measured: each row starts uncalibrated. */
@@ -114,7 +131,7 @@ int bench_train_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *data_dir = "/usr/share/datasets/fashion-mnist",
                *spec = NULL;
-    size_t batch = 512, steps = 20, warmup = 3, mb = 0;
+    size_t batch = 512, steps = 20, warmup = 10, mb = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "m:b:d:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -179,16 +196,25 @@ int bench_train_main(int argc, char **argv)
     printf("mpt-bench train: %s, batch %zu, %zu devices (%s), median of %zu steps after %zu\n",
            mpt_model_name(model), batch, n, mpt_device_info(mpt_devices_get(devs, 0))->name,
            steps, warmup);
-    printf("predicted: the cost model before calibration, measured: the median step, then\n"
-           "calibrated on those steps (mpt_trainer_calibrate) and measured again\n");
-    printf("%-38s %10s %8s %9s %9s %7s %9s %9s %7s\n", "configuration", "samples/s", "scaling",
+    printf("predicted: the cost model before calibration (for \"auto, calibrated\": with the\n"
+           "calibration of the rows above), measured: the median step, then calibrated on\n"
+           "those steps (mpt_trainer_calibrate) and measured again; ratio: predicted /\n"
+           "measured; load average %s at the start\n", load_average());
+    printf("%-44s %10s %8s %9s %9s %7s %9s %9s %7s\n", "configuration", "samples/s", "scaling",
            "predicted", "measured", "ratio", "calib.", "measured", "ratio");
 
     /* 1. The fastest single device, 2. data parallel, 3. pipeline and
-     * 4. tensor parallel over every device, 5. the planner's own choice. */
-    static const char *kinds[] = {"1 device", "DP", "PP", "TP", "auto"};
-    double one = 0;
-    for (int kind = 0; kind < 5; kind++) {
+     * 4. tensor parallel over every device, 5. the planner's own choice,
+     * 6. its choice on the costs the rows above calibrated (what
+     * rebalancing does), predicted with them: how far a calibration
+     * carries to another plan. */
+    static const char *kinds[] = {"1 device", "DP", "PP", "TP", "auto", "auto, calibrated"};
+    double one = 0, worst = 1, carried_ratio = 0;
+    int rows = 0, within = 0;
+    mpt_calibration_t *carried = calloc(n, sizeof *carried);
+    if (!carried)
+        tool_die("out of memory");
+    for (int kind = 0; kind < 6; kind++) {
         mpt_plan_request_t req;
         mpt_plan_t *plan = NULL;
         mpt_trainer_t *t = NULL;
@@ -203,6 +229,8 @@ int bench_train_main(int argc, char **argv)
         if (kind == 2 && mb)
             req.microbatches = mb;
         clear_calibration(cluster);
+        for (size_t i = 0; kind == 5 && i < n; i++)
+            tool_check(mpt_cluster_set_calibration(cluster, i, &carried[i]), "calibrating");
         if (mpt_plan_create(model, cluster, &req, &plan) < 0) {
             /* Not every model splits (layer norm, dropout on a slice): say
              * why and keep the rows measured so far. */
@@ -221,6 +249,11 @@ int bench_train_main(int argc, char **argv)
         double step = time_steps(t, &d, batch, 0, steps);
         tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
         calibrated = mpt_trainer_predicted_step(t);
+        for (size_t i = 0; kind < 5 && i < n; i++) { /* each device's latest */
+            const mpt_calibration_t *cal = &mpt_cluster_device(cluster, i)->profile.calibration;
+            if (cal->steps > 0)
+                carried[i] = *cal;
+        }
         double again = time_steps(t, &d, batch, 0, steps);
         mpt_trainer_free(t);
         if (kind == 0)
@@ -228,13 +261,24 @@ int bench_train_main(int argc, char **argv)
         char name[96], *json = NULL;
         tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
         snprintf(name, sizeof name, "%s (%s)", kinds[kind], plan_summary(json));
-        printf("%-38s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", name,
+        printf("%-44s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", name,
                (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
                calibrated * 1e3, again * 1e3, calibrated / again);
         fflush(stdout);
+        if (kind == 5)
+            carried_ratio = predicted / step;
+        double ratio = calibrated / again;
+        rows++, within += fabs(ratio - 1) <= 0.15;
+        worst = fabs(ratio - 1) > fabs(worst - 1) ? ratio : worst;
         free(json);
         mpt_plan_free(plan);
     }
+    printf("after calibration: %d of %d rows within 15%% of the measured step (worst ratio "
+           "%.2f); load average %s at the end\n", within, rows, worst, load_average());
+    if (carried_ratio > 0)
+        printf("auto, calibrated: planned and predicted with the rows' calibration, "
+               "predicted / measured %.2f\n", carried_ratio);
+    free(carried);
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);
     mpt_devices_free(devs);

@@ -497,7 +497,10 @@ static void print_header(const options *o, const mpt_model_t *model, const mpt_t
                          const mpt_devices_t *devs, int nranks, uint64_t total, uint64_t per_epoch)
 {
     char *table = NULL, where[256];
-    const mpt_device_info_t *info = mpt_device_info(mpt_devices_get(devs, 0));
+    mpt_device_step_t first = {0}; /* the plan's device: not the first opened when it
+                                    * leaves that one idle */
+    tool_check(mpt_trainer_device_stats(t, 0, &first), "reading the plan's devices");
+    const mpt_device_info_t *info = mpt_device_info(mpt_devices_get(devs, (size_t)first.device));
     tool_check(mpt_model_describe(model, &table), "describing the model");
     if (nranks > 1)
         snprintf(where, sizeof where, "%zu devices of %d ranks", mpt_trainer_device_count(t),

@@ -3,9 +3,12 @@
  * Calibration on a fake engine report against the cost model's own
  * figures; the factors in profile JSON, out of bounds refused; a cluster
  * whose device is calibrated slow is planned without it; a trainer moved
- * to another plan at step k equals one that never moved; mpt_trainer_fit
+ * to another plan at step k equals one that never moved; devices never
+ * measured priced with the measured ones' factors when re-planning; mpt_trainer_fit
  * rebalancing mid-run (forced by a negative margin) equals an
- * uninterrupted run, with the re-plan in the metrics.
+ * uninterrupted run, with the re-plan in the metrics; devices that share
+ * cores (two PoCL devices of one process) profiled together by
+ * mpt_cluster_local, the figures cached and read back.
  * Runs without fork (OpenCL).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -77,6 +80,102 @@ START_TEST(calibration_from_fake_report)
 }
 END_TEST
 
+/* Two CPU devices, GEMMs through `provider0` and the host BLAS, on
+ * cores of their own (no cpus given: nothing shared). */
+static mpt_cluster_t *pair(const char *provider0)
+{
+    char text[1024], path[] = "/tmp/check_cal_pair_XXXXXX";
+    snprintf(text, sizeof text,
+             "{\"mpt_cluster\": 1, \"devices\": [{\"name\": \"a\", \"type\": \"cpu\", "
+             "\"gemm_provider\": \"%s\", \"global_mem_bytes\": 1000000000, \"profile\": "
+             "{\"gemm_gflops\": 50, \"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}, "
+             "{\"name\": \"b\", \"type\": \"cpu\", \"gemm_provider\": \"host\", "
+             "\"global_mem_bytes\": 1000000000, \"profile\": {\"gemm_gflops\": 50, "
+             "\"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}]}",
+             provider0);
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    mpt_cluster_t *c = NULL;
+    ck_assert_mpt_ok(mpt_cluster_load(path, &c));
+    unlink(path);
+    return c;
+}
+
+/* DP=2 on a fake report.  Host BLAS on both: replica 0 waits 5x the
+ * predicted ring (for replica 1, 3x slower), replica 1 2x: the ring's
+ * factor is the least wait's, 2, on both (each member's own wait made
+ * it 5 and 2 before: the imbalance counted twice), and the compute
+ * factors keep the measured 1 : 3.  CLBlast on device 0, whose passes
+ * only queue its kernels (0.1 of the time) and whose wait holds them:
+ * the ring stays as predicted and the wait beyond it is device 0's
+ * compute, so its forward and backward together cost what it ran. */
+START_TEST(calibration_of_a_ring)
+{
+    mpt_model_t *m = NULL;
+    mpt__model_cost_t mc = {0};
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
+    ck_assert_mpt_ok(mpt__model_cost(m, &mc));
+    for (int async = 0; async < 2; async++) {
+        mpt_cluster_t *c = pair(async ? "clblast" : "host");
+        mpt_plan_t *p = NULL;
+        mpt_plan_request_t req;
+        mpt_plan_request_default(&req);
+        req.batch = 64, req.dp = 2, req.pp = req.tp = 1, req.all_devices = 1;
+        ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+        double pf[2], pb[2], samples[2];
+        size_t dev[2], ring[2] = {0, 1};
+        for (int r = 0; r < 2; r++) {
+            const mpt__plan_stage_t *st = &p->replicas[r].stages[0];
+            dev[r] = st->devices[0].device;
+            samples[r] = 64 * p->replicas[r].batch_share;
+            const mpt_cluster_device_t *d = mpt_cluster_device(c, dev[r]);
+            pf[r] = mpt__cost_layers(&mc, st->first, st->last, d, samples[r], 1.0, 0);
+            pb[r] = mpt__cost_layers(&mc, st->first, st->last, d, samples[r], 1.0, 1);
+        }
+        const mpt__plan_stage_t *st0 = &p->replicas[0].stages[0];
+        double pa = mpt__cost_allreduce_by(
+            c, ring, 2, mpt__cost_param_bytes(&mc, st0->first, st0->last, 1.0), p->allreduce);
+        mpt__cal_measured_t meas[2];
+        if (!async) {
+            meas[0] = (mpt__cal_measured_t){pf[0], pb[0], 5 * pa, 0};
+            meas[1] = (mpt__cal_measured_t){3 * pf[1], 3 * pb[1], 2 * pa, 0};
+        } else { /* device 0 (replica of dev 0) queues, device 1 runs */
+            int r0 = dev[0] == 0 ? 0 : 1, r1 = 1 - r0;
+            meas[r0] = (mpt__cal_measured_t){0.1 * pf[r0], 0.1 * pb[r0],
+                                             0.9 * (pf[r0] + pb[r0]) + pa, 0};
+            meas[r1] = (mpt__cal_measured_t){pf[r1], pb[r1], pa, 0};
+        }
+        for (int r = 0; r < 2; r++)
+            meas[r].step_s = meas[r].forward_s + meas[r].backward_s + meas[r].reduce_wait_s;
+        ck_assert_mpt_ok(mpt__calibrate(p, &mc, c, 64, meas, 2, 0, 5, NULL));
+        const mpt_calibration_t *k0 = &mpt_cluster_device(c, dev[0])->profile.calibration;
+        const mpt_calibration_t *k1 = &mpt_cluster_device(c, dev[1])->profile.calibration;
+        if (!async) {
+            ck_assert_double_eq_tol(k0->allreduce, 2.0, 1e-9);
+            ck_assert_double_eq_tol(k1->allreduce, 2.0, 1e-9);
+            /* the last fit scales every device's compute alike */
+            ck_assert_double_eq_tol(k1->forward / k0->forward, 3.0, 1e-9);
+            ck_assert_double_eq_tol(k1->backward / k0->backward, 3.0, 1e-9);
+        } else {
+            const mpt_calibration_t *ka = dev[0] == 0 ? k0 : k1, *kb = dev[0] == 0 ? k1 : k0;
+            int ra = dev[0] == 0 ? 0 : 1, rb = 1 - ra;
+            ck_assert_double_eq_tol(ka->allreduce, 1.0, 1e-12);
+            ck_assert_double_eq_tol(kb->allreduce, 1.0, 1e-12);
+            /* both devices cost what they ran, up to the common scale */
+            double a = ka->forward * pf[ra] + ka->backward * pb[ra];
+            double b = kb->forward * pf[rb] + kb->backward * pb[rb];
+            ck_assert_double_eq_tol((a / (pf[ra] + pb[ra])) / (b / (pf[rb] + pb[rb])), 1.0, 1e-9);
+        }
+        mpt_plan_free(p);
+        mpt_cluster_free(c);
+    }
+    mpt__model_cost_free(&mc);
+    mpt_model_free(m);
+}
+END_TEST
+
 /* The factors travel in profile JSON; out of bounds, refused by name. */
 START_TEST(calibration_in_profile_json)
 {
@@ -140,6 +239,60 @@ START_TEST(calibrated_slow_device_left_out)
 }
 END_TEST
 
+/* Re-planning never prefers a device for having never been measured
+ * (calibrate.c, mpt__calibration_borrowed): an uncalibrated device borrows
+ * the factors of a calibrated one of its kind, else of one on its cores,
+ * else the worst measured factor (at least 1); the measured keep theirs. */
+START_TEST(unmeasured_devices_borrow_calibration)
+{
+    mpt_model_t *m = NULL;
+    mpt_cluster_t *c = NULL, *b = NULL, *mixed = NULL, *mb = NULL;
+    mpt_plan_t *raw = NULL, *fair = NULL;
+    ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &m));
+    /* Two A100s and a CPU on the cores of both. */
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-gpus-cpu.json"), &c));
+    mpt_calibration_t slow = {3, 3, 1, 1, 10};
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(c, 0, &slow));
+    ck_assert_mpt_ok(mpt__calibration_borrowed(c, &b));
+    for (size_t d = 0; d < 3; d++) { /* device 1 by kind, device 2 by its cores */
+        const mpt_calibration_t *cal = &mpt_cluster_device(b, d)->profile.calibration;
+        ck_assert_msg(cal->steps == 10 && fabs(cal->forward - 3) < 1e-12 &&
+                      fabs(cal->backward - 3) < 1e-12, "device %zu: %g %g", d, cal->forward,
+                      cal->backward);
+    }
+    ck_assert_uint_eq(mpt_cluster_device(c, 1)->profile.calibration.steps, 0); /* c unchanged */
+    /* One device: uncalibrated, the other A100 looks 3x faster than the
+     * measured one and would win; borrowed, it is priced the same. */
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = 512, req.dp = req.pp = req.tp = 1;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &raw));
+    ck_assert_mpt_ok(mpt_plan_create(m, b, &req, &fair));
+    double s_raw = 0, s_fair = 0;
+    ck_assert_mpt_ok(mpt_plan_simulate(raw, m, c, &s_raw, NULL, NULL));
+    ck_assert_mpt_ok(mpt_plan_simulate(fair, m, b, &s_fair, NULL, NULL));
+    ck_assert(!uses(raw, 0));
+    ck_assert_double_eq_tol(s_fair / s_raw, 3.0, 1e-6);
+    /* No kind and no cores in common: the worst measured factor. */
+    ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &mixed));
+    mpt_calibration_t fast = {0.5, 0.5, 1, 1, 10};
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(mixed, 0, &slow));
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(mixed, 2, &fast));
+    ck_assert_mpt_ok(mpt__calibration_borrowed(mixed, &mb));
+    const double want[4] = {3, 3, 0.5, 3};
+    for (size_t d = 0; d < 4; d++)
+        ck_assert_double_eq_tol(mpt_cluster_device(mb, d)->profile.calibration.forward, want[d],
+                                1e-12);
+    mpt_plan_free(raw);
+    mpt_plan_free(fair);
+    mpt_cluster_free(c);
+    mpt_cluster_free(b);
+    mpt_cluster_free(mixed);
+    mpt_cluster_free(mb);
+    mpt_model_free(m);
+}
+END_TEST
+
 static float xs[COUNT * IN];
 static int32_t ys[COUNT];
 
@@ -189,6 +342,21 @@ static mpt_plan_t *plan_of(const mpt_model_t *m, const mpt_cluster_t *c, size_t 
     return p;
 }
 
+/* The test model, the PoCL devices and their local cluster; 0 (nothing
+ * left open) when fewer than two devices are there. */
+static int open_pair(mpt_model_t **m, mpt_devices_t **devs, mpt_cluster_t **c)
+{
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, m));
+    ck_assert_mpt_ok(mpt_devices_open("pocl", devs));
+    if (mpt_devices_count(*devs) < 2) {
+        mpt_devices_free(*devs);
+        mpt_model_free(*m);
+        return 0;
+    }
+    ck_assert_mpt_ok(mpt_cluster_local(*devs, NULL, c));
+    return 1;
+}
+
 /* The mechanism: 3 steps under DP=2 (AdamW: two optimizer slots to
  * carry), a move to a PP=2 pipeline, 3 more: every loss equals the
  * unmoved run's within the plan-invariance tolerance. */
@@ -197,14 +365,8 @@ START_TEST(replan_at_step_equals_unmoved)
     mpt_model_t *m = NULL;
     mpt_devices_t *devs = NULL;
     mpt_cluster_t *c = NULL;
-    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
-    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
-    if (mpt_devices_count(devs) < 2) {
-        mpt_devices_free(devs);
-        mpt_model_free(m);
+    if (!open_pair(&m, &devs, &c))
         return; /* the suite runs under two PoCL devices (Makefile.am) */
-    }
-    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &c));
     mpt_plan_t *dp2 = plan_of(m, c, 2, 1), *pp2 = plan_of(m, c, 1, 2);
     mpt_train_config_t cfg;
     mpt_train_config_default(&cfg);
@@ -236,6 +398,52 @@ START_TEST(replan_at_step_equals_unmoved)
     mpt_trainer_free(b);
     mpt_plan_free(dp2);
     mpt_plan_free(pp2);
+    mpt_cluster_free(c);
+    mpt_devices_free(devs);
+    mpt_model_free(m);
+}
+END_TEST
+
+/* A move onto a device the old plan left idle keeps kernel timing on for
+ * it: after the move every worker reports busy time (a device new to
+ * the plan reported none, its timing never turned on). */
+START_TEST(busy_after_move_to_idle_device)
+{
+    mpt_model_t *m = NULL;
+    mpt_devices_t *devs = NULL;
+    mpt_cluster_t *c = NULL;
+    mpt_plan_t *one = NULL;
+    if (!open_pair(&m, &devs, &c))
+        return; /* the suite runs under two PoCL devices (Makefile.am) */
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = BATCH, req.dp = req.pp = req.tp = 1;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &one));
+    mpt_plan_t *dp2 = plan_of(m, c, 2, 1);
+    mpt_train_config_t cfg;
+    mpt_train_config_default(&cfg);
+    cfg.batch = BATCH;
+    mpt_trainer_t *t = NULL;
+    mpt_step_report_t r;
+    ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, one, &cfg, NULL, c, &t));
+    ck_assert_mpt_ok(mpt_trainer_set_timing(t, 1));
+    ck_assert_mpt_ok(mpt_trainer_step(t, xs, ys, NULL));
+    ck_assert_mpt_ok(mpt_trainer_report(t, &r));
+    ck_assert_mpt_ok(mpt_trainer_replan(t, dp2));
+    for (int step = 0; step < 2; step++)
+        ck_assert_mpt_ok(mpt_trainer_step(t, xs + (size_t)step * BATCH * IN,
+                                          ys + (size_t)step * BATCH, NULL));
+    ck_assert_mpt_ok(mpt_trainer_report(t, &r));
+    ck_assert_uint_eq(mpt_trainer_device_count(t), 2);
+    for (size_t i = 0; i < 2; i++) {
+        mpt_device_step_t st;
+        ck_assert_mpt_ok(mpt_trainer_device_stats(t, i, &st));
+        ck_assert_msg(st.busy > 0, "worker %zu (device %d): busy %g after the move", i, st.device,
+                      st.busy);
+    }
+    mpt_trainer_free(t);
+    mpt_plan_free(one);
+    mpt_plan_free(dp2);
     mpt_cluster_free(c);
     mpt_devices_free(devs);
     mpt_model_free(m);
@@ -318,16 +526,67 @@ START_TEST(fit_rebalances_mid_run)
 }
 END_TEST
 
+/* Two PoCL devices of one process share the machine's cores: the local
+ * cluster measures them together (profile/shared.c).  Each gets concurrent
+ * figures in (0, 2x its rate alone] (no timed bound: the machine's load
+ * decides the value), one group file is cached, and a second cluster
+ * reads the same figures back exactly instead of measuring again. */
+START_TEST(shared_cores_measured_together)
+{
+    mpt_devices_t *devs = NULL;
+    mpt_cluster_t *a = NULL, *b = NULL;
+    char dir[] = "/tmp/check_cal_cache_XXXXXX", old[4096] = "", cmd[4200];
+    const char *was = getenv("XDG_CACHE_HOME");
+    snprintf(old, sizeof old, "%s", was ? was : "");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    setenv("XDG_CACHE_HOME", dir, 1);
+    setenv("MPT_PROFILE_QUICK", "1", 1);
+    ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
+    if (mpt_devices_count(devs) >= 2) { /* the suite runs under two (Makefile.am) */
+        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &a));
+        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &b));
+        for (size_t i = 0; i < mpt_cluster_device_count(a); i++) {
+            const mpt_profile_t *p = &mpt_cluster_device(a, i)->profile;
+            const mpt_profile_t *q = &mpt_cluster_device(b, i)->profile;
+            ck_assert_msg(p->shared_gemm_gflops > 0 && p->shared_gemm_gflops <= 2 * p->gemm_gflops,
+                          "device %zu: %g GFLOP/s together, %g alone", i, p->shared_gemm_gflops,
+                          p->gemm_gflops);
+            ck_assert_msg(p->shared_mem_gbps > 0 && p->shared_mem_gbps <= 2 * p->mem_gbps,
+                          "device %zu: %g GB/s together, %g alone", i, p->shared_mem_gbps,
+                          p->mem_gbps);
+            ck_assert_double_eq(p->shared_gemm_gflops, q->shared_gemm_gflops);
+            ck_assert_double_eq(p->shared_mem_gbps, q->shared_mem_gbps);
+        }
+        snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
+        ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    if (*old)
+        setenv("XDG_CACHE_HOME", old, 1);
+    else
+        unsetenv("XDG_CACHE_HOME");
+    unsetenv("MPT_PROFILE_QUICK");
+    mpt_cluster_free(a);
+    mpt_cluster_free(b);
+    mpt_devices_free(devs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("calibrate");
     TCase *tc = tcase_create("calibrate");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, calibration_from_fake_report);
+    tcase_add_test(tc, calibration_of_a_ring);
     tcase_add_test(tc, calibration_in_profile_json);
     tcase_add_test(tc, calibrated_slow_device_left_out);
+    tcase_add_test(tc, unmeasured_devices_borrow_calibration);
     tcase_add_test(tc, replan_at_step_equals_unmoved);
     tcase_add_test(tc, fit_rebalances_mid_run);
+    tcase_add_test(tc, busy_after_move_to_idle_device);
+    tcase_add_test(tc, shared_cores_measured_together);
     suite_add_tcase(s, tc);
     return test_run(s, 0);
 }

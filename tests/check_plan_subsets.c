@@ -13,6 +13,7 @@
  *   two CPU devices on the same 4 cores predict no faster together than
  *   one alone, the same two on disjoint cores nearly twice as fast, and a
  *   measured concurrent rate (shared_gemm_gflops) replaces the estimate;
+ *   the plan's description names the share and whether it was measured;
  * - profile values outside physical bounds (1e-300 GFLOP/s, negative or
  *   absurd bandwidths, 1 EB of memory) are refused naming file and field.
  */
@@ -228,6 +229,31 @@ START_TEST(shared_cores_are_priced)
                   "measured %g, apart %g, alone %g", best_measured, both_apart, alone);
     /* And the planner, free to choose, never does worse than one alone. */
     ck_assert_msg(best_same <= alone * (1 + 1e-9), "best %g, alone %g", best_same, alone);
+    /* The groups the local cluster measures together (profile/shared.c):
+     * the pair on the same cores, not the pair on disjoint ones. */
+    ck_assert_int_eq(mpt__cost_share_cores(same, 0, 1), 1);
+    ck_assert_int_eq(mpt__cost_share_cores(apart, 0, 1), 0);
+    ck_assert_int_eq(mpt__cost_share_cores(same, 0, 0), 0);
+    /* The description names the share it priced: estimated at half
+     * (8 cores wanted of 4), measured at 90%; nothing on disjoint cores. */
+    const struct {
+        mpt_cluster_t *c;
+        const char *want;
+    } said[] = {{same, "device 0 50% (estimated), device 1 50% (estimated)"},
+                {measured, "device 0 90% (measured together), device 1 90% (measured together)"},
+                {apart, NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        mpt_plan_t *p = NULL;
+        char *text = NULL;
+        plan_step(m, said[i].c, 1, &p);
+        ck_assert_mpt_ok(mpt_plan_describe(p, m, said[i].c, 0, &text));
+        if (said[i].want)
+            ck_assert_msg(strstr(text, said[i].want), "%s", text);
+        else
+            ck_assert_msg(!strstr(text, "Shared cores"), "%s", text);
+        free(text);
+        mpt_plan_free(p);
+    }
     mpt_cluster_free(same);
     mpt_cluster_free(apart);
     mpt_cluster_free(measured);

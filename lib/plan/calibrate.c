@@ -9,10 +9,14 @@
  *   forward   measured forward wall time / predicted forward time;
  *   backward  measured backward + optimizer update / predicted backward
  *             (the model has no update term: the factor carries it);
- *   allreduce the all-reduce time the step waited for after its backward /
- *             the predicted ring (the simulator does not overlap the
+ *   allreduce the least wait after the backward among the ring's members
+ *             / the predicted ring (the simulator does not overlap the
  *             all-reduce with the backward pass; the engine does, so the
- *             factor is what remains exposed);
+ *             factor is what remains exposed; the others' longer waits
+ *             are the replicas' imbalance, which the simulator models);
+ *             a device whose GEMMs are asynchronous (CLBlast) shows its
+ *             kernels where the host waits for them: its wait beyond the
+ *             predicted ring counts as its backward;
  *   transfer  the wait for neighbouring stages mixes transfers with the
  *             pipeline's bubbles, which the simulator already models, so
  *             it is not divided directly: the transfer factor of the plan's
@@ -24,6 +28,18 @@
  * company (share.c), as the planner does, so a factor measured under
  * shared cores corrects the shared figure.
  *
+ * Re-planning after a calibration compares devices measured in this run
+ * with devices never measured (idle in the plan that ran), whose figures
+ * are the profile's alone.  On a busy machine the measured ones look
+ * slower than their profiles, so an unmeasured device would win on that
+ * alone (a quick start once moved from PoCL to Intel's runtime on the same
+ * cores that way).  mpt__calibration_borrowed prices each unmeasured
+ * device with the factors of the measured devices most like it: the same
+ * kind of device (type and name), else those on its cores (the same load
+ * and host), else the worst measured factor above 1 (the model may err on
+ * it as much as on any measured device, so a move onto it must win by
+ * that much).
+ *
  * Left out: per-layer factors (one per kind of work and device), and the
  * tensor-parallel collectives, which the measured forward and backward
  * include and the factors absorb.
@@ -34,6 +50,7 @@
 
 #include "core/internal.h"
 #include "plan/search.h"
+#include "profile/profile.h"
 
 /* Factors outside this range are a broken measurement, not a device. */
 #define FACTOR_MIN 0.01
@@ -44,8 +61,7 @@ static double clampf(double f)
     return !(f > FACTOR_MIN) ? FACTOR_MIN : f > FACTOR_MAX ? FACTOR_MAX : f;
 }
 
-/* Every device the plan uses, once, and the cluster as they work together. */
-static int plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
+int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
 {
     size_t n = mpt_cluster_device_count(c), k = 0;
     size_t *used = malloc((n ? n : 1) * sizeof *used);
@@ -96,7 +112,7 @@ int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *
     mpt__plan_t q = *p; /* the same plan with its own stage times */
     size_t *group = NULL, made = 0;
     int status;
-    MPT_TRY(plan_company(p, c, &eff));
+    MPT_TRY(mpt__plan_company(p, c, &eff));
     q.replicas = calloc(p->nreplicas, sizeof *q.replicas);
     group = malloc((mpt_cluster_device_count(c) + 1) * sizeof *group);
     if (!q.replicas || !group) {
@@ -158,22 +174,52 @@ static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t ste
     return mpt_cluster_set_calibration(c, d, &cal);
 }
 
+/* The engine's index of the worker of replica r, stage s, member g
+ * (workers in order of replica, stage, member). */
+static size_t worker_of(const mpt__plan_t *p, size_t r, size_t s, size_t g)
+{
+    size_t w = 0;
+    for (size_t q = 0; q < p->nreplicas; q++)
+        for (size_t t = 0; t < p->replicas[q].nstages; t++) {
+            if (q == r && t == s)
+                return w + g;
+            w += p->replicas[q].stages[t].ndevices;
+        }
+    return w;
+}
+
+/* Whether the device's GEMMs run on the host thread (the host BLAS): its
+ * passes' wall time is its compute.  CLBlast's are queued and run while
+ * the host goes on, so their time shows where the host next waits. */
+static int synchronous(const mpt_cluster_device_t *d)
+{
+    return d->info.gemm_provider && !strcmp(d->info.gemm_provider, "host");
+}
+
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
                    size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
                    double step_s, uint64_t steps, double *predicted_step_s)
 {
     mpt_cluster_device_t *eff = NULL;
-    size_t n = mpt_cluster_device_count(c), w = 0, *group = NULL, *ring = NULL;
+    size_t n = mpt_cluster_device_count(c), w = 0, *group = NULL, *ring = NULL, *dev = NULL;
+    double (*fac)[4] = NULL; /* per worker its new factors, set once all are known */
     double measured_step = 0;
     mpt__plan_t t = {0};
     int status;
     if (steps == 0)
         return mpt__fail(MPT_ERR_INVALID, "calibration needs at least one measured step");
-    MPT_TRY(plan_company(p, c, &eff));
+    MPT_TRY(mpt__plan_company(p, c, &eff));
     group = malloc((n + 1) * sizeof *group);
     ring = malloc((p->nreplicas + 1) * sizeof *ring);
-    if (!group || !ring) {
+    dev = malloc((nworkers + 1) * sizeof *dev);
+    fac = calloc(nworkers + 1, sizeof *fac);
+    if (!group || !ring || !dev || !fac) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (worker_of(p, p->nreplicas, 0, 0) > nworkers) {
+        status = mpt__fail(MPT_ERR_INVALID, "calibration: %zu measured workers for a plan of %zu",
+                           nworkers, worker_of(p, p->nreplicas, 0, 0));
         goto out;
     }
     /* 1. Compute and the all-reduce, worker by worker (engine order:
@@ -192,32 +238,52 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
                 size_t d = st->devices[g].device;
                 const mpt_cluster_device_t *e = &eff[d];
                 const mpt_profile_t *old = &mpt_cluster_device(c, d)->profile;
-                double fr = st->devices[g].fraction, f[4] = {0, 0, 0, 0};
+                double fr = st->devices[g].fraction, *f = fac[w];
                 double pf = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 0);
                 double pb = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 1);
                 /* The collectives are in the measured passes, and priced
                  * apart (comm / 2 each way): the factors correct the rest. */
                 double mf = fmax(meas[w].forward_s - m * comm / 2, 0.1 * meas[w].forward_s);
                 double mb = fmax(meas[w].backward_s - m * comm / 2, 0.1 * meas[w].backward_s);
+                if (p->nreplicas > 1) {
+                    /* The ring's members wait for the slowest of them and
+                     * then for the ring: the least wait is what the ring
+                     * exposes, the rest is the imbalance the simulator
+                     * models itself (it was counted twice when each
+                     * member's wait made its factor).  An asynchronous
+                     * member (GEMMs queued, not run on the host) shows
+                     * its own kernels as a wait: the ring is then taken as
+                     * predicted, and the wait beyond it is that member's
+                     * backward. */
+                    int async = 0;
+                    double least = HUGE_VAL;
+                    for (size_t q = 0; q < p->nreplicas; q++) {
+                        ring[q] = p->replicas[q].stages[s].devices[g].device;
+                        async |= !synchronous(mpt_cluster_device(c, ring[q]));
+                        least = fmin(least, meas[worker_of(p, q, s, g)].reduce_wait_s);
+                    }
+                    double pa = mpt__cost_allreduce_by(
+                        c, ring, p->nreplicas, mpt__cost_param_bytes(mc, st->first, st->last, fr),
+                        p->allreduce);
+                    double exposed = async ? pa : least;
+                    if (pa > 0 && !async)
+                        f[3] = clampf(mpt__cal_factor(old, MPT__CAL_ALLREDUCE) * exposed / pa);
+                    if (!synchronous(mpt_cluster_device(c, d)))
+                        mb += fmax(meas[w].reduce_wait_s - exposed, 0);
+                }
                 if (pf > 0 && mf > 0)
                     f[0] = clampf(mpt__cal_factor(old, MPT__CAL_FORWARD) * mf / pf);
                 if (pb > 0 && mb > 0)
                     f[1] = clampf(mpt__cal_factor(old, MPT__CAL_BACKWARD) * mb / pb);
-                if (p->nreplicas > 1) {
-                    for (size_t q = 0; q < p->nreplicas; q++)
-                        ring[q] = p->replicas[q].stages[s].devices[g].device;
-                    double pa = mpt__cost_allreduce_by(
-                        c, ring, p->nreplicas, mpt__cost_param_bytes(mc, st->first, st->last, fr),
-                        p->allreduce);
-                    if (pa > 0)
-                        f[3] = clampf(mpt__cal_factor(old, MPT__CAL_ALLREDUCE) *
-                                      meas[w].reduce_wait_s / pa);
-                }
                 measured_step = fmax(measured_step, meas[w].step_s);
-                MPT_TRY(set_factors(c, d, f, steps)); /* each device is one worker */
+                dev[w] = d; /* each device is one worker */
             }
         }
     }
+    /* Set after every worker's are known: the ring's prediction reads
+     * every member's factor, which must still be the old one. */
+    for (size_t k = 0; k < w; k++)
+        MPT_TRY(set_factors(c, dev[k], fac[k], steps));
     /* 2. Transfers: fitted to the measured step, since the waits between
      * stages are transfers and bubbles at once.  3. What is left (the
      * host's part of a step: waking the workers, summing the loss; other
@@ -255,5 +321,95 @@ out:
     free(eff);
     free(group);
     free(ring);
+    free(dev);
+    free(fac);
+    return status;
+}
+
+/* ---- devices never measured (re-planning) --------------------------------- */
+
+/* Geometric mean of the factors of the calibrated devices `like` picks
+ * for device u (0: none), one per kind of work; the largest steps. */
+static int mean_of(const mpt_cluster_t *c, size_t u,
+                   int (*like)(const mpt_cluster_device_t *, const mpt_cluster_device_t *),
+                   mpt_calibration_t *out)
+{
+    const mpt_cluster_device_t *x = mpt_cluster_device(c, u);
+    double sum[4] = {0, 0, 0, 0};
+    int k = 0;
+    memset(out, 0, sizeof *out);
+    for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
+        const mpt_cluster_device_t *y = mpt_cluster_device(c, d);
+        if (d == u || y->profile.calibration.steps == 0 || (like && !like(x, y)))
+            continue;
+        for (int kind = 0; kind < 4; kind++)
+            sum[kind] += log(mpt__cal_factor(&y->profile, (mpt__cal_kind_t)kind));
+        if (y->profile.calibration.steps > out->steps)
+            out->steps = y->profile.calibration.steps;
+        k++;
+    }
+    if (k) {
+        out->forward = exp(sum[MPT__CAL_FORWARD] / k);
+        out->backward = exp(sum[MPT__CAL_BACKWARD] / k);
+        out->transfer = exp(sum[MPT__CAL_TRANSFER] / k);
+        out->allreduce = exp(sum[MPT__CAL_ALLREDUCE] / k);
+    }
+    return k;
+}
+
+static int same_kind(const mpt_cluster_device_t *a, const mpt_cluster_device_t *b)
+{
+    return a->info.type == b->info.type && a->info.name && b->info.name &&
+           !strcmp(a->info.name, b->info.name);
+}
+
+/* The worst measured factor of each kind, at least 1. */
+static void worst_of(const mpt_cluster_t *c, mpt_calibration_t *out)
+{
+    double *slot[4] = {&out->forward, &out->backward, &out->transfer, &out->allreduce};
+    *out = (mpt_calibration_t){1, 1, 1, 1, 0};
+    for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
+        const mpt_profile_t *p = &mpt_cluster_device(c, d)->profile;
+        if (p->calibration.steps == 0)
+            continue;
+        for (int kind = 0; kind < 4; kind++)
+            *slot[kind] = fmax(*slot[kind], mpt__cal_factor(p, (mpt__cal_kind_t)kind));
+        if (p->calibration.steps > out->steps)
+            out->steps = p->calibration.steps;
+    }
+}
+
+int mpt__calibration_borrowed(const mpt_cluster_t *c, mpt_cluster_t **out)
+{
+    char *text = NULL;
+    json_t *root = NULL;
+    json_error_t jerr;
+    int status;
+    *out = NULL;
+    MPT_TRY(mpt_cluster_to_json(c, &text));
+    if (!(root = json_loads(text, 0, &jerr))) {
+        status = mpt__fail(MPT_ERR_PARSE, "copying the cluster: %s", jerr.text);
+        goto out;
+    }
+    MPT_TRY(mpt__cluster_from_json(root, "the calibrated cluster", out));
+    size_t n = mpt_cluster_device_count(c), measured = 0;
+    for (size_t d = 0; d < n; d++)
+        measured += mpt_cluster_device(c, d)->profile.calibration.steps > 0;
+    for (size_t u = 0; measured && u < n; u++) {
+        mpt_calibration_t cal;
+        if (mpt_cluster_device(c, u)->profile.calibration.steps > 0)
+            continue;
+        /* Read from c, written to the copy: borrowed factors never lend. */
+        if (!mean_of(c, u, same_kind, &cal) && !mean_of(c, u, mpt__cluster_share_cores, &cal))
+            worst_of(c, &cal);
+        MPT_TRY(mpt_cluster_set_calibration(*out, u, &cal));
+    }
+out:
+    if (status < 0) {
+        mpt_cluster_free(*out);
+        *out = NULL;
+    }
+    json_decref(root);
+    free(text);
     return status;
 }

@@ -379,6 +379,10 @@ typedef struct {
     double step_s;        /* its whole step */
 } mpt__cal_measured_t;
 
+/* Every cluster device as it works in the plan's company (*eff, one per
+ * cluster device, freed by the caller): mpt__cost_shared on the devices
+ * the plan uses. */
+int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff);
 /* The plan's step predicted with the cluster's current calibration: its
  * stage times recomputed on c (as the planner prices them, each device in
  * the plan's company) and simulated on steps of `batch`.  p is not
@@ -393,5 +397,10 @@ int mpt__plan_predict_calibrated(const mpt__plan_t *p, const mpt__model_cost_t *
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
                    size_t batch, const mpt__cal_measured_t *meas, size_t nworkers,
                    double step_s, uint64_t steps, double *predicted_step_s);
+/* A copy of c (freed by the caller) in which every device without a
+ * calibration borrows one from the calibrated devices (calibrate.c says
+ * which), so that re-planning never prefers a device for having never
+ * been measured.  Unchanged when no device is calibrated. */
+int mpt__calibration_borrowed(const mpt_cluster_t *c, mpt_cluster_t **out);
 
 #endif

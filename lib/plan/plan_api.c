@@ -242,6 +242,32 @@ static const char *layer_name(const mpt_model_t *m, size_t i)
     return m->layers[i].kind->name;
 }
 
+/* The plan's devices that share cores and the share of their GEMM rate
+ * alone that the cost model gives them in this company (share.c):
+ * measured together (the profile's concurrent figure) or estimated. */
+static void put_shared(text_t *t, const mpt_plan_t *p, const mpt_cluster_t *c)
+{
+    mpt_cluster_device_t *eff = NULL;
+    if (mpt__plan_company(p, c, &eff) < 0) {
+        t->failed = 1;
+        return;
+    }
+    int any = 0;
+    for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
+        const mpt_profile_t *alone = &mpt_cluster_device(c, d)->profile;
+        double share = alone->gemm_gflops > 0 ? eff[d].profile.gemm_gflops / alone->gemm_gflops : 1;
+        if (share > 1 - 1e-9) /* not in the plan, or alone on its cores */
+            continue;
+        put(t, "%s device %zu %.0f%% (%s)",
+            any ? "," : "Shared cores, the GEMM rate of each device over its rate alone:", d,
+            100 * share, alone->shared_gemm_gflops > 0 ? "measured together" : "estimated");
+        any = 1;
+    }
+    if (any)
+        put(t, "\n");
+    free(eff);
+}
+
 int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_cluster_t *c,
                       int explain, char **text)
 {
@@ -302,6 +328,7 @@ int mpt_plan_describe(const mpt_plan_t *p, const mpt_model_t *m, const mpt_clust
     put(&t, "\nBottleneck: replica %zu stage %zu (%.3f ms of compute per step)\n", bottleneck_r,
         bottleneck_s, worst * 1e3);
     put(&t, "Bubble: %.1f%% of the pipeline devices' time\n", 100 * bubble);
+    put_shared(&t, p, c);
     put(&t, "Predicted: %.3f ms per step, %.0f samples/s (compute %.3f, transfers %.3f, "
             "all-reduce %.3f ms)\n",
         step * 1e3, step > 0 ? (double)p->batch / step : 0, p->compute_s * 1e3, p->p2p_s * 1e3,

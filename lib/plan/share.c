@@ -8,7 +8,7 @@
  *
  * Measured figures come first: a profile taken with every sharing device
  * running at once (mpt_profile_t.shared_gemm_gflops, shared_mem_gbps,
- * written by mpt_cluster_local) is used as it is.  Without them, an
+ * measured by mpt_cluster_local: profile/shared.c) is used as it is.  Without them, an
  * estimate: each sharer wants min(compute units, common cores) cores (a
  * GPU one, the thread that feeds it), and when the wants exceed the
  * device's cores, each gets cores / wants of what it measured alone.
@@ -18,49 +18,16 @@
  * no concurrent transfer figure yet), and hyper-threads (cores, not PUs,
  * are counted).
  */
-#include <hwloc.h>
 #include <string.h>
 
 #include "core/internal.h"
 #include "plan/plan.h"
-
-/* The device's cpuset, NULL when the cluster gave none (no sharing known). */
-static hwloc_bitmap_t cpuset_of(const mpt_cluster_device_t *d)
-{
-    hwloc_bitmap_t b;
-    if (!d->locality.cpus[0] || !(b = hwloc_bitmap_alloc()))
-        return NULL;
-    if (hwloc_bitmap_list_sscanf(b, d->locality.cpus) < 0 || hwloc_bitmap_iszero(b)) {
-        hwloc_bitmap_free(b);
-        return NULL;
-    }
-    return b;
-}
-
-/* Cores of d's cpuset that x also runs on (0: none, or not known). */
-static int common_cpus(const mpt_cluster_device_t *d, const mpt_cluster_device_t *x)
-{
-    if (d->locality.node != x->locality.node)
-        return 0;
-    hwloc_bitmap_t a = cpuset_of(d), b = cpuset_of(x);
-    int n = 0;
-    if (a && b) {
-        hwloc_bitmap_and(a, a, b);
-        n = hwloc_bitmap_weight(a);
-    }
-    hwloc_bitmap_free(a);
-    hwloc_bitmap_free(b);
-    return n < 0 ? 0 : n;
-}
+#include "profile/profile.h"
 
 int mpt__cost_share_cores(const mpt_cluster_t *c, size_t a, size_t b)
 {
     const mpt_cluster_device_t *x = mpt_cluster_device(c, a), *y = mpt_cluster_device(c, b);
-    if (!x || !y || a == b)
-        return 0;
-    if (x->info.type != MPT_DEVICE_CPU && y->info.type != MPT_DEVICE_CPU)
-        return 0; /* GPUs compute on their own silicon */
-    return common_cpus(x, y) > 0;
+    return x && y && a != b && mpt__cluster_share_cores(x, y);
 }
 
 static void scale_rates(mpt_profile_t *p, double gemm, double mem)
@@ -82,9 +49,7 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         const mpt_cluster_device_t *dev = mpt_cluster_device(c, d);
         if (!dev || dev->info.type != MPT_DEVICE_CPU)
             continue;
-        hwloc_bitmap_t mine = cpuset_of(dev);
-        int cores = mine ? hwloc_bitmap_weight(mine) : 0;
-        hwloc_bitmap_free(mine);
+        int cores = mpt__cluster_common_cpus(dev, dev);
         if (cores <= 0)
             continue;
         double wants = dev->info.compute_units && (int)dev->info.compute_units < cores
@@ -93,7 +58,7 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         int cpu_sharer = 0, sharers = 0;
         for (size_t j = 0; j < n; j++) {
             const mpt_cluster_device_t *x = mpt_cluster_device(c, used[j]);
-            int common = used[j] == d || !x ? 0 : common_cpus(dev, x);
+            int common = used[j] == d || !x ? 0 : mpt__cluster_common_cpus(dev, x);
             if (common <= 0)
                 continue;
             sharers++;

@@ -192,9 +192,9 @@ int mpt_profile_cache_dir(char *buf, size_t size)
     return mpt__fail(MPT_ERR_NOT_FOUND, "neither XDG_CACHE_HOME nor HOME is set: no cache directory");
 }
 
-/* Cache file of a device: a 64-bit FNV-1a hash of the identity names it;
- * the identity inside the file guards against collisions. */
-static int cache_path(const char *key, char *buf, size_t size)
+/* Cache file of a key: a 64-bit FNV-1a hash of it names the file; the
+ * key inside the file guards against collisions. */
+int mpt__profile_cache_path(const char *prefix, const char *key, char *buf, size_t size)
 {
     char dir[4000];
     uint64_t h = 1469598103934665603ull;
@@ -203,12 +203,11 @@ static int cache_path(const char *key, char *buf, size_t size)
         return status;
     for (const unsigned char *s = (const unsigned char *)key; *s; s++)
         h = (h ^ *s) * 1099511628211ull;
-    return mpt__snprintf(buf, size, "%s/profile-%016llx.json", dir, (unsigned long long)h);
+    return mpt__snprintf(buf, size, "%s/%s-%016llx.json", dir, prefix, (unsigned long long)h);
 }
 
-/* The cache key and file of a device's profile. */
-static int cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char *path,
-                       size_t path_size)
+int mpt__profile_cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char *path,
+                             size_t path_size)
 {
     /* Quick profiles are rough: they never stand in for full ones.  The
      * GEMM provider is part of the key (and so recorded in the file): the
@@ -220,7 +219,7 @@ static int cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char
                                dev->info.gemm_provider ? dev->info.gemm_provider : "clblast",
                                tuned && *tuned ? "|clblast_tuned=" : "", tuned ? tuned : "",
                                mpt__profile_quick() ? "|quick" : "");
-    return status < 0 ? status : cache_path(key, path, path_size);
+    return status < 0 ? status : mpt__profile_cache_path("profile", key, path, path_size);
 }
 
 int mpt_profile_save_calibration(mpt_device_t *dev, const mpt_calibration_t *cal)
@@ -233,7 +232,7 @@ int mpt_profile_save_calibration(mpt_device_t *dev, const mpt_calibration_t *cal
     /* The profile the calibration corrects: the cached one (measured now
      * when there is none, as mpt_cluster_local would). */
     MPT_TRY(mpt_profile_get(dev, MPT_PROFILE_USE_CACHE, &p, NULL));
-    MPT_TRY(cache_entry(dev, key, sizeof key, path, sizeof path));
+    MPT_TRY(mpt__profile_cache_entry(dev, key, sizeof key, path, sizeof path));
     p.calibration = *cal;
     MPT_TRY(mpt_profile_save(path, key, &p));
 out:
@@ -247,7 +246,7 @@ int mpt_profile_get(mpt_device_t *dev, mpt_profile_mode_t mode, mpt_profile_t *o
     int status;
     if (from_cache)
         *from_cache = 0;
-    MPT_TRY(cache_entry(dev, key, sizeof key, path, sizeof path));
+    MPT_TRY(mpt__profile_cache_entry(dev, key, sizeof key, path, sizeof path));
     if (mode == MPT_PROFILE_USE_CACHE && mpt_profile_load(path, key, out) == MPT_OK) {
         if (from_cache)
             *from_cache = 1;

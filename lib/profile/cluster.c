@@ -174,8 +174,18 @@ int mpt_cluster_local(const mpt_devices_t *set, const mpt_topology_t *topo, mpt_
     for (size_t i = 0; i < n; i++)
         MPT_TRY(mpt_profile_get(mpt_devices_get(set, i), MPT_PROFILE_USE_CACHE, &profiles[i],
                                 NULL));
+    MPT_TRY(mpt_cluster_from_devices(set, topo, profiles, out));
+    /* Devices that share cores, measured together (shared.c): the cluster
+     * made again with those figures in their profiles. */
+    MPT_TRY(mpt__profile_shared(set, *out, profiles));
+    mpt_cluster_free(*out);
+    *out = NULL;
     status = mpt_cluster_from_devices(set, topo, profiles, out);
 out:
+    if (status < 0) {
+        mpt_cluster_free(*out);
+        *out = NULL;
+    }
     mpt_topology_free(own);
     free(profiles);
     return status;

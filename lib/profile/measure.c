@@ -6,9 +6,17 @@
  *
  * Every figure is the median of at least five repetitions after a warm-up
  * (the first call also compiles the kernels), and the profile's noise is
- * the largest relative spread (max - min) / median of any figure.  Left out: fp16 rates, pinned
- * host memory and peer-to-peer copies.
+ * the largest relative spread (max - min) / median of any figure.
+ *
+ * mpt__profile_measure_shared times devices that share cores (shared.c
+ * finds them) alone and all at once, in alternating rounds, and gives each
+ * device's together / alone rate: the machine's load drifts between
+ * rounds, and the ratio of neighbouring phases cancels the drift that two
+ * separate measurements would keep.  Left out: fp16 rates, pinned host
+ * memory and peer-to-peer copies.
  */
+#define _POSIX_C_SOURCE 200809L /* pthread barriers */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,4 +228,181 @@ int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
                                  dev->info.name);
     out->measured_at = mpt__wall_time();
     return MPT_OK;
+}
+
+/* ---- devices together (shared.c) ------------------------------------------ */
+
+#define SHARED_ROUNDS 5        /* alone, together, alone, together... */
+#define SHARED_PHASE_S 0.04    /* each device's share of a phase, seconds */
+#define SHARED_MAX_REPS 4096   /* a profile that overstates the device ten-thousandfold
+                                * must not make a phase last minutes */
+
+typedef struct {
+    gemm_ctx g;
+    io_ctx c;
+    int reps[2];                  /* calls per phase: GEMM, copy */
+    double alone[2][SHARED_ROUNDS], together[2][SHARED_ROUNDS];
+    size_t me;
+    struct shared_run *run;
+    int status;
+} shared_dev;
+
+typedef struct shared_run {
+    shared_dev *devs;
+    size_t n;
+    pthread_barrier_t bar;
+    /* the gate: threads start when every one exists (go), or leave (stop) */
+    pthread_mutex_t lock;
+    pthread_cond_t open;
+    int go, stop;
+} shared_run;
+
+static int timed(run_fn fn, void *ctx, int reps, double *seconds)
+{
+    int status = MPT_OK;
+    double t0 = mpt__now();
+    for (int i = 0; i < reps && status == MPT_OK; i++)
+        status = fn(ctx);
+    *seconds = mpt__now() - t0;
+    return status;
+}
+
+/* One device's thread: every phase starts and ends at the barrier, so a
+ * "together" phase has every device working and an "alone" phase one. */
+static void *shared_main(void *arg)
+{
+    shared_dev *d = arg;
+    shared_run *r = d->run;
+    run_fn fns[2] = {run_gemm, run_kernel};
+    void *ctx[2] = {&d->g, &d->c};
+    pthread_mutex_lock(&r->lock);
+    while (!r->go && !r->stop)
+        pthread_cond_wait(&r->open, &r->lock);
+    int stop = r->stop;
+    pthread_mutex_unlock(&r->lock);
+    if (stop)
+        return NULL;
+    for (int round = 0; round < SHARED_ROUNDS; round++)
+        for (int k = 0; k < 2; k++) {
+            for (size_t who = 0; who < r->n; who++) {
+                pthread_barrier_wait(&r->bar);
+                if (who == d->me && d->status == MPT_OK)
+                    d->status = timed(fns[k], ctx[k], d->reps[k], &d->alone[k][round]);
+                pthread_barrier_wait(&r->bar);
+            }
+            pthread_barrier_wait(&r->bar);
+            if (d->status == MPT_OK)
+                d->status = timed(fns[k], ctx[k], d->reps[k], &d->together[k][round]);
+            pthread_barrier_wait(&r->bar);
+        }
+    return NULL;
+}
+
+static double median5(double *t)
+{
+    for (int i = 1; i < SHARED_ROUNDS; i++)
+        for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    return t[SHARED_ROUNDS / 2];
+}
+
+/* Buffers, kernel and repetitions of device d; gemm_gflops and mem_gbps
+ * (its profile's) size the repetitions to SHARED_PHASE_S. */
+static int shared_prepare(mpt_device_t *dev, double gemm_gflops, double mem_gbps, shared_dev *d)
+{
+    unsigned s = mpt__profile_quick() ? 256 : 512;
+    size_t bytes = (mpt__profile_quick() ? 4u : 16u) << 20;
+    cl_uint n4 = (cl_uint)(bytes / 16);
+    int status;
+    d->g = (gemm_ctx){dev, s, s, s, NULL, NULL, NULL};
+    d->c = (io_ctx){dev, NULL, bytes / 16, NULL, NULL, NULL, bytes};
+    MPT_TRY(make_filled(dev, (size_t)s * s, &d->g.a));
+    MPT_TRY(make_filled(dev, (size_t)s * s, &d->g.b));
+    MPT_TRY(make_filled(dev, (size_t)s * s, &d->g.c));
+    MPT_TRY(make_filled(dev, bytes / sizeof(float), &d->c.src));
+    MPT_TRY(make_filled(dev, bytes / sizeof(float), &d->c.dst));
+    MPT_TRY(mpt__device_kernel(dev, "bench", "mpt_copy4", &d->c.kernel));
+    clSetKernelArg(d->c.kernel, 0, sizeof d->c.dst, &d->c.dst);
+    clSetKernelArg(d->c.kernel, 1, sizeof d->c.src, &d->c.src);
+    clSetKernelArg(d->c.kernel, 2, sizeof n4, &n4);
+    double gemm_s = 2.0 * s * s * s / (gemm_gflops * 1e9), copy_s = 2.0 * bytes / (mem_gbps * 1e9);
+    double want[2] = {gemm_s > 0 ? SHARED_PHASE_S / gemm_s : 1,
+                      copy_s > 0 ? SHARED_PHASE_S / copy_s : 1};
+    for (int k = 0; k < 2; k++)
+        d->reps[k] = want[k] < 1 ? 1 : want[k] > SHARED_MAX_REPS ? SHARED_MAX_REPS : (int)want[k];
+    /* The first calls build the kernels: one at a time (CLBlast 1.5.3
+     * races on concurrent first calls, ENVIRONMENT.md). */
+    MPT_TRY(run_gemm(&d->g));
+    MPT_TRY(run_kernel(&d->c));
+out:
+    return status;
+}
+
+static void shared_release(shared_dev *d)
+{
+    cl_mem m[5] = {d->g.a, d->g.b, d->g.c, d->c.src, d->c.dst};
+    for (int i = 0; i < 5; i++)
+        if (m[i])
+            clReleaseMemObject(m[i]);
+}
+
+int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
+                                double *gemm_ratio, double *mem_ratio)
+{
+    shared_run r = {.devs = calloc(n ? n : 1, sizeof(shared_dev)), .n = n,
+                    .lock = PTHREAD_MUTEX_INITIALIZER, .open = PTHREAD_COND_INITIALIZER};
+    pthread_t *threads = calloc(n ? n : 1, sizeof *threads);
+    size_t started = 0;
+    int status = MPT_OK, barrier = 0;
+    if (!r.devs || !threads) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r.devs[i].me = i, r.devs[i].run = &r;
+        if ((status = shared_prepare(devs[i], alone[i].gemm_gflops, alone[i].mem_gbps,
+                                     &r.devs[i])) < 0) {
+            status = mpt__fail_context(status, "profiling device %d (%s) beside the devices "
+                                       "that share its cores", devs[i]->info.index,
+                                       devs[i]->info.name);
+            goto out;
+        }
+    }
+    if (pthread_barrier_init(&r.bar, NULL, (unsigned)n) != 0) {
+        status = mpt__fail(MPT_ERR_NOMEM, "no barrier for the shared profile");
+        goto out;
+    }
+    barrier = 1;
+    for (; started < n; started++)
+        if (pthread_create(&threads[started], NULL, shared_main, &r.devs[started]) != 0)
+            break;
+    /* Without every thread the barriers would wait forever: then none runs. */
+    if (started < n)
+        status = mpt__fail(MPT_ERR_NOMEM, "no thread for the shared profile");
+    pthread_mutex_lock(&r.lock);
+    r.go = started == n, r.stop = started < n;
+    pthread_cond_broadcast(&r.open);
+    pthread_mutex_unlock(&r.lock);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    for (size_t i = 0; i < n && status == MPT_OK; i++) {
+        shared_dev *d = &r.devs[i];
+        if ((status = d->status) < 0)
+            break;
+        double *ratio[2] = {gemm_ratio, mem_ratio};
+        for (int k = 0; k < 2; k++) {
+            double a = median5(d->alone[k]), t = median5(d->together[k]);
+            ratio[k][i] = a > 0 && t > 0 ? a / t : 1.0;
+        }
+    }
+out:
+    if (barrier)
+        pthread_barrier_destroy(&r.bar);
+    for (size_t i = 0; r.devs && i < n; i++)
+        shared_release(&r.devs[i]);
+    free(r.devs);
+    free(threads);
+    return status;
 }

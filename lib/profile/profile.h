@@ -18,5 +18,30 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
 int mpt__cluster_from_json(const json_t *root, const char *where, mpt_cluster_t **out);
 /* Whether MPT_PROFILE_QUICK asks for small sizes. */
 int mpt__profile_quick(void);
+/* The cache key of a device's profile (identity, GEMM provider, tuning,
+ * quick) and its file; the file of any key in the cache directory, named
+ * PREFIX-HASH.json. */
+int mpt__profile_cache_entry(const mpt_device_t *dev, char *key, size_t key_size, char *path,
+                             size_t path_size);
+int mpt__profile_cache_path(const char *prefix, const char *key, char *buf, size_t size);
+
+/* ---- devices that share cores (shared.c, measure.c) ---------------------- */
+
+/* Cores (PUs of the cpusets) that devices a and b both run on: 0 when
+ * they are on different nodes or a cpuset is unknown. */
+int mpt__cluster_common_cpus(const mpt_cluster_device_t *a, const mpt_cluster_device_t *b);
+/* Whether a and b compete for cores: one of them a CPU device, on
+ * overlapping cpusets of one node (GPUs compute on their own silicon). */
+int mpt__cluster_share_cores(const mpt_cluster_device_t *a, const mpt_cluster_device_t *b);
+/* Times devs[0..n) alone and all at once (alone[i]: device i's profile,
+ * to size the work) and gives each device's GEMM and copy rate together
+ * over its rate alone. */
+int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
+                                double *gemm_ratio, double *mem_ratio);
+/* The concurrent figures of every group of devices of c (the cluster of
+ * set, in its order) that share cores: profiles[i].shared_gemm_gflops and
+ * shared_mem_gbps set from the cache, or measured and cached (one file
+ * per group, keyed by its members' profile keys). */
+int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_profile_t *profiles);
 
 #endif

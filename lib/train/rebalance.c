@@ -6,8 +6,11 @@
  * plan in memory, at its step, through the whole-model state arrays that
  * checkpoints use (so any plan can follow any other, as a checkpoint of
  * one plan resumes under another); mpt__trainer_rebalance is what
- * mpt_trainer_fit does after its warm-up steps: calibrate, plan again,
- * move when the new plan is predicted faster by the margin.
+ * mpt_trainer_fit does after its warm-up steps: calibrate, plan again
+ * (devices idle so far priced with the measured ones' factors:
+ * mpt__calibration_borrowed), move when the new plan is predicted faster
+ * by the margin.  Under a job rank 0 decides and every rank follows, with
+ * rank 0's calibration.
  *
  * Left out: moving more than once a run (fit.c calls it once), and a
  * trace across the move (the new engine's trace starts at the move).
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm/comm.h"
 #include "train/trainer.h"
 
 double mpt_trainer_predicted_step(const mpt_trainer_t *t)
@@ -202,6 +206,18 @@ static int adopt(mpt_trainer_t *t, mpt__plan_t *copy)
         mpt__model_cost_free(&mc);
         mpt__clear_error();
     }
+    /* Kernel timing as before the move, on devices that were idle then
+     * too, their counters read empty: otherwise a device new to the plan
+     * reports no busy time (a move to an idle device once showed 3%). */
+    for (size_t i = 0; t->timing && i < mpt__engine_worker_count(t->eng); i++) {
+        mpt_device_t *dev = mpt__engine_worker_device(t->eng, i);
+        double busy = 0;
+        int status = dev ? mpt_device_set_timing(dev, 1) : MPT_OK;
+        if (status == MPT_OK && dev)
+            status = mpt_device_busy_seconds(dev, &busy, NULL);
+        if (status < 0)
+            return mpt__fail_context(status, "timing the new plan's devices");
+    }
     return mpt__trainer_size_arrays(t);
 }
 
@@ -235,29 +251,134 @@ void mpt__plan_summary(const mpt__plan_t *p, char *buf, size_t size)
             }
 }
 
+/* Rank 0's decision as JSON: the summaries, the predictions, whether it
+ * moves, the plan it moves to, and every device's calibration. */
+static char *decision_json(const mpt__replan_t *d, const mpt__plan_t *plan,
+                           const mpt_cluster_t *cluster)
+{
+    char *plan_text = NULL, *text = NULL;
+    json_t *cal = json_array(), *root = NULL;
+    for (size_t i = 0; cal && i < mpt_cluster_device_count(cluster); i++) {
+        const mpt_calibration_t *c = &mpt_cluster_device(cluster, i)->profile.calibration;
+        json_array_append_new(cal, json_pack("[f,f,f,f,I]", c->forward, c->backward, c->transfer,
+                                             c->allreduce, (json_int_t)c->steps));
+    }
+    if (d->moved && mpt__plan_to_json(plan, &plan_text) < 0)
+        goto out;
+    root = json_pack("{s:s,s:s,s:f,s:f,s:b,s:s*,s:o*}", "old_plan", d->old_plan, "new_plan",
+                     d->new_plan, "old_s", d->old_s, "new_s", d->new_s, "moved", d->moved,
+                     "plan", plan_text, "calibration", cal);
+    cal = NULL; /* root owns it (or it was freed with a failed pack) */
+    if (root)
+        text = json_dumps(root, JSON_COMPACT);
+out:
+    json_decref(cal);
+    json_decref(root);
+    free(plan_text);
+    return text;
+}
+
+/* The other ranks: rank 0's decision read, its calibration adopted and
+ * *plan set to the plan to move to (NULL: stay). */
+static int read_decision(mpt_trainer_t *t, mpt_cluster_t *cluster, const char *text,
+                         mpt__replan_t *d, mpt__plan_t **plan)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr), *cal = NULL;
+    const char *old_plan = NULL, *new_plan = NULL, *plan_text = NULL;
+    int moved = 0, status = MPT_OK;
+    if (!root || json_unpack(root, "{s:s,s:s,s:F,s:F,s:b,s?s,s:o}", "old_plan", &old_plan,
+                             "new_plan", &new_plan, "old_s", &d->old_s, "new_s", &d->new_s,
+                             "moved", &moved, "plan", &plan_text, "calibration", &cal) != 0 ||
+        json_array_size(cal) != mpt_cluster_device_count(cluster) || (moved && !plan_text)) {
+        status = mpt__fail(MPT_ERR_PARSE, "rank 0's rebalance decision is malformed");
+        goto out;
+    }
+    snprintf(d->old_plan, sizeof d->old_plan, "%s", old_plan);
+    snprintf(d->new_plan, sizeof d->new_plan, "%s", new_plan);
+    d->moved = moved;
+    for (size_t i = 0; i < json_array_size(cal); i++) {
+        mpt_calibration_t c;
+        json_int_t steps = 0;
+        if (json_unpack(json_array_get(cal, i), "[F,F,F,F,I]", &c.forward, &c.backward,
+                        &c.transfer, &c.allreduce, &steps) != 0 || steps < 0) {
+            status = mpt__fail(MPT_ERR_PARSE, "rank 0's calibration of device %zu is malformed", i);
+            goto out;
+        }
+        c.steps = (uint64_t)steps;
+        MPT_TRY(mpt_cluster_set_calibration(cluster, i, &c));
+    }
+    if (moved) {
+        MPT_TRY(mpt__plan_from_json(plan_text, "rank 0's new plan", t->model->nlayers, t->ndevs,
+                                    plan));
+        MPT_TRY(mpt__plan_roles(*plan, t->model));
+    }
+out:
+    json_decref(root);
+    return status;
+}
+
+/* Under a job, every rank does what rank 0 decided, with rank 0's
+ * calibration: each rank calibrates on its own wall clock, a few percent
+ * apart, and two ranks deciding apart (one moving, one staying) waited on
+ * each other until the deadline.  `failed`: rank 0's own failure, which
+ * every rank then returns. */
+static int share_decision(mpt_trainer_t *t, mpt_cluster_t *cluster, int failed,
+                          mpt__replan_t *d, mpt__plan_t **plan)
+{
+    char *text = NULL;
+    int rank = mpt_world_rank(t->world), status;
+    if (rank == 0 && failed == MPT_OK && !(text = decision_json(d, *plan, cluster)))
+        failed = mpt__fail(MPT_ERR_NOMEM, "out of memory for the rebalance decision");
+    MPT_TRY(mpt__world_bcast_text(t->world, failed, &text));
+    if (rank != 0) {
+        mpt__plan_free(*plan);
+        *plan = NULL;
+        status = read_decision(t, cluster, text, d, plan);
+    }
+out:
+    free(text);
+    return status;
+}
+
 int mpt__trainer_rebalance(mpt_trainer_t *t, mpt_cluster_t *cluster,
                            const mpt_plan_request_t *request, double margin, int save,
                            mpt__replan_t *out)
 {
     mpt__plan_t *plan = NULL;
-    int status;
+    int status, job = t->world && mpt_world_size(t->world) > 1;
     memset(out, 0, sizeof *out);
-    /* 1. The cost model calibrated on the steps so far. */
-    MPT_TRY(mpt_trainer_calibrate(t, cluster));
+    /* 1. The cost model calibrated on the steps so far (every rank: each
+     * forgets the steps it measured). */
+    status = mpt_trainer_calibrate(t, cluster);
+    /* 2. Planned again with it: the same request, so the same freedom
+     * (pinned dimensions stay pinned).  3. Moved only for a clear gain: a
+     * move costs a rebuild of every stage, and the prediction has its
+     * error.  Under a job, rank 0 decides for every rank. */
+    if (status == MPT_OK && (!job || mpt_world_rank(t->world) == 0)) {
+        out->old_s = t->predicted_s;
+        mpt__plan_summary(t->plan, out->old_plan, sizeof out->old_plan);
+        /* Devices idle so far priced like the measured ones (calibrate.c). */
+        mpt_cluster_t *priced = NULL;
+        status = mpt__calibration_borrowed(cluster, &priced);
+        if (status == MPT_OK)
+            status = mpt__plan_make_excluding(t->model, priced, request, t->excluded, &plan);
+        mpt_cluster_free(priced);
+        if (status == MPT_OK) {
+            out->new_s = plan->predicted_step_s;
+            mpt__plan_summary(plan, out->new_plan, sizeof out->new_plan);
+            out->moved = out->new_s < (1.0 - margin) * out->old_s;
+        }
+    }
+    if (job)
+        status = share_decision(t, cluster, status, out, &plan);
+    if (status < 0)
+        goto out;
     if (save)
         MPT_TRY(mpt_trainer_save_calibration(t, cluster));
-    /* 2. Planned again with it: the same request, so the same freedom
-     * (pinned dimensions stay pinned). */
-    out->old_s = t->predicted_s;
-    mpt__plan_summary(t->plan, out->old_plan, sizeof out->old_plan);
-    MPT_TRY(mpt__plan_make_excluding(t->model, cluster, request, t->excluded, &plan));
-    out->new_s = plan->predicted_step_s;
-    mpt__plan_summary(plan, out->new_plan, sizeof out->new_plan);
-    /* 3. Moved only for a clear gain: a move costs a rebuild of every
-     * stage, and the prediction has its error. */
-    if (out->new_s < (1.0 - margin) * out->old_s) {
+    if (out->moved) {
         MPT_TRY(mpt_trainer_replan(t, plan));
-        out->moved = 1;
+        t->predicted_s = out->new_s; /* with the borrowed factors, as decided */
     }
     mpt__log(MPT_LOG_INFO, "rebalance at step %llu: %s, predicted %.3f ms (calibrated); "
              "re-planned %s, predicted %.3f ms: %s",
