@@ -156,7 +156,7 @@ int mpt_plan_load(const char *path, const mpt_model_t *model, const mpt_cluster_
     if (status == MPT_OK && (status = check_model(*out, model, path)) < 0) {
         mpt__plan_free(*out);
         *out = NULL;
-        return mpt__fail(MPT_ERR_INVALID, "plan %s", mpt_last_error());
+        return mpt__fail_context(MPT_ERR_INVALID, "plan ");
     }
     if (status == MPT_OK && (status = check_allocations(*out, model, cluster, path)) < 0) {
         mpt__plan_free(*out);
