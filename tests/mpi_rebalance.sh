@@ -2,11 +2,12 @@
 # tests/mpi_rebalance.sh: rebalancing (--rebalance-after) across two
 # processes that moves to a plan leaving one rank without a device.
 #
-# Rank 1's device runs its GEMMs through CLBlast (MPT_BLAS=clblast: on a
-# PoCL CPU device 10-20x slower than the host BLAS), but its cached profile
-# claims the host BLAS's speed (rank 0's measured profile, copied under
-# rank 1's own cache key), so the first plan gives it work.  After 10
-# steps the calibration measures it and the re-plan moves to one device.
+# Rank 1's device is slow (MPT_FAIL_DEVICE=0:0:slow: every operation
+# waits 5 ms first, a throttled device) but profiles like rank 0's, so the
+# first plan gives it work.  After 10 steps the calibration measures it
+# and the re-plan moves to rank 0's device alone: a one-device plan is
+# faster whenever rank 0's whole step takes less than the ~100 ms of waits
+# on rank 1's half, which holds on a loaded machine too.
 # Checks: the job finishes (before this, a rank that decided apart from
 # the others waited until the deadline: docs/elastic.md); both ranks log
 # the same decision (rank 0's, with its calibrated figures: each rank's
@@ -36,25 +37,17 @@ mpi="mpirun --tag-output --oversubscribe --mca btl self,vader"
 common="--devices pocl --steps 24 --batch 256 --schedule constant"
 losses() { sed -n 's/.*"step": \([0-9]*\), "epoch": [0-9]*, "loss": \([^,]*\),.*/\1 \2/p' "$1"; }
 
-# Each rank's profile cache: rank 0's measured, rank 1's a lie.
-mkdir -p "$tmp/c0" "$tmp/c1"
+# One profile for both ranks (the same device), measured before the job.
+mkdir -p "$tmp/c0"
 XDG_CACHE_HOME=$tmp/c0 run 300 "$topo" --devices pocl
-[ "$rc" -eq 0 ] || fail "profiling rank 0's device" "exit $rc"
-XDG_CACHE_HOME=$tmp/c1 MPT_BLAS=clblast run 300 "$topo" --devices pocl
-[ "$rc" -eq 0 ] || fail "profiling rank 1's device" "exit $rc"
-p0=$(ls "$tmp"/c0/mpt/profile-*.json) && p1=$(ls "$tmp"/c1/mpt/profile-*.json) &&
-    /usr/bin/python3 -c '
-import json, sys
-mine = json.load(open(sys.argv[2]))
-mine["profile"] = json.load(open(sys.argv[1]))["profile"]
-json.dump(mine, open(sys.argv[2], "w"))' "$p0" "$p1" || fail "rank 1's profile" "not written"
+[ "$rc" -eq 0 ] || fail "profiling the device" "exit $rc"
 
 XDG_CACHE_HOME=$tmp/c0 run 300 "$train" $common --metrics "$tmp/one.jsonl"
 [ "$rc" -eq 0 ] || fail "one-device reference run" "exit $rc"
 
 args="$common --rebalance-after 10 --comm-timeout 60 -v --metrics $tmp/job.jsonl"
 run 300 $mpi -np 1 -x XDG_CACHE_HOME="$tmp/c0" "$train" $args \
-    : -np 1 -x XDG_CACHE_HOME="$tmp/c1" -x MPT_BLAS=clblast "$train" $args
+    : -np 1 -x XDG_CACHE_HOME="$tmp/c0" -x MPT_FAIL_DEVICE=0:0:slow "$train" $args
 d0=$(sed -n 's/^\[1,0\]<stderr>:.*info: \(rebalance at step .*\)/\1/p' "$out" "$err")
 d1=$(sed -n 's/^\[1,1\]<stderr>:.*info: \(rebalance at step .*\)/\1/p' "$out" "$err")
 moved=$(grep '"replan"' "$tmp/job.jsonl" 2>/dev/null)
@@ -62,7 +55,7 @@ if [ "$rc" -ne 0 ]; then
     fail "rebalance over 2 ranks" "exit $rc"
 elif [ -z "$d0" ] || [ "$d0" != "$d1" ]; then
     fail "rebalance over 2 ranks" "the ranks logged different decisions: '$d0' and '$d1'"
-elif ! echo "$moved" | grep -q '"new": "dp=1 pp=1 tp=1 m=1 gpipe on devices [01]".*"moved": true'; then
+elif ! echo "$moved" | grep -q '"new": "dp=1 pp=1 tp=1 m=1 gpipe on devices 0".*"moved": true'; then
     fail "rebalance over 2 ranks" "no move to a one-device plan: $moved"
 else
     a=$(losses "$tmp/one.jsonl" | tr '\n' ' ') b=$(losses "$tmp/job.jsonl" | tr '\n' ' ')

@@ -31,8 +31,9 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
                              "testing: DEVICE:N:lost makes every operation (launch, GEMM, "
                              "buffer read/write/copy, finish) on device index DEVICE fail "
                              "after its first N as a lost device; DEVICE:N:hang makes the "
-                             "N+1-th block until the engine's deadline gives it up; several "
-                             "items separated by commas"},
+                             "N+1-th block until the engine's deadline gives it up; "
+                             "DEVICE:N:slow makes every operation after the first N wait "
+                             "5 ms first; several items separated by commas"},
     [MPT_ENV_FAIL_NONFINITE] = {"MPT_FAIL_NONFINITE", "",
                                 "testing: STEP[,STEP...] makes every gradient of these "
                                 "training steps (1-based) NaN before the update, as a "

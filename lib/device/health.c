@@ -1,8 +1,10 @@
 /*
  * device/health.c: injected device faults for the tests of elastic
  * training (MPT_FAIL_DEVICE, core/env.c): a device that disappears (every
- * operation from the N+1-th on fails) or hangs (the N+1-th operation never
- * finishes by itself).  Every device operation calls mpt__device_health
+ * operation from the N+1-th on fails), hangs (the N+1-th operation never
+ * finishes by itself) or slows down (every operation from the N+1-th on
+ * waits SLOW_WAIT_NS first: a throttled or shared device, which the
+ * planner's calibration and rebalancing must see).  Every device operation calls mpt__device_health
  * first, so the fault shows on whichever path the device is on when it
  * strikes: a kernel launch, a GEMM (CLBlast or host BLAS), a buffer read,
  * write or copy, a finish.  MPT_FAIL_LAUNCH (tensor/tensor.c) stays the
@@ -21,6 +23,9 @@
 /* The longest an injected hang waits for the watchdog: a test whose
  * watchdog never comes still ends. */
 #define HANG_LIMIT_S 600.0
+/* What each operation of a slow device waits: long against a small
+ * model's kernels on a loaded CPU, so the slowness is unmistakable. */
+#define SLOW_WAIT_NS (5 * 1000 * 1000)
 
 /* The item of spec for device `index` ("DEVICE:N:KIND", items separated
  * by commas): 1 and its N and KIND, or 0. */
@@ -58,9 +63,14 @@ int mpt__device_health(mpt_device_t *dev, const char *what)
                          "up (injected: MPT_FAIL_DEVICE=%s, operation %lu)", what,
                          dev->info.index, dev->info.name, mpt__now() - t0, spec, dev->ops);
     }
+    if (strcmp(kind, "slow") == 0) {
+        struct timespec wait = {0, SLOW_WAIT_NS};
+        nanosleep(&wait, NULL);
+        return MPT_OK;
+    }
     if (strcmp(kind, "lost") != 0)
-        return mpt__fail(MPT_ERR_INVALID, "MPT_FAIL_DEVICE=%s: the kind must be lost or hang",
-                         spec);
+        return mpt__fail(MPT_ERR_INVALID,
+                         "MPT_FAIL_DEVICE=%s: the kind must be lost, hang or slow", spec);
     dev->lost = 1, dev->faults++;
     return mpt__fail(MPT_ERR_DEVICE_LOST, "%s on device %d (%s): the device is lost "
                      "(injected: MPT_FAIL_DEVICE=%s, operation %lu)", what, dev->info.index,
