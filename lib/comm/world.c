@@ -281,6 +281,39 @@ int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***out)
     return status;
 }
 
+int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error)
+{
+    for (int r = 0; r < w->size; r++)
+        offset[r] = 0, error[r] = 0;
+#ifdef MPT_HAVE_MPI
+    enum { TAG_CLOCK = 3 }; /* on agree's communicator, apart from its two tags */
+    /* Rank 0 and rank r in turn, `rounds` ping-pongs each: rank 0 notes
+     * its clock before (a) and after (b) the round trip, rank r its own
+     * between; offset = r's - (a + b) / 2, wrong by at most (b - a) / 2
+     * (the reply may have been read anywhere in the round trip).  The
+     * shortest round trip is the one kept. */
+    for (int r = 1; r < w->size; r++)
+        for (int k = 0; k < rounds; k++) {
+            double v = 0;
+            if (w->rank == 0) {
+                double a = mpt__now();
+                MPI_Send(&a, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree);
+                MPI_Recv(&v, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree, MPI_STATUS_IGNORE);
+                double b = mpt__now();
+                if (k == 0 || (b - a) / 2 < error[r])
+                    offset[r] = v - (a + b) / 2, error[r] = (b - a) / 2;
+            } else if (w->rank == r) {
+                MPI_Recv(&v, 1, MPI_DOUBLE, 0, TAG_CLOCK, w->agree, MPI_STATUS_IGNORE);
+                v = mpt__now();
+                MPI_Send(&v, 1, MPI_DOUBLE, 0, TAG_CLOCK, w->agree);
+            }
+        }
+#else
+    (void)rounds;
+#endif
+    return MPT_OK;
+}
+
 int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text)
 {
     if (w->size == 1)

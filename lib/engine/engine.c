@@ -371,6 +371,7 @@ void mpt__engine_free(mpt__engine_t *e)
     free(e->owned);
     free(e->results);
     free(e->pack);
+    mpt__spans_free(&e->host_spans);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->go);
     pthread_cond_destroy(&e->done);
@@ -508,16 +509,32 @@ void mpt__engine_set_tracing(mpt__engine_t *e, int on)
         return;
     if (on && !e->tracing) { /* a new trace: forget the spans of an earlier one */
         e->trace_t0 = mpt__now();
+        mpt__spans_clear(&e->host_spans);
         for (size_t i = 0; i < e->nworkers; i++) {
             mpt__spans_clear(&e->w[i].spans);
             mpt__spans_clear(&e->w[i].rspans);
         }
     }
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].shard)
+            mpt__shard_set_spans(e->w[i].shard, on ? &e->w[i].spans : NULL);
     e->tracing = on;
 }
 
+void mpt__engine_host_span(mpt__engine_t *e, const char *name, double t0)
+{
+    if (e)
+        span_add(e, &e->host_spans, name, -1, t0);
+}
+
+double mpt__engine_trace_origin(const mpt__engine_t *e)
+{
+    return e ? e->trace_t0 : 0;
+}
+
 /* One track (tid) per worker, named by its device, and one per reducer;
- * this rank's workers only (each rank records its own). */
+ * this rank's workers only (each rank records its own); then the host's
+ * (tid 2 x workers). */
 int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
 {
     mpt__trace_t *t = NULL;
@@ -540,6 +557,9 @@ int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
                                      r ? &w->rspans : &w->spans));
         }
     }
+    int host = (int)(2 * e->nworkers);
+    MPT_TRY(mpt__trace_track(t, 0, host, NULL, "host (training loop)"));
+    MPT_TRY(mpt__trace_spans(t, 0, host, "host", &e->host_spans));
     status = mpt__trace_dump(t, text);
 out:
     mpt__trace_free(t);

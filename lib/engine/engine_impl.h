@@ -176,6 +176,7 @@ struct mpt__engine {
     engine_tags_t tags;
     int tracing;
     double trace_t0;
+    mpt__spans_t host_spans;  /* the caller's thread: the training loop's host work */
     /* across ranks (nranks > 1) */
     int rank, nranks;
     size_t nlocal;            /* workers of this rank */

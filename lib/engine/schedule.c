@@ -208,13 +208,18 @@ int mpt__eng_train_job(worker_t *w)
             MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
     w->stats.reduce_wait_s += mpt__now() - t0;
+    if (w->nsegs)
+        span_add(e, &w->spans, "reduce-wait", -1, t0);
     t0 = mpt__now();
+    int sending = w->nsends > 0 || w->tied_peer >= 0; /* a span only when there is a wait */
     if (w->tied_peer >= 0 && !w->tied_copy)
         MPT_TRY(mpt__eng_tied_send_sum(w));
     MPT_TRY(mpt__eng_wait_sends(w));
     if (w->tied_peer >= 0 && w->tied_copy)
         MPT_TRY(mpt__eng_tied_take_sum(w));
     w->stats.p2p_s += mpt__now() - t0;
+    if (sending)
+        span_add(e, &w->spans, "send-wait", -1, t0);
     t0 = mpt__now();
     if (e->opt->clip_norm > 0) {
         double norm = 0;
@@ -241,6 +246,7 @@ int mpt__eng_train_job(worker_t *w)
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
     w->stats.update_s += mpt__now() - t0;
+    span_add(e, &w->spans, "update", -1, t0);
     uint64_t used, peak; /* what the step held on the device, against the plan */
     mpt_device_memory(w->dev, &used, &peak);
     w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;

@@ -114,14 +114,22 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
     fputs(", \"devices\": [", f);
     for (size_t i = 0; i < n; i++) {
         const mpt_device_step_t *d = &devices[i];
-        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
-                i ? ", " : "", d->device, d->replica, d->stage, d->member);
+        fprintf(f, "%s{\"device\": %d, \"rank\": %d, \"replica\": %d, \"stage\": %d, "
+                   "\"member\": %d",
+                i ? ", " : "", d->device, d->rank, d->replica, d->stage, d->member);
         put_number(f, "busy", "%.4f", d->busy);
-        if (!isnan(d->busy)) /* this rank's device: its launches of the last step */
+        if (!isnan(d->busy)) /* its kernel time is known: so are its launches */
             fprintf(f, ", \"kernels\": %lu, \"blas_calls\": %lu", d->kernels, d->blas_calls);
+        /* achieved against the profile's */
+        put_number(f, "gflops", "%.3f", d->gflops);
+        put_number(f, "profile_gflops", "%.3f", d->profile_gflops);
+        put_number(f, "mem_gbps", "%.3f", d->mem_gbps);
+        put_number(f, "profile_mem_gbps", "%.3f", d->profile_mem_gbps);
         fprintf(f, ", \"memory_bytes\": %zu", d->memory_bytes);
         fprintf(f, ", \"peak_memory_bytes\": %zu", d->peak_memory_bytes);
         put_number(f, "predicted_memory_bytes", "%.0f", d->predicted_memory_bytes);
+        put_number(f, "memory_capacity_bytes", "%.0f",
+                   d->memory_capacity_bytes ? (double)d->memory_capacity_bytes : NAN);
         put_number(f, "allreduce_s", "%.6f", d->allreduce_s);
         double busbw = d->allreduce_s > 0 ? (double)d->allreduce_bytes / d->allreduce_s * 2.0 *
                                                 (double)(replicas - 1) / (double)replicas * 1e-9

@@ -209,7 +209,9 @@ static int fit_loop(fit_run *r, uint64_t total)
         const int32_t *y;
         mpt_data_position_t at;
         mpt_step_stats_t st;
+        double t0 = mpt__now(); /* host work on the trace's host track */
         MPT_TRY_RETURN(mpt_data_next(r->data, step, &x, &y, &at));
+        mpt__engine_host_span(r->t->eng, "batch load", t0);
         /* Snapshots at their interval and at each epoch's start, so that a
          * recovery never replays an epoch's summary. */
         if (mpt__elastic_due(&r->el, step) || (r->el.on && at.batch_index == 0)) {
@@ -248,16 +250,21 @@ static int fit_loop(fit_run *r, uint64_t total)
                                     epoch_end ? 0 : at.batch_index + 1};
         int saved = o->checkpoint && o->checkpoint_every && st.step % o->checkpoint_every == 0;
         if (saved) {
+            t0 = mpt__now();
             int failed_save = mpt_trainer_save(r->t, o->checkpoint, &next);
+            mpt__engine_host_span(r->t->eng, "checkpoint", t0);
             if (failed_save < 0) { /* the previous checkpoint is intact (atomic writes) */
                 MPT_TRY_RETURN(fit_recover(r, failed_save, &step));
                 step--;
                 continue;
             }
         }
-        if (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))
+        if (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0)) {
+            t0 = mpt__now();
             MPT_TRY_RETURN(fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end,
                                         first_step));
+            mpt__engine_host_span(r->t->eng, "evaluate", t0);
+        }
         if (last && o->checkpoint && !saved)
             MPT_TRY_RETURN(mpt_trainer_save(r->t, o->checkpoint, &next));
         if (o->cluster && o->replan && o->rebalance_after && !last) {
