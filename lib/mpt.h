@@ -864,6 +864,15 @@ typedef struct {
     double profile_mem_gbps; /* the copy kernel's bandwidth; NaN without a profile */
     uint64_t memory_capacity_bytes; /* what it may hold: its global memory or the
                              * cap set on it (--device-memory); 0 when unknown */
+    /* Its time blocked on other devices in the last step, split where the
+     * peer's side of each message came: before, waiting for the peer;
+     * after, moving the bytes.  Point-to-point messages, tensor-parallel
+     * collectives, the tied weight and the norm on its worker's thread;
+     * the data-parallel all-reduce buckets on its reducer's.  Across MPI
+     * ranks the whole wait is waiting (MPI does not say when a message
+     * began to arrive). */
+    double peer_wait_s, transfer_s;
+    double allreduce_wait_s, allreduce_transfer_s;
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and

@@ -51,6 +51,8 @@ static void results_put(const worker_t *w, double *row)
     row[R_P2P_S] = st->p2p_s, row[R_REDUCE_WAIT_S] = st->reduce_wait_s;
     row[R_UPDATE_S] = st->update_s;
     row[R_PEAK_MEMORY] = (double)st->peak_memory_bytes;
+    row[R_PEER_WAIT_S] = st->peer_wait_s, row[R_TRANSFER_S] = st->transfer_s;
+    row[R_AR_WAIT_S] = st->allreduce_wait_s, row[R_AR_TRANSFER_S] = st->allreduce_transfer_s;
 }
 
 static void results_get(worker_t *w, const double *row)
@@ -65,6 +67,8 @@ static void results_get(worker_t *w, const double *row)
     st->p2p_s = row[R_P2P_S], st->reduce_wait_s = row[R_REDUCE_WAIT_S];
     st->update_s = row[R_UPDATE_S];
     st->peak_memory_bytes = (size_t)row[R_PEAK_MEMORY];
+    st->peer_wait_s = row[R_PEER_WAIT_S], st->transfer_s = row[R_TRANSFER_S];
+    st->allreduce_wait_s = row[R_AR_WAIT_S], st->allreduce_transfer_s = row[R_AR_TRANSFER_S];
 }
 
 /* Rows of `width` doubles per worker: where they go, and where rank 0

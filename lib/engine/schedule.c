@@ -185,6 +185,8 @@ int mpt__eng_train_job(worker_t *w)
      * where the host waits, so together they make the step. */
     w->stats.forward_s = w->stats.backward_s = w->stats.p2p_s = 0;
     w->stats.reduce_wait_s = w->stats.update_s = 0;
+    w->stats.allreduce_wait_s = w->stats.allreduce_transfer_s = 0;
+    mpt__comm_take_times(); /* this step's waits only */
     double t0;
     if (w->shard) /* forget what evaluations moved */
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
@@ -250,6 +252,8 @@ int mpt__eng_train_job(worker_t *w)
     uint64_t used, peak; /* what the step held on the device, against the plan */
     mpt_device_memory(w->dev, &used, &peak);
     w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
+    mpt__comm_times_t ct = mpt__comm_take_times();
+    w->stats.peer_wait_s = ct.wait_s, w->stats.transfer_s = ct.transfer_s;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

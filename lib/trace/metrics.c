@@ -135,6 +135,8 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
                                                 (double)(replicas - 1) / (double)replicas * 1e-9
                                           : 0;
         put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
+        put_number(f, "allreduce_wait_s", "%.6f", d->allreduce_wait_s);
+        put_number(f, "allreduce_transfer_s", "%.6f", d->allreduce_transfer_s);
         put_number(f, "tp_comm_s", "%.6f", d->tp_s);
         fprintf(f, ", \"tp_comm_bytes\": %zu", d->tp_bytes);
         /* the last step's phases (what calibration compares) */
@@ -142,6 +144,9 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
         put_number(f, "forward_s", "%.6f", d->forward_s);
         put_number(f, "backward_s", "%.6f", d->backward_s);
         put_number(f, "p2p_s", "%.6f", d->p2p_s);
+        /* its blocked time split: the peer not there yet, bytes moving */
+        put_number(f, "peer_wait_s", "%.6f", d->peer_wait_s);
+        put_number(f, "transfer_s", "%.6f", d->transfer_s);
         put_number(f, "reduce_wait_s", "%.6f", d->reduce_wait_s);
         put_number(f, "update_s", "%.6f", d->update_s);
         fputs("}", f);
