@@ -549,8 +549,9 @@ int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
             continue;
         for (int r = 0; r < (w->nsegs ? 2 : 1); r++) {
             int tid = (int)(2 * i + (size_t)r);
+            /* the plan's device id: unique across the ranks of a job */
             snprintf(track, sizeof track, "device %d %s (replica %d stage %d)%s",
-                     w->dev->info.index, w->dev->info.name, w->replica, w->stage,
+                     w->device, w->dev->info.name, w->replica, w->stage,
                      r ? " all-reduce" : "");
             MPT_TRY(mpt__trace_track(t, 0, tid, NULL, track));
             MPT_TRY(mpt__trace_spans(t, 0, tid, r ? "comm" : "compute",
