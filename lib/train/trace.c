@@ -7,7 +7,8 @@
  *
  * Clock alignment: when tracing starts, rank 0 estimates each rank's
  * clock offset with MPI ping-pongs (the shortest of CLOCK_ROUNDS round
- * trips; the error bound is half of it) and uses those offsets; it
+ * trips, more while none was under 100 us; the error bound is half of
+ * it) and uses those offsets; it
  * measures them again when the trace is written and records both in the
  * trace's otherData, so a drift over the run shows.  Left out: correcting
  * for that drift (a linear fit between the two); CLOCK_MONOTONIC of ranks
@@ -109,8 +110,9 @@ static int merge(const mpt_trainer_t *t, char **texts, char **places, const doub
     json_t *other = json_pack(
         "{s:s,s:i,s:o,s:o,s:o,s:o}", "clock_alignment",
         "MPI ping-pong with rank 0 when tracing started: the shortest of clock_rounds round "
-        "trips; a rank's timestamps minus its clock_offset_s; error at most clock_error_s; the "
-        "_end_ figures are the same estimate when the trace was written",
+        "trips (up to 8 times as many while none was under 100 us); a rank's timestamps minus "
+        "its clock_offset_s; error at most clock_error_s; the _end_ figures are the same "
+        "estimate when the trace was written",
         "clock_rounds", CLOCK_ROUNDS, "clock_offset_s", numbers(t->clock, n), "clock_error_s",
         numbers(t->clock + n, n), "clock_offset_end_s", numbers(end_offset, n),
         "clock_error_end_s", numbers(end_error, n));
