@@ -429,9 +429,9 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
 {
     mpt_trainer_t *t = NULL;
     int nranks = mpt_world_size(world);
-    int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o->plan || o->trace || o->trace_predicted ||
-                  o->pins.dp || o->pins.pp || o->pins.tp || o->pins.microbatches ||
-                  o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO;
+    int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o->plan || o->trace ||
+                  o->trace_predicted || o->pins.dp || o->pins.pp || o->pins.tp ||
+                  o->pins.microbatches || o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO;
     if (!planned) {
         tool_check(mpt_trainer_create(model, mpt_devices_get(devs, 0), &o->cfg, &t),
                    "creating the trainer");

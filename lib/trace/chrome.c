@@ -136,7 +136,8 @@ static int merge_one(json_t *into, const char *text, int r, double shift_us, con
                               "pid", r, "tid", 0, "args", "name", name);
     json_t *order = json_pack("{s:s,s:s,s:i,s:i,s:{s:i}}", "name", "process_sort_index", "ph",
                               "M", "pid", r, "tid", 0, "args", "sort_index", r);
-    if (json_array_append_new(into, named) < 0 || json_array_append_new(into, order) < 0)
+    int failed = json_array_append_new(into, named) < 0; /* steals even on failure */
+    if (json_array_append_new(into, order) < 0 || failed)
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
     json_array_foreach(events, k, ev) {
         json_t *ts = json_object_get(ev, "ts");
