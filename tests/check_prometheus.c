@@ -137,6 +137,11 @@ START_TEST(text_of_a_report)
     ck_assert_mpt_ok(mpt_prometheus_update(s, &r, 2, d, 2));
     ck_assert_mpt_ok(mpt_prometheus_text(s, &text));
     ck_assert_double_eq(sample(text, "mpt_device_allreduce_bytes_total" DEV1), 5000);
+    ck_assert_double_eq(sample(text, "mpt_device_peer_wait_seconds_total" DEV0), 1.25);
+    ck_assert_double_eq(sample(text, "mpt_device_transfer_seconds_total" DEV0), 0.0390625);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_wait_seconds_total" DEV0), 0.3125);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_transfer_seconds_total" DEV0),
+                        0.009765625);
     ck_assert_double_eq_tol(sample(text, "mpt_device_allreduce_seconds_total" DEV1), 0.1,
                             1e-15); /* 5 x 0.02: a few ulps of rounding */
     ck_assert_double_eq(sample(text, "mpt_epoch"), 2);

@@ -105,6 +105,10 @@ TOTAL_GETTER(allreduce_s)
 TOTAL_GETTER(allreduce_bytes)
 TOTAL_GETTER(tp_s)
 TOTAL_GETTER(tp_bytes)
+TOTAL_GETTER(peer_wait_s)
+TOTAL_GETTER(transfer_s)
+TOTAL_GETTER(allreduce_wait_s)
+TOTAL_GETTER(allreduce_transfer_s)
 
 /* Launch counts are known for this rank's devices only: those whose busy
  * fraction is known (NaN otherwise, as mpt_metrics_step leaves them out). */
@@ -206,6 +210,14 @@ static const metric device_metrics[] = {
           "Wall time of the device's tensor-parallel collectives, summed over steps."),
     TOTAL("mpt_device_tp_comm_bytes_total", tp_bytes,
           "Bytes its tensor-parallel collectives moved, summed over steps."),
+    TOTAL("mpt_device_peer_wait_seconds_total", peer_wait_s,
+          "Its worker blocked before a peer's side of a message came, summed over steps."),
+    TOTAL("mpt_device_transfer_seconds_total", transfer_s,
+          "Its worker moving message bytes once the peer's side came, summed over steps."),
+    TOTAL("mpt_device_allreduce_wait_seconds_total", allreduce_wait_s,
+          "Of its all-reduces, blocked before the peers' messages came, summed over steps."),
+    TOTAL("mpt_device_allreduce_transfer_seconds_total", allreduce_transfer_s,
+          "Of its all-reduces, moving bytes once the peers' messages came, summed over steps."),
 };
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
@@ -329,6 +341,14 @@ static void add_step(mpt__prom_totals_t *t, const mpt_device_step_t *d, double s
     if (isfinite(d->tp_s))
         t->tp_s += d->tp_s * steps;
     t->tp_bytes += (double)d->tp_bytes * steps;
+    if (isfinite(d->peer_wait_s))
+        t->peer_wait_s += d->peer_wait_s * steps;
+    if (isfinite(d->transfer_s))
+        t->transfer_s += d->transfer_s * steps;
+    if (isfinite(d->allreduce_wait_s))
+        t->allreduce_wait_s += d->allreduce_wait_s * steps;
+    if (isfinite(d->allreduce_transfer_s))
+        t->allreduce_transfer_s += d->allreduce_transfer_s * steps;
 }
 
 int mpt_prometheus_update(mpt_prometheus_t *s, const mpt_step_report_t *report, uint64_t epoch,
