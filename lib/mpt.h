@@ -943,9 +943,12 @@ MPT_API int mpt_metrics_open(const char *path, int resume, uint64_t resume_step,
 /** One line for a report, `epoch` (1-based) and the trainer's devices
  *  (devices may be NULL when ndevices is 0): step, epoch, loss, lr,
  *  samples/s, tokens/s (a language model), grad_norm (clipping),
- *  device_busy and blas_busy (timing), and per device its replica, stage,
- *  member, busy, memory, all-reduce time and bus bandwidth (nccl-tests:
- *  bytes / time x 2(n-1)/n over n replicas) and tensor-parallel traffic.
+ *  device_busy and blas_busy (timing), and per device its rank, replica,
+ *  stage, member, busy, achieved and profile GFLOP/s and memory GB/s,
+ *  memory (held, peak, predicted, capacity), all-reduce time and bus
+ *  bandwidth (nccl-tests: bytes / time x 2(n-1)/n over n replicas),
+ *  tensor-parallel traffic, the step's phases and its waits for peers
+ *  apart from transfers (docs/metrics.md lists every field).
  *  MPT_ERR_IO when the write fails. */
 MPT_API int mpt_metrics_step(mpt_metrics_t *metrics, const mpt_step_report_t *report,
                              uint64_t epoch, const mpt_device_step_t *devices,
