@@ -134,11 +134,13 @@ int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***texts);
  * whose *text is replaced (freed) by its own copy of it. */
 int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text);
 /* Rank 0 gets offset[r], how far rank r's mpt__now() runs ahead of its
- * own, and error[r], the bound of that estimate (half the shortest of
+ * own, error[r], the bound of that estimate (half the shortest of
  * `rounds` MPI ping-pongs, or of up to 8 x rounds while none was under
- * 100 us); 0 for rank 0 and in one process.  Other ranks'
- * arrays are zeroed.  offset and error hold size doubles. */
-int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error);
+ * 100 us), and at[r], when (on its clock) the estimate holds; offset and
+ * error 0 for rank 0 and in one process.  Other ranks' offsets and errors
+ * are zeroed.  Each array holds size doubles. */
+int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error,
+                             double *at);
 /* This host's name (MPI's processor name under MPI), for telling which
  * ranks share a host. */
 int mpt__world_host_name(char *buf, size_t size);

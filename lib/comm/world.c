@@ -282,10 +282,11 @@ int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***out)
     return status;
 }
 
-int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error)
+int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error,
+                             double *at)
 {
     for (int r = 0; r < w->size; r++)
-        offset[r] = 0, error[r] = 0;
+        offset[r] = 0, error[r] = 0, at[r] = mpt__now();
 #ifdef MPT_HAVE_MPI
     enum { TAG_CLOCK = 3 }; /* on agree's communicator, apart from its two tags */
     /* Rank 0 and rank r in turn, ping-pongs: rank 0 notes its clock before
@@ -304,7 +305,7 @@ int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double 
                 MPI_Recv(&v, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree, MPI_STATUS_IGNORE);
                 double b = mpt__now();
                 if (k == 0 || (b - a) / 2 < error[r])
-                    offset[r] = v - (a + b) / 2, error[r] = (b - a) / 2;
+                    offset[r] = v - (a + b) / 2, error[r] = (b - a) / 2, at[r] = (a + b) / 2;
             }
             MPI_Send(&stop, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree);
         } else if (w->rank == r) {

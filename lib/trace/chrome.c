@@ -119,8 +119,9 @@ int mpt__trace_dump(const mpt__trace_t *t, char **text)
     return MPT_OK;
 }
 
-/* Rank r's events (pid 0) on pid r, their timestamps shifted. */
-static int merge_one(json_t *into, const char *text, int r, double shift_us, const char *name)
+/* Rank r's events (pid 0) on pid r, their times t become shift + scale t. */
+static int merge_one(json_t *into, const char *text, int r, double shift_us, double scale,
+                     const char *name)
 {
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr), *ev;
@@ -140,12 +141,15 @@ static int merge_one(json_t *into, const char *text, int r, double shift_us, con
     if (json_array_append_new(into, order) < 0 || failed)
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
     json_array_foreach(events, k, ev) {
-        json_t *ts = json_object_get(ev, "ts");
+        json_t *ts = json_object_get(ev, "ts"), *dur = json_object_get(ev, "dur");
         if (status < 0)
             break;
         if (json_object_set_new(ev, "pid", json_integer(r)) < 0 ||
             (json_is_number(ts) &&
-             json_object_set_new(ev, "ts", json_real(json_number_value(ts) + shift_us)) < 0) ||
+             json_object_set_new(ev, "ts",
+                                 json_real(shift_us + scale * json_number_value(ts))) < 0) ||
+            (json_is_number(dur) &&
+             json_object_set_new(ev, "dur", json_real(scale * json_number_value(dur))) < 0) ||
             json_array_append(into, ev) < 0)
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
     }
@@ -153,7 +157,7 @@ static int merge_one(json_t *into, const char *text, int r, double shift_us, con
     return status;
 }
 
-int mpt__trace_merge(char *const *texts, int n, const double *shift_s,
+int mpt__trace_merge(char *const *texts, int n, const double *shift_s, const double *scale,
                      const char *const *process_names, json_t *other, char **out)
 {
     mpt__trace_t *t = NULL;
@@ -164,7 +168,8 @@ int mpt__trace_merge(char *const *texts, int n, const double *shift_s,
         return status;
     }
     for (int r = 0; r < n && status == MPT_OK; r++)
-        status = merge_one(t->events, texts[r], r, shift_s[r] * 1e6, process_names[r]);
+        status = merge_one(t->events, texts[r], r, shift_s[r] * 1e6, scale[r],
+                           process_names[r]);
     if (status == MPT_OK && other && json_object_set(t->root, "otherData", other) < 0)
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
     if (status == MPT_OK)

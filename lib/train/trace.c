@@ -8,12 +8,12 @@
  * Clock alignment: when tracing starts, rank 0 estimates each rank's
  * clock offset with MPI ping-pongs (the shortest of CLOCK_ROUNDS round
  * trips, more while none was under 100 us; the error bound is half of
- * it) and uses those offsets; it
- * measures them again when the trace is written and records both in the
- * trace's otherData, so a drift over the run shows.  Left out: correcting
- * for that drift (a linear fit between the two); CLOCK_MONOTONIC of ranks
- * on one host is one clock, and across hosts it drifts by parts per
- * million, microseconds over a run of seconds.
+ * it), and again when the trace is written.  A rank's offset is the line
+ * through the two estimates when they differ by more than their bounds
+ * (its clock drifts: parts per million across hosts, milliseconds over
+ * an hour), else the first estimate (CLOCK_MONOTONIC of ranks on one host
+ * is one clock).  Both estimates, their bounds and the drift used are in
+ * the trace's otherData.
  */
 #include <errno.h>
 #include <math.h>
@@ -27,10 +27,12 @@
 
 #define CLOCK_ROUNDS 8
 
-/* Under a job: rank 0's estimate of every rank's clock (collective). */
-static int clock_offsets(const mpt_trainer_t *t, double *offset, double *error)
+/* Under a job: rank 0's estimate of every rank's clock (collective):
+ * per rank its offset, the bound and when it holds, in est (3 x ranks). */
+static int clock_offsets(const mpt_trainer_t *t, double *est)
 {
-    return mpt__world_clock_offsets(t->world, CLOCK_ROUNDS, offset, error);
+    size_t n = (size_t)t->nranks;
+    return mpt__world_clock_offsets(t->world, CLOCK_ROUNDS, est, est + n, est + 2 * n);
 }
 
 static int in_job(const mpt_trainer_t *t)
@@ -47,11 +49,11 @@ int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
     if (!on || !in_job(t))
         return MPT_OK;
     size_t n = (size_t)t->nranks;
-    double *both = realloc(t->clock, 2 * n * sizeof *both);
-    if (!both)
+    double *all = realloc(t->clock, 3 * n * sizeof *all);
+    if (!all)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    t->clock = both;
-    return clock_offsets(t, t->clock, t->clock + n);
+    t->clock = all;
+    return clock_offsets(t, t->clock);
 }
 
 int mpt_trainer_trace_json(const mpt_trainer_t *t, char **json)
@@ -81,12 +83,18 @@ static json_t *numbers(const double *v, size_t n)
 
 /* Rank 0: the ranks' traces (texts[r]) and where each started ("origin
  * host" in places[r], on its own clock) onto rank 0's clock, the earliest
- * start at 0. */
-static int merge(const mpt_trainer_t *t, char **texts, char **places, const double *end_offset,
-                 const double *end_error, char **out)
+ * start at 0.  end holds the estimates made now (as t->clock those made
+ * at the start).  Rank r's clock reads rank 0's plus o(t) = o0 + drift
+ * (t - a0); its time u is rank 0's (u - o0 + drift a0) / (1 + drift): a
+ * trace time x (from its origin) becomes shift + scale x. */
+static int merge(const mpt_trainer_t *t, char **texts, char **places, const double *end,
+                 char **out)
 {
     size_t n = (size_t)t->nranks;
-    double *shift = calloc(n, sizeof *shift), first = HUGE_VAL;
+    const double *o0 = t->clock, *e0 = t->clock + n, *at0 = t->clock + 2 * n;
+    const double *o1 = end, *e1 = end + n, *at1 = end + 2 * n;
+    double first = HUGE_VAL;
+    double *shift = calloc(3 * n, sizeof *shift), *scale = shift + n, *drift = shift + 2 * n;
     char **names = calloc(n, sizeof *names);
     int status = MPT_OK;
     if (!shift || !names) {
@@ -95,8 +103,12 @@ static int merge(const mpt_trainer_t *t, char **texts, char **places, const doub
     }
     for (size_t r = 0; r < n; r++) {
         char *host = NULL;
-        /* its start on rank 0's clock */
-        shift[r] = strtod(places[r], &host) - t->clock[r];
+        double origin = strtod(places[r], &host);
+        /* a drift the two estimates' bounds cannot explain */
+        drift[r] = fabs(o1[r] - o0[r]) > e0[r] + e1[r] && at1[r] > at0[r]
+                       ? (o1[r] - o0[r]) / (at1[r] - at0[r]) : 0;
+        scale[r] = 1 / (1 + drift[r]);
+        shift[r] = (origin - o0[r] + drift[r] * at0[r]) * scale[r]; /* its start, rank 0's */
         first = shift[r] < first ? shift[r] : first;
         size_t len = strlen(host) + 32;
         if (!(names[r] = malloc(len))) {
@@ -108,15 +120,18 @@ static int merge(const mpt_trainer_t *t, char **texts, char **places, const doub
     for (size_t r = 0; r < n; r++)
         shift[r] -= first;
     json_t *other = json_pack(
-        "{s:s,s:i,s:o,s:o,s:o,s:o}", "clock_alignment",
-        "MPI ping-pong with rank 0 when tracing started: the shortest of clock_rounds round "
-        "trips (up to 8 times as many while none was under 100 us); a rank's timestamps minus "
-        "its clock_offset_s; error at most clock_error_s; the _end_ figures are the same "
-        "estimate when the trace was written",
-        "clock_rounds", CLOCK_ROUNDS, "clock_offset_s", numbers(t->clock, n), "clock_error_s",
-        numbers(t->clock + n, n), "clock_offset_end_s", numbers(end_offset, n),
-        "clock_error_end_s", numbers(end_error, n));
-    status = mpt__trace_merge(texts, (int)n, shift, (const char *const *)names, other, out);
+        "{s:s,s:i,s:o,s:o,s:o,s:o,s:f,s:o}", "clock_alignment",
+        "MPI ping-pong with rank 0 when tracing started and when the trace was written "
+        "(_end_): the shortest of clock_rounds round trips (up to 8 times as many while none "
+        "was under 100 us); a rank's clock runs clock_offset_s ahead of rank 0's, wrong by at "
+        "most clock_error_s, plus clock_drift seconds per second since then (0 unless the two "
+        "estimates differ by more than their bounds)",
+        "clock_rounds", CLOCK_ROUNDS, "clock_offset_s", numbers(o0, n), "clock_error_s",
+        numbers(e0, n), "clock_offset_end_s", numbers(o1, n), "clock_error_end_s",
+        numbers(e1, n), "clock_estimates_apart_s", at1[n - 1] - at0[n - 1], "clock_drift",
+        numbers(drift, n));
+    status = mpt__trace_merge(texts, (int)n, shift, scale, (const char *const *)names, other,
+                              out);
 out:
     for (size_t r = 0; names && r < n; r++)
         free(names[r]);
@@ -130,7 +145,7 @@ static int write_merged(const mpt_trainer_t *t, const char *path)
 {
     size_t n = (size_t)t->nranks;
     char *mine = NULL, *merged = NULL, **texts = NULL, **places = NULL, place[320], host[256];
-    double *end = calloc(2 * n, sizeof *end);
+    double *end = calloc(3 * n, sizeof *end);
     if (!end)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
     /* Every rank takes part in each collective, whatever failed before. */
@@ -139,7 +154,7 @@ static int write_merged(const mpt_trainer_t *t, const char *path)
                            : mpt_trainer_trace_json(t, &mine);
     mpt__world_host_name(host, sizeof host);
     snprintf(place, sizeof place, "%.9f %s", mpt__engine_trace_origin(t->eng), host);
-    int status = clock_offsets(t, end, end + n);
+    int status = clock_offsets(t, end);
     if (status == MPT_OK)
         status = mpt__world_gather_texts(t->world, mine ? mine : "", &texts);
     if (status == MPT_OK)
@@ -153,7 +168,7 @@ static int write_merged(const mpt_trainer_t *t, const char *path)
         status = mpt__fail(MPT_ERR_ABORTED, "trace %s: another rank has no trace (its error "
                            "says why)", path);
     if (status == MPT_OK && t->rank == 0)
-        status = merge(t, texts, places, end, end + n, &merged);
+        status = merge(t, texts, places, end, &merged);
     if (status == MPT_OK && t->rank == 0)
         status = write_file(path, merged);
     free(mine);
