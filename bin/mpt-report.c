@@ -219,8 +219,18 @@ static int span_end_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Whether a span is a step's: the host track's evaluations and checkpoints
+ * (category "host", other than the batch loads) last as long as a hundred
+ * steps and would squeeze the steps in the Gantt chart to slivers. */
+static int step_span(json_t *ev, const char *name)
+{
+    const char *cat = json_string_value(json_object_get(ev, "cat"));
+    return !cat || strcmp(cat, "host") != 0 || strcmp(name, "batch load") == 0;
+}
+
 /* The trace's track names ("pid:tid" -> "process / thread") and its last
- * MAX_SPANS complete ("X") spans as {track, name, start, end} in ms. */
+ * MAX_SPANS complete ("X") spans of steps as {track, name, start, end} in
+ * ms. */
 static json_t *read_trace(const char *path)
 {
     json_error_t err;
@@ -252,7 +262,7 @@ static json_t *read_trace(const char *path)
                 json_object_set(threads, key, label);
         } else if (ph && name && strcmp(ph, "X") == 0 &&
                    json_is_number(json_object_get(ev, "ts")) &&
-                   json_is_number(json_object_get(ev, "dur"))) {
+                   json_is_number(json_object_get(ev, "dur")) && step_span(ev, name)) {
             x[n++] = ev;
         }
     }

@@ -23,7 +23,7 @@
 #define DEFAULT_MODEL "mlp-fashion.json"
 
 typedef struct {
-    const char *model, *data, *devices, *checkpoint_dir, *plan, *trace;
+    const char *model, *data, *devices, *checkpoint_dir, *plan, *trace, *trace_predicted;
     int timing, data_given;
     uint64_t sample, top_k; /* --sample N tokens after training, from the top k (0: all) */
     const char *prompt;
@@ -100,6 +100,8 @@ static void usage(FILE *f)
             "                            for later plans (docs/planning.md)\n"
             "      --trace FILE          write the run's timeline as a Chrome trace (one\n"
             "                            track per device; open it in Perfetto)\n"
+            "      --trace-predicted FILE  write the simulator's timeline of a step of the\n"
+            "                            plan the run ends on, for mpt-report beside --trace\n"
             "      --metrics FILE        append JSON Lines: one object per logged step and\n"
             "                            per evaluation\n"
             "      --metrics-port N      serve Prometheus metrics at http://ADDR:N/metrics\n"
@@ -148,9 +150,9 @@ static void usage(FILE *f)
             "Across processes: mpirun -np N mpt-train [OPTION]... takes the same options;\n"
             "each rank opens its own devices (--devices applies per rank), rank 0 plans\n"
             "over all of them, and rank 0 alone prints, writes --metrics, the checkpoint\n"
-            "and --trace (other ranks write FILE.rankK). Every rank reads --data and, with\n"
-            "--resume, the checkpoint. If a rank dies, mpirun ends the job; --resume\n"
-            "continues on any number of ranks (docs/mpi.md).\n"
+            "and --trace (one file: a process per rank, clocks aligned). Every rank reads\n"
+            "--data and, with --resume, the checkpoint. If a rank dies, mpirun ends the\n"
+            "job; --resume continues on any number of ranks (docs/mpi.md).\n"
             "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
     tool_print_env(f);
 }
@@ -159,7 +161,7 @@ static void parse(int argc, char **argv, options *o)
 {
     enum { O_DATA = 256, O_EPOCHS, O_STEPS, O_OPT, O_LR, O_MOM, O_WD, O_CLIP, O_SCHED, O_WARM,
            O_SEED, O_METRICS, O_LOG, O_EVAL, O_CKPT, O_CKPT_EVERY, O_RESUME, O_TIMING, O_PLAN,
-           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_ALLREDUCE,
+           O_DP, O_PP, O_TP, O_MB, O_LR_SCHED, O_TRACE, O_TRACE_PREDICTED, O_ALLREDUCE,
            O_SAMPLE, O_PROMPT, O_TEMP, O_TOPK, O_OVERWRITE, O_OTHER_DATA, O_COMM_TIMEOUT,
            O_REBALANCE, O_SAVE_CAL, O_ELASTIC, O_NO_ELASTIC, O_SNAPSHOT, O_METRICS_PORT,
            O_METRICS_ADDRESS, O_DEVMEM, O_NONFINITE, O_MAX_SKIPS, O_ALLOW_NONFINITE };
@@ -195,6 +197,7 @@ static void parse(int argc, char **argv, options *o)
         {"temperature", required_argument, NULL, O_TEMP}, {"top-k", required_argument, NULL, O_TOPK},
         {"lr-schedule", required_argument, NULL, O_LR_SCHED},
         {"trace", required_argument, NULL, O_TRACE},
+        {"trace-predicted", required_argument, NULL, O_TRACE_PREDICTED},
         {"rebalance-after", required_argument, NULL, O_REBALANCE},
         {"save-calibration", no_argument, NULL, O_SAVE_CAL},
         {"elastic", no_argument, NULL, O_ELASTIC}, {"no-elastic", no_argument, NULL, O_NO_ELASTIC},
@@ -272,6 +275,7 @@ static void parse(int argc, char **argv, options *o)
             break;
         case O_PLAN: o->plan = optarg; break;
         case O_TRACE: o->trace = optarg; break;
+        case O_TRACE_PREDICTED: o->trace_predicted = optarg; break;
         case O_DP: o->pins.dp = tool_parse_count("--dp", optarg, 1); break;
         case O_PP: o->pins.pp = tool_parse_count("--pp", optarg, 1); break;
         case O_TP: o->pins.tp = tool_parse_count("--tp", optarg, 1); break;
@@ -457,8 +461,8 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
     mpt_trainer_t *t = NULL;
     int nranks = mpt_world_size(world);
     int planned = mpt_devices_count(devs) > 1 || nranks > 1 || o->plan || o->trace ||
-                  o->pins.dp || o->pins.pp || o->pins.tp || o->pins.microbatches ||
-                  o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO;
+                  o->trace_predicted || o->pins.dp || o->pins.pp || o->pins.tp ||
+                  o->pins.microbatches || o->pins.schedule != MPT_PIPE_AUTO || o->pins.allreduce != MPT_ALLREDUCE_AUTO;
     if (!planned) {
         tool_check(mpt_trainer_create(model, mpt_devices_get(devs, 0), &o->cfg, &t),
                    "creating the trainer");
@@ -575,14 +579,10 @@ int main(int argc, char **argv)
     if (o.timing) /* per-device busy figures for the progress line and metrics */
         tool_check(mpt_trainer_set_timing(t, 1), "turning on device timing");
 
-    if (o.trace) {
-        char name[4096];
-        if (rank == 0)
-            snprintf(name, sizeof name, "%s", o.trace);
-        else
-            snprintf(name, sizeof name, "%s.rank%d", o.trace, rank);
-        check_writable(name, "trace");
-    }
+    if (o.trace && rank == 0) /* rank 0 writes the job's one trace */
+        check_writable(o.trace, "trace");
+    if (o.trace_predicted && rank == 0)
+        check_writable(o.trace_predicted, "predicted trace");
     printer p = {.tty = rank == 0 && tool_stderr_is_tty(), .timing = o.timing, .prom = prom};
     o.fit.on_step = on_step, o.fit.on_epoch = on_epoch, o.fit.ctx = &p;
     o.fit.on_replan = on_replan, o.fit.on_recover = on_recover;
@@ -598,8 +598,11 @@ int main(int argc, char **argv)
     tool_check(status, "training");
     if (o.sample)
         sample_text(t, model, o.sample, o.prompt, o.temperature, o.top_k, o.cfg.seed, stdout);
-    if (o.trace) /* each rank's own devices: FILE, then FILE.rank1... */
+    if (o.trace) /* collective: every rank's devices, in one file */
         tool_check(mpt_trainer_write_trace(t, o.trace), "writing the trace");
+    if (o.trace_predicted)
+        tool_check(mpt_trainer_write_predicted_trace(t, o.trace_predicted),
+                   "writing the predicted trace");
     mpt_prometheus_stop(p.prom);
     mpt_trainer_free(t);
     mpt_plan_free(plan);

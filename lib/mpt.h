@@ -859,13 +859,14 @@ typedef struct {
     double tp_s;            /* wall time of its tensor-parallel collectives */
     size_t tp_bytes;        /* bytes they moved */
     double busy;            /* fraction of the last report's window its kernels ran
-                             * (mpt_trainer_set_timing); NaN when unknown: timing
-                             * off, or a device of another rank */
+                             * (mpt_trainer_set_timing); NaN when unknown (timing
+                             * off).  Under a job each rank measures its own and
+                             * every rank's report gathers them all */
     unsigned long kernels;  /* mpt's own kernels it launched in the last step */
     unsigned long blas_calls; /* BLAS routines it ran in the last step: CLBlast
                              * calls, or host-BLAS calls on mapped buffers (one
                              * per map: a linear layer's GEMMs, bias and
-                             * activation make one); 0 for another rank's */
+                             * activation make one); with busy, for every rank's */
     /* The last step's phases on its worker, host wall-clock (on a device
      * that runs asynchronously the time shows where the host waits for
      * it): what mpt_trainer_calibrate compares with the cost model. */
@@ -877,12 +878,38 @@ typedef struct {
     size_t peak_memory_bytes; /* the most device memory in mpt buffers at once on its
                              * device since the trainer was made (mpt_device_memory) */
     double predicted_memory_bytes; /* what the plan predicted for it (0: unknown) */
+    int rank;               /* the process (MPI rank) that runs it; 0 in one process */
+    /* Achieved rates over the last report's window: the FLOPs and device
+     * memory bytes the cost model counts for its part of the window's
+     * steps (forward, backward, a recomputed forward; the optimizer update
+     * is not counted) over the time its kernels ran.  NaN when that time
+     * is unknown (timing off). */
+    double gflops;          /* GFLOP/s (1e9 per second) */
+    double mem_gbps;        /* GB/s of device memory traffic */
+    double profile_gflops;  /* what its profile measured: the best GEMM rate, and */
+    double profile_mem_gbps; /* the copy kernel's bandwidth; NaN without a profile */
+    uint64_t memory_capacity_bytes; /* what it may hold: its global memory or the
+                             * cap set on it (--device-memory); 0 when unknown */
+    /* Its time blocked on other devices in the last step, split where the
+     * peer's side of each message came: before, waiting for the peer;
+     * after, moving the bytes.  Point-to-point messages, tensor-parallel
+     * collectives, the tied weight and the norm on its worker's thread;
+     * the data-parallel all-reduce buckets on its reducer's.  Across MPI
+     * ranks the whole wait is waiting (MPI does not say when a message
+     * began to arrive). */
+    double peer_wait_s, transfer_s;
+    double allreduce_wait_s, allreduce_transfer_s;
 } mpt_device_step_t;
 
 /** Records the timeline of every following step of a trainer (forward and
- *  backward per micro-batch, waits for a neighbour's data, gradient
- *  all-reduces); mpt_trainer_trace_json returns it as Chrome Trace Event
- *  JSON (freed by the caller), one track per device. */
+ *  backward per micro-batch, waits for a neighbour's data and for sends,
+ *  gradient all-reduce buckets and the wait for them, tensor-parallel
+ *  collectives, the tied-weight exchange, the update; on a host track the
+ *  training loop's batch loads, evaluations and checkpoints);
+ *  mpt_trainer_trace_json returns this rank's as Chrome Trace Event JSON
+ *  (freed by the caller), one track per device.  Under a job it is
+ *  collective: rank 0 then estimates each rank's clock offset
+ *  (mpt_trainer_write_trace). */
 MPT_API int mpt_trainer_set_trace(mpt_trainer_t *trainer, int on);
 MPT_API int mpt_trainer_trace_json(const mpt_trainer_t *trainer, char **json);
 /** \return the devices (workers) of a trainer: 1 for mpt_trainer_create. */
@@ -910,7 +937,7 @@ typedef struct {
                              * MPT_NONFINITE_SKIP */
     double samples_per_s;
     double tokens_per_s;    /* a language model's (samples x context); 0 for a classifier */
-    double device_busy;     /* mean busy fraction of this rank's devices over the
+    double device_busy;     /* mean busy fraction of the job's devices over the
                              * window, NaN when timing is off */
     double blas_busy;       /* of which in BLAS routines (GEMMs) */
     double eta_s;           /* to total_steps at the window's rate; NaN: unknown */
@@ -927,8 +954,10 @@ typedef struct {
  *  percent slower). */
 MPT_API int mpt_trainer_set_timing(mpt_trainer_t *trainer, int on);
 /** Closes the window of steps since the last report (or the trainer's
- *  creation) into *report, and sets each device's busy fraction over it
- *  (mpt_trainer_device_stats).  Waits for the devices when timing is on. */
+ *  creation) into *report, and sets each device's busy fraction and
+ *  achieved rates over it (mpt_trainer_device_stats).  Waits for the
+ *  devices when timing is on.  Under a job it is collective (each rank's
+ *  devices' figures reach every rank). */
 MPT_API int mpt_trainer_report(mpt_trainer_t *trainer, mpt_step_report_t *report);
 
 /** A JSON Lines metrics file (docs/training.md): one object per report,
@@ -946,9 +975,12 @@ MPT_API int mpt_metrics_open(const char *path, int resume, uint64_t resume_step,
  *  samples/s, tokens/s (a language model), grad_norm (clipping or
  *  skipping), "skipped": "nonfinite" when the last step applied no update
  *  and skipped_steps (the run's count) once any was,
- *  device_busy and blas_busy (timing), and per device its replica, stage,
- *  member, busy, memory, all-reduce time and bus bandwidth (nccl-tests:
- *  bytes / time x 2(n-1)/n over n replicas) and tensor-parallel traffic.
+ *  device_busy and blas_busy (timing), and per device its rank, replica,
+ *  stage, member, busy, achieved and profile GFLOP/s and memory GB/s,
+ *  memory (held, peak, predicted, capacity), all-reduce time and bus
+ *  bandwidth (nccl-tests: bytes / time x 2(n-1)/n over n replicas),
+ *  tensor-parallel traffic, the step's phases and its waits for peers
+ *  apart from transfers (docs/metrics.md lists every field).
  *  MPT_ERR_IO when the write fails. */
 MPT_API int mpt_metrics_step(mpt_metrics_t *metrics, const mpt_step_report_t *report,
                              uint64_t epoch, const mpt_device_step_t *devices,
@@ -1187,10 +1219,19 @@ MPT_API int mpt_metrics_recovered(mpt_metrics_t *metrics, uint64_t step, int dev
                                   const char *reason, const char *plan, uint64_t replayed,
                                   double seconds_lost);
 
-/** Writes the trainer's trace (mpt_trainer_set_trace) to path on rank 0 of
- *  a job, to path.rankK on rank K (each rank records its own devices).
- *  MPT_ERR_IO naming the file. */
+/** Writes the trainer's trace (mpt_trainer_set_trace) to path.  Under a
+ *  job it is collective: rank 0 writes one trace with a process per rank
+ *  (pid = rank), every rank's timestamps on rank 0's clock (the offsets
+ *  estimated when tracing started, and their error bounds, in its
+ *  "otherData"); the other ranks write nothing.  MPT_ERR_IO naming the
+ *  file. */
 MPT_API int mpt_trainer_write_trace(const mpt_trainer_t *trainer, const char *path);
+/** Writes the simulator's timeline of one step of the plan the trainer
+ *  runs (after a rebalance, the new one), priced on its cluster as
+ *  calibrated so far: the prediction to set beside the measured trace (as
+ *  mpt_plan_simulate's trace_json).  Rank 0 writes; other ranks do
+ *  nothing.  MPT_ERR_INVALID for a trainer without a cluster. */
+MPT_API int mpt_trainer_write_predicted_trace(const mpt_trainer_t *trainer, const char *path);
 
 #ifdef __cplusplus
 }

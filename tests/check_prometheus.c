@@ -41,8 +41,8 @@ static mpt_step_report_t report_at(uint64_t step)
                                .skipped_steps = 2};
 }
 
-#define DEV0 "{device=\"0\",replica=\"0\",stage=\"0\",member=\"0\"}"
-#define DEV1 "{device=\"1\",replica=\"1\",stage=\"0\",member=\"0\"}"
+#define DEV0 "{device=\"0\",rank=\"0\",replica=\"0\",stage=\"0\",member=\"0\"}"
+#define DEV1 "{device=\"1\",rank=\"1\",replica=\"1\",stage=\"0\",member=\"0\"}"
 
 START_TEST(text_of_a_report)
 {
@@ -56,15 +56,22 @@ START_TEST(text_of_a_report)
     ck_assert_ptr_null(strstr(text, "mpt_loss"));
     free(text);
 
-    /* Device 1 is another rank's: busy unknown (NaN), no launch counts. */
+    /* Device 1 is rank 1's, its kernel time unknown (timing off there):
+     * busy, launch counts and achieved rates unknown (NaN), and no profile
+     * or capacity (NaN, 0). */
     mpt_device_step_t d[2] = {
         {.device = 0, .replica = 0, .step_s = 0.125, .allreduce_s = 0.01,
          .allreduce_bytes = 1000, .memory_bytes = 4096, .busy = 0.5, .kernels = 7,
          .blas_calls = 3, .tp_s = 0, .forward_s = 0.25, .backward_s = 0.5, .p2p_s = 0.0,
-         .reduce_wait_s = 0.03125, .update_s = 0.015625},
-        {.device = 1, .replica = 1, .step_s = 0.25, .allreduce_s = 0.02,
+         .reduce_wait_s = 0.03125, .update_s = 0.015625, .peak_memory_bytes = 6144,
+         .predicted_memory_bytes = 5120, .gflops = 2.5, .mem_gbps = 0.5,
+         .profile_gflops = 10, .profile_mem_gbps = 4, .memory_capacity_bytes = 65536,
+         .peer_wait_s = 0.25, .transfer_s = 0.0078125, .allreduce_wait_s = 0.0625,
+         .allreduce_transfer_s = 0.001953125},
+        {.device = 1, .rank = 1, .replica = 1, .step_s = 0.25, .allreduce_s = 0.02,
          .allreduce_bytes = 1000, .memory_bytes = 8192, .busy = NAN, .forward_s = NAN,
-         .backward_s = NAN, .p2p_s = NAN, .reduce_wait_s = NAN, .update_s = NAN},
+         .backward_s = NAN, .p2p_s = NAN, .reduce_wait_s = NAN, .update_s = NAN,
+         .gflops = NAN, .mem_gbps = NAN, .profile_gflops = NAN, .profile_mem_gbps = NAN},
     };
     mpt_step_report_t r = report_at(4);
     ck_assert_mpt_ok(mpt_prometheus_update(s, &r, 1, d, 2));
@@ -87,8 +94,28 @@ START_TEST(text_of_a_report)
     ck_assert_double_eq(sample(text, "mpt_device_backward_seconds" DEV0), 0.5);
     ck_assert_double_eq(sample(text, "mpt_device_reduce_wait_seconds" DEV0), 0.03125);
     ck_assert(isnan(sample(text, "mpt_device_forward_seconds" DEV1)));
-    /* Unknown figures have no sample: no clipping, no tokens, another
-     * rank's busy fraction and launch counts. */
+    /* Rates in base units; memory against the prediction and capacity;
+     * blocked time split at the peer's arrival. */
+    ck_assert_double_eq(sample(text, "mpt_device_flops_per_second" DEV0), 2.5e9);
+    ck_assert_double_eq(sample(text, "mpt_device_profile_flops_per_second" DEV0), 1e10);
+    ck_assert_double_eq(sample(text, "mpt_device_memory_bandwidth_bytes_per_second" DEV0),
+                        0.5e9);
+    ck_assert_double_eq(
+        sample(text, "mpt_device_profile_memory_bandwidth_bytes_per_second" DEV0), 4e9);
+    ck_assert_double_eq(sample(text, "mpt_device_peak_memory_bytes" DEV0), 6144);
+    ck_assert_double_eq(sample(text, "mpt_device_predicted_memory_bytes" DEV0), 5120);
+    ck_assert_double_eq(sample(text, "mpt_device_memory_capacity_bytes" DEV0), 65536);
+    ck_assert_double_eq(sample(text, "mpt_device_peer_wait_seconds" DEV0), 0.25);
+    ck_assert_double_eq(sample(text, "mpt_device_transfer_seconds" DEV0), 0.0078125);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_wait_seconds" DEV0), 0.0625);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_transfer_seconds" DEV0),
+                        0.001953125);
+    ck_assert(isnan(sample(text, "mpt_device_flops_per_second" DEV1)));
+    ck_assert(isnan(sample(text, "mpt_device_profile_flops_per_second" DEV1)));
+    ck_assert(isnan(sample(text, "mpt_device_memory_capacity_bytes" DEV1)));
+    ck_assert(isnan(sample(text, "mpt_device_predicted_memory_bytes" DEV1)));
+    /* Unknown figures have no sample: no clipping, no tokens, a device's
+     * busy fraction and launch counts without its kernel time. */
     ck_assert_ptr_null(strstr(text, "mpt_grad_norm"));
     ck_assert_ptr_null(strstr(text, "mpt_tokens_per_second"));
     ck_assert(isnan(sample(text, "mpt_device_busy_ratio" DEV1)));
@@ -112,6 +139,11 @@ START_TEST(text_of_a_report)
     ck_assert_mpt_ok(mpt_prometheus_update(s, &r, 2, d, 2));
     ck_assert_mpt_ok(mpt_prometheus_text(s, &text));
     ck_assert_double_eq(sample(text, "mpt_device_allreduce_bytes_total" DEV1), 5000);
+    ck_assert_double_eq(sample(text, "mpt_device_peer_wait_seconds_total" DEV0), 1.25);
+    ck_assert_double_eq(sample(text, "mpt_device_transfer_seconds_total" DEV0), 0.0390625);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_wait_seconds_total" DEV0), 0.3125);
+    ck_assert_double_eq(sample(text, "mpt_device_allreduce_transfer_seconds_total" DEV0),
+                        0.009765625);
     ck_assert_double_eq_tol(sample(text, "mpt_device_allreduce_seconds_total" DEV1), 0.1,
                             1e-15); /* 5 x 0.02: a few ulps of rounding */
     ck_assert_double_eq(sample(text, "mpt_epoch"), 2);

@@ -67,9 +67,11 @@ fi
 missing=""
 for series in 'mpt_info{version="' mpt_steps_total mpt_total_steps mpt_epoch mpt_loss \
     mpt_learning_rate mpt_samples_per_second mpt_step_seconds mpt_busy_ratio \
-    'mpt_device_busy_ratio{device="0",replica="0",stage="0",member="0"}' \
+    'mpt_device_busy_ratio{device="0",rank="0",replica="0",stage="0",member="0"}' \
     'mpt_device_memory_bytes{device="0"' 'mpt_device_kernel_launches{device="0"' \
-    'mpt_device_allreduce_bytes_total{device="0"'; do
+    'mpt_device_allreduce_bytes_total{device="0"' 'mpt_device_flops_per_second{device="0"' \
+    'mpt_device_memory_bandwidth_bytes_per_second{device="0"' \
+    'mpt_device_memory_capacity_bytes{device="0"' 'mpt_device_peer_wait_seconds{device="0"'; do
     grep -qF "$series" "$tmp/scrape1" || missing="$missing $series"
 done
 if [ -z "$missing" ]; then

@@ -96,10 +96,10 @@ else
     fail "rendering" "status '$status', console: $(head -c 400 "$tmp/console")"
 fi
 missing=""
-for id in loss accuracy throughput step_time busy memory gantt; do
+for id in loss accuracy throughput step_time busy gflops bandwidth waits memory gantt; do
     echo "$charts" | grep -q "\"id\":\"$id\",\"points\":[1-9]" || missing="$missing $id"
 done
-[ -z "$missing" ] && ok "charts drawn: loss, accuracy, throughput, step time, busy, memory, gantt" ||
+[ -z "$missing" ] && ok "charts drawn: loss, accuracy, throughput, step time, busy, GFLOP/s, bandwidth, waits, memory, gantt" ||
     fail "charts missing:$missing" "$charts"
 
 # The check fails when the charts cannot be drawn: Chart.js replaced by a

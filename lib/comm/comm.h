@@ -93,6 +93,21 @@ static inline int mpt__wait(mpt__transport_t *t, mpt__request_t *req)
 {
     return t->ops->wait(t, req);
 }
+/* Where the calling thread's waits on requests went since its last call
+ * (then reset): blocked before the peer's side of a message was posted
+ * (wait_s), and moving bytes once it was (transfer_s), the copies this
+ * thread made for its partners included.  The local transport tells the
+ * two apart exactly; MPI does not say when a peer's message began to
+ * arrive, so under the mpi transport the whole wait is wait_s.  Per
+ * thread, so that a worker and its reducer, which share an endpoint, keep
+ * theirs apart. */
+typedef struct {
+    double wait_s, transfer_s;
+} mpt__comm_times_t;
+mpt__comm_times_t mpt__comm_take_times(void);
+/* For the transports: adds to the calling thread's times. */
+void mpt__comm_add_times(double wait_s, double transfer_s);
+
 /* Blocking forms. */
 int mpt__send(mpt__transport_t *t, int src, int dst, int tag, const void *buf, size_t bytes);
 int mpt__recv(mpt__transport_t *t, int dst, int src, int tag, void *buf, size_t bytes);
@@ -118,6 +133,14 @@ int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***texts);
 /* Rank 0's *text (or, with failed < 0, its failure) reaches every rank,
  * whose *text is replaced (freed) by its own copy of it. */
 int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text);
+/* Rank 0 gets offset[r], how far rank r's mpt__now() runs ahead of its
+ * own, error[r], the bound of that estimate (half the shortest of
+ * `rounds` MPI ping-pongs, or of up to 8 x rounds while none was under
+ * 100 us), and at[r], when (on its clock) the estimate holds; offset and
+ * error 0 for rank 0 and in one process.  Other ranks' offsets and errors
+ * are zeroed.  Each array holds size doubles. */
+int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error,
+                             double *at);
 /* This host's name (MPI's processor name under MPI), for telling which
  * ranks share a host. */
 int mpt__world_host_name(char *buf, size_t size);

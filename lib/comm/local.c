@@ -11,7 +11,10 @@
  * (source, destination, tag) in posting order, because each port keeps its
  * unmatched sends and receives in posting order and matches the first fit.
  *
- * Waiting: a short spin, then sleep (see SPIN_SECONDS).
+ * Waiting: a short spin, then sleep (see SPIN_SECONDS).  Of the time a
+ * wait blocks, the copy itself (copy_s, timed by whichever side made it)
+ * is transfer and the rest waiting: for the partner to come, and to be
+ * woken once the copy is done (mpt__comm_add_times).
  *
  * Locking: one mutex and one condition variable per destination endpoint
  * (a ring touches each port from two threads only).  Abort sets a flag,
@@ -45,6 +48,8 @@ struct mpt__request {
     atomic_int state;     /* req_state_t; written under the port lock, read by spinners */
     size_t partner_bytes; /* the partner's size, kept to name a mismatch */
     int status;           /* MPT_OK or MPT_ERR_INVALID (size mismatch) once done */
+    double copy_s;        /* how long the copy of its bytes took, once done */
+    int copied_here;      /* its poster made the copy, and counted it */
 };
 
 typedef struct {
@@ -144,10 +149,14 @@ static int post(mpt__transport_t *t, int is_send, int src, int dst, int tag, voi
     mpt__request_t *s = is_send ? r : partner, *d = is_send ? partner : r;
     int mismatch = s->bytes != d->bytes;
     s->partner_bytes = d->bytes, d->partner_bytes = s->bytes;
+    r->copied_here = 1;
     atomic_store(&partner->state, REQ_COPYING);
     pthread_mutex_unlock(&p->lock);
+    double t0 = mpt__now();
     if (!mismatch && s->bytes > 0)
         memcpy(d->buf, s->buf, s->bytes);
+    s->copy_s = d->copy_s = mpt__now() - t0;
+    mpt__comm_add_times(0, s->copy_s);
     pthread_mutex_lock(&p->lock);
     s->status = d->status = mismatch ? MPT_ERR_INVALID : MPT_OK;
     /* Nothing touches s or d after this (a spinning waiter may free it). */
@@ -211,6 +220,7 @@ static int local_wait(mpt__transport_t *t, mpt__request_t *r)
     local_t *lt = (local_t *)t;
     if (!r)
         return MPT_OK;
+    double entered = mpt__now();
     if (!spin_until_done(lt, r)) {
         port_t *p = &lt->ports[r->dst];
         pthread_mutex_lock(&p->lock);
@@ -224,6 +234,11 @@ static int local_wait(mpt__transport_t *t, mpt__request_t *r)
         pthread_mutex_unlock(&p->lock);
     }
     int status = r->status;
+    if (atomic_load(&r->state) == REQ_DONE && !r->copied_here) { /* its partner copied */
+        double blocked = mpt__now() - entered;
+        double copy = r->copy_s < blocked ? r->copy_s : blocked; /* a copy begun before */
+        mpt__comm_add_times(blocked - copy, copy);
+    }
     if (atomic_load(&r->state) == REQ_DONE && status == MPT_ERR_INVALID)
         status = mpt__fail(MPT_ERR_INVALID,
                            "local transport: endpoint %d sent %zu bytes to endpoint %d (tag %d), "

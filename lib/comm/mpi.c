@@ -26,7 +26,8 @@
  * with MPT_ERR_INVALID, as on the local transport (the communicators
  * return errors instead of aborting, so MPI's truncation error is seen).
  *
- * Waiting: MPI_Test in a loop (a short spin, then 50 us sleeps), checking
+ * Waiting (all of it counted as waiting for the peer, comm.h): MPI_Test in
+ * a loop (a short spin, then 50 us sleeps), checking
  * the abort flag between tests, and the transport's deadline: a wait past
  * it aborts the transport naming the peer's rank (MPT_ERR_TIMEOUT).  Abort: the local flag wakes this rank's
  * waiters, whose operations fail with the reason, and that is all: other
@@ -173,7 +174,7 @@ static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
     mpi_t *mt = (mpi_t *)t;
     int status = MPT_OK;
     size_t received = 0;
-    double deadline = t->timeout_s > 0 ? now_s() + t->timeout_s : 0;
+    double entered = now_s(), deadline = t->timeout_s > 0 ? entered + t->timeout_s : 0;
     for (int k = 0; k < r->npieces; k++) {
         MPI_Status st;
         int done = 0;
@@ -229,6 +230,9 @@ static int mpi_wait(mpt__transport_t *t, mpt__request_t *r)
                            received > r->bytes ? "more" : "fewer", r->bytes);
     free(r->reqs);
     free(r);
+    /* MPI does not say when the peer's message began to arrive: all of
+     * it counts as waiting for the peer (comm.h). */
+    mpt__comm_add_times(now_s() - entered, 0);
     return status;
 }
 

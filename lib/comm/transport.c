@@ -6,6 +6,20 @@
 
 #include "comm/comm.h"
 
+static _Thread_local mpt__comm_times_t thread_times;
+
+mpt__comm_times_t mpt__comm_take_times(void)
+{
+    mpt__comm_times_t t = thread_times;
+    thread_times = (mpt__comm_times_t){0, 0};
+    return t;
+}
+
+void mpt__comm_add_times(double wait_s, double transfer_s)
+{
+    thread_times.wait_s += wait_s, thread_times.transfer_s += transfer_s;
+}
+
 int mpt__send(mpt__transport_t *t, int src, int dst, int tag, const void *buf, size_t bytes)
 {
     mpt__request_t *req = NULL;

@@ -14,6 +14,7 @@
  * this one process, and every function works on it.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,49 @@ int mpt__world_gather_texts(mpt_world_t *w, const char *mine, char ***out)
     (void)mine;
 #endif
     return status;
+}
+
+int mpt__world_clock_offsets(mpt_world_t *w, int rounds, double *offset, double *error,
+                             double *at)
+{
+    for (int r = 0; r < w->size; r++)
+        offset[r] = 0, error[r] = 0, at[r] = mpt__now();
+#ifdef MPT_HAVE_MPI
+    enum { TAG_CLOCK = 3 }; /* on agree's communicator, apart from its two tags */
+    /* Rank 0 and rank r in turn, ping-pongs: rank 0 notes its clock before
+     * (a) and after (b) the round trip, rank r its own between; offset =
+     * r's - (a + b) / 2, wrong by at most (b - a) / 2 (the reply may have
+     * been read anywhere in the round trip).  The shortest round trip is
+     * kept.  On a loaded machine a process is often descheduled mid-trip
+     * (milliseconds): past `rounds`, up to 8 times as many in all until one
+     * trip is under `good`.  A NaN ping tells rank r it is done. */
+    const double good = 100e-6, stop = NAN;
+    for (int r = 1; r < w->size; r++) {
+        if (w->rank == 0) {
+            for (int k = 0; k < 8 * rounds && (k < rounds || error[r] > good / 2); k++) {
+                double a = mpt__now(), v = 0;
+                MPI_Send(&a, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree);
+                MPI_Recv(&v, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree, MPI_STATUS_IGNORE);
+                double b = mpt__now();
+                if (k == 0 || (b - a) / 2 < error[r])
+                    offset[r] = v - (a + b) / 2, error[r] = (b - a) / 2, at[r] = (a + b) / 2;
+            }
+            MPI_Send(&stop, 1, MPI_DOUBLE, r, TAG_CLOCK, w->agree);
+        } else if (w->rank == r) {
+            for (;;) {
+                double v = 0;
+                MPI_Recv(&v, 1, MPI_DOUBLE, 0, TAG_CLOCK, w->agree, MPI_STATUS_IGNORE);
+                if (isnan(v))
+                    break;
+                v = mpt__now();
+                MPI_Send(&v, 1, MPI_DOUBLE, 0, TAG_CLOCK, w->agree);
+            }
+        }
+    }
+#else
+    (void)rounds;
+#endif
+    return MPT_OK;
 }
 
 int mpt__world_bcast_text(mpt_world_t *w, int failed, char **text)

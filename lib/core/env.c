@@ -47,6 +47,12 @@ static const mpt_env_var_t env_table[MPT_ENV__COUNT] = {
     [MPT_ENV_CLBLAST_TUNING] = {"MPT_CLBLAST_TUNING", "auto",
                                 "auto = apply the CLBlast parameters mpt-topo --tune stored for "
                                 "the device; off = CLBlast's built-in ones"},
+    [MPT_ENV_CLOCK_SKEW] = {"MPT_CLOCK_SKEW_S", "0",
+                            "testing: seconds added to this process's clock (its trace "
+                            "timestamps), as if its host's clock were set apart"},
+    [MPT_ENV_CLOCK_DRIFT] = {"MPT_CLOCK_DRIFT", "0",
+                             "testing: this process's clock runs this fraction fast (0.01: "
+                             "1%), as if its host's clock drifted"},
 };
 
 size_t mpt_env_count(void)

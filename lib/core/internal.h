@@ -63,6 +63,8 @@ typedef enum {
     MPT_ENV_POCL_CACHE_DIR,
     MPT_ENV_BLAS,
     MPT_ENV_CLBLAST_TUNING,
+    MPT_ENV_CLOCK_SKEW,
+    MPT_ENV_CLOCK_DRIFT,
     MPT_ENV__COUNT
 } mpt__env_id_t;
 

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +15,23 @@
 
 #include "core/internal.h"
 
+/* MPT_CLOCK_SKEW_S and MPT_CLOCK_DRIFT, read once: what tests of the
+ * trace's clock alignment across ranks set on one rank. */
+static double clock_skew, clock_rate = 1;
+static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+
+static void read_clock_settings(void)
+{
+    clock_skew = strtod(mpt__env(MPT_ENV_CLOCK_SKEW), NULL);
+    clock_rate = 1 + strtod(mpt__env(MPT_ENV_CLOCK_DRIFT), NULL);
+}
+
 double mpt__now(void)
 {
     struct timespec ts;
+    pthread_once(&clock_once, read_clock_settings);
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec) * clock_rate + clock_skew;
 }
 
 double mpt__wall_time(void)

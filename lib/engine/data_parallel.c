@@ -248,6 +248,8 @@ void *mpt__eng_reducer_main(void *arg)
                 status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
             w->stats.allreduce_s += mpt__now() - t0;
             span_add(w->e, &w->rspans, w->e->zero ? "reduce-scatter" : "allreduce", -1, t0);
+            mpt__comm_times_t ct = mpt__comm_take_times(); /* the reducer's own */
+            w->stats.allreduce_wait_s += ct.wait_s, w->stats.allreduce_transfer_s += ct.transfer_s;
             w->stats.allreduce_bytes += b.count * sizeof(float);
         }
         if (status < 0 && status != MPT_ERR_ABORTED) {

@@ -372,6 +372,7 @@ void mpt__engine_free(mpt__engine_t *e)
     free(e->owned);
     free(e->results);
     free(e->pack);
+    mpt__spans_free(&e->host_spans);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->go);
     pthread_cond_destroy(&e->done);
@@ -537,16 +538,32 @@ void mpt__engine_set_tracing(mpt__engine_t *e, int on)
         return;
     if (on && !e->tracing) { /* a new trace: forget the spans of an earlier one */
         e->trace_t0 = mpt__now();
+        mpt__spans_clear(&e->host_spans);
         for (size_t i = 0; i < e->nworkers; i++) {
             mpt__spans_clear(&e->w[i].spans);
             mpt__spans_clear(&e->w[i].rspans);
         }
     }
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].shard)
+            mpt__shard_set_spans(e->w[i].shard, on ? &e->w[i].spans : NULL);
     e->tracing = on;
 }
 
+void mpt__engine_host_span(mpt__engine_t *e, const char *name, double t0)
+{
+    if (e)
+        span_add(e, &e->host_spans, name, -1, t0);
+}
+
+double mpt__engine_trace_origin(const mpt__engine_t *e)
+{
+    return e ? e->trace_t0 : 0;
+}
+
 /* One track (tid) per worker, named by its device, and one per reducer;
- * this rank's workers only (each rank records its own). */
+ * this rank's workers only (each rank records its own); then the host's
+ * (tid 2 x workers). */
 int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
 {
     mpt__trace_t *t = NULL;
@@ -561,14 +578,18 @@ int mpt__engine_trace_json(const mpt__engine_t *e, char **text)
             continue;
         for (int r = 0; r < (w->nsegs ? 2 : 1); r++) {
             int tid = (int)(2 * i + (size_t)r);
+            /* the plan's device id: unique across the ranks of a job */
             snprintf(track, sizeof track, "device %d %s (replica %d stage %d)%s",
-                     w->dev->info.index, w->dev->info.name, w->replica, w->stage,
+                     w->device, w->dev->info.name, w->replica, w->stage,
                      r ? " all-reduce" : "");
             MPT_TRY(mpt__trace_track(t, 0, tid, NULL, track));
             MPT_TRY(mpt__trace_spans(t, 0, tid, r ? "comm" : "compute",
                                      r ? &w->rspans : &w->spans));
         }
     }
+    int host = (int)(2 * e->nworkers);
+    MPT_TRY(mpt__trace_track(t, 0, host, NULL, "host (training loop)"));
+    MPT_TRY(mpt__trace_spans(t, 0, host, "host", &e->host_spans));
     status = mpt__trace_dump(t, text);
 out:
     mpt__trace_free(t);

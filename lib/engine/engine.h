@@ -98,10 +98,22 @@ int mpt__engine_failed_device(const mpt__engine_t *e, int *device, const char **
 size_t mpt__engine_worker_count(const mpt__engine_t *e);
 /* Worker i's device when this rank runs it, else NULL. */
 mpt_device_t *mpt__engine_worker_device(const mpt__engine_t *e, size_t i);
-/* Records every training forward, backward, receive and all-reduce from now on (on)
- * for mpt__engine_trace_json: a Chrome trace, one track per device. */
+/* Records from now on (on) every training forward, backward, receive,
+ * wait for sends, all-reduce bucket, tensor-parallel collective, tied
+ * weight exchange and update, for mpt__engine_trace_json: a Chrome trace
+ * (pid 0), one track per device, one per reducer, one for the host. */
 void mpt__engine_set_tracing(mpt__engine_t *e, int on);
 int mpt__engine_trace_json(const mpt__engine_t *e, char **text);
+/* A span of the caller's thread from t0 to now on the host track, while
+ * tracing (name: a string literal). */
+void mpt__engine_host_span(mpt__engine_t *e, const char *name, double t0);
+/* mpt__now() when the trace started: its timestamps count from there. */
+double mpt__engine_trace_origin(const mpt__engine_t *e);
 const mpt__engine_device_stats_t *mpt__engine_device_stats(const mpt__engine_t *e, size_t i);
+/* Collective across ranks (a no-op in one process): rows holds `width`
+ * doubles per worker; each rank fills its own workers' rows, and after the
+ * call every rank holds every worker's (figures only a device's own
+ * process measures, such as its kernel time). */
+int mpt__engine_share_rows(mpt__engine_t *e, double *rows, size_t width);
 
 #endif

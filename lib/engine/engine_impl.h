@@ -50,7 +50,7 @@ typedef struct {
 /* Per-worker results that ranks exchange after each job (doubles). */
 enum { R_LOSS, R_CORRECT, R_NORM, R_STEP_S, R_ALLREDUCE_S, R_ALLREDUCE_BYTES, R_MEMORY,
        R_TP_S, R_TP_BYTES, R_FORWARD_S, R_BACKWARD_S, R_P2P_S, R_REDUCE_WAIT_S, R_UPDATE_S,
-       R_PEAK_MEMORY, R_COUNT };
+       R_PEAK_MEMORY, R_PEER_WAIT_S, R_TRANSFER_S, R_AR_WAIT_S, R_AR_TRANSFER_S, R_COUNT };
 
 /* Gradient buckets are handed to the reducer once this many bytes of
  * finished layers have gathered (or at a segment's end): large enough
@@ -187,6 +187,7 @@ struct mpt__engine {
     engine_tags_t tags;
     int tracing;
     double trace_t0;
+    mpt__spans_t host_spans;  /* the caller's thread: the training loop's host work */
     /* across ranks (nranks > 1) */
     int rank, nranks;
     size_t nlocal;            /* workers of this rank */

@@ -51,6 +51,8 @@ static void results_put(const worker_t *w, double *row)
     row[R_P2P_S] = st->p2p_s, row[R_REDUCE_WAIT_S] = st->reduce_wait_s;
     row[R_UPDATE_S] = st->update_s;
     row[R_PEAK_MEMORY] = (double)st->peak_memory_bytes;
+    row[R_PEER_WAIT_S] = st->peer_wait_s, row[R_TRANSFER_S] = st->transfer_s;
+    row[R_AR_WAIT_S] = st->allreduce_wait_s, row[R_AR_TRANSFER_S] = st->allreduce_transfer_s;
 }
 
 static void results_get(worker_t *w, const double *row)
@@ -65,22 +67,44 @@ static void results_get(worker_t *w, const double *row)
     st->p2p_s = row[R_P2P_S], st->reduce_wait_s = row[R_REDUCE_WAIT_S];
     st->update_s = row[R_UPDATE_S];
     st->peak_memory_bytes = (size_t)row[R_PEAK_MEMORY];
+    st->peer_wait_s = row[R_PEER_WAIT_S], st->transfer_s = row[R_TRANSFER_S];
+    st->allreduce_wait_s = row[R_AR_WAIT_S], st->allreduce_transfer_s = row[R_AR_TRANSFER_S];
 }
 
+/* Rows of `width` doubles per worker: where they go, and where rank 0
+ * receives another rank's before it spreads them. */
+typedef struct {
+    double *rows, *scratch;
+    size_t width;
+} rows_t;
+
 /* Rank 0 receives rank r's rows (its workers, in index order) into the table. */
-static int take_results(mpt__engine_t *e, int r, void *ctx)
+static int take_rows(mpt__engine_t *e, int r, void *ctx)
 {
-    (void)ctx;
-    double *rows = e->results + e->nworkers * R_COUNT;
+    rows_t *t = ctx;
     size_t n = 0;
     for (size_t i = 0; i < e->nworkers; i++)
         n += e->w[i].rank == r;
-    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], e->tags.gather, rows,
-                           n * R_COUNT * sizeof *rows);
+    int status = mpt__recv(e->t, e->ctl_members[0], e->ctl_members[r], e->tags.gather,
+                           t->scratch, n * t->width * sizeof *t->scratch);
     for (size_t i = 0, k = 0; status == MPT_OK && i < e->nworkers; i++)
         if (e->w[i].rank == r)
-            memcpy(e->results + i * R_COUNT, rows + R_COUNT * k++, R_COUNT * sizeof *rows);
+            memcpy(t->rows + i * t->width, t->scratch + t->width * k++,
+                   t->width * sizeof *t->rows);
     return status;
+}
+
+/* Every rank's rows of its own workers (packed into scratch, which has
+ * room for every worker's), on every rank. */
+static int exchange_rows(mpt__engine_t *e, rows_t *t)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < e->nworkers; i++)
+        if (e->w[i].local)
+            memcpy(t->scratch + t->width * k++, t->rows + i * t->width,
+                   t->width * sizeof *t->rows);
+    return gather_then_broadcast(e, t->scratch, k * t->width * sizeof *t->scratch, take_rows,
+                                 t, t->rows, e->nworkers * t->width * sizeof *t->rows);
 }
 
 /* After a job: every worker's loss, counts and statistics on every rank,
@@ -88,17 +112,25 @@ static int take_results(mpt__engine_t *e, int r, void *ctx)
  * in one process. */
 int mpt__eng_exchange_results(mpt__engine_t *e)
 {
-    double *mine = e->results + e->nworkers * R_COUNT; /* the scratch */
-    size_t k = 0;
+    rows_t t = {e->results, e->results + e->nworkers * R_COUNT, R_COUNT};
     for (size_t i = 0; i < e->nworkers; i++)
-        if (e->w[i].local) {
+        if (e->w[i].local)
             results_put(&e->w[i], e->results + i * R_COUNT);
-            memcpy(mine + R_COUNT * k++, e->results + i * R_COUNT, R_COUNT * sizeof *mine);
-        }
-    int status = gather_then_broadcast(e, mine, k * R_COUNT * sizeof *mine, take_results, NULL,
-                                       e->results, e->nworkers * R_COUNT * sizeof *e->results);
+    int status = exchange_rows(e, &t);
     for (size_t i = 0; status == MPT_OK && i < e->nworkers; i++)
         results_get(&e->w[i], e->results + i * R_COUNT);
+    return status;
+}
+
+int mpt__engine_share_rows(mpt__engine_t *e, double *rows, size_t width)
+{
+    if (!e || e->nranks <= 1)
+        return MPT_OK;
+    rows_t t = {rows, malloc((e->nworkers * width + 1) * sizeof *rows), width};
+    if (!t.scratch)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    int status = exchange_rows(e, &t);
+    free(t.scratch);
     return status;
 }
 

@@ -220,6 +220,8 @@ int mpt__eng_train_job(worker_t *w)
      * where the host waits, so together they make the step. */
     w->stats.forward_s = w->stats.backward_s = w->stats.p2p_s = 0;
     w->stats.reduce_wait_s = w->stats.update_s = 0;
+    w->stats.allreduce_wait_s = w->stats.allreduce_transfer_s = 0;
+    mpt__comm_take_times(); /* this step's waits only */
     double t0;
     if (w->shard) /* forget what evaluations moved */
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
@@ -244,13 +246,18 @@ int mpt__eng_train_job(worker_t *w)
             MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
     w->stats.reduce_wait_s += mpt__now() - t0;
+    if (w->nsegs)
+        span_add(e, &w->spans, "reduce-wait", -1, t0);
     t0 = mpt__now();
+    int sending = w->nsends > 0 || w->tied_peer >= 0; /* a span only when there is a wait */
     if (w->tied_peer >= 0 && !w->tied_copy)
         MPT_TRY(mpt__eng_tied_send_sum(w));
     MPT_TRY(mpt__eng_wait_sends(w));
     if (w->tied_peer >= 0 && w->tied_copy)
         MPT_TRY(mpt__eng_tied_take_sum(w));
     w->stats.p2p_s += mpt__now() - t0;
+    if (sending)
+        span_add(e, &w->spans, "send-wait", -1, t0);
     t0 = mpt__now();
     if (e->inject_nonfinite) { /* MPT_FAIL_NONFINITE: as a diverging step's gradients */
         MPT_TRY(mpt__stage_scale_grads(w->ex, NAN));
@@ -288,9 +295,12 @@ int mpt__eng_train_job(worker_t *w)
     w->stats.kernels = w->dev->launches - kernels0;
     w->stats.blas_calls = w->dev->blas_calls - blas0;
     w->stats.update_s += mpt__now() - t0;
+    span_add(e, &w->spans, "update", -1, t0);
     uint64_t used, peak; /* what the step held on the device, against the plan */
     mpt_device_memory(w->dev, &used, &peak);
     w->stats.memory_bytes = (size_t)used, w->stats.peak_memory_bytes = (size_t)peak;
+    mpt__comm_times_t ct = mpt__comm_take_times();
+    w->stats.peer_wait_s = ct.wait_s, w->stats.transfer_s = ct.transfer_s;
     if (w->shard)
         mpt__shard_take_comm(w->shard, &w->stats.tp_s, &w->stats.tp_bytes);
 out:

@@ -42,7 +42,17 @@ struct mpt__shard {
     float *host_a, *host_b;
     double comm_s;
     size_t comm_bytes;
+    mpt__spans_t *spans; /* the worker's trace, while tracing; else NULL */
 };
+
+/* Its time and, while tracing, its span (named by a string literal). */
+static void comm_done(mpt__shard_t *s, const char *name, double t0)
+{
+    double now = mpt__now();
+    s->comm_s += now - t0;
+    if (s->spans)
+        mpt__spans_add(s->spans, name, -1, t0, now);
+}
 
 /* ---- the wrapper kinds ----------------------------------------------------------- */
 
@@ -51,7 +61,7 @@ static int allreduce_region(tp_ctx_t *c, mpt_buffer_t *buf, size_t off, size_t c
     mpt__shard_t *s = c->shard;
     double t0 = mpt__now();
     int status = mpt__allreduce_device(&s->group, buf, off, count, NULL);
-    s->comm_s += mpt__now() - t0;
+    comm_done(s, "tp-allreduce", t0);
     s->comm_bytes += count * sizeof(float);
     return status;
 }
@@ -125,7 +135,7 @@ static int gather_forward(mpt__layer_t *l, mpt__pass_t *p)
                              b * full * sizeof(float)));
     s->comm_bytes += b * full * sizeof(float);
 out:
-    s->comm_s += mpt__now() - t0;
+    comm_done(s, "tp-allgather", t0);
     return status;
 }
 
@@ -607,6 +617,11 @@ int mpt__shard_same_layout(const mpt__shard_t *a, const mpt__shard_t *b)
 {
     return a->npieces == b->npieces && a->model.param_floats == b->model.param_floats &&
            memcmp(a->pieces, b->pieces, a->npieces * sizeof *a->pieces) == 0;
+}
+
+void mpt__shard_set_spans(mpt__shard_t *s, mpt__spans_t *spans)
+{
+    s->spans = spans;
 }
 
 void mpt__shard_take_comm(mpt__shard_t *s, double *seconds, size_t *bytes)

@@ -51,6 +51,7 @@
 #include "comm/comm.h"
 #include "nn/layer.h"
 #include "plan/plan.h"
+#include "trace/chrome.h"
 
 /* A run of `count` parameter elements: model elements from `model`, the
  * member's compact buffer from `local`. */
@@ -87,5 +88,8 @@ int mpt__shard_same_layout(const mpt__shard_t *a, const mpt__shard_t *b);
 /* Seconds and bytes of the member's collectives since the last call (then
  * reset). */
 void mpt__shard_take_comm(mpt__shard_t *s, double *seconds, size_t *bytes);
+/* Records each collective as a span ("tp-allreduce", "tp-allgather") in
+ * spans from now on; NULL stops. */
+void mpt__shard_set_spans(mpt__shard_t *s, mpt__spans_t *spans);
 
 #endif

@@ -249,7 +249,7 @@ int mpt__eng_make_worker(mpt__engine_t *e, worker_t *w, size_t r, size_t s, size
     w->dev = w->local ? devices[w->device] : NULL; /* rank and local: set by the caller */
     e->all_members[k] = (int)k;
     w->stats.device = w->device, w->stats.replica = (int)r, w->stats.stage = (int)s;
-    w->stats.member = (int)g;
+    w->stats.member = (int)g, w->stats.rank = w->rank;
     w->prev = tp_prev ? (int)(base - tp_prev + g % tp_prev) : -1;
     w->next = tp_next ? (int)(base + tp + g % tp_next) : -1;
     if (!(w->fwd_to = calloc(tp_next + 1, sizeof *w->fwd_to)) ||

@@ -211,6 +211,34 @@ static double tp_part(const mpt__layer_cost_t *l, double share)
     return l->tp_whole ? 1.0 : share;
 }
 
+/* What layer l's pass does on a micro-batch of `samples` at tensor share
+ * `share`: its FLOPs and the device memory bytes it moves. */
+static void layer_work(const mpt__layer_cost_t *l, double samples, double share, int backward,
+                       double *flops, double *bytes)
+{
+    double part = tp_part(l, share);
+    *flops = part * samples * (backward ? l->bwd_flops : l->fwd_flops);
+    /* Parameters: read once per micro-batch forward; read (for dx) and
+     * the gradient written once backward. */
+    *bytes = part * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
+                     (backward ? 2.0 : 1.0) * l->param_bytes);
+}
+
+void mpt__cost_work(const mpt__model_cost_t *mc, size_t first, size_t last, double samples,
+                    double share, int backward, double *flops, double *bytes)
+{
+    *flops = 0, *bytes = 0;
+    if (!mc || first > last || first >= mc->nlayers)
+        return;
+    if (last >= mc->nlayers)
+        last = mc->nlayers - 1;
+    for (size_t i = first; i <= last; i++) {
+        double f, b;
+        layer_work(&mc->layers[i], samples, share, backward, &f, &b);
+        *flops += f, *bytes += b;
+    }
+}
+
 double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
                         const mpt_cluster_device_t *d, double samples, double share,
                         int backward)
@@ -224,12 +252,8 @@ double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
     p = &d->profile;
     for (size_t i = first; i <= last; i++) {
         const mpt__layer_cost_t *l = &mc->layers[i];
-        double part = tp_part(l, share);
-        double flops = part * samples * (backward ? l->bwd_flops : l->fwd_flops);
-        /* Parameters: read once per micro-batch forward; read (for dx) and
-         * the gradient written once backward. */
-        double bytes = part * (samples * (backward ? l->bwd_bytes : l->fwd_bytes) +
-                                (backward ? 2.0 : 1.0) * l->param_bytes);
+        double flops, bytes;
+        layer_work(l, samples, share, backward, &flops, &bytes);
         /* One GEMM forward, two of half the FLOPs backward (dW and dx): the
          * size of each is exact for a linear layer, and for conv2d while
          * its micro-batch fits one chunk (tensor/conv.c). */

@@ -78,6 +78,11 @@ double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind);
 double mpt__cost_layers(const mpt__model_cost_t *mc, size_t first, size_t last,
                         const mpt_cluster_device_t *d, double samples, double share,
                         int backward);
+/* The numerators of those rooflines: the FLOPs and device memory bytes of
+ * layers [first, last] for one micro-batch of `samples` at tensor share
+ * `share` (what the metrics divide by measured kernel time). */
+void mpt__cost_work(const mpt__model_cost_t *mc, size_t first, size_t last, double samples,
+                    double share, int backward, double *flops, double *bytes);
 /* Time to move `bytes` from device a to device b of the cluster by their
  * link class: 0 on the same device; device -> host -> device (d2h of a,
  * h2d of b, one launch latency each) within a node; plus the network

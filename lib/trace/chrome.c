@@ -118,3 +118,63 @@ int mpt__trace_dump(const mpt__trace_t *t, char **text)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory writing a trace");
     return MPT_OK;
 }
+
+/* Rank r's events (pid 0) on pid r, their times t become shift + scale t. */
+static int merge_one(json_t *into, const char *text, int r, double shift_us, double scale,
+                     const char *name)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr), *ev;
+    json_t *events = root ? json_object_get(root, "traceEvents") : NULL;
+    size_t k;
+    int status = MPT_OK;
+    if (!json_is_array(events)) {
+        json_decref(root);
+        return mpt__fail(MPT_ERR_PARSE, "rank %d's trace: %s", r,
+                         root ? "no traceEvents array" : jerr.text);
+    }
+    json_t *named = json_pack("{s:s,s:s,s:i,s:i,s:{s:s}}", "name", "process_name", "ph", "M",
+                              "pid", r, "tid", 0, "args", "name", name);
+    json_t *order = json_pack("{s:s,s:s,s:i,s:i,s:{s:i}}", "name", "process_sort_index", "ph",
+                              "M", "pid", r, "tid", 0, "args", "sort_index", r);
+    int failed = json_array_append_new(into, named) < 0; /* steals even on failure */
+    if (json_array_append_new(into, order) < 0 || failed)
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
+    json_array_foreach(events, k, ev) {
+        json_t *ts = json_object_get(ev, "ts"), *dur = json_object_get(ev, "dur");
+        if (status < 0)
+            break;
+        if (json_object_set_new(ev, "pid", json_integer(r)) < 0 ||
+            (json_is_number(ts) &&
+             json_object_set_new(ev, "ts",
+                                 json_real(shift_us + scale * json_number_value(ts))) < 0) ||
+            (json_is_number(dur) &&
+             json_object_set_new(ev, "dur", json_real(scale * json_number_value(dur))) < 0) ||
+            json_array_append(into, ev) < 0)
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
+    }
+    json_decref(root);
+    return status;
+}
+
+int mpt__trace_merge(char *const *texts, int n, const double *shift_s, const double *scale,
+                     const char *const *process_names, json_t *other, char **out)
+{
+    mpt__trace_t *t = NULL;
+    int status;
+    *out = NULL;
+    if ((status = mpt__trace_new(0, &t)) < 0) {
+        json_decref(other);
+        return status;
+    }
+    for (int r = 0; r < n && status == MPT_OK; r++)
+        status = merge_one(t->events, texts[r], r, shift_s[r] * 1e6, scale[r],
+                           process_names[r]);
+    if (status == MPT_OK && other && json_object_set(t->root, "otherData", other) < 0)
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory merging traces");
+    if (status == MPT_OK)
+        status = mpt__trace_dump(t, out);
+    json_decref(other);
+    mpt__trace_free(t);
+    return status;
+}

@@ -53,5 +53,13 @@ int mpt__trace_span(mpt__trace_t *t, int pid, int tid, const char *name, const c
 int mpt__trace_spans(mpt__trace_t *t, int pid, int tid, const char *cat, const mpt__spans_t *s);
 /* The trace as compact JSON (freed by the caller). */
 int mpt__trace_dump(const mpt__trace_t *t, char **text);
+/* One trace out of n processes' (texts[r]: JSON of mpt__trace_dump with
+ * every event on pid 0): process r's events on pid r, named
+ * process_names[r], each time t (from its trace's origin) onto one clock
+ * as shift_s[r] + scale[r] t (durations times scale[r]); `other` (a JSON
+ * object, stolen; NULL for none) becomes the trace's "otherData" (how the
+ * clocks were aligned). */
+int mpt__trace_merge(char *const *texts, int n, const double *shift_s, const double *scale,
+                     const char *const *process_names, json_t *other, char **out);
 
 #endif

@@ -130,19 +130,29 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
     fputs(", \"devices\": [", f);
     for (size_t i = 0; i < n; i++) {
         const mpt_device_step_t *d = &devices[i];
-        fprintf(f, "%s{\"device\": %d, \"replica\": %d, \"stage\": %d, \"member\": %d",
-                i ? ", " : "", d->device, d->replica, d->stage, d->member);
+        fprintf(f, "%s{\"device\": %d, \"rank\": %d, \"replica\": %d, \"stage\": %d, "
+                   "\"member\": %d",
+                i ? ", " : "", d->device, d->rank, d->replica, d->stage, d->member);
         put_number(f, "busy", "%.4f", d->busy);
-        if (!isnan(d->busy)) /* this rank's device: its launches of the last step */
+        if (!isnan(d->busy)) /* its kernel time is known: so are its launches */
             fprintf(f, ", \"kernels\": %lu, \"blas_calls\": %lu", d->kernels, d->blas_calls);
+        /* achieved against the profile's */
+        put_number(f, "gflops", "%.3f", d->gflops);
+        put_number(f, "profile_gflops", "%.3f", d->profile_gflops);
+        put_number(f, "mem_gbps", "%.3f", d->mem_gbps);
+        put_number(f, "profile_mem_gbps", "%.3f", d->profile_mem_gbps);
         fprintf(f, ", \"memory_bytes\": %zu", d->memory_bytes);
         fprintf(f, ", \"peak_memory_bytes\": %zu", d->peak_memory_bytes);
         put_number(f, "predicted_memory_bytes", "%.0f", d->predicted_memory_bytes);
+        put_number(f, "memory_capacity_bytes", "%.0f",
+                   d->memory_capacity_bytes ? (double)d->memory_capacity_bytes : NAN);
         put_number(f, "allreduce_s", "%.6f", d->allreduce_s);
         double busbw = d->allreduce_s > 0 ? (double)d->allreduce_bytes / d->allreduce_s * 2.0 *
                                                 (double)(replicas - 1) / (double)replicas * 1e-9
                                           : 0;
         put_number(f, "allreduce_busbw_gbps", "%.3f", busbw);
+        put_number(f, "allreduce_wait_s", "%.6f", d->allreduce_wait_s);
+        put_number(f, "allreduce_transfer_s", "%.6f", d->allreduce_transfer_s);
         put_number(f, "tp_comm_s", "%.6f", d->tp_s);
         fprintf(f, ", \"tp_comm_bytes\": %zu", d->tp_bytes);
         /* the last step's phases (what calibration compares) */
@@ -150,6 +160,9 @@ static void put_devices(FILE *f, const mpt_device_step_t *devices, size_t n)
         put_number(f, "forward_s", "%.6f", d->forward_s);
         put_number(f, "backward_s", "%.6f", d->backward_s);
         put_number(f, "p2p_s", "%.6f", d->p2p_s);
+        /* its blocked time split: the peer not there yet, bytes moving */
+        put_number(f, "peer_wait_s", "%.6f", d->peer_wait_s);
+        put_number(f, "transfer_s", "%.6f", d->transfer_s);
         put_number(f, "reduce_wait_s", "%.6f", d->reduce_wait_s);
         put_number(f, "update_s", "%.6f", d->update_s);
         fputs("}", f);

@@ -9,9 +9,9 @@
  * more row.  Names follow Prometheus's conventions: the mpt_ prefix, base
  * units (seconds, bytes, ratio) in the name, _total on counters.
  *
- * Left out: the HTTP server (prometheus_http.c), and a `rank` label on
- * device metrics (mpt_device_step_t does not say which rank runs a device;
- * the device label, the plan's device id, is already unique in a job).
+ * Device metrics carry the labels device (the plan's id, unique in a job),
+ * rank, replica, stage and member.  Left out: the HTTP server
+ * (prometheus_http.c).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -107,6 +107,10 @@ TOTAL_GETTER(allreduce_s)
 TOTAL_GETTER(allreduce_bytes)
 TOTAL_GETTER(tp_s)
 TOTAL_GETTER(tp_bytes)
+TOTAL_GETTER(peer_wait_s)
+TOTAL_GETTER(transfer_s)
+TOTAL_GETTER(allreduce_wait_s)
+TOTAL_GETTER(allreduce_transfer_s)
 
 /* Launch counts are known for this rank's devices only: those whose busy
  * fraction is known (NaN otherwise, as mpt_metrics_step leaves them out). */
@@ -124,11 +128,56 @@ static double device_blas_calls(const void *d, const void *t)
     return isnan(dev->busy) ? NAN : (double)dev->blas_calls;
 }
 
+/* Rates in base units (per second), from the struct's 1e9 units; zero
+ * capacity and predicted memory mean unknown. */
+#define GIGA_GETTER(field)                                                                    \
+    static double giga_##field(const void *d, const void *t)                                 \
+    {                                                                                          \
+        (void)t;                                                                               \
+        return ((const mpt_device_step_t *)d)->field * 1e9;                                    \
+    }
+GIGA_GETTER(gflops)
+GIGA_GETTER(profile_gflops)
+GIGA_GETTER(mem_gbps)
+GIGA_GETTER(profile_mem_gbps)
+
+static double device_capacity(const void *d, const void *t)
+{
+    (void)t;
+    uint64_t v = ((const mpt_device_step_t *)d)->memory_capacity_bytes;
+    return v ? (double)v : NAN;
+}
+
+static double device_predicted_memory(const void *d, const void *t)
+{
+    (void)t;
+    double v = ((const mpt_device_step_t *)d)->predicted_memory_bytes;
+    return v > 0 ? v : NAN;
+}
+
 static const metric device_metrics[] = {
     DEVICE("mpt_device_busy_ratio", "gauge", busy, F_DOUBLE,
            "Fraction of the last report's window the device ran kernels."),
     DEVICE("mpt_device_memory_bytes", "gauge", memory_bytes, F_SIZE,
            "Device memory its stage holds."),
+    DEVICE("mpt_device_peak_memory_bytes", "gauge", peak_memory_bytes, F_SIZE,
+           "The most device memory mpt held at once on the device since the trainer was made."),
+    {"mpt_device_predicted_memory_bytes", "gauge", "What the plan predicted the device holds.",
+     F_DOUBLE, 0, device_predicted_memory},
+    {"mpt_device_memory_capacity_bytes", "gauge",
+     "Device memory mpt may use: its global memory or the cap set on it.", F_DOUBLE, 0,
+     device_capacity},
+    {"mpt_device_flops_per_second", "gauge",
+     "Achieved: the cost model's FLOPs of its steps in the window over its kernel time.",
+     F_DOUBLE, 0, giga_gflops},
+    {"mpt_device_profile_flops_per_second", "gauge",
+     "Its profile's best GEMM rate (what large GEMMs reach).", F_DOUBLE, 0,
+     giga_profile_gflops},
+    {"mpt_device_memory_bandwidth_bytes_per_second", "gauge",
+     "Achieved: the cost model's device-memory bytes of its steps over its kernel time.",
+     F_DOUBLE, 0, giga_mem_gbps},
+    {"mpt_device_profile_memory_bandwidth_bytes_per_second", "gauge",
+     "Its profile's memory bandwidth (copy kernel).", F_DOUBLE, 0, giga_profile_mem_gbps},
     DEVICE("mpt_device_step_seconds", "gauge", step_s, F_DOUBLE,
            "Wall time of the device's part of the last step."),
     {"mpt_device_kernel_launches", "gauge", "mpt kernels the device launched in the last step.",
@@ -147,6 +196,14 @@ static const metric device_metrics[] = {
            "Clipping, the optimizer update and reading the losses in the last step."),
     DEVICE("mpt_device_allreduce_seconds", "gauge", allreduce_s, F_DOUBLE,
            "Wall time of the device's gradient all-reduces in the last step."),
+    DEVICE("mpt_device_allreduce_wait_seconds", "gauge", allreduce_wait_s, F_DOUBLE,
+           "Of its all-reduces in the last step, blocked before the peers' messages came."),
+    DEVICE("mpt_device_allreduce_transfer_seconds", "gauge", allreduce_transfer_s, F_DOUBLE,
+           "Of its all-reduces in the last step, moving bytes once the peers' messages came."),
+    DEVICE("mpt_device_peer_wait_seconds", "gauge", peer_wait_s, F_DOUBLE,
+           "Its worker blocked before a peer's side of a message came, in the last step."),
+    DEVICE("mpt_device_transfer_seconds", "gauge", transfer_s, F_DOUBLE,
+           "Its worker moving message bytes once the peer's side came, in the last step."),
     TOTAL("mpt_device_allreduce_seconds_total", allreduce_s,
           "Wall time of the device's gradient all-reduces, summed over steps."),
     TOTAL("mpt_device_allreduce_bytes_total", allreduce_bytes,
@@ -155,6 +212,14 @@ static const metric device_metrics[] = {
           "Wall time of the device's tensor-parallel collectives, summed over steps."),
     TOTAL("mpt_device_tp_comm_bytes_total", tp_bytes,
           "Bytes its tensor-parallel collectives moved, summed over steps."),
+    TOTAL("mpt_device_peer_wait_seconds_total", peer_wait_s,
+          "Its worker blocked before a peer's side of a message came, summed over steps."),
+    TOTAL("mpt_device_transfer_seconds_total", transfer_s,
+          "Its worker moving message bytes once the peer's side came, summed over steps."),
+    TOTAL("mpt_device_allreduce_wait_seconds_total", allreduce_wait_s,
+          "Of its all-reduces, blocked before the peers' messages came, summed over steps."),
+    TOTAL("mpt_device_allreduce_transfer_seconds_total", allreduce_transfer_s,
+          "Of its all-reduces, moving bytes once the peers' messages came, summed over steps."),
 };
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
@@ -207,8 +272,8 @@ static void put_devices(FILE *f, const mpt_prometheus_t *s)
                 continue;
             if (!header++)
                 put_help(f, m);
-            fprintf(f, "%s{device=\"%d\",replica=\"%d\",stage=\"%d\",member=\"%d\"}", m->name,
-                    d->device, d->replica, d->stage, d->member);
+            fprintf(f, "%s{device=\"%d\",rank=\"%d\",replica=\"%d\",stage=\"%d\",member=\"%d\"}",
+                    m->name, d->device, d->rank, d->replica, d->stage, d->member);
             put_value(f, v);
         }
     }
@@ -278,6 +343,14 @@ static void add_step(mpt__prom_totals_t *t, const mpt_device_step_t *d, double s
     if (isfinite(d->tp_s))
         t->tp_s += d->tp_s * steps;
     t->tp_bytes += (double)d->tp_bytes * steps;
+    if (isfinite(d->peer_wait_s))
+        t->peer_wait_s += d->peer_wait_s * steps;
+    if (isfinite(d->transfer_s))
+        t->transfer_s += d->transfer_s * steps;
+    if (isfinite(d->allreduce_wait_s))
+        t->allreduce_wait_s += d->allreduce_wait_s * steps;
+    if (isfinite(d->allreduce_transfer_s))
+        t->allreduce_transfer_s += d->allreduce_transfer_s * steps;
 }
 
 int mpt_prometheus_update(mpt_prometheus_t *s, const mpt_step_report_t *report, uint64_t epoch,

@@ -14,6 +14,7 @@
 /* The running totals of one device (counters are sums over steps). */
 typedef struct {
     double allreduce_s, allreduce_bytes, tp_s, tp_bytes;
+    double peer_wait_s, transfer_s, allreduce_wait_s, allreduce_transfer_s;
 } mpt__prom_totals_t;
 
 struct mpt_prometheus {

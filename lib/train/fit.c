@@ -217,7 +217,9 @@ static int fit_loop(fit_run *r, uint64_t total)
         const int32_t *y;
         mpt_data_position_t at;
         mpt_step_stats_t st;
+        double t0 = mpt__now(); /* host work on the trace's host track */
         MPT_TRY_RETURN(mpt_data_next(r->data, step, &x, &y, &at));
+        mpt__engine_host_span(r->t->eng, "batch load", t0);
         /* Snapshots at their interval and at each epoch's start, so that a
          * recovery never replays an epoch's summary. */
         if (mpt__elastic_due(&r->el, step) || (r->el.on && at.batch_index == 0)) {
@@ -279,16 +281,22 @@ static int fit_loop(fit_run *r, uint64_t total)
         int saved = o->checkpoint && o->checkpoint_every && st.step % o->checkpoint_every == 0;
         if (saved) {
             r->el.after_step = "checkpoint";
+            t0 = mpt__now();
             failed = mpt_trainer_save(r->t, o->checkpoint, &next);
+            mpt__engine_host_span(r->t->eng, "checkpoint", t0);
         }
         if (failed == MPT_OK &&
             (epoch_end || last || (o->eval_every && st.step % o->eval_every == 0))) {
             r->el.after_step = "evaluation";
+            t0 = mpt__now();
             failed = fit_evaluate(r, st.step, at.epoch, epoch_end || last, epoch_end, first_step);
+            mpt__engine_host_span(r->t->eng, "evaluate", t0);
         }
         if (failed == MPT_OK && last && o->checkpoint && !saved) {
             r->el.after_step = "checkpoint";
+            t0 = mpt__now();
             failed = mpt_trainer_save(r->t, o->checkpoint, &next);
+            mpt__engine_host_span(r->t->eng, "checkpoint", t0);
         }
         if (failed < 0) {
             MPT_TRY_RETURN(fit_recover(r, failed, &step));

@@ -1,9 +1,10 @@
 /*
  * train/trainer.c: the public training API: the configuration and the
- * learning-rate schedule, and the trainer (step, evaluate, logits, traces,
+ * learning-rate schedule, and the trainer (step, evaluate, logits,
  * per-device figures), which runs every plan, one device included, on the
  * engine.  Models are in model_api.c, datasets and loaders in dataset.c,
- * checkpoints in checkpoint.c.
+ * checkpoints in checkpoint.c, the figures of reports in figures.c, traces
+ * in trace.c.
  */
 #include <errno.h>
 #include <math.h>
@@ -119,19 +120,13 @@ static int trainer_new(const mpt_model_t *model, const mpt_train_config_t *confi
 int mpt__trainer_size_arrays(mpt_trainer_t *t)
 {
     size_t workers = mpt__engine_worker_count(t->eng);
-    double *busy = realloc(t->busy, (workers + 1) * sizeof *busy);
-    if (busy)
-        t->busy = busy;
     mpt__cal_measured_t *sum =
         realloc(t->cal_sum, MPT__CAL_HISTORY * (workers + 1) * sizeof *sum);
-    if (sum)
-        t->cal_sum = sum;
-    if (!busy || !sum)
+    if (!sum)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < workers; i++)
-        t->busy[i] = NAN;
+    t->cal_sum = sum;
     t->cal_steps = 0;
-    return MPT_OK;
+    return mpt__figures_size(t);
 }
 
 /* The deadline of waits on other ranks: the configuration's, else a few
@@ -324,7 +319,9 @@ void mpt_trainer_free(mpt_trainer_t *t)
         return;
     mpt__engine_free(t->eng);
     mpt__plan_free(t->own_plan); /* after the engine, which reads it */
-    free(t->busy);
+    free(t->window);
+    free(t->fixed);
+    free(t->clock);
     free(t->cal_sum);
     free(t->devs);
     free(t->rank_of);
@@ -401,22 +398,11 @@ int mpt_trainer_set_timing(mpt_trainer_t *t, int on)
 
 int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
 {
-    size_t n = mpt__engine_worker_count(t->eng), local = 0;
-    double now = mpt__now(), busy = 0, blas = 0;
-    int status = MPT_OK;
+    double now = mpt__now();
     memset(r, 0, sizeof *r);
     r->seconds = now - t->window_t0;
-    /* The devices' kernel time over the window (reading it waits for them). */
-    for (size_t i = 0; i < n && status == MPT_OK; i++) {
-        mpt_device_t *dev = mpt__engine_worker_device(t->eng, i);
-        double b = 0, bl = 0;
-        t->busy[i] = NAN;
-        if (!dev || !t->timing)
-            continue;
-        status = mpt_device_busy_seconds(dev, &b, &bl);
-        t->busy[i] = r->seconds > 0 ? b / r->seconds : 0;
-        busy += t->busy[i], blas += r->seconds > 0 ? bl / r->seconds : 0, local++;
-    }
+    int status = mpt__figures_window(t, r->seconds, t->window_steps, &r->device_busy,
+                                     &r->blas_busy);
     r->step = mpt_trainer_steps(t);
     r->total_steps = t->cfg.total_steps;
     r->steps = t->window_steps;
@@ -428,8 +414,6 @@ int mpt_trainer_report(mpt_trainer_t *t, mpt_step_report_t *r)
     r->samples_per_s = r->seconds > 0 ? (double)(r->steps * t->cfg.batch) / r->seconds : 0;
     size_t context = t->model->labels_per_sample;
     r->tokens_per_s = context > 1 ? r->samples_per_s * (double)context : 0;
-    r->device_busy = local ? busy / (double)local : NAN;
-    r->blas_busy = local ? blas / (double)local : NAN;
     double rate = r->seconds > 0 ? (double)r->steps / r->seconds : 0;
     r->eta_s = r->total_steps && rate > 0 && r->step <= r->total_steps
                    ? (double)(r->total_steps - r->step) / rate
@@ -465,39 +449,6 @@ uint64_t mpt_trainer_steps(const mpt_trainer_t *t)
     return t->eng ? mpt__engine_step(t->eng) : t->snap.step;
 }
 
-int mpt_trainer_set_trace(mpt_trainer_t *t, int on)
-{
-    mpt__engine_set_tracing(t->eng, on);
-    t->tracing = on;
-    return MPT_OK;
-}
-
-int mpt_trainer_trace_json(const mpt_trainer_t *t, char **json)
-{
-    return mpt__engine_trace_json(t->eng, json);
-}
-
-int mpt_trainer_write_trace(const mpt_trainer_t *t, const char *path)
-{
-    char name[4096], *json = NULL;
-    if (!t || !path)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_trainer_write_trace: NULL argument");
-    if (t->rank == 0)
-        snprintf(name, sizeof name, "%s", path);
-    else
-        snprintf(name, sizeof name, "%s.rank%d", path, t->rank);
-    int status = mpt_trainer_trace_json(t, &json);
-    if (status < 0)
-        return status;
-    FILE *f = fopen(name, "w");
-    int bad = !f || fputs(json, f) < 0;
-    if (f && fclose(f) != 0)
-        bad = 1;
-    free(json);
-    return bad ? mpt__fail(MPT_ERR_IO, "cannot write trace %s: %s", name, strerror(errno))
-               : MPT_OK;
-}
-
 size_t mpt_trainer_device_count(const mpt_trainer_t *t)
 {
     return t->eng ? mpt__engine_worker_count(t->eng) : 0;
@@ -509,7 +460,7 @@ int mpt_trainer_device_stats(const mpt_trainer_t *t, size_t i, mpt_device_step_t
         return mpt__fail(MPT_ERR_RANGE, "device %zu of the trainer's %zu", i,
                          mpt_trainer_device_count(t));
     *out = *mpt__engine_device_stats(t->eng, i);
-    out->busy = t->busy[i];
+    mpt__figures_apply(t, i, out);
     return MPT_OK;
 }
 

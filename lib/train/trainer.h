@@ -39,6 +39,8 @@ struct mpt_trainer {
     const mpt_topology_t *topo;
     const mpt_cluster_t *cluster; /* may be NULL (one device) */
     int tracing;
+    double *clock;         /* tracing under a job (trace.c): per rank the offset of its
+                            * clock from rank 0's, then the bound of each (rank 0's) */
     double predicted_s;    /* the plan's predicted step (calibrated), NaN: none */
     /* calibration: the last MPT__CAL_HISTORY steps' measured phases since
      * the last calibration or move, per step nworkers rows then the step's
@@ -51,7 +53,8 @@ struct mpt_trainer {
     uint64_t window_steps, window_updates; /* steps, and those not skipped (the loss's) */
     mpt_step_stats_t last;
     int timing;
-    double *busy;          /* per worker: busy fraction of the last window */
+    double *window;        /* per worker WIN_COUNT: the last report's (figures.c) */
+    double *fixed;         /* per worker FX_COUNT: its step's work and its device */
     int rank; /* in the job (mpt_trainer_create_world): only rank 0 writes checkpoints */
     mpt_world_t *world; /* the job's, NULL in one process */
     double comm_timeout_s; /* the deadline of waits on other ranks */
@@ -83,6 +86,22 @@ int mpt__trainer_agree_text(mpt_trainer_t *t, const char *what, const char *mine
  * signal, so that every rank stops at the same step); the value itself in
  * one process. */
 int mpt__trainer_agree_max(mpt_trainer_t *t, int mine, int *out);
+
+/* figures.c: per worker, the figures of the last report's window (busy
+ * and BLAS fractions, the last step's launches, achieved GFLOP/s and GB/s)
+ * and those fixed by its plan and device (a step's FLOPs and bytes by the
+ * cost model, its profile's rates, its memory capacity). */
+enum { WIN_BUSY, WIN_BLAS, WIN_KERNELS, WIN_BLAS_CALLS, WIN_GFLOPS, WIN_GBPS, WIN_COUNT };
+enum { FX_FLOPS, FX_BYTES, FX_GFLOPS, FX_GBPS, FX_CAPACITY, FX_COUNT };
+/* Sizes both for the trainer's engine, the window's unknown. */
+int mpt__figures_size(mpt_trainer_t *t);
+/* Closes the window (seconds, steps) on this rank's devices and, under a
+ * job, shares every rank's (collective); the mean busy and BLAS fractions
+ * of the devices whose time is known, NaN when none is. */
+int mpt__figures_window(mpt_trainer_t *t, double seconds, uint64_t steps, double *busy,
+                        double *blas);
+/* Worker i's figures into its statistics. */
+void mpt__figures_apply(const mpt_trainer_t *t, size_t i, mpt_device_step_t *out);
 
 /* The per-worker arrays (busy fractions, calibration sums) sized for the
  * trainer's engine and cleared: after creating it or moving to a plan. */
