@@ -27,10 +27,12 @@
  * stores are unaffected.  Must come before Oclgrind's runtime in
  * LD_PRELOAD (check_kernels.sh sets both), so that its symbols win and
  * RTLD_NEXT finds Oclgrind's.  Test tooling only: never linked into mpt.
+ *
+ * It also empties CLBlast's program cache at exit (clear_clblast below).
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #define CL_TARGET_OPENCL_VERSION 120
-#include <dlfcn.h>
+#include <dlfcn.h> /* dlsym, RTLD_NEXT, RTLD_DEFAULT */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,36 @@ static void *real(const char *name)
     if (!f)
         abort(); /* preloaded without an OpenCL runtime after it */
     return f;
+}
+
+/* CLBlast keeps its compiled programs in a static cache that its library
+ * destructor releases at exit; by then LLVM's own destructors (Oclgrind's
+ * compiler, a library CLBlast does not depend on) may have run, and
+ * releasing the programs corrupted the heap (seen: "malloc(): unsorted
+ * double linked list corrupted" in llvm::Module::~Module under
+ * clReleaseProgram from clblast::Cache, after every test had passed).  An
+ * exit handler registered during main runs before any library destructor:
+ * it empties the cache while everything is alive.  Looked up at run time,
+ * as not every test links CLBlast. */
+static void clear_clblast(void)
+{
+    int (*clear)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "CLBlastClearCache");
+    if (clear)
+        clear();
+}
+
+static void register_clear(void)
+{
+    atexit(clear_clblast);
+}
+
+/* Called by every entry point: the first registers the exit handler (from
+ * main's time, not from this library's constructor, whose handlers would
+ * run among the library destructors). */
+static void hooked(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_clear);
 }
 
 /* The buffer that owns `mem`'s bytes, and where they start in it (a
@@ -117,6 +149,7 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueWriteBuffer(cl_command_queue q, cl_mem 
     size_t origin, whole_size;
     cl_mem whole;
     cl_int err;
+    hooked();
     if (owner(mem, &origin) == mem && offset == 0 && size == size_of(mem))
         return REAL(clEnqueueWriteBuffer)(q, mem, blocking, offset, size, ptr, nwait, wait, ev);
     if (offset + size > size_of(mem)) /* let the runtime report the misuse */
@@ -136,6 +169,7 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueFillBuffer(cl_command_queue q, cl_mem m
     size_t origin, whole_size;
     cl_mem whole;
     cl_int err;
+    hooked();
     if (!pattern || pattern_size == 0 || size % pattern_size || offset + size > size_of(mem)) {
         typedef cl_int (*fill_fn)(cl_command_queue, cl_mem, const void *, size_t, size_t, size_t,
                                   cl_uint, const cl_event *, cl_event *);
@@ -158,6 +192,7 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueCopyBuffer(cl_command_queue q, cl_mem s
     size_t origin, whole_size;
     cl_mem whole;
     cl_int err;
+    hooked();
     if (src_offset + size > size_of(src) || dst_offset + size > size_of(dst)) {
         typedef cl_int (*copy_fn)(cl_command_queue, cl_mem, cl_mem, size_t, size_t, size_t,
                                   cl_uint, const cl_event *, cl_event *);
@@ -192,6 +227,7 @@ CL_API_ENTRY void *CL_API_CALL clEnqueueMapBuffer(cl_command_queue q, cl_mem mem
                                                   cl_event *ev, cl_int *err)
 {
     int writes = (flags & (CL_MAP_WRITE | CL_MAP_WRITE_INVALIDATE_REGION)) != 0;
+    hooked();
     if (flags & CL_MAP_WRITE_INVALIDATE_REGION) /* exclusive with READ */
         flags = (flags & ~(cl_map_flags)CL_MAP_WRITE_INVALIDATE_REGION) | CL_MAP_WRITE;
     void *ptr = REAL(clEnqueueMapBuffer)(q, mem, blocking, flags | CL_MAP_READ, offset, size,
