@@ -28,14 +28,16 @@
  * LD_PRELOAD (check_kernels.sh sets both), so that its symbols win and
  * RTLD_NEXT finds Oclgrind's.  Test tooling only: never linked into mpt.
  *
- * It also empties CLBlast's program cache at exit (clear_clblast below).
+ * It also ends the process before library destructors run (exit_now).
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #define CL_TARGET_OPENCL_VERSION 120
-#include <dlfcn.h> /* dlsym, RTLD_NEXT, RTLD_DEFAULT */
+#include <dlfcn.h> /* dlsym, RTLD_NEXT */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* _exit */
 
 #include <CL/cl.h>
 
@@ -57,25 +59,26 @@ static void *real(const char *name)
     return f;
 }
 
-/* CLBlast keeps its compiled programs in a static cache that its library
- * destructor releases at exit; by then LLVM's own destructors (Oclgrind's
- * compiler, a library CLBlast does not depend on) may have run, and
- * releasing the programs corrupted the heap (seen: "malloc(): unsorted
- * double linked list corrupted" in llvm::Module::~Module under
- * clReleaseProgram from clblast::Cache, after every test had passed).  An
- * exit handler registered during main runs before any library destructor:
- * it empties the cache while everything is alive.  Looked up at run time,
- * as not every test links CLBlast. */
-static void clear_clblast(void)
+/* A process that used CLBlast under Oclgrind aborts when CLBlast's
+ * programs are released: CLBlast keeps them in a static cache emptied by
+ * its library destructor at exit, and the release ends in
+ * llvm::Module::~Module (LLVM 14, via oclgrind::Program), where glibc
+ * finds the heap corrupted ("corrupted double-linked list", after every
+ * test had passed; CLBlastClearCache() from an exit handler aborts the
+ * same way, so it is not the order of the destructors).  mpt's own
+ * programs, released while the tests run, do not.  So the process ends
+ * at the first exit handler registered during main: stdio flushed, the
+ * exit status kept, library destructors skipped. */
+static void exit_now(int status, void *arg)
 {
-    int (*clear)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "CLBlastClearCache");
-    if (clear)
-        clear();
+    (void)arg;
+    fflush(NULL);
+    _exit(status);
 }
 
-static void register_clear(void)
+static void register_exit(void)
 {
-    atexit(clear_clblast);
+    on_exit(exit_now, NULL);
 }
 
 /* Called by every entry point: the first registers the exit handler (from
@@ -84,7 +87,7 @@ static void register_clear(void)
 static void hooked(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, register_clear);
+    pthread_once(&once, register_exit);
 }
 
 /* The buffer that owns `mem`'s bytes, and where they start in it (a
