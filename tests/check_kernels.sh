@@ -25,8 +25,11 @@
 #   check_ops        elementwise, activations, loss, optim, blas
 #   check_ops_conv   layer norm, max pooling, dropout, im2col/col2im
 #   check_nn         every layer kind forward and backward, small shapes
-#   check_parity     the tiny MLP, CNN and GPT against PyTorch's fixtures
-#                    (embedding, causal softmax, attention GEMMs, AdamW/SGD)
+#   check_parity     the tiny MLP and CNN against PyTorch's fixtures
+#                    (forward, backward, SGD and AdamW steps), and the tiny
+#                    GPT's forward and backward (embedding, causal softmax,
+#                    attention GEMMs); its training steps (case gpt_training)
+#                    are left out: minutes each, their kernels run above
 # MPT_CHECK_KERNELS_CASES="suite:case ..." overrides the list.
 #
 # Not part of `make check` (minutes, and oclgrind is optional); skips (77)
@@ -51,7 +54,7 @@ if [ -z "$rt" ] || [ ! -f "$rt" ]; then
 fi
 cases=${MPT_CHECK_KERNELS_CASES:-"check_ops:elementwise check_ops:activations check_ops:loss
     check_ops:optim check_ops:blas check_ops_conv:ops_conv check_nn:layers
-    check_parity:pytorch"}
+    check_parity:pytorch check_parity:gpt"}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpt-check-kernels.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 shim=$tmp/oclgrind_whole_writes.so

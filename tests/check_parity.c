@@ -180,7 +180,17 @@ int main(void)
     tcase_add_test(tc, mlp_adamw);
     tcase_add_test(tc, cnn_sgd);
     tcase_add_test(tc, cnn_adamw);
+    suite_add_tcase(s, tc);
+    /* The GPT in two cases, so that make check-kernels can run its forward
+     * and backward (every transformer kernel) without its training steps
+     * (minutes each under the simulator; their optimizer kernels run in the
+     * cases above). */
+    tc = tcase_create("gpt");
+    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, gpt_forward_backward);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gpt_training");
+    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, gpt_sgd);
     tcase_add_test(tc, gpt_adamw);
     suite_add_tcase(s, tc);
