@@ -30,7 +30,8 @@
 #                    GPT's forward and backward (embedding, causal softmax,
 #                    attention GEMMs); its training steps (case gpt_training)
 #                    are left out: minutes each, their kernels run above
-# MPT_CHECK_KERNELS_CASES="suite:case ..." overrides the list.
+# MPT_CHECK_KERNELS_CASES="suite:case ..." overrides the list.  First,
+# tests/oclgrind_canary.c must draw one report from each check.
 #
 # Not part of `make check` (minutes, and oclgrind is optional); skips (77)
 # when oclgrind is not installed (apt-get install oclgrind).
@@ -64,12 +65,31 @@ if ! ${CC:-cc} -shared -fPIC ${OPENCL_CFLAGS:-} -o "$shim" "$srcdir/oclgrind_who
     echo "FAIL: could not build $srcdir/oclgrind_whole_writes.c"
     exit 1
 fi
+# shellcheck disable=SC2086
+if ! ${CC:-cc} ${OPENCL_CFLAGS:-} -o "$tmp/canary" "$srcdir/oclgrind_canary.c" \
+    ${OPENCL_LIBS:--lOpenCL}; then
+    echo "FAIL: could not build $srcdir/oclgrind_canary.c"
+    exit 1
+fi
 unset MPT_DEVICES MPT_BLAS
 MPT_TEST_SMALL=1 MPT_CL_BUILD_OPTIONS=-cl-opt-disable
 OCLGRIND_CHECK_API=1 OCLGRIND_DATA_RACES=1 OCLGRIND_UNINITIALIZED=1
 export MPT_TEST_SMALL MPT_CL_BUILD_OPTIONS
 export OCLGRIND_CHECK_API OCLGRIND_DATA_RACES OCLGRIND_UNINITIALIZED
 failed=0 total_start=$(date +%s)
+# The canary's four deliberate errors must each be reported: the checks
+# are live, so the tests' "0 findings" below means something.
+LD_PRELOAD="$shim:$rt" "$tmp/canary" >"$tmp/canary.log" 2>&1
+status=$?
+for expected in '^Oclgrind - OpenCL runtime error' '^Invalid read' '^Uninitialized value' \
+    'data race'; do
+    if [ "$status" -ne 0 ] || ! grep -qE "$expected" "$tmp/canary.log"; then
+        echo "FAIL: the canary's error ($expected) was not reported (exit $status):"
+        head -n 20 "$tmp/canary.log"
+        exit 1
+    fi
+done
+echo "ok   canary: API misuse, out-of-bounds, uninitialised read and data race reported"
 for item in $cases; do
     suite=${item%%:*} case=${item#*:}
     log=$tmp/$suite.$case.log
