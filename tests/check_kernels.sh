@@ -13,15 +13,16 @@
 # library makes every host store into a buffer a store of the whole
 # buffer, working around Oclgrind's uninitialised checker, which replaces
 # a buffer's whole shadow on a partial host write and then reports reads
-# of data written by the host (see its header and docs/vendors.md).
+# of data written by the host; it also ends each test process before the
+# library destructors, as CLBlast's release of its programs corrupts the
+# heap under Oclgrind (see its header and docs/vendors.md).
 # mpt's kernels are built unoptimised (MPT_CL_BUILD_OPTIONS=-cl-opt-disable):
 # Oclgrind 21.10's uninitialised checker stops with "Unsupported
 # instruction: freeze" on the freeze that clang's optimiser puts beside a
 # division and remainder pair (mpt_dropout, mpt_conv_col2im; supported
 # upstream after 21.10), and the unoptimised code is the source as written.
 #
-# The cases (Check test cases, CK_RUN_CASE), each under a minute or two on
-# the loaded 2-core machine (docs/testing.md has the figures):
+# The cases (Check test cases, CK_RUN_CASE; times in docs/vendors.md):
 #   check_ops        elementwise, activations, loss, optim, blas
 #   check_ops_conv   layer norm, max pooling, dropout, im2col/col2im
 #   check_nn         every layer kind forward and backward, small shapes
