@@ -30,7 +30,7 @@
  *
  * It also ends the process before library destructors run (exit_now).
  */
-#define _GNU_SOURCE /* RTLD_NEXT */
+#define _GNU_SOURCE /* RTLD_NEXT, on_exit */
 #define CL_TARGET_OPENCL_VERSION 120
 #include <dlfcn.h> /* dlsym, RTLD_NEXT */
 #include <pthread.h>
@@ -67,8 +67,9 @@ static void *real(const char *name)
  * test had passed; CLBlastClearCache() from an exit handler aborts the
  * same way, so it is not the order of the destructors).  mpt's own
  * programs, released while the tests run, do not.  So the process ends
- * at the first exit handler registered during main: stdio flushed, the
- * exit status kept, library destructors skipped. */
+ * in an exit handler registered at the first OpenCL call seen here
+ * (during main, so it runs before the library destructors): stdio
+ * flushed, the exit status kept, the destructors skipped. */
 static void exit_now(int status, void *arg)
 {
     (void)arg;
