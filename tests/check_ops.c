@@ -138,7 +138,9 @@ START_TEST(fill_odd_sizes_at_offsets)
 {
     mpt_devices_t *set;
     mpt_device_t *dev = open_device(&set);
-    const size_t sizes[] = {1, 7, 1000003}, offs[] = {3, 1, 17};
+    /* MPT_TEST_SMALL: 10,003 instead of a million (still odd, several
+     * work-groups and a partial last one). */
+    const size_t sizes[] = {1, 7, test_small() ? 10003 : 1000003}, offs[] = {3, 1, 17};
     const float values[] = {2.5f, -0.0f, NAN};
     for (size_t k = 0; k < 3; k++) {
         size_t n = sizes[k];
@@ -264,7 +266,7 @@ START_TEST(relu_forward_backward_odd_sizes)
 {
     mpt_devices_t *set;
     mpt_device_t *dev = open_device(&set);
-    const size_t sizes[] = {1, 7, 1000003};
+    const size_t sizes[] = {1, 7, test_small() ? 10003 : 1000003}; /* as fill's */
     for (size_t k = 0; k < 3; k++) {
         size_t n = sizes[k];
         float *x0 = rnd(40 + k, n, 1.0f), *dy0 = rnd(50 + k, n, 1.0f), *got = falloc(n);
@@ -875,26 +877,30 @@ START_TEST(gemm_keeps_queue_order)
 {
     mpt_devices_t *set = test_open_with_provider("0", _i);
     mpt_device_t *dev = mpt_devices_get(set, 0);
-    const size_t m = 48, k = 256, n = 40;
+    /* MPT_TEST_SMALL: k = 32 and 4,096 busy floats instead of 8 M (a
+     * simulator runs the 24 fills of 8 M work-items for hours); the order
+     * is still what the exact values below check. */
+    const size_t m = 48, k = test_small() ? 32 : 256, n = 40;
+    const size_t nbusy = test_small() ? (size_t)1 << 12 : (size_t)1 << 23;
     mpt__tensor_t a = put(dev, 7, m * k, NULL), b = put(dev, 1, k * n, NULL),
                   c = put(dev, 3, m * n, NULL), d = put(dev, 2, m * m, NULL),
-                  e = put(dev, 4, m * m, NULL), busy = put(dev, 0, 1 << 23, NULL);
+                  e = put(dev, 4, m * m, NULL), busy = put(dev, 0, nbusy, NULL);
     float *got = falloc(m * m);
     for (int round = 0; round < 3; round++) {
         /* tens of milliseconds of queued work first, so that a GEMM that
          * did not wait for the queue would run before the fills below */
         for (int i = 0; i < 8; i++)
-            ck_assert_mpt_ok(mpt__op_fill(&busy, 1 << 23, (float)i));
+            ck_assert_mpt_ok(mpt__op_fill(&busy, nbusy, (float)i));
         ck_assert_mpt_ok(mpt__op_fill(&a, m * k, 2.0f + round));
         ck_assert_mpt_ok(mpt__op_fill(&b, k * n, 0.5f));
-        /* C = A B: every element 256 * (2 + round) * 0.5 */
+        /* C = A B: every element k * (2 + round) * 0.5 */
         ck_assert_mpt_ok(mpt__op_gemm(0, 0, m, n, k, 1.0f, &a, k, &b, n, 0.0f, &c, n));
-        ck_assert_mpt_ok(mpt__op_scale(&c, m * n, 0.125f)); /* 16 (2 + round) */
-        /* D = C C^T: 40 * (16 (2 + round))^2, then E = relu(D) */
+        ck_assert_mpt_ok(mpt__op_scale(&c, m * n, 0.125f)); /* k / 16 (2 + round) */
+        /* D = C C^T: n * (k / 16 (2 + round))^2, then E = relu(D) */
         ck_assert_mpt_ok(mpt__op_gemm(0, 1, m, m, n, 1.0f, &c, n, &c, n, 0.0f, &d, m));
         ck_assert_mpt_ok(mpt__op_relu_forward(&d, &e, m * m));
         get(&e, got);
-        float want = 40.0f * (16.0f * (2 + round)) * (16.0f * (2 + round));
+        float cij = (float)k / 16.0f * (float)(2 + round), want = (float)n * cij * cij;
         for (size_t i = 0; i < m * m; i++)
             ck_assert_msg(got[i] == want, "%s, round %d: E[%zu] = %g, want %g",
                           test_gemm_provider(_i), round, i, got[i], want);
@@ -1215,7 +1221,10 @@ START_TEST(timing_brackets_clblast_calls)
 {
     mpt_devices_t *set = test_open_with_provider("0", 0);
     mpt_device_t *dev = mpt_devices_get(set, 0);
-    const size_t n = 300; /* large enough for CLBlast's indirect GEMM: several kernels */
+    /* 300: large enough for CLBlast's indirect GEMM (several kernels).
+     * MPT_TEST_SMALL: 64, likely one direct kernel, since a simulator takes
+     * minutes over 300^3; the bracket is still asserted around the call. */
+    const size_t n = test_small() ? 64 : 300;
     float *a0 = rnd(870, n * n, 1.0f);
     mpt__tensor_t a = put(dev, 0, n * n, a0), c = put(dev, 0, n * n, NULL);
     double busy = 0, blas = 0;

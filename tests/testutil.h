@@ -38,6 +38,16 @@ static inline const char *test_path(const char *relative)
     return buf;
 }
 
+/* MPT_TEST_SMALL=1 (set by make check-kernels): smaller shapes for runs
+ * under a simulator (Oclgrind interprets every work-item), still checked
+ * against the same references and tolerances.  Each test that reads it
+ * says which shapes shrink. */
+static inline int test_small(void)
+{
+    const char *s = getenv("MPT_TEST_SMALL");
+    return s && s[0] == '1' && s[1] == '\0';
+}
+
 /* The GEMM providers (lib/device/gemm.h) that every test using GEMMs runs
  * under, as a Check loop test over [0, TEST_GEMM_PROVIDERS). */
 #define TEST_GEMM_PROVIDERS 2

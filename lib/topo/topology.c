@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include <hwloc.h>
-#include <hwloc/opencl.h>
+#include <hwloc/linux.h>
 
 #include "device/device.h"
 
@@ -227,15 +227,20 @@ int mpt_topology_locate_device(const mpt_topology_t *topo, const mpt_device_t *d
         return mpt_topology_locate_pci(topo, info->pci_address, out);
     if (info->pci_address[0] && topo->live) {
         /* PCI discovery unavailable (no libhwloc-plugins): sysfs still
-         * tells the GPU's local cores. */
+         * tells the GPU's local cores.  Read from the address the device
+         * reported (its extension checked), not through
+         * hwloc_opencl_get_device_cpuset, which asks the AMD and NVIDIA
+         * attributes unchecked (CL_INVALID_VALUE elsewhere, see
+         * device.c's query_pci). */
+        char path[96];
         hwloc_bitmap_t set = hwloc_bitmap_alloc();
         int status = MPT_ERR_NOMEM;
         memset(out, 0, sizeof *out);
-        if (set && hwloc_opencl_get_device_cpuset(topo->t, dev->id, set) == 0)
+        snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/local_cpus", info->pci_address);
+        if (set && (hwloc_linux_read_path_as_cpumask(path, set) < 0 || hwloc_bitmap_iszero(set)))
+            hwloc_bitmap_copy(set, hwloc_topology_get_complete_cpuset(topo->t));
+        if (set)
             status = fill_from_cpuset(topo, set, out);
-        else if (set)
-            status = mpt__fail(MPT_ERR_TOPOLOGY, "no locality for device %d (%s)", info->index,
-                               info->name);
         hwloc_bitmap_free(set);
         snprintf(out->pci_address, sizeof out->pci_address, "%s", info->pci_address);
         return status;
