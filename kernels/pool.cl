@@ -12,8 +12,8 @@
  * Each work-item handles one row (an output row forward, an input row
  * backward), so the index divisions, slow on CPU devices, are paid once a
  * row and not once an element; the NaN test is v != v because PoCL's
- * isnan() made the forward 2-4x slower (docs/performance.md, "CNN:
- * mpt's own kernels").
+ * isnan() made the forward 2-4x slower (docs/performance.md, the CNN's
+ * own kernels).
  *
  * Backward: the work-item of input row (plane, iy) zeroes that row of dx,
  * then visits the output rows whose windows cover iy and adds dy to the
