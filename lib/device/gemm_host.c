@@ -139,13 +139,13 @@ static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
     return MPT_OK;
 }
 
-static void use_threads(const mpt_device_t *dev)
+static void use_threads(int threads)
 {
 #if defined(HAVE_OPENBLAS_SET_NUM_THREADS) && defined(HAVE_OPENBLAS_GET_NUM_THREADS)
-    if (openblas_get_num_threads() != dev->blas_threads)
-        openblas_set_num_threads(dev->blas_threads);
+    if (openblas_get_num_threads() != threads)
+        openblas_set_num_threads(threads);
 #else
-    (void)dev; /* another CBLAS: its own default */
+    (void)threads; /* another CBLAS: its own default */
 #endif
 }
 
@@ -205,10 +205,7 @@ static void run_native(void *block)
     float *ptr[MAX_REGIONS];
     for (size_t i = 0; i < h->n; i++)
         ptr[i] = (float *)h->host[h->slot[i]] + h->off[i];
-#if defined(HAVE_OPENBLAS_SET_NUM_THREADS) && defined(HAVE_OPENBLAS_GET_NUM_THREADS)
-    if (openblas_get_num_threads() != h->threads)
-        openblas_set_num_threads(h->threads);
-#endif
+    use_threads(h->threads);
     h->fn(h->arg, ptr);
 }
 
@@ -292,7 +289,7 @@ int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *a
     double t0 = dev->timing ? mpt__now() : 0;
     for (size_t i = 0; i < n; i++)
         ptr[i] = at(r, nr, args[i].mem, args[i].off);
-    use_threads(dev);
+    use_threads(dev->blas_threads);
     fn((void *)arg, ptr);
     if (dev->timing)
         dev->host_seconds += mpt__now() - t0;
