@@ -35,7 +35,7 @@ struct mpt_device {
     cl_event blas_mark;        /* mpt__device_blas_begin's marker, until blas_done */
     size_t nevents, cap_events;
     /* The GEMM provider (device/gemm.h), chosen at open. */
-    int gemm_host;       /* 1: the host BLAS on mapped buffers; 0: CLBlast */
+    int gemm_host;       /* 0: CLBlast; else the host BLAS, MPT_GEMM_HOST_* (gemm.h) */
     int blas_threads;    /* host BLAS threads for this device's GEMMs */
     cl_mem ones;         /* CLBlast's GEMV vector of ones for sum_rows, grown as needed */
     size_t ones_len;

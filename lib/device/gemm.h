@@ -7,12 +7,11 @@
  * - CLBlast (gemm_provider.c): kernels enqueued on the device's queue; the
  *   provider of GPUs and accelerators.
  * - the host BLAS (gemm_host.c, OpenBLAS through CBLAS): on CPU devices
- *   whose buffers are host memory (PoCL), the buffers are mapped (which
- *   waits for every earlier command of the in-order queue), cblas_sgemm
- *   runs on the calling thread and its BLAS threads, and the buffers are
- *   unmapped (which every later command of the queue waits for).  So the
- *   call returns with the GEMM done, unlike CLBlast's, and queue order is
- *   kept either way.
+ *   whose buffers are host memory (PoCL), cblas_sgemm runs as a command of
+ *   the device's in-order queue: a native kernel where the device runs
+ *   them (the call returns at once, as CLBlast's do), else between a
+ *   blocking map of the buffers and their unmap (the call returns with
+ *   the GEMM done).  Queue order is kept either way.
  * The provider is chosen when the device is opened (MPT_BLAS, see
  * mpt__gemm_choose) and shown in mpt_device_info_t.gemm_provider.
  *
@@ -28,6 +27,10 @@
  * auto takes the host BLAS on a CPU device with host-unified memory.
  * MPT_ERR_PARSE for any other value of MPT_BLAS. */
 int mpt__gemm_choose(mpt_device_t *dev);
+
+/* dev->gemm_host: how the host provider runs a call (gemm_host.c). */
+#define MPT_GEMM_HOST_MAP 1    /* between a blocking map and the unmap */
+#define MPT_GEMM_HOST_NATIVE 2 /* as a native kernel of the queue */
 
 /* Sets the host-BLAS thread count of every host-provider device of a set
  * opened together (see gemm_host.c for why they share one count). */
@@ -71,10 +74,10 @@ int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t 
                             size_t cols, float beta, cl_mem db, size_t db_off);
 /* ---- host calls on mapped buffers (gemm_host.c) ------------------------- */
 
-/* Work the host provider runs as one call inside one map: a GEMM with its
- * epilogue (bias, activation) or a linear layer's whole backward
- * (tensor/linear.c), so that a layer costs the queue one blocking wait
- * instead of one per GEMM and per kernel around it. */
+/* Work the host provider runs as one call: a GEMM with its epilogue
+ * (bias, activation) or a linear layer's whole backward (tensor/linear.c),
+ * so that a layer costs the queue one command (and, through maps, one
+ * blocking wait) instead of one per GEMM and per kernel around it. */
 #define MPT_HOST_MAX_ARGS 8
 
 typedef struct {
@@ -83,13 +86,15 @@ typedef struct {
     int write;     /* the call writes some of it */
 } mpt__host_arg_t;
 
-/* Maps the regions (merged per buffer, each buffer mapped once, one
- * blocking wait), runs fn(arg, ptr) with ptr[i] the host address of
- * args[i]'s first float, unmaps.  Counts one BLAS call, and its time as
- * BLAS busy time while timing is on.  MPT_ERR_RANGE for a region outside
- * its buffer; n <= MPT_HOST_MAX_ARGS. */
+/* Runs fn(copy of arg, ptr) in the device's queue order, ptr[i] the host
+ * address of args[i]'s first float: as a native kernel (enqueued; arg's
+ * arg_size bytes are copied, so arg must hold values, not pointers to the
+ * caller's memory) or between a blocking map of the regions (merged per
+ * buffer) and their unmap.  Counts one BLAS call, and its time as BLAS
+ * busy time while timing is on.  MPT_ERR_RANGE for a region outside its
+ * buffer; n <= MPT_HOST_MAX_ARGS. */
 int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *args, size_t n,
-                   void (*fn)(void *arg, float *const *ptr), void *arg);
+                   void (*fn)(void *arg, float *const *ptr), const void *arg, size_t arg_size);
 /* cblas_sgemm on host addresses, inside mpt__host_call's fn (which set
  * the device's thread count); sizes checked by the caller to fit int. */
 void mpt__host_sgemm(int trans_a, int trans_b, size_t m, size_t n,

@@ -2,16 +2,23 @@
  * device/gemm_host.c: the host GEMM provider: the host's BLAS (OpenBLAS
  * through CBLAS) on the mapped buffers of a CPU device.
  *
- * Order in the queue.  A blocking clEnqueueMapBuffer on the in-order
- * queue returns only after every command enqueued before it has finished,
- * so the GEMM reads what earlier kernels wrote; the unmap is enqueued
- * before anything that follows, so later kernels read the GEMM's result.
- * Each buffer is mapped once per call over the union of the regions the
- * call touches: mapping one buffer twice for writing is undefined in
- * OpenCL 1.2, and A, B and C are often views of one buffer.  On PoCL's
- * CPU devices a map returns the buffer's own memory (no copy); on other
- * devices (MPT_BLAS=host forced) the driver copies, which is slow but
- * still correct.
+ * Two ways to run a host call in the device's queue order:
+ * - As a native kernel (clEnqueueNativeKernel, MPT_GEMM_HOST_NATIVE), on a
+ *   host-unified device that runs them (PoCL's CPU devices do): the call
+ *   is a command of the in-order queue like any kernel, so it runs after
+ *   every earlier command and before every later one, and the caller does
+ *   not wait for it.  A blocking map round trip cost PoCL's pthread driver
+ *   25-75 us a call (measured alone, loaded machine); enqueueing a native
+ *   kernel about 1 us, and several run back to back (docs/performance.md).
+ * - Through maps (MPT_GEMM_HOST_MAP), anywhere else: a blocking
+ *   clEnqueueMapBuffer returns only after every command enqueued before it
+ *   has finished, so the GEMM reads what earlier kernels wrote; the unmap
+ *   is enqueued before anything that follows, so later kernels read the
+ *   GEMM's result.  On a device without shared memory (MPT_BLAS=host
+ *   forced) the driver copies, which is slow but still correct.
+ * Either way each buffer is given once per call, over the union of the
+ * regions the call touches: mapping one buffer twice for writing is
+ * undefined in OpenCL 1.2, and A, B and C are often views of one buffer.
  *
  * Threads.  A device's GEMMs should use as many BLAS threads as it has
  * compute units, but OpenBLAS 0.3.21 (pthread build, Debian's default)
@@ -35,6 +42,9 @@
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <limits.h>
 #include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -88,9 +98,8 @@ static int unmap_all(mpt_device_t *dev, region_t *r, size_t nr, int status)
     return status;
 }
 
-/* Checks each region against its buffer's size, then maps them all,
- * blocking (see the header comment for why that orders the queue). */
-static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
+/* MPT_ERR_RANGE for a region past its buffer's end. */
+static int check_sizes(mpt_device_t *dev, const region_t *r, size_t nr, const char *what)
 {
     for (size_t i = 0; i < nr; i++) {
         size_t size = 0;
@@ -103,6 +112,16 @@ static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
                              "buffer of %zu bytes", what, dev->info.index, r[i].lo, r[i].hi,
                              size);
     }
+    return MPT_OK;
+}
+
+/* Checks each region against its buffer's size, then maps them all,
+ * blocking (see the header comment for why that orders the queue). */
+static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
+{
+    int status = check_sizes(dev, r, nr, what);
+    if (status < 0)
+        return status;
     for (size_t i = 0; i < nr; i++) {
         /* Only the last map blocks: the in-order queue has completed the
          * others (and everything before them) when it returns, and one
@@ -120,21 +139,13 @@ static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
     return MPT_OK;
 }
 
-/* Bytes spanned by a rows x cols row-major matrix of leading dimension ld
- * at float offset off: [lo, hi). */
-static void span(size_t off, size_t rows, size_t cols, size_t ld, size_t *lo, size_t *hi)
-{
-    *lo = off * sizeof(float);
-    *hi = (off + (rows - 1) * ld + cols) * sizeof(float);
-}
-
-static void use_threads(const mpt_device_t *dev)
+static void use_threads(int threads)
 {
 #if defined(HAVE_OPENBLAS_SET_NUM_THREADS) && defined(HAVE_OPENBLAS_GET_NUM_THREADS)
-    if (openblas_get_num_threads() != dev->blas_threads)
-        openblas_set_num_threads(dev->blas_threads);
+    if (openblas_get_num_threads() != threads)
+        openblas_set_num_threads(threads);
 #else
-    (void)dev; /* another CBLAS: its own default */
+    (void)threads; /* another CBLAS: its own default */
 #endif
 }
 
@@ -173,89 +184,90 @@ const char *mpt__gemm_host_name(void)
 #endif
 }
 
-int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                   float alpha, cl_mem a, const size_t *a_off, size_t lda, cl_mem b,
-                   const size_t *b_off, size_t ldb, float beta, cl_mem c, const size_t *c_off,
-                   size_t ldc, size_t count)
+/* ---- host calls ------------------------------------------------------------ */
+
+/* The block a native kernel receives (OpenCL copies it at the enqueue):
+ * the call, the regions, the buffers, then the caller's argument. */
+typedef struct {
+    void (*fn)(void *arg, float *const *ptr);
+    int threads;
+    size_t n;                  /* regions */
+    size_t off[MAX_REGIONS];   /* each region's first float in its buffer */
+    size_t slot[MAX_REGIONS];  /* its buffer's entry in mem */
+    void *mem[MAX_REGIONS];    /* the buffers' handles, for OpenCL to overwrite */
+    char *host[MAX_REGIONS];   /* their host addresses, mapped at the enqueue */
+    max_align_t arg[];         /* the caller's argument */
+} native_t;
+
+static void run_native(void *block)
 {
-    const char *what = count == 1 ? "host GEMM" : "host batched GEMM";
-    size_t arows = trans_a ? k : m, acols = trans_a ? m : k;
-    size_t brows = trans_b ? n : k, bcols = trans_b ? k : n;
-    region_t r[MAX_REGIONS];
-    size_t nr = 0;
-    int status;
-    /* CBLAS would report these through xerbla, which prints: check first. */
-    if (lda < acols || ldb < bcols || ldc < n)
-        return mpt__fail(MPT_ERR_INVALID, "%s %zux%zux%zu on device %d: leading dimensions "
-                         "%zu, %zu, %zu below the rows' lengths %zu, %zu, %zu", what, m, n, k,
-                         dev->info.index, lda, ldb, ldc, acols, bcols, n);
-    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
-        ldc > INT_MAX)
-        return mpt__fail(MPT_ERR_RANGE, "%s %zux%zux%zu on device %d: beyond CBLAS's int sizes",
-                         what, m, n, k, dev->info.index);
-    size_t lo[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX}, hi[3] = {0, 0, 0};
-    for (size_t i = 0; i < count; i++) {
-        size_t l, h;
-        span(a_off[i], arows, acols, lda, &l, &h);
-        lo[0] = l < lo[0] ? l : lo[0], hi[0] = h > hi[0] ? h : hi[0];
-        span(b_off[i], brows, bcols, ldb, &l, &h);
-        lo[1] = l < lo[1] ? l : lo[1], hi[1] = h > hi[1] ? h : hi[1];
-        span(c_off[i], m, n, ldc, &l, &h);
-        lo[2] = l < lo[2] ? l : lo[2], hi[2] = h > hi[2] ? h : hi[2];
-    }
-    need(r, &nr, a, lo[0], hi[0], CL_MAP_READ);
-    need(r, &nr, b, lo[1], hi[1], CL_MAP_READ);
-    need(r, &nr, c, lo[2], hi[2], CL_MAP_READ | CL_MAP_WRITE);
-    MPT_TRY(map_all(dev, r, nr, what));
-    dev->blas_calls++;
-    double t0 = dev->timing ? mpt__now() : 0;
-    use_threads(dev);
-    for (size_t i = 0; i < count; i++)
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
-                    at(r, nr, a, a_off[i]), (int)lda, at(r, nr, b, b_off[i]), (int)ldb, beta,
-                    at(r, nr, c, c_off[i]), (int)ldc);
-    if (dev->timing)
-        dev->host_seconds += mpt__now() - t0;
-    status = unmap_all(dev, r, nr, MPT_OK);
-out:
-    return status;
+    native_t *h = block;
+    float *ptr[MAX_REGIONS];
+    for (size_t i = 0; i < h->n; i++)
+        ptr[i] = (float *)h->host[h->slot[i]] + h->off[i];
+    use_threads(h->threads);
+    h->fn(h->arg, ptr);
 }
 
-int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
-                            size_t cols, float beta, cl_mem db, size_t db_off)
+/* Enqueues fn as a native kernel over regions r (merged per buffer) for
+ * args; its event counts as BLAS busy time while timing is on. */
+static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r, size_t nr,
+                          const mpt__host_arg_t *args, size_t n,
+                          void (*fn)(void *arg, float *const *ptr), const void *arg,
+                          size_t arg_size)
 {
-    region_t r[MAX_REGIONS];
-    size_t nr = 0;
-    int status;
-    if (rows)
-        need(r, &nr, dy, dy_off * sizeof(float), (dy_off + rows * cols) * sizeof(float),
-             CL_MAP_READ);
-    need(r, &nr, db, db_off * sizeof(float), (db_off + cols) * sizeof(float),
-         CL_MAP_READ | CL_MAP_WRITE);
-    MPT_TRY(map_all(dev, r, nr, "host bias gradient"));
-    dev->blas_calls++;
-    double t0 = dev->timing ? mpt__now() : 0;
-    float *sum = at(r, nr, db, db_off);
-    const float *rows0 = rows ? at(r, nr, dy, dy_off) : NULL;
-    /* Row by row, so that the inner loop runs along memory (and
-     * vectorises); beta = 0 writes without reading, as BLAS does. */
-    for (size_t j = 0; j < cols; j++)
-        sum[j] = beta == 0.0f ? 0.0f : beta * sum[j];
-    for (size_t i = 0; i < rows; i++) {
-        const float *row = rows0 + i * cols;
-        for (size_t j = 0; j < cols; j++)
-            sum[j] += row[j];
+    size_t size = sizeof(native_t) + arg_size;
+    native_t *h = calloc(1, size);
+    cl_mem mems[MAX_REGIONS];
+    const void *locs[MAX_REGIONS];
+    if (!h)
+        return mpt__fail(MPT_ERR_NOMEM, "%s on device %d: out of memory", what,
+                         dev->info.index);
+    h->fn = fn, h->threads = dev->blas_threads, h->n = n;
+    /* Each buffer's host address from a map enqueued without waiting
+     * (on a host-unified device, the buffer's own memory) and unmapped at
+     * once; the native kernel queues behind both.  The addresses OpenCL
+     * writes into the block are not used: PoCL 3.1 sorts the command's
+     * buffers and then writes the i-th sorted buffer's address at
+     * args_mem_loc[i], so a call got another buffer's address (found by
+     * ASan: a GEMM wrote past a 128-byte buffer).  mem_list still makes
+     * the runtime keep the buffers alive until the call has run. */
+    cl_int err = CL_SUCCESS;
+    for (size_t j = 0; j < nr; j++) {
+        mems[j] = r[j].mem;
+        h->mem[j] = r[j].mem;
+        locs[j] = &h->mem[j];
+        h->host[j] = clEnqueueMapBuffer(dev->queue, r[j].mem, CL_FALSE, r[j].flags, 0,
+                                        r[j].hi, 0, NULL, NULL, &err);
+        if (!h->host[j] || err != CL_SUCCESS ||
+            (err = clEnqueueUnmapMemObject(dev->queue, r[j].mem, h->host[j], 0, NULL, NULL)) !=
+                CL_SUCCESS) {
+            free(h);
+            return mpt__fail_cl(err, "%s on device %d: mapping a buffer", what, dev->info.index);
+        }
     }
-    if (dev->timing)
-        dev->host_seconds += mpt__now() - t0;
-    status = unmap_all(dev, r, nr, MPT_OK);
-out:
-    return status;
+    for (size_t i = 0; i < n; i++) {
+        h->off[i] = args[i].off;
+        for (size_t j = 0; j < nr; j++)
+            if (r[j].mem == args[i].mem)
+                h->slot[i] = j;
+    }
+    if (arg_size)
+        memcpy(h->arg, arg, arg_size);
+    cl_event ev = NULL;
+    err = clEnqueueNativeKernel(dev->queue, run_native, h, size, (cl_uint)nr, mems, locs,
+                                       0, NULL, dev->timing ? &ev : NULL);
+    free(h); /* OpenCL copied it */
+    if (err != CL_SUCCESS)
+        return mpt__fail_cl(err, "%s on device %d: enqueueing the host call", what,
+                            dev->info.index);
+    dev->blas_calls++;
+    mpt__device_event(dev, ev, 1);
+    return MPT_OK;
 }
 
 int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *args, size_t n,
-                   void (*fn)(void *arg, float *const *ptr), void *arg)
+                   void (*fn)(void *arg, float *const *ptr), const void *arg, size_t arg_size)
 {
     region_t r[MAX_REGIONS];
     float *ptr[MAX_REGIONS];
@@ -268,18 +280,119 @@ int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *a
         need(r, &nr, args[i].mem, args[i].off * sizeof(float),
              (args[i].off + args[i].n) * sizeof(float),
              args[i].write ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
+    if (dev->gemm_host == MPT_GEMM_HOST_NATIVE) {
+        MPT_TRY(check_sizes(dev, r, nr, what));
+        return enqueue_native(dev, what, r, nr, args, n, fn, arg, arg_size);
+    }
     MPT_TRY(map_all(dev, r, nr, what));
     dev->blas_calls++;
     double t0 = dev->timing ? mpt__now() : 0;
     for (size_t i = 0; i < n; i++)
         ptr[i] = at(r, nr, args[i].mem, args[i].off);
-    use_threads(dev);
-    fn(arg, ptr);
+    use_threads(dev->blas_threads);
+    fn((void *)arg, ptr);
     if (dev->timing)
         dev->host_seconds += mpt__now() - t0;
     status = unmap_all(dev, r, nr, MPT_OK);
 out:
     return status;
+}
+
+/* ---- GEMMs and the bias gradient as host calls ------------------------------ */
+
+/* A (batched) GEMM; off holds a_off, b_off, c_off of each GEMM, made
+ * relative to the regions' first floats (lo). */
+typedef struct {
+    int trans_a, trans_b;
+    size_t m, n, k, lda, ldb, ldc, count;
+    float alpha, beta;
+    size_t off[]; /* 3 x count */
+} gemm_arg_t;
+
+/* ptr: A, B, C at their regions' first floats. */
+static void host_gemm(void *arg, float *const *ptr)
+{
+    const gemm_arg_t *g = arg;
+    for (size_t i = 0; i < g->count; i++)
+        mpt__host_sgemm(g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha,
+                        ptr[0] + g->off[3 * i], g->lda, ptr[1] + g->off[3 * i + 1], g->ldb,
+                        g->beta, ptr[2] + g->off[3 * i + 2], g->ldc);
+}
+
+int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                   float alpha, cl_mem a, const size_t *a_off, size_t lda, cl_mem b,
+                   const size_t *b_off, size_t ldb, float beta, cl_mem c, const size_t *c_off,
+                   size_t ldc, size_t count)
+{
+    const char *what = count == 1 ? "host GEMM" : "host batched GEMM";
+    size_t arows = trans_a ? k : m, acols = trans_a ? m : k;
+    size_t brows = trans_b ? n : k, bcols = trans_b ? k : n;
+    /* CBLAS would report these through xerbla, which prints: check first. */
+    if (lda < acols || ldb < bcols || ldc < n)
+        return mpt__fail(MPT_ERR_INVALID, "%s %zux%zux%zu on device %d: leading dimensions "
+                         "%zu, %zu, %zu below the rows' lengths %zu, %zu, %zu", what, m, n, k,
+                         dev->info.index, lda, ldb, ldc, acols, bcols, n);
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
+        ldc > INT_MAX)
+        return mpt__fail(MPT_ERR_RANGE, "%s %zux%zux%zu on device %d: beyond CBLAS's int sizes",
+                         what, m, n, k, dev->info.index);
+    size_t arg_size = sizeof(gemm_arg_t) + 3 * count * sizeof(size_t);
+    gemm_arg_t *g = malloc(arg_size);
+    if (!g)
+        return mpt__fail(MPT_ERR_NOMEM, "%s: out of memory for %zu GEMMs", what, count);
+    *g = (gemm_arg_t){trans_a, trans_b, m, n, k, lda, ldb, ldc, count, alpha, beta};
+    /* the floats each matrix spans, over the batch: [lo, hi) */
+    size_t lo[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX}, hi[3] = {0, 0, 0};
+    for (size_t i = 0; i < count; i++) {
+        size_t o[3] = {a_off[i], b_off[i], c_off[i]},
+               e[3] = {a_off[i] + (arows - 1) * lda + acols, b_off[i] + (brows - 1) * ldb + bcols,
+                       c_off[i] + (m - 1) * ldc + n};
+        for (int j = 0; j < 3; j++) {
+            lo[j] = o[j] < lo[j] ? o[j] : lo[j];
+            hi[j] = e[j] > hi[j] ? e[j] : hi[j];
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        g->off[3 * i] = a_off[i] - lo[0];
+        g->off[3 * i + 1] = b_off[i] - lo[1];
+        g->off[3 * i + 2] = c_off[i] - lo[2];
+    }
+    mpt__host_arg_t args[3] = {{a, lo[0], hi[0] - lo[0], 0},
+                               {b, lo[1], hi[1] - lo[1], 0},
+                               {c, lo[2], hi[2] - lo[2], 1}};
+    int status = mpt__host_call(dev, what, args, 3, host_gemm, g, arg_size);
+    free(g);
+    return status;
+}
+
+typedef struct {
+    size_t rows, cols;
+    float beta;
+} sum_rows_arg_t;
+
+/* ptr: db, then dy when there are rows.  Row by row, so that the inner
+ * loop runs along memory (and vectorises); beta = 0 writes without
+ * reading, as BLAS does. */
+static void host_sum_rows(void *arg, float *const *ptr)
+{
+    const sum_rows_arg_t *s = arg;
+    float *sum = ptr[0];
+    for (size_t j = 0; j < s->cols; j++)
+        sum[j] = s->beta == 0.0f ? 0.0f : s->beta * sum[j];
+    for (size_t i = 0; i < s->rows; i++) {
+        const float *row = ptr[1] + i * s->cols;
+        for (size_t j = 0; j < s->cols; j++)
+            sum[j] += row[j];
+    }
+}
+
+int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
+                            size_t cols, float beta, cl_mem db, size_t db_off)
+{
+    sum_rows_arg_t s = {rows, cols, beta};
+    mpt__host_arg_t args[2] = {{db, db_off, cols, 1}, {dy, dy_off, rows * cols, 0}};
+    return mpt__host_call(dev, "host bias gradient", args, rows ? 2 : 1, host_sum_rows, &s,
+                          sizeof s);
 }
 
 void mpt__host_sgemm(int trans_a, int trans_b, size_t m, size_t n,

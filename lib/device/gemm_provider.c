@@ -23,14 +23,23 @@
 int mpt__gemm_choose(mpt_device_t *dev)
 {
     const char *v = mpt__env(MPT_ENV_BLAS);
+    int shared = dev->info.type == MPT_DEVICE_CPU && dev->info.unified_memory;
+    cl_device_exec_capabilities caps = 0;
     if (!strcmp(v, "clblast"))
         dev->gemm_host = 0;
     else if (!strcmp(v, "host"))
-        dev->gemm_host = 1; /* forced: correct anywhere, maps copy where memory is not shared */
+        dev->gemm_host = MPT_GEMM_HOST_MAP; /* forced: correct anywhere, maps copy where memory is not shared */
     else if (!v[0] || !strcmp(v, "auto"))
-        dev->gemm_host = dev->info.type == MPT_DEVICE_CPU && dev->info.unified_memory;
+        dev->gemm_host = shared ? MPT_GEMM_HOST_MAP : 0;
     else
         return mpt__fail(MPT_ERR_PARSE, "MPT_BLAS='%s': expected auto, clblast or host", v);
+    /* Native kernels where they run on the buffers' own memory: on a
+     * device without shared memory the runtime would copy every buffer. */
+    if (dev->gemm_host && shared &&
+        clGetDeviceInfo(dev->id, CL_DEVICE_EXECUTION_CAPABILITIES, sizeof caps, &caps, NULL) ==
+            CL_SUCCESS &&
+        (caps & CL_EXEC_NATIVE_KERNEL))
+        dev->gemm_host = MPT_GEMM_HOST_NATIVE;
     dev->info.gemm_provider = dev->gemm_host ? "host" : "clblast";
     dev->blas_threads = dev->info.compute_units ? (int)dev->info.compute_units : 1;
     return MPT_OK;

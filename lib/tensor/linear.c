@@ -149,7 +149,8 @@ int mpt__op_linear_forward(const mpt__tensor_t *x, const mpt__tensor_t *w,
             args[n++] = (mpt__host_arg_t){b->buf->mem, b->off, out, 0};
         if (act != MPT_ACT_NONE)
             args[n++] = (mpt__host_arg_t){y->buf->mem, y->off, batch * out, 1};
-        return mpt__host_call(dev, "host linear forward", args, n, host_forward, &s);
+        return mpt__host_call(dev, "host linear forward", args, n, host_forward, &s,
+                              sizeof s);
     } else {
         MPT_TRY(mpt__op_gemm(0, 1, batch, out, in, 1.0f, x, in, w, in, 0.0f, z, out));
     }
@@ -239,7 +240,8 @@ int mpt__op_linear_backward(const mpt__tensor_t *x, const mpt__tensor_t *w,
             args[n++] = (mpt__host_arg_t){db->buf->mem, db->off, out, 1};
         if (dx)
             args[n++] = (mpt__host_arg_t){dx->buf->mem, dx->off, batch * in, 1};
-        return mpt__host_call(dev, "host linear backward", args, n, host_backward, &s);
+        return mpt__host_call(dev, "host linear backward", args, n, host_backward, &s,
+                              sizeof s);
     }
 general:
     if (act != MPT_ACT_NONE) {
