@@ -144,6 +144,12 @@ typedef struct {
      * host's BLAS on mapped buffers, CPU devices); MPT_BLAS overrides.  NULL
      * for a device described by a cluster file. */
     const char *gemm_provider;
+    /* 1 when the GEMMs are queued and run while the host goes on (CLBlast;
+     * the host BLAS as a native kernel of the queue), 0 when the calling
+     * thread runs them (the host BLAS on blocking maps; a "host" device of
+     * a cluster file).  Where a device's time shows: in the passes, or at
+     * the next wait for the queue. */
+    int gemm_queued;
     /* CLBlast kernels running parameters tuned for this device (mpt-topo
      * --tune): "Xgemm", "XgemmDirect", "Xgemm,XgemmDirect", or "" for
      * CLBlast's built-in ones; NULL when CLBlast runs no GEMM here (host

@@ -41,6 +41,7 @@ int mpt__gemm_choose(mpt_device_t *dev)
         (caps & CL_EXEC_NATIVE_KERNEL))
         dev->gemm_host = MPT_GEMM_HOST_NATIVE;
     dev->info.gemm_provider = dev->gemm_host ? "host" : "clblast";
+    dev->info.gemm_queued = dev->gemm_host != MPT_GEMM_HOST_MAP;
     dev->blas_threads = dev->info.compute_units ? (int)dev->info.compute_units : 1;
     return MPT_OK;
 }

@@ -14,7 +14,7 @@
  *             all-reduce with the backward pass; the engine does, so the
  *             factor is what remains exposed; the others' longer waits
  *             are the replicas' imbalance, which the simulator models);
- *             a device whose GEMMs are asynchronous (CLBlast) shows its
+ *             a device whose GEMMs are queued (CLBlast, native host calls) shows its
  *             kernels where the host waits for them: its wait beyond the
  *             predicted ring counts as its backward;
  *   transfer  the wait for neighbouring stages mixes transfers with the
@@ -188,12 +188,13 @@ static size_t worker_of(const mpt__plan_t *p, size_t r, size_t s, size_t g)
     return w;
 }
 
-/* Whether the device's GEMMs run on the host thread (the host BLAS): its
- * passes' wall time is its compute.  CLBlast's are queued and run while
- * the host goes on, so their time shows where the host next waits. */
+/* Whether the device's GEMMs run on the host thread (the host BLAS on
+ * blocking maps): its passes' wall time is its compute.  Queued ones
+ * (CLBlast, the host BLAS as a native kernel) run while the host goes on,
+ * so their time shows where the host next waits. */
 static int synchronous(const mpt_cluster_device_t *d)
 {
-    return d->info.gemm_provider && !strcmp(d->info.gemm_provider, "host");
+    return d->info.gemm_provider && !d->info.gemm_queued;
 }
 
 int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,

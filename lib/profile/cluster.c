@@ -341,6 +341,7 @@ static int read_device(mpt_cluster_t *c, reader *r, size_t i, const json_t *d,
     if (provider && strcmp(provider, "host") && strcmp(provider, "clblast"))
         return bad(r, "gemm_provider", "must be \"host\" or \"clblast\"");
     info.gemm_provider = !provider ? NULL : !strcmp(provider, "host") ? "host" : "clblast";
+    info.gemm_queued = provider && strcmp(provider, "host") != 0;
     MPT_TRY(own_strings(c, i, &info));
 
     if (topos[node] && info.pci_address && *info.pci_address) {
