@@ -10,7 +10,11 @@
  * call until it has run for --min-ms, and the figure is the median of
  * --repeats samples.  mpt's calls are timed to the end of the work
  * (mpt_device_finish after the call): a CLBlast GEMM is only enqueued
- * when the call returns.  The direct BLAS runs with the thread count the
+ * when the call returns.  That is one call's latency; a training step
+ * queues its GEMMs back to back and waits once, so the host provider is
+ * also timed in chains of CHAIN calls with one finish ("queued"), where
+ * a provider that queues its calls (native kernels) hides its per-call
+ * round trip as a step does.  The direct BLAS runs with the thread count the
  * host provider gives the device, so the ratio measures what mpt adds
  * (map, unmap, queue drain), not a different thread count.
  *
@@ -33,6 +37,9 @@
 #include "device/tuning.h"
 #include "tensor/tensor.h"
 
+/* Calls per finish in the "queued" timing: about one MLP step's GEMMs. */
+#define CHAIN 16
+
 /* The models' shapes are the library's list (lib/device/tuning.c), the
  * same that mpt-topo --tune times. */
 typedef mpt__gemm_shape_t shape_t;
@@ -42,8 +49,10 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: mpt-bench gemm [OPTION]...\n"
             "GFLOP/s of mpt's GEMM under each GEMM provider (CLBlast, the host BLAS on\n"
-            "mapped buffers) against the host BLAS called directly, at the shapes of\n"
-            "mlp-fashion (batch 128 and 1024), a square 1024 and gpt-mini (batch 8 x 256).\n"
+            "the device's buffers) against the host BLAS called directly, at the shapes of\n"
+            "mlp-fashion (batch 128 and 1024), a square 1024 and gpt-mini (batch 8 x 256);\n"
+            "each call waited for, and the host provider also in chains of 16 calls with\n"
+            "one wait (\"queued\", as a training step runs them).\n"
             "\n"
             "  -d, --devices SPEC   the device to measure (default 0: the first)\n"
             "      --repeats N      samples per figure, alternating the three (5)\n"
@@ -110,8 +119,8 @@ static void side_free(side_t *s)
     s->ha = s->hb = s->hc = NULL, s->offs = NULL;
 }
 
-/* One call of the shape on a side, to the end of its work. */
-static void run_once(side_t *s, const shape_t *sh, int threads)
+/* One call of the shape on a side, to the end of its work when finish. */
+static void run_once(side_t *s, const shape_t *sh, int threads, int finish)
 {
     size_t lda = sh->ta ? sh->m : sh->k, ldb = sh->tb ? sh->k : sh->n, ldc = sh->n;
     if (!s->dev) {
@@ -137,17 +146,20 @@ static void run_once(side_t *s, const shape_t *sh, int threads)
                                         lda, &s->b, s->offs + sh->count, ldb, 0.0f, &s->c,
                                         s->offs + 2 * sh->count, ldc, sh->count),
                    "mpt__op_gemm_batched");
-    tool_check(mpt_device_finish(s->dev), "finishing the device");
+    if (finish)
+        tool_check(mpt_device_finish(s->dev), "finishing the device");
 }
 
-/* Seconds per call: the call repeated for at least min_s. */
-static double sample(side_t *s, const shape_t *sh, int threads, double min_s)
+/* Seconds per call: the call repeated for at least min_s, each to its end,
+ * or (chain > 1) in chains of `chain` calls with one finish each. */
+static double sample(side_t *s, const shape_t *sh, int threads, double min_s, int chain)
 {
     size_t calls = 0;
     double t0 = tool_now(), dt;
     do {
-        run_once(s, sh, threads);
-        calls++;
+        for (int c = 1; c <= chain; c++)
+            run_once(s, sh, threads, c == chain);
+        calls += (size_t)chain;
     } while ((dt = tool_now() - t0) < min_s);
     return dt / (double)calls;
 }
@@ -203,33 +215,36 @@ int bench_gemm_main(int argc, char **argv)
      * MPT_CLBLAST_TUNING=off (mpt-topo --tune; docs/performance.md). */
     const char *tuned = mpt_device_info(sides[0].dev)->clblast_tuning;
     printf("CLBlast parameters: %s\n", tuned && *tuned ? tuned : "CLBlast's built-in ones");
-    printf("%-30s %-4s %16s %9s %9s %9s %8s %8s\n", "shape", "op", "m x n x k", "clblast",
-           "host", "BLAS", "host/", "clblast/");
-    printf("%-30s %-4s %16s %9s %9s %9s %8s %8s\n", "", "", "", "GFLOP/s", "GFLOP/s", "GFLOP/s",
-           "BLAS", "BLAS");
-    double *t = malloc(3 * repeats * sizeof *t);
+    printf("%-30s %-4s %16s %9s %9s %9s %9s %8s %8s %8s\n", "shape", "op", "m x n x k",
+           "clblast", "host", "host", "BLAS", "host/", "queued/", "clblast/");
+    printf("%-30s %-4s %16s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "GFLOP/s", "GFLOP/s",
+           "queued", "GFLOP/s", "BLAS", "BLAS", "BLAS");
+    /* Timings: 0 CLBlast, 1 the host provider, 2 the BLAS directly, 3 the
+     * host provider in chains (sides[1] again). */
+    double *t = malloc(4 * repeats * sizeof *t);
     if (!t)
         tool_die("out of memory");
     for (size_t i = 0; i < nshapes; i++) {
         const shape_t *sh = &shapes[i];
         for (int s = 0; s < 3; s++) {
             side_alloc(&sides[s], sh);
-            run_once(&sides[s], sh, threads); /* compiles, pages in, warms caches */
+            run_once(&sides[s], sh, threads, 1); /* compiles, pages in, warms caches */
         }
         for (size_t r = 0; r < repeats; r++)
-            for (int s = 0; s < 3; s++)
-                t[s * repeats + r] = sample(&sides[s], sh, threads, (double)min_ms * 1e-3);
+            for (int k = 0; k < 4; k++)
+                t[k * repeats + r] = sample(&sides[k == 3 ? 1 : k], sh, threads,
+                                            (double)min_ms * 1e-3, k == 3 ? CHAIN : 1);
         double flop = 2.0 * (double)sh->m * (double)sh->n * (double)sh->k * (double)sh->count;
-        double g[3];
-        for (int s = 0; s < 3; s++) {
-            g[s] = flop / bench_median(t + s * repeats, repeats) * 1e-9;
+        double g[4];
+        for (int k = 0; k < 4; k++)
+            g[k] = flop / bench_median(t + k * repeats, repeats) * 1e-9;
+        for (int s = 0; s < 3; s++)
             side_free(&sides[s]);
-        }
         char dims[48], op[8];
         snprintf(dims, sizeof dims, "%zux%zux%zu", sh->m, sh->n, sh->k);
         snprintf(op, sizeof op, "%s%s", sh->ta ? "T" : "N", sh->tb ? "T" : "N");
-        printf("%-30s %-4s %16s %9.1f %9.1f %9.1f %7.2fx %7.2fx\n", sh->what, op, dims, g[0],
-               g[1], g[2], g[1] / g[2], g[0] / g[2]);
+        printf("%-30s %-4s %16s %9.1f %9.1f %9.1f %9.1f %7.2fx %7.2fx %7.2fx\n", sh->what, op,
+               dims, g[0], g[1], g[3], g[2], g[1] / g[2], g[3] / g[2], g[0] / g[2]);
         fflush(stdout);
     }
     free(t);

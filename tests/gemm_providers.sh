@@ -1,7 +1,8 @@
 #!/bin/sh
 # The GEMM providers end to end (lib/device/gemm.h):
 # - mpt-topo shows the provider MPT_BLAS asks for;
-# - mpt-bench gemm --quick prints a row of three positive figures per shape,
+# - mpt-bench gemm --quick prints a row of four positive figures per shape
+#   (CLBlast, host, host queued, BLAS),
 #   and exits 2 on a usage error;
 # - the model-level suites once more with every GEMM on CLBlast
 # (MPT_BLAS=clblast): `make check` runs them with the default provider,
@@ -22,7 +23,8 @@ else
 fi
 bench=${MPT_BENCH:-$builddir/bin/mpt-bench}
 rows=$("$bench" gemm --quick --repeats 1 --min-ms 1 2>&1 |
-       awk '$NF ~ /x$/ && $(NF-2) + 0 > 0 && $(NF-3) + 0 > 0 && $(NF-4) + 0 > 0' | wc -l)
+       awk '$NF ~ /x$/ && $(NF-3) + 0 > 0 && $(NF-4) + 0 > 0 && $(NF-5) + 0 > 0 && $(NF-6) + 0 > 0' |
+       wc -l)
 if [ "$rows" -eq 4 ]; then
     echo "ok   mpt-bench gemm --quick: 4 rows of positive figures"
 else
