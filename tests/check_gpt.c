@@ -42,6 +42,7 @@
 
 #include "core/rng.h"
 #include "plan/plan.h"
+#include "plan_text.h"
 #include "testutil.h"
 
 enum { STEPS = 6, BATCH = 8, T = 16, V = 64 };
@@ -113,39 +114,10 @@ static void setup(void)
 static mpt_plan_t *make_tp_plan(size_t dp, size_t pp, size_t tp, const double *fractions,
                                 size_t m, const double *shares, const size_t *cuts)
 {
-    char text[8192];
-    size_t len = (size_t)snprintf(text, sizeof text,
-                                  "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
-                                  "\"microbatches\": %zu, \"batch\": %d, \"schedule\": "
-                                  "\"gpipe\", \"optimizer_slots\": 2, \"predicted_step_s\": "
-                                  "0.001, \"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, "
-                                  "\"p2p_s\": 0, \"allreduce_s\": 0}, \"replicas\": [",
-                                  dp, pp, tp, m, BATCH);
-    for (size_t r = 0; r < dp; r++) {
-        len += (size_t)snprintf(text + len, sizeof text - len,
-                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
-                                shares[r]);
-        for (size_t s = 0; s < pp; s++) {
-            len += (size_t)snprintf(text + len, sizeof text - len,
-                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
-            for (size_t g = 0; g < tp; g++)
-                len += (size_t)snprintf(text + len, sizeof text - len,
-                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
-                                        "\"memory_bytes\": 0}",
-                                        g ? ", " : "", (r * pp + s) * tp + g,
-                                        fractions ? fractions[g] : 1.0);
-            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-        }
-        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-    }
-    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
-    mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", model->nlayers,
-                                         mpt_devices_count(devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, model)); /* as mpt_plan_load */
-    return p;
+    test_plan_spec_t spec = {.dp = dp, .pp = pp, .tp = tp, .microbatches = m, .batch = BATCH,
+                             .shares = shares, .cuts = cuts, .fractions = fractions,
+                             .optimizer_slots = 2};
+    return test_plan(&spec, model, mpt_devices_count(devs));
 }
 
 static mpt_plan_t *make_plan(size_t dp, size_t pp, size_t m, const double *shares,

@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "plan/plan.h"
 #include "mlp_runs.h"
+#include "plan_text.h"
 #include "testutil.h"
 
 mpt_devices_t *mlp_devs;
@@ -72,38 +73,10 @@ mpt_trainer_t *mlp_trainer(const mpt_plan_t *plan, mpt_optimizer_t opt)
 mpt_plan_t *mlp_plan_for(const mpt_model_t *m, size_t batch, size_t dp, size_t pp, size_t tp,
                          const double *shares, size_t mb, int zero)
 {
-    char text[4096];
-    size_t len = 0, cuts[3] = {0, pp == 2 ? 4 : m->nlayers, m->nlayers};
-    len += (size_t)snprintf(text + len, sizeof text - len,
-                            "{\"mpt_plan\": 1, \"dp\": %zu, \"pp\": %zu, \"tp\": %zu, "
-                            "\"microbatches\": %zu, \"batch\": %zu, \"schedule\": \"gpipe\", "
-                            "\"optimizer_slots\": 1, \"zero\": %d, \"predicted_step_s\": 0.001, "
-                            "\"breakdown\": {\"compute_s\": 0, \"bubble_s\": 0, \"p2p_s\": 0, "
-                            "\"allreduce_s\": 0}, \"replicas\": [",
-                            dp, pp, tp, mb, batch, zero);
-    for (size_t r = 0; r < dp; r++) {
-        len += (size_t)snprintf(text + len, sizeof text - len,
-                                "%s{\"batch_share\": %.17g, \"stages\": [", r ? ", " : "",
-                                shares[r]);
-        for (size_t s = 0; s < pp; s++) {
-            len += (size_t)snprintf(text + len, sizeof text - len,
-                                    "%s{\"layers\": [%zu, %zu], \"fwd_s\": 0, \"bwd_s\": 0, "
-                                    "\"devices\": [",
-                                    s ? ", " : "", cuts[s], cuts[s + 1] - 1);
-            for (size_t g = 0; g < tp; g++)
-                len += (size_t)snprintf(text + len, sizeof text - len,
-                                        "%s{\"device\": %zu, \"fraction\": %.17g, "
-                                        "\"memory_bytes\": 0}",
-                                        g ? ", " : "", (r * pp + s) * tp + g, 1.0 / (double)tp);
-            len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-        }
-        len += (size_t)snprintf(text + len, sizeof text - len, "]}");
-    }
-    snprintf(text + len, sizeof text - len, "], \"alternatives\": []}");
-    mpt_plan_t *p = NULL;
-    ck_assert_mpt_ok(mpt__plan_from_json(text, "test plan", m->nlayers,
-                                         mpt_devices_count(mlp_devs), &p));
-    ck_assert_mpt_ok(mpt__plan_roles(p, m));
+    size_t cuts[3] = {0, pp == 2 ? 4 : m->nlayers, m->nlayers};
+    test_plan_spec_t spec = {.dp = dp, .pp = pp, .tp = tp, .microbatches = mb, .batch = batch,
+                             .shares = shares, .cuts = cuts, .optimizer_slots = 1, .zero = zero};
+    mpt_plan_t *p = test_plan(&spec, m, mpt_devices_count(mlp_devs));
     ck_assert_int_eq(p->zero, zero);
     return p;
 }
