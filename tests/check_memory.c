@@ -303,9 +303,10 @@ START_TEST(peak_matches_prediction_gpt)
 }
 END_TEST
 
-/* n equal devices of `mem` bytes on one node, in a cluster file (the
- * per-device "memory_limit_bytes" caps them to `limit` when > 0). */
-static mpt_cluster_t *equal_devices(int n, double mem, double limit)
+/* n devices of `mem` bytes on one node, in a cluster file (the
+ * per-device "memory_limit_bytes" caps them to `limit` when > 0), of
+ * gflops[i] GFLOP/s each (1000 when gflops is NULL). */
+static mpt_cluster_t *devices_of_speed(int n, const double *gflops, double mem, double limit)
 {
     char text[2048], path[] = "/tmp/check_memory_cluster_XXXXXX";
     size_t len = (size_t)snprintf(text, sizeof text, "{\"mpt_cluster\": 1, \"devices\": [");
@@ -313,9 +314,9 @@ static mpt_cluster_t *equal_devices(int n, double mem, double limit)
         len += (size_t)snprintf(text + len, sizeof text - len,
                                 "%s{\"name\": \"dev%d\", \"type\": \"gpu\", "
                                 "\"global_mem_bytes\": %.0f, \"memory_limit_bytes\": %.0f, "
-                                "\"profile\": {\"gemm_gflops\": 1000, \"mem_gbps\": 1000, "
+                                "\"profile\": {\"gemm_gflops\": %.0f, \"mem_gbps\": 1000, "
                                 "\"h2d_gbps\": 100, \"d2h_gbps\": 100, \"launch_us\": 1}}",
-                                i ? ", " : "", i, mem, limit);
+                                i ? ", " : "", i, mem, limit, gflops ? gflops[i] : 1000.0);
     snprintf(text + len, sizeof text - len, "]}");
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
@@ -326,6 +327,11 @@ static mpt_cluster_t *equal_devices(int n, double mem, double limit)
     unlink(path);
     ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
     return c;
+}
+
+static mpt_cluster_t *equal_devices(int n, double mem, double limit)
+{
+    return devices_of_speed(n, NULL, mem, limit);
 }
 
 static mpt_cluster_t *two_equal(double mem, double limit)
@@ -375,6 +381,48 @@ START_TEST(planner_chooses_zero_when_memory_calls_for_it)
     ck_assert_int_eq(p->zero, 2);
     mpt_plan_free(p);
     mpt_cluster_free(tight);
+    mpt__model_cost_free(&mc);
+}
+END_TEST
+
+/* Two equal caps, one device 1.5x the other's speed: by speed it gets
+ * about 60% of the batch and under ZeRO-1 60% of the optimizer state,
+ * which does not fit a cap 10% of the state above the even shard's
+ * need; the planner then shares the batch by memory (evenly) and keeps
+ * ZeRO-1 rather than refusing or going to ZeRO-2.  Uncapped, the shares
+ * follow speed. */
+START_TEST(planner_bounds_uneven_shares_by_memory)
+{
+    open_world();
+    mpt__model_cost_t mc;
+    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
+    size_t L = model->nlayers;
+    double P = 4.0 * (double)model->param_floats;
+    double whole = mpt__cost_memory(&mc, 0, L - 1, BATCH / 2, 1, 1.0, 2, 0);
+    double even = whole - 2 * P * 0.5;
+    const double gflops[2] = {1000, 1500};
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = BATCH, req.dp = 2, req.optimizer = MPT_OPTIM_ADAMW;
+    mpt_cluster_t *c = devices_of_speed(2, gflops, 1e9, 0);
+    mpt_plan_t *p = NULL;
+    ck_assert_mpt_ok(mpt_plan_create(model, c, &req, &p));
+    ck_assert_int_eq(p->zero, 0);
+    double faster = p->replicas[0].stages[0].devices[0].device == 1 ? p->replicas[0].batch_share
+                                                                    : p->replicas[1].batch_share;
+    ck_assert_double_eq_tol(faster, 0.6, 1.0 / BATCH);
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
+    double cap = even + 0.1 * 2 * P;
+    c = devices_of_speed(2, gflops, 1e9, cap);
+    ck_assert_mpt_ok(mpt_plan_create(model, c, &req, &p));
+    ck_assert_int_eq(p->zero, 1);
+    for (size_t r = 0; r < 2; r++) {
+        ck_assert_double_eq_tol(p->replicas[r].batch_share, 0.5, 1e-12);
+        ck_assert_double_le(p->replicas[r].stages[0].devices[0].memory_bytes, cap);
+    }
+    mpt_plan_free(p);
+    mpt_cluster_free(c);
     mpt__model_cost_free(&mc);
 }
 END_TEST
@@ -567,6 +615,7 @@ static Suite *suite(void)
     tcase_add_test(tc, planner_assumes_the_cap);
     tcase_add_test(tc, planner_chooses_zero_when_memory_calls_for_it);
     tcase_add_test(tc, planner_chooses_zero2_and_peaks_match);
+    tcase_add_test(tc, planner_bounds_uneven_shares_by_memory);
     tcase_add_test(tc, planner_chooses_zero2_with_tensor_parallelism);
     tcase_add_test(tc, planner_recomputes_when_memory_calls_for_it);
     suite_add_tcase(s, tc);

@@ -66,7 +66,7 @@ EOF
 
 "$train" $common --device-memory 3M --steps 2 >"$tmp/low.out" 2>&1
 rc=$?
-[ "$rc" -eq 1 ] && grep -q 'device 0 .*bytes short' "$tmp/low.out" &&
+[ "$rc" -eq 1 ] && grep -q 'device [0-9]* .*bytes short' "$tmp/low.out" &&
     ok "under 3M the plan is refused naming the device and the shortfall" ||
     fail "under 3M: exit $rc, $(tail -n 1 "$tmp/low.out")"
 

@@ -437,14 +437,29 @@ static double speed(const rows_cache_t *rc, size_t d)
 
 typedef mpt__plan_shape_t shape_t;
 
+/* What a replica's batch share (and under ZeRO its optimizer-state
+ * shard) is proportional to: its devices' speed, or, when that share
+ * leaves a fast device short of memory, their memory (DESIGN.md: shard
+ * sizes proportional to speed and bounded by memory). */
+typedef enum { SHARE_BY_SPEED, SHARE_BY_MEMORY } share_basis_t;
+
+static double share_weight(const mpt_cluster_t *c, const rows_cache_t *rc, size_t d,
+                           share_basis_t basis)
+{
+    if (basis == SHARE_BY_SPEED)
+        return speed(rc, d);
+    double m = (double)mpt_cluster_device(c, d)->info.global_mem_bytes;
+    return m > 0 ? m : 1;
+}
+
 /* Builds the plan of one configuration over the ordered devices. */
 static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size_t *order,
-                 rows_cache_t *cache, size_t batch, int slots, int zero, const shape_t *sh,
-                 mpt__plan_t **out, char *why, size_t why_size)
+                 rows_cache_t *cache, size_t batch, int slots, int zero, share_basis_t basis,
+                 const shape_t *sh, mpt__plan_t **out, char *why, size_t why_size)
 {
     int status = MPT_OK;
     size_t per_replica = sh->pp * sh->tp, L = mc->nlayers;
-    double total_speed = 0, *rest = NULL;
+    double total_weight = 0, *rest = NULL;
     size_t *samples = NULL;
     mpt__plan_t *p = calloc(1, sizeof *p);
     double *fraction = calloc(per_replica, sizeof *fraction);
@@ -462,7 +477,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     p->zero = zero;
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
-        total_speed += speed(cache, order[i]);
+        total_weight += share_weight(c, cache, order[i], basis);
     /* Whole samples per replica, proportional to its speed (largest
      * remainder), and at least one per micro-batch. */
     if (!(samples = calloc(sh->dp, sizeof *samples)) || !(rest = calloc(sh->dp, sizeof *rest))) {
@@ -471,10 +486,10 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     }
     size_t given = 0;
     for (size_t r = 0; r < sh->dp; r++) {
-        double rep_speed = 0;
+        double rep_weight = 0;
         for (size_t i = 0; i < per_replica; i++)
-            rep_speed += speed(cache, order[r * per_replica + i]);
-        double ideal = (double)batch * rep_speed / total_speed;
+            rep_weight += share_weight(c, cache, order[r * per_replica + i], basis);
+        double ideal = (double)batch * rep_weight / total_weight;
         samples[r] = (size_t)ideal;
         rest[r] = ideal - (double)samples[r];
         given += samples[r];
@@ -786,7 +801,7 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
     status = k->uniform ? mpt__plan_uniform(S->mc, S->c, S->eff, S->order, &k->sh, S->req->batch,
                                             S->slots, &k->plan, k->why, sizeof k->why)
                         : place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, 0,
-                                &k->sh, &k->plan, k->why, sizeof k->why);
+                                SHARE_BY_SPEED, &k->sh, &k->plan, k->why, sizeof k->why);
     /* 4b. A shape whose replicas do not fit with the whole optimizer state
      * each may fit with ZeRO-1 (a replica holds its batch share of it),
      * and failing that with ZeRO-2 (and of the gradients, but for one
@@ -795,18 +810,23 @@ static int try_candidate(search_t *S, candidate_t *k, size_t n)
      * what the ring all-reduce moves (that is their sum), so its step is
      * costed alike; ZeRO-2 reduce-scatters every micro-batch (the
      * simulator's allreduce node grows to match).  Tried only when memory
-     * calls for it, neither displaces a plan that fits without it. */
-    for (int zero = 1; zero <= 2 && status == MPT_ERR_DEVICE_MEMORY && !k->uniform &&
-                       zero_allowed(S, &k->sh);
-         zero++) {
-        char why0[sizeof k->why];
-        snprintf(why0, sizeof why0, "%s", k->why);
-        k->why[0] = 0;
-        status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, zero, &k->sh,
-                       &k->plan, k->why, sizeof k->why);
-        if (status < 0 && !k->why[0]) /* the shortfall before says enough */
-            memcpy(k->why, why0, sizeof why0);
-    }
+     * calls for it, neither displaces a plan that fits without it.
+     * Each stage is tried with batch shares by speed, then, when the
+     * faster replicas' larger shares are what does not fit, by memory:
+     * a slower step beats none, and a lower stage beats a higher one. */
+    for (int zero = 0; zero <= 2 && status == MPT_ERR_DEVICE_MEMORY && !k->uniform &&
+                       (zero == 0 ? k->sh.dp > 1 : zero_allowed(S, &k->sh));
+         zero++)
+        for (share_basis_t basis = zero ? SHARE_BY_SPEED : SHARE_BY_MEMORY;
+             basis <= SHARE_BY_MEMORY && status == MPT_ERR_DEVICE_MEMORY; basis++) {
+            char why0[sizeof k->why];
+            snprintf(why0, sizeof why0, "%s", k->why);
+            k->why[0] = 0;
+            status = place(S->mc, S->c, S->order, &S->rows, S->req->batch, S->slots, zero, basis,
+                           &k->sh, &k->plan, k->why, sizeof k->why);
+            if (status < 0 && !k->why[0]) /* the shortfall before says enough */
+                memcpy(k->why, why0, sizeof why0);
+        }
     if (status == MPT_ERR_NOMEM)
         return status;
     if (status < 0) {
