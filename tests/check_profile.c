@@ -166,10 +166,15 @@ static void *gemm_worker(void *arg)
             mpt_buffer_write(b, 0, j->b, sizeof j->b) == MPT_OK;
     for (int r = 0; j->ok && r < REPS; r++) {
         cl_event ev = NULL;
+        /* As every CLBlast call of mpt is made (mpt__device_blas_begin and
+         * _done): the routine's first call on the device under the
+         * first-call lock. */
+        mpt__device_blas_enter(j->dev, MPT__BLAS_SGEMM);
         CLBlastStatusCode s =
             CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, GM, GN,
                          GK, 1.0f, a->mem, 0, GK, b->mem, 0, GN, 0.0f, c->mem, 0, GN,
                          &j->dev->queue, &ev);
+        mpt__device_blas_leave(j->dev, s == CLBlastSuccess);
         if (s != CLBlastSuccess) {
             snprintf(j->why, sizeof j->why, "CLBlastSgemm status %d on rep %d", (int)s, r);
             j->ok = 0;
@@ -200,8 +205,11 @@ START_TEST(concurrent_gemm_on_two_devices)
         for (int i = 0; i < GK * GN; i++)
             jobs[d].b[i] = (float)((i * 3 + 2 * d) % 9) * 0.25f - 1.0f;
     }
-    /* As the engine will: warm CLBlast on each device from this thread,
-     * then run GEMMs on both devices at once (see lib/device/blas.c). */
+    /* As the engine will: warm CLBlast on each device from this thread
+     * (nothing on a device whose GEMMs run on the host BLAS, which never
+     * calls CLBlast's GEMM: then the first-call lock is what keeps the
+     * two threads' first calls apart), then run GEMMs on both devices at
+     * once (see lib/device/blas.c). */
     for (int d = 0; d < 2; d++)
         ck_assert_mpt_ok(mpt__device_blas_warmup(jobs[d].dev));
     for (int d = 0; d < 2; d++)

@@ -33,6 +33,9 @@ struct mpt_device {
                                 * ran from that marker's end to events[i]'s end */
     unsigned char *event_blas; /* 1 where events[i] is a CLBlast routine's */
     cl_event blas_mark;        /* mpt__device_blas_begin's marker, until blas_done */
+    unsigned blas_warm;        /* 1 << routine: CLBlast routines already called here */
+    int blas_first;            /* 1 + the routine whose first call holds the
+                                * process-wide first-call lock (blas.c); 0: none */
     size_t nevents, cap_events;
     /* The GEMM provider (device/gemm.h), chosen at open. */
     int gemm_host;       /* 0: CLBlast; else the host BLAS, MPT_GEMM_HOST_* (gemm.h) */
@@ -127,14 +130,39 @@ int mpt__device_blas_warmup(mpt_device_t *dev);
  * device/tuning.h); called when the device is opened, before any GEMM. */
 int mpt__device_blas_tuning(mpt_device_t *dev);
 
+/* The CLBlast routines mpt calls, for mpt__device_blas_begin. */
+typedef enum {
+    MPT__BLAS_SGEMM,
+    MPT__BLAS_SGEMM_BATCHED,
+    MPT__BLAS_SGEMV,
+    MPT__BLAS_SNRM2,
+    MPT__BLAS_SSCAL,
+    MPT__BLAS_SAXPY
+} mpt__blas_routine_t;
+
+/* CLBlast fills process-wide caches (its parameter database, compiled
+ * programs) on a routine's first call on a device, and that is not safe
+ * from two threads at once: Debian's CLBlast 1.5 crashed copying a
+ * database entry when two devices' threads made their first SGEMM
+ * together (tests/check_profile, about one run in ten; CLBlast issue
+ * #486).  So a routine's first call on a device runs alone, under one
+ * process-wide lock taken here and released by leave; later calls take
+ * no lock (blas.c).  The device's own thread calls both. */
+void mpt__device_blas_enter(mpt_device_t *dev, mpt__blas_routine_t routine);
+/* Releases what enter took, if anything; ok: the call succeeded, so the
+ * routine is warm on the device. */
+void mpt__device_blas_leave(mpt_device_t *dev, int ok);
+
 /* Takes an op's event (blas: from a CLBlast routine): kept for timing when
  * it is on, else released. */
 void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas);
-/* Called before a CLBlast routine: with timing on, enqueues a marker that
- * mpt__device_blas_done pairs with a marker after the routine, so that a
- * routine of several kernels (pad, transpose, GEMM) counts whole, not just
- * the last kernel whose event CLBlast returns.  Nothing when timing is off. */
-void mpt__device_blas_begin(mpt_device_t *dev);
+/* Called before a CLBlast routine: takes the first-call lock when it is
+ * the routine's first call on the device (mpt__device_blas_enter), and
+ * with timing on, enqueues a marker that mpt__device_blas_done pairs
+ * with a marker after the routine, so that a routine of several kernels
+ * (pad, transpose, GEMM) counts whole, not just the last kernel whose
+ * event CLBlast returns.  mpt__device_blas_done must follow. */
+void mpt__device_blas_begin(mpt_device_t *dev, mpt__blas_routine_t routine);
 /* The routine's event (NULL when it failed): timed from the begin marker
  * when there is one, else alone. */
 void mpt__device_blas_event(mpt_device_t *dev, cl_event ev);

@@ -63,6 +63,7 @@ void mpt__gemm_release(mpt_device_t *dev)
 int mpt__device_blas_done(mpt_device_t *dev, int blas_status, cl_event ev, const char *what)
 {
     dev->blas_calls++;
+    mpt__device_blas_leave(dev, blas_status == 0);
     if (blas_status != 0) {
         if (ev)
             clReleaseEvent(ev);
@@ -95,7 +96,7 @@ int mpt__gemm(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, s
     if (dev->gemm_host)
         return mpt__gemm_host(dev, trans_a, trans_b, m, n, k, alpha, a, &a_off, lda, b, &b_off,
                               ldb, beta, c, &c_off, ldc, 1);
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SGEMM);
     CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m, n, k,
                                        alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                                        &dev->queue, &ev);
@@ -126,7 +127,7 @@ int mpt__gemm_batched(mpt_device_t *dev, int trans_a, int trans_b, size_t m, siz
         ab[i] = alpha, ab[count + i] = beta;
     /* CLBlast copies the offsets and factors into device buffers before
      * returning. */
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SGEMM_BATCHED);
     CLBlastStatusCode s = CLBlastSgemmBatched(CLBlastLayoutRowMajor, tr(trans_a), tr(trans_b), m,
                                               n, k, ab, a, a_off, lda, b, b_off, ldb, ab + count,
                                               c, c_off, ldc, count, &dev->queue, &ev);
@@ -168,7 +169,7 @@ int mpt__gemm_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
         return mpt__gemm_host_sum_rows(dev, dy, dy_off, rows, cols, beta, db, db_off);
     MPT_TRY(ones(dev, rows ? rows : 1));
     /* db(cols) = dy^T (cols x rows) * ones(rows) + beta db */
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SGEMV);
     CLBlastStatusCode s = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeYes, rows, cols,
                                        1.0f, dy, dy_off, cols, dev->ones, 0, 1, beta, db, db_off,
                                        1, &dev->queue, &ev);

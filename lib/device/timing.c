@@ -64,8 +64,9 @@ void mpt__device_event(mpt_device_t *dev, cl_event ev, int blas)
         keep(dev, NULL, ev, blas);
 }
 
-void mpt__device_blas_begin(mpt_device_t *dev)
+void mpt__device_blas_begin(mpt_device_t *dev, mpt__blas_routine_t routine)
 {
+    mpt__device_blas_enter(dev, routine);
     if (dev->blas_mark)
         clReleaseEvent(dev->blas_mark); /* a begin without its done (an error path) */
     dev->blas_mark = NULL;

@@ -58,7 +58,7 @@ int mpt__op_nrm2(const mpt__tensor_t *x, size_t n, float *out)
     if (!dev->scalar &&
         !(dev->scalar = clCreateBuffer(dev->context, CL_MEM_READ_WRITE, sizeof(float), NULL, &err)))
         return mpt__fail_cl(err, "allocating a float on device %d", dev->info.index);
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SNRM2);
     CLBlastStatusCode s = CLBlastSnrm2(n, dev->scalar, 0, x->buf->mem, x->off, 1, &dev->queue, &ev);
     int status = mpt__blas_done(dev, s, ev, "Snrm2");
     if (status == MPT_OK &&
@@ -74,7 +74,7 @@ int mpt__op_scale(mpt__tensor_t *x, size_t n, float alpha)
     cl_event ev = NULL;
     if (n == 0)
         return MPT_OK;
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SSCAL);
     CLBlastStatusCode s = CLBlastSscal(n, alpha, x->buf->mem, x->off, 1, &dev->queue, &ev);
     return mpt__blas_done(dev, s, ev, "Sscal");
 }
@@ -85,7 +85,7 @@ int mpt__op_axpy(size_t n, float alpha, const mpt__tensor_t *x, mpt__tensor_t *y
     cl_event ev = NULL;
     if (n == 0)
         return MPT_OK;
-    mpt__device_blas_begin(dev);
+    mpt__device_blas_begin(dev, MPT__BLAS_SAXPY);
     CLBlastStatusCode s =
         CLBlastSaxpy(n, alpha, x->buf->mem, x->off, 1, y->buf->mem, y->off, 1, &dev->queue, &ev);
     return mpt__blas_done(dev, s, ev, "Saxpy");
