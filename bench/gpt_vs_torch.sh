@@ -13,6 +13,10 @@
 # mpt's figure is the mean tokens/s of its logged steps after the first 3
 # (which include kernel compilation).
 set -eu
+# One PoCL device using every core, the issue's condition: with a second
+# OpenCL implementation installed (Intel's CPU runtime on the same cores)
+# the default plan could spread over both.  BENCH_DEVICES overrides.
+devices=${BENCH_DEVICES:-pocl}
 model=${1:-models/gpt-mini.json}
 text=${2:-}
 steps=${3:-20}
@@ -29,7 +33,7 @@ if [ -z "$text" ]; then
 fi
 
 for r in $(seq "$rounds"); do
-    "$train" --model "$model" --data "$text" --steps $((steps + 3)) --batch "$batch" \
+    "$train" --devices "$devices" --model "$model" --data "$text" --steps $((steps + 3)) --batch "$batch" \
         --optimizer adamw --eval-every 100000 --metrics "$tmp/mpt.jsonl" >/dev/null
     mpt=$(awk -F'"tokens_per_s": ' 'NR > 3 && /"loss"/ { split($2, a, /[,}]/); s += a[1]; n++ }
           END { printf "%.1f", s / n }' "$tmp/mpt.jsonl")

@@ -12,6 +12,10 @@
 # the mean samples/s of its logged steps after the first 20, as in
 # bench/train_vs_torch.sh.
 set -eu
+# One PoCL device using every core, the issue's condition: with a second
+# OpenCL implementation installed (Intel's CPU runtime on the same cores)
+# the default plan could spread over both.  BENCH_DEVICES overrides.
+devices=${BENCH_DEVICES:-pocl}
 steps=${1:-400}
 batch=${2:-128}
 rounds=${3:-2}
@@ -26,7 +30,7 @@ mean() { # mean of a metrics key over the logged steps after the first 20
 }
 
 for r in $(seq "$rounds"); do
-    "$train" --model models/mlp-fashion.json --steps $((steps + 20)) --batch "$batch" --timing \
+    "$train" --devices "$devices" --model models/mlp-fashion.json --steps $((steps + 20)) --batch "$batch" --timing \
         --metrics "$tmp/mpt.jsonl" >/dev/null
     mpt=$(mean samples_per_s)
     peer=$("$python" "$(dirname "$0")/jax_mlp.py" --steps "$steps" --batch "$batch")

@@ -14,6 +14,10 @@
 # OpenCL profiling events (--timing), and of it the share of the BLAS
 # routines (the GEMMs).
 set -eu
+# One PoCL device using every core, the issue's condition: with a second
+# OpenCL implementation installed (Intel's CPU runtime on the same cores)
+# the default plan could spread over both.  BENCH_DEVICES overrides.
+devices=${BENCH_DEVICES:-pocl}
 steps=${1:-400}
 batch=${2:-128}
 rounds=${3:-2}
@@ -29,7 +33,7 @@ mean() { # mean of a metrics key over the logged steps after the first 20
 }
 
 for r in $(seq "$rounds"); do
-    "$train" --model models/mlp-fashion.json --steps $((steps + 20)) --batch "$batch" --timing \
+    "$train" --devices "$devices" --model models/mlp-fashion.json --steps $((steps + 20)) --batch "$batch" --timing \
         --metrics "$tmp/mpt.jsonl" >/dev/null
     mpt=$(mean samples_per_s)
     peer=$("$python" "$(dirname "$0")/torch_mlp.py" --threads "$threads" --steps "$steps" \

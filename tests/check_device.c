@@ -6,13 +6,15 @@
  * Runs without fork: a forked child of a process that initialised OpenCL
  * hangs.  Each test opens and frees its own devices.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "device/device.h"
+#include "device/gemm.h"
 #include "tensor/tensor.h"
 #include "testutil.h"
 
@@ -293,6 +295,33 @@ START_TEST(no_platform_is_a_clear_error)
 }
 END_TEST
 
+/* Host-BLAS threads (device/gemm_host.c): a device alone gets its compute
+ * units up to the usable cores; host-BLAS devices that run together share
+ * the cores, however many compute units each has; CLBlast devices do not
+ * count.  Devices made by hand: the counts depend only on these fields. */
+START_TEST(blas_threads_share_the_cores)
+{
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cores = CPU_COUNT(&set);
+    mpt_device_t a = {0}, b = {0}, gpu = {0};
+    a.gemm_host = b.gemm_host = 1;
+    a.info.compute_units = b.info.compute_units = 64, gpu.info.compute_units = 80;
+    mpt_device_t *one[1] = {&a}, *two[2] = {&a, &b}, *mixed[2] = {&a, &gpu};
+    ck_assert_int_eq(mpt__gemm_threads_for(one, 1), cores < 64 ? cores : 64);
+    int half = cores / 2 < 1 ? 1 : cores / 2;
+    ck_assert_int_eq(mpt__gemm_threads_for(two, 2), half < 64 ? half : 64);
+    ck_assert_int_eq(mpt__gemm_threads_for(mixed, 2), cores < 64 ? cores : 64);
+    a.info.compute_units = 1; /* a one-core device: one thread, alone or not */
+    ck_assert_int_eq(mpt__gemm_threads_for(one, 1), 1);
+    ck_assert_int_eq(mpt__gemm_threads_for(two, 2), 1);
+    mpt__gemm_set_threads(two, 2);
+    ck_assert_int_eq(a.blas_threads, 1);
+    ck_assert_int_eq(b.blas_threads, 1);
+    ck_assert_int_eq(gpu.blas_threads, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("device");
@@ -309,6 +338,7 @@ int main(void)
         tcase_add_test(tc, build_error_carries_the_log);
         tcase_add_test(tc, timing_counts_kernel_and_blas_time);
         tcase_add_test(tc, kernel_dir_overrides_embedded_sources);
+        tcase_add_test(tc, blas_threads_share_the_cores);
     }
     suite_add_tcase(s, tc);
     return test_run(s, 0);

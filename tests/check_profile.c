@@ -71,7 +71,7 @@ START_TEST(cache_file_round_trip)
     ck_assert_mpt_fails(mpt_profile_load(path, "vendor|other|1.0||cu1", &q), MPT_ERR_NOT_FOUND);
 
     FILE *f = fopen(path, "w");
-    fputs("{\"mpt_profile\": 1, \"identity\": \"vendor|dev|1.0||cu1\", \"profile\": "
+    fputs("{\"mpt_profile\": 2, \"identity\": \"vendor|dev|1.0||cu1\", \"profile\": "
           "{\"gemm_gflops\": -3}}",
           f);
     fclose(f);

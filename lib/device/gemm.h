@@ -1,6 +1,6 @@
 /*
  * device/gemm.h: the GEMM provider of a device, for the modules below it
- * (profile, tensor).  Never installed.
+ * (profile, tensor, engine).  Never installed.
  *
  * Every GEMM, batched GEMM and bias-gradient GEMV of mpt goes through
  * these calls, which run it with the device's provider:
@@ -32,9 +32,16 @@ int mpt__gemm_choose(mpt_device_t *dev);
 #define MPT_GEMM_HOST_MAP 1    /* between a blocking map and the unmap */
 #define MPT_GEMM_HOST_NATIVE 2 /* as a native kernel of the queue */
 
-/* Sets the host-BLAS thread count of every host-provider device of a set
- * opened together (see gemm_host.c for why they share one count). */
-void mpt__gemm_set_threads(mpt_device_t **devs, size_t n);
+/* The host-BLAS thread count of every host-provider device of devs when
+ * they run GEMMs at the same time (see gemm_host.c for why they share
+ * one count): min(compute units, usable cores / host devices), >= 1. */
+int mpt__gemm_threads_for(mpt_device_t *const *devs, size_t n);
+/* Sets that count on them.  A device set sets it when opened, for all of
+ * its devices; an engine sets it again for the devices its plan runs (a
+ * plan on one of two devices gives that one every core), and the
+ * profiler for the devices it measures (alone: each device's own count;
+ * together: the group's). */
+void mpt__gemm_set_threads(mpt_device_t *const *devs, size_t n);
 
 /* Frees what the provider keeps per device (the ones vector). */
 void mpt__gemm_release(mpt_device_t *dev);

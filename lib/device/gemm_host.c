@@ -22,12 +22,16 @@
  *
  * Threads.  A device's GEMMs should use as many BLAS threads as it has
  * compute units, but OpenBLAS 0.3.21 (pthread build, Debian's default)
- * keeps a single thread count for the whole process.  Devices opened
+ * keeps a single thread count for the whole process.  Devices that run
  * together may run GEMMs at the same time on their worker threads, so
- * every host-provider device of a set gets the same count: the smallest
+ * every host-provider device of them gets the same count: the smallest
  * of min(compute units, usable cores / host devices), which keeps the
  * total within the cores (two one-core PoCL "basic" devices: one thread
- * each, not two each fighting over two cores).  The count is applied
+ * each, not two each fighting over two cores).  "Together" is the
+ * device set when opened, then the devices a plan runs (engine.c: a
+ * plan on one of a PoCL and an Intel device on the same two cores gives
+ * it both), and for the profiler each device alone or the group it
+ * measures together (profile/measure.c).  The count is applied
  * before each GEMM only when it differs from OpenBLAS's current one, so
  * devices of one set never change it under each other; two sets of
  * different counts used at the same time could (a slower GEMM, never a
@@ -149,7 +153,7 @@ static void use_threads(int threads)
 #endif
 }
 
-void mpt__gemm_set_threads(mpt_device_t **devs, size_t n)
+int mpt__gemm_threads_for(mpt_device_t *const *devs, size_t n)
 {
     cpu_set_t set;
     long cores = 0;
@@ -163,16 +167,20 @@ void mpt__gemm_set_threads(mpt_device_t **devs, size_t n)
     for (size_t i = 0; i < n; i++)
         hosts += devs[i]->gemm_host != 0;
     if (hosts == 0)
-        return;
+        return 1;
     long share = cores / (long)hosts, threads = share;
     for (size_t i = 0; i < n; i++)
         if (devs[i]->gemm_host && (long)devs[i]->info.compute_units < threads)
             threads = devs[i]->info.compute_units;
-    if (threads < 1)
-        threads = 1;
+    return threads < 1 ? 1 : (int)threads;
+}
+
+void mpt__gemm_set_threads(mpt_device_t *const *devs, size_t n)
+{
+    int threads = mpt__gemm_threads_for(devs, n);
     for (size_t i = 0; i < n; i++)
         if (devs[i]->gemm_host)
-            devs[i]->blas_threads = (int)threads;
+            devs[i]->blas_threads = threads;
 }
 
 const char *mpt__gemm_host_name(void)

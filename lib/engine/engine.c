@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/gemm.h"
 #include "engine/engine_impl.h"
 
 /* ---- creation ------------------------------------------------------------------- */
@@ -188,6 +189,32 @@ int mpt__engine_create(const mpt__model_t *m, mpt_device_t *const *devices, size
                                     out);
 }
 
+/* The host-BLAS threads of the devices this rank runs in the plan: the
+ * cores shared among those, not among every device opened (a plan that
+ * leaves one of two devices on the same cores idle gives the other all
+ * of them; device/gemm_host.c). */
+static int set_blas_threads(const mpt__plan_t *plan, mpt_device_t *const *devices,
+                            size_t ndevices)
+{
+    mpt_device_t **used = calloc(ndevices ? ndevices : 1, sizeof *used);
+    size_t n = 0;
+    if (!used)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t d = 0; d < ndevices; d++) {
+        int runs = 0;
+        for (size_t r = 0; r < plan->nreplicas && !runs; r++)
+            for (size_t s = 0; s < plan->replicas[r].nstages && !runs; s++)
+                for (size_t g = 0; g < plan->replicas[r].stages[s].ndevices && !runs; g++)
+                    runs = plan->replicas[r].stages[s].devices[g].device == d;
+        if (runs && devices[d])
+            used[n++] = devices[d];
+    }
+    if (n)
+        mpt__gemm_set_threads(used, n);
+    free(used);
+    return MPT_OK;
+}
+
 int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices,
                              size_t ndevices, const mpt__plan_t *plan, size_t batch,
                              uint64_t seed, const mpt_topology_t *topo,
@@ -237,6 +264,7 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
     MPT_TRY(alloc_tags(e));
     MPT_TRY(mpt__eng_make_transport(e, ranks));
     mpt__model_init_params(m, seed, init);
+    MPT_TRY(set_blas_threads(plan, devices, ndevices));
     /* CLBlast's caches are filled from one thread before workers use it
      * concurrently (device/blas.c). */
     for (size_t i = 0; i < ndevices; i++)

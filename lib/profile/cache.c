@@ -12,7 +12,8 @@
 #include "device/device.h"
 #include "profile/profile.h"
 
-#define PROFILE_FORMAT 1 /* bump when the measurement method changes */
+#define PROFILE_FORMAT 2 /* bump when the measurement method changes (2: host-BLAS
+                          * threads of the device alone, measure.c) */
 
 json_t *mpt__profile_to_json(const mpt_profile_t *p)
 {

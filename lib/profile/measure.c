@@ -12,8 +12,14 @@
  * finds them) alone and all at once, in alternating rounds, and gives each
  * device's together / alone rate: the machine's load drifts between
  * rounds, and the ratio of neighbouring phases cancels the drift that two
- * separate measurements would keep.  Left out: fp16 rates, pinned host
- * memory and peer-to-peer copies.
+ * separate measurements would keep.
+ *
+ * Host-BLAS threads: a device alone is measured with its own count (all
+ * the cores its compute units cover, device/gemm_host.c), whatever other
+ * devices the process opened; in the shared measurement each device runs
+ * its alone phases with that count and its together phases with the
+ * group's, as a plan runs them.  Left out: fp16 rates, pinned host memory
+ * and peer-to-peer copies.
  */
 #define _POSIX_C_SOURCE 200809L /* pthread barriers */
 #include <pthread.h>
@@ -200,7 +206,8 @@ out:
     return status;
 }
 
-int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
+/* mpt_profile_measure, with dev's BLAS threads set. */
+static int measure(mpt_device_t *dev, mpt_profile_t *out)
 {
     /* Square GEMMs of three sizes, and the tall-skinny shape of a weight
      * gradient with a small batch. */
@@ -208,10 +215,6 @@ int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
         {256, 256, 256}, {1024, 1024, 1024}, {2048, 2048, 2048}, {4096, 64, 1024}};
     unsigned div = mpt__profile_quick() ? 4 : 1;
     int status = MPT_OK;
-
-    if (!dev || !out)
-        return mpt__fail(MPT_ERR_INVALID, "mpt_profile_measure: NULL argument");
-    memset(out, 0, sizeof *out);
     for (int i = 0; i < MPT_PROFILE_GEMM_SHAPES; i++) {
         mpt_gemm_point_t *pt = &out->gemm[i];
         pt->m = shapes[i][0] / div, pt->n = shapes[i][1], pt->k = shapes[i][2] / div;
@@ -230,6 +233,18 @@ int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
     return MPT_OK;
 }
 
+int mpt_profile_measure(mpt_device_t *dev, mpt_profile_t *out)
+{
+    if (!dev || !out)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_profile_measure: NULL argument");
+    memset(out, 0, sizeof *out);
+    int threads = dev->blas_threads; /* the device's own count, then back */
+    mpt__gemm_set_threads(&dev, 1);
+    int status = measure(dev, out);
+    dev->blas_threads = threads;
+    return status;
+}
+
 /* ---- devices together (shared.c) ------------------------------------------ */
 
 #define SHARED_ROUNDS 5        /* alone, together, alone, together... */
@@ -241,6 +256,7 @@ typedef struct {
     gemm_ctx g;
     io_ctx c;
     int reps[2];                  /* calls per phase: GEMM, copy */
+    int threads_alone, threads_together; /* its host-BLAS threads in each phase */
     double alone[2][SHARED_ROUNDS], together[2][SHARED_ROUNDS];
     size_t me;
     struct shared_run *run;
@@ -286,10 +302,12 @@ static void *shared_main(void *arg)
         for (int k = 0; k < 2; k++) {
             for (size_t who = 0; who < r->n; who++) {
                 pthread_barrier_wait(&r->bar);
+                d->g.dev->blas_threads = d->threads_alone;
                 if (who == d->me && d->status == MPT_OK)
                     d->status = timed(fns[k], ctx[k], d->reps[k], &d->alone[k][round]);
                 pthread_barrier_wait(&r->bar);
             }
+            d->g.dev->blas_threads = d->threads_together;
             pthread_barrier_wait(&r->bar);
             if (d->status == MPT_OK)
                 d->status = timed(fns[k], ctx[k], d->reps[k], &d->together[k][round]);
@@ -354,14 +372,19 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
     shared_run r = {.devs = calloc(n ? n : 1, sizeof(shared_dev)), .n = n,
                     .lock = PTHREAD_MUTEX_INITIALIZER, .open = PTHREAD_COND_INITIALIZER};
     pthread_t *threads = calloc(n ? n : 1, sizeof *threads);
+    int *kept = calloc(n ? n : 1, sizeof *kept); /* the devices' BLAS threads before */
     size_t started = 0;
     int status = MPT_OK, barrier = 0;
-    if (!r.devs || !threads) {
+    if (!r.devs || !threads || !kept) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
+    for (size_t i = 0; i < n; i++)
+        kept[i] = devs[i]->blas_threads;
     for (size_t i = 0; i < n; i++) {
         r.devs[i].me = i, r.devs[i].run = &r;
+        r.devs[i].threads_alone = mpt__gemm_threads_for(&devs[i], 1);
+        r.devs[i].threads_together = mpt__gemm_threads_for(devs, n);
         if ((status = shared_prepare(devs[i], alone[i].gemm_gflops, alone[i].mem_gbps,
                                      &r.devs[i])) < 0) {
             status = mpt__fail_context(status, "profiling device %d (%s) beside the devices "
@@ -402,6 +425,9 @@ out:
         pthread_barrier_destroy(&r.bar);
     for (size_t i = 0; r.devs && i < n; i++)
         shared_release(&r.devs[i]);
+    for (size_t i = 0; kept && i < n; i++)
+        devs[i]->blas_threads = kept[i];
+    free(kept);
     free(r.devs);
     free(threads);
     return status;

@@ -27,7 +27,8 @@
 #include "device/device.h"
 #include "profile/profile.h"
 
-#define SHARED_FORMAT 1 /* bump when the measurement method changes */
+#define SHARED_FORMAT 2 /* bump when the measurement method changes (2: alone
+                         * and together with their own BLAS threads) */
 
 /* The device's cpuset, NULL when the cluster gave none (no sharing known). */
 static hwloc_bitmap_t cpuset_of(const mpt_cluster_device_t *d)
