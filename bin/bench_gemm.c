@@ -29,11 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "bench.h"
 #include "config.h"
 #include "device/gemm.h"
+#include "device/host_blas.h"
 #include "device/tuning.h"
 #include "tensor/tensor.h"
 

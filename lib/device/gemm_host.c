@@ -51,10 +51,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
 #include "config.h"
 #include "device/gemm.h"
+#include "device/host_blas.h"
 
 /* One buffer to map: the union [lo, hi) in bytes of what the call touches. */
 typedef struct {
