@@ -21,7 +21,7 @@
  * undefined in OpenCL 1.2, and A, B and C are often views of one buffer.
  *
  * Threads.  A device's GEMMs should use as many BLAS threads as it has
- * compute units, but OpenBLAS 0.3.21 (pthread build, Debian's default)
+ * compute units, but OpenBLAS (pthread build: Debian's 0.3.21, PyPI's 0.3.34)
  * keeps a single thread count for the whole process.  Devices that run
  * together may run GEMMs at the same time on their worker threads, so
  * every host-provider device of them gets the same count: the smallest

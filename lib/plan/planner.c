@@ -478,7 +478,7 @@ static int place(const mpt__model_cost_t *mc, const mpt_cluster_t *c, const size
     p->nreplicas = sh->dp;
     for (size_t i = 0; i < sh->dp * per_replica; i++)
         total_weight += share_weight(c, cache, order[i], basis);
-    /* Whole samples per replica, proportional to its speed (largest
+    /* Whole samples per replica, proportional to its weight (largest
      * remainder), and at least one per micro-batch. */
     if (!(samples = calloc(sh->dp, sizeof *samples)) || !(rest = calloc(sh->dp, sizeof *rest))) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
