@@ -1,10 +1,10 @@
 #!/bin/sh
 # install-deps.sh: installs the Debian 12 packages that mpt builds, tests
-# and runs with, then from PyPI a current OpenBLAS for the CPU devices'
-# GEMMs (install-host-blas.sh; optional: configure falls back to Debian's
-# OpenBLAS) and Intel's OpenCL CPU runtime as a second OpenCL vendor
-# (install-intel-opencl.sh; optional: a failure there only warns).  Run as
-# root (or with sudo available).  Safe to repeat.
+# and runs with, then Intel's OpenCL CPU runtime from PyPI as a second
+# OpenCL vendor (install-intel-opencl.sh; optional: a failure there only
+# warns).  Run as root (or with sudo available).  Safe to repeat.
+# (install-host-blas.sh, a newer OpenBLAS for ./configure
+# --with-host-blas=scipy-openblas, is not run: Debian's is the default.)
 set -eu
 
 packages="
@@ -28,10 +28,6 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 # shellcheck disable=SC2086
 $sudo apt-get install -y -q $packages
-
-# The faster host BLAS: optional, so its failure must not stop the build.
-$sudo "$(dirname "$0")/install-host-blas.sh" ||
-    echo "install-deps.sh: warning: install-host-blas.sh failed; configure uses Debian's OpenBLAS" >&2
 
 # The second vendor: optional, so its failure must not stop the build.
 $sudo "$(dirname "$0")/install-intel-opencl.sh" ||

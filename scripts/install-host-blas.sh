@@ -1,14 +1,16 @@
 #!/bin/sh
 # install-host-blas.sh: installs a current OpenBLAS from PyPI (the
 # scipy-openblas32 wheel, which NumPy and SciPy build against) for the
-# GEMMs of mpt's CPU devices, and writes a pkg-config file that
-# ./configure finds (configure.ac, --with-host-blas).  Called by
-# install-deps.sh; safe to repeat.  Run as root.
+# GEMMs of mpt's CPU devices, and writes a pkg-config file for
+# ./configure --with-host-blas=scipy-openblas (configure.ac).  Optional,
+# not run by install-deps.sh; safe to repeat.  Run as root.
 #
-# Why: Debian 12's OpenBLAS 0.3.21 runs the MLP's GEMMs at 0.7x of
-# OpenBLAS 0.3.34 on the same two cores (7.2 against 5.1 ms for the eight
-# GEMMs of a batch-1024 step; 103 against 202 GFLOP/s at 1024x128x256;
-# docs/performance.md), so mpt trained at 0.8x of PyTorch (MKL) with it.
+# Why: called alone, Debian 12's OpenBLAS 0.3.21 runs the MLP's GEMMs at
+# 0.7x of OpenBLAS 0.3.34 on the same two cores (7.2 against 5.1 ms for the
+# eight GEMMs of a batch-1024 step; 103 against 202 GFLOP/s at
+# 1024x128x256).  In training it measured +10-15% on the MLP at batch 128,
+# a tie at batch 1024 and -15% on the CNN (docs/performance.md), so it is
+# not the default.
 #
 # Layout, and why:
 #   $PREFIX/                  a Python venv (pip, Debian's python3-venv)
@@ -22,8 +24,8 @@
 # cannot clash with Debian's OpenBLAS in one process.  libmpt finds it
 # by the RUNPATH the .pc file's Libs give, with no environment variable.
 #
-# A failure prints a warning and exits 0: configure then uses Debian's
-# OpenBLAS (libopenblas-dev), slower but the same results.
+# A failure prints a warning and exits 0: build with Debian's OpenBLAS
+# (the default), the same results.
 #
 # Environment: MPT_HOST_BLAS_PREFIX (default /opt/mpt-openblas),
 # MPT_HOST_BLAS_VERSION (the wheel's version, default below: the one
@@ -35,7 +37,7 @@ version=${MPT_HOST_BLAS_VERSION:-0.3.34.481.3}
 pc=$prefix/lib/pkgconfig/scipy-openblas.pc
 
 warn() {
-    echo "install-host-blas.sh: warning: $*; configure will use Debian's OpenBLAS" >&2
+    echo "install-host-blas.sh: warning: $*; build with Debian's OpenBLAS (the default)" >&2
     exit 0
 }
 
