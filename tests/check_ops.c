@@ -912,6 +912,34 @@ START_TEST(gemm_keeps_queue_order)
 }
 END_TEST
 
+/* Buffers freed and made again between GEMMs, of the same size, so that
+ * OpenCL may hand out a freed buffer's handle again: the host provider
+ * remembers each buffer's host address after its first map
+ * (device/gemm_host.c) and must forget it when the buffer goes, or a GEMM
+ * would read and write the freed memory.  Integer data: exact sums. */
+START_TEST(gemm_after_buffers_are_made_again)
+{
+    mpt_devices_t *set = test_open_with_provider("0", _i);
+    mpt_device_t *dev = mpt_devices_get(set, 0);
+    const size_t m = 16, k = 8, n = 12;
+    float *got = falloc(m * n);
+    for (int round = 0; round < 20; round++) {
+        mpt__tensor_t a = put(dev, 0, m * k, NULL), b = put(dev, 0, k * n, NULL),
+                      c = put(dev, 0, m * n, NULL);
+        ck_assert_mpt_ok(mpt__op_fill(&a, m * k, (float)(round + 1)));
+        ck_assert_mpt_ok(mpt__op_fill(&b, k * n, 2.0f));
+        ck_assert_mpt_ok(mpt__op_gemm(0, 0, m, n, k, 1.0f, &a, k, &b, n, 0.0f, &c, n));
+        get(&c, got);
+        for (size_t i = 0; i < m * n; i++) /* k (round + 1) 2 */
+            ck_assert_msg(got[i] == (float)(k * (round + 1) * 2), "%s, round %d: C[%zu] = %g",
+                          test_gemm_provider(_i), round, i, got[i]);
+        mpt_buffer_free(a.buf), mpt_buffer_free(b.buf), mpt_buffer_free(c.buf);
+    }
+    free(got);
+    mpt_devices_free(set);
+}
+END_TEST
+
 /* The bias gradient allocates nothing per call: CLBlast's GEMV keeps one
  * vector of ones per device, grown to the largest row count and then
  * reused; the host provider needs none.  Integer data: sums are exact. */
@@ -1284,6 +1312,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(tc, sum_rows_beta, 0, TEST_GEMM_PROVIDERS);
     tcase_add_loop_test(tc, gemm_batched_four_transposes, 0, TEST_GEMM_PROVIDERS);
     tcase_add_loop_test(tc, gemm_keeps_queue_order, 0, TEST_GEMM_PROVIDERS);
+    tcase_add_loop_test(tc, gemm_after_buffers_are_made_again, 0, TEST_GEMM_PROVIDERS);
     tcase_add_loop_test(tc, sum_rows_keeps_one_ones_vector, 0, TEST_GEMM_PROVIDERS);
     tcase_add_test(tc, host_blas_threads_shared_by_a_set);
     tcase_add_test(tc, bad_mpt_blas_is_refused);

@@ -45,6 +45,7 @@
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -216,6 +217,68 @@ static void run_native(void *block)
     h->fn(h->arg, ptr);
 }
 
+/* Host addresses of buffers a native call has mapped once.  On a device
+ * whose buffers are host memory (the only kind that runs native calls) a
+ * buffer's storage never moves, so its first map's address serves every
+ * later call, and the map and unmap that each call enqueued per buffer
+ * (two queue commands each, most of a small GEMM's overhead: mpt-bench
+ * gemm's "queued" column at 128x128x256) are left out.  An entry goes
+ * when OpenCL destroys its buffer (a destructor callback), before the
+ * handle can name another buffer.  One table for the process: the
+ * callback may come after the device that used the buffer is gone. */
+typedef struct {
+    cl_mem mem;
+    char *host;
+} known_t;
+
+static known_t *known;
+static size_t nknown, capknown;
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char *known_host(cl_mem mem)
+{
+    char *host = NULL;
+    pthread_mutex_lock(&known_lock);
+    for (size_t i = 0; i < nknown && !host; i++)
+        if (known[i].mem == mem)
+            host = known[i].host;
+    pthread_mutex_unlock(&known_lock);
+    return host;
+}
+
+static void CL_CALLBACK forget_host(cl_mem mem, void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&known_lock);
+    for (size_t i = 0; i < nknown; i++)
+        if (known[i].mem == mem) {
+            known[i] = known[--nknown];
+            break;
+        }
+    pthread_mutex_unlock(&known_lock);
+}
+
+/* Remembers mem's host address; without room or a destructor callback it
+ * is not kept (the next call maps again). */
+static void remember_host(cl_mem mem, char *host)
+{
+    pthread_mutex_lock(&known_lock);
+    int kept = 0;
+    if (nknown == capknown) {
+        size_t cap = capknown ? 2 * capknown : 64;
+        known_t *grown = realloc(known, cap * sizeof *grown);
+        if (grown)
+            known = grown, capknown = cap;
+    }
+    if (nknown < capknown) {
+        known[nknown++] = (known_t){mem, host};
+        kept = 1;
+    }
+    pthread_mutex_unlock(&known_lock);
+    if (kept && clSetMemObjectDestructorCallback(mem, forget_host, NULL) != CL_SUCCESS)
+        forget_host(mem, NULL);
+}
+
 /* Enqueues fn as a native kernel over regions r (merged per buffer) for
  * args; its event counts as BLAS busy time while timing is on. */
 static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r, size_t nr,
@@ -233,7 +296,8 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
     h->fn = fn, h->threads = dev->blas_threads, h->n = n;
     /* Each buffer's host address from a map enqueued without waiting
      * (on a host-unified device, the buffer's own memory) and unmapped at
-     * once; the native kernel queues behind both.  The addresses OpenCL
+     * once, the first time a call uses the buffer (then known_host); the
+     * native kernel queues behind both.  The addresses OpenCL
      * writes into the block are not used: PoCL 3.1 sorts the command's
      * buffers and then writes the i-th sorted buffer's address at
      * args_mem_loc[i], so a call got another buffer's address (found by
@@ -244,6 +308,8 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
         mems[j] = r[j].mem;
         h->mem[j] = r[j].mem;
         locs[j] = &h->mem[j];
+        if ((h->host[j] = known_host(r[j].mem))) /* mapped before: the same address */
+            continue;
         h->host[j] = clEnqueueMapBuffer(dev->queue, r[j].mem, CL_FALSE, r[j].flags, 0,
                                         r[j].hi, 0, NULL, NULL, &err);
         if (!h->host[j] || err != CL_SUCCESS ||
@@ -252,6 +318,7 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
             free(h);
             return mpt__fail_cl(err, "%s on device %d: mapping a buffer", what, dev->info.index);
         }
+        remember_host(r[j].mem, h->host[j]);
     }
     for (size_t i = 0; i < n; i++) {
         h->off[i] = args[i].off;
