@@ -1,8 +1,10 @@
 #!/bin/sh
 # MLP training throughput of this build against another built tree of mpt
-# (OTHER, typically configured --with-host-blas=openblas: Debian's
-# OpenBLAS) and PyTorch, on one PoCL device using every core, alternating
-# A B C in each round so that a drifting machine load shifts all three.
+# (OTHER, typically configured with the other host BLAS: ./configure
+# --with-host-blas=scipy-openblas or =openblas) and PyTorch, on one PoCL
+# device using every core, alternating A B C in each round so that a
+# drifting machine load shifts all three.  Each tree's host BLAS is
+# printed beside its figure.
 #
 #   OTHER=/path/to/other/tree bench/train_blas_vs_torch.sh [STEPS] [BATCH] [ROUNDS]
 #       (run from this built tree; defaults 100 steps, batch 1024, 3 rounds)
