@@ -453,9 +453,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
-    setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
-    int failed = test_run(suite(), 0);
-    mlp_close();
-    return failed;
+    return mlp_main(suite());
 }

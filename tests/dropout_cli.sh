@@ -15,11 +15,7 @@ cli_setup dropout-cli
 train=${MPT_TRAIN:-./bin/mpt-train}
 srcdir=${MPT_TESTS_SRCDIR:-tests}
 model="$srcdir/../models/cnn-fashion.json"
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+cli_need_fashion
 # Two one-core devices (make check sets these too).
 POCL_DEVICES=${POCL_DEVICES:-pthread pthread}
 POCL_MAX_PTHREAD_COUNT=${POCL_MAX_PTHREAD_COUNT:-1}

@@ -46,6 +46,15 @@ void mlp_close(void)
     mlp_devs = NULL, mlp_model = NULL, X = NULL, Y = NULL;
 }
 
+int mlp_main(Suite *s)
+{
+    setenv("POCL_DEVICES", "pthread pthread pthread pthread", 1);
+    setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
+    int failed = test_run(s, 0);
+    mlp_close();
+    return failed;
+}
+
 void mlp_config(mpt_train_config_t *c, mpt_optimizer_t opt)
 {
     mpt_train_config_default(c);

@@ -11,6 +11,8 @@
 #ifndef MPT_TESTS_MLP_RUNS_H
 #define MPT_TESTS_MLP_RUNS_H
 
+#include <check.h>
+
 #include "train/trainer.h"
 
 enum { MLP_STEPS = 10, MLP_BATCH = 60, MLP_CLASSES = 10 };
@@ -23,6 +25,10 @@ extern mpt_model_t *mlp_model;
 void mlp_open(void);
 /* Frees what mlp_open opened. */
 void mlp_close(void);
+/* The main of a suite of these runs: four one-core PoCL devices sharing
+ * one thread (POCL_DEVICES, before OpenCL starts), the suite run without
+ * fork (testutil.h), then mlp_close; the number of failures. */
+int mlp_main(Suite *s);
 /* The configuration every run shares: the optimizer's defaults, seed 5. */
 void mlp_config(mpt_train_config_t *c, mpt_optimizer_t opt);
 /* A trainer under plan, or on device 0 alone when plan is NULL. */

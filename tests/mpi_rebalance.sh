@@ -20,18 +20,8 @@ cli_setup mpi-rebalance
 
 train=${MPT_TRAIN:-./bin/mpt-train}
 topo=${MPT_TOPO:-./bin/mpt-topo}
-data=/usr/share/datasets/fashion-mnist
-if [ ! -x "${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm" ] || ! command -v mpirun >/dev/null 2>&1; then
-    echo "SKIP: built without MPI (configure --with-mpi, Debian libopenmpi-dev openmpi-bin)"
-    exit 77
-fi
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+cli_need_mpi
+cli_need_fashion
 export POCL_DEVICES=pthread POCL_MAX_PTHREAD_COUNT=1 MPT_PROFILE_QUICK=1
 mpi="mpirun --tag-output --oversubscribe --mca btl self,vader"
 common="--devices pocl --steps 24 --batch 256 --schedule constant"

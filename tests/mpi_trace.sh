@@ -23,17 +23,8 @@ cli_setup mpi-trace
 
 train=${MPT_TRAIN:-./bin/mpt-train}
 model="${MPT_TESTS_SRCDIR:-tests}/../models/mlp-fashion.json"
-if [ ! -x "${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm" ] || ! command -v mpirun >/dev/null 2>&1; then
-    echo "SKIP: built without MPI (configure --with-mpi, Debian libopenmpi-dev openmpi-bin)"
-    exit 77
-fi
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "SKIP: dataset-fashion-mnist not installed"
-    exit 77
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+cli_need_mpi
+cli_need_fashion
 export POCL_MAX_PTHREAD_COUNT=1 POCL_DEVICES=pthread
 mpi="mpirun --oversubscribe --mca btl self,vader"
 

@@ -17,18 +17,8 @@ cli_setup mpt-run
 
 train=${MPT_TRAIN:-./bin/mpt-train}
 supervisor=$(dirname "$train")/mpt-run
-data=/usr/share/datasets/fashion-mnist
-if [ ! -x "${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm" ] || ! command -v mpirun >/dev/null 2>&1; then
-    echo "SKIP: built without MPI (configure --with-mpi, Debian libopenmpi-dev openmpi-bin)"
-    exit 77
-fi
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+cli_need_mpi
+cli_need_fashion
 POCL_DEVICES=pthread POCL_MAX_PTHREAD_COUNT=1
 export POCL_DEVICES POCL_MAX_PTHREAD_COUNT
 margs="--oversubscribe --mca btl self,vader"

@@ -20,11 +20,7 @@
 cli_setup nonfinite-cli
 train=${MPT_TRAIN:-./bin/mpt-train}
 srcdir=${MPT_TESTS_SRCDIR:-tests}
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "SKIP: $data not installed (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+cli_need_fashion
 model="$srcdir/../models/mlp-fashion.json"
 base="--model $model --batch 64 --schedule constant"
 common="$base --devices 0"
