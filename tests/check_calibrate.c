@@ -342,19 +342,14 @@ static mpt_plan_t *plan_of(const mpt_model_t *m, const mpt_cluster_t *c, size_t 
     return p;
 }
 
-/* The test model, the PoCL devices and their local cluster; 0 (nothing
- * left open) when fewer than two devices are there. */
-static int open_pair(mpt_model_t **m, mpt_devices_t **devs, mpt_cluster_t **c)
+/* The test model, the PoCL devices (at least two: the suite runs under
+ * two, Makefile.am) and their local cluster. */
+static void open_pair(mpt_model_t **m, mpt_devices_t **devs, mpt_cluster_t **c)
 {
     ck_assert_mpt_ok(mpt_model_from_json(mlp, m));
     ck_assert_mpt_ok(mpt_devices_open("pocl", devs));
-    if (mpt_devices_count(*devs) < 2) {
-        mpt_devices_free(*devs);
-        mpt_model_free(*m);
-        return 0;
-    }
+    ck_assert_uint_ge(mpt_devices_count(*devs), 2);
     ck_assert_mpt_ok(mpt_cluster_local(*devs, NULL, c));
-    return 1;
 }
 
 /* The mechanism: 3 steps under DP=2 (AdamW: two optimizer slots to
@@ -365,8 +360,7 @@ START_TEST(replan_at_step_equals_unmoved)
     mpt_model_t *m = NULL;
     mpt_devices_t *devs = NULL;
     mpt_cluster_t *c = NULL;
-    if (!open_pair(&m, &devs, &c))
-        return; /* the suite runs under two PoCL devices (Makefile.am) */
+    open_pair(&m, &devs, &c);
     mpt_plan_t *dp2 = plan_of(m, c, 2, 1), *pp2 = plan_of(m, c, 1, 2);
     mpt_train_config_t cfg;
     mpt_train_config_default(&cfg);
@@ -413,8 +407,7 @@ START_TEST(busy_after_move_to_idle_device)
     mpt_devices_t *devs = NULL;
     mpt_cluster_t *c = NULL;
     mpt_plan_t *one = NULL;
-    if (!open_pair(&m, &devs, &c))
-        return; /* the suite runs under two PoCL devices (Makefile.am) */
+    open_pair(&m, &devs, &c);
     mpt_plan_request_t req;
     mpt_plan_request_default(&req);
     req.batch = BATCH, req.dp = req.pp = req.tp = 1;
@@ -542,24 +535,23 @@ START_TEST(shared_cores_measured_together)
     setenv("XDG_CACHE_HOME", dir, 1);
     setenv("MPT_PROFILE_QUICK", "1", 1);
     ck_assert_mpt_ok(mpt_devices_open("pocl", &devs));
-    if (mpt_devices_count(devs) >= 2) { /* the suite runs under two (Makefile.am) */
-        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &a));
-        ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &b));
-        for (size_t i = 0; i < mpt_cluster_device_count(a); i++) {
-            const mpt_profile_t *p = &mpt_cluster_device(a, i)->profile;
-            const mpt_profile_t *q = &mpt_cluster_device(b, i)->profile;
-            ck_assert_msg(p->shared_gemm_gflops > 0 && p->shared_gemm_gflops <= 2 * p->gemm_gflops,
-                          "device %zu: %g GFLOP/s together, %g alone", i, p->shared_gemm_gflops,
-                          p->gemm_gflops);
-            ck_assert_msg(p->shared_mem_gbps > 0 && p->shared_mem_gbps <= 2 * p->mem_gbps,
-                          "device %zu: %g GB/s together, %g alone", i, p->shared_mem_gbps,
-                          p->mem_gbps);
-            ck_assert_double_eq(p->shared_gemm_gflops, q->shared_gemm_gflops);
-            ck_assert_double_eq(p->shared_mem_gbps, q->shared_mem_gbps);
-        }
-        snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
-        ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);
+    ck_assert_uint_ge(mpt_devices_count(devs), 2); /* the suite runs under two (Makefile.am) */
+    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &a));
+    ck_assert_mpt_ok(mpt_cluster_local(devs, NULL, &b));
+    for (size_t i = 0; i < mpt_cluster_device_count(a); i++) {
+        const mpt_profile_t *p = &mpt_cluster_device(a, i)->profile;
+        const mpt_profile_t *q = &mpt_cluster_device(b, i)->profile;
+        ck_assert_msg(p->shared_gemm_gflops > 0 && p->shared_gemm_gflops <= 2 * p->gemm_gflops,
+                      "device %zu: %g GFLOP/s together, %g alone", i, p->shared_gemm_gflops,
+                      p->gemm_gflops);
+        ck_assert_msg(p->shared_mem_gbps > 0 && p->shared_mem_gbps <= 2 * p->mem_gbps,
+                      "device %zu: %g GB/s together, %g alone", i, p->shared_mem_gbps,
+                      p->mem_gbps);
+        ck_assert_double_eq(p->shared_gemm_gflops, q->shared_gemm_gflops);
+        ck_assert_double_eq(p->shared_mem_gbps, q->shared_mem_gbps);
     }
+    snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
+    ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
     if (*old)

@@ -342,15 +342,23 @@ static mpt_cluster_t *two_equal(double mem, double limit)
 /* DP=2 with AdamW: the whole model fits a device only with half of the
  * optimizer state (ZeRO-1); the planner chooses ZeRO-1 then, predicts
  * the sharded memory, and not when the whole state fits. */
+/* What one replica of DP=2 with AdamW (two optimizer slots) needs: with
+ * the whole optimizer state, and with half of it (ZeRO-1, even shares). */
+static void dp2_adamw_needs(double *whole, double *sharded)
+{
+    mpt__model_cost_t mc;
+    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
+    double P = 4.0 * (double)model->param_floats;
+    *whole = mpt__cost_memory(&mc, 0, model->nlayers - 1, BATCH / 2, 1, 1.0, 2, 0);
+    *sharded = *whole - 2 * P * 0.5; /* two slots, each replica half of them */
+    mpt__model_cost_free(&mc);
+}
+
 START_TEST(planner_chooses_zero_when_memory_calls_for_it)
 {
     open_world();
-    mpt__model_cost_t mc;
-    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
-    size_t L = model->nlayers;
-    double P = 4.0 * (double)model->param_floats;
-    double whole = mpt__cost_memory(&mc, 0, L - 1, BATCH / 2, 1, 1.0, 2, 0);
-    double sharded = whole - 2 * P * 0.5; /* two slots, each replica half of them */
+    double whole, sharded;
+    dp2_adamw_needs(&whole, &sharded);
     mpt_plan_request_t req;
     mpt_plan_request_default(&req);
     req.batch = BATCH, req.dp = 2, req.optimizer = MPT_OPTIM_ADAMW;
@@ -381,7 +389,6 @@ START_TEST(planner_chooses_zero_when_memory_calls_for_it)
     ck_assert_int_eq(p->zero, 2);
     mpt_plan_free(p);
     mpt_cluster_free(tight);
-    mpt__model_cost_free(&mc);
 }
 END_TEST
 
@@ -394,12 +401,8 @@ END_TEST
 START_TEST(planner_bounds_uneven_shares_by_memory)
 {
     open_world();
-    mpt__model_cost_t mc;
-    ck_assert_mpt_ok(mpt__model_cost(model, &mc));
-    size_t L = model->nlayers;
-    double P = 4.0 * (double)model->param_floats;
-    double whole = mpt__cost_memory(&mc, 0, L - 1, BATCH / 2, 1, 1.0, 2, 0);
-    double even = whole - 2 * P * 0.5;
+    double whole, even, P = 4.0 * (double)model->param_floats;
+    dp2_adamw_needs(&whole, &even);
     const double gflops[2] = {1000, 1500};
     mpt_plan_request_t req;
     mpt_plan_request_default(&req);
@@ -423,7 +426,6 @@ START_TEST(planner_bounds_uneven_shares_by_memory)
     }
     mpt_plan_free(p);
     mpt_cluster_free(c);
-    mpt__model_cost_free(&mc);
 }
 END_TEST
 

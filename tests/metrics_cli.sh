@@ -21,10 +21,7 @@ set -u
 train=${MPT_TRAIN:-./bin/mpt-train}
 src="${MPT_TESTS_SRCDIR:-tests}/.."
 model="$src/models/mlp-fashion.json"
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "SKIP: dataset-fashion-mnist not installed"
-    exit 77
-fi
+cli_need_fashion
 cli_setup metrics
 
 # ---- the field list, and a data-parallel run's figures -------------------------
@@ -98,11 +95,13 @@ for l in steps[1:]:  # the first window holds the kernel builds
     if abs(measured - flops) > tol * flops:
         bad.append("step %d: gflops x kernel time summed over the devices = %.4g FLOPs, "
                    "by hand %.4g" % (l["step"], measured, flops))
+    for d in l["devices"]:
         if not (d["mem_gbps"] > 0 and d["profile_gflops"] > 0 and d["profile_mem_gbps"] > 0):
             bad.append("device %d: rates %s" % (d["device"], d))
         if not (0 < d["peak_memory_bytes"] <= d["memory_capacity_bytes"]):
             bad.append("device %d: peak %s of capacity %s" % (d["device"],
                        d["peak_memory_bytes"], d["memory_capacity_bytes"]))
+        # 2e-6 s: the bound of the printed figures' rounding (%.6f)
         blocked = d["peer_wait_s"] + d["transfer_s"]
         if not (0 <= blocked <= d["step_s"] + 2e-6 and d["allreduce_wait_s"] >= 0 and
                 d["allreduce_wait_s"] + d["allreduce_transfer_s"] <= d["allreduce_s"] + 2e-6):
