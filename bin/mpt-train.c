@@ -444,7 +444,7 @@ static void on_epoch(void *ctx, const mpt_epoch_summary_t *s)
     if (p->timing && !isnan(s->device_busy_s))
         printf(", device busy %.1f s (%.0f%%; BLAS %.0f%%)", s->device_busy_s,
                100 * s->device_busy_s / s->seconds, 100 * s->blas_busy_s / s->seconds);
-    for (size_t i = 0, shown = 0; p->timing && i < s->ndevices; i++) /* this rank's */
+    for (size_t i = 0, shown = 0; p->timing && i < s->ndevices; i++) /* every rank's */
         if (!isnan(s->devices[i].busy))
             printf("%s device %d %lu kernels + %lu BLAS calls", shown++ ? "," : "; a step:",
                    s->devices[i].device, s->devices[i].kernels, s->devices[i].blas_calls);
@@ -501,18 +501,20 @@ static void print_header(const options *o, const mpt_model_t *model, const mpt_t
                          const mpt_devices_t *devs, int nranks, uint64_t total, uint64_t per_epoch)
 {
     char *table = NULL, where[256];
-    mpt_device_step_t first = {0}; /* the plan's device: not the first opened when it
-                                    * leaves that one idle */
-    tool_check(mpt_trainer_device_stats(t, 0, &first), "reading the plan's devices");
-    const mpt_device_info_t *info = mpt_device_info(mpt_devices_get(devs, (size_t)first.device));
     tool_check(mpt_model_describe(model, &table), "describing the model");
     if (nranks > 1)
         snprintf(where, sizeof where, "%zu devices of %d ranks", mpt_trainer_device_count(t),
                  nranks);
     else if (mpt_trainer_device_count(t) > 1)
         snprintf(where, sizeof where, "%zu devices", mpt_trainer_device_count(t));
-    else
+    else {
+        mpt_device_step_t first = {0}; /* the plan's device: not the first opened when it
+                                        * leaves that one idle */
+        tool_check(mpt_trainer_device_stats(t, 0, &first), "reading the plan's devices");
+        const mpt_device_info_t *info =
+            mpt_device_info(mpt_devices_get(devs, (size_t)first.device));
         snprintf(where, sizeof where, "device %d (%s)", info->index, info->name);
+    }
     printf("mpt-train: %s (%zu parameters) on %s, batch %zu, %s lr %g, %" PRIu64
            " steps (%" PRIu64 " per epoch)%s\n",
            mpt_model_name(model), mpt_model_param_count(model), where, o->cfg.batch,

@@ -258,19 +258,6 @@ START_TEST(minimal_file_defaults)
 }
 END_TEST
 
-/* gemm_queued as written, else as the provider implies: a native-kernel
- * host device (cpu0) stays queued through a cluster file, which a job's
- * cluster and borrowed calibrations go through (calibrate.c reads it). */
-START_TEST(gemm_queued_read_or_implied)
-{
-    mpt_cluster_t *c = load(test_path("fixtures/cluster-gemm-provider.json"));
-    ck_assert_int_eq(device(c, 0)->info.gemm_queued, 1); /* "host", written true */
-    ck_assert_int_eq(device(c, 1)->info.gemm_queued, 1); /* "clblast" */
-    ck_assert_int_eq(device(c, 2)->info.gemm_queued, 0); /* "host", not written */
-    mpt_cluster_free(c);
-}
-END_TEST
-
 /* ---- malformed files ---------------------------------------------------- */
 
 static const struct {
@@ -351,7 +338,6 @@ static void assert_same_devices(const mpt_cluster_t *a, const mpt_cluster_t *b)
         const mpt_cluster_device_t *x = device(a, i), *y = device(b, i);
         /* the GEMM provider: absent stays absent, a word stays that word */
         ck_assert_int_eq(!x->info.gemm_provider, !y->info.gemm_provider);
-        ck_assert_int_eq(x->info.gemm_queued, y->info.gemm_queued);
         if (x->info.gemm_provider)
             ck_assert_str_eq(x->info.gemm_provider, y->info.gemm_provider);
         ck_assert_str_eq(x->info.vendor, y->info.vendor);
@@ -609,7 +595,6 @@ int main(void)
     tcase_add_test(tc, node_with_topology_xml);
     tcase_add_test(tc, two_nodes_without_xml);
     tcase_add_test(tc, minimal_file_defaults);
-    tcase_add_test(tc, gemm_queued_read_or_implied);
     tcase_add_loop_test(tc, malformed_files_name_file_and_key, 0,
                         sizeof bad_files / sizeof bad_files[0]);
     tcase_add_test(tc, null_arguments);

@@ -54,7 +54,7 @@ int mpt__gemm(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n, s
 
 /* `count` GEMMs of one shape, the i-th at float offsets a_off[i], b_off[i],
  * c_off[i] (from the buffers' start); one CLBlast launch, or a loop of
- * host GEMMs inside one map of the buffers. */
+ * host GEMMs inside one host call. */
 int mpt__gemm_batched(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t n,
                       size_t k, float alpha, cl_mem a, const size_t *a_off, size_t lda,
                       cl_mem b, const size_t *b_off, size_t ldb, float beta, cl_mem c,
@@ -79,7 +79,7 @@ int mpt__gemm_host(mpt_device_t *dev, int trans_a, int trans_b, size_t m, size_t
                    size_t ldc, size_t count);
 int mpt__gemm_host_sum_rows(mpt_device_t *dev, cl_mem dy, size_t dy_off, size_t rows,
                             size_t cols, float beta, cl_mem db, size_t db_off);
-/* ---- host calls on mapped buffers (gemm_host.c) ------------------------- */
+/* ---- host calls on the buffers' host memory (gemm_host.c) --------------- */
 
 /* Work the host provider runs as one call: a GEMM with its epilogue
  * (bias, activation) or a linear layer's whole backward (tensor/linear.c),

@@ -1,6 +1,6 @@
 /*
  * device/gemm_host.c: the host GEMM provider: the host's BLAS (OpenBLAS
- * through CBLAS) on the mapped buffers of a CPU device.
+ * through CBLAS) on the host memory of a CPU device's buffers.
  *
  * Two ways to run a host call in the device's queue order:
  * - As a native kernel (clEnqueueNativeKernel, MPT_GEMM_HOST_NATIVE), on a
@@ -40,7 +40,7 @@
  * each see every core; bind them (mpirun --bind-to) to share the cores.
  *
  * Left out: batched GEMM in one BLAS call (OpenBLAS 0.3.21 has no
- * cblas_sgemm_batch; the loop runs inside one map), and a second BLAS
+ * cblas_sgemm_batch; the loop runs inside one host call), and a second BLAS
  * (BLIS would give per-call threads through rntm_t).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */

@@ -200,15 +200,16 @@ static int set_blas_threads(const mpt__plan_t *plan, mpt_device_t *const *device
     size_t n = 0;
     if (!used)
         return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    for (size_t d = 0; d < ndevices; d++) {
-        int runs = 0;
-        for (size_t r = 0; r < plan->nreplicas && !runs; r++)
-            for (size_t s = 0; s < plan->replicas[r].nstages && !runs; s++)
-                for (size_t g = 0; g < plan->replicas[r].stages[s].ndevices && !runs; g++)
-                    runs = plan->replicas[r].stages[s].devices[g].device == d;
-        if (runs && devices[d])
-            used[n++] = devices[d];
-    }
+    for (size_t r = 0; r < plan->nreplicas; r++) /* marked at their plan index */
+        for (size_t s = 0; s < plan->replicas[r].nstages; s++)
+            for (size_t g = 0; g < plan->replicas[r].stages[s].ndevices; g++) {
+                size_t d = plan->replicas[r].stages[s].devices[g].device;
+                if (d < ndevices)
+                    used[d] = devices[d]; /* NULL: another rank's */
+            }
+    for (size_t d = 0; d < ndevices; d++) /* packed */
+        if (used[d])
+            used[n++] = used[d];
     if (n)
         mpt__gemm_set_threads(used, n);
     free(used);

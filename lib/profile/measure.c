@@ -381,10 +381,11 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
     }
     for (size_t i = 0; i < n; i++)
         kept[i] = devs[i]->blas_threads;
+    int together = mpt__gemm_threads_for(devs, n);
     for (size_t i = 0; i < n; i++) {
         r.devs[i].me = i, r.devs[i].run = &r;
         r.devs[i].threads_alone = mpt__gemm_threads_for(&devs[i], 1);
-        r.devs[i].threads_together = mpt__gemm_threads_for(devs, n);
+        r.devs[i].threads_together = together;
         if ((status = shared_prepare(devs[i], alone[i].gemm_gflops, alone[i].mem_gbps,
                                      &r.devs[i])) < 0) {
             status = mpt__fail_context(status, "profiling device %d (%s) beside the devices "

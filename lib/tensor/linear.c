@@ -38,11 +38,36 @@ static float host_tanh(float z)
     return fabsf(z) > 9.1f ? copysignf(1.0f, z) : tanhf(z);
 }
 
+/* v where keep, else +0.0f, without a branch: ReLU's select on the
+ * signs of a layer's outputs is a coin toss for the branch predictor,
+ * and as a branch it cost ~4 ns an element (1.1 ms beside the 2.0 ms
+ * GEMM of an MLP's first layer at batch 1024, docs/performance.md). */
+static inline float keep_or_zero(int keep, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits &= -(uint32_t)(keep != 0);
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* ReLU forward: v unless v <= 0 (a NaN passes, as the kernel's select). */
+static inline float relu_f(float v)
+{
+    return keep_or_zero(!(v <= 0.0f), v);
+}
+
+/* ReLU backward: dy where the forward input v > 0 (or NaN), else 0. */
+static inline float relu_b(float v, float dy)
+{
+    return keep_or_zero(!(v <= 0.0f), dy);
+}
+
 static float act_f(mpt__act_t act, float v)
 {
     switch (act) {
     case MPT_ACT_RELU:
-        return (v > 0.0f || isnan(v)) ? v : 0.0f;
+        return relu_f(v);
     case MPT_ACT_GELU: {
         float t = host_tanh(0.7978845608028654f * (v + 0.044715f * (v * v * v)));
         return 0.5f * v * (1.0f + t);
@@ -58,7 +83,7 @@ static float act_b(mpt__act_t act, float v, float dy)
 {
     switch (act) {
     case MPT_ACT_RELU:
-        return v <= 0.0f ? 0.0f : dy;
+        return relu_b(v, dy);
     case MPT_ACT_GELU: {
         float x_sq = v * v;
         float t = host_tanh(0.7978845608028654f * (v + 0.044715f * (x_sq * v)));
@@ -98,19 +123,6 @@ static int check_shape(const char *op, mpt_device_t *dev, const shape_t *s)
 
 /* ---- forward ---------------------------------------------------------------- */
 
-/* v where keep, else +0.0f, without a branch: ReLU's select on the
- * signs of a layer's outputs is a coin toss for the branch predictor,
- * and as a branch it cost ~4 ns an element (1.1 ms beside the 2.0 ms
- * GEMM of an MLP's first layer at batch 1024, docs/performance.md). */
-static inline float keep_or_zero(int keep, float v)
-{
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits &= -(uint32_t)(keep != 0);
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
 /* z += b and y = act(z) along one row, the activation chosen once a row
  * (a switch once an element cost as much again). */
 static void forward_row(mpt__act_t act, size_t n, const float *restrict b, float *restrict z,
@@ -120,7 +132,7 @@ static void forward_row(mpt__act_t act, size_t n, const float *restrict b, float
         for (size_t c = 0; c < n; c++) {
             float v = z[c] + b[c];
             z[c] = v;
-            y[c] = keep_or_zero(!(v <= 0.0f), v); /* act_f's select (NaN passes) */
+            y[c] = relu_f(v);
         }
         return;
     }
@@ -131,7 +143,7 @@ static void forward_row(mpt__act_t act, size_t n, const float *restrict b, float
         return;
     if (act == MPT_ACT_RELU)
         for (size_t c = 0; c < n; c++)
-            y[c] = keep_or_zero(!(z[c] <= 0.0f), z[c]);
+            y[c] = relu_f(z[c]);
     else
         for (size_t c = 0; c < n; c++)
             y[c] = act_f(act, z[c]);
@@ -212,7 +224,7 @@ static void backward_row(mpt__act_t act, size_t n, const float *restrict z, floa
 {
     if (act == MPT_ACT_RELU && db) { /* the common case, in one pass */
         for (size_t c = 0; c < n; c++) {
-            float d = keep_or_zero(!(z[c] <= 0.0f), dy[c]); /* act_b's select */
+            float d = relu_b(z[c], dy[c]);
             dy[c] = d;
             db[c] += d;
         }
@@ -220,7 +232,7 @@ static void backward_row(mpt__act_t act, size_t n, const float *restrict z, floa
     }
     if (act == MPT_ACT_RELU)
         for (size_t c = 0; c < n; c++)
-            dy[c] = keep_or_zero(!(z[c] <= 0.0f), dy[c]);
+            dy[c] = relu_b(z[c], dy[c]);
     else if (act != MPT_ACT_NONE)
         for (size_t c = 0; c < n; c++)
             dy[c] = act_b(act, z[c], dy[c]);

@@ -86,7 +86,7 @@ static const metric report_metrics[] = {
     REPORT("mpt_predicted_step_seconds", "gauge", predicted_step_s, F_DOUBLE,
            "The cost model's step for the plan (calibrated once calibration ran)."),
     REPORT("mpt_busy_ratio", "gauge", device_busy, F_DOUBLE,
-           "Mean fraction of the window this rank's devices ran kernels (timing on)."),
+           "Mean fraction of the window the job's devices ran kernels (timing on)."),
     REPORT("mpt_blas_busy_ratio", "gauge", blas_busy, F_DOUBLE,
            "Of which in BLAS routines (GEMMs)."),
     REPORT("mpt_eta_seconds", "gauge", eta_s, F_DOUBLE,
@@ -112,8 +112,9 @@ TOTAL_GETTER(transfer_s)
 TOTAL_GETTER(allreduce_wait_s)
 TOTAL_GETTER(allreduce_transfer_s)
 
-/* Launch counts are known for this rank's devices only: those whose busy
- * fraction is known (NaN otherwise, as mpt_metrics_step leaves them out). */
+/* Launch counts are known for the devices whose busy fraction is known
+ * (every rank's, gathered; NaN otherwise, as mpt_metrics_step leaves them
+ * out). */
 static double device_kernels(const void *d, const void *t)
 {
     (void)t;
