@@ -29,6 +29,7 @@ train=${MPT_TRAIN:-./bin/mpt-train}
 python=$("$(dirname "$0")/peer_python.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/summary.sh"
 # One device; profiles and plans are not needed, keep any cache apart.
 XDG_CACHE_HOME="$tmp/cache"
 export XDG_CACHE_HOME
@@ -72,5 +73,7 @@ for r in $(seq "$rounds"); do
         "$threads"
     for res in $results; do
         printf "  %s / PyTorch %s\n" "${res%%:*}" "$(ratio "${res#*:}" "$torch")"
+        summary_add "${res%%:*}" "${res#*:}" "$torch"
     done
 done
+summary_print PyTorch

@@ -27,6 +27,7 @@ train=${MPT_TRAIN:-./bin/mpt-train}
 python=$("$(dirname "$0")/peer_python.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/summary.sh"
 if [ -z "$text" ]; then
     text=$tmp/licenses.txt
     cat /usr/share/common-licenses/* >"$text"
@@ -45,5 +46,7 @@ for r in $(seq "$rounds"); do
     printf "round %s, %s batch %s: mpt %.0f tokens/s; PyTorch %s (%s, %s threads) %.0f tokens/s; mpt / PyTorch %s\n" \
         "$r" "$model" "$batch" "$mpt" "$version" "$blas" "$threads" "$torch" \
         "$(awk -v a="$mpt" -v b="$torch" 'BEGIN { printf "%.2f", a / b }')"
+    summary_add "$(basename "$model" .json)-batch-$batch" "$mpt" "$torch"
     rm -f "$tmp/mpt.jsonl"
 done
+summary_print PyTorch

@@ -23,6 +23,7 @@ train=${MPT_TRAIN:-./bin/mpt-train}
 python=$("$(dirname "$0")/peer_python.sh" jax)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/summary.sh"
 
 mean() { # mean of a metrics key over the logged steps after the first 20
     awk -F"\"$1\": " 'NR > 20 && /"loss"/ { split($2, a, /[,}]/); s += a[1]; n++ }
@@ -40,5 +41,7 @@ for r in $(seq "$rounds"); do
     printf "round %s, batch %s: mpt %.0f samples/s (device busy %s, BLAS %s); JAX %s (XLA CPU, %s cores) %.0f samples/s; mpt / JAX %s\n" \
         "$r" "$batch" "$mpt" "$(mean device_busy)" "$(mean blas_busy)" "$version" "$threads" \
         "$jax" "$(awk -v a="$mpt" -v b="$jax" 'BEGIN { printf "%.2f", a / b }')"
+    summary_add "batch-$batch" "$mpt" "$jax"
     rm -f "$tmp/mpt.jsonl"
 done
+summary_print JAX

@@ -26,6 +26,7 @@ train=${MPT_TRAIN:-./bin/mpt-train}
 python=$("$(dirname "$0")/peer_python.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/summary.sh"
 
 mean() { # mean of a metrics key over the logged steps after the first 20
     awk -F"\"$1\": " 'NR > 20 && /"loss"/ { split($2, a, /[,}]/); s += a[1]; n++ }
@@ -44,5 +45,7 @@ for r in $(seq "$rounds"); do
     printf "round %s, batch %s: mpt %.0f samples/s (device busy %s, BLAS %s); PyTorch %s (%s, %s threads) %.0f samples/s; mpt / PyTorch %s\n" \
         "$r" "$batch" "$mpt" "$(mean device_busy)" "$(mean blas_busy)" "$version" "$blas" \
         "$threads" "$torch" "$(awk -v a="$mpt" -v b="$torch" 'BEGIN { printf "%.2f", a / b }')"
+    summary_add "batch-$batch" "$mpt" "$torch"
     rm -f "$tmp/mpt.jsonl"
 done
+summary_print PyTorch

@@ -12,7 +12,9 @@
  * - shared cores, on the topology of tests/fixtures/two-socket-gpus.xml:
  *   two CPU devices on the same 4 cores predict no faster together than
  *   one alone, the same two on disjoint cores nearly twice as fast, and a
- *   measured concurrent rate (shared_gemm_gflops) replaces the estimate;
+ *   measured concurrent rate (shared_gemm_gflops) replaces the estimate,
+ *   and a plan on two of three devices that were measured together gets
+ *   the three's rate times 3/2, capped at the rate alone;
  *   the plan's description names the share and whether it was measured;
  * - profile values outside physical bounds (1e-300 GFLOP/s, negative or
  *   absurd bandwidths, 1 EB of memory) are refused naming file and field.
@@ -163,24 +165,23 @@ START_TEST(useless_device_is_left_idle)
 }
 END_TEST
 
-/* Two CPU devices of 4 compute units on cpus a and b of the XML topology;
- * shared: the measured concurrent GEMM rate of each, or 0. */
-static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
+/* n CPU devices of 4 compute units on cpus[i] of the XML topology, 100
+ * GFLOP/s alone; shared: the measured concurrent GEMM rate of each, or 0. */
+static mpt_cluster_t *cpu_devices(size_t n, const char *const *cpus, double shared)
 {
     char text[4096], shared_json[64] = "";
     const char *dir = getenv("MPT_TESTS_SRCDIR");
     if (shared > 0)
         snprintf(shared_json, sizeof shared_json, ", \"shared_gemm_gflops\": %g", shared);
-    const char *cpus[2] = {a, b};
     size_t len = (size_t)snprintf(
         text, sizeof text,
         "{\"mpt_cluster\": 1, \"name\": \"cpus\", \"nodes\": [{\"name\": \"h\", "
         "\"topology_xml\": \"%s/fixtures/two-socket-gpus.xml\"}], \"devices\": [",
         dir ? dir : "tests");
-    for (int i = 0; i < 2; i++)
+    for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(
             text + len, sizeof text - len,
-            "%s{\"name\": \"cpu%d\", \"type\": \"cpu\", \"global_mem_bytes\": 10000000000, "
+            "%s{\"name\": \"cpu%zu\", \"type\": \"cpu\", \"global_mem_bytes\": 10000000000, "
             "\"compute_units\": 4, \"cpus\": \"%s\", \"cores\": 4, \"numa_node\": 0, "
             "\"package\": 0, \"profile\": {\"gemm_gflops\": 100, \"mem_gbps\": 20, "
             "\"h2d_gbps\": 10, \"d2h_gbps\": 10, \"launch_us\": 5%s}}",
@@ -194,6 +195,43 @@ static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
     ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
     return c;
 }
+
+static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
+{
+    const char *cpus[2] = {a, b};
+    return cpu_devices(2, cpus, shared);
+}
+
+/* A group's concurrent rate was measured with all of it running; a plan
+ * on fewer of its devices splits the cores among fewer. */
+START_TEST(shared_rate_of_a_subset)
+{
+    static const char *const cpus[3] = {"0-3", "0-3", "0-3"};
+    mpt_cluster_t *c = cpu_devices(3, cpus, 40); /* 40 of 100 GFLOP/s, three at once */
+    mpt_cluster_device_t eff[3];
+    const size_t all[3] = {0, 1, 2}, two[2] = {0, 2}, one[1] = {1};
+    /* All three, as measured: 40. */
+    mpt__cost_shared(c, all, 3, eff);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_double_eq_tol(eff[i].profile.gemm_gflops, 40, 1e-9);
+    /* Two: 40 x 3 / 2 = 60 each; the third, idle, keeps its rate alone. */
+    mpt__cost_shared(c, two, 2, eff);
+    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 60, 1e-9);
+    ck_assert_double_eq_tol(eff[2].profile.gemm_gflops, 60, 1e-9);
+    ck_assert_double_eq_tol(eff[1].profile.gemm_gflops, 100, 1e-9);
+    /* The memory bandwidth follows the GEMM ratio when not measured. */
+    ck_assert_double_eq_tol(eff[0].profile.mem_gbps, 20 * 0.6, 1e-9);
+    /* One alone shares with nothing. */
+    mpt__cost_shared(c, one, 1, eff);
+    ck_assert_double_eq_tol(eff[1].profile.gemm_gflops, 100, 1e-9);
+    mpt_cluster_free(c);
+    /* Never above the rate alone: 80 of 100 with three, two get 100. */
+    c = cpu_devices(3, cpus, 80);
+    mpt__cost_shared(c, two, 2, eff);
+    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 100, 1e-9);
+    mpt_cluster_free(c);
+}
+END_TEST
 
 START_TEST(shared_cores_are_priced)
 {
@@ -300,6 +338,7 @@ int main(void)
     tcase_add_test(tc, subsets_match_brute_force);
     tcase_add_test(tc, useless_device_is_left_idle);
     tcase_add_test(tc, shared_cores_are_priced);
+    tcase_add_test(tc, shared_rate_of_a_subset);
     tcase_add_test(tc, bad_profile_values_refused);
     suite_add_tcase(s, tc);
     return test_run(s, 1);

@@ -8,8 +8,14 @@
  *
  * Measured figures come first: a profile taken with every sharing device
  * running at once (mpt_profile_t.shared_gemm_gflops, shared_mem_gbps,
- * measured by mpt_cluster_local: profile/shared.c) is used as it is.  Without them, an
- * estimate: each sharer wants min(compute units, common cores) cores (a
+ * measured by mpt_cluster_local: profile/shared.c) is used as it is when the
+ * plan runs the device beside every device that shares its cores, as they
+ * were measured.  A plan on fewer of them (two of three PoCL devices on the
+ * same cores) splits what the group achieved together among fewer: each
+ * gets min(1, together / alone x group / running) of its rate alone, the
+ * group being the devices of the cluster that share the device's cores
+ * with it, and running those of them the plan runs.  Without a measured
+ * figure, an estimate: each sharer wants min(compute units, common cores) cores (a
  * GPU one, the thread that feeds it), and when the wants exceed the
  * device's cores, each gets cores / wants of what it measured alone.
  *
@@ -55,7 +61,7 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         double wants = dev->info.compute_units && (int)dev->info.compute_units < cores
                            ? (double)dev->info.compute_units
                            : (double)cores;
-        int cpu_sharer = 0, sharers = 0;
+        int cpu_sharer = 0, sharers = 0, group = 0;
         for (size_t j = 0; j < n; j++) {
             const mpt_cluster_device_t *x = mpt_cluster_device(c, used[j]);
             int common = used[j] == d || !x ? 0 : mpt__cluster_common_cpus(dev, x);
@@ -74,9 +80,16 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
             continue;
         const mpt_profile_t *p = &dev->profile;
         if (cpu_sharer && p->shared_gemm_gflops > 0 && p->gemm_gflops > 0) {
-            double g = p->shared_gemm_gflops / p->gemm_gflops;
-            double m = p->shared_mem_gbps > 0 && p->mem_gbps > 0 ? p->shared_mem_gbps / p->mem_gbps
-                                                                  : g;
+            /* Measured with the whole group at once; fewer running split
+             * the same cores among fewer. */
+            for (size_t j = 0; j < count; j++)
+                group += j != d && mpt__cluster_common_cpus(dev, mpt_cluster_device(c, j)) > 0;
+            double fewer = group > sharers ? (double)(group + 1) / (sharers + 1) : 1;
+            double g = p->shared_gemm_gflops / p->gemm_gflops * fewer;
+            double m = (p->shared_mem_gbps > 0 && p->mem_gbps > 0
+                            ? p->shared_mem_gbps / p->mem_gbps
+                            : p->shared_gemm_gflops / p->gemm_gflops) *
+                       fewer;
             scale_rates(&eff[d].profile, g < 1 ? g : 1, m < 1 ? m : 1);
         } else if (wants > cores) {
             double s = (double)cores / wants;

@@ -15,8 +15,10 @@
  * members' profile keys in order: another company of devices is another
  * group, measured anew.
  *
- * Left out: a group's subsets (a plan on two of three sharing devices is
- * priced by the three's figure, pessimistically); devices of other ranks
+ * A plan on some of a group's devices is priced from the whole group's
+ * figure by plan/share.c (the cores split among fewer).
+ *
+ * Left out: devices of other ranks
  * on the same host (each rank measures its own); a PCIe switch and host
  * memory bandwidth shared by transfers.
  */
