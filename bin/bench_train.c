@@ -12,6 +12,12 @@
  * samples/s, the scaling against one device, the predicted and measured
  * step and the prediction's error.  Data: Fashion-MNIST's training set
  * when installed, else random images (the speed does not depend on them).
+ *
+ * --rounds N repeats the whole table N times, so that every row's figure
+ * alternates with the one-device row it is scaled by (A B A B), and ends
+ * with each row's median over the rounds: a shared machine's speed comes
+ * in spells (docs/performance.md), and one round can land a row in a slow
+ * one.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
@@ -43,6 +49,7 @@ static void usage(FILE *f)
             "                       devices on a CPU: POCL_DEVICES=\"pthread pthread\"\n"
             "                       POCL_MAX_PTHREAD_COUNT=1; one device: its row alone\n"
             "      --microbatches N pin the pipeline's micro-batches\n"
+            "      --rounds N       repeat the table N times, then each row's median (1)\n"
             "  -h, --help           show this help and exit\n");
 }
 
@@ -121,17 +128,18 @@ static const char *plan_summary(const char *json)
 
 int bench_train_main(int argc, char **argv)
 {
-    enum { O_DATA = 256, O_STEPS, O_WARMUP, O_MB };
+    enum { O_DATA = 256, O_STEPS, O_WARMUP, O_MB, O_ROUNDS };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"data", required_argument, NULL, O_DATA},
         {"batch", required_argument, NULL, 'b'}, {"steps", required_argument, NULL, O_STEPS},
         {"warmup", required_argument, NULL, O_WARMUP},
         {"devices", required_argument, NULL, 'd'},
         {"microbatches", required_argument, NULL, O_MB},
+        {"rounds", required_argument, NULL, O_ROUNDS},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *data_dir = "/usr/share/datasets/fashion-mnist",
                *spec = NULL;
-    size_t batch = 512, steps = 20, warmup = 10, mb = 0;
+    size_t batch = 512, steps = 20, warmup = 10, mb = 0, rounds = 1;
     int opt;
     while ((opt = getopt_long(argc, argv, "m:b:d:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -142,6 +150,7 @@ int bench_train_main(int argc, char **argv)
         case O_WARMUP: warmup = (size_t)tool_parse_count("--warmup", optarg, 0); break;
         case 'd': spec = optarg; break;
         case O_MB: mb = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
+        case O_ROUNDS: rounds = (size_t)tool_parse_count("--rounds", optarg, 1); break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         default: tool_usage_error("see --help");
         }
@@ -208,76 +217,137 @@ int bench_train_main(int argc, char **argv)
      * carries to another plan.  One device selected: its row alone (the
      * others would repeat it), so that each device can be timed alone
      * against a pair (docs/vendors.md). */
-    static const char *kinds[] = {"1 device", "DP", "PP", "TP", "auto", "auto, calibrated"};
-    double one = 0, worst = 1, carried_ratio = 0;
-    int rows = 0, within = 0;
+    enum { KINDS = 6 };
+    static const char *kinds[KINDS] = {"1 device", "DP", "PP", "TP", "auto", "auto, calibrated"};
+    int nkinds = n > 1 ? KINDS : 1, rows = 0, within = 0;
+    double worst = 1;
+    /* Per row and round (at kind * rounds + round; 0 where not runnable):
+     * samples/s, scaling against that round's one device, predicted /
+     * measured before and after calibration. */
+    double *sps = calloc(KINDS * rounds, sizeof *sps), *scaling = calloc(KINDS * rounds, sizeof *scaling),
+           *before = calloc(KINDS * rounds, sizeof *before), *after = calloc(KINDS * rounds, sizeof *after);
+    char names[KINDS][96] = {{0}}, *ran_in = calloc(rounds, 1);
     mpt_calibration_t *carried = calloc(n, sizeof *carried);
-    if (!carried)
+    if (!sps || !scaling || !before || !after || !ran_in || !carried)
         tool_die("out of memory");
-    for (int kind = 0; kind < (n > 1 ? 6 : 1); kind++) {
-        mpt_plan_request_t req;
-        mpt_plan_t *plan = NULL;
-        mpt_trainer_t *t = NULL;
-        mpt_plan_request_default(&req);
-        req.batch = batch;
-        if (kind < 4) {
-            req.dp = kind == 1 ? n : 1;
-            req.pp = kind == 2 ? n : 1;
-            req.tp = kind == 3 ? n : 1;
-            req.all_devices = kind != 0;
+    for (size_t round = 0; round < rounds; round++) {
+        double one = 0;
+        if (rounds > 1)
+            printf("round %zu of %zu\n", round + 1, rounds);
+        memset(carried, 0, n * sizeof *carried); /* each round calibrates afresh */
+        for (int kind = 0; kind < nkinds; kind++) {
+            mpt_plan_request_t req;
+            mpt_plan_t *plan = NULL;
+            mpt_trainer_t *t = NULL;
+            mpt_plan_request_default(&req);
+            req.batch = batch;
+            if (kind < 4) {
+                req.dp = kind == 1 ? n : 1;
+                req.pp = kind == 2 ? n : 1;
+                req.tp = kind == 3 ? n : 1;
+                req.all_devices = kind != 0;
+            }
+            if (kind == 2 && mb)
+                req.microbatches = mb;
+            clear_calibration(cluster);
+            for (size_t i = 0; kind == 5 && i < n; i++)
+                tool_check(mpt_cluster_set_calibration(cluster, i, &carried[i]), "calibrating");
+            if (mpt_plan_create(model, cluster, &req, &plan) < 0) {
+                /* Not every model splits (layer norm, dropout on a slice): say
+                 * why and keep the rows measured so far. */
+                printf("%s: not runnable: %s\n", kinds[kind], mpt_last_error());
+                continue;
+            }
+            double predicted = 0, calibrated = 0;
+            tool_check(mpt_plan_simulate(plan, model, cluster, &predicted, NULL, NULL),
+                       "simulating the plan");
+            tool_check(mpt_trainer_create_planned(model, devs, plan, &cfg, topo, cluster, &t),
+                       "creating the trainer");
+            time_steps(t, &d, batch, warmup, 0);
+            /* Forget the warm-up's steps (kernel builds): calibrate on the timed ones. */
+            tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
+            clear_calibration(cluster);
+            double step = time_steps(t, &d, batch, 0, steps);
+            tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
+            calibrated = mpt_trainer_predicted_step(t);
+            for (size_t i = 0; kind < 5 && i < n; i++) { /* each device's latest */
+                const mpt_calibration_t *cal = &mpt_cluster_device(cluster, i)->profile.calibration;
+                if (cal->steps > 0)
+                    carried[i] = *cal;
+            }
+            double again = time_steps(t, &d, batch, 0, steps);
+            mpt_trainer_free(t);
+            if (kind == 0)
+                one = step;
+            char *json = NULL;
+            tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
+            snprintf(names[kind], sizeof names[kind], "%s (%s)", kinds[kind], plan_summary(json));
+            printf("%-44s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", names[kind],
+                   (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
+                   calibrated * 1e3, again * 1e3, calibrated / again);
+            fflush(stdout);
+            size_t at = (size_t)kind * rounds + round;
+            sps[at] = (double)batch / step, scaling[at] = one / step;
+            before[at] = predicted / step, after[at] = calibrated / again;
+            rows++, within += fabs(after[at] - 1) <= 0.15;
+            worst = fabs(after[at] - 1) > fabs(worst - 1) ? after[at] : worst;
+            free(json);
+            mpt_plan_free(plan);
         }
-        if (kind == 2 && mb)
-            req.microbatches = mb;
-        clear_calibration(cluster);
-        for (size_t i = 0; kind == 5 && i < n; i++)
-            tool_check(mpt_cluster_set_calibration(cluster, i, &carried[i]), "calibrating");
-        if (mpt_plan_create(model, cluster, &req, &plan) < 0) {
-            /* Not every model splits (layer norm, dropout on a slice): say
-             * why and keep the rows measured so far. */
-            printf("%s: not runnable: %s\n", kinds[kind], mpt_last_error());
+    }
+    /* Row 5's ratio before calibration: how far a calibration carries. */
+    double carried_median = 0;
+    size_t carried_n = 0;
+    for (size_t r = 0; nkinds == KINDS && r < rounds; r++)
+        if (before[5 * rounds + r] > 0)
+            carried_n++;
+    if (carried_n) {
+        double *v = calloc(carried_n, sizeof *v);
+        size_t c = 0;
+        if (!v)
+            tool_die("out of memory");
+        for (size_t r = 0; r < rounds; r++)
+            if (before[5 * rounds + r] > 0)
+                v[c++] = before[5 * rounds + r];
+        carried_median = bench_median(v, c);
+        free(v);
+    }
+    if (rounds > 1) {
+        printf("median over %zu rounds (min-max), the last round's plans:\n", rounds);
+        printf("%-44s %10s %17s %17s %17s\n", "configuration", "samples/s", "scaling",
+               "predicted/meas.", "after calib.");
+    }
+    for (int kind = 0; rounds > 1 && kind < nkinds; kind++) {
+        double v[4][2], m[4];
+        double *series[4] = {sps + kind * rounds, scaling + kind * rounds, before + kind * rounds,
+                             after + kind * rounds};
+        size_t ran = 0;
+        for (size_t r = 0; r < rounds; r++)
+            ran_in[r] = sps[kind * rounds + r] > 0, ran += ran_in[r];
+        if (!ran)
             continue;
+        for (int k = 0; k < 4; k++) {
+            size_t c = 0;
+            for (size_t r = 0; r < rounds; r++) /* the runnable rounds, first */
+                if (ran_in[r])
+                    series[k][c++] = series[k][r];
+            m[k] = bench_median(series[k], ran); /* sorts them: min and max at the ends */
+            v[k][0] = series[k][0], v[k][1] = series[k][ran - 1];
         }
-        double predicted = 0, calibrated = 0;
-        tool_check(mpt_plan_simulate(plan, model, cluster, &predicted, NULL, NULL),
-                   "simulating the plan");
-        tool_check(mpt_trainer_create_planned(model, devs, plan, &cfg, topo, cluster, &t),
-                   "creating the trainer");
-        time_steps(t, &d, batch, warmup, 0);
-        /* Forget the warm-up's steps (kernel builds): calibrate on the timed ones. */
-        tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
-        clear_calibration(cluster);
-        double step = time_steps(t, &d, batch, 0, steps);
-        tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
-        calibrated = mpt_trainer_predicted_step(t);
-        for (size_t i = 0; kind < 5 && i < n; i++) { /* each device's latest */
-            const mpt_calibration_t *cal = &mpt_cluster_device(cluster, i)->profile.calibration;
-            if (cal->steps > 0)
-                carried[i] = *cal;
-        }
-        double again = time_steps(t, &d, batch, 0, steps);
-        mpt_trainer_free(t);
-        if (kind == 0)
-            one = step;
-        char name[96], *json = NULL;
-        tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
-        snprintf(name, sizeof name, "%s (%s)", kinds[kind], plan_summary(json));
-        printf("%-44s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", name,
-               (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
-               calibrated * 1e3, again * 1e3, calibrated / again);
-        fflush(stdout);
-        if (kind == 5)
-            carried_ratio = predicted / step;
-        double ratio = calibrated / again;
-        rows++, within += fabs(ratio - 1) <= 0.15;
-        worst = fabs(ratio - 1) > fabs(worst - 1) ? ratio : worst;
-        free(json);
-        mpt_plan_free(plan);
+        printf("%-44s %10.0f %5.2fx (%.2f-%.2f) %5.2f (%.2f-%.2f) %5.2f (%.2f-%.2f)\n", names[kind],
+               m[0], m[1], v[1][0], v[1][1], m[2], v[2][0], v[2][1], m[3], v[3][0], v[3][1]);
     }
     printf("after calibration: %d of %d rows within 15%% of the measured step (worst ratio "
            "%.2f); load average %s at the end\n", within, rows, worst, load_average());
-    if (carried_ratio > 0)
+    if (carried_n)
         printf("auto, calibrated: planned and predicted with the rows' calibration, "
-               "predicted / measured %.2f\n", carried_ratio);
+               "predicted / measured %.2f%s\n", carried_median,
+               carried_n > 1 ? " (median over the rounds)" : "");
+    free(sps);
+    free(scaling);
+    free(before);
+    free(after);
+    free(ran_in);
     free(carried);
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);

@@ -1,0 +1,33 @@
+#!/bin/sh
+# mpt-bench train end to end, short: on the suite's two devices, --rounds 2
+# prints "round 1 of 2" and "round 2 of 2", then a median table with the
+# one-device row and the data-parallel row: positive samples/s, and the
+# one device's scaling exactly 1.00x over both rounds (each round's own
+# one-device row is its reference); the closing lines count the rows
+# within 15% after calibration; --rounds 0 is a usage error (exit 2).
+set -u
+builddir=${MPT_TOP_BUILDDIR:-.}
+bench=${MPT_BENCH:-$builddir/bin/mpt-bench}
+out=$builddir/tests/bench_train.out
+failed=0
+check() { # description, condition result (0: holds)
+    if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1"; failed=1; fi
+}
+"$bench" train --batch 64 --steps 2 --warmup 1 --rounds 2 >"$out" 2>&1
+check "mpt-bench train --rounds 2 exits 0" $?
+grep -q '^round 1 of 2$' "$out" && grep -q '^round 2 of 2$' "$out"
+check "both rounds announced" $?
+awk '/^median over 2 rounds/ { table = 1; next } table && /^1 device/ { print }' "$out" |
+    grep -Eq ' [1-9][0-9]*  1\.00x \(1\.00-1\.00\)'
+check "median table: one device, positive samples/s, scaling 1.00x (1.00-1.00)" $?
+awk '/^median over 2 rounds/ { table = 1; next }
+     table && /^DP \(dp=2/ { if ($(NF - 6) + 0 > 0) ok = 1 } END { exit !ok }' "$out"
+check "median table: data parallel over both devices, positive samples/s" $?
+grep -Eq '^after calibration: [0-9]+ of 1[0-2] rows within 15%' "$out"
+check "every row of both rounds counted after calibration" $?
+"$bench" train --rounds 0 >/dev/null 2>&1
+rc=$?
+[ "$rc" -eq 2 ]
+check "mpt-bench train --rounds 0: exit 2 (got $rc)" $?
+[ "$failed" -eq 0 ] || cat "$out"
+exit $failed
