@@ -45,6 +45,8 @@ def run(make_net, shape, steps, warmup):
     ap.add_argument("--warmup", type=int, default=warmup)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--every", type=int, default=0,
+                    help="also list samples/s over each N timed steps (bench/spells.sh)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
@@ -72,13 +74,21 @@ def run(make_net, shape, steps, warmup):
 
     for i in range(args.warmup):
         step(i)
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
+    every = []
     for i in range(args.steps):
         step(args.warmup + i)
+        if args.every and (i + 1) % args.every == 0:
+            now = time.perf_counter()
+            every.append(round(args.every * args.batch / (now - last), 1))
+            last = now
     secs = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "blas": blas(),
-                      "threads": args.threads, "steps": args.steps, "batch": args.batch,
-                      "samples_per_s": round(args.steps * args.batch / secs, 1)}))
+    out = {"peer": "pytorch", "torch": torch.__version__, "blas": blas(),
+           "threads": args.threads, "steps": args.steps, "batch": args.batch,
+           "samples_per_s": round(args.steps * args.batch / secs, 1)}
+    if args.every:
+        out["every"] = every
+    print(json.dumps(out))
 
 
 def model():
