@@ -299,7 +299,7 @@ static int32_t ys[COUNT];
 static void make_data(mpt_model_t *m, mpt_data_t **out)
 {
     mpt_dataset_t *train = NULL, *eval = NULL;
-    mpt__rng_uniform(3, 0, -1.0f, 1.0f, xs, COUNT * IN);
+    mpt__rng_uniform(3, 0, 0, 1.0f, xs, COUNT * IN); /* in [-1, 1) */
     for (int i = 0; i < COUNT; i++)
         ys[i] = (xs[i * IN] > 0.3f) + (xs[i * IN] > -0.3f);
     ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, &train));
@@ -549,6 +549,25 @@ START_TEST(shared_cores_measured_together)
                       p->mem_gbps);
         ck_assert_double_eq(p->shared_gemm_gflops, q->shared_gemm_gflops);
         ck_assert_double_eq(p->shared_mem_gbps, q->shared_mem_gbps);
+        /* Both ran at once, and the count survives the cluster's JSON. */
+        ck_assert_double_eq(p->shared_devices, (double)mpt_devices_count(devs));
+        ck_assert_double_eq(q->shared_devices, p->shared_devices);
+    }
+    {
+        char *json = NULL;
+        mpt_cluster_t *back = NULL;
+        char path[4200];
+        ck_assert_mpt_ok(mpt_cluster_to_json(a, &json));
+        snprintf(path, sizeof path, "%s/cluster.json", dir);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_ge(fputs(json, f), 0);
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_mpt_ok(mpt_cluster_load(path, &back));
+        ck_assert_double_eq(mpt_cluster_device(back, 0)->profile.shared_devices,
+                            mpt_cluster_device(a, 0)->profile.shared_devices);
+        mpt_cluster_free(back);
+        free(json);
     }
     snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
     ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);

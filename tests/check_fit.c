@@ -30,7 +30,7 @@ static int32_t ys[COUNT];
 /* Two datasets of the same samples, owned by the caller until handed over. */
 static void make_sets(mpt_dataset_t **train, mpt_dataset_t **eval)
 {
-    mpt__rng_uniform(3, 0, -1.0f, 1.0f, xs, COUNT * IN);
+    mpt__rng_uniform(3, 0, 0, 1.0f, xs, COUNT * IN); /* in [-1, 1) */
     for (int i = 0; i < COUNT; i++)
         ys[i] = (xs[i * IN] > 0.3f) + (xs[i * IN] > -0.3f); /* learnable: 3 bands of x0 */
     ck_assert_mpt_ok(mpt_dataset_from_memory(COUNT, IN, CLASSES, xs, ys, train));

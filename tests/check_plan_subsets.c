@@ -14,10 +14,12 @@
  *   one alone, the same two on disjoint cores nearly twice as fast, and a
  *   measured concurrent rate (shared_gemm_gflops) replaces the estimate,
  *   and a plan on two of three devices that were measured together gets
- *   the three's rate times 3/2, capped at the rate alone;
+ *   the three's rate times 3/2, capped at the rate alone (as measured
+ *   when measured with two, or when the count is not said);
  *   the plan's description names the share and whether it was measured;
  * - profile values outside physical bounds (1e-300 GFLOP/s, negative or
- *   absurd bandwidths, 1 EB of memory) are refused naming file and field.
+ *   absurd bandwidths, 1 EB of memory, 1.5 or 1 devices measured
+ *   together) are refused naming file and field.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -166,13 +168,18 @@ START_TEST(useless_device_is_left_idle)
 END_TEST
 
 /* n CPU devices of 4 compute units on cpus[i] of the XML topology, 100
- * GFLOP/s alone; shared: the measured concurrent GEMM rate of each, or 0. */
-static mpt_cluster_t *cpu_devices(size_t n, const char *const *cpus, double shared)
+ * GFLOP/s alone; shared: the measured concurrent GEMM rate of each, or 0,
+ * measured with `together` devices running (0: not said). */
+static mpt_cluster_t *cpu_devices(size_t n, const char *const *cpus, double shared,
+                                  int together)
 {
-    char text[4096], shared_json[64] = "";
+    char text[4096], shared_json[96] = "", count_json[48] = "";
     const char *dir = getenv("MPT_TESTS_SRCDIR");
+    if (together)
+        snprintf(count_json, sizeof count_json, ", \"shared_devices\": %d", together);
     if (shared > 0)
-        snprintf(shared_json, sizeof shared_json, ", \"shared_gemm_gflops\": %g", shared);
+        snprintf(shared_json, sizeof shared_json, ", \"shared_gemm_gflops\": %g%s", shared,
+                 count_json);
     size_t len = (size_t)snprintf(
         text, sizeof text,
         "{\"mpt_cluster\": 1, \"name\": \"cpus\", \"nodes\": [{\"name\": \"h\", "
@@ -199,7 +206,7 @@ static mpt_cluster_t *cpu_devices(size_t n, const char *const *cpus, double shar
 static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
 {
     const char *cpus[2] = {a, b};
-    return cpu_devices(2, cpus, shared);
+    return cpu_devices(2, cpus, shared, shared > 0 ? 2 : 0);
 }
 
 /* A group's concurrent rate was measured with all of it running; a plan
@@ -207,7 +214,7 @@ static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
 START_TEST(shared_rate_of_a_subset)
 {
     static const char *const cpus[3] = {"0-3", "0-3", "0-3"};
-    mpt_cluster_t *c = cpu_devices(3, cpus, 40); /* 40 of 100 GFLOP/s, three at once */
+    mpt_cluster_t *c = cpu_devices(3, cpus, 40, 3); /* 40 of 100 GFLOP/s, three at once */
     mpt_cluster_device_t eff[3];
     const size_t all[3] = {0, 1, 2}, two[2] = {0, 2}, one[1] = {1};
     /* All three, as measured: 40. */
@@ -226,9 +233,20 @@ START_TEST(shared_rate_of_a_subset)
     ck_assert_double_eq_tol(eff[1].profile.gemm_gflops, 100, 1e-9);
     mpt_cluster_free(c);
     /* Never above the rate alone: 80 of 100 with three, two get 100. */
-    c = cpu_devices(3, cpus, 80);
+    c = cpu_devices(3, cpus, 80, 3);
     mpt__cost_shared(c, two, 2, eff);
     ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 100, 1e-9);
+    mpt_cluster_free(c);
+    /* Measured with two (as ranks on one host each measure their own
+     * pair): a plan on two of the three runs as measured, 40. */
+    c = cpu_devices(3, cpus, 40, 2);
+    mpt__cost_shared(c, two, 2, eff);
+    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 40, 1e-9);
+    mpt_cluster_free(c);
+    /* Not said how many (a cluster file from before the count): as is. */
+    c = cpu_devices(3, cpus, 40, 0);
+    mpt__cost_shared(c, two, 2, eff);
+    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 40, 1e-9);
     mpt_cluster_free(c);
 }
 END_TEST
@@ -310,6 +328,10 @@ START_TEST(bad_profile_values_refused)
         {"\"gemm_gflops\": 1000, \"mem_gbps\": 1e12", "10000000000", "devices[0].profile.mem_gbps"},
         {"\"gemm_gflops\": 1e9, \"mem_gbps\": 500", "10000000000", "devices[0].profile.gemm_gflops"},
         {"\"gemm_gflops\": 1000, \"mem_gbps\": 500", "1000000000000000000", "devices[0].global_mem_bytes"},
+        {"\"gemm_gflops\": 1000, \"mem_gbps\": 500, \"shared_devices\": 1.5", "10000000000",
+         "devices[0].profile.shared_devices"},
+        {"\"gemm_gflops\": 1000, \"mem_gbps\": 500, \"shared_devices\": 1", "10000000000",
+         "devices[0].profile.shared_devices"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char text[1024], path[] = "/tmp/check_subsets_bad_XXXXXX";

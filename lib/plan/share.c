@@ -9,12 +9,13 @@
  * Measured figures come first: a profile taken with every sharing device
  * running at once (mpt_profile_t.shared_gemm_gflops, shared_mem_gbps,
  * measured by mpt_cluster_local: profile/shared.c) is used as it is when the
- * plan runs the device beside every device that shares its cores, as they
- * were measured.  A plan on fewer of them (two of three PoCL devices on the
- * same cores) splits what the group achieved together among fewer: each
- * gets min(1, together / alone x group / running) of its rate alone, the
- * group being the devices of the cluster that share the device's cores
- * with it, and running those of them the plan runs.  Without a measured
+ * plan runs the device beside as many devices on its cores as were
+ * measured with it (shared_devices, this one included).  A plan on fewer
+ * of them (two of three PoCL devices on the same cores) splits what the
+ * group achieved together among fewer: each gets min(1, together / alone
+ * x shared_devices / running) of its rate alone, running being the devices
+ * on its cores that the plan runs, itself included.  Without the count (a
+ * cluster file from before it), the figure is used as it is.  Without a measured
  * figure, an estimate: each sharer wants min(compute units, common cores) cores (a
  * GPU one, the thread that feeds it), and when the wants exceed the
  * device's cores, each gets cores / wants of what it measured alone.
@@ -61,7 +62,7 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         double wants = dev->info.compute_units && (int)dev->info.compute_units < cores
                            ? (double)dev->info.compute_units
                            : (double)cores;
-        int cpu_sharer = 0, sharers = 0, group = 0;
+        int cpu_sharer = 0, sharers = 0;
         for (size_t j = 0; j < n; j++) {
             const mpt_cluster_device_t *x = mpt_cluster_device(c, used[j]);
             int common = used[j] == d || !x ? 0 : mpt__cluster_common_cpus(dev, x);
@@ -80,11 +81,8 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
             continue;
         const mpt_profile_t *p = &dev->profile;
         if (cpu_sharer && p->shared_gemm_gflops > 0 && p->gemm_gflops > 0) {
-            /* Measured with the whole group at once; fewer running split
-             * the same cores among fewer. */
-            for (size_t j = 0; j < count; j++)
-                group += j != d && mpt__cluster_common_cpus(dev, mpt_cluster_device(c, j)) > 0;
-            double fewer = group > sharers ? (double)(group + 1) / (sharers + 1) : 1;
+            /* Fewer running than were measured split the cores among fewer. */
+            double fewer = p->shared_devices > sharers + 1 ? p->shared_devices / (sharers + 1) : 1;
             double g = p->shared_gemm_gflops / p->gemm_gflops * fewer;
             double m = (p->shared_mem_gbps > 0 && p->mem_gbps > 0
                             ? p->shared_mem_gbps / p->mem_gbps

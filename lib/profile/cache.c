@@ -4,6 +4,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,8 @@ json_t *mpt__profile_to_json(const mpt_profile_t *p)
         json_object_set_new(o, "shared_gemm_gflops", json_real(p->shared_gemm_gflops));
     if (o && p->shared_mem_gbps > 0)
         json_object_set_new(o, "shared_mem_gbps", json_real(p->shared_mem_gbps));
+    if (o && p->shared_devices > 0)
+        json_object_set_new(o, "shared_devices", json_integer((json_int_t)p->shared_devices));
     const mpt_calibration_t *c = &p->calibration;
     if (o && c->steps > 0)
         json_object_set_new(o, "calibration",
@@ -53,7 +56,7 @@ static const struct {
 } bounds[] = {
     {"gemm_gflops", 1e-2, 1e6}, {"mem_gbps", 1e-2, 1e5}, {"h2d_gbps", 1e-3, 1e12},
     {"d2h_gbps", 1e-3, 1e12},    {"launch_us", 0, 1e6},   {"noise", 0, 1e3},
-    {"shared_gemm_gflops", 0, 1e6}, {"shared_mem_gbps", 0, 1e5},
+    {"shared_gemm_gflops", 0, 1e6}, {"shared_mem_gbps", 0, 1e5}, {"shared_devices", 0, 1e6},
     /* calibration factors: measured / predicted (plan/calibrate.c clamps
      * what it writes to [0.01, 100]) */
     {"forward", 1e-3, 1e3}, {"backward", 1e-3, 1e3}, {"transfer", 1e-3, 1e3},
@@ -127,6 +130,10 @@ int mpt__profile_from_json(const json_t *obj, const char *where, mpt_profile_t *
     MPT_TRY(number(obj, "noise", where, 0, &p->noise));
     MPT_TRY(number(obj, "shared_gemm_gflops", where, 0, &p->shared_gemm_gflops));
     MPT_TRY(number(obj, "shared_mem_gbps", where, 0, &p->shared_mem_gbps));
+    MPT_TRY(number(obj, "shared_devices", where, 0, &p->shared_devices));
+    if (p->shared_devices != floor(p->shared_devices) || p->shared_devices == 1)
+        return mpt__fail(MPT_ERR_PARSE, "%s.shared_devices: %g is not a count of 2 or more "
+                         "devices", where, p->shared_devices);
     MPT_TRY(calibration_from_json(json_object_get(obj, "calibration"), where,
                                   &p->calibration));
     json_t *gemm = json_object_get(obj, "gemm");

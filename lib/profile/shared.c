@@ -15,8 +15,9 @@
  * members' profile keys in order: another company of devices is another
  * group, measured anew.
  *
- * A plan on some of a group's devices is priced from the whole group's
- * figure by plan/share.c (the cores split among fewer).
+ * Each member also records how many ran together (shared_devices), so that
+ * plan/share.c can price a plan on some of the group's devices from the
+ * whole group's figure (the cores split among fewer).
  *
  * Left out: devices of other ranks
  * on the same host (each rank measures its own); a PCIe switch and host
@@ -168,6 +169,7 @@ static int profile_group(const mpt_devices_t *set, const size_t *members, size_t
         mpt_profile_t *p = &profiles[members[k]];
         p->shared_gemm_gflops = p->gemm_gflops * gemm[k];
         p->shared_mem_gbps = p->mem_gbps * mem[k];
+        p->shared_devices = (double)n;
     }
 out:
     free(key);
