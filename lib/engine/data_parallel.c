@@ -245,7 +245,8 @@ void *mpt__eng_reducer_main(void *arg)
             if (w->e->zero) /* each member keeps the sum of its shard only */
                 status = zero_reduce_scatter(w, &g, &b, &cs);
             else
-                status = mpt__allreduce(&g, w->gbuf + (b.first - w->p0), b.count, &cs);
+                status = mpt__allreduce(&g, b.data ? b.data : w->gbuf + (b.first - w->p0),
+                                        b.count, &cs);
             w->stats.allreduce_s += mpt__now() - t0;
             span_add(w->e, &w->rspans, w->e->zero ? "reduce-scatter" : "allreduce", -1, t0);
             mpt__comm_times_t ct = mpt__comm_take_times(); /* the reducer's own */
@@ -283,7 +284,9 @@ static void reducer_push(worker_t *w, bucket_t b)
     pthread_mutex_unlock(&w->rlock);
 }
 
-/* Waits until the reducer has done every bucket; its status. */
+/* Waits until the reducer has done every bucket, then gives the ranges it
+ * summed in place back to the device (the queue runs the update after
+ * the unmaps); its status. */
 int mpt__eng_reducer_drain(worker_t *w)
 {
     pthread_mutex_lock(&w->rlock);
@@ -294,6 +297,14 @@ int mpt__eng_reducer_drain(worker_t *w)
         mpt__fail(status, "%s", w->rerror);
     w->rstatus = MPT_OK;
     pthread_mutex_unlock(&w->rlock);
+    mpt_buffer_t *g = w->nmaps ? mpt__executor_grads_buffer(w->ex) : NULL;
+    for (size_t k = 0; k < w->nmaps; k++) { /* even after a failure: no map left behind */
+        cl_int err = clEnqueueUnmapMemObject(w->dev->queue, g->mem, w->maps[k], 0, NULL, NULL);
+        if (err != CL_SUCCESS && status == MPT_OK)
+            status = mpt__fail_cl(err, "unmapping the gradients of device %d",
+                                  w->dev->info.index);
+    }
+    w->nmaps = 0;
     return status;
 }
 
@@ -314,14 +325,31 @@ static int read_grads(worker_t *w, size_t at, size_t first, size_t count, cl_eve
     return MPT_OK;
 }
 
+/* Maps gradients [first, first + count) (model elements) of the device
+ * buffer for the reducer to sum in place, without waiting: the map runs
+ * after the backward kernels that wrote them. */
+static int map_grads(worker_t *w, size_t first, size_t count, float **data, cl_event *ev)
+{
+    mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
+    cl_int err;
+    *data = clEnqueueMapBuffer(w->dev->queue, g->mem, CL_FALSE, CL_MAP_READ | CL_MAP_WRITE,
+                               (first - w->p0) * sizeof(float), count * sizeof(float), 0, NULL,
+                               ev, &err);
+    if (!*data)
+        return mpt__fail_cl(err, "mapping gradients of device %d", w->dev->info.index);
+    w->maps[w->nmaps++] = *data;
+    return MPT_OK;
+}
+
 /* Hands b's finished gradients [pending_first, pending_end) to the
- * reducer, cut at segment boundaries, with the event of their read (made
- * here, or under ZeRO-2 the last layer's: the queue ran the others
- * before it); the reducer waits for it. */
+ * reducer, cut at segment boundaries, with the event of their read or map
+ * (made here, or under ZeRO-2 the last layer's read: the queue ran the
+ * others before it); the reducer waits for it. */
 int mpt__eng_flush_grads(worker_t *w, bucket_ctx_t *bc)
 {
     size_t first = bc->pending_first, end = bc->pending_end;
     cl_event ev = bc->read;
+    float *mapped = NULL;
     int status = MPT_OK;
     bc->pending_end = 0, bc->read = NULL;
     if (end <= first) {
@@ -329,7 +357,11 @@ int mpt__eng_flush_grads(worker_t *w, bucket_ctx_t *bc)
             clReleaseEvent(ev);
         return MPT_OK;
     }
-    if (!ev && (status = read_grads(w, first - w->p0, first, end - first, &ev)) < 0)
+    if (!ev && mpt__eng_reduce_in_place(w))
+        status = map_grads(w, first, end - first, &mapped, &ev);
+    else if (!ev)
+        status = read_grads(w, first - w->p0, first, end - first, &ev);
+    if (status < 0)
         return status;
     clFlush(w->dev->queue);
     /* Segments are in increasing order; buckets go out last first, each
@@ -340,7 +372,7 @@ int mpt__eng_flush_grads(worker_t *w, bucket_ctx_t *bc)
         size_t b = s->first + s->count < end ? s->first + s->count : end;
         if (b > a) {
             clRetainEvent(ev);
-            reducer_push(w, (bucket_t){a, b - a, s, ev});
+            reducer_push(w, (bucket_t){a, b - a, s, ev, mapped ? mapped + (a - first) : NULL});
         }
     }
     clReleaseEvent(ev);

@@ -306,7 +306,8 @@ int mpt__engine_create_ranks(const mpt__model_t *m, mpt_device_t *const *devices
         if (e->zero)
             MPT_TRY(mpt__eng_zero_setup(e, w));
         w->qcap = 2 * (w->nsegs + m->nlayers) + 2; /* buckets per step, at most */
-        if (!(w->queue = calloc(w->qcap, sizeof *w->queue))) {
+        if (!(w->queue = calloc(w->qcap, sizeof *w->queue)) ||
+            !(w->maps = calloc(w->qcap, sizeof *w->maps))) {
             status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
             goto out;
         }
@@ -375,6 +376,7 @@ void mpt__engine_free(mpt__engine_t *e)
             }
             free(w->segs);
             free(w->queue);
+            free(w->maps);
             free(w->gbuf);
             free(w->zgrad);
             free(w->tied_buf);

@@ -77,7 +77,9 @@ typedef struct {
 typedef struct bucket {
     size_t first, count; /* model elements, inside one segment */
     const segment_t *seg;
-    cl_event ready;      /* the read of these gradients into gbuf (owned) */
+    cl_event ready;      /* the read of these gradients into gbuf, or their map (owned) */
+    float *data;         /* in place (mpt__eng_reduce_in_place): the mapped gradients;
+                          * NULL: gbuf's */
 } bucket_t;
 
 typedef struct worker worker_t;
@@ -130,6 +132,9 @@ struct worker {
     pthread_cond_t rcond;
     bucket_t *queue;
     size_t qhead, qtail, qcap;
+    float **maps;              /* in place: this step's mapped ranges of the gradients,
+                                * unmapped once the reducer is done (qcap of them) */
+    size_t nmaps;
     int rstatus;
     char rerror[512];
     mpt__spans_t spans, rspans; /* the worker's and its reducer's (tracing only): "forward",
@@ -208,6 +213,22 @@ typedef struct {
                                         * leaves the window at once), or NULL */
     int status;
 } bucket_ctx_t;
+
+/* Data parallelism on a CPU device (its buffers are host memory: PoCL,
+ * Intel's CPU runtime): the reducer sums the gradients where the backward
+ * left them, in mapped ranges of the device buffer, instead of a read into
+ * gbuf and a write back of the sum: two copies of every gradient per step
+ * saved.  A range stays mapped while the backward's later kernels write
+ * other ranges of the same buffer, which OpenCL 1.2 leaves undefined and
+ * CPU runtimes do as plain memory (the host provider's native kernels rely
+ * on the same: device/gemm_host.c); GPUs, integrated ones included, keep
+ * the copies.  Not under ZeRO (its shards and window go through gbuf and
+ * zgrad) nor for a tied weight's owner (it sends the sum from gbuf). */
+static inline int mpt__eng_reduce_in_place(const worker_t *w)
+{
+    return w->e->zero == 0 && w->tied_peer < 0 && w->dev->info.type == MPT_DEVICE_CPU &&
+           w->dev->info.unified_memory;
+}
 
 /* Records a span from t0 to now when tracing. */
 static inline void span_add(const mpt__engine_t *e, mpt__spans_t *s, const char *name, int mb,

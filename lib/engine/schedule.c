@@ -242,7 +242,7 @@ int mpt__eng_train_job(worker_t *w)
         MPT_TRY(mpt__eng_reducer_drain(w));
         if (e->zero)
             MPT_TRY(mpt__eng_zero_grads(w, &zero_sumsq));
-        else
+        else if (!mpt__eng_reduce_in_place(w)) /* in place: the sums are there already */
             MPT_TRY(mpt__executor_write_grads(w->ex, w->gbuf));
     }
     w->stats.reduce_wait_s += mpt__now() - t0;
