@@ -32,7 +32,7 @@ for r in $(seq "$rounds"); do
         --batch "$batch" --metrics "$tmp/mpt.jsonl" >/dev/null
     printf "round %s mpt:     " "$r"
     awk -F'"samples_per_s": ' -v every="$every" \
-        'NR > 20 && /"loss"/ { split($2, a, /[,}]/); s += 1 / a[1]; n++
+        'NR > 20 && /"loss"/ && $2 + 0 > 0 { split($2, a, /[,}]/); s += 1 / a[1]; n++
                                if (n % every == 0) { printf "%.0fk ", every / s / 1000; s = 0 } }
          END { print "" }' "$tmp/mpt.jsonl"
 done

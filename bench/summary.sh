@@ -21,7 +21,7 @@ summary_print() {
                     for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
                 return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
             }
-            $1 == label { n++; m[n] = $2; p[n] = $3; r[n] = $2 / $3 }
+            $1 == label && $3 > 0 { n++; m[n] = $2; p[n] = $3; r[n] = $2 / $3 }
             END {
                 mm = median(m, n); pm = median(p, n); rm = median(r, n)
                 printf "over %d rounds, %s: mpt median %.0f (%.0f-%.0f); %s median %.0f (%.0f-%.0f); median mpt / %s %.2f (%.2f-%.2f)\n",

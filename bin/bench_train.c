@@ -13,8 +13,8 @@
  * step and the prediction's error.  Data: Fashion-MNIST's training set
  * when installed, else random images (the speed does not depend on them).
  *
- * --rounds N repeats the whole table N times, so that every row's figure
- * alternates with the one-device row it is scaled by (A B A B), and ends
+ * --rounds N repeats the whole table N times, each row scaled by that
+ * round's own one-device row (so the rows alternate with it), and ends
  * with each row's median over the rounds: a shared machine's speed comes
  * in spells (docs/performance.md), and one round can land a row in a slow
  * one.
@@ -150,7 +150,11 @@ int bench_train_main(int argc, char **argv)
         case O_WARMUP: warmup = (size_t)tool_parse_count("--warmup", optarg, 0); break;
         case 'd': spec = optarg; break;
         case O_MB: mb = (size_t)tool_parse_count("--microbatches", optarg, 1); break;
-        case O_ROUNDS: rounds = (size_t)tool_parse_count("--rounds", optarg, 1); break;
+        case O_ROUNDS:
+            rounds = (size_t)tool_parse_count("--rounds", optarg, 1);
+            if (rounds > 1000)
+                tool_usage_error("--rounds %zu: at most 1000", rounds);
+            break;
         case 'h': usage(stdout); return TOOL_EXIT_OK;
         default: tool_usage_error("see --help");
         }
@@ -313,7 +317,7 @@ int bench_train_main(int argc, char **argv)
         free(v);
     }
     if (rounds > 1) {
-        printf("median over %zu rounds (min-max), the last round's plans:\n", rounds);
+        printf("median over %zu rounds (min-max), each row's plan as it last ran:\n", rounds);
         printf("%-44s %10s %17s %17s %17s\n", "configuration", "samples/s", "scaling",
                "predicted/meas.", "after calib.");
     }

@@ -330,9 +330,9 @@ typedef struct {
     double shared_gemm_gflops; /* GEMM rate while every device sharing its cores
                                 * ran at once (mpt_cluster_local), 0: not measured */
     double shared_mem_gbps;    /* memory bandwidth likewise, 0: not measured */
-    double shared_devices;     /* how many devices ran at once for the two figures
-                                * above, this one included; 0: not known (the
-                                * figures then apply to the whole group only) */
+    double shared_devices;     /* how many devices ran on its cores at once for the
+                                * two figures above, this one included; 0: not
+                                * known (the figures then apply as they are) */
     mpt_calibration_t calibration; /* what training measured against the cost model */
 } mpt_profile_t;
 

@@ -3,8 +3,9 @@
  * the backward pass goes on.  The model's parameter elements are cut into
  * segments, each owned by one worker per replica (its all-reduce group);
  * as the last micro-batch's backward finishes layers, their gradients are
- * read to the host in buckets and a reducer thread per worker all-reduces
- * them.  Every reducer reduces its segments from the last to the first, so
+ * read to the host in buckets (on a CPU device: mapped, and summed in
+ * place; mpt__eng_reduce_in_place) and a reducer thread per worker
+ * all-reduces them.  Every reducer reduces its segments from the last to the first, so
  * groups that share a worker never wait on each other in a cycle.
  *
  * ZeRO-1 (plan zero = 1): each segment is cut into one shard per replica
@@ -332,6 +333,9 @@ static int map_grads(worker_t *w, size_t first, size_t count, float **data, cl_e
 {
     mpt_buffer_t *g = mpt__executor_grads_buffer(w->ex);
     cl_int err;
+    if (w->nmaps == w->qcap) /* a flush pushes a bucket, and qcap holds a step's */
+        return mpt__fail(MPT_ERR_RANGE, "device %d: more gradient maps than buckets",
+                         w->dev->info.index);
     *data = clEnqueueMapBuffer(w->dev->queue, g->mem, CL_FALSE, CL_MAP_READ | CL_MAP_WRITE,
                                (first - w->p0) * sizeof(float), count * sizeof(float), 0, NULL,
                                ev, &err);

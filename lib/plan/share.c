@@ -9,8 +9,8 @@
  * Measured figures come first: a profile taken with every sharing device
  * running at once (mpt_profile_t.shared_gemm_gflops, shared_mem_gbps,
  * measured by mpt_cluster_local: profile/shared.c) is used as it is when the
- * plan runs the device beside as many devices on its cores as were
- * measured with it (shared_devices, this one included).  A plan on fewer
+ * plan runs the device beside as many devices on its cores as ran there
+ * when it was measured (shared_devices, this one included).  A plan on fewer
  * of them (two of three PoCL devices on the same cores) splits what the
  * group achieved together among fewer: each gets min(1, together / alone
  * x shared_devices / running) of its rate alone, running being the devices

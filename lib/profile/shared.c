@@ -15,9 +15,10 @@
  * members' profile keys in order: another company of devices is another
  * group, measured anew.
  *
- * Each member also records how many ran together (shared_devices), so that
- * plan/share.c can price a plan on some of the group's devices from the
- * whole group's figure (the cores split among fewer).
+ * Each member also records how many of them ran on its cores, itself
+ * included (shared_devices), so that plan/share.c can price a plan on
+ * some of the group's devices from the whole group's figure (the cores
+ * split among fewer).
  *
  * Left out: devices of other ranks
  * on the same host (each rank measures its own); a PCIe switch and host
@@ -169,7 +170,6 @@ static int profile_group(const mpt_devices_t *set, const size_t *members, size_t
         mpt_profile_t *p = &profiles[members[k]];
         p->shared_gemm_gflops = p->gemm_gflops * gemm[k];
         p->shared_mem_gbps = p->mem_gbps * mem[k];
-        p->shared_devices = (double)n;
     }
 out:
     free(key);
@@ -208,6 +208,16 @@ int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_pr
                 members[k++] = i;
         if (k >= 2)
             status = profile_group(set, members, k, profiles);
+        /* How many ran on each member's cores, itself included: the
+         * members it shares cores with directly (a chain a-b-c is one
+         * group, but a and c never met), as plan/share.c counts them. */
+        for (size_t a = 0; k >= 2 && status == MPT_OK && a < k; a++) {
+            size_t on_its_cores = 1;
+            for (size_t b = 0; b < k; b++)
+                on_its_cores += b != a && mpt__cluster_share_cores(mpt_cluster_device(c, members[a]),
+                                                                   mpt_cluster_device(c, members[b]));
+            profiles[members[a]].shared_devices = (double)on_its_cores;
+        }
     }
 out:
     free(group);
