@@ -22,6 +22,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,32 @@ static const char *plan_summary(const char *json)
     return buf;
 }
 
+/* One row's figures in one round: samples/s (0: the row was not
+ * runnable), the scaling against that round's one device, and predicted
+ * / measured before and after calibration. */
+typedef struct {
+    double sps, scaling, before, after;
+} figures_t;
+
+/* The median, min and max (out[0..2]) of the figure at byte offset `at`
+ * of a row's rounds that ran; how many ran (0: out untouched). */
+static size_t median_of(const figures_t *f, size_t rounds, size_t at, double out[3])
+{
+    double *v = malloc((rounds ? rounds : 1) * sizeof *v);
+    size_t ran = 0;
+    if (!v)
+        tool_die("out of memory");
+    for (size_t r = 0; r < rounds; r++)
+        if (f[r].sps > 0)
+            memcpy(&v[ran++], (const char *)&f[r] + at, sizeof *v);
+    if (ran) {
+        out[0] = bench_median(v, ran); /* sorts v: min and max at the ends */
+        out[1] = v[0], out[2] = v[ran - 1];
+    }
+    free(v);
+    return ran;
+}
+
 int bench_train_main(int argc, char **argv)
 {
     enum { O_DATA = 256, O_STEPS, O_WARMUP, O_MB, O_ROUNDS };
@@ -225,14 +252,11 @@ int bench_train_main(int argc, char **argv)
     static const char *kinds[KINDS] = {"1 device", "DP", "PP", "TP", "auto", "auto, calibrated"};
     int nkinds = n > 1 ? KINDS : 1, rows = 0, within = 0;
     double worst = 1;
-    /* Per row and round (at kind * rounds + round; 0 where not runnable):
-     * samples/s, scaling against that round's one device, predicted /
-     * measured before and after calibration. */
-    double *sps = calloc(KINDS * rounds, sizeof *sps), *scaling = calloc(KINDS * rounds, sizeof *scaling),
-           *before = calloc(KINDS * rounds, sizeof *before), *after = calloc(KINDS * rounds, sizeof *after);
-    char names[KINDS][96] = {{0}}, *ran_in = calloc(rounds, 1);
+    /* Per row and round, at kind * rounds + round (sps 0: not runnable). */
+    figures_t *fig = calloc(KINDS * rounds, sizeof *fig);
+    char names[KINDS][96] = {{0}};
     mpt_calibration_t *carried = calloc(n, sizeof *carried);
-    if (!sps || !scaling || !before || !after || !ran_in || !carried)
+    if (!fig || !carried)
         tool_die("out of memory");
     for (size_t round = 0; round < rounds; round++) {
         double one = 0;
@@ -290,31 +314,14 @@ int bench_train_main(int argc, char **argv)
                    (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
                    calibrated * 1e3, again * 1e3, calibrated / again);
             fflush(stdout);
-            size_t at = (size_t)kind * rounds + round;
-            sps[at] = (double)batch / step, scaling[at] = one / step;
-            before[at] = predicted / step, after[at] = calibrated / again;
-            rows++, within += fabs(after[at] - 1) <= 0.15;
-            worst = fabs(after[at] - 1) > fabs(worst - 1) ? after[at] : worst;
+            figures_t *f = &fig[(size_t)kind * rounds + round];
+            *f = (figures_t){(double)batch / step, one / step, predicted / step,
+                             calibrated / again};
+            rows++, within += fabs(f->after - 1) <= 0.15;
+            worst = fabs(f->after - 1) > fabs(worst - 1) ? f->after : worst;
             free(json);
             mpt_plan_free(plan);
         }
-    }
-    /* Row 5's ratio before calibration: how far a calibration carries. */
-    double carried_median = 0;
-    size_t carried_n = 0;
-    for (size_t r = 0; nkinds == KINDS && r < rounds; r++)
-        if (before[5 * rounds + r] > 0)
-            carried_n++;
-    if (carried_n) {
-        double *v = calloc(carried_n, sizeof *v);
-        size_t c = 0;
-        if (!v)
-            tool_die("out of memory");
-        for (size_t r = 0; r < rounds; r++)
-            if (before[5 * rounds + r] > 0)
-                v[c++] = before[5 * rounds + r];
-        carried_median = bench_median(v, c);
-        free(v);
     }
     if (rounds > 1) {
         printf("median over %zu rounds (min-max), each row's plan as it last ran:\n", rounds);
@@ -322,36 +329,29 @@ int bench_train_main(int argc, char **argv)
                "predicted/meas.", "after calib.");
     }
     for (int kind = 0; rounds > 1 && kind < nkinds; kind++) {
-        double v[4][2], m[4];
-        double *series[4] = {sps + kind * rounds, scaling + kind * rounds, before + kind * rounds,
-                             after + kind * rounds};
-        size_t ran = 0;
-        for (size_t r = 0; r < rounds; r++)
-            ran_in[r] = sps[kind * rounds + r] > 0, ran += ran_in[r];
-        if (!ran)
-            continue;
-        for (int k = 0; k < 4; k++) {
-            size_t c = 0;
-            for (size_t r = 0; r < rounds; r++) /* the runnable rounds, first */
-                if (ran_in[r])
-                    series[k][c++] = series[k][r];
-            m[k] = bench_median(series[k], ran); /* sorts them: min and max at the ends */
-            v[k][0] = series[k][0], v[k][1] = series[k][ran - 1];
-        }
+        const figures_t *f = fig + (size_t)kind * rounds;
+        double m[4][3];
+        if (!median_of(f, rounds, offsetof(figures_t, sps), m[0]))
+            continue; /* not runnable in any round */
+        median_of(f, rounds, offsetof(figures_t, scaling), m[1]);
+        median_of(f, rounds, offsetof(figures_t, before), m[2]);
+        median_of(f, rounds, offsetof(figures_t, after), m[3]);
         printf("%-44s %10.0f %5.2fx (%.2f-%.2f) %5.2f (%.2f-%.2f) %5.2f (%.2f-%.2f)\n", names[kind],
-               m[0], m[1], v[1][0], v[1][1], m[2], v[2][0], v[2][1], m[3], v[3][0], v[3][1]);
+               m[0][0], m[1][0], m[1][1], m[1][2], m[2][0], m[2][1], m[2][2], m[3][0], m[3][1],
+               m[3][2]);
     }
     printf("after calibration: %d of %d rows within 15%% of the measured step (worst ratio "
            "%.2f); load average %s at the end\n", within, rows, worst, load_average());
+    /* Row 5's ratio before calibration: how far a calibration carries. */
+    double carried_ratio[3];
+    size_t carried_n = nkinds == KINDS ? median_of(fig + 5 * rounds, rounds,
+                                                   offsetof(figures_t, before), carried_ratio)
+                                       : 0;
     if (carried_n)
         printf("auto, calibrated: planned and predicted with the rows' calibration, "
-               "predicted / measured %.2f%s\n", carried_median,
+               "predicted / measured %.2f%s\n", carried_ratio[0],
                carried_n > 1 ? " (median over the rounds)" : "");
-    free(sps);
-    free(scaling);
-    free(before);
-    free(after);
-    free(ran_in);
+    free(fig);
     free(carried);
     mpt_cluster_free(cluster);
     mpt_topology_free(topo);

@@ -82,17 +82,10 @@ END_TEST
 
 /* Two CPU devices, GEMMs through `provider0` and the host BLAS, on
  * cores of their own (no cpus given: nothing shared). */
-static mpt_cluster_t *pair(const char *provider0)
+/* A cluster from its description's text, through a file. */
+static mpt_cluster_t *cluster_from_text(const char *text)
 {
-    char text[1024], path[] = "/tmp/check_cal_pair_XXXXXX";
-    snprintf(text, sizeof text,
-             "{\"mpt_cluster\": 1, \"devices\": [{\"name\": \"a\", \"type\": \"cpu\", "
-             "\"gemm_provider\": \"%s\", \"global_mem_bytes\": 1000000000, \"profile\": "
-             "{\"gemm_gflops\": 50, \"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}, "
-             "{\"name\": \"b\", \"type\": \"cpu\", \"gemm_provider\": \"host\", "
-             "\"global_mem_bytes\": 1000000000, \"profile\": {\"gemm_gflops\": 50, "
-             "\"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}]}",
-             provider0);
+    char path[] = "/tmp/check_cal_cluster_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
@@ -101,6 +94,20 @@ static mpt_cluster_t *pair(const char *provider0)
     ck_assert_mpt_ok(mpt_cluster_load(path, &c));
     unlink(path);
     return c;
+}
+
+static mpt_cluster_t *pair(const char *provider0)
+{
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"mpt_cluster\": 1, \"devices\": [{\"name\": \"a\", \"type\": \"cpu\", "
+             "\"gemm_provider\": \"%s\", \"global_mem_bytes\": 1000000000, \"profile\": "
+             "{\"gemm_gflops\": 50, \"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}, "
+             "{\"name\": \"b\", \"type\": \"cpu\", \"gemm_provider\": \"host\", "
+             "\"global_mem_bytes\": 1000000000, \"profile\": {\"gemm_gflops\": 50, "
+             "\"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}]}",
+             provider0);
+    return cluster_from_text(text);
 }
 
 /* DP=2 on a fake report.  Host BLAS on both: replica 0 waits 5x the
@@ -553,22 +560,13 @@ START_TEST(shared_cores_measured_together)
         ck_assert_double_eq(p->shared_devices, (double)mpt_devices_count(devs));
         ck_assert_double_eq(q->shared_devices, p->shared_devices);
     }
-    {
-        char *json = NULL;
-        mpt_cluster_t *back = NULL;
-        char path[4200];
-        ck_assert_mpt_ok(mpt_cluster_to_json(a, &json));
-        snprintf(path, sizeof path, "%s/cluster.json", dir);
-        FILE *f = fopen(path, "w");
-        ck_assert_ptr_nonnull(f);
-        ck_assert_int_ge(fputs(json, f), 0);
-        ck_assert_int_eq(fclose(f), 0);
-        ck_assert_mpt_ok(mpt_cluster_load(path, &back));
-        ck_assert_double_eq(mpt_cluster_device(back, 0)->profile.shared_devices,
-                            mpt_cluster_device(a, 0)->profile.shared_devices);
-        mpt_cluster_free(back);
-        free(json);
-    }
+    char *json = NULL;
+    ck_assert_mpt_ok(mpt_cluster_to_json(a, &json));
+    mpt_cluster_t *back = cluster_from_text(json);
+    ck_assert_double_eq(mpt_cluster_device(back, 0)->profile.shared_devices,
+                        mpt_cluster_device(a, 0)->profile.shared_devices);
+    mpt_cluster_free(back);
+    free(json);
     snprintf(cmd, sizeof cmd, "test \"$(ls %s/mpt/shared-*.json | wc -l)\" -eq 1", dir);
     ck_assert_msg(system(cmd) == 0, "not one shared-*.json in %s/mpt", dir);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

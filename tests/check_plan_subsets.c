@@ -209,12 +209,29 @@ static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
     return cpu_devices(2, cpus, shared, shared > 0 ? 2 : 0);
 }
 
+static const char *const three_on_same_cores[3] = {"0-3", "0-3", "0-3"};
+
+/* Device 0's GEMM rate in a plan on devices 0 and 2 of three CPU devices
+ * on the same cores, each measured at `shared` of 100 GFLOP/s with
+ * `together` devices running (0: not said). */
+static double rate_in_pair_of_three(double shared, int together)
+{
+    const size_t two[2] = {0, 2};
+    mpt_cluster_t *c = cpu_devices(3, three_on_same_cores, shared, together);
+    mpt_cluster_device_t eff[3];
+    mpt__cost_shared(c, two, 2, eff);
+    mpt_cluster_free(c);
+    return eff[0].profile.gemm_gflops;
+}
+
 /* A group's concurrent rate was measured with all of it running; a plan
- * on fewer of its devices splits the cores among fewer. */
+ * on fewer of its devices splits the cores among fewer.  Tolerance 1e-9:
+ * each rate is a product and quotient of a few small integers, exact but
+ * for a rounding or two of the last bit. */
 START_TEST(shared_rate_of_a_subset)
 {
-    static const char *const cpus[3] = {"0-3", "0-3", "0-3"};
-    mpt_cluster_t *c = cpu_devices(3, cpus, 40, 3); /* 40 of 100 GFLOP/s, three at once */
+    /* 40 of 100 GFLOP/s, three at once */
+    mpt_cluster_t *c = cpu_devices(3, three_on_same_cores, 40, 3);
     mpt_cluster_device_t eff[3];
     const size_t all[3] = {0, 1, 2}, two[2] = {0, 2}, one[1] = {1};
     /* All three, as measured: 40. */
@@ -233,21 +250,12 @@ START_TEST(shared_rate_of_a_subset)
     ck_assert_double_eq_tol(eff[1].profile.gemm_gflops, 100, 1e-9);
     mpt_cluster_free(c);
     /* Never above the rate alone: 80 of 100 with three, two get 100. */
-    c = cpu_devices(3, cpus, 80, 3);
-    mpt__cost_shared(c, two, 2, eff);
-    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 100, 1e-9);
-    mpt_cluster_free(c);
+    ck_assert_double_eq_tol(rate_in_pair_of_three(80, 3), 100, 1e-9);
     /* Measured with two (as ranks on one host each measure their own
      * pair): a plan on two of the three runs as measured, 40. */
-    c = cpu_devices(3, cpus, 40, 2);
-    mpt__cost_shared(c, two, 2, eff);
-    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 40, 1e-9);
-    mpt_cluster_free(c);
+    ck_assert_double_eq_tol(rate_in_pair_of_three(40, 2), 40, 1e-9);
     /* Not said how many (a cluster file from before the count): as is. */
-    c = cpu_devices(3, cpus, 40, 0);
-    mpt__cost_shared(c, two, 2, eff);
-    ck_assert_double_eq_tol(eff[0].profile.gemm_gflops, 40, 1e-9);
-    mpt_cluster_free(c);
+    ck_assert_double_eq_tol(rate_in_pair_of_three(40, 0), 40, 1e-9);
 }
 END_TEST
 

@@ -206,16 +206,17 @@ int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_pr
         for (size_t i = 0; i < n; i++)
             if (group[i] == g)
                 members[k++] = i;
-        if (k >= 2)
-            status = profile_group(set, members, k, profiles);
+        if (k < 2 || (status = profile_group(set, members, k, profiles)) < 0)
+            continue;
         /* How many ran on each member's cores, itself included: the
          * members it shares cores with directly (a chain a-b-c is one
          * group, but a and c never met), as plan/share.c counts them. */
-        for (size_t a = 0; k >= 2 && status == MPT_OK && a < k; a++) {
+        for (size_t a = 0; a < k; a++) {
+            const mpt_cluster_device_t *da = mpt_cluster_device(c, members[a]);
             size_t on_its_cores = 1;
             for (size_t b = 0; b < k; b++)
-                on_its_cores += b != a && mpt__cluster_share_cores(mpt_cluster_device(c, members[a]),
-                                                                   mpt_cluster_device(c, members[b]));
+                on_its_cores +=
+                    b != a && mpt__cluster_share_cores(da, mpt_cluster_device(c, members[b]));
             profiles[members[a]].shared_devices = (double)on_its_cores;
         }
     }

@@ -51,16 +51,16 @@ static inline float keep_or_zero(int keep, float v)
     return v;
 }
 
-/* ReLU forward: v unless v <= 0 (a NaN passes, as the kernel's select). */
-static inline float relu_f(float v)
-{
-    return keep_or_zero(!(v <= 0.0f), v);
-}
-
 /* ReLU backward: dy where the forward input v > 0 (or NaN), else 0. */
 static inline float relu_b(float v, float dy)
 {
     return keep_or_zero(!(v <= 0.0f), dy);
+}
+
+/* ReLU forward: v unless v <= 0 (a NaN passes, as the kernel's select). */
+static inline float relu_f(float v)
+{
+    return relu_b(v, v);
 }
 
 static float act_f(mpt__act_t act, float v)
