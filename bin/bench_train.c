@@ -2,8 +2,9 @@
  * mpt-bench train: training throughput on several devices against one,
  * and the measured step against the planner's prediction, all in one run.
  *
- * Runs the model (default: the Fashion-MNIST MLP) for --steps timed steps
- * after --warmup steps under: one device (the first selected), data
+ * Runs the model (default: the Fashion-MNIST MLP) for twice --steps timed
+ * steps after --warmup steps (one set calibrates the cost model, the other,
+ * alternating with it step by step, tests the calibration) under: one device (the first selected), data
  * parallelism over every selected device, a pipeline over every selected
  * device (the planner picks the micro-batches and schedule unless pinned),
  * and every layer split over every selected device (tensor parallelism),
@@ -43,7 +44,8 @@ static void usage(FILE *f)
             "      --data DIR       IDX dataset directory (Fashion-MNIST when installed,\n"
             "                       else random images)\n"
             "  -b, --batch N        samples per step (512)\n"
-            "      --steps N        timed steps per configuration (20)\n"
+            "      --steps N        timed steps per configuration and set (20: 20 to\n"
+            "                       calibrate on, 20 to test the calibration against)\n"
             "      --warmup N       untimed steps first (10: kernel builds are no steady\n"
             "                       state, and calibrating on them overstates the step)\n"
             "  -d, --devices SPEC   devices (MPT_DEVICES; default all); for two one-core\n"
@@ -60,30 +62,63 @@ typedef struct {
     size_t count, in;
 } data_t;
 
-/* Seconds per step, median over `steps` after `warmup`. */
-static double time_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t warmup,
-                         size_t steps)
+/* Untimed steps: kernel builds are no steady state. */
+static void warm_up(mpt_trainer_t *t, const data_t *d, size_t batch, size_t steps)
 {
-    double *dt = calloc(steps + 1, sizeof *dt);
-    if (!dt)
-        tool_die("out of memory");
     size_t per_epoch = d->count / batch;
-    for (size_t s = 0; s < warmup + steps; s++) {
+    for (size_t s = 0; s < steps; s++) {
         size_t b = s % per_epoch;
         mpt_step_stats_t st;
-        double t0 = tool_now();
         tool_check(mpt_trainer_step(t, d->x + b * batch * d->in, d->y + b * batch, &st),
                    "training");
-        if (s >= warmup)
-            dt[s - warmup] = tool_now() - t0;
         if (tool_stderr_is_tty())
-            fprintf(stderr, "\r  step %zu of %zu\033[K", s + 1, warmup + steps);
+            fprintf(stderr, "\r  warm-up step %zu of %zu\033[K", s + 1, steps);
     }
     if (tool_stderr_is_tty())
         fprintf(stderr, "\r\033[K");
-    double m = steps ? bench_median(dt, steps) : 0;
-    free(dt);
-    return m;
+}
+
+/* 2 x steps steps, alternately counted towards the next calibration
+ * (mpt_trainer_set_calibrating) and kept apart: the median step of each
+ * set into *counted and *apart.  Alternating, as every comparison of
+ * speeds here does, so that a spell of the machine (slow memory-bound
+ * work for seconds: docs/performance.md) falls on both sets alike; a
+ * calibration tested on the steps after it once measured the spell
+ * instead (a row calibrated at 7.14 ms measured 3.86 ms next).  Pair by
+ * pair, not in blocks (with blocks of 5 a slow stretch of 15 steps put 10
+ * in one set and 5 in the other: medians of 4.26 against 3.30 ms), and in
+ * a random order within each pair: tensor parallelism on two one-core
+ * devices once ran every other step at twice the time (3.5, 7, 3.5, 7 ms),
+ * which strict alternation put all in one set. */
+static void alternate_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t steps,
+                            double *counted, double *apart)
+{
+    double *dt[2] = {calloc(steps + 1, sizeof(double)), calloc(steps + 1, sizeof(double))};
+    size_t k[2] = {0, 0}, per_epoch = d->count / batch;
+    if (!dt[0] || !dt[1])
+        tool_die("out of memory");
+    uint32_t coin = 2463534242u; /* xorshift32: a fixed sequence of fair coins */
+    for (size_t s = 0; s < 2 * steps; s++) {
+        if (s % 2 == 0)
+            coin ^= coin << 13, coin ^= coin >> 17, coin ^= coin << 5;
+        int set = (int)((s + (coin >> 31)) % 2);
+        size_t b = s % per_epoch;
+        mpt_step_stats_t st;
+        mpt_trainer_set_calibrating(t, set == 0);
+        double t0 = tool_now();
+        tool_check(mpt_trainer_step(t, d->x + b * batch * d->in, d->y + b * batch, &st),
+                   "training");
+        dt[set][k[set]++] = tool_now() - t0;
+        if (tool_stderr_is_tty())
+            fprintf(stderr, "\r  step %zu of %zu\033[K", s + 1, 2 * steps);
+    }
+    if (tool_stderr_is_tty())
+        fprintf(stderr, "\r\033[K");
+    mpt_trainer_set_calibrating(t, 1);
+    *counted = steps ? bench_median(dt[0], steps) : 0;
+    *apart = steps ? bench_median(dt[1], steps) : 0;
+    free(dt[0]);
+    free(dt[1]);
 }
 
 /* The machine's 1-minute load average ("?" where /proc has none): the
@@ -104,7 +139,7 @@ static const char *load_average(void)
 /* Back to the profiles as measured: each row starts uncalibrated. */
 static void clear_calibration(mpt_cluster_t *c)
 {
-    const mpt_calibration_t none = {0, 0, 0, 0, 0};
+    const mpt_calibration_t none = {0};
     for (size_t i = 0; i < mpt_cluster_device_count(c); i++)
         tool_check(mpt_cluster_set_calibration(c, i, &none), "clearing the calibration");
 }
@@ -125,6 +160,37 @@ static const char *plan_summary(const char *json)
     const char *sc = strstr(json, "\"schedule\": \"");
     snprintf(buf + at, sizeof buf - at, " %s", sc && !strncmp(sc + 13, "1f1b", 4) ? "1f1b" : "gpipe");
     return buf;
+}
+
+/* Folds a row's calibration of a device into what the rows so far carry
+ * for the re-plan: each kind of work from the latest row that measured it
+ * (compute alone, compute in company, transfers under a pipeline, the
+ * all-reduce under data parallelism), as a device calibrated once per
+ * kind of plan would carry them.  Before, the last row's replaced them
+ * all: on "pthread basic" the one-device rows' overwrote the DP row's
+ * company, and the re-plan never saw what DP measured. */
+static void carry(mpt_calibration_t *carried, const mpt_calibration_t *row, const char *summary)
+{
+    mpt_calibration_t c = *carried;
+    uint64_t alone = c.steps - c.company_steps, row_alone = row->steps - row->company_steps;
+    int dp = 1, pp = 1;
+    if (row->steps == 0)
+        return;
+    sscanf(summary, "dp=%d pp=%d", &dp, &pp);
+    c.transfer = c.transfer > 0 ? c.transfer : 1, c.allreduce = c.allreduce > 0 ? c.allreduce : 1;
+    if (pp > 1)
+        c.transfer = row->transfer;
+    if (dp > 1)
+        c.allreduce = row->allreduce;
+    if (row_alone)
+        c.forward = row->forward, c.backward = row->backward, alone = row_alone;
+    else if (!alone)
+        c.forward = row->forward, c.backward = row->backward; /* valid numbers, not used */
+    if (row->company_steps)
+        c.company_forward = row->company_forward, c.company_backward = row->company_backward,
+        c.company_steps = row->company_steps;
+    c.steps = alone + c.company_steps;
+    *carried = c;
 }
 
 /* One row's figures in one round: samples/s (0: the row was not
@@ -231,13 +297,15 @@ int bench_train_main(int argc, char **argv)
     mpt_train_config_default(&cfg);
     cfg.batch = batch;
 
-    printf("mpt-bench train: %s, batch %zu, %zu devices (%s), median of %zu steps after %zu\n",
-           mpt_model_name(model), batch, n, mpt_device_info(mpt_devices_get(devs, 0))->name,
-           steps, warmup);
+    printf("mpt-bench train: %s, batch %zu, %zu devices (%s), medians of 2 x %zu steps after "
+           "%zu\n", mpt_model_name(model), batch, n,
+           mpt_device_info(mpt_devices_get(devs, 0))->name, steps, warmup);
     printf("predicted: the cost model before calibration (for \"auto, calibrated\": with the\n"
-           "calibration of the rows above), measured: the median step, then calibrated on\n"
-           "those steps (mpt_trainer_calibrate) and measured again; ratio: predicted /\n"
-           "measured; load average %s at the start\n", load_average());
+           "calibration of the rows above); the timed steps alternate between a calibrating\n"
+           "set and a test set: measured, the calibrating set's median step; calib., the\n"
+           "prediction calibrated on it (mpt_trainer_calibrate), against the test set's\n"
+           "median; ratio: predicted / measured; load average %s at the start\n",
+           load_average());
     printf("%-44s %10s %8s %9s %9s %7s %9s %9s %7s\n", "configuration", "samples/s", "scaling",
            "predicted", "measured", "ratio", "calib.", "measured", "ratio");
 
@@ -291,25 +359,23 @@ int bench_train_main(int argc, char **argv)
                        "simulating the plan");
             tool_check(mpt_trainer_create_planned(model, devs, plan, &cfg, topo, cluster, &t),
                        "creating the trainer");
-            time_steps(t, &d, batch, warmup, 0);
+            warm_up(t, &d, batch, warmup);
             /* Forget the warm-up's steps (kernel builds): calibrate on the timed ones. */
             tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
             clear_calibration(cluster);
-            double step = time_steps(t, &d, batch, 0, steps);
+            double step = 0, again = 0;
+            alternate_steps(t, &d, batch, steps, &step, &again);
             tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
             calibrated = mpt_trainer_predicted_step(t);
-            for (size_t i = 0; kind < 5 && i < n; i++) { /* each device's latest */
-                const mpt_calibration_t *cal = &mpt_cluster_device(cluster, i)->profile.calibration;
-                if (cal->steps > 0)
-                    carried[i] = *cal;
-            }
-            double again = time_steps(t, &d, batch, 0, steps);
-            mpt_trainer_free(t);
-            if (kind == 0)
-                one = step;
             char *json = NULL;
             tool_check(mpt_plan_to_json(plan, &json), "plan JSON");
             snprintf(names[kind], sizeof names[kind], "%s (%s)", kinds[kind], plan_summary(json));
+            for (size_t i = 0; kind < 5 && i < n; i++)
+                carry(&carried[i], &mpt_cluster_device(cluster, i)->profile.calibration,
+                      plan_summary(json));
+            mpt_trainer_free(t);
+            if (kind == 0)
+                one = step;
             printf("%-44s %10.0f %7.2fx %8.2fms %8.2fms %7.2f %8.2fms %8.2fms %7.2f\n", names[kind],
                    (double)batch / step, one / step, predicted * 1e3, step * 1e3, predicted / step,
                    calibrated * 1e3, again * 1e3, calibrated / again);

@@ -308,13 +308,22 @@ typedef struct {
 /* Calibration (docs/planning.md): per kind of work, the device's measured
  * time over the cost model's prediction for the same work, from training
  * steps (mpt_trainer_calibrate).  The cost model multiplies its figures by
- * them.  A factor of 0 (or steps 0) means "not calibrated": 1 is used. */
+ * them.  A factor of 0 (or steps 0) means "not calibrated": 1 is used.
+ * A CPU device's compute is corrected apart for the plans that run devices
+ * on its cores beside it ("in company"): the cost model's figure for
+ * shared cores errs differently from its figure alone (a device's BLAS
+ * threads drop to one in company, for one).  Each of the two falls back
+ * on the other while it has not been measured. */
 typedef struct {
-    double forward;   /* forward passes of its layers */
+    double forward;   /* forward passes of its layers, alone */
     double backward;  /* backward passes, with the optimizer update (not modelled apart) */
     double transfer;  /* activations and gradients between pipeline stages */
     double allreduce; /* the data-parallel all-reduce the step waits for */
-    uint64_t steps;   /* training steps they were measured over; 0: none */
+    uint64_t steps;   /* training steps they were measured over, alone or in
+                       * company; 0: none */
+    double company_forward;  /* forward and backward while devices on its */
+    double company_backward; /* cores ran beside it */
+    uint64_t company_steps;  /* of the steps, those in company; 0: none */
 } mpt_calibration_t;
 
 typedef struct {
@@ -1198,6 +1207,13 @@ MPT_API int mpt_trainer_fit(mpt_trainer_t *trainer, mpt_data_t *data,
  *  every rank computes the same factors from the gathered statistics.
  *  MPT_ERR_INVALID without steps or for a one-device trainer. */
 MPT_API int mpt_trainer_calibrate(mpt_trainer_t *trainer, mpt_cluster_t *cluster);
+/** Whether the steps that follow count towards the next calibration (on
+ *  from the trainer's creation): off leaves out steps that do not run at
+ *  the plan's own speed (beside an evaluation, a checkpoint, another job's
+ *  burst), or keeps steps apart to test a calibration against (mpt-bench
+ *  train alternates blocks of steps between the two).  Under a job, every
+ *  rank alike. */
+MPT_API void mpt_trainer_set_calibrating(mpt_trainer_t *trainer, int on);
 /** Stores the calibration of this rank's devices of the trainer, as
  *  `cluster` holds it, with their cached profiles. */
 MPT_API int mpt_trainer_save_calibration(const mpt_trainer_t *trainer,

@@ -2,8 +2,10 @@
  * tests/check_calibrate.c: calibration and rebalancing (docs/planning.md).
  * Calibration on a fake engine report against the cost model's own
  * figures; the factors in profile JSON, out of bounds refused; a cluster
- * whose device is calibrated slow is planned without it; a trainer moved
- * to another plan at step k equals one that never moved; devices never
+ * whose device is calibrated slow is planned without it; a device's
+ * compute in company calibrated apart from its compute alone; a trainer moved
+ * to another plan at step k equals one that never moved, and steps kept
+ * out of calibration are not calibrated on; devices never
  * measured priced with the measured ones' factors when re-planning; mpt_trainer_fit
  * rebalancing mid-run (forced by a negative margin) equals an
  * uninterrupted run, with the re-plan in the metrics; devices that share
@@ -68,7 +70,7 @@ START_TEST(calibration_from_fake_report)
     ck_assert_double_eq_tol(again / (pf + pb), 1.0, 1e-9);
     /* A host's share of the step (wall 10% above the workers'): spread
      * over the compute, so the prediction meets the wall time. */
-    mpt_calibration_t none = {0, 0, 0, 0, 0};
+    mpt_calibration_t none = {0};
     ck_assert_mpt_ok(mpt_cluster_set_calibration(c, d, &none));
     ck_assert_mpt_ok(mpt__calibrate(p, &mc, c, 64, &meas, 1, 1.1 * (3 * pf + 2 * pb), 7,
                                     &predicted));
@@ -188,7 +190,7 @@ START_TEST(calibration_in_profile_json)
 {
     mpt_profile_t p = {0}, q;
     p.gemm_gflops = 100, p.mem_gbps = 10, p.h2d_gbps = 5, p.d2h_gbps = 5;
-    p.calibration = (mpt_calibration_t){1.5, 2.5, 0.5, 3.0, 42};
+    p.calibration = (mpt_calibration_t){1.5, 2.5, 0.5, 3.0, 42, 0.75, 1.25, 12};
     json_t *o = mpt__profile_to_json(&p);
     ck_assert_ptr_nonnull(o);
     ck_assert_mpt_ok(mpt__profile_from_json(o, "test", &q));
@@ -197,14 +199,26 @@ START_TEST(calibration_in_profile_json)
     ck_assert_double_eq(q.calibration.transfer, 0.5);
     ck_assert_double_eq(q.calibration.allreduce, 3.0);
     ck_assert_uint_eq(q.calibration.steps, 42);
+    ck_assert_double_eq(q.calibration.company_forward, 0.75);
+    ck_assert_double_eq(q.calibration.company_backward, 1.25);
+    ck_assert_uint_eq(q.calibration.company_steps, 12);
+    /* More steps in company than in all is a broken file. */
+    json_object_set_new(json_object_get(json_object_get(o, "calibration"), "company"), "steps",
+                        json_integer(43));
+    ck_assert_mpt_fails(mpt__profile_from_json(o, "test", &q), MPT_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.company"));
+    json_object_set_new(json_object_get(json_object_get(o, "calibration"), "company"), "steps",
+                        json_integer(12));
     json_object_set_new(json_object_get(o, "calibration"), "forward", json_real(1e9));
     ck_assert_mpt_fails(mpt__profile_from_json(o, "test", &q), MPT_ERR_PARSE);
     ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.forward"));
     json_decref(o);
-    mpt_calibration_t bad = {NAN, 1, 1, 1, 1};
+    mpt_calibration_t bad = {NAN, 1, 1, 1, 1, 0, 0, 0};
+    mpt_calibration_t too_many = {1, 1, 1, 1, 1, 1, 1, 2};
     mpt_cluster_t *c = NULL;
     ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &c));
     ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &bad), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &too_many), MPT_ERR_INVALID);
     ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 99, &p.calibration), MPT_ERR_RANGE);
     mpt_cluster_free(c);
 }
@@ -219,6 +233,121 @@ static int uses(const mpt_plan_t *p, size_t d)
                     return 1;
     return 0;
 }
+
+/* Two CPU devices on the same cores (a node described by hwloc XML), each
+ * measured at 50 of its 100 GFLOP/s while both ran. */
+static mpt_cluster_t *pair_on_same_cores(void)
+{
+    char text[2048];
+    size_t len = (size_t)snprintf(text, sizeof text,
+                                  "{\"mpt_cluster\": 1, \"nodes\": [{\"name\": \"h\", "
+                                  "\"topology_xml\": \"%s\"}], \"devices\": [",
+                                  test_path("fixtures/two-socket-gpus.xml"));
+    for (int i = 0; i < 2; i++)
+        len += (size_t)snprintf(
+            text + len, sizeof text - len,
+            "%s{\"name\": \"cpu\", \"type\": \"cpu\", \"gemm_provider\": \"host\", "
+            "\"global_mem_bytes\": 1000000000, \"compute_units\": 4, \"cpus\": \"0-3\", "
+            "\"cores\": 4, \"numa_node\": 0, \"package\": 0, \"profile\": {\"gemm_gflops\": "
+            "100, \"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10, "
+            "\"shared_gemm_gflops\": 50, \"shared_devices\": 2}}",
+            i ? ", " : "");
+    snprintf(text + len, sizeof text - len, "]}");
+    return cluster_from_text(text);
+}
+
+/* A plan of batch 64 on the pair: DP over both, or one device alone. */
+static mpt_plan_t *pair_plan(const mpt_model_t *m, const mpt_cluster_t *c, int both)
+{
+    mpt_plan_t *p = NULL;
+    mpt_plan_request_t req;
+    mpt_plan_request_default(&req);
+    req.batch = 64, req.dp = both ? 2 : 1, req.pp = req.tp = 1, req.all_devices = both;
+    ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
+    return p;
+}
+
+/* Each worker of plan p measured at `slow` times its predicted forward
+ * and backward (the devices priced in the plan's company), the ring as
+ * predicted; calibrated over `steps` steps. */
+static void calibrate_slow(const mpt_plan_t *p, const mpt__model_cost_t *mc, mpt_cluster_t *c,
+                           double slow, uint64_t steps)
+{
+    mpt_cluster_device_t *eff = NULL;
+    mpt__cal_measured_t meas[2];
+    size_t ring[2] = {0, 1};
+    ck_assert_uint_le(p->nreplicas, 2);
+    ck_assert_mpt_ok(mpt__plan_company(p, c, &eff));
+    for (size_t r = 0; r < p->nreplicas; r++) {
+        const mpt__plan_stage_t *st = &p->replicas[r].stages[0];
+        double samples = 64 * p->replicas[r].batch_share;
+        const mpt_cluster_device_t *d = &eff[st->devices[0].device];
+        double pa = p->nreplicas < 2 ? 0
+                                     : mpt__cost_allreduce_by(
+                                           c, ring, 2,
+                                           mpt__cost_param_bytes(mc, st->first, st->last, 1.0),
+                                           p->allreduce);
+        meas[r].forward_s = slow * mpt__cost_layers(mc, st->first, st->last, d, samples, 1.0, 0);
+        meas[r].backward_s = slow * mpt__cost_layers(mc, st->first, st->last, d, samples, 1.0, 1);
+        meas[r].reduce_wait_s = pa;
+        meas[r].step_s = meas[r].forward_s + meas[r].backward_s + pa;
+    }
+    free(eff);
+    ck_assert_mpt_ok(mpt__calibrate(p, mc, c, 64, meas, p->nreplicas, 0, steps, NULL));
+}
+
+static double predicted(const mpt_plan_t *p, const mpt__model_cost_t *mc, const mpt_cluster_t *c)
+{
+    mpt__plan_t t = {0};
+    ck_assert_mpt_ok(mpt__plan_predict_calibrated(p, mc, c, 64, &t));
+    return t.predicted_step_s;
+}
+
+/* A device's compute in company is calibrated apart from its compute
+ * alone (mpt_calibration_t.company_*): a pair's DP plan measured 2x slow
+ * in company keeps its prediction after the device is calibrated alone
+ * at 0.5 (one calibration served both before, and the later one-device
+ * rows overwrote what DP measured before the re-plan read it); a device
+ * measured only in company is priced alone with its company factors, not
+ * with its raw profile.  Tolerances: each factor is measured / predicted
+ * of the model's own figures, exact but for rounding (1e-9), and the
+ * calibration's final fit stops within 0.5% of the measured step. */
+START_TEST(calibration_in_company_kept_apart)
+{
+    mpt_model_t *m = NULL;
+    mpt__model_cost_t mc = {0};
+    ck_assert_mpt_ok(mpt_model_from_json(mlp, &m));
+    ck_assert_mpt_ok(mpt__model_cost(m, &mc));
+    mpt_cluster_t *c = pair_on_same_cores();
+    mpt_plan_t *dp = pair_plan(m, c, 1), *one = pair_plan(m, c, 0);
+    double one_raw = predicted(one, &mc, c), dp_raw = predicted(dp, &mc, c);
+    size_t d = one->replicas[0].stages[0].devices[0].device;
+    calibrate_slow(dp, &mc, c, 2.0, 5);
+    const mpt_calibration_t *cal = &mpt_cluster_device(c, d)->profile.calibration;
+    ck_assert_uint_eq(cal->company_steps, 5);
+    ck_assert_uint_eq(cal->steps, 5);
+    ck_assert_double_eq_tol(cal->company_forward, 2.0, 0.005 * 2);
+    ck_assert_double_eq_tol(cal->company_backward, 2.0, 0.005 * 2);
+    double dp_in_company = predicted(dp, &mc, c);
+    ck_assert_double_gt(dp_in_company, 1.5 * dp_raw);
+    /* Measured only in company: alone it is priced with those factors. */
+    ck_assert_double_eq_tol(predicted(one, &mc, c) / one_raw, cal->company_forward, 0.01);
+    /* Calibrated alone at 0.5: the one-device plan follows, DP keeps its
+     * company factors. */
+    calibrate_slow(one, &mc, c, 0.5 / cal->company_forward, 3);
+    cal = &mpt_cluster_device(c, d)->profile.calibration;
+    ck_assert_uint_eq(cal->steps, 8);
+    ck_assert_uint_eq(cal->company_steps, 5);
+    ck_assert_double_eq_tol(cal->forward, 0.5, 0.005 * 0.5);
+    ck_assert_double_eq_tol(predicted(one, &mc, c) / one_raw, 0.5, 0.01);
+    ck_assert_double_eq_tol(predicted(dp, &mc, c) / dp_in_company, 1.0, 1e-9);
+    mpt_plan_free(dp);
+    mpt_plan_free(one);
+    mpt_cluster_free(c);
+    mpt__model_cost_free(&mc);
+    mpt_model_free(m);
+}
+END_TEST
 
 /* The decision: a device calibrated 50x slow than its profile says is
  * left out of the next plan, which was using it before. */
@@ -235,7 +364,7 @@ START_TEST(calibrated_slow_device_left_out)
     ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &before));
     size_t slow = before->replicas[0].stages[0].devices[0].device;
     ck_assert(uses(before, slow));
-    mpt_calibration_t cal = {50, 50, 1, 1, 20};
+    mpt_calibration_t cal = {50, 50, 1, 1, 20, 0, 0, 0};
     ck_assert_mpt_ok(mpt_cluster_set_calibration(c, slow, &cal));
     ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &after));
     ck_assert(!uses(after, slow));
@@ -258,7 +387,7 @@ START_TEST(unmeasured_devices_borrow_calibration)
     ck_assert_mpt_ok(mpt_model_load(test_path("../models/mlp-fashion.json"), &m));
     /* Two A100s and a CPU on the cores of both. */
     ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-gpus-cpu.json"), &c));
-    mpt_calibration_t slow = {3, 3, 1, 1, 10};
+    mpt_calibration_t slow = {3, 3, 1, 1, 10, 0, 0, 0};
     ck_assert_mpt_ok(mpt_cluster_set_calibration(c, 0, &slow));
     ck_assert_mpt_ok(mpt__calibration_borrowed(c, &b));
     for (size_t d = 0; d < 3; d++) { /* device 1 by kind, device 2 by its cores */
@@ -282,7 +411,7 @@ START_TEST(unmeasured_devices_borrow_calibration)
     ck_assert_double_eq_tol(s_fair / s_raw, 3.0, 1e-6);
     /* No kind and no cores in common: the worst measured factor. */
     ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &mixed));
-    mpt_calibration_t fast = {0.5, 0.5, 1, 1, 10};
+    mpt_calibration_t fast = {0.5, 0.5, 1, 1, 10, 0, 0, 0};
     ck_assert_mpt_ok(mpt_cluster_set_calibration(mixed, 0, &slow));
     ck_assert_mpt_ok(mpt_cluster_set_calibration(mixed, 2, &fast));
     ck_assert_mpt_ok(mpt__calibration_borrowed(mixed, &mb));
@@ -376,6 +505,7 @@ START_TEST(replan_at_step_equals_unmoved)
     mpt_trainer_t *a = NULL, *b = NULL;
     ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, dp2, &cfg, NULL, c, &a));
     ck_assert_mpt_ok(mpt_trainer_create_planned(m, devs, dp2, &cfg, NULL, c, &b));
+    mpt_trainer_set_calibrating(a, 0); /* a's steps are kept out of calibration */
     for (int step = 0; step < 6; step++) {
         mpt_step_stats_t sa, sb;
         const float *x = xs + (size_t)(step % (COUNT / BATCH)) * BATCH * IN;
@@ -391,6 +521,11 @@ START_TEST(replan_at_step_equals_unmoved)
         ck_assert_msg(fabs(sa.loss - sb.loss) <= LOSS_RTOL * fabs(sa.loss),
                       "step %d: unmoved %.9g, moved %.9g", step + 1, sa.loss, sb.loss);
     }
+    /* Six steps, none counted: nothing to calibrate on; one counted: one. */
+    ck_assert_mpt_fails(mpt_trainer_calibrate(a, c), MPT_ERR_INVALID);
+    mpt_trainer_set_calibrating(a, 1);
+    ck_assert_mpt_ok(mpt_trainer_step(a, xs, ys, NULL));
+    ck_assert_mpt_ok(mpt_trainer_calibrate(a, c));
     mpt_device_step_t st;
     ck_assert_mpt_ok(mpt_trainer_device_stats(b, 1, &st));
     ck_assert_int_eq(st.stage, 1); /* it runs the pipeline now */
@@ -591,6 +726,7 @@ int main(void)
     tcase_add_test(tc, calibration_of_a_ring);
     tcase_add_test(tc, calibration_in_profile_json);
     tcase_add_test(tc, calibrated_slow_device_left_out);
+    tcase_add_test(tc, calibration_in_company_kept_apart);
     tcase_add_test(tc, unmeasured_devices_borrow_calibration);
     tcase_add_test(tc, replan_at_step_equals_unmoved);
     tcase_add_test(tc, fit_rebalances_mid_run);

@@ -26,7 +26,11 @@
  * clamped to a sane range, so calibrating twice converges rather than
  * compounds.  Predictions price every device as it works in the plan's
  * company (share.c), as the planner does, so a factor measured under
- * shared cores corrects the shared figure.
+ * shared cores corrects the shared figure; a CPU device that ran beside
+ * others on its cores has its forward and backward factors stored as its
+ * factors in company (mpt_calibration_t.company_*), which only plans that
+ * run it in company read, so a calibration alone does not overwrite them
+ * (a pair's data-parallel row once was, before the re-plan read it).
  *
  * Re-planning after a calibration compares devices measured in this run
  * with devices never measured (idle in the plan that ran), whose figures
@@ -61,27 +65,35 @@ static double clampf(double f)
     return !(f > FACTOR_MIN) ? FACTOR_MIN : f > FACTOR_MAX ? FACTOR_MAX : f;
 }
 
-int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
+/* The cluster devices the plan uses, each once, into used (room for every
+ * cluster device); returns their number. */
+static size_t plan_devices(const mpt__plan_t *p, size_t n, size_t *used)
 {
-    size_t n = mpt_cluster_device_count(c), k = 0;
-    size_t *used = malloc((n ? n : 1) * sizeof *used);
-    unsigned char *seen = calloc(n ? n : 1, 1);
-    *eff = malloc((n ? n : 1) * sizeof **eff);
-    if (!used || !seen || !*eff) {
-        free(used), free(seen), free(*eff);
-        *eff = NULL;
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    }
+    size_t k = 0;
     for (size_t r = 0; r < p->nreplicas; r++)
         for (size_t s = 0; s < p->replicas[r].nstages; s++)
             for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
-                size_t d = p->replicas[r].stages[s].devices[g].device;
-                if (d < n && !seen[d])
-                    seen[d] = 1, used[k++] = d;
+                size_t d = p->replicas[r].stages[s].devices[g].device, i = 0;
+                while (i < k && used[i] != d)
+                    i++;
+                if (d < n && i == k)
+                    used[k++] = d;
             }
-    mpt__cost_shared(c, used, k, *eff);
+    return k;
+}
+
+int mpt__plan_company(const mpt__plan_t *p, const mpt_cluster_t *c, mpt_cluster_device_t **eff)
+{
+    size_t n = mpt_cluster_device_count(c);
+    size_t *used = malloc((n ? n : 1) * sizeof *used);
+    *eff = malloc((n ? n : 1) * sizeof **eff);
+    if (!used || !*eff) {
+        free(used), free(*eff);
+        *eff = NULL;
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    mpt__cost_shared(c, used, plan_devices(p, n, used), *eff);
     free(used);
-    free(seen);
     return MPT_OK;
 }
 
@@ -159,18 +171,27 @@ out:
     return status;
 }
 
-/* Sets one device's factors, keeping the others it had. */
-static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t steps)
+/* Sets one device's factors, keeping the others it had; its compute's
+ * in company (mpt__cost_in_company) when it ran in company. */
+static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t steps,
+                       int company)
 {
     mpt_calibration_t cal = mpt_cluster_device(c, d)->profile.calibration;
-    double *slot[4] = {&cal.forward, &cal.backward, &cal.transfer, &cal.allreduce};
+    double *alone[4] = {&cal.forward, &cal.backward, &cal.transfer, &cal.allreduce};
+    double *slot[4] = {company ? &cal.company_forward : &cal.forward,
+                       company ? &cal.company_backward : &cal.backward, &cal.transfer,
+                       &cal.allreduce};
     for (int k = 0; k < 4; k++) {
+        if (*alone[k] <= 0)
+            *alone[k] = 1.0; /* the others' "not calibrated" */
         if (*slot[k] <= 0)
-            *slot[k] = 1.0; /* the others' "not calibrated" */
+            *slot[k] = 1.0;
         if (f[k] > 0)
             *slot[k] = f[k];
     }
     cal.steps += steps;
+    if (company)
+        cal.company_steps += steps;
     return mpt_cluster_set_calibration(c, d, &cal);
 }
 
@@ -203,6 +224,8 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
 {
     mpt_cluster_device_t *eff = NULL;
     size_t n = mpt_cluster_device_count(c), w = 0, *group = NULL, *ring = NULL, *dev = NULL;
+    size_t *used = NULL, nused = 0;
+    unsigned char *company = NULL; /* per cluster device: ran in company */
     double (*fac)[4] = NULL; /* per worker its new factors, set once all are known */
     double measured_step = 0;
     mpt__plan_t t = {0};
@@ -214,10 +237,15 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
     ring = malloc((p->nreplicas + 1) * sizeof *ring);
     dev = malloc((nworkers + 1) * sizeof *dev);
     fac = calloc(nworkers + 1, sizeof *fac);
-    if (!group || !ring || !dev || !fac) {
+    used = malloc((n + 1) * sizeof *used);
+    company = calloc(n + 1, 1);
+    if (!group || !ring || !dev || !fac || !used || !company) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
     }
+    nused = plan_devices(p, n, used);
+    for (size_t k = 0; k < nused; k++)
+        company[used[k]] = (unsigned char)mpt__cost_in_company(c, used, nused, used[k]);
     if (worker_of(p, p->nreplicas, 0, 0) > nworkers) {
         status = mpt__fail(MPT_ERR_INVALID, "calibration: %zu measured workers for a plan of %zu",
                            nworkers, worker_of(p, p->nreplicas, 0, 0));
@@ -238,7 +266,7 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
                 }
                 size_t d = st->devices[g].device;
                 const mpt_cluster_device_t *e = &eff[d];
-                const mpt_profile_t *old = &mpt_cluster_device(c, d)->profile;
+                const mpt_profile_t *old = &e->profile; /* as the prediction priced it */
                 double fr = st->devices[g].fraction, *f = fac[w];
                 double pf = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 0);
                 double pb = m * mpt__cost_layers(mc, st->first, st->last, e, samples, fr, 1);
@@ -284,7 +312,7 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
     /* Set after every worker's are known: the ring's prediction reads
      * every member's factor, which must still be the old one. */
     for (size_t k = 0; k < w; k++)
-        MPT_TRY(set_factors(c, dev[k], fac[k], steps));
+        MPT_TRY(set_factors(c, dev[k], fac[k], steps, company[dev[k]]));
     /* 2. Transfers: fitted to the measured step, since the waits between
      * stages are transfers and bubbles at once.  3. What is left (the
      * host's part of a step: waking the workers, summing the loss; other
@@ -294,6 +322,8 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
         measured_step = step_s;
     for (int round = 0; round < 8; round++) {
         MPT_TRY(mpt__plan_predict_calibrated(p, mc, c, batch, &t));
+        free(eff);
+        MPT_TRY(mpt__plan_company(p, c, &eff)); /* the factors as now set */
         double gap = measured_step - t.predicted_step_s;
         if (!(t.predicted_step_s > 0) || fabs(gap) < 0.005 * measured_step)
             break;
@@ -304,7 +334,7 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
             for (size_t s = 0; s < p->replicas[r].nstages; s++)
                 for (size_t g = 0; g < p->replicas[r].stages[s].ndevices; g++) {
                     size_t d = p->replicas[r].stages[s].devices[g].device;
-                    const mpt_profile_t *now = &mpt_cluster_device(c, d)->profile;
+                    const mpt_profile_t *now = &eff[d].profile;
                     double f[4] = {0, 0, 0, 0};
                     if (transfers)
                         f[2] = clampf(mpt__cal_factor(now, MPT__CAL_TRANSFER) * ratio);
@@ -312,7 +342,7 @@ int mpt__calibrate(const mpt__plan_t *p, const mpt__model_cost_t *mc, mpt_cluste
                         f[0] = clampf(mpt__cal_factor(now, MPT__CAL_FORWARD) * ratio);
                         f[1] = clampf(mpt__cal_factor(now, MPT__CAL_BACKWARD) * ratio);
                     }
-                    MPT_TRY(set_factors(c, d, f, 0));
+                    MPT_TRY(set_factors(c, d, f, 0, company[d]));
                 }
     }
     MPT_TRY(mpt__plan_predict_calibrated(p, mc, c, batch, &t));
@@ -324,10 +354,41 @@ out:
     free(ring);
     free(dev);
     free(fac);
+    free(used);
+    free(company);
     return status;
 }
 
 /* ---- devices never measured (re-planning) --------------------------------- */
+
+/* A device's factors as the cost model applies them: the four kinds alone,
+ * then forward and backward in company. */
+#define NFACTORS 6
+static void factors_of(const mpt_profile_t *p, double f[NFACTORS])
+{
+    mpt_profile_t in_company = *p;
+    mpt__cal_in_company(&in_company.calibration);
+    for (int kind = 0; kind < 4; kind++)
+        f[kind] = mpt__cal_factor(p, (mpt__cal_kind_t)kind);
+    f[4] = mpt__cal_factor(&in_company, MPT__CAL_FORWARD);
+    f[5] = mpt__cal_factor(&in_company, MPT__CAL_BACKWARD);
+}
+
+/* A calibration of factors f over the most steps any donor was measured
+ * over alone and in company (their sum, as mpt_calibration_t counts). */
+static void calibration_of(const double f[NFACTORS], uint64_t alone, uint64_t company,
+                           mpt_calibration_t *out)
+{
+    *out = (mpt_calibration_t){f[0], f[1], f[2], f[3], alone + company, f[4], f[5], company};
+}
+
+static void most_steps(const mpt_calibration_t *cal, uint64_t *alone, uint64_t *company)
+{
+    if (cal->steps - cal->company_steps > *alone)
+        *alone = cal->steps - cal->company_steps;
+    if (cal->company_steps > *company)
+        *company = cal->company_steps;
+}
 
 /* Geometric mean of the factors of the calibrated devices `like` picks
  * for device u (0: none), one per kind of work; the largest steps. */
@@ -336,24 +397,24 @@ static int mean_of(const mpt_cluster_t *c, size_t u,
                    mpt_calibration_t *out)
 {
     const mpt_cluster_device_t *x = mpt_cluster_device(c, u);
-    double sum[4] = {0, 0, 0, 0};
+    double sum[NFACTORS] = {0}, f[NFACTORS];
+    uint64_t alone = 0, company = 0;
     int k = 0;
     memset(out, 0, sizeof *out);
     for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
         const mpt_cluster_device_t *y = mpt_cluster_device(c, d);
         if (d == u || y->profile.calibration.steps == 0 || (like && !like(x, y)))
             continue;
-        for (int kind = 0; kind < 4; kind++)
-            sum[kind] += log(mpt__cal_factor(&y->profile, (mpt__cal_kind_t)kind));
-        if (y->profile.calibration.steps > out->steps)
-            out->steps = y->profile.calibration.steps;
+        factors_of(&y->profile, f);
+        for (int i = 0; i < NFACTORS; i++)
+            sum[i] += log(f[i]);
+        most_steps(&y->profile.calibration, &alone, &company);
         k++;
     }
     if (k) {
-        out->forward = exp(sum[MPT__CAL_FORWARD] / k);
-        out->backward = exp(sum[MPT__CAL_BACKWARD] / k);
-        out->transfer = exp(sum[MPT__CAL_TRANSFER] / k);
-        out->allreduce = exp(sum[MPT__CAL_ALLREDUCE] / k);
+        for (int i = 0; i < NFACTORS; i++)
+            f[i] = exp(sum[i] / k);
+        calibration_of(f, alone, company, out);
     }
     return k;
 }
@@ -367,17 +428,18 @@ static int same_kind(const mpt_cluster_device_t *a, const mpt_cluster_device_t *
 /* The worst measured factor of each kind, at least 1. */
 static void worst_of(const mpt_cluster_t *c, mpt_calibration_t *out)
 {
-    double *slot[4] = {&out->forward, &out->backward, &out->transfer, &out->allreduce};
-    *out = (mpt_calibration_t){1, 1, 1, 1, 0};
+    double worst[NFACTORS] = {1, 1, 1, 1, 1, 1}, f[NFACTORS];
+    uint64_t alone = 0, company = 0;
     for (size_t d = 0; d < mpt_cluster_device_count(c); d++) {
         const mpt_profile_t *p = &mpt_cluster_device(c, d)->profile;
         if (p->calibration.steps == 0)
             continue;
-        for (int kind = 0; kind < 4; kind++)
-            *slot[kind] = fmax(*slot[kind], mpt__cal_factor(p, (mpt__cal_kind_t)kind));
-        if (p->calibration.steps > out->steps)
-            out->steps = p->calibration.steps;
+        factors_of(p, f);
+        for (int i = 0; i < NFACTORS; i++)
+            worst[i] = fmax(worst[i], f[i]);
+        most_steps(&p->calibration, &alone, &company);
     }
+    calibration_of(worst, alone, company, out);
 }
 
 int mpt__calibration_borrowed(const mpt_cluster_t *c, mpt_cluster_t **out)

@@ -147,14 +147,37 @@ void mpt__model_cost_free(mpt__model_cost_t *mc)
 
 /* ---- calibration ------------------------------------------------------- */
 
+/* Whether some of the steps measured the device's compute alone. */
+static int measured_alone(const mpt_calibration_t *c)
+{
+    return c->steps > c->company_steps;
+}
+
+static int measured_in_company(const mpt_calibration_t *c)
+{
+    return c->company_steps > 0 && c->company_forward > 0 && c->company_backward > 0;
+}
+
 double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind)
 {
     const mpt_calibration_t *c = &p->calibration;
-    double f = kind == MPT__CAL_FORWARD    ? c->forward
-               : kind == MPT__CAL_BACKWARD ? c->backward
+    /* Compute alone; measured only in company, the company's factors
+     * serve (on a busy machine they are above 1, and the raw profile alone
+     * would win every comparison with a measured plan). */
+    int company = !measured_alone(c) && measured_in_company(c);
+    double f = kind == MPT__CAL_FORWARD    ? (company ? c->company_forward : c->forward)
+               : kind == MPT__CAL_BACKWARD ? (company ? c->company_backward : c->backward)
                : kind == MPT__CAL_TRANSFER ? c->transfer
                                            : c->allreduce;
     return c->steps > 0 && f > 0 && isfinite(f) ? f : 1.0;
+}
+
+void mpt__cal_in_company(mpt_calibration_t *c)
+{
+    if (!measured_in_company(c))
+        return; /* the factors alone serve */
+    c->forward = c->company_forward, c->backward = c->company_backward;
+    c->company_steps = 0; /* the steps now all stand behind forward, backward */
 }
 
 /* ---- device rates ------------------------------------------------------- */

@@ -67,6 +67,11 @@ typedef enum {
     MPT__CAL_ALLREDUCE
 } mpt__cal_kind_t;
 double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind);
+/* Turns a device's calibration into the one its compute has in company
+ * (forward and backward from company_forward, company_backward when those
+ * were measured): what mpt__cost_shared applies to a device that a plan
+ * runs beside others on its cores. */
+void mpt__cal_in_company(mpt_calibration_t *c);
 
 /* Forward (backward = 0) or backward time of layers [first, last] on device
  * d for a micro-batch of `samples`: per layer, the roofline
@@ -179,6 +184,11 @@ int mpt__cost_share_cores(const mpt_cluster_t *c, size_t a, size_t b);
  * mpt__cost_layers on eff[i] is then device i's time in that company. */
 void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
                       mpt_cluster_device_t *eff);
+/* Whether device d works in company among the n devices `used`: a CPU
+ * device beside another of them on its cores.  mpt__cost_shared then
+ * lowers its rates and applies its calibration in company; calibrating a
+ * plan stores what it measured of d there. */
+int mpt__cost_in_company(const mpt_cluster_t *c, const size_t *used, size_t n, size_t d);
 
 /* ---- pipeline partition (partition.c) ------------------------------------- */
 

@@ -20,6 +20,12 @@
  * GPU one, the thread that feeds it), and when the wants exceed the
  * device's cores, each gets cores / wants of what it measured alone.
  *
+ * A device in company is also corrected by what training measured of it
+ * in company (mpt_calibration_t.company_*, applied here through
+ * mpt__cal_in_company), not by its calibration alone: the concurrent
+ * figures miss what running together changes besides the GEMM rate (the
+ * pthread device's BLAS threads drop to one beside another device).
+ *
  * Left out: a PCIe switch or host memory bandwidth shared by transfers
  * (transfers rarely coincide outside the all-reduce, and the profile has
  * no concurrent transfer figure yet), and hyper-threads (cores, not PUs,
@@ -43,6 +49,19 @@ static void scale_rates(mpt_profile_t *p, double gemm, double mem)
     for (int i = 0; i < MPT_PROFILE_GEMM_SHAPES; i++)
         p->gemm[i].gflops *= gemm;
     p->mem_gbps *= mem;
+}
+
+int mpt__cost_in_company(const mpt_cluster_t *c, const size_t *used, size_t n, size_t d)
+{
+    const mpt_cluster_device_t *dev = mpt_cluster_device(c, d);
+    if (!dev || dev->info.type != MPT_DEVICE_CPU || mpt__cluster_common_cpus(dev, dev) <= 0)
+        return 0;
+    for (size_t j = 0; j < n; j++) {
+        const mpt_cluster_device_t *x = mpt_cluster_device(c, used[j]);
+        if (used[j] != d && x && mpt__cluster_common_cpus(dev, x) > 0)
+            return 1;
+    }
+    return 0;
 }
 
 void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
@@ -79,6 +98,8 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         }
         if (!sharers)
             continue;
+        /* What training measured of it in company (mpt_calibration_t). */
+        mpt__cal_in_company(&eff[d].profile.calibration);
         const mpt_profile_t *p = &dev->profile;
         if (cpu_sharer && p->shared_gemm_gflops > 0 && p->gemm_gflops > 0) {
             /* Fewer running than were measured split the cores among fewer. */

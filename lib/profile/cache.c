@@ -37,11 +37,18 @@ json_t *mpt__profile_to_json(const mpt_profile_t *p)
     if (o && p->shared_devices > 0)
         json_object_set_new(o, "shared_devices", json_integer((json_int_t)p->shared_devices));
     const mpt_calibration_t *c = &p->calibration;
-    if (o && c->steps > 0)
-        json_object_set_new(o, "calibration",
-                            json_pack("{s:f,s:f,s:f,s:f,s:I}", "forward", c->forward, "backward",
-                                      c->backward, "transfer", c->transfer, "allreduce",
-                                      c->allreduce, "steps", (json_int_t)c->steps));
+    json_t *cal = NULL;
+    if (o && c->steps > 0 &&
+        (cal = json_pack("{s:f,s:f,s:f,s:f,s:I}", "forward", c->forward, "backward", c->backward,
+                         "transfer", c->transfer, "allreduce", c->allreduce, "steps",
+                         (json_int_t)c->steps))) {
+        if (c->company_steps > 0)
+            json_object_set_new(cal, "company",
+                                json_pack("{s:f,s:f,s:I}", "forward", c->company_forward,
+                                          "backward", c->company_backward, "steps",
+                                          (json_int_t)c->company_steps));
+        json_object_set_new(o, "calibration", cal);
+    }
     return o;
 }
 
@@ -93,16 +100,18 @@ static int number(const json_t *obj, const char *key, const char *where, int req
     return MPT_OK;
 }
 
-/* The optional "calibration" object: four factors and the steps. */
+/* The optional "calibration" object: four factors and the steps, and
+ * optionally "company": forward and backward in company, and the steps of
+ * the whole that were taken in company. */
 static int calibration_from_json(const json_t *obj, const char *where, mpt_calibration_t *c)
 {
-    char here[512];
+    char here[512], in_company[560];
     int status = MPT_OK;
     memset(c, 0, sizeof *c);
     if (!obj)
         return MPT_OK;
     snprintf(here, sizeof here, "%s.calibration", where);
-    json_t *steps = json_object_get(obj, "steps");
+    json_t *steps = json_object_get(obj, "steps"), *company = json_object_get(obj, "company");
     if (!json_is_object(obj) || !json_is_integer(steps) || json_integer_value(steps) < 1)
         return mpt__fail(MPT_ERR_PARSE, "%s: must be an object with factors forward, "
                          "backward, transfer, allreduce and an integer steps >= 1", here);
@@ -111,6 +120,18 @@ static int calibration_from_json(const json_t *obj, const char *where, mpt_calib
     MPT_TRY(number(obj, "transfer", here, 1, &c->transfer));
     MPT_TRY(number(obj, "allreduce", here, 1, &c->allreduce));
     c->steps = (uint64_t)json_integer_value(steps);
+    if (!company)
+        return MPT_OK;
+    snprintf(in_company, sizeof in_company, "%s.company", here);
+    steps = json_object_get(company, "steps");
+    if (!json_is_object(company) || !json_is_integer(steps) || json_integer_value(steps) < 1 ||
+        (uint64_t)json_integer_value(steps) > c->steps)
+        return mpt__fail(MPT_ERR_PARSE, "%s: must be an object with factors forward, backward "
+                         "and an integer steps from 1 to the calibration's %llu", in_company,
+                         (unsigned long long)c->steps);
+    MPT_TRY(number(company, "forward", in_company, 1, &c->company_forward));
+    MPT_TRY(number(company, "backward", in_company, 1, &c->company_backward));
+    c->company_steps = (uint64_t)json_integer_value(steps);
 out:
     return status;
 }

@@ -197,11 +197,16 @@ int mpt_cluster_set_calibration(mpt_cluster_t *c, size_t i, const mpt_calibratio
         return mpt__fail(MPT_ERR_INVALID, "mpt_cluster_set_calibration: NULL argument");
     if (i >= c->count)
         return mpt__fail(MPT_ERR_RANGE, "device %zu of a cluster of %zu", i, c->count);
-    const double f[4] = {cal->forward, cal->backward, cal->transfer, cal->allreduce};
-    for (int k = 0; k < 4; k++)
+    const double f[6] = {cal->forward,   cal->backward,        cal->transfer,
+                         cal->allreduce, cal->company_forward, cal->company_backward};
+    for (int k = 0; k < 6; k++)
         if (!(f[k] >= 0) || !isfinite(f[k]))
             return mpt__fail(MPT_ERR_INVALID, "device %zu: calibration factor %g is not a "
                              "finite number >= 0", i, f[k]);
+    if (cal->company_steps > cal->steps)
+        return mpt__fail(MPT_ERR_INVALID, "device %zu: %llu of the calibration's %llu steps "
+                         "in company", i, (unsigned long long)cal->company_steps,
+                         (unsigned long long)cal->steps);
     c->devices[i].profile.calibration = *cal;
     return MPT_OK;
 }

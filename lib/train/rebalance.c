@@ -34,6 +34,12 @@ void mpt__trainer_reset_calibration(mpt_trainer_t *t)
     t->cal_steps = 0;
 }
 
+void mpt_trainer_set_calibrating(mpt_trainer_t *t, int on)
+{
+    if (t)
+        t->cal_paused = !on;
+}
+
 static int by_value(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -260,8 +266,10 @@ static char *decision_json(const mpt__replan_t *d, const mpt__plan_t *plan,
     json_t *cal = json_array(), *root = NULL;
     for (size_t i = 0; cal && i < mpt_cluster_device_count(cluster); i++) {
         const mpt_calibration_t *c = &mpt_cluster_device(cluster, i)->profile.calibration;
-        json_array_append_new(cal, json_pack("[f,f,f,f,I]", c->forward, c->backward, c->transfer,
-                                             c->allreduce, (json_int_t)c->steps));
+        json_array_append_new(cal, json_pack("[f,f,f,f,I,f,f,I]", c->forward, c->backward,
+                                             c->transfer, c->allreduce, (json_int_t)c->steps,
+                                             c->company_forward, c->company_backward,
+                                             (json_int_t)c->company_steps));
     }
     if (d->moved && mpt__plan_to_json(plan, &plan_text) < 0)
         goto out;
@@ -299,13 +307,15 @@ static int read_decision(mpt_trainer_t *t, mpt_cluster_t *cluster, const char *t
     d->moved = moved;
     for (size_t i = 0; i < json_array_size(cal); i++) {
         mpt_calibration_t c;
-        json_int_t steps = 0;
-        if (json_unpack(json_array_get(cal, i), "[F,F,F,F,I]", &c.forward, &c.backward,
-                        &c.transfer, &c.allreduce, &steps) != 0 || steps < 0) {
+        json_int_t steps = 0, company_steps = 0;
+        if (json_unpack(json_array_get(cal, i), "[F,F,F,F,I,F,F,I]", &c.forward, &c.backward,
+                        &c.transfer, &c.allreduce, &steps, &c.company_forward,
+                        &c.company_backward, &company_steps) != 0 ||
+            steps < 0 || company_steps < 0) {
             status = mpt__fail(MPT_ERR_PARSE, "rank 0's calibration of device %zu is malformed", i);
             goto out;
         }
-        c.steps = (uint64_t)steps;
+        c.steps = (uint64_t)steps, c.company_steps = (uint64_t)company_steps;
         MPT_TRY(mpt_cluster_set_calibration(cluster, i, &c));
     }
     if (moved) {

@@ -48,6 +48,7 @@ struct mpt_trainer {
      * medians: the machine may be busy with other work) */
     mpt__cal_measured_t *cal_sum;
     uint64_t cal_steps;
+    int cal_paused; /* mpt_trainer_set_calibrating(t, 0): steps not kept */
     /* the report window (mpt_trainer_report) */
     double window_t0, window_loss;
     uint64_t window_steps, window_updates; /* steps, and those not skipped (the loss's) */
