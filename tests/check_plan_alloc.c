@@ -22,6 +22,7 @@
  * - mpt__cost_largest_buffer against the executor's allocations of the
  *   MLP counted by hand (parameters, activations, activation gradients).
  */
+#define _POSIX_C_SOURCE 200809L /* setenv in testutil.h */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
