@@ -11,7 +11,8 @@
 # (scripts/install-intel-opencl.sh).  The ICD loader reads every installed
 # ICD (OCL_ICD_VENDORS unset, as tests/cross_vendor.sh does) and each
 # device is chosen by its driver word, not by an index: the platforms'
-# order is not stable.  Each row is the median of STEPS timed steps.
+# order is not stable.  Each row is the median of STEPS timed steps (and
+# STEPS more, dealt between them, that test its calibration).
 set -eu
 rounds=${1:-3}
 steps=${2:-20}

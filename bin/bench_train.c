@@ -4,7 +4,8 @@
  *
  * Runs the model (default: the Fashion-MNIST MLP) for twice --steps timed
  * steps after --warmup steps (one set calibrates the cost model, the other,
- * alternating with it step by step, tests the calibration) under: one device (the first selected), data
+ * alternating with it pair by pair in a random order, tests the
+ * calibration) under: one device (the first selected), data
  * parallelism over every selected device, a pipeline over every selected
  * device (the planner picks the micro-batches and schedule unless pinned),
  * and every layer split over every selected device (tensor parallelism),
@@ -91,13 +92,13 @@ static void warm_up(mpt_trainer_t *t, const data_t *d, size_t batch, size_t step
  * devices once ran every other step at twice the time (3.5, 7, 3.5, 7 ms),
  * which strict alternation put all in one set. */
 static void alternate_steps(mpt_trainer_t *t, const data_t *d, size_t batch, size_t steps,
-                            double *counted, double *apart)
+                            uint32_t seed, double *counted, double *apart)
 {
     double *dt[2] = {calloc(steps + 1, sizeof(double)), calloc(steps + 1, sizeof(double))};
     size_t k[2] = {0, 0}, per_epoch = d->count / batch;
     if (!dt[0] || !dt[1])
         tool_die("out of memory");
-    uint32_t coin = 2463534242u; /* xorshift32: a fixed sequence of fair coins */
+    uint32_t coin = seed ? seed : 2463534242u; /* xorshift32: fair coins, never 0 */
     for (size_t s = 0; s < 2 * steps; s++) {
         if (s % 2 == 0)
             coin ^= coin << 13, coin ^= coin >> 17, coin ^= coin << 5;
@@ -172,6 +173,7 @@ static const char *plan_summary(const char *json)
 static void carry(mpt_calibration_t *carried, const mpt_calibration_t *row, const char *summary)
 {
     mpt_calibration_t c = *carried;
+    /* mpt_cluster_set_calibration keeps company_steps <= steps */
     uint64_t alone = c.steps - c.company_steps, row_alone = row->steps - row->company_steps;
     int dp = 1, pp = 1;
     if (row->steps == 0)
@@ -364,7 +366,10 @@ int bench_train_main(int argc, char **argv)
             tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
             clear_calibration(cluster);
             double step = 0, again = 0;
-            alternate_steps(t, &d, batch, steps, &step, &again);
+            /* Coins of their own per row and round: the first pair's first
+             * step (the one nearest the warm-up) lands in either set. */
+            alternate_steps(t, &d, batch, steps, 2654435761u * (uint32_t)(round * KINDS + kind + 1),
+                            &step, &again);
             tool_check(mpt_trainer_calibrate(t, cluster), "calibrating");
             calibrated = mpt_trainer_predicted_step(t);
             char *json = NULL;

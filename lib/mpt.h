@@ -1211,7 +1211,7 @@ MPT_API int mpt_trainer_calibrate(mpt_trainer_t *trainer, mpt_cluster_t *cluster
  *  from the trainer's creation): off leaves out steps that do not run at
  *  the plan's own speed (beside an evaluation, a checkpoint, another job's
  *  burst), or keeps steps apart to test a calibration against (mpt-bench
- *  train alternates blocks of steps between the two).  Under a job, every
+ *  train deals its steps between the two).  Under a job, every
  *  rank alike. */
 MPT_API void mpt_trainer_set_calibrating(mpt_trainer_t *trainer, int on);
 /** Stores the calibration of this rank's devices of the trainer, as

@@ -209,16 +209,25 @@ START_TEST(calibration_in_profile_json)
     ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.company"));
     json_object_set_new(json_object_get(json_object_get(o, "calibration"), "company"), "steps",
                         json_integer(12));
+    json_object_set_new(json_object_get(json_object_get(o, "calibration"), "company"), "forward",
+                        json_real(0));
+    ck_assert_mpt_fails(mpt__profile_from_json(o, "test", &q), MPT_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.company.forward"));
     json_object_set_new(json_object_get(o, "calibration"), "forward", json_real(1e9));
     ck_assert_mpt_fails(mpt__profile_from_json(o, "test", &q), MPT_ERR_PARSE);
     ck_assert_ptr_nonnull(strstr(mpt_last_error(), "test.calibration.forward"));
     json_decref(o);
     mpt_calibration_t bad = {NAN, 1, 1, 1, 1, 0, 0, 0};
     mpt_calibration_t too_many = {1, 1, 1, 1, 1, 1, 1, 2};
+    mpt_calibration_t no_company_factor = {1, 1, 1, 1, 2, 0, 1, 1};
+    mpt_calibration_t zero_factor = {1, 0, 1, 1, 2, 0, 0, 0};
     mpt_cluster_t *c = NULL;
     ck_assert_mpt_ok(mpt_cluster_load(test_path("../models/clusters/node-2nvidia-2amd.json"), &c));
     ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &bad), MPT_ERR_INVALID);
     ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &too_many), MPT_ERR_INVALID);
+    /* Factors of 0 with steps: what a cluster file could not read back. */
+    ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &no_company_factor), MPT_ERR_INVALID);
+    ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 0, &zero_factor), MPT_ERR_INVALID);
     ck_assert_mpt_fails(mpt_cluster_set_calibration(c, 99, &p.calibration), MPT_ERR_RANGE);
     mpt_cluster_free(c);
 }
@@ -341,6 +350,30 @@ START_TEST(calibration_in_company_kept_apart)
     ck_assert_double_eq_tol(cal->forward, 0.5, 0.005 * 0.5);
     ck_assert_double_eq_tol(predicted(one, &mc, c) / one_raw, 0.5, 0.01);
     ck_assert_double_eq_tol(predicted(dp, &mc, c) / dp_in_company, 1.0, 1e-9);
+    /* A device never measured borrows both: alone and in company. */
+    size_t other = 1 - d;
+    mpt_calibration_t none = {0};
+    mpt_cluster_t *b = NULL;
+    ck_assert_mpt_ok(mpt_cluster_set_calibration(c, other, &none));
+    ck_assert_mpt_ok(mpt__calibration_borrowed(c, &b));
+    const mpt_calibration_t *lent = &mpt_cluster_device(b, other)->profile.calibration;
+    ck_assert_double_eq_tol(lent->forward, cal->forward, 1e-12);
+    ck_assert_double_eq_tol(lent->company_forward, cal->company_forward, 1e-12);
+    ck_assert_double_eq_tol(lent->company_backward, cal->company_backward, 1e-12);
+    ck_assert_uint_eq(lent->steps, 8);
+    ck_assert_uint_eq(lent->company_steps, 5);
+    mpt_cluster_free(b);
+    mpt_cluster_free(c);
+    /* Measured only alone: in company it is priced with those factors. */
+    c = pair_on_same_cores();
+    calibrate_slow(one, &mc, c, 0.5, 3);
+    ck_assert_uint_eq(mpt_cluster_device(c, d)->profile.calibration.company_steps, 0);
+    mpt_cluster_device_t *eff = NULL;
+    ck_assert_mpt_ok(mpt__plan_company(dp, c, &eff)); /* d as DP runs it, in company */
+    ck_assert_double_eq_tol(mpt__cal_factor(&eff[d].profile, MPT__CAL_FORWARD),
+                            mpt_cluster_device(c, d)->profile.calibration.forward, 1e-12);
+    ck_assert_double_lt(mpt_cluster_device(c, d)->profile.calibration.forward, 0.6);
+    free(eff);
     mpt_plan_free(dp);
     mpt_plan_free(one);
     mpt_cluster_free(c);
@@ -525,7 +558,9 @@ START_TEST(replan_at_step_equals_unmoved)
     ck_assert_mpt_fails(mpt_trainer_calibrate(a, c), MPT_ERR_INVALID);
     mpt_trainer_set_calibrating(a, 1);
     ck_assert_mpt_ok(mpt_trainer_step(a, xs, ys, NULL));
+    uint64_t before = mpt_cluster_device(c, 0)->profile.calibration.steps;
     ck_assert_mpt_ok(mpt_trainer_calibrate(a, c));
+    ck_assert_uint_eq(mpt_cluster_device(c, 0)->profile.calibration.steps, before + 1);
     mpt_device_step_t st;
     ck_assert_mpt_ok(mpt_trainer_device_stats(b, 1, &st));
     ck_assert_int_eq(st.stage, 1); /* it runs the pipeline now */

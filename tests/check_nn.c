@@ -639,7 +639,7 @@ static void check_deterministic(const char *json, size_t batch)
     ck_assert_mpt_ok(mpt__executor_create(c.m, mpt_devices_get(c.set, 0), batch, 11, &twin));
     ck_assert_mpt_ok(mpt__executor_write_params(twin, c.params));
     mpt__executor_t *both[2] = {c.ex, twin};
-    mpt__optim_cfg_t sgd = {MPT_OPTIM_SGD, 0.9f, 0.01f, 0, 0, 0, 1.0f};
+    mpt__optim_cfg_t sgd = {MPT_OPTIM_SGD, 0.9f, 0.01f, 0, 0, 0, 1.0f, 0};
     size_t np = c.m->param_floats;
     float *after[2];
     double loss[2][3], norm[2][3];

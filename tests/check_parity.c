@@ -128,8 +128,8 @@ static void check_training(const char *stem, mpt_optimizer_t kind)
     size_t batch = batch_of(&f);
     const float *x = tensor(&f, "input", batch * mpt__shape_numel(&f.model->input));
     const int32_t *y = mpt__st_get(f.fx, "labels")->data;
-    mpt__optim_cfg_t sgd = {MPT_OPTIM_SGD, 0.9f, 0.01f, 0, 0, 0, 0};
-    mpt__optim_cfg_t adamw = {MPT_OPTIM_ADAMW, 0, 0.01f, 0.9f, 0.999f, 1e-8f, 0};
+    mpt__optim_cfg_t sgd = {MPT_OPTIM_SGD, 0.9f, 0.01f, 0, 0, 0, 0, 0};
+    mpt__optim_cfg_t adamw = {MPT_OPTIM_ADAMW, 0, 0.01f, 0.9f, 0.999f, 1e-8f, 0, 0};
     const mpt__optim_cfg_t *opt = kind == MPT_OPTIM_SGD ? &sgd : &adamw;
     const char *which = kind == MPT_OPTIM_SGD ? "sgd_losses" : "adamw_losses";
     /* MPT_TEST_SMALL: the first 2 steps (a simulator takes tens of seconds

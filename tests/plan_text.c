@@ -1,4 +1,5 @@
 /* tests/plan_text.c: see plan_text.h. */
+#define _POSIX_C_SOURCE 200809L /* setenv in testutil.h */
 #include "plan_text.h"
 
 #include <stdio.h>

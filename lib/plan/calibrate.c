@@ -28,9 +28,10 @@
  * company (share.c), as the planner does, so a factor measured under
  * shared cores corrects the shared figure; a CPU device that ran beside
  * others on its cores has its forward and backward factors stored as its
- * factors in company (mpt_calibration_t.company_*), which only plans that
- * run it in company read, so a calibration alone does not overwrite them
- * (a pair's data-parallel row once was, before the re-plan read it).
+ * factors in company (mpt_calibration_t.company_*), which plans that run it
+ * in company read (and plans that run it alone, until it is measured
+ * alone), so a calibration alone does not overwrite them (a pair's
+ * data-parallel row once was, before the re-plan read it).
  *
  * Re-planning after a calibration compares devices measured in this run
  * with devices never measured (idle in the plan that ran), whose figures
@@ -172,23 +173,23 @@ out:
 }
 
 /* Sets one device's factors, keeping the others it had; its compute's
- * in company (mpt__cost_in_company) when it ran in company. */
+ * in company (mpt__cost_in_company) when it ran in company.  A factor not
+ * measured now keeps the one the cost model applied to that view before
+ * (the other view's, while this one was never measured), not 1. */
 static int set_factors(mpt_cluster_t *c, size_t d, const double *f, uint64_t steps,
                        int company)
 {
-    mpt_calibration_t cal = mpt_cluster_device(c, d)->profile.calibration;
-    double *alone[4] = {&cal.forward, &cal.backward, &cal.transfer, &cal.allreduce};
+    mpt_profile_t view = mpt_cluster_device(c, d)->profile;
+    mpt_calibration_t cal = view.calibration;
+    if (company)
+        mpt__cal_in_company(&view.calibration);
     double *slot[4] = {company ? &cal.company_forward : &cal.forward,
                        company ? &cal.company_backward : &cal.backward, &cal.transfer,
                        &cal.allreduce};
-    for (int k = 0; k < 4; k++) {
-        if (*alone[k] <= 0)
-            *alone[k] = 1.0; /* the others' "not calibrated" */
-        if (*slot[k] <= 0)
-            *slot[k] = 1.0;
-        if (f[k] > 0)
-            *slot[k] = f[k];
-    }
+    for (int k = 0; k < 4; k++)
+        *slot[k] = f[k] > 0 ? f[k] : mpt__cal_factor(&view, (mpt__cal_kind_t)k);
+    if (cal.forward <= 0) /* alone, never measured: valid numbers, not applied */
+        cal.forward = cal.backward = 1.0;
     cal.steps += steps;
     if (company)
         cal.company_steps += steps;
@@ -384,8 +385,8 @@ static void calibration_of(const double f[NFACTORS], uint64_t alone, uint64_t co
 
 static void most_steps(const mpt_calibration_t *cal, uint64_t *alone, uint64_t *company)
 {
-    if (cal->steps - cal->company_steps > *alone)
-        *alone = cal->steps - cal->company_steps;
+    if (mpt__cal_alone_steps(cal) > *alone)
+        *alone = mpt__cal_alone_steps(cal);
     if (cal->company_steps > *company)
         *company = cal->company_steps;
 }

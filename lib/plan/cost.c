@@ -147,10 +147,15 @@ void mpt__model_cost_free(mpt__model_cost_t *mc)
 
 /* ---- calibration ------------------------------------------------------- */
 
+uint64_t mpt__cal_alone_steps(const mpt_calibration_t *c)
+{
+    return c->steps > c->company_steps ? c->steps - c->company_steps : 0;
+}
+
 /* Whether some of the steps measured the device's compute alone. */
 static int measured_alone(const mpt_calibration_t *c)
 {
-    return c->steps > c->company_steps;
+    return mpt__cal_alone_steps(c) > 0;
 }
 
 static int measured_in_company(const mpt_calibration_t *c)

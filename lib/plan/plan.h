@@ -72,6 +72,9 @@ double mpt__cal_factor(const mpt_profile_t *p, mpt__cal_kind_t kind);
  * were measured): what mpt__cost_shared applies to a device that a plan
  * runs beside others on its cores. */
 void mpt__cal_in_company(mpt_calibration_t *c);
+/* The steps that measured the device alone (steps - company_steps, 0 for
+ * a calibration that counts more in company than in all). */
+uint64_t mpt__cal_alone_steps(const mpt_calibration_t *c);
 
 /* Forward (backward = 0) or backward time of layers [first, last] on device
  * d for a micro-batch of `samples`: per layer, the roofline

@@ -203,6 +203,14 @@ int mpt_cluster_set_calibration(mpt_cluster_t *c, size_t i, const mpt_calibratio
         if (!(f[k] >= 0) || !isfinite(f[k]))
             return mpt__fail(MPT_ERR_INVALID, "device %zu: calibration factor %g is not a "
                              "finite number >= 0", i, f[k]);
+    /* What a cluster file or the cache would refuse to read back. */
+    if (cal->steps > 0 && !(f[0] > 0 && f[1] > 0 && f[2] > 0 && f[3] > 0))
+        return mpt__fail(MPT_ERR_INVALID, "device %zu: calibrated over %llu steps with a "
+                         "factor of 0", i, (unsigned long long)cal->steps);
+    if (cal->company_steps > 0 && !(cal->company_forward > 0 && cal->company_backward > 0))
+        return mpt__fail(MPT_ERR_INVALID, "device %zu: calibrated in company over %llu steps "
+                         "without factors in company", i,
+                         (unsigned long long)cal->company_steps);
     if (cal->company_steps > cal->steps)
         return mpt__fail(MPT_ERR_INVALID, "device %zu: %llu of the calibration's %llu steps "
                          "in company", i, (unsigned long long)cal->company_steps,

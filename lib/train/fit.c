@@ -154,6 +154,11 @@ static int fit_rebalance(fit_run *r, uint64_t step)
 {
     const mpt_fit_options_t *o = r->o;
     mpt__replan_t rp;
+    if (r->t->cal_steps == 0) { /* every step kept out: mpt_trainer_set_calibrating(t, 0) */
+        mpt__log(MPT_LOG_WARN, "step %llu: no rebalance: none of the steps before it counted "
+                 "towards calibration (mpt_trainer_set_calibrating)", (unsigned long long)step);
+        return MPT_OK;
+    }
     MPT_TRY_RETURN(mpt__trainer_rebalance(r->t, o->cluster, o->replan, o->rebalance_margin,
                                           o->save_calibration, &rp));
     if (rp.moved) /* the new plan's workers */
