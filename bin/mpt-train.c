@@ -473,6 +473,8 @@ static mpt_trainer_t *create_trainer(options *o, const mpt_model_t *model, mpt_d
         tool_check(mpt_cluster_set_memory_limit(local, i, o->device_memory),
                    "capping device memory");
     tool_check(mpt_world_cluster(world, local, cluster), "gathering the job's devices");
+    tool_check(mpt_world_measure_shared(world, devs, *cluster),
+               "measuring the devices that share cores with other ranks'");
     mpt_cluster_free(local);
     o->pins.batch = o->cfg.batch;
     o->pins.optimizer = o->cfg.optimizer;

@@ -833,6 +833,16 @@ MPT_API int mpt_world_size(const mpt_world_t *world);
  *  (MPT_ERR_ABORTED on the others) rather than leaving them waiting. */
 MPT_API int mpt_world_cluster(mpt_world_t *world, const mpt_cluster_t *local,
                               mpt_cluster_t **out);
+/** Collective, after mpt_world_cluster: devices of different ranks on one
+ *  host that share cores (one process's PoCL CPU device beside another's)
+ *  are measured running together, as mpt_cluster_local measures the
+ *  devices of one process (each device alone, then the group at once, in
+ *  alternating rounds), and their concurrent figures set in the job's
+ *  `cluster` on every rank.  `devices` are this rank's.  A few seconds per
+ *  group; nothing to do in one process or without such devices.  A rank
+ *  whose measurement fails keeps the estimate for its devices (logged). */
+MPT_API int mpt_world_measure_shared(mpt_world_t *world, const mpt_devices_t *devices,
+                                     mpt_cluster_t *cluster);
 /** \return the job's-cluster index of this rank's first device (its
  *  device i is cluster device first + i), after mpt_world_cluster. */
 MPT_API int mpt_world_first_device(const mpt_world_t *world);

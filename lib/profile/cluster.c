@@ -219,6 +219,20 @@ int mpt_cluster_set_calibration(mpt_cluster_t *c, size_t i, const mpt_calibratio
     return MPT_OK;
 }
 
+int mpt__cluster_set_shared(mpt_cluster_t *c, size_t i, double gemm_gflops, double mem_gbps,
+                            double devices)
+{
+    if (!c || i >= c->count)
+        return mpt__fail(MPT_ERR_RANGE, "device %zu of a cluster of %zu", i, c ? c->count : 0);
+    if (!(gemm_gflops > 0) || !(mem_gbps > 0) || !(devices >= 2))
+        return mpt__fail(MPT_ERR_INVALID, "device %zu: shared figures %g GFLOP/s, %g GB/s "
+                         "with %g devices", i, gemm_gflops, mem_gbps, devices);
+    mpt_profile_t *p = &c->devices[i].profile;
+    p->shared_gemm_gflops = gemm_gflops, p->shared_mem_gbps = mem_gbps;
+    p->shared_devices = devices;
+    return MPT_OK;
+}
+
 int mpt_cluster_set_memory_limit(mpt_cluster_t *c, size_t i, uint64_t bytes)
 {
     if (!c)

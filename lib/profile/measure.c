@@ -266,7 +266,9 @@ typedef struct {
 typedef struct shared_run {
     shared_dev *devs;
     size_t n;
-    pthread_barrier_t bar;
+    const size_t *turn; /* device i's turn among nturns (the job's group) */
+    size_t nturns;
+    pthread_barrier_t bar; /* the devices' threads and the caller's */
     /* the gate: threads start when every one exists (go), or leave (stop) */
     pthread_mutex_t lock;
     pthread_cond_t open;
@@ -284,7 +286,9 @@ static int timed(run_fn fn, void *ctx, int reps, double *seconds)
 }
 
 /* One device's thread: every phase starts and ends at the barrier, so a
- * "together" phase has every device working and an "alone" phase one. */
+ * "together" phase has every device working and an "alone" phase one (of
+ * the whole group: under a job the caller's thread holds each phase
+ * until every rank ended the one before). */
 static void *shared_main(void *arg)
 {
     shared_dev *d = arg;
@@ -300,10 +304,10 @@ static void *shared_main(void *arg)
         return NULL;
     for (int round = 0; round < SHARED_ROUNDS; round++)
         for (int k = 0; k < 2; k++) {
-            for (size_t who = 0; who < r->n; who++) {
+            for (size_t who = 0; who < r->nturns; who++) {
                 pthread_barrier_wait(&r->bar);
                 d->g.dev->blas_threads = d->threads_alone;
-                if (who == d->me && d->status == MPT_OK)
+                if (who == r->turn[d->me] && d->status == MPT_OK)
                     d->status = timed(fns[k], ctx[k], d->reps[k], &d->alone[k][round]);
                 pthread_barrier_wait(&r->bar);
             }
@@ -366,15 +370,50 @@ static void shared_release(shared_dev *d)
             clReleaseMemObject(m[i]);
 }
 
+/* The caller's part in every phase: the start and end barriers, then the
+ * job's (sync: every rank has ended the phase); sync is called as often
+ * whether or not this rank's devices run, so that no rank waits for a
+ * call another never makes. */
+static int shared_phases(shared_run *r, int with_devices, int (*sync)(void *), void *sync_ctx)
+{
+    int status = MPT_OK;
+    size_t phases = (size_t)SHARED_ROUNDS * 2 * (r->nturns + 1);
+    for (size_t i = 0; i < phases; i++) {
+        if (with_devices) {
+            pthread_barrier_wait(&r->bar);
+            pthread_barrier_wait(&r->bar);
+        }
+        int s = sync ? sync(sync_ctx) : MPT_OK;
+        status = status < 0 ? status : s;
+    }
+    return status;
+}
+
 int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
                                 double *gemm_ratio, double *mem_ratio)
 {
-    shared_run r = {.devs = calloc(n ? n : 1, sizeof(shared_dev)), .n = n,
-                    .lock = PTHREAD_MUTEX_INITIALIZER, .open = PTHREAD_COND_INITIALIZER};
+    size_t *turn = calloc(n ? n : 1, sizeof *turn);
+    if (!turn)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        turn[i] = i;
+    int status = mpt__profile_measure_shared_job(devs, alone, n, turn, n, NULL, NULL,
+                                                 gemm_ratio, mem_ratio);
+    free(turn);
+    return status;
+}
+
+int mpt__profile_measure_shared_job(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
+                                    const size_t *turn, size_t nturns, int (*sync)(void *),
+                                    void *sync_ctx, double *gemm_ratio, double *mem_ratio)
+{
+    shared_run r = {.devs = calloc(n ? n : 1, sizeof(shared_dev)), .n = n, .turn = turn,
+                    .nturns = nturns, .lock = PTHREAD_MUTEX_INITIALIZER,
+                    .open = PTHREAD_COND_INITIALIZER};
     pthread_t *threads = calloc(n ? n : 1, sizeof *threads);
     int *kept = calloc(n ? n : 1, sizeof *kept); /* the devices' BLAS threads before */
     size_t started = 0;
-    int status = MPT_OK, barrier = 0;
+    int status = MPT_OK, barrier = 0, ran = 0;
     if (!r.devs || !threads || !kept) {
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
         goto out;
@@ -394,7 +433,7 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
             goto out;
         }
     }
-    if (pthread_barrier_init(&r.bar, NULL, (unsigned)n) != 0) {
+    if (pthread_barrier_init(&r.bar, NULL, (unsigned)n + 1) != 0) {
         status = mpt__fail(MPT_ERR_NOMEM, "no barrier for the shared profile");
         goto out;
     }
@@ -409,8 +448,11 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
     r.go = started == n, r.stop = started < n;
     pthread_cond_broadcast(&r.open);
     pthread_mutex_unlock(&r.lock);
+    ran = 1;
+    int synced = shared_phases(&r, started == n, sync, sync_ctx);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
+    status = status < 0 ? status : synced;
     for (size_t i = 0; i < n && status == MPT_OK; i++) {
         shared_dev *d = &r.devs[i];
         if ((status = d->status) < 0)
@@ -422,6 +464,8 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
         }
     }
 out:
+    if (!ran && sync) /* the other ranks' phases go on without this one's devices */
+        shared_phases(&r, 0, sync, sync_ctx);
     if (barrier)
         pthread_barrier_destroy(&r.bar);
     for (size_t i = 0; r.devs && i < n; i++)

@@ -38,6 +38,25 @@ int mpt__cluster_share_cores(const mpt_cluster_device_t *a, const mpt_cluster_de
  * over its rate alone. */
 int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
                                 double *gemm_ratio, double *mem_ratio);
+/* The same for this rank's part of a group that spans ranks of one host:
+ * devs[i] takes its "alone" turn at turn[i] of nturns (the group's
+ * devices in the job's order), and sync (a collective every rank of the
+ * job calls as often: SHARED_ROUNDS x 2 x (nturns + 1) times, n = 0
+ * included) ends each phase on every rank before the next begins. */
+int mpt__profile_measure_shared_job(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
+                                    const size_t *turn, size_t nturns, int (*sync)(void *),
+                                    void *sync_ctx, double *gemm_ratio, double *mem_ratio);
+/* Sets device i's figures measured together (mpt_profile_t.shared_*). */
+int mpt__cluster_set_shared(mpt_cluster_t *c, size_t i, double gemm_gflops, double mem_gbps,
+                            double devices);
+/* Groups of devices of c that share cores, directly or through others:
+ * group[i] is the lowest index of device i's group. */
+void mpt__cluster_share_groups(const mpt_cluster_t *c, size_t *group);
+/* How many devices of the group ran on device i's cores (itself and those
+ * it shares cores with directly; a chain a-b-c is one group, but a and c
+ * never met), as plan/share.c counts them. */
+size_t mpt__cluster_on_its_cores(const mpt_cluster_t *c, const size_t *members, size_t k,
+                                 size_t i);
 /* The concurrent figures of every group of devices of c (the cluster of
  * set, in its order) that share cores: profiles[i].shared_gemm_gflops and
  * shared_mem_gbps set from the cache, or measured and cached (one file

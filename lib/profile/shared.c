@@ -20,9 +20,11 @@
  * some of the group's devices from the whole group's figure (the cores
  * split among fewer).
  *
- * Left out: devices of other ranks
- * on the same host (each rank measures its own); a PCIe switch and host
- * memory bandwidth shared by transfers.
+ * Devices of other ranks on the same host are measured together by the
+ * job (train/world.c, mpt_world_measure_shared) through
+ * mpt__profile_measure_shared_job, not cached.
+ *
+ * Left out: a PCIe switch and host memory bandwidth shared by transfers.
  */
 #include <hwloc.h>
 #include <stdlib.h>
@@ -179,17 +181,11 @@ out:
     return status;
 }
 
-int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_profile_t *profiles)
+void mpt__cluster_share_groups(const mpt_cluster_t *c, size_t *group)
 {
-    size_t n = mpt_cluster_device_count(c), *group = calloc(n ? n : 1, sizeof *group),
-           *members = calloc(n ? n : 1, sizeof *members);
-    int status = MPT_OK;
-    if (!group || !members) {
-        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* Groups: each device joins the group of the first device it shares
-     * cores with, directly or through others (labels merged as found). */
+    size_t n = mpt_cluster_device_count(c);
+    /* Each device joins the group of the first device it shares cores
+     * with, directly or through others (labels merged as found). */
     for (size_t i = 0; i < n; i++)
         group[i] = i;
     for (size_t i = 0; i < n; i++)
@@ -201,6 +197,29 @@ int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_pr
                     if (group[k] == from)
                         group[k] = to;
             }
+}
+
+size_t mpt__cluster_on_its_cores(const mpt_cluster_t *c, const size_t *members, size_t k,
+                                 size_t i)
+{
+    const mpt_cluster_device_t *d = mpt_cluster_device(c, i);
+    size_t on_its_cores = 1;
+    for (size_t b = 0; b < k; b++)
+        on_its_cores +=
+            members[b] != i && mpt__cluster_share_cores(d, mpt_cluster_device(c, members[b]));
+    return on_its_cores;
+}
+
+int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_profile_t *profiles)
+{
+    size_t n = mpt_cluster_device_count(c), *group = calloc(n ? n : 1, sizeof *group),
+           *members = calloc(n ? n : 1, sizeof *members);
+    int status = MPT_OK;
+    if (!group || !members) {
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    mpt__cluster_share_groups(c, group);
     for (size_t g = 0; g < n && status == MPT_OK; g++) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
@@ -208,17 +227,9 @@ int mpt__profile_shared(const mpt_devices_t *set, const mpt_cluster_t *c, mpt_pr
                 members[k++] = i;
         if (k < 2 || (status = profile_group(set, members, k, profiles)) < 0)
             continue;
-        /* How many ran on each member's cores, itself included: the
-         * members it shares cores with directly (a chain a-b-c is one
-         * group, but a and c never met), as plan/share.c counts them. */
-        for (size_t a = 0; a < k; a++) {
-            const mpt_cluster_device_t *da = mpt_cluster_device(c, members[a]);
-            size_t on_its_cores = 1;
-            for (size_t b = 0; b < k; b++)
-                on_its_cores +=
-                    b != a && mpt__cluster_share_cores(da, mpt_cluster_device(c, members[b]));
-            profiles[members[a]].shared_devices = (double)on_its_cores;
-        }
+        for (size_t a = 0; a < k; a++)
+            profiles[members[a]].shared_devices =
+                (double)mpt__cluster_on_its_cores(c, members, k, members[a]);
     }
 out:
     free(group);

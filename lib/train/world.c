@@ -139,6 +139,158 @@ out:
     return status;
 }
 
+/* ---- devices of several ranks on one host, measured together ------------- */
+
+typedef struct {
+    mpt_world_t *w;
+} phase_sync;
+
+/* Every rank has ended the phase.  Through mpt__world_agree_max, which
+ * sleeps while it waits: Open MPI's blocking collectives poll, and a rank
+ * polling on the shared cores slowed the other rank's device in its
+ * "alone" phase until it measured 2.7x faster together than alone. */
+static int end_phase(void *ctx)
+{
+    phase_sync *s = ctx;
+    int any = 0;
+    return mpt__world_agree_max(s->w, 0, 0, &any);
+}
+
+/* The rank that opened job device j. */
+static int rank_of(const int *first, const int *count, int size, size_t j)
+{
+    for (int r = 0; r < size; r++)
+        if ((int)j >= first[r] && (int)j < first[r] + count[r])
+            return r;
+    return -1;
+}
+
+/* Measures this rank's members of the group (members[0..k), job order)
+ * with the other ranks' and appends "device gemm mem count" lines for them
+ * to *text. */
+static int measure_group(const mpt_devices_t *devs, const mpt_cluster_t *job,
+                         const size_t *members, size_t k, int first, int mine, phase_sync *sync,
+                         char **text)
+{
+    mpt_device_t **local = calloc(k, sizeof *local);
+    mpt_profile_t *alone = calloc(k, sizeof *alone);
+    size_t *turn = calloc(k, sizeof *turn), *index = calloc(k, sizeof *index), m = 0;
+    double *gemm = calloc(k, sizeof *gemm), *mem = calloc(k, sizeof *mem);
+    int status = MPT_OK;
+    if (!local || !alone || !turn || !index || !gemm || !mem)
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    for (size_t a = 0; status == MPT_OK && a < k; a++)
+        if ((int)members[a] >= first && (int)members[a] < first + mine) {
+            local[m] = mpt_devices_get(devs, members[a] - (size_t)first);
+            alone[m] = mpt_cluster_device(job, members[a])->profile;
+            turn[m] = a, index[m++] = members[a];
+        }
+    /* Every rank runs the group's phases, failed or not (no rank waits for
+     * calls another never makes). */
+    int measured = mpt__profile_measure_shared_job(local, alone, status == MPT_OK ? m : 0, turn,
+                                                   k, end_phase, sync, gemm, mem);
+    status = status < 0 ? status : measured;
+    for (size_t i = 0; status == MPT_OK && i < m; i++) {
+        char line[128], *grown;
+        snprintf(line, sizeof line, "%zu %.17g %.17g %zu\n", index[i], gemm[i], mem[i],
+                 mpt__cluster_on_its_cores(job, members, k, index[i]));
+        size_t had = *text ? strlen(*text) : 0;
+        if (!(grown = realloc(*text, had + strlen(line) + 1))) {
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(grown + had, line, strlen(line) + 1);
+        *text = grown;
+    }
+    free(local), free(alone), free(turn), free(index), free(gemm), free(mem);
+    return status;
+}
+
+/* Every rank's lines (rank 0 joins them) into the job's cluster. */
+static int apply_shared(mpt_cluster_t *job, const char *text)
+{
+    size_t j, together;
+    double gemm, mem;
+    int used = 0;
+    for (const char *at = text; at && sscanf(at, "%zu %lg %lg %zu\n%n", &j, &gemm, &mem,
+                                             &together, &used) == 4; at += used) {
+        const mpt_cluster_device_t *d = mpt_cluster_device(job, j);
+        if (!d)
+            return mpt__fail(MPT_ERR_PARSE, "a rank measured job device %zu of %zu", j,
+                             mpt_cluster_device_count(job));
+        MPT_TRY_RETURN(mpt__cluster_set_shared(job, j, d->profile.gemm_gflops * gemm,
+                                               d->profile.mem_gbps * mem, (double)together));
+        mpt__log(MPT_LOG_INFO, "device %zu, measured beside the devices of other ranks on its "
+                 "cores: GEMM rate %.0f%% of its rate alone, memory bandwidth %.0f%%",
+                 j, 100 * gemm, 100 * mem);
+    }
+    return MPT_OK;
+}
+
+int mpt_world_measure_shared(mpt_world_t *w, const mpt_devices_t *devs, mpt_cluster_t *job)
+{
+    if (!w || !devs || !job)
+        return mpt__fail(MPT_ERR_INVALID, "mpt_world_measure_shared: NULL argument");
+    int size = mpt_world_size(w), rank = mpt_world_rank(w);
+    const int *first = NULL, *count = NULL;
+    size_t n = mpt_cluster_device_count(job);
+    if (size == 1)
+        return MPT_OK; /* mpt_cluster_local measured this process's groups */
+    if (mpt__world_devices(w, &first, &count) != (int)n || !first || !count ||
+        count[rank] != (int)mpt_devices_count(devs))
+        return mpt__fail(MPT_ERR_INVALID, "mpt_world_measure_shared: the cluster and the "
+                         "devices are not the job's and this rank's (mpt_world_cluster)");
+    size_t *group = calloc(n ? n : 1, sizeof *group), *members = calloc(n ? n : 1, sizeof *members);
+    phase_sync sync = {w};
+    char *text = NULL, **texts = NULL;
+    int status = MPT_OK, failed = MPT_OK;
+    if (!group || !members) {
+        free(group), free(members);
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    /* The same groups on every rank (the same cluster), so the same
+     * collectives in the same order. */
+    mpt__cluster_share_groups(job, group);
+    for (size_t g = 0; g < n; g++) {
+        size_t k = 0;
+        int ranks = 0, last = -1;
+        for (size_t i = 0; i < n; i++)
+            if (group[i] == g) {
+                int r = rank_of(first, count, size, i);
+                ranks += r != last, last = r, members[k++] = i;
+            }
+        if (k < 2 || ranks < 2) /* one rank's: mpt_cluster_local measured it */
+            continue;
+        int s = measure_group(devs, job, members, k, first[rank], count[rank], &sync, &text);
+        if (s < 0 && failed == MPT_OK) {
+            failed = s;
+            mpt__log(MPT_LOG_WARN, "measuring this rank's devices beside other ranks' "
+                     "failed, their shared cores stay estimated: %s", mpt_last_error());
+        }
+    }
+    /* Rank 0 joins every rank's lines and hands them to every rank. */
+    status = mpt__world_gather_texts(w, text ? text : "", &texts);
+    free(text);
+    text = NULL;
+    if (status == MPT_OK && rank == 0) {
+        size_t len = 1;
+        for (int r = 0; r < size; r++)
+            len += strlen(texts[r]);
+        if ((text = calloc(len, 1)))
+            for (int r = 0; r < size; r++)
+                strcat(text, texts[r]);
+        else
+            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    }
+    status = mpt__world_bcast_text(w, status, &text);
+    if (status == MPT_OK)
+        status = apply_shared(job, text);
+    free(texts);
+    free(text);
+    free(group), free(members);
+    return status;
+}
+
 /* Rank 0's *plan to every rank; `failed`: rank 0 could not make it, and
  * every rank's call fails with it. */
 static int share_plan(mpt_world_t *w, const mpt_model_t *model, const mpt_cluster_t *cluster,
