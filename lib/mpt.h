@@ -839,8 +839,9 @@ MPT_API int mpt_world_cluster(mpt_world_t *world, const mpt_cluster_t *local,
  *  devices of one process (each device alone, then the group at once, in
  *  alternating rounds), and their concurrent figures set in the job's
  *  `cluster` on every rank.  `devices` are this rank's.  A few seconds per
- *  group; nothing to do in one process or without such devices.  A rank
- *  whose measurement fails keeps the estimate for its devices (logged). */
+ *  group; nothing to do in one process or without such devices.  A group
+ *  that any rank fails to measure keeps the estimate on every rank
+ *  (logged). */
 MPT_API int mpt_world_measure_shared(mpt_world_t *world, const mpt_devices_t *devices,
                                      mpt_cluster_t *cluster);
 /** \return the job's-cluster index of this rank's first device (its

@@ -371,12 +371,14 @@ static void shared_release(shared_dev *d)
 }
 
 /* The caller's part in every phase: the start and end barriers, then the
- * job's (sync: every rank has ended the phase); sync is called as often
- * whether or not this rank's devices run, so that no rank waits for a
- * call another never makes. */
+ * job's (sync: every rank has ended the phase), and one sync before the
+ * first (every rank has built its kernels, which would otherwise run
+ * beside another rank's first phase); sync is called as often whether or
+ * not this rank's devices run, so that no rank waits for a call another
+ * never makes. */
 static int shared_phases(shared_run *r, int with_devices, int (*sync)(void *), void *sync_ctx)
 {
-    int status = MPT_OK;
+    int status = sync ? sync(sync_ctx) : MPT_OK;
     size_t phases = (size_t)SHARED_ROUNDS * 2 * (r->nturns + 1);
     for (size_t i = 0; i < phases; i++) {
         if (with_devices) {

@@ -41,8 +41,11 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
 /* The same for this rank's part of a group that spans ranks of one host:
  * devs[i] takes its "alone" turn at turn[i] of nturns (the group's
  * devices in the job's order), and sync (a collective every rank of the
- * job calls as often: SHARED_ROUNDS x 2 x (nturns + 1) times, n = 0
- * included) ends each phase on every rank before the next begins. */
+ * job calls as often: once before the first phase and once after each,
+ * whatever failed, n = 0 included) ends each phase on every rank before
+ * the next begins.  Each rank's devices run with the BLAS threads this
+ * rank gives them together (mpt__gemm_threads_for its own devices), as a
+ * job runs them. */
 int mpt__profile_measure_shared_job(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
                                     const size_t *turn, size_t nturns, int (*sync)(void *),
                                     void *sync_ctx, double *gemm_ratio, double *mem_ratio);

@@ -141,19 +141,22 @@ out:
 
 /* ---- devices of several ranks on one host, measured together ------------- */
 
-typedef struct {
-    mpt_world_t *w;
-} phase_sync;
-
 /* Every rank has ended the phase.  Through mpt__world_agree_max, which
  * sleeps while it waits: Open MPI's blocking collectives poll, and a rank
  * polling on the shared cores slowed the other rank's device in its
- * "alone" phase until it measured 2.7x faster together than alone. */
-static int end_phase(void *ctx)
+ * "alone" phase (devices measured at 96-153% of their rate alone
+ * together with an allgather as the wait, 63-69% with this one). */
+static int end_phase(void *w)
 {
-    phase_sync *s = ctx;
     int any = 0;
-    return mpt__world_agree_max(s->w, 0, 0, &any);
+    return mpt__world_agree_max(w, 0, 0, &any);
+}
+
+/* Whether any rank failed (mine < 0 here): every rank learns the same. */
+static int any_failed(mpt_world_t *w, int mine)
+{
+    int any = 0;
+    return mpt__world_agree_max(w, mine < 0, 0, &any) < 0 || any;
 }
 
 /* The rank that opened job device j. */
@@ -165,17 +168,30 @@ static int rank_of(const int *first, const int *count, int size, size_t j)
     return -1;
 }
 
+/* Appends a formatted line to *text. */
+static int append_line(char **text, const char *line)
+{
+    size_t had = *text ? strlen(*text) : 0;
+    char *grown = realloc(*text, had + strlen(line) + 1);
+    if (!grown)
+        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    memcpy(grown + had, line, strlen(line) + 1);
+    *text = grown;
+    return MPT_OK;
+}
+
 /* Measures this rank's members of the group (members[0..k), job order)
  * with the other ranks' and appends "device gemm mem count" lines for them
- * to *text. */
-static int measure_group(const mpt_devices_t *devs, const mpt_cluster_t *job,
-                         const size_t *members, size_t k, int first, int mine, phase_sync *sync,
-                         char **text)
+ * to *text; every rank drops the group when any rank failed it (the
+ * others' "together" phases then ran without that rank's devices). */
+static int measure_group(mpt_world_t *w, const mpt_devices_t *devs, const mpt_cluster_t *job,
+                         const size_t *members, size_t k, int first, int mine, char **text)
 {
     mpt_device_t **local = calloc(k, sizeof *local);
     mpt_profile_t *alone = calloc(k, sizeof *alone);
     size_t *turn = calloc(k, sizeof *turn), *index = calloc(k, sizeof *index), m = 0;
     double *gemm = calloc(k, sizeof *gemm), *mem = calloc(k, sizeof *mem);
+    char *lines = NULL;
     int status = MPT_OK;
     if (!local || !alone || !turn || !index || !gemm || !mem)
         status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
@@ -188,65 +204,98 @@ static int measure_group(const mpt_devices_t *devs, const mpt_cluster_t *job,
     /* Every rank runs the group's phases, failed or not (no rank waits for
      * calls another never makes). */
     int measured = mpt__profile_measure_shared_job(local, alone, status == MPT_OK ? m : 0, turn,
-                                                   k, end_phase, sync, gemm, mem);
+                                                   k, end_phase, w, gemm, mem);
     status = status < 0 ? status : measured;
     for (size_t i = 0; status == MPT_OK && i < m; i++) {
-        char line[128], *grown;
+        char line[128];
         snprintf(line, sizeof line, "%zu %.17g %.17g %zu\n", index[i], gemm[i], mem[i],
                  mpt__cluster_on_its_cores(job, members, k, index[i]));
-        size_t had = *text ? strlen(*text) : 0;
-        if (!(grown = realloc(*text, had + strlen(line) + 1))) {
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-            break;
-        }
-        memcpy(grown + had, line, strlen(line) + 1);
-        *text = grown;
+        status = append_line(&lines, line);
     }
+    if (any_failed(w, status)) {
+        if (status == MPT_OK)
+            status = mpt__fail(MPT_ERR_ABORTED, "another rank could not measure its devices");
+    } else if (lines) {
+        status = append_line(text, lines);
+    }
+    free(lines);
     free(local), free(alone), free(turn), free(index), free(gemm), free(mem);
     return status;
 }
 
-/* Every rank's lines (rank 0 joins them) into the job's cluster. */
+/* Every rank's lines (rank 0 joins them) into the job's cluster: all read
+ * first, so that a malformed text changes nothing.  Ratios above 2 are a
+ * broken measurement, refused as the cache refuses them (profile/shared.c);
+ * plan/share.c caps the rest at the rate alone. */
 static int apply_shared(mpt_cluster_t *job, const char *text)
 {
-    size_t j, together;
+    size_t n = 0, cap = 0, j, together;
     double gemm, mem;
-    int used = 0;
-    for (const char *at = text; at && sscanf(at, "%zu %lg %lg %zu\n%n", &j, &gemm, &mem,
-                                             &together, &used) == 4; at += used) {
-        const mpt_cluster_device_t *d = mpt_cluster_device(job, j);
-        if (!d)
-            return mpt__fail(MPT_ERR_PARSE, "a rank measured job device %zu of %zu", j,
-                             mpt_cluster_device_count(job));
-        MPT_TRY_RETURN(mpt__cluster_set_shared(job, j, d->profile.gemm_gflops * gemm,
-                                               d->profile.mem_gbps * mem, (double)together));
+    int used = 0, status = MPT_OK;
+    struct line {
+        size_t j, together;
+        double gemm, mem;
+    } *all = NULL;
+    const char *at = text ? text : "";
+    for (; sscanf(at, "%zu %lg %lg %zu%n", &j, &gemm, &mem, &together, &used) == 4; at += used) {
+        if (j >= mpt_cluster_device_count(job) || !(gemm > 0 && gemm <= 2) ||
+            !(mem > 0 && mem <= 2) || together < 2) {
+            free(all);
+            return mpt__fail(MPT_ERR_PARSE, "a rank measured job device %zu of %zu at %g, %g "
+                             "of its rates alone with %zu devices", j,
+                             mpt_cluster_device_count(job), gemm, mem, together);
+        }
+        if (n == cap) {
+            struct line *grown = realloc(all, (cap = cap ? 2 * cap : 8) * sizeof *all);
+            if (!grown) {
+                free(all);
+                return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+            }
+            all = grown;
+        }
+        all[n++] = (struct line){j, together, gemm, mem};
+    }
+    at += strspn(at, " \n");
+    if (*at) {
+        free(all);
+        return mpt__fail(MPT_ERR_PARSE, "the devices measured together: a malformed line at "
+                         "\"%.40s\"", at);
+    }
+    for (size_t i = 0; i < n && status == MPT_OK; i++) {
+        const mpt_profile_t *p = &mpt_cluster_device(job, all[i].j)->profile;
+        status = mpt__cluster_set_shared(job, all[i].j, p->gemm_gflops * all[i].gemm,
+                                         p->mem_gbps * all[i].mem, (double)all[i].together);
         mpt__log(MPT_LOG_INFO, "device %zu, measured beside the devices of other ranks on its "
                  "cores: GEMM rate %.0f%% of its rate alone, memory bandwidth %.0f%%",
-                 j, 100 * gemm, 100 * mem);
+                 all[i].j, 100 * all[i].gemm, 100 * all[i].mem);
     }
-    return MPT_OK;
+    free(all);
+    return status;
 }
 
 int mpt_world_measure_shared(mpt_world_t *w, const mpt_devices_t *devs, mpt_cluster_t *job)
 {
     if (!w || !devs || !job)
         return mpt__fail(MPT_ERR_INVALID, "mpt_world_measure_shared: NULL argument");
-    int size = mpt_world_size(w), rank = mpt_world_rank(w);
+    int size = mpt_world_size(w), rank = mpt_world_rank(w), status = MPT_OK;
     const int *first = NULL, *count = NULL;
     size_t n = mpt_cluster_device_count(job);
     if (size == 1)
         return MPT_OK; /* mpt_cluster_local measured this process's groups */
-    if (mpt__world_devices(w, &first, &count) != (int)n || !first || !count ||
-        count[rank] != (int)mpt_devices_count(devs))
-        return mpt__fail(MPT_ERR_INVALID, "mpt_world_measure_shared: the cluster and the "
-                         "devices are not the job's and this rank's (mpt_world_cluster)");
     size_t *group = calloc(n ? n : 1, sizeof *group), *members = calloc(n ? n : 1, sizeof *members);
-    phase_sync sync = {w};
     char *text = NULL, **texts = NULL;
-    int status = MPT_OK, failed = MPT_OK;
-    if (!group || !members) {
+    if (!group || !members)
+        status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
+    else if (mpt__world_devices(w, &first, &count) != (int)n || !first || !count ||
+             count[rank] != (int)mpt_devices_count(devs))
+        status = mpt__fail(MPT_ERR_INVALID, "mpt_world_measure_shared: the cluster and the "
+                           "devices are not the job's and this rank's (mpt_world_cluster)");
+    /* Every rank goes on, or none: the loop below is collective. */
+    if (any_failed(w, status)) {
         free(group), free(members);
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
+        return status < 0 ? status
+                          : mpt__fail(MPT_ERR_ABORTED, "another rank could not set up the "
+                                      "measurement of devices that share cores");
     }
     /* The same groups on every rank (the same cluster), so the same
      * collectives in the same order. */
@@ -261,11 +310,10 @@ int mpt_world_measure_shared(mpt_world_t *w, const mpt_devices_t *devs, mpt_clus
             }
         if (k < 2 || ranks < 2) /* one rank's: mpt_cluster_local measured it */
             continue;
-        int s = measure_group(devs, job, members, k, first[rank], count[rank], &sync, &text);
-        if (s < 0 && failed == MPT_OK) {
-            failed = s;
-            mpt__log(MPT_LOG_WARN, "measuring this rank's devices beside other ranks' "
-                     "failed, their shared cores stay estimated: %s", mpt_last_error());
+        if (measure_group(w, devs, job, members, k, first[rank], count[rank], &text) < 0) {
+            mpt__log(MPT_LOG_WARN, "devices %zu to %zu, which share cores across ranks, stay "
+                     "estimated: %s", members[0], members[k - 1], mpt_last_error());
+            mpt__clear_error();
         }
     }
     /* Rank 0 joins every rank's lines and hands them to every rank. */
