@@ -75,10 +75,21 @@ int mpt__kernel_source(const char *name, const char **source, size_t *length, ch
 int mpt__build_options(const mpt_device_t *dev, const char *extra, char *buf, size_t size)
 {
     /* OpenCL C 1.2 everywhere (PoCL speaks no more); IEEE semantics: no
-     * fast-math or -cl-mad-enable, so NaN and Inf stay visible in training. */
-    return mpt__snprintf(buf, size, "-cl-std=CL1.2 -DMPT_DEVICE_IS_CPU=%d %s %s",
-                         dev->info.type == MPT_DEVICE_CPU, extra ? extra : "",
-                         mpt__env(MPT_ENV_CL_BUILD_OPTIONS));
+     * fast-math or -cl-mad-enable, so NaN and Inf stay visible in training.
+     * A CPU device's programs carry its index (MPT_DEVICE_SLOT, used by no
+     * kernel) so that two devices of one PoCL driver never share a
+     * compiled kernel: PoCL 3.1 keeps one process-wide cache of loaded
+     * kernels keyed by the program's hash, and releases an entry by hash
+     * and local size alone, so two threads running one kernel with
+     * different global sizes on two "basic" devices could release each
+     * other's entry and abort on an assertion (pocl_release_dlhandle_cache,
+     * 2 runs of 6 of tensor parallelism on "basic basic"). */
+    int cpu = dev->info.type == MPT_DEVICE_CPU;
+    char slot[32] = "";
+    if (cpu)
+        snprintf(slot, sizeof slot, " -DMPT_DEVICE_SLOT=%d", dev->info.index);
+    return mpt__snprintf(buf, size, "-cl-std=CL1.2 -DMPT_DEVICE_IS_CPU=%d%s %s %s", cpu, slot,
+                         extra ? extra : "", mpt__env(MPT_ENV_CL_BUILD_OPTIONS));
 }
 
 int mpt__program_build_source(mpt_device_t *dev, const char *label, const char *source,
