@@ -224,9 +224,11 @@ static int measure_group(mpt_world_t *w, const mpt_devices_t *devs, const mpt_cl
 }
 
 /* Every rank's lines (rank 0 joins them) into the job's cluster: all read
- * first, so that a malformed text changes nothing.  Ratios above 2 are a
- * broken measurement, refused as the cache refuses them (profile/shared.c);
- * plan/share.c caps the rest at the rate alone. */
+ * first, so that a malformed text changes nothing.  A ratio outside (0, 2]
+ * is a disturbed measurement (another process took the cores in an
+ * "alone" phase: 3.8 once beside a parallel make check), refused as the
+ * cache refuses it (profile/shared.c): that device keeps its estimate, on
+ * every rank alike; plan/share.c caps the rest at the rate alone. */
 static int apply_shared(mpt_cluster_t *job, const char *text)
 {
     size_t n = 0, cap = 0, j, together;
@@ -238,12 +240,17 @@ static int apply_shared(mpt_cluster_t *job, const char *text)
     } *all = NULL;
     const char *at = text ? text : "";
     for (; sscanf(at, "%zu %lg %lg %zu%n", &j, &gemm, &mem, &together, &used) == 4; at += used) {
-        if (j >= mpt_cluster_device_count(job) || !(gemm > 0 && gemm <= 2) ||
-            !(mem > 0 && mem <= 2) || together < 2) {
+        if (j >= mpt_cluster_device_count(job) || together < 2) {
             free(all);
-            return mpt__fail(MPT_ERR_PARSE, "a rank measured job device %zu of %zu at %g, %g "
-                             "of its rates alone with %zu devices", j,
-                             mpt_cluster_device_count(job), gemm, mem, together);
+            return mpt__fail(MPT_ERR_PARSE, "a rank measured job device %zu of %zu beside %zu "
+                             "devices", j, mpt_cluster_device_count(job), together);
+        }
+        if (!(gemm > 0 && gemm <= 2) || !(mem > 0 && mem <= 2)) {
+            mpt__log(MPT_LOG_WARN, "device %zu, measured beside the devices of other ranks on "
+                     "its cores at %.0f%% of its GEMM rate alone and %.0f%% of its memory "
+                     "bandwidth: a disturbed measurement, the estimate stays", j, 100 * gemm,
+                     100 * mem);
+            continue;
         }
         if (n == cap) {
             struct line *grown = realloc(all, (cap = cap ? 2 * cap : 8) * sizeof *all);
