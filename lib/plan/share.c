@@ -23,8 +23,10 @@
  * A device in company is also corrected by what training measured of it
  * in company (mpt_calibration_t.company_*, applied here through
  * mpt__cal_in_company), not by its calibration alone: the concurrent
- * figures miss what running together changes besides the GEMM rate (the
- * pthread device's BLAS threads drop to one beside another device).
+ * figures come from GEMMs and copies of one size run back to back, not
+ * from a training step's mix of sizes and waits, and err differently
+ * from the figures alone (the pthread device of "pthread basic" is
+ * priced 1.2x slow alone and 1.3-1.45x slow beside the basic one).
  *
  * Left out: a PCIe switch or host memory bandwidth shared by transfers
  * (transfers rarely coincide outside the all-reduce, and the profile has
