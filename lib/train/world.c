@@ -168,7 +168,7 @@ static int rank_of(const int *first, const int *count, int size, size_t j)
     return -1;
 }
 
-/* Appends a formatted line to *text. */
+/* Appends line to *text (NULL: empty so far). */
 static int append_line(char **text, const char *line)
 {
     size_t had = *text ? strlen(*text) : 0;
