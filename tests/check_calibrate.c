@@ -318,9 +318,12 @@ static double predicted(const mpt_plan_t *p, const mpt__model_cost_t *mc, const 
  * at 0.5 (one calibration served both before, and the later one-device
  * rows overwrote what DP measured before the re-plan read it); a device
  * measured only in company is priced alone with its company factors, not
- * with its raw profile.  Tolerances: each factor is measured / predicted
- * of the model's own figures, exact but for rounding (1e-9), and the
- * calibration's final fit stops within 0.5% of the measured step. */
+ * with its raw profile.  Tolerances: a prediction from unchanged factors
+ * is the same sum again, exact but for rounding (1e-9), and factors copied
+ * or borrowed are the same numbers (1e-12); the calibration's final fit
+ * stops within 0.5% of the measured step, so a fitted factor is within
+ * 0.5% of the slowdown measured, and a one-device prediction, the sum of
+ * the forward and backward each fitted so, within 1% of it. */
 START_TEST(calibration_in_company_kept_apart)
 {
     mpt_model_t *m = NULL;

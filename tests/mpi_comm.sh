@@ -8,14 +8,7 @@
 cli_setup mpi-comm
 
 prog=${MPT_TOP_BUILDDIR:-.}/tests/mpi_comm
-if [ ! -x "$prog" ] || ! command -v mpirun >/dev/null 2>&1; then
-    echo "SKIP: built without MPI (configure --with-mpi, Debian libopenmpi-dev openmpi-bin)"
-    exit 77
-fi
-# Open MPI refuses root unless told; as any other user these stay unset.
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+cli_need_mpi
 for btl in vader tcp; do
     for shape in "2 1" "3 1" "2 2"; do
         set -- $shape

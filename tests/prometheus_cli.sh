@@ -14,10 +14,7 @@ set -u
 . "${MPT_TESTS_SRCDIR:-tests}/cli_lib.sh"
 train=${MPT_TRAIN:-./bin/mpt-train}
 model="${MPT_TESTS_SRCDIR:-tests}/../models/mlp-fashion.json"
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "SKIP: dataset-fashion-mnist not installed"
-    exit 77
-fi
+cli_need_fashion
 command -v curl >/dev/null 2>&1 || { echo "SKIP: curl not installed"; exit 77; }
 cli_setup prometheus
 MPT_DEVICES=0

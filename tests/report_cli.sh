@@ -17,10 +17,7 @@ train=${MPT_TRAIN:-./bin/mpt-train}
 plan=${MPT_PLAN:-./bin/mpt-plan}
 report=${MPT_REPORT:-./bin/mpt-report}
 model="${MPT_TESTS_SRCDIR:-tests}/../models/mlp-fashion.json"
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "SKIP: dataset-fashion-mnist not installed"
-    exit 77
-fi
+cli_need_fashion
 cli_setup report
 if ! "$report" --help | grep -q 'chart.min.js\|chartjs'; then
     echo "FAIL mpt-report --help"

@@ -102,30 +102,30 @@ static int unmap_all(mpt_device_t *dev, region_t *r, size_t nr, int status)
     return status;
 }
 
-/* MPT_ERR_RANGE for a region past its buffer's end. */
-static int check_sizes(mpt_device_t *dev, const region_t *r, size_t nr, const char *what)
+/* MPT_ERR_RANGE for a region past its buffer's end.  size[i]: region i's
+ * buffer size when known (0: read from OpenCL and filled in). */
+static int check_sizes(mpt_device_t *dev, const region_t *r, size_t nr, const char *what,
+                       size_t *size)
 {
     for (size_t i = 0; i < nr; i++) {
-        size_t size = 0;
-        cl_int err = clGetMemObjectInfo(r[i].mem, CL_MEM_SIZE, sizeof size, &size, NULL);
+        cl_int err = size[i] ? CL_SUCCESS
+                             : clGetMemObjectInfo(r[i].mem, CL_MEM_SIZE, sizeof size[i],
+                                                  &size[i], NULL);
         if (err != CL_SUCCESS)
             return mpt__fail_cl(err, "%s on device %d: reading a buffer's size", what,
                                 dev->info.index);
-        if (r[i].hi > size)
+        if (r[i].hi > size[i])
             return mpt__fail(MPT_ERR_RANGE, "%s on device %d: needs bytes [%zu, %zu) of a "
                              "buffer of %zu bytes", what, dev->info.index, r[i].lo, r[i].hi,
-                             size);
+                             size[i]);
     }
     return MPT_OK;
 }
 
-/* Checks each region against its buffer's size, then maps them all,
+/* Maps every region (the caller checked each against its buffer's size),
  * blocking (see the header comment for why that orders the queue). */
 static int map_all(mpt_device_t *dev, region_t *r, size_t nr, const char *what)
 {
-    int status = check_sizes(dev, r, nr, what);
-    if (status < 0)
-        return status;
     for (size_t i = 0; i < nr; i++) {
         /* Only the last map blocks: the in-order queue has completed the
          * others (and everything before them) when it returns, and one
@@ -229,19 +229,22 @@ static void run_native(void *block)
 typedef struct {
     cl_mem mem;
     char *host;
+    size_t size; /* the buffer's, so that a call need not ask OpenCL again */
 } known_t;
 
 static known_t *known;
 static size_t nknown, capknown;
 static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static char *known_host(cl_mem mem)
+/* mem's host address and size when known (else NULL and 0). */
+static char *known_host(cl_mem mem, size_t *size)
 {
     char *host = NULL;
+    *size = 0;
     pthread_mutex_lock(&known_lock);
     for (size_t i = 0; i < nknown && !host; i++)
         if (known[i].mem == mem)
-            host = known[i].host;
+            host = known[i].host, *size = known[i].size;
     pthread_mutex_unlock(&known_lock);
     return host;
 }
@@ -260,7 +263,7 @@ static void CL_CALLBACK forget_host(cl_mem mem, void *unused)
 
 /* Remembers mem's host address; without room or a destructor callback it
  * is not kept (the next call maps again). */
-static void remember_host(cl_mem mem, char *host)
+static void remember_host(cl_mem mem, char *host, size_t size)
 {
     pthread_mutex_lock(&known_lock);
     int kept = 0;
@@ -271,7 +274,7 @@ static void remember_host(cl_mem mem, char *host)
             known = grown, capknown = cap;
     }
     if (nknown < capknown) {
-        known[nknown++] = (known_t){mem, host};
+        known[nknown++] = (known_t){mem, host, size};
         kept = 1;
     }
     pthread_mutex_unlock(&known_lock);
@@ -280,8 +283,11 @@ static void remember_host(cl_mem mem, char *host)
 }
 
 /* Enqueues fn as a native kernel over regions r (merged per buffer) for
- * args; its event counts as BLAS busy time while timing is on. */
+ * args; its event counts as BLAS busy time while timing is on.  host[j]:
+ * region j's buffer's address as known_host found it (NULL: mapped now),
+ * buffer_size[j] its size. */
 static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r, size_t nr,
+                          char *const *host, const size_t *buffer_size,
                           const mpt__host_arg_t *args, size_t n,
                           void (*fn)(void *arg, float *const *ptr), const void *arg,
                           size_t arg_size)
@@ -296,7 +302,7 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
     h->fn = fn, h->threads = dev->blas_threads, h->n = n;
     /* Each buffer's host address from a map enqueued without waiting
      * (on a host-unified device, the buffer's own memory) and unmapped at
-     * once, the first time a call uses the buffer (then known_host); the
+     * once, the first time a call uses the buffer (then host[j]); the
      * native kernel queues behind both.  The addresses OpenCL
      * writes into the block are not used: PoCL 3.1 sorts the command's
      * buffers and then writes the i-th sorted buffer's address at
@@ -308,7 +314,7 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
         mems[j] = r[j].mem;
         h->mem[j] = r[j].mem;
         locs[j] = &h->mem[j];
-        if ((h->host[j] = known_host(r[j].mem))) /* mapped before: the same address */
+        if ((h->host[j] = host[j])) /* mapped before: the same address */
             continue;
         h->host[j] = clEnqueueMapBuffer(dev->queue, r[j].mem, CL_FALSE, r[j].flags, 0,
                                         r[j].hi, 0, NULL, NULL, &err);
@@ -318,7 +324,7 @@ static int enqueue_native(mpt_device_t *dev, const char *what, const region_t *r
             free(h);
             return mpt__fail_cl(err, "%s on device %d: mapping a buffer", what, dev->info.index);
         }
-        remember_host(r[j].mem, h->host[j]);
+        remember_host(r[j].mem, h->host[j], buffer_size[j]);
     }
     for (size_t i = 0; i < n; i++) {
         h->off[i] = args[i].off;
@@ -354,10 +360,14 @@ int mpt__host_call(mpt_device_t *dev, const char *what, const mpt__host_arg_t *a
         need(r, &nr, args[i].mem, args[i].off * sizeof(float),
              (args[i].off + args[i].n) * sizeof(float),
              args[i].write ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
-    if (dev->gemm_host == MPT_GEMM_HOST_NATIVE) {
-        MPT_TRY(check_sizes(dev, r, nr, what));
-        return enqueue_native(dev, what, r, nr, args, n, fn, arg, arg_size);
-    }
+    char *host[MAX_REGIONS] = {NULL};
+    size_t size[MAX_REGIONS] = {0};
+    int native = dev->gemm_host == MPT_GEMM_HOST_NATIVE;
+    for (size_t j = 0; native && j < nr; j++)
+        host[j] = known_host(r[j].mem, &size[j]);
+    MPT_TRY(check_sizes(dev, r, nr, what, size));
+    if (native)
+        return enqueue_native(dev, what, r, nr, host, size, args, n, fn, arg, arg_size);
     MPT_TRY(map_all(dev, r, nr, what));
     dev->blas_calls++;
     double t0 = dev->timing ? mpt__now() : 0;

@@ -83,7 +83,8 @@ int mpt__build_options(const mpt_device_t *dev, const char *extra, char *buf, si
      * and local size alone, so two threads running one kernel with
      * different global sizes on two "basic" devices could release each
      * other's entry and abort on an assertion (pocl_release_dlhandle_cache,
-     * 2 runs of 6 of tensor parallelism on "basic basic"). */
+     * 4 runs of 18 of tensor parallelism on "basic basic"; none of 26 with
+     * the slot). */
     int cpu = dev->info.type == MPT_DEVICE_CPU;
     char slot[32] = "";
     if (cpu)

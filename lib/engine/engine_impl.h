@@ -223,7 +223,8 @@ typedef struct {
  * CPU runtimes do as plain memory (the host provider's native kernels rely
  * on the same: device/gemm_host.c); GPUs, integrated ones included, keep
  * the copies.  Not under ZeRO (its shards and window go through gbuf and
- * zgrad) nor for a tied weight's owner (it sends the sum from gbuf). */
+ * zgrad) nor for either side of a tied weight (the owner sends the sum
+ * from gbuf). */
 static inline int mpt__eng_reduce_in_place(const worker_t *w)
 {
     return w->e->zero == 0 && w->tied_peer < 0 && w->dev->info.type == MPT_DEVICE_CPU &&

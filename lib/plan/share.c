@@ -106,10 +106,11 @@ void mpt__cost_shared(const mpt_cluster_t *c, const size_t *used, size_t n,
         if (cpu_sharer && p->shared_gemm_gflops > 0 && p->gemm_gflops > 0) {
             /* Fewer running than were measured split the cores among fewer. */
             double fewer = p->shared_devices > sharers + 1 ? p->shared_devices / (sharers + 1) : 1;
-            double g = p->shared_gemm_gflops / p->gemm_gflops * fewer;
+            double gemm = p->shared_gemm_gflops / p->gemm_gflops;
+            double g = gemm * fewer;
             double m = (p->shared_mem_gbps > 0 && p->mem_gbps > 0
                             ? p->shared_mem_gbps / p->mem_gbps
-                            : p->shared_gemm_gflops / p->gemm_gflops) *
+                            : gemm) *
                        fewer;
             scale_rates(&eff[d].profile, g < 1 ? g : 1, m < 1 ? m : 1);
         } else if (wants > cores) {

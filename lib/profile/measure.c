@@ -266,7 +266,7 @@ typedef struct {
 typedef struct shared_run {
     shared_dev *devs;
     size_t n;
-    const size_t *turn; /* device i's turn among nturns (the job's group) */
+    const size_t *turn; /* device i's turn among nturns (the job's group); NULL: i */
     size_t nturns;
     pthread_barrier_t bar; /* the devices' threads and the caller's */
     /* the gate: threads start when every one exists (go), or leave (stop) */
@@ -307,7 +307,7 @@ static void *shared_main(void *arg)
             for (size_t who = 0; who < r->nturns; who++) {
                 pthread_barrier_wait(&r->bar);
                 d->g.dev->blas_threads = d->threads_alone;
-                if (who == r->turn[d->me] && d->status == MPT_OK)
+                if (who == (r->turn ? r->turn[d->me] : d->me) && d->status == MPT_OK)
                     d->status = timed(fns[k], ctx[k], d->reps[k], &d->alone[k][round]);
                 pthread_barrier_wait(&r->bar);
             }
@@ -394,15 +394,8 @@ static int shared_phases(shared_run *r, int with_devices, int (*sync)(void *), v
 int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,
                                 double *gemm_ratio, double *mem_ratio)
 {
-    size_t *turn = calloc(n ? n : 1, sizeof *turn);
-    if (!turn)
-        return mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++)
-        turn[i] = i;
-    int status = mpt__profile_measure_shared_job(devs, alone, n, turn, n, NULL, NULL,
-                                                 gemm_ratio, mem_ratio);
-    free(turn);
-    return status;
+    return mpt__profile_measure_shared_job(devs, alone, n, NULL, n, NULL, NULL, gemm_ratio,
+                                           mem_ratio);
 }
 
 int mpt__profile_measure_shared_job(mpt_device_t **devs, const mpt_profile_t *alone, size_t n,

@@ -40,7 +40,7 @@ int mpt__profile_measure_shared(mpt_device_t **devs, const mpt_profile_t *alone,
                                 double *gemm_ratio, double *mem_ratio);
 /* The same for this rank's part of a group that spans ranks of one host:
  * devs[i] takes its "alone" turn at turn[i] of nturns (the group's
- * devices in the job's order), and sync (a collective every rank of the
+ * devices in the job's order; turn NULL: at i of n), and sync (a collective every rank of the
  * job calls as often: once before the first phase and once after each,
  * whatever failed, n = 0 included) ends each phase on every rank before
  * the next begins.  Each rank's devices run with the BLAS threads this

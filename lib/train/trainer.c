@@ -358,14 +358,14 @@ int mpt_trainer_step(mpt_trainer_t *t, const float *images, const int32_t *label
         t->last = s;
         /* Every worker's phases (every rank has them all) and the step's
          * wall time: calibration. */
-        size_t n = mpt__engine_worker_count(t->eng);
-        mpt__cal_measured_t *row = t->cal_sum + (t->cal_steps % MPT__CAL_HISTORY) * (n + 1);
-        for (size_t i = 0; i < n && !t->cal_paused; i++) {
-            const mpt_device_step_t *d = mpt__engine_device_stats(t->eng, i);
-            row[i] = (mpt__cal_measured_t){d->forward_s, d->backward_s + d->update_s,
-                                           d->reduce_wait_s, d->step_s};
-        }
         if (!t->cal_paused) {
+            size_t n = mpt__engine_worker_count(t->eng);
+            mpt__cal_measured_t *row = t->cal_sum + (t->cal_steps % MPT__CAL_HISTORY) * (n + 1);
+            for (size_t i = 0; i < n; i++) {
+                const mpt_device_step_t *d = mpt__engine_device_stats(t->eng, i);
+                row[i] = (mpt__cal_measured_t){d->forward_s, d->backward_s + d->update_s,
+                                               d->reduce_wait_s, d->step_s};
+            }
             row[n] = (mpt__cal_measured_t){0, 0, 0, wall};
             t->cal_steps++;
         }

@@ -168,7 +168,7 @@ static int rank_of(const int *first, const int *count, int size, size_t j)
     return -1;
 }
 
-/* Appends line to *text (NULL: empty so far). */
+/* Appends line (any text) to *text (NULL: empty so far). */
 static int append_line(char **text, const char *line)
 {
     size_t had = *text ? strlen(*text) : 0;
@@ -309,13 +309,13 @@ int mpt_world_measure_shared(mpt_world_t *w, const mpt_devices_t *devs, mpt_clus
     mpt__cluster_share_groups(job, group);
     for (size_t g = 0; g < n; g++) {
         size_t k = 0;
-        int ranks = 0, last = -1;
         for (size_t i = 0; i < n; i++)
-            if (group[i] == g) {
-                int r = rank_of(first, count, size, i);
-                ranks += r != last, last = r, members[k++] = i;
-            }
-        if (k < 2 || ranks < 2) /* one rank's: mpt_cluster_local measured it */
+            if (group[i] == g)
+                members[k++] = i;
+        /* One rank's (its devices are contiguous in the job's order):
+         * mpt_cluster_local measured it. */
+        if (k < 2 || rank_of(first, count, size, members[0]) ==
+                         rank_of(first, count, size, members[k - 1]))
             continue;
         if (measure_group(w, devs, job, members, k, first[rank], count[rank], &text) < 0) {
             mpt__log(MPT_LOG_WARN, "devices %zu to %zu, which share cores across ranks, stay "
@@ -327,16 +327,10 @@ int mpt_world_measure_shared(mpt_world_t *w, const mpt_devices_t *devs, mpt_clus
     status = mpt__world_gather_texts(w, text ? text : "", &texts);
     free(text);
     text = NULL;
-    if (status == MPT_OK && rank == 0) {
-        size_t len = 1;
-        for (int r = 0; r < size; r++)
-            len += strlen(texts[r]);
-        if ((text = calloc(len, 1)))
-            for (int r = 0; r < size; r++)
-                strcat(text, texts[r]);
-        else
-            status = mpt__fail(MPT_ERR_NOMEM, "out of memory");
-    }
+    if (status == MPT_OK && rank == 0) /* a text, if empty, for mpt__world_bcast_text */
+        status = append_line(&text, "");
+    for (int r = 0; status == MPT_OK && rank == 0 && r < size; r++)
+        status = append_line(&text, texts[r]);
     status = mpt__world_bcast_text(w, status, &text);
     if (status == MPT_OK)
         status = apply_shared(job, text);
