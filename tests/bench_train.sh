@@ -7,15 +7,14 @@
 # range; the closing lines count all 12 rows after calibration; --rounds
 # 0 is a usage error (exit 2).
 set -u
-builddir=${MPT_TOP_BUILDDIR:-.}
-bench=${MPT_BENCH:-$builddir/bin/mpt-bench}
-out=$builddir/tests/bench_train.out
-failed=0
+. "${MPT_TESTS_SRCDIR:-$(dirname "$0")}/cli_lib.sh"
+cli_setup bench-train
+bench=${MPT_BENCH:-${MPT_TOP_BUILDDIR:-.}/bin/mpt-bench}
 check() { # description, condition result (0: holds)
-    if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1"; failed=1; fi
+    if [ "$2" -eq 0 ]; then ok "$1"; else fail "$1" "see the output"; fi
 }
-"$bench" train --batch 64 --steps 2 --warmup 1 --rounds 2 >"$out" 2>&1
-check "mpt-bench train --rounds 2 exits 0" $?
+run 600 "$bench" train --batch 64 --steps 2 --warmup 1 --rounds 2
+check "mpt-bench train --rounds 2 exits 0 (got $rc)" "$rc"
 grep -q '^round 1 of 2$' "$out" && grep -q '^round 2 of 2$' "$out"
 check "both rounds announced" $?
 awk '/^median over 2 rounds/ { table = 1; next } table && /^1 device/ { print }' "$out" |
@@ -31,9 +30,7 @@ awk '/^median over 2 rounds/ { table = 1; next }
 check "median table: the data-parallel scaling lies within its range" $?
 grep -Eq '^after calibration: [0-9]+ of 12 rows within 15%' "$out"
 check "every row of both rounds counted after calibration" $?
-"$bench" train --rounds 0 >/dev/null 2>&1
-rc=$?
+run 60 "$bench" train --rounds 0
 [ "$rc" -eq 2 ]
 check "mpt-bench train --rounds 0: exit 2 (got $rc)" $?
-[ "$failed" -eq 0 ] || cat "$out"
-exit $failed
+exit "$failed"

@@ -84,20 +84,6 @@ END_TEST
 
 /* Two CPU devices, GEMMs through `provider0` and the host BLAS, on
  * cores of their own (no cpus given: nothing shared). */
-/* A cluster from its description's text, through a file. */
-static mpt_cluster_t *cluster_from_text(const char *text)
-{
-    char path[] = "/tmp/check_cal_cluster_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    mpt_cluster_t *c = NULL;
-    ck_assert_mpt_ok(mpt_cluster_load(path, &c));
-    unlink(path);
-    return c;
-}
-
 static mpt_cluster_t *pair(const char *provider0)
 {
     char text[1024];
@@ -109,7 +95,7 @@ static mpt_cluster_t *pair(const char *provider0)
              "\"global_mem_bytes\": 1000000000, \"profile\": {\"gemm_gflops\": 50, "
              "\"mem_gbps\": 20, \"h2d_gbps\": 10, \"d2h_gbps\": 10}}]}",
              provider0);
-    return cluster_from_text(text);
+    return test_cluster_from_text(text);
 }
 
 /* DP=2 on a fake report.  Host BLAS on both: replica 0 waits 5x the
@@ -262,7 +248,7 @@ static mpt_cluster_t *pair_on_same_cores(void)
             "\"shared_gemm_gflops\": 50, \"shared_devices\": 2}}",
             i ? ", " : "");
     snprintf(text + len, sizeof text - len, "]}");
-    return cluster_from_text(text);
+    return test_cluster_from_text(text);
 }
 
 /* A plan of batch 64 on the pair: DP over both, or one device alone. */
@@ -735,7 +721,7 @@ START_TEST(shared_cores_measured_together)
     }
     char *json = NULL;
     ck_assert_mpt_ok(mpt_cluster_to_json(a, &json));
-    mpt_cluster_t *back = cluster_from_text(json);
+    mpt_cluster_t *back = test_cluster_from_text(json);
     ck_assert_double_eq(mpt_cluster_device(back, 0)->profile.shared_devices,
                         mpt_cluster_device(a, 0)->profile.shared_devices);
     mpt_cluster_free(back);

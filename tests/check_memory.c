@@ -308,7 +308,7 @@ END_TEST
  * gflops[i] GFLOP/s each (1000 when gflops is NULL). */
 static mpt_cluster_t *devices_of_speed(int n, const double *gflops, double mem, double limit)
 {
-    char text[2048], path[] = "/tmp/check_memory_cluster_XXXXXX";
+    char text[2048];
     size_t len = (size_t)snprintf(text, sizeof text, "{\"mpt_cluster\": 1, \"devices\": [");
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(text + len, sizeof text - len,
@@ -318,15 +318,7 @@ static mpt_cluster_t *devices_of_speed(int n, const double *gflops, double mem, 
                                 "\"h2d_gbps\": 100, \"d2h_gbps\": 100, \"launch_us\": 1}}",
                                 i ? ", " : "", i, mem, limit, gflops ? gflops[i] : 1000.0);
     snprintf(text + len, sizeof text - len, "]}");
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    mpt_cluster_t *c = NULL;
-    int status = mpt_cluster_load(path, &c);
-    unlink(path);
-    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
-    return c;
+    return test_cluster_from_text(text);
 }
 
 static mpt_cluster_t *equal_devices(int n, double mem, double limit)

@@ -66,17 +66,6 @@ static const char *models_path(const char *name)
     return buf;
 }
 
-/* Writes text to a fresh temporary file; the caller unlinks it. */
-static void write_temp(char *path, const char *text)
-{
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    FILE *f = fdopen(fd, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_ge(fputs(text, f), 0);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 /* A cluster of n devices on one node, device i with GEMM rate gflops[i]
  * and mem[i] bytes; every other figure alike and fast (memory 1e5 GB/s,
  * host links 1e4 GB/s, no launch latency), so that the layers below are
@@ -96,13 +85,8 @@ static mpt_cluster_t *make_cluster(size_t n, const double *gflops, const double 
             "\"mem_gbps\": 100000, \"h2d_gbps\": 10000, \"d2h_gbps\": 10000, \"launch_us\": 0}}",
             i ? ", " : "", i, mem[i], gflops[i]);
     snprintf(text + len, cap - len, "]}");
-    char path[] = "/tmp/check_plan_cluster_XXXXXX";
-    write_temp(path, text);
+    mpt_cluster_t *c = test_cluster_from_text(text);
     free(text);
-    mpt_cluster_t *c = NULL;
-    int status = mpt_cluster_load(path, &c);
-    unlink(path);
-    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
     return c;
 }
 
@@ -129,7 +113,7 @@ static mpt_model_t *deep_model(void)
     snprintf(text + len, sizeof text - len,
              "{\"kind\": \"linear\", \"units\": 10}, {\"kind\": \"softmax_cross_entropy\"}]}");
     char path[] = "/tmp/check_plan_model_XXXXXX";
-    write_temp(path, text);
+    test_write_temp(path, text);
     mpt_model_t *m = NULL;
     int status = mpt_model_load(path, &m);
     unlink(path);
@@ -461,7 +445,7 @@ static mpt_cluster_t *gpu_nodes(int nodes, double gbps)
             i ? ", " : "", i, nodes == 2 ? i / 2 : 0);
     snprintf(text + len, sizeof text - len, "]}");
     char path[] = "/tmp/check_plan_nodes_XXXXXX";
-    write_temp(path, text);
+    test_write_temp(path, text);
     mpt_cluster_t *c = NULL;
     int status = mpt_cluster_load(path, &c);
     unlink(path);
@@ -506,7 +490,7 @@ START_TEST(allreduce_follows_the_network)
     ck_assert_mpt_ok(mpt_plan_to_json(chosen, &text));
     ck_assert_ptr_nonnull(strstr(text, "\"allreduce\": \"hierarchical\""));
     char file[] = "/tmp/check_plan_algo_XXXXXX";
-    write_temp(file, text);
+    test_write_temp(file, text);
     mpt_plan_t *back = NULL;
     ck_assert_mpt_ok(mpt_plan_load(file, m, slow, &back));
     unlink(file);
@@ -518,7 +502,7 @@ START_TEST(allreduce_follows_the_network)
     char *at = strstr(text, "\"hierarchical\"");
     memcpy(at, "\"tree\"        ", 14); /* same length: "tree" and spaces */
     char bad_file[] = "/tmp/check_plan_algo_XXXXXX";
-    write_temp(bad_file, text);
+    test_write_temp(bad_file, text);
     back = NULL;
     int status = mpt_plan_load(bad_file, m, slow, &back);
     unlink(bad_file);
@@ -624,7 +608,7 @@ static mpt_model_t *inline_model(const char *text)
 {
     char path[] = "/tmp/check_plan_tp_XXXXXX";
     mpt_model_t *m = NULL;
-    write_temp(path, text);
+    test_write_temp(path, text);
     int status = mpt_model_load(path, &m);
     unlink(path);
     ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
@@ -727,7 +711,7 @@ START_TEST(tp_roles_are_kept_in_the_plan)
     ck_assert_mpt_ok(mpt_plan_create(m, even, &req, &p));
     expect_roles(p, m);
     ck_assert_mpt_ok(mpt_plan_to_json(p, &text));
-    write_temp(path, text);
+    test_write_temp(path, text);
     ck_assert_mpt_ok(mpt_plan_load(path, m, even, &back));
     unlink(path);
     expect_roles(back, m);
@@ -747,7 +731,7 @@ START_TEST(tp_roles_are_kept_in_the_plan)
                      "{\"kind\": \"linear\", \"units\": 10}, "
                      "{\"kind\": \"softmax_cross_entropy\"}]}");
     char path2[] = "/tmp/check_plan_roles_XXXXXX";
-    write_temp(path2, text); /* the MLP's plan: same layer count, but another model */
+    test_write_temp(path2, text); /* the MLP's plan: same layer count, but another model */
     ck_assert_mpt_fails(mpt_plan_load(path2, m, even, &back), MPT_ERR_INVALID);
     ck_assert_msg(strstr(mpt_last_error(), "was made for another model"), "%s", mpt_last_error());
     unlink(path2);
@@ -759,7 +743,7 @@ START_TEST(tp_roles_are_kept_in_the_plan)
     text = json_dumps(root, 0);
     json_decref(root);
     char path3[] = "/tmp/check_plan_roles_XXXXXX";
-    write_temp(path3, text);
+    test_write_temp(path3, text);
     free(text);
     ck_assert_mpt_ok(mpt_plan_load(path3, m, even, &back));
     unlink(path3);
@@ -823,7 +807,7 @@ static void check_round_trip(const char *path, const mpt_cluster_t *c, const mpt
     ck_assert_mpt_ok(mpt_plan_create(m, c, &req, &p));
     ck_assert_mpt_ok(mpt_plan_to_json(p, &text));
     char file[] = "/tmp/check_plan_plan_XXXXXX";
-    write_temp(file, text);
+    test_write_temp(file, text);
     int status = mpt_plan_load(file, m, c, &back);
     unlink(file);
     ck_assert_msg(status == MPT_OK, "%s, %s: %s", path, mpt_model_name(m), mpt_last_error());

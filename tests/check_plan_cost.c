@@ -439,18 +439,7 @@ static const char *CLUSTER =
 
 static mpt_cluster_t *synthetic_cluster(void)
 {
-    char path[] = "/tmp/check_plan_cost_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    FILE *f = fdopen(fd, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(CLUSTER, f);
-    fclose(f);
-    mpt_cluster_t *c = NULL;
-    int status = mpt_cluster_load(path, &c);
-    unlink(path);
-    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
-    return c;
+    return test_cluster_from_text(CLUSTER);
 }
 
 /* cost.c's roofline for a profile without GEMM points, written out again. */

@@ -31,21 +31,11 @@
 #include "plan/plan.h"
 #include "testutil.h"
 
-static void write_temp(char *path, const char *text)
-{
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    FILE *f = fdopen(fd, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_ge(fputs(text, f), 0);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 /* An MLP of four linear 1024 layers (compute-bound at the rates below). */
 static mpt_model_t *mlp(void)
 {
     char path[] = "/tmp/check_subsets_model_XXXXXX";
-    write_temp(path, "{\"name\": \"mlp4\", \"input\": [1024], \"layers\": ["
+    test_write_temp(path, "{\"name\": \"mlp4\", \"input\": [1024], \"layers\": ["
                      "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
                      "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
                      "{\"kind\": \"linear\", \"units\": 1024}, {\"kind\": \"relu\"},"
@@ -72,13 +62,7 @@ static mpt_cluster_t *cluster(size_t n, const double *gflops)
             "\"mem_gbps\": 500, \"h2d_gbps\": 10, \"d2h_gbps\": 10, \"launch_us\": 5}}",
             i ? ", " : "", i, gflops[i]);
     snprintf(text + len, sizeof text - len, "]}");
-    char path[] = "/tmp/check_subsets_cluster_XXXXXX";
-    write_temp(path, text);
-    mpt_cluster_t *c = NULL;
-    int status = mpt_cluster_load(path, &c);
-    unlink(path);
-    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
-    return c;
+    return test_cluster_from_text(text);
 }
 
 static double plan_step(const mpt_model_t *m, const mpt_cluster_t *c, int all_devices,
@@ -194,13 +178,7 @@ static mpt_cluster_t *cpu_devices(size_t n, const char *const *cpus, double shar
             "\"h2d_gbps\": 10, \"d2h_gbps\": 10, \"launch_us\": 5%s}}",
             i ? ", " : "", i, cpus[i], shared_json);
     snprintf(text + len, sizeof text - len, "]}");
-    char path[] = "/tmp/check_subsets_cpus_XXXXXX";
-    write_temp(path, text);
-    mpt_cluster_t *c = NULL;
-    int status = mpt_cluster_load(path, &c);
-    unlink(path);
-    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
-    return c;
+    return test_cluster_from_text(text);
 }
 
 static mpt_cluster_t *cpu_pair(const char *a, const char *b, double shared)
@@ -348,7 +326,7 @@ START_TEST(bad_profile_values_refused)
                  "\"global_mem_bytes\": %s, \"profile\": {%s, \"h2d_gbps\": 10, "
                  "\"d2h_gbps\": 10}}]}",
                  bad[i].mem, bad[i].profile);
-        write_temp(path, text);
+        test_write_temp(path, text);
         mpt_cluster_t *c = NULL;
         int status = mpt_cluster_load(path, &c);
         ck_assert_int_eq(status, MPT_ERR_PARSE);

@@ -5,7 +5,9 @@
 #ifndef MPT_TESTUTIL_H
 #define MPT_TESTUTIL_H
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <check.h>
 
@@ -27,6 +29,31 @@
                       #call, mpt_status_name(s_), mpt_status_name(code),       \
                       mpt_last_error());                                       \
     } while (0)
+
+/* Writes text to a fresh temporary file made from the template path
+ * ("...XXXXXX", rewritten in place); the caller unlinks it. */
+static inline void test_write_temp(char *path, const char *text)
+{
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A cluster from its description's text, through a temporary file
+ * (mpt_cluster_load reads files), asserted to load. */
+static inline mpt_cluster_t *test_cluster_from_text(const char *text)
+{
+    char path[] = "/tmp/mpt_test_cluster_XXXXXX";
+    mpt_cluster_t *c = NULL;
+    test_write_temp(path, text);
+    int status = mpt_cluster_load(path, &c);
+    unlink(path);
+    ck_assert_msg(status == MPT_OK, "%s", mpt_last_error());
+    return c;
+}
 
 /* A fixture file under tests/ of the source tree (MPT_TESTS_SRCDIR, set by
  * make check), in a static buffer. */
